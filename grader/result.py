@@ -1,0 +1,131 @@
+"""The grading result: one pydantic schema for ``result.json``, ``--json``, reports and the gradebook."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["graded", "invalid", "error"]
+Severity = Literal["error", "warning", "note"]
+
+SCHEMA_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class CheckResult(_Model):
+    """One check. A failed ``error`` check makes the submission invalid; warnings and notes inform."""
+
+    name: str
+    passed: bool
+    message: str
+    hint: str = ""  # how to fix it; empty when passed
+    severity: Severity = "error"
+    points: float | None = None  # notebook checks carry rubric points
+    max_points: float | None = None
+
+    @property
+    def blocking(self) -> bool:
+        return not self.passed and self.severity == "error"
+
+
+class EpisodeResult(_Model):
+    seed: int
+    return_: float = Field(alias="return")
+    length: int
+
+
+class Summary(_Model):
+    n: int
+    mean: float
+    std: float
+    median: float
+    iqm: float
+    ci_low: float
+    ci_high: float
+    success_rate: float | None  # None when the task defines no success threshold
+    min: float
+    max: float
+
+
+class TensorInfo(_Model):
+    name: str
+    dtype: str
+    shape: list[int | str | None]
+
+
+class ModelInfo(_Model):
+    sha256: str
+    size_bytes: int
+    opset: int | None
+    ir_version: int | None
+    producer: str = ""
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    parameters: int
+    operators: dict[str, int]
+
+
+class VideoInfo(_Model):
+    label: str  # best, median, worst
+    seed: int
+    scored_return: float
+    rerun_return: float
+    matches: bool  # the rendered re-run gave exactly the scored return
+    path: str  # relative to the output folder
+    frames: int
+
+
+class RubricInfo(_Model):
+    id: str
+    path: str
+    sha256: str
+    seed_set: Literal["public", "grading", "explicit"]
+    n_seeds: int
+    statistic: str
+    zero_at: float
+    full_at: float
+
+
+class GradeResult(_Model):
+    """Everything known about one grading. ``status`` is graded, invalid or error."""
+
+    schema_version: int = SCHEMA_VERSION
+    submission: str
+    task: str | None
+    status: Status
+    checks: list[CheckResult] = []
+    episodes: list[EpisodeResult] = []
+    summary: Summary | None = None
+    score: float = 0.0
+    max_score: float = 0.0
+    band: str | None = None
+    rubric: RubricInfo | None = None
+    model: ModelInfo | None = None
+    videos: list[VideoInfo] = []
+    versions: dict[str, str] = {}
+    device: str = "cpu"
+    warnings: list[str] = []
+    error: str | None = None  # what went wrong, in words, when status is error or invalid
+    command: str = ""  # reproduces this result
+    timings: dict[str, float] = {}
+    created: str = ""
+
+    @property
+    def failed_checks(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.blocking]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "GradeResult":
+        return cls.model_validate_json(text)
+
+    def _repr_html_(self) -> str:  # Jupyter
+        from grader.report import render_inline_html
+
+        return render_inline_html(self)

@@ -1,0 +1,235 @@
+"""Rubrics: which seeds to play, how many episodes, and how a statistic becomes points.
+
+A rubric is a TOML file validated by pydantic; an unknown or wrong key is rejected with a
+message naming the file and the key. Seeds are written as ``"A-B"`` (inclusive ranges), lists of
+numbers and ranges, or a ``grading_file`` holding them: instructors keep their grading seeds in
+a private file beside the rubric, students see only the public seeds.
+
+Scoring is linear: ``points * clip((stat - zero) / (full - zero), 0, 1)`` where ``zero`` and
+``full`` are numbers or names of baselines (``random``, ``reference``, ...) resolved through the
+rubric's baselines file, so a rubric can say "zero at random play, full at the reference agent".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from grader.contract import TASK_NAMES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+RUBRICS_DIR = Path(__file__).resolve().parent.parent / "rubrics"
+Statistic = Literal["mean", "median", "iqm", "ci_low", "success_rate"]
+MAX_SEEDS = 100_000
+
+
+class RubricError(ValueError):
+    """A rubric or seed specification is invalid; the message says where and why."""
+
+
+def parse_seeds(spec: str | int | list, *, where: str = "seeds") -> list[int]:
+    """Parse ``"0-9"``, ``"1, 5, 10-12"``, ``7`` or ``[1, "3-4"]`` into a list of seeds.
+
+    Seeds are non-negative integers below 2**31; the order is kept, duplicates are rejected.
+    """
+    items: list = spec if isinstance(spec, list) else [spec]
+    seeds: list[int] = []
+    for item in items:
+        if isinstance(item, bool):
+            raise RubricError(f"{where}: {item!r} is not a seed")
+        if isinstance(item, int):
+            seeds.append(item)
+            continue
+        if not isinstance(item, str):
+            raise RubricError(f"{where}: {item!r} is not a seed or a range like '0-99'")
+        for part in re.split(r"[,\s]+", item.strip()):
+            if not part:
+                continue
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if not m:
+                raise RubricError(f"{where}: {part!r} is not a seed or a range like '0-99'")
+            lo = int(m.group(1))
+            hi = int(m.group(2)) if m.group(2) is not None else lo
+            if hi < lo:
+                raise RubricError(f"{where}: range {part!r} ends before it starts")
+            if hi - lo + 1 + len(seeds) > MAX_SEEDS:
+                raise RubricError(f"{where}: more than {MAX_SEEDS} seeds")
+            seeds.extend(range(lo, hi + 1))
+    for s in seeds:
+        if not 0 <= s < 2**31:
+            raise RubricError(f"{where}: seed {s} is outside 0..2**31-1")
+    if len(set(seeds)) != len(seeds):
+        raise RubricError(f"{where}: a seed is listed twice")
+    if not seeds:
+        raise RubricError(f"{where}: no seeds given")
+    return seeds
+
+
+def read_seeds_file(path: Path) -> list[int]:
+    """Seeds from a text file: numbers and ranges separated by commas or white space; ``#`` comments."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RubricError(f"cannot read the grading seeds file {path}: {exc.strerror}") from None
+    text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    return parse_seeds(text, where=str(path))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Seeds(_Strict):
+    public: str | list[int | str] = Field(description="self-check seeds, shown to students")
+    grading: str | list[int | str] | None = Field(None, description="grading seeds, if not in a file")
+    grading_file: str | None = Field(None, description="file of grading seeds, relative to the rubric")
+
+    @field_validator("public", "grading")
+    @classmethod
+    def _parse(cls, v):
+        if v is not None:
+            parse_seeds(v)
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.grading is None and self.grading_file is None:
+            raise ValueError("give either seeds.grading or seeds.grading_file")
+        return self
+
+
+class Scoring(_Strict):
+    statistic: Statistic = "mean"
+    zero: float | str = Field(description="statistic value that earns 0 points, or a baseline name")
+    full: float | str = Field(description="statistic value that earns full points, or a baseline name")
+    points: float = Field(10.0, gt=0)
+
+
+class Band(_Strict):
+    name: str
+    min_fraction: float = Field(ge=0, le=1)
+
+
+class NotebookRubric(_Strict):
+    """How a notebook is graded: points per notebook check and the sandbox limits."""
+
+    points: dict[str, float] = Field(default_factory=dict, description="check name -> points")
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    memory_mb: int = Field(3072, ge=256, le=65536)
+
+
+class Rubric(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    task: Literal["lunarlander", "mspacman"]
+    title: str = ""
+    episodes: int = Field(gt=0, le=MAX_SEEDS, description="grading episodes, one per seed")
+    selfcheck_episodes: int = Field(5, gt=0, le=1000)
+    baselines: str | None = Field(None, description="baselines JSON file, relative to the rubric")
+    show_names: bool = Field(False, description="leaderboards show names instead of pseudonyms")
+    seeds: Seeds
+    scoring: Scoring
+    bands: list[Band] = []
+    notebook: NotebookRubric = Field(default_factory=NotebookRubric)
+
+    # Set by load_rubric, not by the file.
+    path: Path | None = Field(None, exclude=True)
+    sha256: str = Field("", exclude=True)
+
+    def resolve(self, relative: str) -> Path:
+        base = self.path.parent if self.path else Path.cwd()
+        return (base / relative).resolve()
+
+    def public_seeds(self) -> list[int]:
+        return parse_seeds(self.seeds.public, where="seeds.public")
+
+    def grading_seeds(self) -> list[int]:
+        if self.seeds.grading_file:
+            seeds = read_seeds_file(self.resolve(self.seeds.grading_file))
+        else:
+            seeds = parse_seeds(self.seeds.grading, where="seeds.grading")
+        if len(seeds) < self.episodes:
+            raise RubricError(
+                f"rubric {self.id!r} asks for {self.episodes} episodes but has only {len(seeds)} grading seeds"
+            )
+        return seeds[: self.episodes]
+
+    def threshold(self, value: float | str, *, statistic: str | None = None) -> float:
+        """A threshold as a number: numbers pass through, names are looked up in the baselines."""
+        if not isinstance(value, str):
+            return float(value)
+        from grader.baselines import load_baselines
+
+        if not self.baselines:
+            raise RubricError(f"rubric {self.id!r} names baseline {value!r} but sets no baselines file")
+        baselines = load_baselines(self.resolve(self.baselines))
+        entry = baselines.entries.get(value)
+        if entry is None:
+            known = ", ".join(sorted(baselines.entries)) or "none"
+            raise RubricError(f"baseline {value!r} is not in {self.baselines} (it has: {known}); run `grade baselines`")
+        stat = getattr(entry.summary, statistic or self.scoring.statistic)
+        if stat is None:
+            raise RubricError(f"baseline {value!r} has no {statistic or self.scoring.statistic}")
+        return float(stat)
+
+    def thresholds(self) -> tuple[float, float]:
+        zero, full = self.threshold(self.scoring.zero), self.threshold(self.scoring.full)
+        if math.isclose(zero, full) or full < zero:
+            raise RubricError(f"rubric {self.id!r}: the full-marks threshold ({full:g}) must be above zero ({zero:g})")
+        return zero, full
+
+    def points_for(self, statistic_value: float) -> float:
+        zero, full = self.thresholds()
+        fraction = min(1.0, max(0.0, (statistic_value - zero) / (full - zero)))
+        return round(self.scoring.points * fraction, 4)
+
+    def band_for(self, points: float) -> str | None:
+        fraction = points / self.scoring.points
+        for band in sorted(self.bands, key=lambda b: -b.min_fraction):
+            if fraction >= band.min_fraction - 1e-9:
+                return band.name
+        return None
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid rubric"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_rubric(path: str | Path) -> Rubric:
+    """Read and validate a rubric TOML file; raises :class:`RubricError` with a readable message."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RubricError(f"cannot read rubric {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RubricError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        rubric = Rubric.model_validate(data)
+    except ValidationError as exc:
+        raise RubricError(_format_validation_error(path, exc)) from None
+    rubric.path = path.resolve()
+    rubric.sha256 = hashlib.sha256(raw).hexdigest()
+    return rubric
+
+
+def default_rubric_path(task: str) -> Path:
+    if task not in TASK_NAMES:
+        raise RubricError(f"unknown task {task!r}")
+    return RUBRICS_DIR / f"{task}.toml"
