@@ -1,0 +1,24 @@
+"""rl-grader: grade the RL course's homework (DQN on MsPacman, actor-critic on LunarLander).
+
+Python API: ``grade(path, ...)`` grades an ONNX file or a notebook, ``check(path)`` is the
+student's self-check; both return a :class:`GradeResult` (which renders as HTML in Jupyter).
+The task contracts live in :mod:`grader.contract`, the checks in :mod:`grader.checks`, and
+episodes run in :mod:`grader.engine` / :mod:`grader.worker`.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["grade", "check", "GradeResult"]
+
+
+def __getattr__(name: str):  # lazy: `import grader` stays cheap for the workers
+    if name in ("grade", "check"):
+        from grader import grading
+
+        return getattr(grading, name)
+    if name == "GradeResult":
+        from grader.result import GradeResult
+
+        return GradeResult
+    raise AttributeError(name)

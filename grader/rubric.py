@@ -152,11 +152,14 @@ class Rubric(_Strict):
     def public_seeds(self) -> list[int]:
         return parse_seeds(self.seeds.public, where="seeds.public")
 
-    def grading_seeds(self) -> list[int]:
+    def all_grading_seeds(self) -> list[int]:
         if self.seeds.grading_file:
-            seeds = read_seeds_file(self.resolve(self.seeds.grading_file))
-        else:
-            seeds = parse_seeds(self.seeds.grading, where="seeds.grading")
+            return read_seeds_file(self.resolve(self.seeds.grading_file))
+        return parse_seeds(self.seeds.grading, where="seeds.grading")
+
+    def grading_seeds(self) -> list[int]:
+        """The first ``episodes`` grading seeds."""
+        seeds = self.all_grading_seeds()
         if len(seeds) < self.episodes:
             raise RubricError(
                 f"rubric {self.id!r} asks for {self.episodes} episodes but has only {len(seeds)} grading seeds"

@@ -1,0 +1,363 @@
+"""Checks on a submitted ONNX policy, before any episode is played.
+
+Each ``check_*`` function returns a :class:`~grader.result.CheckResult` whose message says what
+was found and whose hint says how to fix it. Static checks read the parsed protobuf; runtime
+checks read a :class:`Probe`, the raw outputs the sandboxed worker computed on contract states.
+The order of :func:`static_checks` matters: later checks assume earlier ones passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from grader.contract import TASKS, TaskSpec
+from grader.onnx_model import (
+    MAX_NODES,
+    MAX_TENSOR_ELEMENTS,
+    ParsedModel,
+    constant_values,
+    count_operators,
+    default_opset,
+    graph_inputs,
+    is_external,
+    iter_graphs,
+    iter_tensors,
+)
+from grader.result import CheckResult
+
+# Operators a policy network needs. Control flow (Loop, If, Scan), random generators, Resize,
+# Range and Tile are left out: they are never needed here and are how hostile models hang or
+# allocate tens of GB.
+ALLOWED_OPERATORS = frozenset(
+    """
+    Abs Add And ArgMax ArgMin AveragePool BatchNormalization Cast CastLike Ceil Celu Clip Concat
+    Constant ConstantOfShape Conv ConvTranspose Div Dropout Einsum Elu Equal Erf Exp Expand
+    Flatten Floor Gather GatherElements Gelu Gemm GlobalAveragePool GlobalMaxPool Greater
+    GreaterOrEqual HardSigmoid HardSwish Identity InstanceNormalization LayerNormalization
+    LeakyRelu Less LessOrEqual Log LogSoftmax MatMul Max MaxPool Mean Min Mish Mul Neg Not Or
+    Pad Pow PRelu Reciprocal ReduceL2 ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd
+    ReduceSum ReduceSumSquare Relu Reshape Round Selu Shape Sigmoid Sign Sin Cos Size Slice
+    Softmax Softplus Softsign Split Sqrt Squeeze Sub Sum Tanh Transpose Unsqueeze Where Xor
+    """.split()
+)
+STANDARD_DOMAINS = ("", "ai.onnx")
+MIN_IR, MIN_OPSET = 3, 7
+# Operators whose output size is set by a constant input: checked against MAX_TENSOR_ELEMENTS.
+_SHAPE_INPUT = {"ConstantOfShape": 0, "Expand": 1, "Reshape": 1}
+
+
+def _ok(name: str, message: str, severity: str = "error") -> CheckResult:
+    return CheckResult(name=name, passed=True, message=message, severity=severity)
+
+
+def _fail(name: str, message: str, hint: str, severity: str = "error") -> CheckResult:
+    return CheckResult(name=name, passed=False, message=message, hint=hint, severity=severity)
+
+
+def supported_versions() -> tuple[int, int]:
+    """Highest IR version and default-domain opset the installed onnx/onnxruntime pair runs."""
+    import onnx
+
+    max_opset = onnx.defs.onnx_opset_version()
+    try:  # onnxruntime lags onnx by a release or so; its own table wins when it has one
+        import onnxruntime
+
+        max_opset = min(max_opset, int(getattr(onnxruntime.capi._pybind_state, "get_max_opset_version", lambda: max_opset)()))
+    except Exception:  # noqa: BLE001 - an optional refinement
+        pass
+    return int(onnx.IR_VERSION), int(max_opset)
+
+
+# --- static checks ----------------------------------------------------------------------------
+def check_no_external_data(parsed: ParsedModel) -> CheckResult:
+    name = "no_external_data"
+    for tensor in iter_tensors(parsed.proto):
+        if is_external(tensor):
+            where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            return _fail(
+                name,
+                f"tensor {tensor.name[:80]!r} keeps its weights in another file ({where[:80]!r}); "
+                "the grader never opens files named by a model",
+                "export everything into one file (torch.onnx.export(..., external_data=False), or "
+                "onnx.save_model(model, path, save_as_external_data=False))",
+            )
+    return _ok(name, "all weights are inside the file")
+
+
+def check_versions(parsed: ParsedModel) -> CheckResult:
+    name = "onnx_versions"
+    proto = parsed.proto
+    max_ir, max_opset = supported_versions()
+    opset = default_opset(proto)
+    others = sorted({imp.domain for imp in proto.opset_import if imp.domain not in STANDARD_DOMAINS})
+    if others:
+        return _fail(
+            name,
+            f"the model imports non-standard operator domains: {', '.join(d[:40] for d in others)}",
+            "use only standard ONNX operators (no custom ops, no contrib/ML domains)",
+        )
+    if not MIN_IR <= proto.ir_version <= max_ir:
+        return _fail(
+            name,
+            f"ONNX IR version {proto.ir_version} is outside the supported {MIN_IR}..{max_ir}",
+            "export with a current torch/keras and default settings",
+        )
+    if opset is None or not MIN_OPSET <= opset <= max_opset:
+        return _fail(
+            name,
+            f"opset {opset} is outside the supported {MIN_OPSET}..{max_opset}",
+            f"export with opset_version between 13 and {max_opset} (torch.onnx.export(..., opset_version=17))",
+        )
+    return _ok(name, f"IR {proto.ir_version}, opset {opset}")
+
+
+def check_operators(parsed: ParsedModel) -> CheckResult:
+    name = "operators"
+    proto = parsed.proto
+    if proto.functions:
+        return _fail(name, "the model defines its own ONNX functions", "export plain standard operators")
+    nodes = sum(len(g.node) for g in iter_graphs(proto.graph))
+    if nodes > MAX_NODES:
+        return _fail(name, f"the graph has {nodes} nodes, over the {MAX_NODES} limit", "a policy network needs a few dozen")
+    counts = count_operators(proto)
+    bad = sorted(op for op in counts if op not in ALLOWED_OPERATORS)
+    if bad:
+        return _fail(
+            name,
+            f"operators not allowed in a policy network: {', '.join(op[:40] for op in bad[:8])}",
+            "use plain layers (Gemm/MatMul, Conv, activations, Softmax); control flow (Loop, If, Scan), "
+            "Resize, Range, Tile and random ops are refused",
+        )
+    return _ok(name, f"{nodes} nodes, {len(counts)} operator types, all allowed")
+
+
+def check_tensor_sizes(parsed: ParsedModel) -> CheckResult:
+    """Reject constant shapes that would make the runtime allocate a huge tensor."""
+    name = "tensor_sizes"
+    consts = constant_values(parsed.proto)
+    for node in parsed.proto.graph.node:
+        idx = _SHAPE_INPUT.get(node.op_type)
+        if idx is None or len(node.input) <= idx or node.input[idx] not in consts:
+            continue
+        shape = consts[node.input[idx]].astype(np.float64).ravel()
+        elements = float(np.prod(np.abs(shape))) if shape.size else 1.0
+        if elements > MAX_TENSOR_ELEMENTS:
+            return _fail(
+                name,
+                f"{node.op_type} node {node.name[:60]!r} would create a tensor of {elements:.3g} elements "
+                f"(limit {MAX_TENSOR_ELEMENTS:.0e})",
+                "a policy network has no such tensor; check the export",
+            )
+    for tensor in iter_tensors(parsed.proto):
+        n = 1
+        for d in tensor.dims:
+            n *= max(int(d), 0)
+        if n > MAX_TENSOR_ELEMENTS:
+            return _fail(name, f"tensor {tensor.name[:60]!r} declares {n:.3g} elements", "export the model again")
+    return _ok(name, "no oversized tensors")
+
+
+def check_input_signature(parsed: ParsedModel, spec: TaskSpec) -> CheckResult:
+    name = "input_signature"
+    inputs = graph_inputs(parsed.proto)
+    expected = f"one float32 input {spec.input_signature}"
+    if len(inputs) != 1:
+        return _fail(
+            name,
+            f"the model has {len(inputs)} inputs ({', '.join(i.name[:40] for i in inputs[:5])}); expected {expected}",
+            "export the policy network alone, taking only the state",
+        )
+    info = _tensor_info(inputs[0])
+    if info.dtype != "float32":
+        return _fail(name, f"input {info.name!r} is {info.dtype}; expected {expected}",
+                     "feed float32 states: build the dummy export input with torch.zeros(..., dtype=torch.float32)")
+    dims = info.shape
+    if len(dims) != 1 + len(spec.state_shape) or tuple(dims[1:]) != spec.state_shape:
+        return _fail(name, f"input {info.name!r} has shape {_fmt(dims)}; expected {expected}",
+                     _shape_hint(spec))
+    if isinstance(dims[0], int) and dims[0] != 1:
+        return _fail(name, f"input {info.name!r} has a fixed batch of {dims[0]}; expected a symbolic batch or 1",
+                     "export with dynamic_axes={'input': {0: 'batch'}} (or a batch of 1)")
+    return _ok(name, f"input {info.name!r}: float32 {_fmt(dims)}")
+
+
+def check_output_signature(parsed: ParsedModel, spec: TaskSpec) -> CheckResult:
+    name = "output_signature"
+    outputs = list(parsed.proto.graph.output)
+    expected = f"one output [batch, {spec.n_actions}] (float) or an int64 action [batch]"
+    if len(outputs) != 1:
+        return _fail(name, f"the model has {len(outputs)} outputs; expected {expected}",
+                     "export only the actor (or Q-network): drop the critic/value head from the exported model")
+    info = _tensor_info(outputs[0])
+    dims = info.shape
+    if info.dtype in ("float32", "float16", "float64"):
+        if len(dims) == 2 and dims[1] in (spec.n_actions, None) or (len(dims) == 2 and isinstance(dims[1], str)):
+            return _ok(name, f"output {info.name!r}: {info.dtype} {_fmt(dims)}")
+        if not dims:  # shape unknown statically: the probe decides
+            return _ok(name, f"output {info.name!r}: {info.dtype}, shape decided at run time", severity="note")
+        return _fail(name, f"output {info.name!r} has shape {_fmt(dims)}; expected {expected}",
+                     f"the last layer must have {spec.n_actions} units, one per action")
+    if info.dtype in ("int64", "int32"):
+        if len(dims) in (0, 1) or (len(dims) == 2 and dims[1] in (1, None)):
+            return _ok(name, f"output {info.name!r}: {info.dtype} action {_fmt(dims)}")
+        return _fail(name, f"action output {info.name!r} has shape {_fmt(dims)}; expected [batch] or [batch, 1]",
+                     "return argmax over the action axis, or return the scores and let the grader take it")
+    return _fail(name, f"output {info.name!r} is {info.dtype}; expected {expected}", "return float scores")
+
+
+def _tensor_info(vi):
+    from grader.onnx_model import _value_info
+
+    return _value_info(vi)
+
+
+def _fmt(dims) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def _shape_hint(spec: TaskSpec) -> str:
+    if spec.name == "mspacman":
+        return ("the state is 5 stacked preprocessed frames of 44x40 (see the lesson's preprocess_observation); "
+                "export with torch.zeros(1, 5, 44, 40) as the example input")
+    return "the state is LunarLander's 8 numbers; export with an input of shape (1, 8)"
+
+
+def static_checks(parsed: ParsedModel, spec: TaskSpec) -> list[CheckResult]:
+    """Run the static checks in order, stopping after the first failure."""
+    results: list[CheckResult] = []
+    for check in (check_no_external_data, check_versions, check_operators, check_tensor_sizes):
+        results.append(check(parsed))
+        if results[-1].blocking:
+            return results
+    for check in (check_input_signature, check_output_signature):
+        results.append(check(parsed, spec))
+        if results[-1].blocking:
+            return results
+    return results
+
+
+# --- task recognition ---------------------------------------------------------------------------
+class TaskDetectionError(ValueError):
+    pass
+
+
+def expected_signatures() -> str:
+    return "; ".join(f"{t.input_signature} for {t.name}" for t in TASKS.values())
+
+
+def detect_task(parsed: ParsedModel) -> TaskSpec:
+    """The task whose input signature the model has; raises :class:`TaskDetectionError`."""
+    inputs = graph_inputs(parsed.proto)
+    if len(inputs) != 1:
+        raise TaskDetectionError(
+            f"cannot tell the task: the model has {len(inputs)} inputs; expected one input, "
+            f"{expected_signatures()} (or pass --task)"
+        )
+    dims = _tensor_info(inputs[0]).shape
+    matches = [t for t in TASKS.values() if len(dims) == 1 + len(t.state_shape)
+               and all(d == s or not isinstance(d, int) for d, s in zip(dims[1:], t.state_shape))]
+    exact = [t for t in matches if tuple(dims[1:]) == t.state_shape]
+    if len(exact) == 1:
+        return exact[0]
+    if len(matches) > 1:
+        raise TaskDetectionError(f"the input shape {_fmt(dims)} fits several tasks; pass --task (expected {expected_signatures()})")
+    raise TaskDetectionError(
+        f"cannot tell the task from the input shape {_fmt(dims)}; expected {expected_signatures()} "
+        "(or pass --task to see what is wrong for that task)"
+    )
+
+
+# --- runtime checks -------------------------------------------------------------------------------
+@dataclass
+class Probe:
+    """What the worker computed on ``n`` contract states (see :func:`grader.worker.probe`)."""
+
+    singles: list[np.ndarray] = field(default_factory=list)  # one output per state, batch of 1
+    batch: np.ndarray | None = None  # all states in one call; None when that call failed
+    batch_error: str = ""
+    fixed_batch_one: bool = False
+    output_name: str = ""
+
+
+def check_output_values(probe: Probe, spec: TaskSpec) -> CheckResult:
+    name = "output_values"
+    first = probe.singles[0]
+    if np.issubdtype(first.dtype, np.floating):
+        if first.ndim != 2 or first.shape != (1, spec.n_actions):
+            return _fail(name, f"for one state the model returned shape {list(first.shape)}; expected [1, {spec.n_actions}]",
+                         f"the last layer must output {spec.n_actions} scores per state")
+        bad = sum(int(not np.isfinite(o).all()) for o in probe.singles)
+        if bad:
+            return _fail(name, f"the output holds NaN or infinity for {bad} of {len(probe.singles)} test states",
+                         "the weights are probably NaN (training diverged); lower the learning rate, clip gradients, "
+                         "and check the loss before exporting")
+        return _ok(name, f"finite {spec.n_actions} scores per state on {len(probe.singles)} test states")
+    if np.issubdtype(first.dtype, np.integer):
+        acts = np.concatenate([o.reshape(-1) for o in probe.singles])
+        if first.size != 1:
+            return _fail(name, f"the action output for one state has {first.size} values", "return one action per state")
+        if acts.min() < 0 or acts.max() >= spec.n_actions:
+            return _fail(name, f"the model returned action {int(acts.max() if acts.max() >= spec.n_actions else acts.min())}; "
+                         f"actions are 0..{spec.n_actions - 1}", f"the policy must choose among {spec.n_actions} actions")
+        return _ok(name, f"valid actions on {len(probe.singles)} test states")
+    return _fail(name, f"the output dtype is {first.dtype}", "return float scores")
+
+
+def check_probabilities(probe: Probe, spec: TaskSpec) -> CheckResult:
+    """A note: outputs in [0, 1] should sum to 1 if they are meant as probabilities."""
+    name = "probabilities"
+    outs = np.concatenate(probe.singles)
+    if not np.issubdtype(outs.dtype, np.floating):
+        return _ok(name, "the model returns actions, not scores", severity="note")
+    if outs.min() >= 0 and outs.max() <= 1:
+        sums = outs.sum(axis=1)
+        if np.allclose(sums, 1.0, atol=1e-3):
+            return _ok(name, "outputs are probabilities (they sum to 1)", severity="note")
+        return _fail(name, f"outputs lie in [0, 1] but sum to {sums.min():.3f}..{sums.max():.3f}, not 1",
+                     "if they are meant as probabilities, end the actor with a softmax; argmax grading works either way",
+                     severity="note")
+    return _ok(name, "outputs are scores (logits or Q-values); the action is their argmax", severity="note")
+
+
+def check_batch_independence(probe: Probe, spec: TaskSpec) -> CheckResult:
+    name = "batch_independence"
+    if probe.fixed_batch_one:
+        return _ok(name, "the model takes one state at a time (fixed batch 1); it is evaluated state by state",
+                   severity="note")
+    if probe.batch is None:
+        return _fail(name, f"the model runs on one state but fails on a batch of {len(probe.singles)}: {probe.batch_error}",
+                     "export with a dynamic batch axis (dynamic_axes={'input': {0: 'batch'}, 'output': {0: 'batch'}}), "
+                     "or a fixed batch of exactly 1")
+    alone = np.concatenate(probe.singles)
+    if alone.shape != probe.batch.shape:
+        return _fail(name, f"a batch of {len(alone)} states gave shape {list(probe.batch.shape)}",
+                     "the output must have one row per state")
+    from grader.contract import actions_from_output
+
+    a_alone = actions_from_output(alone, spec.n_actions)
+    a_batch = actions_from_output(probe.batch, spec.n_actions)
+    differ = int(np.sum(a_alone != a_batch))
+    if np.issubdtype(alone.dtype, np.floating):
+        scale = max(1.0, float(np.abs(alone).max()))
+        gap = float(np.abs(alone - probe.batch).max()) / scale
+    else:
+        gap = float(differ)
+    if differ or gap > 1e-3:
+        return _fail(
+            name,
+            f"a state's output depends on the other states in its batch ({differ} of {len(alone)} actions change, "
+            f"relative difference up to {gap:.3g})",
+            "this is BatchNorm exported in training mode: call model.eval() before torch.onnx.export",
+        )
+    return _ok(name, f"the same outputs alone and in a batch of {len(alone)}")
+
+
+def runtime_checks(probe: Probe, spec: TaskSpec) -> list[CheckResult]:
+    results = [check_output_values(probe, spec)]
+    if results[-1].blocking:
+        return results
+    results.append(check_batch_independence(probe, spec))
+    results.append(check_probabilities(probe, spec))
+    return results

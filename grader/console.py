@@ -1,0 +1,86 @@
+"""Terminal output with rich: the check list, the episode statistics, the score, progress bars."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from grader.result import GradeResult
+
+stderr = Console(stderr=True, highlight=False)
+
+PHASE_LABELS = {"loading": "loading the model", "episodes": "playing episodes", "videos": "recording videos"}
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator:
+    """A rich progress bar on stderr, fed by grading's ``progress(phase, done, total)`` callback."""
+    if not enabled or not stderr.is_terminal and not _forced():
+        yield lambda phase, done, total: None
+        return
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("eta"), TimeRemainingColumn(), console=stderr, transient=True)
+    tasks: dict[str, int] = {}
+    with bar:
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(PHASE_LABELS.get(phase, phase), total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+        yield update
+
+
+def _forced() -> bool:
+    import os
+
+    return bool(os.environ.get("GRADER_FORCE_PROGRESS"))
+
+
+def print_result(result: GradeResult, console: Console | None = None, *, selfcheck_note: str = "") -> None:
+    console = console or Console(highlight=False)
+    name = escape(result.submission)
+    console.print(f"[bold]{name}[/bold]  task: {result.task or '?'}")
+    if result.checks:
+        table = Table(show_header=False, box=None, padding=(0, 1))
+        for c in result.checks:
+            mark = "[green]✓[/green]" if c.passed else ("[red]✗[/red]" if c.severity == "error" else "[yellow]![/yellow]")
+            text = escape(c.message)
+            if not c.passed and c.hint:
+                text += f"\n[dim]how to fix: {escape(c.hint)}[/dim]"
+            table.add_row(mark, f"[bold]{escape(c.name)}[/bold]", text)
+        console.print(table)
+    s = result.summary
+    if s is not None:
+        line = (f"episodes: {s.n}  mean {s.mean:.1f} ± {s.std:.1f}  median {s.median:.1f}  IQM {s.iqm:.1f}  "
+                f"95% CI [{s.ci_low:.1f}, {s.ci_high:.1f}]")
+        if s.success_rate is not None:
+            line += f"  success {100 * s.success_rate:.0f}%"
+        console.print(line)
+    for v in result.videos:
+        ok = "[green]re-run matches[/green]" if v.matches else f"[red]re-run gave {v.rerun_return:.1f}[/red]"
+        console.print(f"video {v.label}: seed {v.seed}, return {v.scored_return:.1f}, {ok}  ({escape(v.path)})")
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
+    if result.status == "graded":
+        band = f"  ({escape(result.band)})" if result.band else ""
+        stat = f" on {result.rubric.statistic} over {result.rubric.n_seeds} {result.rubric.seed_set} seeds" if result.rubric else ""
+        console.print(f"[bold green]score: {result.score:g} / {result.max_score:g}[/bold green]{band}{stat}")
+    elif result.status == "invalid":
+        console.print(f"[bold red]invalid submission:[/bold red] {escape(result.error or 'a check failed')}")
+    else:
+        console.print(f"[bold red]grader error:[/bold red] {escape(result.error or 'unknown')}")
+    if selfcheck_note:
+        console.print(selfcheck_note)
+
+
+def fail(message: str) -> None:
+    stderr.print(f"[bold red]error:[/bold red] {escape(message)}")
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()
