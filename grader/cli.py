@@ -21,7 +21,10 @@ EXIT_GRADED, EXIT_ERROR, EXIT_INVALID = 0, 1, 2
 STATUS_EXIT = {"graded": EXIT_GRADED, "invalid": EXIT_INVALID, "error": EXIT_ERROR}
 
 # Sub-commands: name -> (module, help). Each module has add_arguments(parser) and run(args) -> int.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("grader.site.server", "Run the course leaderboard website (uploads, grading queue, leaderboard)."),
+    "tokens": ("grader.site.tokens", "Create login tokens for the students of a roster CSV (and the instructor)."),
+}
 
 
 class _Parser(argparse.ArgumentParser):
