@@ -22,6 +22,7 @@ STATUS_EXIT = {"graded": EXIT_GRADED, "invalid": EXIT_INVALID, "error": EXIT_ERR
 
 # Sub-commands: name -> (module, help). Each module has add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "batch": ("grader.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
     "serve": ("grader.site.server", "Run the course leaderboard website (uploads, grading queue, leaderboard)."),
     "tokens": ("grader.site.tokens", "Create login tokens for the students of a roster CSV (and the instructor)."),
 }

@@ -179,6 +179,12 @@ class Engine:
             raise EngineFailure(f"internal error: no result for seeds {sorted(missing)[:5]}")
         return {s: results[s] for s in seeds}
 
+    def actions(self, states: Any) -> Any:
+        """The loaded policy's actions (argmax) on a batch of states, as an int64 array."""
+        self._require_loaded()
+        self._workers[0].send("actions", {"states": states})
+        return self._gather([0], silence_s=PROBE_TIMEOUT_S)[0]
+
     def record(self, seed: int, path: str) -> dict[str, Any]:
         """Replay ``seed`` with rendering and write an MP4 to ``path``."""
         self._require_loaded()

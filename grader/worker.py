@@ -3,8 +3,8 @@
 A worker is started with ``spawn`` (never ``fork``) by :mod:`grader.engine`. It sets its own
 resource limits (address space, CPU time, no core files), then serves commands over a pipe:
 ``load`` a model from bytes, ``probe`` it on contract states, play ``episodes`` with a pool of
-environments stepped together (one batched onnxruntime call per step), or ``record`` one episode
-to MP4. The parent enforces a wall timeout and kills the worker when it is exceeded, so a
+environments stepped together (one batched onnxruntime call per step), ``record`` one episode
+to MP4, or return the policy's ``actions`` on given states (duplicate detection). The parent enforces a wall timeout and kills the worker when it is exceeded, so a
 hanging or memory-hungry model costs only its own grading.
 
 Episodes are played by :func:`grader.contract.play_episode`; this module only decides how the
@@ -272,6 +272,10 @@ def worker_main(conn, limits: Limits) -> None:
                 run_episodes(policy, get_task(args["task"]), args["seeds"], pool_size=args["pool_size"],
                              on_episode=episode_done, on_step=heartbeat)
                 conn.send(("ok", None))
+            elif command == "actions":
+                states = np.asarray(args["states"], dtype=np.float32)
+                n = len(states)
+                conn.send(("ok", np.asarray(policy.act(states, np.zeros(n, np.int64), np.zeros(n, np.int64)), dtype=np.int64)))
             elif command == "record":
                 conn.send(("ok", record_episode(policy, get_task(args["task"]), args["seed"], args["path"])))
             else:
