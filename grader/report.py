@@ -220,6 +220,9 @@ def returns_plot_svg(returns: list[float], *, zero: float | None = None, full: f
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, count=1, flags=re.DOTALL)
+    # matplotlib's <style> says "*{...}": inline in HTML it would apply to the whole page.
+    svg = svg.replace("<style type=\"text/css\">*{", "<style type=\"text/css\">svg.plot *{", 1)
     svg = re.sub(r'<svg([^>]*?)\swidth="[^"]*"\s+height="[^"]*"', r'<svg\1 width="100%"', svg, count=1)
     svg = svg.replace("<svg", '<svg role="img" aria-label="distribution of the episode returns" class="plot"', 1)
     if _SVG_FORBIDDEN.search(svg):  # cannot happen with our inputs; refuse rather than embed
