@@ -261,10 +261,13 @@ def pick_video_episodes(episodes: Sequence[EpisodeResult]) -> list[tuple[str, Ep
 def _record_videos(engine: Engine, result: GradeResult, out_dir: Path, progress: Progress) -> list[VideoInfo]:
     out_dir.mkdir(parents=True, exist_ok=True)
     picks = pick_video_episodes(result.episodes)
+    hidden = result.rubric is not None and result.rubric.seed_set == "grading"
+    number = {e.seed: i + 1 for i, e in enumerate(result.episodes)}
     videos = []
     for n, (label, ep) in enumerate(picks):
         progress("videos", n, len(picks))
-        name = f"{label}_seed{ep.seed}.mp4"
+        # Grading seeds are private: the report links the videos, so their names must not show them.
+        name = f"{label}_episode{number[ep.seed]}.mp4" if hidden else f"{label}_seed{ep.seed}.mp4"
         tmp = out_dir / f".{name}.part.mp4"
         try:
             info = engine.record(ep.seed, str(tmp))

@@ -1,0 +1,391 @@
+"""The HTML report of one grading: a self-contained ``report.html`` beside ``result.json`` and the videos.
+
+:func:`write_report` renders the full page (checks, episode statistics with a plot of the returns,
+the three videos, the model card and what is needed to reproduce the result) and writes it
+atomically; :func:`render_inline_html` renders a compact fragment for Jupyter
+(``GradeResult._repr_html_``).
+
+The page opens offline: CSS is inline, the plot is an inline SVG drawn by matplotlib from numbers,
+there is no JavaScript and nothing is fetched; the videos are MP4 files referenced by relative
+path. Everything a student controls (the submission's name, tensor names, operator names, the
+producer string, check messages that quote them) goes through Jinja2's autoescaping; nothing from
+the result is ever marked ``|safe``. When the episodes were played on the hidden grading seeds,
+the report shows episode numbers instead of seeds and removes those seeds from any text it prints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import re
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from grader.result import GradeResult
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+REPORT_NAME = "report.html"
+
+SEED_SET_TEXT = {
+    "grading": "the rubric's grading seeds (kept private: the report shows episode numbers, not seeds)",
+    "public": "the rubric's public self-check seeds",
+    "explicit": "seeds given on the command line",
+}
+
+
+@lru_cache(maxsize=1)
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=True,  # every template, whatever its name: student strings are never trusted
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _num
+    env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.0f}%"
+    env.filters["kb"] = lambda b: f"{b / 1024:,.1f} kB" if b < 1024**2 else f"{b / 1024**2:,.2f} MB"
+    return env
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "—"
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "∞" if value > 0 else "−∞"
+    text = f"{value:,.{digits}f}"
+    return text.replace("-", "−")
+
+
+# --- hidden seeds ------------------------------------------------------------------------------------
+class SeedPolicy:
+    """How episodes are named: by seed (public/explicit seeds) or by number (hidden grading seeds)."""
+
+    def __init__(self, result: GradeResult):
+        self.hidden = result.rubric is not None and result.rubric.seed_set == "grading"
+        self.index = {e.seed: i + 1 for i, e in enumerate(result.episodes)}
+        if self.hidden:
+            # Seeds of the videos are among the episodes; any other number is left alone.
+            for v in result.videos:
+                self.index.setdefault(v.seed, 0)
+        self._pattern = re.compile(r"(?<![0-9])(seed[ _=:#]?\s*)?([0-9]+)(?![0-9])", re.IGNORECASE)
+
+    def label(self, seed: int) -> str:
+        if not self.hidden:
+            return f"seed {seed}"
+        n = self.index.get(seed)
+        return f"episode {n}" if n else "episode ?"
+
+    def key(self, seed: int) -> str:
+        return str(self.index.get(seed, "?")) if self.hidden else str(seed)
+
+    def scrub(self, text: str | None) -> str:
+        """``text`` with every hidden seed replaced by its episode number."""
+        if not text or not self.hidden:
+            return text or ""
+
+        def replace(m: re.Match) -> str:
+            seed = int(m.group(2))
+            if seed not in self.index:
+                return m.group(0)
+            n = self.index[seed]
+            return f"episode {n}" if n else "a hidden seed"
+
+        return self._pattern.sub(replace, text)
+
+    def leaks(self, text: str) -> bool:
+        return self.hidden and any(int(m.group(2)) in self.index for m in self._pattern.finditer(text))
+
+
+# --- baselines ---------------------------------------------------------------------------------------
+def baseline_values(result: GradeResult, rubric: Any = None) -> dict[str, float]:
+    """The rubric statistic of each baseline (``random``, ``reference``, ...), or ``{}``.
+
+    With ``rubric`` (a :class:`grader.rubric.Rubric`) its baselines file is read. Without it, the
+    rubric named in the result is looked for among the shipped rubrics and the working directory
+    and used only if its sha256 is the one recorded in the result.
+    """
+    from grader.baselines import load_baselines
+    from grader.rubric import RUBRICS_DIR, RubricError, load_rubric
+
+    info = result.rubric
+    if info is None:
+        return {}
+    try:
+        if rubric is None:
+            rubric = _find_rubric(info, RUBRICS_DIR, load_rubric)
+        if rubric is None or not rubric.baselines:
+            return {}
+        baselines = load_baselines(rubric.resolve(rubric.baselines))
+    except (RubricError, OSError, ValueError):
+        return {}
+    if baselines.task != result.task:
+        return {}
+    values: dict[str, float] = {}
+    for name, entry in baselines.entries.items():
+        value = getattr(entry.summary, info.statistic, None)
+        if value is not None and math.isfinite(value):
+            values[name] = float(value)
+    return values
+
+
+def _find_rubric(info, rubrics_dir: Path, load_rubric):
+    if not info.path:
+        return None
+    name = Path(info.path)
+    for candidate in (rubrics_dir / name.name, Path.cwd() / name, Path.cwd() / "rubrics" / name.name):
+        try:
+            if hashlib.sha256(candidate.read_bytes()).hexdigest() == info.sha256:
+                return load_rubric(candidate)
+        except OSError:
+            continue
+    return None
+
+
+# --- the plot ----------------------------------------------------------------------------------------
+_SVG_FORBIDDEN = re.compile(r"<\s*script|<\s*foreignObject|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
+
+
+def returns_plot_svg(returns: list[float], *, zero: float | None = None, full: float | None = None,
+                     statistic: tuple[str, float] | None = None, baselines: dict[str, float] | None = None,
+                     success: float | None = None) -> str:
+    """A histogram of the returns with a strip of the individual episodes, as an inline ``<svg>``.
+
+    Vertical lines mark the rubric's zero and full-marks thresholds, the scored statistic and the
+    baselines. All text in it is ours (numbers and fixed labels); matplotlib escapes it anyway.
+    """
+    import numpy as np
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
+    values = np.asarray([r for r in returns if math.isfinite(r)], dtype=float)
+    if values.size == 0:
+        return ""
+    baselines = dict(baselines or {})
+    marks: list[tuple[float, str, str, str]] = []  # x, label, colour, linestyle
+    if zero is not None:
+        marks.append((zero, "0 pts at", "#c0392b", "-"))
+    if full is not None:
+        marks.append((full, "full pts at", "#1e8449", "-"))
+    palette = {"random": "#7f8c8d", "reference": "#2471a3"}
+    for name, value in sorted(baselines.items()):
+        marks.append((value, name, palette.get(name, "#8e44ad"), "--"))
+    lo = min([values.min()] + [m[0] for m in marks])
+    hi = max([values.max()] + [m[0] for m in marks])
+    span = hi - lo or 1.0
+    lo, hi = lo - 0.04 * span, hi + 0.04 * span
+
+    rc = {"svg.fonttype": "none", "svg.hashsalt": "rl-grader", "font.family": "sans-serif",
+          "font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
+    with rc_context(rc):
+        fig = Figure(figsize=(7.6, 2.9), layout="constrained")
+        ax_hist, ax_strip = fig.subplots(2, 1, sharex=True, height_ratios=[3.2, 1])
+        bins = int(min(30, max(8, math.sqrt(values.size) * 2)))
+        ax_hist.hist(values, bins=bins, range=(lo, hi), color="#5d6d7e", alpha=0.85, edgecolor="white", linewidth=0.6)
+        ax_hist.set_ylabel("episodes")
+        if success is not None:
+            ax_hist.axvspan(success, hi, color="#1e8449", alpha=0.06, linewidth=0)
+        jitter = np.random.default_rng(0).uniform(-0.35, 0.35, values.size)
+        ax_strip.scatter(values, jitter, s=9, color="#34495e", alpha=0.6, linewidths=0)
+        ax_strip.set_ylim(-0.6, 0.6)
+        ax_strip.set_yticks([])
+        ax_strip.spines["left"].set_visible(False)
+        ax_strip.set_xlabel("episode return")
+        ax_hist.set_xlim(lo, hi)
+        top = ax_hist.get_ylim()[1]
+        ax_hist.set_ylim(0, top * 1.32)
+        # Labels are staggered in height so that close lines stay readable.
+        for n, (x, label, colour, style) in enumerate(sorted(marks, key=lambda m: m[0])):
+            for ax in (ax_hist, ax_strip):
+                ax.axvline(x, color=colour, linestyle=style, linewidth=1.3)
+            ax_hist.text(x, top * (1.27 - 0.11 * (n % 3)), f" {label} {x:,.0f}", color=colour, fontsize=8,
+                         ha="left" if x < lo + 0.75 * (hi - lo) else "right", va="top")
+        if statistic is not None:
+            name, x = statistic
+            for ax in (ax_hist, ax_strip):
+                ax.axvline(x, color="#d35400", linewidth=2.2)
+            ax_strip.text(x, 0.62, f" {name} {x:,.1f}", color="#d35400", fontsize=8, fontweight="bold",
+                          ha="left" if x < lo + 0.75 * (hi - lo) else "right", va="bottom", clip_on=False)
+        buf = io.StringIO()
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, count=1, flags=re.DOTALL)
+    # matplotlib's <style> says "*{...}": inline in HTML it would apply to the whole page.
+    svg = svg.replace("<style type=\"text/css\">*{", "<style type=\"text/css\">svg.plot *{", 1)
+    svg = re.sub(r'<svg([^>]*?)\swidth="[^"]*"\s+height="[^"]*"', r'<svg\1 width="100%"', svg, count=1)
+    svg = svg.replace("<svg", '<svg role="img" aria-label="distribution of the episode returns" class="plot"', 1)
+    if _SVG_FORBIDDEN.search(svg):  # cannot happen with our inputs; refuse rather than embed
+        return ""
+    return svg
+
+
+# --- the context -------------------------------------------------------------------------------------
+def _check_mark(check) -> tuple[str, str]:
+    if check.passed:
+        return "✓", "pass"
+    if check.severity == "error":
+        return "✗", "fail"
+    return "!", "warn"
+
+
+def build_context(result: GradeResult, *, baselines: dict[str, float] | None = None, plot: bool = True,
+                  video_paths: dict[str, str] | None = None) -> dict[str, Any]:
+    """Everything the templates show, computed in Python (the templates only lay it out)."""
+    seeds = SeedPolicy(result)
+    scrub = seeds.scrub
+    rubric = result.rubric
+    checks = []
+    for c in result.checks:
+        mark, cls = _check_mark(c)
+        checks.append({"name": c.name, "mark": mark, "cls": cls, "message": scrub(c.message),
+                       "hint": scrub(c.hint), "severity": c.severity, "passed": c.passed,
+                       "points": c.points, "max_points": c.max_points})
+    failed = [c for c in checks if c["cls"] == "fail"]
+    n_pass = sum(c["passed"] for c in checks)
+
+    # Episodes, ranked labels for the videos.
+    video_by_seed = {v.seed: v.label for v in result.videos}
+    episodes = [{"key": seeds.key(e.seed), "ret": e.return_, "length": e.length,
+                 "label": video_by_seed.get(e.seed, "")} for e in result.episodes]
+    stat_value = getattr(result.summary, rubric.statistic, None) if (result.summary and rubric) else None
+
+    plot_svg = ""
+    if plot and result.episodes:
+        plot_svg = returns_plot_svg(
+            [e.return_ for e in result.episodes],
+            zero=rubric.zero_at if rubric else None, full=rubric.full_at if rubric else None,
+            statistic=(rubric.statistic, stat_value) if rubric and stat_value is not None else None,
+            baselines=baselines, success=_success_threshold(result.task) if result.summary and result.summary.success_rate is not None else None,
+        )
+
+    video_paths = video_paths or {}
+    videos = []
+    for v in result.videos:
+        videos.append({"label": v.label, "who": seeds.label(v.seed), "scored": v.scored_return, "rerun": v.rerun_return,
+                       "matches": v.matches, "src": video_paths.get(v.path, v.path), "frames": v.frames,
+                       "length": next((e.length for e in result.episodes if e.seed == v.seed), None)})
+
+    model = result.model
+    operators = []
+    if model is not None and model.operators:
+        biggest = max(model.operators.values()) or 1
+        for name, count in sorted(model.operators.items(), key=lambda kv: (-kv[1], kv[0])):
+            operators.append({"name": name, "count": count, "width": max(2.0, 100.0 * count / biggest)})
+
+    if rubric is not None:
+        seed_text = f"{rubric.n_seeds} episodes on {SEED_SET_TEXT.get(rubric.seed_set, rubric.seed_set)}"
+    elif result.episodes:
+        seed_text = f"{len(result.episodes)} episodes"
+    else:
+        seed_text = "no episodes were played"
+    fraction = (result.score / result.max_score) if result.max_score else 0.0
+    baseline_rows = sorted((baselines or {}).items())
+    return {
+        "r": result,
+        "title": f"{result.submission} — {result.task or 'unknown task'}",
+        "status": result.status,
+        "error": scrub(result.error),
+        "checks": checks,
+        "failed": failed,
+        "n_pass": n_pass,
+        "summary": result.summary,
+        "rubric": rubric,
+        "stat_value": stat_value,
+        "fraction": max(0.0, min(1.0, fraction)),
+        "episodes": episodes,
+        "episodes_open": len(episodes) <= 12,
+        "hidden": seeds.hidden,
+        "seed_column": "episode" if seeds.hidden else "seed",
+        "plot_svg": plot_svg,
+        "videos": videos,
+        "pixelated": result.task == "mspacman",
+        "model": model,
+        "operators": operators,
+        "baselines": baseline_rows,
+        "warnings": [scrub(w) for w in result.warnings],
+        "command": scrub(result.command),
+        "seed_text": seed_text,
+        "versions": sorted(result.versions.items()),
+        "timings": result.timings,
+    }
+
+
+def _success_threshold(task: str | None) -> float | None:
+    if not task:
+        return None
+    try:
+        from grader.contract import get_task
+
+        return get_task(task).success_threshold
+    except (KeyError, ImportError):
+        return None
+
+
+# --- rendering ---------------------------------------------------------------------------------------
+def render_html(result: GradeResult, *, baselines: dict[str, float] | None = None,
+                video_paths: dict[str, str] | None = None) -> str:
+    """The full, self-contained report page as a string."""
+    ctx = build_context(result, baselines=baselines, video_paths=video_paths)
+    return _environment().get_template("report.html.j2").render(**ctx)
+
+
+def render_inline_html(result: GradeResult) -> str:
+    """A compact fragment for Jupyter: score, checks with hints, statistics (no plot, no videos)."""
+    ctx = build_context(result, plot=False)
+    return _environment().get_template("inline.html.j2").render(**ctx)
+
+
+def _safe_video_paths(result: GradeResult, out_dir: Path) -> dict[str, str]:
+    """Video paths to link; a file whose name reveals a hidden seed is linked under a neutral name."""
+    seeds = SeedPolicy(result)
+    mapping: dict[str, str] = {}
+    for v in result.videos:
+        if not seeds.leaks(v.path):
+            continue
+        safe = f"{v.label}.mp4"
+        src = out_dir / v.path
+        if src.is_file():
+            dst = out_dir / safe
+            try:
+                dst.unlink(missing_ok=True)
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+        mapping[v.path] = safe
+    return mapping
+
+
+def write_report(result: GradeResult, out_dir: str | Path, *, baselines: dict[str, float] | None = None,
+                 rubric: Any = None) -> Path:
+    """Write ``out_dir/report.html`` atomically and return its path.
+
+    ``baselines`` maps baseline names to their value of the rubric's statistic; when omitted they
+    are read from the rubric's baselines file (``rubric``, or the shipped rubric the result names).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if baselines is None:
+        baselines = baseline_values(result, rubric)
+    html = render_html(result, baselines=baselines, video_paths=_safe_video_paths(result, out_dir))
+    target = out_dir / REPORT_NAME
+    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".html.part", dir=out_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(html)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
