@@ -18,7 +18,6 @@ Routes (HTML unless noted):
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime as _dt
 import hashlib
@@ -106,9 +105,7 @@ class Site:
         for stale in self.incoming.glob("*.part"):
             stale.unlink(missing_ok=True)
         self.max_upload = config.max_upload_bytes or MAX_FILE_BYTES
-        Gradebook = _gradebook_class()
-        self._gb_local = threading.local()
-        self._Gradebook = Gradebook
+        self.gradebook = _gradebook_class()(config.db)  # thread-safe: one connection per thread
         self.store = SiteStore(config.db)
         self.signer = Signer(self.store.secret(), max_age_s=config.session_max_age_s)
         self._version_lock = threading.Lock()
@@ -123,16 +120,8 @@ class Site:
         )
         self.templates.globals.update(site_title=config.title or getattr(config.rubric, "title", "") or "Leaderboard")
 
-    # -- gradebook (one instance per thread) -----------------------------------------------------
     def gb(self):
-        gb = getattr(self._gb_local, "gb", None)
-        if gb is None:
-            gb = self._Gradebook(self.config.db)
-            self._gb_local.gb = gb
-        return gb
-
-    def new_gradebook(self):
-        return self._Gradebook(self.config.db)
+        return self.gradebook
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -141,7 +130,7 @@ class Site:
             log.info("requeued %s attempt(s) interrupted by the last shutdown", n)
         if self.config.workers > 0:
             self.pool = GradingPool(
-                gradebook_factory=self.new_gradebook, rubric=self.rubric, data_dir=self.data_dir,
+                gradebook=self.gradebook, rubric=self.rubric, data_dir=self.data_dir,
                 workers=self.config.workers, video=self.config.video, on_finish=self._bump, poll_s=self.config.poll_s,
             )
             self.pool.start()
@@ -171,12 +160,25 @@ class Site:
         html = self.templates.get_template(name).render(**context)
         return HTMLResponse(html, status_code=status_code)
 
-    def display_name(self, student_id: str, roster: dict | None = None) -> str:
+    def pseudonym(self, student_id: str, roster: dict | None = None) -> str:
+        """The roster's pseudonym if it sets one, else the gradebook's (the same name ``grade batch`` exports use)."""
         roster = self.store.students() if roster is None else roster
         s = roster.get(student_id)
-        if s is None:
-            return student_id if self.rubric.show_names else "anonymous"
-        return (s.name or s.id) if self.rubric.show_names else s.pseudonym
+        return s.pseudonym if s is not None and s.pseudonym else self.gradebook.pseudonym(student_id)
+
+    def display_name(self, student_id: str, roster: dict | None = None) -> str:
+        roster = self.store.students() if roster is None else roster
+        if self.rubric.show_names:
+            s = roster.get(student_id)
+            return (s.name or s.id) if s is not None else student_id
+        return self.pseudonym(student_id, roster)
+
+    def leaderboard(self) -> list:
+        """Each student's best graded attempt under this rubric, best first."""
+        best = self.gradebook.best_by_student(self.rubric.id)
+        rows = [a for a in (best.values() if isinstance(best, dict) else best) if A.status(a) == "graded"]
+        rows.sort(key=lambda a: (-(A.score(a) or 0.0), A.finished_at(a) or A.submitted(a) or _dt.datetime.max.replace(tzinfo=_dt.timezone.utc)))
+        return rows
 
     def recent_uploads(self, student: str, now: float | None = None) -> list[_dt.datetime]:
         """Upload times in the last hour (from the gradebook, so the limit survives restarts)."""
@@ -298,12 +300,12 @@ def create_app(config: SiteConfig) -> FastAPI:
         roster = site.store.students()
         me = request.state.session.user if request.state.session else None
         rows = []
-        for rank, a in enumerate(gb.best_by_student(site.rubric.id), start=1):
+        for rank, a in enumerate(site.leaderboard(), start=1):
             sid = A.student(a)
             rows.append({
                 "rank": rank, "name": site.display_name(sid, roster), "me": sid == me,
                 "score": A.score(a) or 0.0, "max": float(A.field(a, "max_score", default=None) or site.rubric.scoring.points),
-                "band": A.field(a, "band", default="") or "", "when": A.fmt_time(A.finished_at(a) or A.submitted(a)),
+                "band": site.rubric.band_for(A.score(a) or 0.0) or "", "when": A.fmt_time(A.finished_at(a) or A.submitted(a)),
             })
         waiting = sum(1 for a in gb.attempts() if A.status(a) in ("queued", "running"))
         return site.render(request, "leaderboard.html", rows=rows, waiting=waiting, version=site.version,
@@ -371,7 +373,7 @@ def create_app(config: SiteConfig) -> FastAPI:
             return RedirectResponse("/admin", status_code=303)
         history = []
         for a in reversed(site.gb().attempts(student=user)):
-            history.append(_attempt_row(a))
+            history.append(_attempt_row(a, site.rubric))
         student = site.store.student(user)
         used = len(site.recent_uploads(user))
         return site.render(request, "me.html", student=student, history=history, display=site.display_name(user),
@@ -435,7 +437,9 @@ def create_app(config: SiteConfig) -> FastAPI:
                     tmp.unlink(missing_ok=True)
                 else:
                     os.replace(tmp, final)
-                aid = site.gb().enqueue(user, str(final), digest, site.rubric.id)
+                # The same bytes uploaded again return the existing attempt (the gradebook keeps
+                # one row per student, file and rubric).
+                aid = site.gb().enqueue(user, str(final), digest, site.rubric)
             return int(aid), None
 
         aid, limited = await run_in_threadpool(commit)
@@ -473,7 +477,7 @@ def create_app(config: SiteConfig) -> FastAPI:
         a = site.gb().get(attempt_id)
         if not _can_see(request, a):
             return site.render(request, "message.html", 404, heading="Not found", message="No such submission.")
-        row = _attempt_row(a)
+        row = _attempt_row(a, site.rubric)
         result = site.load_result(attempt_id) if row["finished"] else None
         position = site.queue_position(attempt_id) if row["status"] == "queued" else None
         videos = []
@@ -493,7 +497,7 @@ def create_app(config: SiteConfig) -> FastAPI:
         a = await run_in_threadpool(site.gb().get, attempt_id)
         if a is None or (user != ADMIN_USER and A.student(a) != user):
             return JSONResponse({"error": "no such submission"}, status_code=404)
-        row = _attempt_row(a)
+        row = _attempt_row(a, site.rubric)
         return {"attempt_id": row["id"], "status": row["status"], "score": row["score"], "max_score": row["max"],
                 "band": row["band"], "error": row["error"], "submitted": row["submitted"], "result_url": f"/attempts/{row['id']}"}
 
@@ -538,9 +542,9 @@ def create_app(config: SiteConfig) -> FastAPI:
         roster = site.store.students()
         rows = []
         for a in reversed(site.gb().attempts()):
-            row = _attempt_row(a)
+            row = _attempt_row(a, site.rubric)
             s = roster.get(row["student"])
-            row.update(name=s.name if s else "", pseudonym=s.pseudonym if s else "")
+            row.update(name=s.name if s else "", pseudonym=site.pseudonym(row["student"], roster))
             rows.append(row)
         counts: dict[str, int] = {}
         for r in rows:
@@ -562,7 +566,8 @@ def create_app(config: SiteConfig) -> FastAPI:
             a = site.gb().get(attempt_id)
             if a is None:
                 return None
-            new_id = site.gb().enqueue(A.student(a), A.file_path(a), str(A.field(a, "sha256", default="")), A.rubric_id(a) or site.rubric.id)
+            # Same rubric version: the row is reset to queued; a changed rubric file: a new row.
+            new_id = site.gb().enqueue(A.student(a), A.file_path(a), str(A.field(a, "sha256", default="")), site.rubric, force=True)
             site.store.mark_regrade(int(new_id))
             return int(new_id)
 
@@ -579,15 +584,15 @@ def create_app(config: SiteConfig) -> FastAPI:
         if s is None or s.user != ADMIN_USER:
             return Response("instructor token needed", status_code=403)
         roster = site.store.students()
-        rows = site.gb().best_by_student(site.rubric.id) if best else site.gb().attempts()
+        rows = site.leaderboard() if best else site.gb().attempts()
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["attempt_id", "student", "name", "pseudonym", "submitted", "finished", "status", "score", "max_score",
                     "band", "sha256", "error"])
         for a in rows:
-            r = _attempt_row(a)
+            r = _attempt_row(a, site.rubric)
             st = roster.get(r["student"])
-            w.writerow([r["id"], _cell(r["student"]), _cell(st.name if st else ""), _cell(st.pseudonym if st else ""),
+            w.writerow([r["id"], _cell(r["student"]), _cell(st.name if st else ""), _cell(site.pseudonym(r["student"], roster)),
                         r["submitted"], r["finished_at"], r["status"], "" if r["score"] is None else r["score"],
                         "" if r["max"] is None else r["max"], _cell(r["band"]), r["sha256"], _cell(r["error"])])
         name = f"{site.rubric.id}-{'best' if best else 'submissions'}-{_dt.date.today().isoformat()}.csv"
@@ -617,13 +622,16 @@ def _ranges(seeds: list[int]) -> str:
     return ", ".join(parts)
 
 
-def _attempt_row(a) -> dict[str, Any]:
+def _attempt_row(a, rubric=None) -> dict[str, Any]:
     status = A.status(a)
     score = A.score(a)
     max_score = A.field(a, "max_score", default=None)
+    band = A.field(a, "band", default="") or ""
+    if not band and status == "graded" and score is not None and rubric is not None:
+        band = rubric.band_for(score) or ""
     return {
         "id": A.attempt_id(a), "student": A.student(a), "status": status, "finished": status in A.FINISHED,
-        "score": score, "max": None if max_score is None else float(max_score), "band": A.field(a, "band", default="") or "",
+        "score": score, "max": None if max_score is None else float(max_score), "band": band,
         "error": A.field(a, "error", default="") or "", "submitted": A.fmt_time(A.submitted(a)),
         "finished_at": A.fmt_time(A.finished_at(a)), "sha256": str(A.field(a, "sha256", default="") or ""),
     }

@@ -66,7 +66,7 @@ class GradingPool:
     def __init__(
         self,
         *,
-        gradebook_factory: Callable[[], object],
+        gradebook,
         rubric,
         data_dir: Path,
         workers: int = 1,
@@ -74,7 +74,7 @@ class GradingPool:
         on_finish: Callable[[int], None] = lambda attempt_id: None,
         poll_s: float = 1.0,
     ):
-        self.gradebook_factory = gradebook_factory
+        self.gradebook = gradebook
         self.rubric = rubric
         self.data_dir = Path(data_dir)
         self.n_workers = workers
@@ -123,11 +123,12 @@ class GradingPool:
         from grader.engine import Engine
 
         engine = None
-        gradebook = self.gradebook_factory()
+        gradebook = self.gradebook
         try:
             while not self._stop.is_set():
                 try:
-                    attempt = gradebook.claim_next()
+                    # Only this rubric's attempts (exact file version): ``grade batch`` may share the database.
+                    attempt = gradebook.claim_next(rubric_sha256=self.rubric.sha256, worker=f"site-{os.getpid()}-{index}")
                 except Exception:  # noqa: BLE001 - a locked or busy database: try again later
                     log.exception("claim_next failed")
                     self._stop.wait(self.poll_s)
@@ -161,9 +162,6 @@ class GradingPool:
         finally:
             if engine is not None:
                 _close_quietly(engine)
-            close = getattr(gradebook, "close", None)
-            if callable(close):
-                close()
 
     def _finish(self, gradebook, aid: int, result, report_path) -> None:
         for attempt_n in range(5):
@@ -174,17 +172,6 @@ class GradingPool:
                 log.exception("finish(%s) failed (try %d)", aid, attempt_n + 1)
                 time.sleep(1 + attempt_n)
         self.on_finish(aid)
-
-    def rubric_for(self, attempt):
-        from grader.rubric import default_rubric_path, load_rubric
-
-        rid = A.rubric_id(attempt)
-        if rid in ("", self.rubric.id):
-            return self.rubric
-        path = Path(rid)
-        if path.suffix == ".toml" and path.is_file():
-            return load_rubric(path)
-        return load_rubric(default_rubric_path(rid))
 
     def _grade(self, engine, attempt):
         """Grade one attempt; returns (result, report path or None, whether the engine is still usable)."""
@@ -199,7 +186,6 @@ class GradingPool:
         engine_ok = True
         rubric = self.rubric
         try:
-            rubric = self.rubric_for(attempt)
             result = grade(
                 A.file_path(attempt), task=rubric.task, rubric=rubric, out=out_dir, workers=1, video=self.video,
                 report=False, engine=engine, display_name=f"attempt {aid}",
@@ -217,9 +203,8 @@ class GradingPool:
             write_report = None
         if write_report is not None:
             try:
-                write_report(result, out_dir)
-                if (out_dir / "report.html").is_file():
-                    report_path = out_dir / "report.html"
+                write_report(result, out_dir, rubric=rubric)
+                report_path = out_dir
             except Exception:  # noqa: BLE001 - the result still counts without its report
                 log.exception("attempt %s: the report failed", aid)
         tmp = out_dir / ".result.json.part"

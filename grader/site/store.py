@@ -1,6 +1,7 @@
 """The site's own tables, kept in the gradebook's SQLite file beside the gradebook's tables.
 
-* ``site_students``: the roster (id, name, pseudonym) and the SHA-256 of each student's token;
+* ``site_students``: the roster (id, name, optional pseudonym; by default the leaderboard uses
+  the gradebook's pseudonym) and the SHA-256 of each student's token;
 * ``site_admins``: the SHA-256 of the instructor token (one at a time);
 * ``site_meta``: the secret that signs session cookies (created on first use);
 * ``site_regrades``: attempts enqueued by the instructor, which do not count against a
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import hmac
 import re
 import secrets
 import sqlite3
@@ -29,7 +29,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS site_students (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL DEFAULT '',
-    pseudonym TEXT NOT NULL UNIQUE,
+    pseudonym TEXT NOT NULL DEFAULT '',  -- empty: the gradebook's pseudonym
     token_sha256 TEXT UNIQUE
 );
 CREATE TABLE IF NOT EXISTS site_admins (token_sha256 TEXT PRIMARY KEY);
@@ -37,12 +37,6 @@ CREATE TABLE IF NOT EXISTS site_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)
 CREATE TABLE IF NOT EXISTS site_regrades (attempt_id INTEGER PRIMARY KEY);
 """
 
-_ADJECTIVES = """amber brave calm clever daring eager fuzzy gentle golden happy jolly keen lively lucky
-mellow mighty nimble noble plucky quick quiet rapid rusty shiny silent sleepy smooth snowy spry steady
-sunny swift tidy vivid witty zesty bold bright cosmic crisp""".split()
-_NOUNS = """albatross badger beaver bison condor coyote crane dolphin falcon ferret gecko heron ibis
-jackal koala lemur lynx marmot narwhal ocelot otter owl panda pelican puffin quokka raven salamander
-seal sparrow tapir toucan turtle walrus weasel wombat yak zebra""".split()
 
 
 class TokenError(ValueError):
@@ -99,15 +93,6 @@ class SiteStore:
         r = self._conn().execute("SELECT * FROM site_students WHERE id = ?", (student_id,)).fetchone()
         return Student(r["id"], r["name"], r["pseudonym"], r["token_sha256"]) if r else None
 
-    def _pseudonym(self, conn: sqlite3.Connection, student_id: str) -> str:
-        digest = hmac.new(self.secret(), student_id.encode(), hashlib.sha256).digest()
-        base = f"{_ADJECTIVES[digest[0] % len(_ADJECTIVES)]} {_NOUNS[digest[1] % len(_NOUNS)]}".title()
-        name, n = base, 1
-        while conn.execute("SELECT 1 FROM site_students WHERE pseudonym = ?", (name,)).fetchone():
-            n += 1
-            name = f"{base} {n}"
-        return name
-
     def upsert_student(self, student_id: str, name: str = "", pseudonym: str = "") -> str | None:
         """Add or update a roster entry; returns a new token if the student had none, else None."""
         if not STUDENT_ID.match(student_id):
@@ -118,10 +103,9 @@ class SiteStore:
             row = conn.execute("SELECT * FROM site_students WHERE id = ?", (student_id,)).fetchone()
             token = None
             if row is None:
-                pseudo = pseudonym or self._pseudonym(conn, student_id)
                 token = new_token()
                 conn.execute("INSERT INTO site_students (id, name, pseudonym, token_sha256) VALUES (?, ?, ?, ?)",
-                             (student_id, name, pseudo, hash_token(token)))
+                             (student_id, name, pseudonym, hash_token(token)))
             else:
                 updates = {"name": name} if name and name != row["name"] else {}
                 if pseudonym and pseudonym != row["pseudonym"]:
