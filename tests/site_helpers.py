@@ -55,7 +55,7 @@ grading = "{GRADING_SEEDS[0]}-{GRADING_SEEDS[-1]}"
 
 [scoring]
 statistic = "mean"
-zero = -400.0
+zero = -800.0
 full = 200.0
 points = 10
 
