@@ -32,7 +32,11 @@ from site_helpers import (  # noqa: E402
     write_rubric,
 )
 
-from fastapi.testclient import TestClient  # noqa: E402
+import warnings  # noqa: E402
+
+with warnings.catch_warnings():  # starlette's "httpx is deprecated for the test client" notice
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient  # noqa: E402
 
 from grader.gradebook import Gradebook  # noqa: E402
 from grader.result import GradeResult  # noqa: E402
