@@ -91,12 +91,18 @@ def test_login_upload_result_and_leaderboard(tmp_path, browser):
         assert "/ 10" in score
         wait.until(EC.presence_of_all_elements_located((By.CSS_SELECTOR, ".videos video")))
         assert len(browser.find_elements(By.CSS_SELECTOR, ".videos video")) == 3
-        ready = browser.execute_script(
-            "return Array.from(document.querySelectorAll('video')).map(v => v.readyState)")
-        assert len(ready) == 3
         browser.save_screenshot(str(ARTIFACTS / "site-result.png"))
         page = browser.page_source
         assert not any(str(s) in page for s in GRADING_SEEDS)
+        result_url = browser.current_url
+
+        browser.find_element(By.LINK_TEXT, "Full report").click()
+        wait.until(EC.presence_of_all_elements_located((By.TAG_NAME, "video")))
+        wait.until(lambda d: d.execute_script(
+            "return Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 1)"))  # the MP4s load
+        browser.save_screenshot(str(ARTIFACTS / "site-report.png"))
+        assert not any(str(s) in browser.page_source for s in GRADING_SEEDS)
+        browser.get(result_url)
 
         browser.find_element(By.LINK_TEXT, "Leaderboard").click()
         row = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#leaderboard tr.me")))
@@ -104,6 +110,7 @@ def test_login_upload_result_and_leaderboard(tmp_path, browser):
         assert row.find_element(By.CSS_SELECTOR, "td.name").text.startswith(Gradebook(db).pseudonym("alice"))
         browser.find_element(By.LINK_TEXT, "My submissions").click()
         wait.until(EC.presence_of_element_located((By.ID, "history")))
+        browser.save_screenshot(str(ARTIFACTS / "site-me.png"))
         browser.get(url + "/")
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#leaderboard tr.me")))
         browser.save_screenshot(str(ARTIFACTS / "site.png"))
