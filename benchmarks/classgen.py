@@ -154,3 +154,56 @@ full = 200.0
 points = 10
 """)
     return path
+
+
+def heuristic_model(seed: int = 0, noise: float = 0.0) -> bytes:
+    """Gymnasium's heuristic LunarLander controller as an ONNX graph, plus ``noise`` times the logits
+    of a random MLP: ``noise=0`` lands (~250 steps, return ~240), larger noise gives hoverers and
+    crashers -- a class whose episode lengths look like real students'."""
+    def col(i: int, scale: float = 1.0) -> np.ndarray:
+        m = np.zeros((8, 1), np.float32)
+        m[i, 0] = scale
+        return m
+
+    c = {
+        "sel_at": col(0, 0.5) + col(2, 1.0), "sel_s0": col(0), "sel_s1": col(1), "sel_s3": col(3), "sel_s4": col(4),
+        "sel_s5": col(5), "sel_s6": col(6), "sel_s7": col(7),
+        "lo": np.array(-0.4, np.float32), "hi": np.array(0.4, np.float32), "half": np.array(0.5, np.float32),
+        "k055": np.array(0.55, np.float32), "one": np.array(1.0, np.float32), "zero": np.array(0.0, np.float32),
+        "eps": np.array(0.05, np.float32), "neps": np.array(-0.05, np.float32), "two": np.array(2.0, np.float32),
+        "three": np.array(3.0, np.float32), "base": np.array([[0.5]], np.float32),
+    }
+    w1, b1, w2, b2 = mlp_weights(seed)
+    c |= {"W1": w1, "b1": b1, "W2": (w2 * noise).astype(np.float32), "b2": (b2 * noise).astype(np.float32)}
+    N = helper.make_node
+    nodes = [N("MatMul", ["obs", f"sel_{k}"], [k]) for k in ("at", "s0", "s1", "s3", "s4", "s5", "s6", "s7")]
+    nodes += [
+        N("Clip", ["at", "lo", "hi"], ["angle_targ"]),
+        N("Abs", ["s0"], ["abs_s0"]), N("Mul", ["abs_s0", "k055"], ["hover_targ"]),
+        N("Sub", ["angle_targ", "s4"], ["d_a"]), N("Mul", ["d_a", "half"], ["d_a2"]), N("Sub", ["d_a2", "s5"], ["angle_todo0"]),
+        N("Sub", ["hover_targ", "s1"], ["d_h"]), N("Mul", ["d_h", "half"], ["d_h2"]), N("Mul", ["s3", "half"], ["s3h"]),
+        N("Sub", ["d_h2", "s3h"], ["hover_todo0"]),
+        N("Max", ["s6", "s7"], ["legs_max"]), N("Greater", ["legs_max", "zero"], ["legs_b"]),
+        N("Neg", ["s3h"], ["neg_s3h"]),
+        N("Where", ["legs_b", "zero", "angle_todo0"], ["angle_todo"]),
+        N("Where", ["legs_b", "neg_s3h", "hover_todo0"], ["hover_todo"]),
+        N("Abs", ["angle_todo"], ["abs_at"]),
+        N("Greater", ["hover_todo", "abs_at"], ["g1"]), N("Greater", ["hover_todo", "eps"], ["g2"]), N("And", ["g1", "g2"], ["c2b"]),
+        N("Less", ["angle_todo", "neps"], ["c3b"]), N("Greater", ["angle_todo", "eps"], ["c1b"]),
+        N("Cast", ["c2b"], ["c2"], to=TensorProto.FLOAT), N("Cast", ["c3b"], ["c3"], to=TensorProto.FLOAT),
+        N("Cast", ["c1b"], ["c1"], to=TensorProto.FLOAT),
+        N("Mul", ["c2", "three"], ["sc2"]), N("Mul", ["c3", "two"], ["sc3"]),
+        N("Mul", ["s0", "zero"], ["zcol"]), N("Add", ["zcol", "base"], ["sc0"]),
+        N("Concat", ["sc0", "c1", "sc2", "sc3"], ["rule"], axis=1),
+        N("Gemm", ["obs", "W1", "b1"], ["h"]), N("Tanh", ["h"], ["a"]), N("Gemm", ["a", "W2", "b2"], ["noise_logits"]),
+        N("Add", ["rule", "noise_logits"], ["scores"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "heuristic", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in c.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="classgen-heuristic")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
