@@ -135,3 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         module.add_arguments(p)
         return int(module.run(p.parse_args(argv[1:])))
     return _run_grade(_make_main_parser().parse_args(argv), selfcheck=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
