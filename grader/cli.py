@@ -21,7 +21,9 @@ EXIT_GRADED, EXIT_ERROR, EXIT_INVALID = 0, 1, 2
 STATUS_EXIT = {"graded": EXIT_GRADED, "invalid": EXIT_INVALID, "error": EXIT_ERROR}
 
 # Sub-commands: name -> (module, help). Each module has add_arguments(parser) and run(args) -> int.
-SUBCOMMANDS: dict[str, tuple[str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "baselines": ("grader.baselines", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
+}
 
 
 class _Parser(argparse.ArgumentParser):
