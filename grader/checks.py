@@ -9,6 +9,7 @@ The order of :func:`static_checks` matters: later checks assume earlier ones pas
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -56,18 +57,32 @@ def _fail(name: str, message: str, hint: str, severity: str = "error") -> CheckR
     return CheckResult(name=name, passed=False, message=message, hint=hint, severity=severity)
 
 
+@lru_cache(maxsize=1)
 def supported_versions() -> tuple[int, int]:
-    """Highest IR version and default-domain opset the installed onnx/onnxruntime pair runs."""
+    """Highest IR version and default-domain opset that the installed onnxruntime runs.
+
+    onnx usually knows newer versions than onnxruntime runs, so this asks onnxruntime: it loads
+    a one-node model of our own at decreasing versions (a few milliseconds, once per process).
+    """
     import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
 
-    max_opset = onnx.defs.onnx_opset_version()
-    try:  # onnxruntime lags onnx by a release or so; its own table wins when it has one
-        import onnxruntime
+    def loads(ir: int, opset: int) -> bool:
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "v",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = ir
+        try:
+            ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            return True
+        except Exception:  # noqa: BLE001 - "unsupported" comes as several exception types
+            return False
 
-        max_opset = min(max_opset, int(getattr(onnxruntime.capi._pybind_state, "get_max_opset_version", lambda: max_opset)()))
-    except Exception:  # noqa: BLE001 - an optional refinement
-        pass
-    return int(onnx.IR_VERSION), int(max_opset)
+    max_ir = next((ir for ir in range(onnx.IR_VERSION, MIN_IR - 1, -1) if loads(ir, 13)), 8)
+    max_opset = next((v for v in range(onnx.defs.onnx_opset_version(), 13, -1) if loads(max_ir, v)), 13)
+    return max_ir, max_opset
 
 
 # --- static checks ----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ STATUS_EXIT = {"graded": EXIT_GRADED, "invalid": EXIT_INVALID, "error": EXIT_ERR
 
 # Sub-commands: name -> (module, help). Each module has add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "baselines": ("grader.baselines", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
     "batch": ("grader.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
     "serve": ("grader.site.server", "Run the course leaderboard website (uploads, grading queue, leaderboard)."),
     "tokens": ("grader.site.tokens", "Create login tokens for the students of a roster CSV (and the instructor)."),
@@ -139,3 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         module.add_arguments(p)
         return int(module.run(p.parse_args(argv[1:])))
     return _run_grade(_make_main_parser().parse_args(argv), selfcheck=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,7 +6,7 @@ import sys
 from contextlib import contextmanager
 from collections.abc import Iterator
 
-from rich.console import Console
+from rich.console import Console  # noqa: F401 - re-exported for the sub-commands
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table

@@ -13,16 +13,23 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from grader.worker import Limits, worker_main
 
 POOL_SIZE = {"lunarlander": 8, "mspacman": 4}  # envs stepped together in each worker
-LOAD_TIMEOUT_S = 60.0
-PROBE_TIMEOUT_S = 60.0
-EPISODE_SILENCE_S = 60.0  # no episode finished and no heartbeat for this long: the model hangs
-RECORD_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Wall-clock limits, in seconds of silence from a worker (progress messages reset them)."""
+
+    load: float = 60.0
+    probe: float = 60.0
+    episodes: float = 60.0  # no episode finished and no heartbeat for this long: the model hangs
+    record: float = 600.0
 
 
 class EngineFailure(RuntimeError):
@@ -67,11 +74,12 @@ class _Worker:
 class Engine:
     """A set of worker processes; use as a context manager, or call :meth:`close`."""
 
-    def __init__(self, workers: int = 1, *, limits: Limits | None = None):
+    def __init__(self, workers: int = 1, *, limits: Limits | None = None, timeouts: Timeouts | None = None):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.n_workers = workers
         self.limits = limits or Limits()
+        self.timeouts = timeouts or Timeouts()
         self._workers: list[_Worker] = [_Worker(self.limits) for _ in range(workers)]
         self._loaded: dict[str, Any] | None = None
 
@@ -142,13 +150,13 @@ class Engine:
         args = {"model": model, "task": task, "device": device}
         for w in self._workers:
             w.send("load", args)
-        self._gather(range(len(self._workers)), silence_s=LOAD_TIMEOUT_S)
+        self._gather(range(len(self._workers)), silence_s=self.timeouts.load)
         self._loaded = args
 
     def probe(self) -> dict[str, Any]:
         self._require_loaded()
         self._workers[0].send("probe", {})
-        return self._gather([0], silence_s=PROBE_TIMEOUT_S)[0]
+        return self._gather([0], silence_s=self.timeouts.probe)[0]
 
     def evaluate(
         self,
@@ -173,7 +181,7 @@ class Engine:
                 results[seed] = (ret, length)
                 on_episode(seed, ret, length)
 
-        self._gather(busy, silence_s=EPISODE_SILENCE_S, on_message=on_message)
+        self._gather(busy, silence_s=self.timeouts.episodes, on_message=on_message)
         missing = set(seeds) - set(results)
         if missing:
             raise EngineFailure(f"internal error: no result for seeds {sorted(missing)[:5]}")
@@ -189,7 +197,7 @@ class Engine:
         """Replay ``seed`` with rendering and write an MP4 to ``path``."""
         self._require_loaded()
         self._workers[0].send("record", {"task": self._loaded["task"], "seed": seed, "path": path})
-        return self._gather([0], silence_s=RECORD_TIMEOUT_S)[0]
+        return self._gather([0], silence_s=self.timeouts.record)[0]
 
     def _require_loaded(self) -> None:
         if self._loaded is None:

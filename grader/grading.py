@@ -202,7 +202,8 @@ def grade_onnx_file(
             probe_raw = engine.probe()
         except EngineFailure as exc:
             return _invalid(result, CheckResult(name="runs", passed=False, message=f"the model fails on a contract state: {exc}",
-                                                hint=f"it must accept float32 {spec.input_signature}"))
+                                                hint=f"run it yourself with onnxruntime on a float32 state of shape [1, {', '.join(map(str, spec.state_shape))}]: "
+                                                     "it must return the action scores without errors"))
         timings["load_and_probe"] = time.perf_counter() - t0
         result.checks += C.runtime_checks(C.Probe(**probe_raw), spec)
         if result.failed_checks:

@@ -136,6 +136,9 @@ class Rubric(_Strict):
     selfcheck_episodes: int = Field(5, gt=0, le=1000)
     baselines: str | None = Field(None, description="baselines JSON file, relative to the rubric")
     show_names: bool = Field(False, description="leaderboards show names instead of pseudonyms")
+    references: dict[str, str] = Field(
+        default_factory=dict, description="baseline name -> reference ONNX file (relative to the rubric) for `grade baselines`"
+    )
     seeds: Seeds
     scoring: Scoring
     bands: list[Band] = []

@@ -237,7 +237,9 @@ def _short(exc: BaseException) -> str:
 
 def worker_main(conn, limits: Limits) -> None:
     """Serve commands until ``close`` or the pipe ends. Replies are ("ok", value) or ("fail", msg)."""
-    import onnxruntime  # noqa: F401 - import before limits: it maps large shared libraries
+    import onnxruntime  # import before the limits: it maps large shared libraries
+
+    onnxruntime.set_default_logger_severity(4)  # errors come back as messages, not log lines
 
     os.chdir(os.path.realpath(os.environ.get("TMPDIR", "/tmp")))
     _apply_limits(limits)
