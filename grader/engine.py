@@ -191,7 +191,7 @@ class Engine:
         """The loaded policy's actions (argmax) on a batch of states, as an int64 array."""
         self._require_loaded()
         self._workers[0].send("actions", {"states": states})
-        return self._gather([0], silence_s=PROBE_TIMEOUT_S)[0]
+        return self._gather([0], silence_s=self.timeouts.probe)[0]
 
     def record(self, seed: int, path: str) -> dict[str, Any]:
         """Replay ``seed`` with rendering and write an MP4 to ``path``."""
