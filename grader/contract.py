@@ -93,6 +93,7 @@ def make_env(task: TaskSpec | str, *, render: bool = False) -> Any:
         import ale_py
 
         gym.register_envs(ale_py)
+        ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner per env
         # The observation is the RGB frame either way; rgb_array only enables env.render().
     return gym.make(spec.env_id, render_mode="rgb_array" if render else None)
 
