@@ -166,6 +166,7 @@ class BatchRun:
     backend: str = "local"
     address: str | None = None
     reference_dir: Path | None = DEFAULT_REFERENCE_DIR
+    behaviour_threshold: float = 0.95
     show_progress: bool = True
     log: Any = None  # callable(str) for per-submission lines; default: print to stderr
 
@@ -176,6 +177,12 @@ class BatchRun:
     attempts: dict[Entry, Attempt] = field(default_factory=dict)
     failures: int = 0
     interrupted: bool = False
+    probe_states: np.ndarray | None = None  # the duplicate-detection probe set (models only)
+    probe_id: str = ""
+    elapsed: float = 0.0
+    summary: dict = field(default_factory=dict)  # set by the exports
+    duplicates: Any = None  # a grader.duplicates.DuplicateReport, set by the exports
+    bar: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -280,9 +287,8 @@ class BatchRun:
             total = len(self.attempts)
             reused = total - len(jobs)
             has_models = any(e.kind == "model" for e in self.attempts)
-            probe_states, probe_id = probe_set(self.rubric.task) if has_models else (None, "")
-            self.probe_id = probe_id
-            opts = self.job_options(probe_states)
+            self.probe_states, self.probe_id = probe_set(self.rubric.task) if has_models else (None, "")
+            opts = self.job_options(self.probe_states)
             self._say(f"{total} submission files from {len(self.folder.students)} students in {self.class_dir}"
                       f" ({reused} already graded, {len(jobs)} to grade; {len(self.folder.problems)} layout problems)")
             t0 = time.perf_counter()
@@ -432,6 +438,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, help="override the rubric's number of episodes (a separate gradebook key)")
     p.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE_DIR,
                    help="folder of reference models compared for duplicates (default reference/models)")
+    p.add_argument("--behaviour-threshold", type=float, default=0.95,
+                   help="flag two policies whose actions agree on at least this fraction of the probe states (default 0.95)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -443,6 +451,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if args.workers < 1 or (args.episodes is not None and args.episodes < 1):
         console.fail("--workers and --episodes must be at least 1")
+        return EXIT_ERROR
+    if not 0.5 <= args.behaviour_threshold <= 1.0:
+        console.fail("--behaviour-threshold must be between 0.5 and 1")
         return EXIT_ERROR
     try:
         rubric = load_rubric(args.rubric)
@@ -457,7 +468,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or args.class_dir.resolve().with_name(args.class_dir.resolve().name + ".grading")
     runner = BatchRun(class_dir=args.class_dir, out=out, rubric=rubric, roster=roster, workers=args.workers,
                       force=args.force, video=not args.no_video, episodes=args.episodes, backend=args.backend,
-                      address=args.address, reference_dir=args.reference, show_progress=not args.no_progress)
+                      address=args.address, reference_dir=args.reference, behaviour_threshold=args.behaviour_threshold,
+                      show_progress=not args.no_progress)
     try:
         code = runner.run()
     except RuntimeError as exc:
@@ -475,7 +487,7 @@ def _print_summary(runner: BatchRun) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    c = Console(highlight=False)
+    c = Console(highlight=False, soft_wrap=True)
     s = runner.summary
     c.print(f"[bold]{s['students']} students[/bold]: {s['graded']} graded, {s['invalid']} invalid, {s['error']} errors, "
             f"{s['no_submission']} without a submission, {s['not_on_roster']} not on the roster "
@@ -489,5 +501,11 @@ def _print_summary(runner: BatchRun) -> None:
         c.print(f"[bold yellow]{len(dup.flags)} duplicate flags[/bold yellow] (see duplicates.csv):")
         for f in dup.flags[:20]:
             c.print(f"  {f.kind}: {escape(f.a.label)} ~ {escape(f.b.label)}" + (f" ({100 * f.agreement:.1f}%)" if f.agreement is not None else ""))
+        if len(dup.flags) > 20:
+            c.print(f"  ... and {len(dup.flags) - 20} more")
+        n_behaviour = sum(f.kind == "behaviour" for f in dup.flags)
+        if n_behaviour > max(5, len(runner.attempts) // 2):
+            c.print(f"[yellow]{n_behaviour} behaviour flags: policies of this class agree a lot anyway (similar training "
+                    f"converges); look at the highest agreements first or raise --behaviour-threshold[/yellow]")
     for name in ("grades.csv", "duplicates.csv", "problems.csv", "class.html", "gradebook.sqlite"):
         c.print(f"  {escape(str(runner.out / name))}")

@@ -87,7 +87,9 @@ def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
     class_dir, roster, rubric = make_class(root)
     out = root / "out"
-    assert batch(class_dir, "--rubric", rubric, "--roster", roster, "--out", out, "--workers", "2") == 0
+    (root / "no-refs").mkdir()
+    assert batch(class_dir, "--rubric", rubric, "--roster", roster, "--out", out, "--workers", "2",
+                 "--reference", root / "no-refs") == 0
     return root, class_dir, roster, rubric, out
 
 
@@ -212,6 +214,21 @@ def test_duplicates_flagged(graded):
     assert all(float(f["agreement"]) >= 0.95 for f in behaviour)
     flagged = {s for _, p in pairs for s in p}
     assert not flagged & {"bad", "loopbomb", "extdata", "nb"}
+
+
+def test_copy_of_a_reference_model_is_flagged(graded, tmp_path):
+    root, class_dir, roster, rubric, out = graded
+    refs = tmp_path / "refs"
+    g.write(refs / "ll_ref.onnx", g.random_mlp(2))         # good2 handed in the reference itself
+    g.write(refs / "pacman.onnx", g.wrong_shape(9))        # not this task: ignored
+    work = tmp_path / "out"
+    shutil.copytree(out, work)
+    assert batch(class_dir, "--rubric", rubric, "--out", work, "--reference", refs) == 0
+    flags = {(f["kind"], frozenset((f["student_a"], f["student_b"]))) for f in read_csv(work / "duplicates.csv")}
+    assert ("identical", frozenset({"good2", "reference:ll_ref.onnx"})) in flags
+    assert ("same_weights", frozenset({"reser", "reference:ll_ref.onnx"})) in flags
+    assert not any("pacman" in "".join(p) for _, p in flags)
+    assert "reference:ll_ref.onnx" in (work / "class.html").read_text()
 
 
 def test_reports_and_gradescope(graded):
