@@ -1,8 +1,8 @@
 """``grade batch CLASS_DIR``: grade a whole class in parallel, resumably, into a gradebook.
 
     grade batch CLASS_DIR --rubric rubrics/lunarlander.toml [--roster roster.csv] [--out DIR]
-                [--workers N] [--force] [--backend local|ray] [--address HOST:PORT] [--no-video]
-                [--episodes N] [--reference DIR]
+                [--workers N] [--force] [--retry-errors] [--backend local|ray] [--address HOST:PORT]
+                [--no-video] [--episodes N] [--reference DIR] [--behaviour-threshold F] [--no-progress]
 
 Design (see ``grader/BATCH.md``):
 
@@ -32,6 +32,7 @@ import hashlib
 import os
 import queue
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -161,6 +162,7 @@ class BatchRun:
     roster: Roster | None = None
     workers: int = max(1, os.cpu_count() or 1)
     force: bool = False
+    retry_errors: bool = False
     video: bool = True
     episodes: int | None = None
     backend: str = "local"
@@ -227,6 +229,9 @@ class BatchRun:
             sha = hashlib.sha256(data).hexdigest()
             aid = self.gradebook.enqueue(entry.student, entry.rel, sha, self.key, force=self.force)
             attempt = self.gradebook.get(aid)
+            if attempt.status == "error" and self.retry_errors:
+                self.gradebook.enqueue(entry.student, entry.rel, sha, self.key, force=True)
+                attempt = self.gradebook.get(aid)
             self.attempts[entry] = attempt
             if attempt.status == "queued":
                 jobs.append(Job(aid, entry.student, entry.kind, entry.rel, sha, entry.path))
@@ -337,10 +342,12 @@ class BatchRun:
         host = f"{socket.gethostname()}:{os.getpid()}"
         errors: list[BaseException] = []
 
+        engines = _spawn_engines(n) if any(j.kind == "model" for j in jobs) else [None] * n
+
         def slot(i: int) -> None:
             from grader.engine import Engine
 
-            engine = None
+            engine = engines[i]
             try:
                 while not self._stop.is_set():
                     try:
@@ -370,6 +377,13 @@ class BatchRun:
                     engine.close()
 
         threads = [threading.Thread(target=slot, args=(i,), name=f"grading-slot-{i}", daemon=True) for i in range(n)]
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            def on_sigint(signum, frame):  # stop first, so that no slot records a grading the Ctrl-C broke
+                self._stop.set()
+                raise KeyboardInterrupt
+
+            previous = signal.signal(signal.SIGINT, on_sigint)
         for t in threads:
             t.start()
         try:
@@ -381,8 +395,25 @@ class BatchRun:
             self._stop.set()
             for t in threads:
                 t.join(timeout=10)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         if errors:
             raise errors[0]
+
+
+def _spawn_engines(n: int) -> list:
+    """One single-worker engine per slot, started with SIGINT ignored (from the main thread), so a
+    Ctrl-C stops the batch cleanly instead of killing the sandboxed workers mid-episode."""
+    from grader.engine import Engine
+
+    if threading.current_thread() is not threading.main_thread():
+        return [Engine(1) for _ in range(n)]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return [Engine(1) for _ in range(n)]
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Bar:
@@ -432,6 +463,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
                    help="submissions graded at once (default: all cores)")
     p.add_argument("--force", action="store_true", help="regrade submissions already in the gradebook")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="regrade only the submissions whose last grading was a grader error (status error)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="where to grade (default local)")
     p.add_argument("--address", help="Ray cluster address HOST:PORT (with --backend ray)")
     p.add_argument("--no-video", action="store_true", help="skip the MP4 videos")
@@ -467,7 +500,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     out = args.out or args.class_dir.resolve().with_name(args.class_dir.resolve().name + ".grading")
     runner = BatchRun(class_dir=args.class_dir, out=out, rubric=rubric, roster=roster, workers=args.workers,
-                      force=args.force, video=not args.no_video, episodes=args.episodes, backend=args.backend,
+                      force=args.force, retry_errors=args.retry_errors, video=not args.no_video, episodes=args.episodes, backend=args.backend,
                       address=args.address, reference_dir=args.reference, behaviour_threshold=args.behaviour_threshold,
                       show_progress=not args.no_progress)
     try:

@@ -279,6 +279,11 @@ def test_rerun_skips_and_force_regrades(graded):
     after = {r["id"]: r["finished"] for r in rows(forced / "gradebook.sqlite", "SELECT id, finished FROM attempts")}
     assert after.keys() == before.keys() and all(after[k] > before[k] for k in before)
     assert_reports_complete(forced)
+    # --retry-errors regrades only the error rows (the notebook, while its grader is missing)
+    errors = {r["id"]: r["finished"] for r in rows(forced / "gradebook.sqlite", "SELECT * FROM attempts WHERE status = 'error'")}
+    assert batch(class_dir, "--rubric", rubric, "--out", forced, "--retry-errors") == 0
+    again = {r["id"]: r["finished"] for r in rows(forced / "gradebook.sqlite", "SELECT id, finished FROM attempts")}
+    assert all((again[k] > after[k]) == (k in errors) for k in after)
     # grades without a roster: one row per found student
     assert [r["student_id"] for r in read_csv(forced / "grades.csv")] == sorted(
         {"good1", "good2", "bad", "loopbomb", "extdata", "copy", "reser", "near", "base4", "nb", "twofiles"})
