@@ -153,6 +153,7 @@ def test_gradebook_api(tmp_path):
     first = gb.claim_next(worker="w")
     assert first.id == a and first.status == "running"
     assert gb.claim(a) is None  # already running
+    assert gb.requeue_running(older_than_s=3600) == 0 and gb.get(a).status == "running"  # a live grading
     assert gb.requeue_running() == 1 and gb.get(a).status == "queued"
     claimed: list[int] = []
 
