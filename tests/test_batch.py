@@ -385,6 +385,40 @@ def test_sigkill_and_resume(tmp_path):
     assert [r["student_id"] for r in table] == ROSTER
 
 
+@pytest.mark.slow
+def test_ctrl_c_records_nothing_wrong(tmp_path):
+    """SIGINT to the whole process group (what a terminal sends): the sandboxed workers ignore it, the
+    batch stops, exits 130, and records no grading the interrupt broke; a re-run finishes the class."""
+    d = tmp_path / "class"
+    for i in range(10):
+        g.write(d / f"s{i}.onnx", g.heuristic_model(i, 0.8))
+    rubric = g.lunarlander_rubric(tmp_path / "r.toml", episodes=20)
+    out = tmp_path / "out"
+    db = out / "gradebook.sqlite"
+    cmd = CLI + ["batch", str(d), "--rubric", str(rubric), "--out", str(out), "--workers", "2", "--no-video", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if db.exists() and rows(db, "SELECT COUNT(*) FROM attempts WHERE finished IS NOT NULL")[0][0] >= 1:
+                    break
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    statuses = [r["status"] for r in rows(db, "SELECT status FROM attempts")]
+    assert "invalid" not in statuses and "error" not in statuses and "graded" in statuses
+    assert subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300).returncode == 0
+    assert [r["status"] for r in rows(db, "SELECT status FROM attempts")] == ["graded"] * 10
+
+
 # --- Ray -------------------------------------------------------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
