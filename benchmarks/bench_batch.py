@@ -61,9 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     cmd = ["batch", str(class_dir), "--rubric", str(args.rubric), "--out", str(out), "--workers", str(args.workers)]
     cmd += ["--no-video"] if args.no_video else []
     cmd += ["--episodes", str(args.episodes)] if args.episodes else []
+    import resource
+
     t0 = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     code = grade_main(cmd)
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = sum((b.ru_utime + b.ru_stime) - (a.ru_utime + a.ru_stime) for a, b in zip(r0, r1))
     if code != 0:
         print(f"grade batch exited with {code}", file=sys.stderr)
         return code
@@ -86,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
           f"videos {'off' if args.no_video else 'on'}, {args.workers} grading slots, {os.cpu_count()} cores")
     print(f"wall time: {wall:.1f} s ({wall / 60:.2f} min) for the whole `grade batch` (incl. exports)  -> "
           f"{args.n / wall * 60:.1f} submissions/min")
+    print(f"CPU time: {cpu:.0f} s (this process, the engine workers and ffmpeg) = {cpu / args.n:.1f} s per submission; "
+          f"on {os.cpu_count()} otherwise idle cores that is about {cpu / (os.cpu_count() or 1) / 60:.1f} min "
+          f"(load average now: {os.getloadavg()[0]:.1f})")
     print(f"results: {statuses}; {steps} env steps graded ({steps / wall:.0f} steps/s), {videos} videos")
     print("per submission (s):   median     mean      max")
     for k in ("static_checks", "load_and_probe", "episodes", "videos", "total", "wall"):

@@ -1,8 +1,8 @@
 """``grade batch CLASS_DIR``: grade a whole class in parallel, resumably, into a gradebook.
 
     grade batch CLASS_DIR --rubric rubrics/lunarlander.toml [--roster roster.csv] [--out DIR]
-                [--workers N] [--force] [--backend local|ray] [--address HOST:PORT] [--no-video]
-                [--episodes N] [--reference DIR]
+                [--workers N] [--force] [--retry-errors] [--backend local|ray] [--address HOST:PORT]
+                [--no-video] [--episodes N] [--reference DIR] [--behaviour-threshold F] [--no-progress]
 
 Design (see ``grader/BATCH.md``):
 
@@ -32,6 +32,7 @@ import hashlib
 import os
 import queue
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -161,11 +162,13 @@ class BatchRun:
     roster: Roster | None = None
     workers: int = max(1, os.cpu_count() or 1)
     force: bool = False
+    retry_errors: bool = False
     video: bool = True
     episodes: int | None = None
     backend: str = "local"
     address: str | None = None
     reference_dir: Path | None = DEFAULT_REFERENCE_DIR
+    behaviour_threshold: float = 0.95
     show_progress: bool = True
     log: Any = None  # callable(str) for per-submission lines; default: print to stderr
 
@@ -176,6 +179,12 @@ class BatchRun:
     attempts: dict[Entry, Attempt] = field(default_factory=dict)
     failures: int = 0
     interrupted: bool = False
+    probe_states: np.ndarray | None = None  # the duplicate-detection probe set (models only)
+    probe_id: str = ""
+    elapsed: float = 0.0
+    summary: dict = field(default_factory=dict)  # set by the exports
+    duplicates: Any = None  # a grader.duplicates.DuplicateReport, set by the exports
+    bar: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -220,6 +229,9 @@ class BatchRun:
             sha = hashlib.sha256(data).hexdigest()
             aid = self.gradebook.enqueue(entry.student, entry.rel, sha, self.key, force=self.force)
             attempt = self.gradebook.get(aid)
+            if attempt.status == "error" and self.retry_errors:
+                self.gradebook.enqueue(entry.student, entry.rel, sha, self.key, force=True)
+                attempt = self.gradebook.get(aid)
             self.attempts[entry] = attempt
             if attempt.status == "queued":
                 jobs.append(Job(aid, entry.student, entry.kind, entry.rel, sha, entry.path))
@@ -280,9 +292,8 @@ class BatchRun:
             total = len(self.attempts)
             reused = total - len(jobs)
             has_models = any(e.kind == "model" for e in self.attempts)
-            probe_states, probe_id = probe_set(self.rubric.task) if has_models else (None, "")
-            self.probe_id = probe_id
-            opts = self.job_options(probe_states)
+            self.probe_states, self.probe_id = probe_set(self.rubric.task) if has_models else (None, "")
+            opts = self.job_options(self.probe_states)
             self._say(f"{total} submission files from {len(self.folder.students)} students in {self.class_dir}"
                       f" ({reused} already graded, {len(jobs)} to grade; {len(self.folder.problems)} layout problems)")
             t0 = time.perf_counter()
@@ -331,10 +342,12 @@ class BatchRun:
         host = f"{socket.gethostname()}:{os.getpid()}"
         errors: list[BaseException] = []
 
+        engines = _spawn_engines(n) if any(j.kind == "model" for j in jobs) else [None] * n
+
         def slot(i: int) -> None:
             from grader.engine import Engine
 
-            engine = None
+            engine = engines[i]
             try:
                 while not self._stop.is_set():
                     try:
@@ -364,6 +377,13 @@ class BatchRun:
                     engine.close()
 
         threads = [threading.Thread(target=slot, args=(i,), name=f"grading-slot-{i}", daemon=True) for i in range(n)]
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            def on_sigint(signum, frame):  # stop first, so that no slot records a grading the Ctrl-C broke
+                self._stop.set()
+                raise KeyboardInterrupt
+
+            previous = signal.signal(signal.SIGINT, on_sigint)
         for t in threads:
             t.start()
         try:
@@ -375,8 +395,25 @@ class BatchRun:
             self._stop.set()
             for t in threads:
                 t.join(timeout=10)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         if errors:
             raise errors[0]
+
+
+def _spawn_engines(n: int) -> list:
+    """One single-worker engine per slot, started with SIGINT ignored (from the main thread), so a
+    Ctrl-C stops the batch cleanly instead of killing the sandboxed workers mid-episode."""
+    from grader.engine import Engine
+
+    if threading.current_thread() is not threading.main_thread():
+        return [Engine(1) for _ in range(n)]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return [Engine(1) for _ in range(n)]
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _Bar:
@@ -426,12 +463,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
                    help="submissions graded at once (default: all cores)")
     p.add_argument("--force", action="store_true", help="regrade submissions already in the gradebook")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="regrade only the submissions whose last grading was a grader error (status error)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="where to grade (default local)")
     p.add_argument("--address", help="Ray cluster address HOST:PORT (with --backend ray)")
     p.add_argument("--no-video", action="store_true", help="skip the MP4 videos")
     p.add_argument("--episodes", type=int, help="override the rubric's number of episodes (a separate gradebook key)")
     p.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE_DIR,
                    help="folder of reference models compared for duplicates (default reference/models)")
+    p.add_argument("--behaviour-threshold", type=float, default=0.95,
+                   help="flag two policies whose actions agree on at least this fraction of the probe states (default 0.95)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -443,6 +484,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     if args.workers < 1 or (args.episodes is not None and args.episodes < 1):
         console.fail("--workers and --episodes must be at least 1")
+        return EXIT_ERROR
+    if not 0.5 <= args.behaviour_threshold <= 1.0:
+        console.fail("--behaviour-threshold must be between 0.5 and 1")
         return EXIT_ERROR
     try:
         rubric = load_rubric(args.rubric)
@@ -456,8 +500,9 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     out = args.out or args.class_dir.resolve().with_name(args.class_dir.resolve().name + ".grading")
     runner = BatchRun(class_dir=args.class_dir, out=out, rubric=rubric, roster=roster, workers=args.workers,
-                      force=args.force, video=not args.no_video, episodes=args.episodes, backend=args.backend,
-                      address=args.address, reference_dir=args.reference, show_progress=not args.no_progress)
+                      force=args.force, retry_errors=args.retry_errors, video=not args.no_video, episodes=args.episodes, backend=args.backend,
+                      address=args.address, reference_dir=args.reference, behaviour_threshold=args.behaviour_threshold,
+                      show_progress=not args.no_progress)
     try:
         code = runner.run()
     except RuntimeError as exc:
@@ -475,7 +520,7 @@ def _print_summary(runner: BatchRun) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    c = Console(highlight=False)
+    c = Console(highlight=False, soft_wrap=True)
     s = runner.summary
     c.print(f"[bold]{s['students']} students[/bold]: {s['graded']} graded, {s['invalid']} invalid, {s['error']} errors, "
             f"{s['no_submission']} without a submission, {s['not_on_roster']} not on the roster "
@@ -489,5 +534,11 @@ def _print_summary(runner: BatchRun) -> None:
         c.print(f"[bold yellow]{len(dup.flags)} duplicate flags[/bold yellow] (see duplicates.csv):")
         for f in dup.flags[:20]:
             c.print(f"  {f.kind}: {escape(f.a.label)} ~ {escape(f.b.label)}" + (f" ({100 * f.agreement:.1f}%)" if f.agreement is not None else ""))
+        if len(dup.flags) > 20:
+            c.print(f"  ... and {len(dup.flags) - 20} more")
+        n_behaviour = sum(f.kind == "behaviour" for f in dup.flags)
+        if n_behaviour > max(5, len(runner.attempts) // 2):
+            c.print(f"[yellow]{n_behaviour} behaviour flags: policies of this class agree a lot anyway (similar training "
+                    f"converges); look at the highest agreements first or raise --behaviour-threshold[/yellow]")
     for name in ("grades.csv", "duplicates.csv", "problems.csv", "class.html", "gradebook.sqlite"):
         c.print(f"  {escape(str(runner.out / name))}")

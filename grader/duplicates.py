@@ -170,7 +170,7 @@ def find_duplicates(candidates: list[Candidate], *, threshold: float = BEHAVIOUR
                 report.flags.append(Flag("behaviour", a, b, float(agree[off]),
                                          f"argmax actions agree on {100 * agree[off]:.1f}% of {n} probe states"))
     order = {"identical": 0, "same_weights": 1, "behaviour": 2}
-    report.flags.sort(key=lambda f: (order[f.kind], f.a.label, f.b.label))
+    report.flags.sort(key=lambda f: (order[f.kind], -(f.agreement or 1.0), f.a.label, f.b.label))
     return report
 
 

@@ -256,7 +256,7 @@ def check_pass_rates(rows: list[StudentRow]) -> list[dict]:
 
 
 def write_exports(run: "BatchRun") -> None:
-    from grader.duplicates import Candidate, actions_from_extra, find_duplicates, probe_set
+    from grader.duplicates import Candidate, actions_from_extra, find_duplicates
 
     rows = collect(run)
     # duplicates
@@ -267,10 +267,8 @@ def write_exports(run: "BatchRun") -> None:
         candidates.append(Candidate(label=entry.student, file=entry.rel, sha256=a.sha256,
                                     weights=a.extra.get("weights_fingerprint"),
                                     actions=actions_from_extra(a.extra, run.probe_id)))
-    if any(c.weights for c in candidates) or run.reference_dir:
-        states = probe_set(run.rubric.task)[0] if run.probe_id else None
-        candidates += reference_candidates(run, states)
-    dup = find_duplicates(candidates)
+    candidates += reference_candidates(run, run.probe_states)
+    dup = find_duplicates(candidates, threshold=run.behaviour_threshold)
     run.duplicates = dup
     by_student = defaultdict(list)
     for f in dup.flags:

@@ -287,11 +287,19 @@ class Gradebook:
                 return None
             return Attempt._from_row(db.execute("SELECT * FROM attempts WHERE id = ?", (attempt_id,)).fetchone())
 
-    def requeue_running(self) -> int:
-        """Put every ``running`` attempt back in the queue (call when a grader starts: any running row
-        was left by a grader that died). Returns how many were requeued."""
+    def requeue_running(self, *, older_than_s: float | None = None) -> int:
+        """Put ``running`` attempts back in the queue; returns how many were requeued.
+
+        Call it when the only grader starts (any running row was left by a grader that died). With
+        several graders sharing the file, pass ``older_than_s`` to requeue only rows claimed longer
+        ago than any grading can take, so live gradings are left alone."""
+        sql, params = "UPDATE attempts SET status = 'queued', started = NULL WHERE status = 'running'", ()
+        if older_than_s is not None:
+            cutoff = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=older_than_s)
+            sql += " AND (started IS NULL OR started < ?)"
+            params = (cutoff.isoformat(timespec="milliseconds"),)
         with self._write() as db:
-            return db.execute("UPDATE attempts SET status = 'queued', started = NULL WHERE status = 'running'").rowcount
+            return db.execute(sql, params).rowcount
 
     def finish(self, attempt_id: int, result: GradeResult, report_path: str | Path | None, *,
                extra: dict[str, Any] | None = None, wall_s: float | None = None) -> None:

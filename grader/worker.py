@@ -4,8 +4,9 @@ A worker is started with ``spawn`` (never ``fork``) by :mod:`grader.engine`. It 
 resource limits (address space, CPU time, no core files), then serves commands over a pipe:
 ``load`` a model from bytes, ``probe`` it on contract states, play ``episodes`` with a pool of
 environments stepped together (one batched onnxruntime call per step), ``record`` one episode
-to MP4, or return the policy's ``actions`` on given states (duplicate detection). The parent enforces a wall timeout and kills the worker when it is exceeded, so a
-hanging or memory-hungry model costs only its own grading.
+to MP4, or return the policy's ``actions`` on given states (duplicate detection). The parent
+enforces a wall timeout and kills the worker when it is exceeded, so a hanging or memory-hungry
+model costs only its own grading.
 
 Episodes are played by :func:`grader.contract.play_episode`; this module only decides how the
 actions of many episodes are computed together.

@@ -87,7 +87,9 @@ def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
     class_dir, roster, rubric = make_class(root)
     out = root / "out"
-    assert batch(class_dir, "--rubric", rubric, "--roster", roster, "--out", out, "--workers", "2") == 0
+    (root / "no-refs").mkdir()
+    assert batch(class_dir, "--rubric", rubric, "--roster", roster, "--out", out, "--workers", "2",
+                 "--reference", root / "no-refs") == 0
     return root, class_dir, roster, rubric, out
 
 
@@ -151,6 +153,7 @@ def test_gradebook_api(tmp_path):
     first = gb.claim_next(worker="w")
     assert first.id == a and first.status == "running"
     assert gb.claim(a) is None  # already running
+    assert gb.requeue_running(older_than_s=3600) == 0 and gb.get(a).status == "running"  # a live grading
     assert gb.requeue_running() == 1 and gb.get(a).status == "queued"
     claimed: list[int] = []
 
@@ -214,6 +217,21 @@ def test_duplicates_flagged(graded):
     assert not flagged & {"bad", "loopbomb", "extdata", "nb"}
 
 
+def test_copy_of_a_reference_model_is_flagged(graded, tmp_path):
+    root, class_dir, roster, rubric, out = graded
+    refs = tmp_path / "refs"
+    g.write(refs / "ll_ref.onnx", g.random_mlp(2))         # good2 handed in the reference itself
+    g.write(refs / "pacman.onnx", g.wrong_shape(9))        # not this task: ignored
+    work = tmp_path / "out"
+    shutil.copytree(out, work)
+    assert batch(class_dir, "--rubric", rubric, "--out", work, "--reference", refs) == 0
+    flags = {(f["kind"], frozenset((f["student_a"], f["student_b"]))) for f in read_csv(work / "duplicates.csv")}
+    assert ("identical", frozenset({"good2", "reference:ll_ref.onnx"})) in flags
+    assert ("same_weights", frozenset({"reser", "reference:ll_ref.onnx"})) in flags
+    assert not any("pacman" in "".join(p) for _, p in flags)
+    assert "reference:ll_ref.onnx" in (work / "class.html").read_text()
+
+
 def test_reports_and_gradescope(graded):
     out = graded[-1]
     assert_reports_complete(out)
@@ -262,6 +280,11 @@ def test_rerun_skips_and_force_regrades(graded):
     after = {r["id"]: r["finished"] for r in rows(forced / "gradebook.sqlite", "SELECT id, finished FROM attempts")}
     assert after.keys() == before.keys() and all(after[k] > before[k] for k in before)
     assert_reports_complete(forced)
+    # --retry-errors regrades only the error rows (the notebook, while its grader is missing)
+    errors = {r["id"]: r["finished"] for r in rows(forced / "gradebook.sqlite", "SELECT * FROM attempts WHERE status = 'error'")}
+    assert batch(class_dir, "--rubric", rubric, "--out", forced, "--retry-errors") == 0
+    again = {r["id"]: r["finished"] for r in rows(forced / "gradebook.sqlite", "SELECT id, finished FROM attempts")}
+    assert all((again[k] > after[k]) == (k in errors) for k in after)
     # grades without a roster: one row per found student
     assert [r["student_id"] for r in read_csv(forced / "grades.csv")] == sorted(
         {"good1", "good2", "bad", "loopbomb", "extdata", "copy", "reser", "near", "base4", "nb", "twofiles"})
@@ -360,6 +383,40 @@ def test_sigkill_and_resume(tmp_path):
     assert not any(p.name.startswith((".tmp", ".trash")) for p in (out / "reports").iterdir())
     table = read_csv(out / "grades.csv")
     assert [r["student_id"] for r in table] == ROSTER
+
+
+@pytest.mark.slow
+def test_ctrl_c_records_nothing_wrong(tmp_path):
+    """SIGINT to the whole process group (what a terminal sends): the sandboxed workers ignore it, the
+    batch stops, exits 130, and records no grading the interrupt broke; a re-run finishes the class."""
+    d = tmp_path / "class"
+    for i in range(10):
+        g.write(d / f"s{i}.onnx", g.heuristic_model(i, 0.8))
+    rubric = g.lunarlander_rubric(tmp_path / "r.toml", episodes=20)
+    out = tmp_path / "out"
+    db = out / "gradebook.sqlite"
+    cmd = CLI + ["batch", str(d), "--rubric", str(rubric), "--out", str(out), "--workers", "2", "--no-video", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if db.exists() and rows(db, "SELECT COUNT(*) FROM attempts WHERE finished IS NOT NULL")[0][0] >= 1:
+                    break
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    statuses = [r["status"] for r in rows(db, "SELECT status FROM attempts")]
+    assert "invalid" not in statuses and "error" not in statuses and "graded" in statuses
+    assert subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300).returncode == 0
+    assert [r["status"] for r in rows(db, "SELECT status FROM attempts")] == ["graded"] * 10
 
 
 # --- Ray -------------------------------------------------------------------------------------------------------
