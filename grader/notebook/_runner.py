@@ -159,7 +159,7 @@ def run_definitions(job, ns):
             src = "\n" * (st["line"] - 1) + st["src"]
             send(ev="stmt", cell=cell["cell"], line=st["line"])
             for attempt in range(4):
-                _setitimer(_ITIMER, job["stmt_timeout_s"] if attempt == 0 else 5)
+                _setitimer(_ITIMER, st["timeout"] if attempt == 0 else 5)
                 try:
                     exec(compile(src, fname, "exec"), ns)
                     _setitimer(_ITIMER, 0)
@@ -167,7 +167,7 @@ def run_definitions(job, ns):
                 except DeadlineExceeded as exc:
                     _setitimer(_ITIMER, 0)
                     send(ev="stmt_timeout", cell=cell["cell"], line=_student_line(exc) or st["line"],
-                         seconds=job["stmt_timeout_s"])
+                         seconds=st["timeout"])
                     break
                 except ModuleNotFoundError as exc:
                     _setitimer(_ITIMER, 0)

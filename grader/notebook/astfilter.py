@@ -55,6 +55,7 @@ ALLOWED_STATEMENT_CALLS = {
 class Statement:
     line: int  # first line (decorators included), 1-based in its cell
     source: str  # the statement's exact text
+    is_import: bool = False
 
 
 @dataclass
@@ -152,7 +153,7 @@ def plan_cell(cell: CodeCell) -> CellPlan:
     for stmt in tree.body:
         line, text = _segment(lines, stmt)
         if _kept(stmt):
-            plan.run.append(Statement(line, text))
+            plan.run.append(Statement(line, text, isinstance(stmt, (ast.Import, ast.ImportFrom))))
         else:
             first = text.strip().splitlines()[0] if text.strip() else ""
             plan.skipped.append((line, first[:100]))

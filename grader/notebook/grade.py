@@ -236,8 +236,9 @@ def _prepare_workdir(path: Path, plans: list[CellPlan], weights: list[Path]) -> 
         shutil.copyfile(w, sub / w.name)
     job = {
         "cells": [{"cell": p.cell.number,
-                   "stmts": [{"line": s.line, "src": s.source} for s in p.run]} for p in plans if p.run],
-        "stmt_timeout_s": STMT_TIMEOUT_S,
+                   "stmts": [{"line": s.line, "src": s.source,
+                              "timeout": IMPORT_TIMEOUT_S if s.is_import else STMT_TIMEOUT_S} for s in p.run]}
+                  for p in plans if p.run],
         "call_timeout_s": 10,
         "export_timeout_s": 60,
         "no_stub": ["torch", "numpy", "gymnasium", "gym"],
@@ -497,7 +498,7 @@ def _preprocess_checks(checks: CheckList, msgs: list[dict]) -> None:
         checks.add("preprocess_values", True, f"equal to the reference preprocessing on {len(frames)} real MsPacman frames "
                    f"(max difference {diag.max_abs_diff:g})")
         return
-    stats = (f" ({diag.frac_equal:.0%} of pixels equal, max difference {diag.max_abs_diff:g})"
+    stats = (f" ({diag.frac_equal:.1%} of pixels equal, max difference {diag.max_abs_diff:g})"
              if diag.frac_equal is not None else "")
     checks.add("preprocess_values", False,
                f"{fname} differs from the reference on real MsPacman frames{stats}; consistent with: " + "; ".join(diag.steps),
