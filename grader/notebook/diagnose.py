@@ -107,7 +107,7 @@ def diagnose(frames: np.ndarray, outputs: list[np.ndarray]) -> Diagnosis:
     # confirm the candidates on the second frame, keep the best, fewest differing steps first
     confirmed = []
     for score, neg_steps, v in scored:
-        for i in order[1:]:
+        for i in [j for j in range(len(frames)) if j != a]:
             cand = _variant(grays[v["gray"]][i], v["crop"], v["border"], v["r0"], v["c0"], v["scale"])
             score += float(np.mean(np.abs(cand - squeezed[i]) <= TOLERANCE * v["scale"]))
         confirmed.append((round(score, 3), neg_steps, v))
