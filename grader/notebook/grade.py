@@ -30,7 +30,7 @@ FRAMES_FILE = DATA / "mspacman_frames.npz"
 RUNNER = Path(__file__).resolve().parent / "_runner.py"
 MAX_WEIGHT_BYTES = 200 << 20
 MAX_SKIPPED_LISTED = 30
-STMT_TIMEOUT_S = 5.0
+STMT_TIMEOUT_S = 10.0
 IMPORT_TIMEOUT_S = 30.0
 
 
@@ -341,6 +341,9 @@ def _death_reason(run: SandboxRun, msgs: list[dict]) -> str | None:
     where = _where(msgs)
     if run.launch_error:
         return run.launch_error
+    if run.process_limit_hit and not _last(msgs, "done"):
+        return (f"the notebook's code tried to start more than {run_limits_processes(run)} processes {where} "
+                "(a fork bomb?); the sandbox was stopped")
     if run.flooded:
         return f"the notebook's code printed more than {run.stdout_total + run.stderr_total >> 20} MB of output {where}; it was stopped"
     if run.timed_out:
@@ -358,6 +361,10 @@ def _death_reason(run: SandboxRun, msgs: list[dict]) -> str | None:
     if crash:
         return f"the grader's probe failed after the notebook's code ran: {crash.get('error')} (did the notebook replace a builtin or a library function?)"
     return f"the process ended by itself {where} (exit code {run.returncode}): the notebook's code called os._exit() or closed the grader's channel"
+
+
+def run_limits_processes(run: SandboxRun) -> int:
+    return run.process_limit
 
 
 def _sandbox_checks(checks: CheckList, run: SandboxRun, limits: Limits) -> None:
@@ -380,6 +387,13 @@ def _sandbox_checks(checks: CheckList, run: SandboxRun, limits: Limits) -> None:
     if out > limits.output_bytes and not run.flooded:
         problems.append(f"the notebook's code printed {out / 2**20:.1f} MB at definition time (more than "
                         f"{limits.output_bytes >> 20} MB); definitions should print nothing")
+    if run.process_limit_hit and _last(msgs, "done"):
+        problems.append(f"the notebook's code tried to start more than {limits.processes} processes (a fork bomb?); "
+                        "the process limit stopped it")
+    tampered = _last(msgs, "tampered")
+    if tampered:
+        problems.append("the notebook's code replaced built-in functions or library functions ("
+                        + ", ".join(tampered.get("names", [])) + "); they were restored before the checks")
     if run.channel_garbage:
         problems.append("the grader's report channel received data that was not from the grader (the notebook wrote to an inherited file descriptor)")
     if problems:
@@ -406,7 +420,14 @@ def _definitions_check(checks: CheckList, msgs: list[dict], run: SandboxRun) -> 
         if m["ev"] == "stmt_timeout":
             parts.append(f"cell {m['cell']} line {m['line']}: did not finish within {m['seconds']:g} s (an endless loop at definition time?)")
         else:
-            parts.append(f"cell {m['cell']} line {m['line']}: {m.get('error')}")
+            err = str(m.get("error"))
+            if "File too large" in err:
+                err += " (files written by the notebook are limited in size; the notebook must not write big files at import)"
+            elif "Network is unreachable" in err or "Temporary failure in name resolution" in err:
+                err += " (the grader has no network: download nothing at import time)"
+            elif "No such file or directory" in err or "Permission denied" in err:
+                err += " (the grader sees only a copy of this notebook and the weight files beside it)"
+            parts.append(f"cell {m['cell']} line {m['line']}: {err}")
     checks.add("definitions_run", False, "; ".join(parts) + stub_note,
                "run the notebook top to bottom in a fresh kernel (Kernel > Restart & Run All) and fix the first error")
 

@@ -60,6 +60,8 @@ class SandboxRun:
     warnings: list[str] = field(default_factory=list)  # weaker-sandbox notes
     limits_note: str = ""
     launch_error: str | None = None
+    process_limit_hit: bool = False  # the pids cgroup refused a fork
+    process_limit: int = 0
 
     @property
     def signal_name(self) -> str | None:
@@ -193,6 +195,15 @@ class _PidsCgroup:
                     pass
             time.sleep(0.02)
 
+    def limit_hit(self) -> bool:
+        if not self.path:
+            return False
+        try:
+            text = (self.path / "pids.events").read_text()
+        except OSError:
+            return False
+        return any(line.split()[:1] == ["max"] and line.split()[1] != "0" for line in text.splitlines() if line.strip())
+
     def remove(self) -> None:
         if not self.path:
             return
@@ -250,7 +261,7 @@ def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) ->
     """Run ``runner.py job.json FD`` inside ``workdir`` (which the caller prepared)."""
     wanted = requested_mode(mode)
     ok, why = bwrap_status() if wanted in ("auto", "bwrap") else (False, "the weaker sandbox was requested")
-    run = SandboxRun(mode="bwrap" if ok else "fallback")
+    run = SandboxRun(mode="bwrap" if ok else "fallback", process_limit=limits.processes)
     if wanted == "bwrap" and not ok:
         run.launch_error = f"the bubblewrap sandbox was required but {why}"
         return run
@@ -261,7 +272,8 @@ def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) ->
     drop_uid = None
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg", "USER": "nobody",
-           "LOGNAME": "nobody", "KERAS_BACKEND": "torch", "PYTHONHASHSEED": "0", "TORCHINDUCTOR_CACHE_DIR": "/tmp/inductor"}
+           "LOGNAME": "nobody", "KERAS_BACKEND": "torch", "PYTHONHASHSEED": "0", "TORCHINDUCTOR_CACHE_DIR": "/tmp/inductor",
+           "GRADER_SANDBOX_MODE": run.mode}
     if run.mode == "bwrap":
         cmd = _bwrap_base() + ["--bind", str(workdir), INSIDE, "--proc", "/proc", "--dev", "/dev",
                                "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp",
@@ -351,18 +363,30 @@ def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) ->
                _Reader(r_fd, limits.channel_bytes, limits.channel_bytes * 4, flood, close=True)]
     for t in readers:
         t.start()
-    try:
-        proc.wait(timeout=limits.timeout_s)
-    except subprocess.TimeoutExpired:
-        run.timed_out = True
-        kill()
-        proc.wait()
+    deadline = start + limits.timeout_s
+    while True:
+        try:
+            proc.wait(timeout=0.25)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if cg.limit_hit():  # a fork bomb: stop it now rather than at the wall timeout
+            run.process_limit_hit = True
+            kill()
+            proc.wait()
+            break
+        if time.monotonic() > deadline:
+            run.timed_out = True
+            kill()
+            proc.wait()
+            break
     kill()  # leftovers (a fork that outlived the main process)
     for t in readers:
         t.join(timeout=5)
     if not any(t.is_alive() for t in readers[:2]):
         proc.stdout.close()
         proc.stderr.close()
+    run.process_limit_hit = run.process_limit_hit or cg.limit_hit()
     cg.remove()
     run.seconds = time.monotonic() - start
     run.returncode = proc.returncode
