@@ -230,3 +230,19 @@ def test_lunarlander_wrong_output_layer(tmp_path):
     c = checks(r)
     assert not c["actor_output"].passed
     assert "2 units instead of 4" in c["actor_output"].message and "softmax" in c["actor_output"].message
+
+
+def test_lesson_layout_free_method_not_attached_and_other_network_name(tmp_path, capsys):
+    """The lesson writes Agent's methods as free functions `def f(self, ...)`; the network may be renamed."""
+    from grader.notebook.__main__ import main
+
+    pre = F.PREPROCESS.replace("Agent.preprocess_observation = preprocess_observation", "")
+    nb = F.write_notebook(tmp_path / "hw" / "homework.ipynb",
+                          F.mspacman_cells(preprocess=pre, network=F.NETWORK.replace("class DQN", "class QNet")))
+    t = time.monotonic()
+    rc = main([str(nb), "--out", str(tmp_path / "out")])
+    assert time.monotonic() - t < BOUND_S
+    out = capsys.readouterr().out
+    assert rc == 0 and "mspacman graded" in out
+    assert "preprocess_observation(self, observation) returns" in out and "QNet(5, 5) builds" in out
+    assert (tmp_path / "out" / "notebook_result.json").is_file()

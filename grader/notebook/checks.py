@@ -46,7 +46,8 @@ class CheckList:
     def __init__(self, task: str | None, points: dict[str, float] | None):
         self.task = task
         self.points = dict(DEFAULT_POINTS.get(task or "", {}))
-        self.points.update({k: float(v) for k, v in (points or {}).items() if k in self.points or k not in UNSCORED})
+        # the rubric sets the points of this task's scored checks; other names are ignored
+        self.points.update({k: float(v) for k, v in (points or {}).items() if k in self.points})
         self.items: list[CheckResult] = []
 
     def add(self, name: str, passed: bool, message: str, hint: str = "", *, severity: str | None = None) -> CheckResult:

@@ -104,6 +104,7 @@ def grade_notebook(path: Path, *, rubric=None, out_dir: Path, task: str | None =
         limits.timeout_s = nb_rubric.timeout_s
         limits.memory_mb = nb_rubric.memory_mb
         limits.file_size_mb = getattr(nb_rubric, "file_size_mb", limits.file_size_mb)
+        limits.processes = getattr(nb_rubric, "processes", limits.processes)
     return _grade_mspacman(checks, path, plans, limits, rubric, out_dir, sandbox)
 
 
