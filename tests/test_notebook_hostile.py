@@ -40,7 +40,7 @@ def _grade_hostile(tmp_path: Path, hostile: str, *, sandbox: str | None = None, 
     return r, {c.name: c for c in r.checks}
 
 
-MODES = ["auto", pytest.param("fallback", marks=pytest.mark.slow)]
+MODES = ["auto", "fallback"]
 
 OS_EXIT = "import os\nclass Quit:\n    os._exit(0)\n"
 FORK_BOMB = "import os\nclass Bomb:\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass\n"

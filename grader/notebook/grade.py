@@ -313,6 +313,7 @@ def _grade_mspacman(checks: CheckList, path: Path, plans: list[CellPlan], limits
 def _write_logs(run: SandboxRun, out_dir: Path) -> None:
     for name, data, total in (("notebook_stdout.txt", run.stdout, run.stdout_total),
                               ("notebook_stderr.txt", run.stderr, run.stderr_total)):
+        (out_dir / name).unlink(missing_ok=True)
         if total:
             tail = b"" if total <= len(data) else f"\n[... {total - len(data)} more bytes not kept]\n".encode()
             (out_dir / name).write_bytes(data + tail)

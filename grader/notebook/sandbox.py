@@ -123,7 +123,18 @@ def _bwrap_base() -> list[str]:
             args += ["--ro-bind", str(p), str(p)]
     for root in python_roots():
         args += ["--ro-bind", root, root]
+    args += ["--ro-bind-try", "/etc/fonts", "/etc/fonts"]  # matplotlib's font lookup, read-only
     return args
+
+
+@lru_cache(maxsize=1)
+def bwrap_has_size() -> bool:
+    """``--size`` (tmpfs size cap) exists from bubblewrap 0.8 on."""
+    try:
+        r = subprocess.run(["bwrap", "--help"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"--size" in r.stdout + r.stderr
 
 
 @lru_cache(maxsize=1)
@@ -275,8 +286,9 @@ def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) ->
            "LOGNAME": "nobody", "KERAS_BACKEND": "torch", "PYTHONHASHSEED": "0", "TORCHINDUCTOR_CACHE_DIR": "/tmp/inductor",
            "GRADER_SANDBOX_MODE": run.mode}
     if run.mode == "bwrap":
+        size = ["--size", str(limits.tmpfs_mb << 20)] if bwrap_has_size() else []
         cmd = _bwrap_base() + ["--bind", str(workdir), INSIDE, "--proc", "/proc", "--dev", "/dev",
-                               "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp",
+                               *size, "--tmpfs", "/tmp",
                                "--uid", str(NOBODY), "--gid", str(NOBODY), "--chdir", INSIDE, "--clearenv"]
         for k, v in env.items():
             cmd += ["--setenv", k, v]
