@@ -246,3 +246,11 @@ def test_lesson_layout_free_method_not_attached_and_other_network_name(tmp_path,
     assert rc == 0 and "mspacman graded" in out
     assert "preprocess_observation(self, observation) returns" in out and "QNet(5, 5) builds" in out
     assert (tmp_path / "out" / "notebook_result.json").is_file()
+
+
+def test_rubric_of_the_other_task_is_refused(tmp_path):
+    nb = F.write_notebook(tmp_path / "l" / "homework.ipynb", F.LUNAR_CELLS)
+    r = grade_notebook(nb, rubric=load_rubric(default_rubric_path("mspacman")), out_dir=tmp_path / "out")
+    names = [c.name for c in r.checks]
+    assert r.status == "invalid" and names.count("task_detected") == 1
+    assert "is for mspacman" in checks(r)["task_detected"].message

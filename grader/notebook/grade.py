@@ -56,12 +56,30 @@ def grade_notebook(path: Path, *, rubric=None, out_dir: Path, task: str | None =
 
     ``sandbox``: ``"auto"`` (bubblewrap when usable), ``"bwrap"`` (required) or ``"fallback"``
     (rlimits only); default from the ``GRADER_SANDBOX`` environment variable, else auto.
+    Raises ``ValueError`` only for a wrong ``task`` or ``sandbox`` argument (a caller's error).
     """
     path = Path(path)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if task is not None and task not in TASK_NAMES:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASK_NAMES)}")
+    from grader.notebook.sandbox import requested_mode
+
+    requested_mode(sandbox)  # validate early
+    try:
+        return _grade_notebook(path, rubric=rubric, out_dir=out_dir, task=task, sandbox=sandbox)
+    except Exception as exc:  # a grader bug: report it as a result, not a traceback
+        import traceback
+
+        (out_dir / "notebook_grader_error.txt").write_text(traceback.format_exc())
+        return GradeResult(submission=str(path), task=task, status="error", checks=[CheckResult(
+            name="grader_error", passed=False, severity="error",
+            message=f"the notebook grader failed: {type(exc).__name__}: {str(exc)[:300]} "
+                    f"(details in {out_dir.name}/notebook_grader_error.txt)",
+            hint="report this to the course staff with the notebook")])
+
+
+def _grade_notebook(path: Path, *, rubric, out_dir: Path, task: str | None, sandbox: str | None) -> GradeResult:
     nb_rubric = rubric.notebook if rubric is not None else None
     try:
         cells = read_notebook(path)
@@ -89,6 +107,7 @@ def grade_notebook(path: Path, *, rubric=None, out_dir: Path, task: str | None =
         checks.add("notebook_format", True, f"notebook format 4, {len(cells)} code cells")
         checks.add("task_detected", True, f"task {task} given explicitly")
     if rubric is not None and rubric.task != task:
+        checks.items = [c for c in checks.items if c.name != "task_detected"]
         checks.add("task_detected", False, f"the rubric {rubric.id!r} is for {rubric.task}, the notebook is {task}",
                    "use the rubric of the notebook's task")
         return _finish(checks, path, task)
