@@ -126,6 +126,8 @@ class NotebookRubric(_Strict):
     points: dict[str, float] = Field(default_factory=dict, description="check name -> points")
     timeout_s: float = Field(60.0, gt=0, le=3600)
     memory_mb: int = Field(3072, ge=256, le=65536)
+    file_size_mb: int = Field(128, ge=1, le=65536, description="largest file the notebook's code may write")
+    processes: int = Field(64, ge=8, le=4096, description="processes and threads the notebook's code may run")
 
 
 class Rubric(_Strict):

@@ -1,0 +1,575 @@
+"""Sandbox child: runs a notebook's definitions and probes them. Started by sandbox.py as
+``python -I runner.py job.json FD``; stdlib only until the probes import numpy/torch.
+
+It reports ONLY JSON lines written to file descriptor FD, with an encoder and ``os.write``
+captured before any student code runs, so a notebook that replaces ``print``, ``json``,
+``sys.stdout`` or builtins cannot corrupt the channel. The parent trusts nothing but the
+numbers: it compares the preprocessed frames with the reference itself.
+
+This file is copied into the sandbox folder; it must not import ``grader``.
+"""
+
+import os
+import sys
+
+_write = os.write
+_exit = os._exit
+_getpid = os.getpid
+_FD = int(sys.argv[2])
+_str, _int, _float, _bool, _type, _len, _list, _dict, _tuple = str, int, float, bool, type, len, list, dict, tuple
+_frepr = float.__repr__
+_ord, _chr, _isfinite = ord, chr, None
+_join = "".join
+_MAX_MSG = 600_000
+_INF = float("inf")
+_memoryview = memoryview
+
+
+def _esc(s):
+    out = []
+    for ch in s:
+        o = _ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif o < 0x20 or o > 0x7E:
+            out.append("\\u%04x" % o if o < 0x10000 else "\\u%04x\\u%04x" % (0xD800 + ((o - 0x10000) >> 10), 0xDC00 + ((o - 0x10000) & 0x3FF)))
+        else:
+            out.append(ch)
+    return '"' + _join(out) + '"'
+
+
+def _enc(o):
+    t = _type(o)
+    if o is None:
+        return "null"
+    if t is _bool:
+        return "true" if o else "false"
+    if t is _int:
+        return int.__repr__(o)
+    if t is _float:
+        if o != o or o in (_INF, -_INF):
+            return "null"
+        return _frepr(o)
+    if t is _str:
+        return _esc(o)
+    if t is _list or t is _tuple:
+        return "[" + ",".join([_enc(x) for x in o]) + "]"
+    if t is _dict:
+        return "{" + ",".join([_esc(_str(k)) + ":" + _enc(v) for k, v in o.items()]) + "}"
+    return _esc(_str(t.__name__))
+
+
+_MAIN_PID = _getpid()
+
+
+def _forked_child_guard():
+    """A process forked by the notebook that came back into the runner: it must not report."""
+    if _getpid() != _MAIN_PID:
+        _exit(0)
+
+
+def send(**msg):
+    _forked_child_guard()
+    data = (_enc(msg) + "\n").encode("ascii")
+    if _len(data) > _MAX_MSG:
+        data = (_enc({"ev": "oversize", "of": msg.get("ev")}) + "\n").encode("ascii")
+    view = _memoryview(data)
+    while _len(view):
+        n = _write(_FD, view)
+        view = view[n:]
+
+
+send(ev="start", pid=_getpid())
+
+import base64  # noqa: E402
+import builtins  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+import types  # noqa: E402
+
+_b64 = base64.b64encode
+_monotonic = time.monotonic
+_format_exc_only = traceback.format_exception_only
+
+
+class DeadlineExceeded(BaseException):
+    """Raised by SIGALRM; a BaseException so `except Exception` in student code does not swallow it."""
+
+
+def _alarm(signum, frame):
+    raise DeadlineExceeded()
+
+
+signal.signal(signal.SIGALRM, _alarm)
+_setitimer = signal.setitimer
+_ITIMER = signal.ITIMER_REAL
+
+
+def _short(exc):
+    try:
+        text = _join(_format_exc_only(_type(exc), exc)).strip()
+    except BaseException:
+        text = _type(exc).__name__
+    return text[-1500:]
+
+
+def _student_line(exc, filename_prefix="<cell"):
+    """The last line number of a traceback frame in the student's code."""
+    tb, line = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.startswith(filename_prefix):
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _student_frame_file(exc):
+    tb, name = exc.__traceback__, None
+    while tb is not None:
+        fn = tb.tb_frame.f_code.co_filename
+        if fn.startswith("<cell"):
+            name = fn
+        tb = tb.tb_next
+    return name
+
+
+class _Stub(types.ModuleType):
+    """Stands in for a module the grader does not have (IPython, cv2, tqdm...)."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _StubObj(self.__name__ + "." + name)
+
+
+class _StubObj:
+    def __init__(self, name):
+        self._name = name
+
+    def __call__(self, *a, **k):
+        return _StubObj(self._name + "()")
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _StubObj(self._name + "." + name)
+
+    def __mro_entries__(self, bases):
+        return (object,)
+
+
+def run_definitions(job, ns):
+    stubbed = []
+    for cell in job["cells"]:
+        for st in cell["stmts"]:
+            fname = "<cell %d>" % cell["cell"]
+            src = "\n" * (st["line"] - 1) + st["src"]
+            send(ev="stmt", cell=cell["cell"], line=st["line"])
+            for attempt in range(4):
+                _setitimer(_ITIMER, st["timeout"] if attempt == 0 else 5)
+                try:
+                    try:
+                        exec(compile(src, fname, "exec"), ns)
+                    finally:
+                        _forked_child_guard()
+                    _setitimer(_ITIMER, 0)
+                    break
+                except DeadlineExceeded as exc:
+                    _setitimer(_ITIMER, 0)
+                    send(ev="stmt_timeout", cell=cell["cell"], line=_student_line(exc) or st["line"],
+                         seconds=st["timeout"])
+                    break
+                except ModuleNotFoundError as exc:
+                    _setitimer(_ITIMER, 0)
+                    missing = (exc.name or "").split(".")[0]
+                    if missing and missing not in sys.modules and attempt < 3 and missing not in job["no_stub"]:
+                        sys.modules[missing] = _Stub(missing)
+                        stubbed.append(missing)
+                        continue
+                    send(ev="stmt_error", cell=cell["cell"], line=_student_line(exc) or st["line"], error=_short(exc))
+                    break
+                except SystemExit as exc:
+                    _setitimer(_ITIMER, 0)
+                    send(ev="stmt_error", cell=cell["cell"], line=_student_line(exc) or st["line"],
+                         error="SystemExit(%s): the code called exit() / sys.exit()" % (exc.code,), kind="exit")
+                    break
+                except BaseException as exc:
+                    _setitimer(_ITIMER, 0)
+                    send(ev="stmt_error", cell=cell["cell"], line=_student_line(exc) or st["line"], error=_short(exc))
+                    break
+    if stubbed:
+        send(ev="stubbed", modules=sorted(set(stubbed)))
+
+
+# --- probes ---------------------------------------------------------------------------------
+def _is_cuda_error(exc):
+    text = _short(exc).lower()
+    return any(k in text for k in ("cuda", "nvidia", "gpu", "torch not compiled with cuda"))
+
+
+def _to_numpy(out):
+    import numpy as np
+
+    kind = _type(out).__module__ + "." + _type(out).__name__
+    if hasattr(out, "detach") and hasattr(out, "cpu"):
+        dev = _str(getattr(out, "device", "cpu"))
+        arr = out.detach().cpu().numpy()
+        return arr, kind, dev
+    return np.asarray(out), kind, "cpu"
+
+
+def _call_limited(fn, seconds, *args):
+    _setitimer(_ITIMER, seconds)
+    try:
+        return fn(*args)
+    finally:
+        _setitimer(_ITIMER, 0)
+
+
+def _params(ns):
+    p = ns.get("params")
+    if _type(p) is _dict:
+        out = {}
+        for k, v in p.items():
+            if _type(k) is _str and _type(v) in (_int, _float, _bool, _str):
+                out[k] = v
+        return out
+    return None
+
+
+def _nb_function(ns, obj):
+    code = getattr(obj, "__code__", None)
+    return code is not None and code.co_filename.startswith("<cell")
+
+
+def _nargs(fn):
+    code = fn.__code__
+    n = code.co_argcount
+    d = _len(fn.__defaults__ or ())
+    return n - d, n
+
+
+class _Self:
+    """A stand-in `self` for a preprocessing method written as a free function."""
+
+    device = "cpu"
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        g = _GLOBALS.get(name)
+        if g is not None:
+            return g
+        raise AttributeError("the grader's stand-in for `self` has no attribute %r" % name)
+
+
+_GLOBALS = {}
+
+
+def find_preprocess(ns):
+    """[(description, callable taking one frame)] in order of preference."""
+    cands = []
+    names = ("preprocess_observation", "preprocess", "preprocess_frame", "process_observation", "process_frame",
+             "preprocess_obs", "preprocess_state")
+    classes = [v for v in ns.values() if isinstance(v, _type) and _nb_class(v)]
+    classes.sort(key=lambda c: c.__name__ != "Agent")
+    for name in names:
+        for cls in classes:
+            fn = cls.__dict__.get(name)
+            if fn is not None and callable(fn):
+                def call(obs, cls=cls, name=name):
+                    inst = cls.__new__(cls)
+                    try:
+                        inst.device = _GLOBALS.get("device", "cpu")
+                    except BaseException:
+                        pass
+                    return getattr(inst, name)(obs)
+                cands.append(("%s.%s(self, observation)" % (cls.__name__, name), call))
+        fn = ns.get(name)
+        if callable(fn) and _nb_function(ns, fn):
+            lo, hi = _nargs(fn)
+            if lo <= 1 <= hi:
+                cands.append(("%s(observation)" % name, fn))
+            elif lo <= 2 <= hi:
+                cands.append(("%s(self, observation)" % name, lambda obs, fn=fn: fn(_Self(), obs)))
+    if not cands:  # any notebook function named *process* / *frame* taking one observation
+        for name, fn in ns.items():
+            if callable(fn) and _nb_function(ns, fn) and not isinstance(fn, _type):
+                low = name.lower()
+                if "process" in low or "frame" in low or "obs" in low:
+                    lo, hi = _nargs(fn)
+                    if lo <= 1 <= hi:
+                        cands.append(("%s(observation)" % name, fn))
+                    elif lo <= 2 <= hi and fn.__code__.co_varnames[:1] == ("self",):
+                        cands.append(("%s(self, observation)" % name, lambda obs, fn=fn: fn(_Self(), obs)))
+    return cands
+
+
+def _nb_class(cls):
+    mod = getattr(cls, "__module__", "")
+    return mod == "__notebook__"
+
+
+def probe_preprocess(job, ns, np):
+    data = np.load("frames.npz")
+    frames = data["frames"]
+    cands = find_preprocess(ns)
+    if not cands:
+        send(ev="preprocess", found=False)
+        return
+    desc, fn = cands[0]
+    results = []
+    t0 = _monotonic()
+    for i in range(frames.shape[0]):
+        frame = frames[i].copy()
+        try:
+            out = _call_limited(fn, job["call_timeout_s"], frame)
+            arr, kind, dev = _to_numpy(out)
+        except DeadlineExceeded:
+            send(ev="preprocess", found=True, name=desc, error="did not return within %s s" % job["call_timeout_s"], timeout=True)
+            return
+        except BaseException as exc:
+            send(ev="preprocess", found=True, name=desc, error=_short(exc), cuda=_is_cuda_error(exc),
+                 cell=_student_frame_file(exc), line=_student_line(exc))
+            return
+        entry = {"shape": [_int(s) for s in arr.shape], "dtype": _str(arr.dtype), "type": kind, "device": dev}
+        if arr.dtype.kind in "biuf" and arr.size:
+            a = arr.astype(np.float64)
+            entry["min"] = _float(np.nanmin(a)) if np.isfinite(a).any() else None
+            entry["max"] = _float(np.nanmax(a)) if np.isfinite(a).any() else None
+            entry["finite"] = _bool(np.isfinite(a).all())
+            if arr.size <= 60_000:
+                entry["data"] = _b64(np.ascontiguousarray(arr, dtype=np.float32).tobytes()).decode("ascii")
+        results.append(entry)
+    send(ev="preprocess", found=True, name=desc, frames=results, seconds=_monotonic() - t0)
+
+
+def find_network(ns, torch):
+    Module = torch.nn.Module
+    classes = [v for v in ns.values() if isinstance(v, _type) and _nb_class(v) and issubclass(v, Module)]
+    classes.sort(key=lambda c: (c.__name__ != "DQN", "dqn" not in c.__name__.lower()))
+    return classes
+
+
+def _export(torch, model, x, path):
+    import warnings
+    import io
+    import contextlib
+
+    errors = []
+    for kwargs in ({"dynamo": False}, {}):
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                warnings.simplefilter("ignore")
+                if kwargs.get("dynamo") is False:
+                    torch.onnx.export(model, (x,), path, input_names=["observation"], output_names=["q_values"],
+                                      dynamic_axes={"observation": {0: "batch"}, "q_values": {0: "batch"}},
+                                      opset_version=17, dynamo=False)
+                else:
+                    batch = torch.export.Dim("batch", min=1, max=1024)
+                    torch.onnx.export(model, (x,), path, input_names=["observation"], output_names=["q_values"],
+                                      dynamic_shapes=({0: batch},))
+            return None
+        except BaseException as exc:
+            if isinstance(exc, DeadlineExceeded):
+                raise
+            errors.append(_short(exc))
+    return " / ".join(errors)
+
+
+def probe_network(job, ns, np):
+    import torch
+
+    torch.set_num_threads(1)
+    classes = find_network(ns, torch)
+    if not classes:
+        send(ev="network", found=False)
+        return
+    p = _params(ns) or {}
+    seq = p.get("sequence_size", 5) if _type(p.get("sequence_size", 5)) is _int else 5
+    nact = p.get("n_actions", 5) if _type(p.get("n_actions", 5)) is _int else 5
+    arg_sets = [(5, 5)] if (seq, nact) == (5, 5) else [(seq, nact), (5, 5)]
+    model, cls, err, used = None, None, None, None
+    for c in classes[:5]:
+        for args in arg_sets:
+            try:
+                _setitimer(_ITIMER, job["call_timeout_s"])
+                model = c(*args)
+                _setitimer(_ITIMER, 0)
+                cls, used = c, args
+                break
+            except DeadlineExceeded:
+                err = (c.__name__, "constructing it did not finish within %s s" % job["call_timeout_s"], False, None)
+            except BaseException as exc:
+                _setitimer(_ITIMER, 0)
+                if err is None or c is classes[0]:
+                    err = (c.__name__, _short(exc), _is_cuda_error(exc), _student_line(exc))
+        if model is not None:
+            break
+    if model is None:
+        send(ev="network", found=True, name=err[0], constructed=False, error=err[1], cuda=err[2], line=err[3])
+        return
+    info = {"ev": "network", "found": True, "name": cls.__name__, "args": _list(used), "constructed": True}
+    try:
+        info["parameters"] = _int(sum(p.numel() for p in model.parameters()))
+        devices = sorted({_str(p.device) for p in model.parameters()})
+        info["devices"] = devices
+    except BaseException as exc:
+        info["parameters_error"] = _short(exc)
+    states = torch.from_numpy(np.load("frames.npz")["states"])
+    x = states[:4]
+    try:
+        model.eval()
+        with torch.no_grad():
+            out4 = _call_limited(model, job["call_timeout_s"], x)
+            o4, _, dev = _to_numpy(out4)
+            info["forward"] = {"shape": [_int(s) for s in o4.shape], "dtype": _str(o4.dtype), "device": dev,
+                               "finite": _bool(np.isfinite(o4).all()) if o4.dtype.kind in "fc" else True}
+            if o4.shape == (4, 5):
+                singles = [_to_numpy(_call_limited(model, job["call_timeout_s"], x[i:i + 1]))[0] for i in range(4)]
+                o1 = np.concatenate(singles, axis=0)
+                scale = _float(np.abs(o4).max()) + 1e-6
+                info["batch_diff"] = _float(np.abs(o4 - o1).max())
+                info["batch_scale"] = scale
+    except DeadlineExceeded:
+        info["forward_error"] = "the forward pass did not return within %s s" % job["call_timeout_s"]
+    except BaseException as exc:
+        info["forward_error"] = _short(exc)
+        info["forward_cuda"] = _is_cuda_error(exc)
+        info["forward_line"] = _student_line(exc)
+    if "forward" in info and info["forward"]["shape"] == [4, 5]:
+        try:
+            _setitimer(_ITIMER, job["export_timeout_s"])
+            e = _export(torch, model, x[:1], "out/network.onnx")
+            _setitimer(_ITIMER, 0)
+            info["export_error"] = e
+        except DeadlineExceeded:
+            info["export_error"] = "the ONNX export did not finish within %s s" % job["export_timeout_s"]
+        except BaseException as exc:
+            _setitimer(_ITIMER, 0)
+            info["export_error"] = _short(exc)
+    send(**info)
+    # trained weights handed in beside the notebook
+    for wname in job["weights"]:
+        w = {"ev": "weights", "file": wname}
+        try:
+            sd = torch.load("submission/" + wname, map_location="cpu", weights_only=True)
+            if isinstance(sd, _dict) and not any(hasattr(v, "shape") for v in sd.values()):
+                for key in ("state_dict", "model_state_dict", "policy", "policy_state_dict", "model"):
+                    if isinstance(sd.get(key), _dict):
+                        sd = sd[key]
+                        break
+            if not isinstance(sd, _dict):
+                raise TypeError("the file holds a %s, not a state_dict (save it with torch.save(policy.state_dict(), ...))" % _type(sd).__name__)
+            m2 = cls(*used)
+            m2.load_state_dict(sd, strict=True)
+            m2.eval()
+            with torch.no_grad():
+                o, _, _ = _to_numpy(m2(x))
+            w["forward_shape"] = [_int(s) for s in o.shape]
+            _setitimer(_ITIMER, job["export_timeout_s"])
+            w["export_error"] = _export(torch, m2, x[:1], "out/trained.onnx")
+            _setitimer(_ITIMER, 0)
+            w["loaded"] = True
+            send(**w)
+            break
+        except DeadlineExceeded:
+            w.update(loaded=False, error="loading or exporting did not finish in time")
+            send(**w)
+        except BaseException as exc:
+            _setitimer(_ITIMER, 0)
+            w.update(loaded=False, error=_short(exc))
+            send(**w)
+
+
+_WATCHED = {
+    "sys": ("stdout", "stderr", "stdin", "exit", "excepthook", "modules", "path"),
+    "os": ("_exit", "write", "read", "open", "close", "kill", "fork", "system", "getpid", "environ"),
+    "json": ("dumps", "loads", "dump", "load", "JSONEncoder", "JSONDecoder"),
+}
+
+
+def _snapshot():
+    import json
+
+    mods = {"sys": sys, "os": os, "json": json}
+    snap = {"builtins": dict(builtins.__dict__)}
+    for name, attrs in _WATCHED.items():
+        snap[name] = {a: getattr(mods[name], a) for a in attrs if hasattr(mods[name], a)}
+    return mods, snap
+
+
+def _restore(mods, snap):
+    """Put back builtins and the watched module attributes; return what the notebook had replaced."""
+    changed = []
+    cur = builtins.__dict__
+    for k, v in snap["builtins"].items():
+        if cur.get(k, _MISSING) is not v:
+            changed.append("builtins." + k)
+            cur[k] = v
+    for name, attrs in snap.items():
+        if name == "builtins":
+            continue
+        for a, v in attrs.items():
+            if getattr(mods[name], a, _MISSING) is not v:
+                changed.append(name + "." + a)
+                setattr(mods[name], a, v)
+    return changed
+
+
+_MISSING = object()
+
+
+def _reap_others():
+    """Inside bubblewrap's pid namespace only: kill every process but this one (a fork bomb's children)."""
+    if os.environ.get("GRADER_SANDBOX_MODE") != "bwrap" or _getpid() > 16:
+        return
+    for _ in range(5):
+        try:
+            os.kill(-1, signal.SIGKILL)
+        except OSError:
+            break
+        time.sleep(0.02)
+
+
+def main():
+    with open(sys.argv[1], "rb") as f:
+        raw = f.read()
+    import json
+
+    job = json.loads(raw)
+    os.makedirs("out", exist_ok=True)
+    ns = {"__name__": "__notebook__", "__builtins__": builtins}
+    _GLOBALS.clear()
+    mods, snap = _snapshot()
+    run_definitions(job, ns)
+    _setitimer(_ITIMER, 0)
+    signal.signal(signal.SIGALRM, _alarm)
+    _reap_others()
+    changed = _restore(mods, snap)
+    if changed:
+        send(ev="tampered", names=sorted(changed)[:20])
+    _GLOBALS.update(ns)
+    send(ev="definitions_done", names=sorted(k for k in ns if not k.startswith("__"))[:300], params=_params(ns))
+    import numpy as np
+
+    if job.get("probe_preprocess"):
+        send(ev="phase", phase="preprocess")
+        probe_preprocess(job, ns, np)
+    if job.get("probe_network"):
+        send(ev="phase", phase="network")
+        probe_network(job, ns, np)
+    send(ev="done")
+
+
+try:
+    main()
+except BaseException as exc:  # noqa: BLE001 - report, never a traceback to the parent
+    try:
+        send(ev="crash", error=_short(exc))
+    except BaseException:
+        pass
+_exit(0)

@@ -1,0 +1,420 @@
+"""Running untrusted notebook code: bubblewrap when available, rlimits (+ ``unshare --net``) otherwise.
+
+The child is ``python -I runner.py job.json FD`` started in a fresh temporary folder that holds
+only the runner, the job, the reference frames and a copy of this one submission. It reports
+JSON lines on the pipe FD; stdout and stderr are captured with a size cap. Limits (all modes):
+RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE=0, a process limit
+(cgroup ``pids.max`` when the cgroup is writable, and RLIMIT_NPROC, which the kernel ignores for
+root), and a wall-clock timeout that kills the whole process group (and the cgroup, and the
+bubblewrap pid namespace). See README.md for what each mode allows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+SANDBOX_ENV_VAR = "GRADER_SANDBOX"  # auto (default) | bwrap | fallback
+MODES = ("auto", "bwrap", "fallback")
+NOBODY = 65534
+INSIDE = "/sandbox"  # where the work folder appears inside bubblewrap
+
+
+@dataclass
+class Limits:
+    timeout_s: float = 60.0
+    memory_mb: int = 3072
+    file_size_mb: int = 128
+    processes: int = 64
+    output_bytes: int = 1 << 20  # stdout / stderr kept for the report (each)
+    flood_bytes: int = 64 << 20  # beyond this much output the child is killed
+    channel_bytes: int = 1 << 20  # JSON report channel cap
+    tmpfs_mb: int = 256
+
+
+@dataclass
+class SandboxRun:
+    mode: str  # bwrap | fallback
+    messages: list[dict] = field(default_factory=list)
+    stdout: bytes = b""
+    stderr: bytes = b""
+    stdout_total: int = 0
+    stderr_total: int = 0
+    channel_total: int = 0
+    channel_garbage: int = 0  # lines on the channel that were not JSON objects
+    returncode: int | None = None
+    timed_out: bool = False
+    flooded: bool = False
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # weaker-sandbox notes
+    limits_note: str = ""
+    launch_error: str | None = None
+    process_limit_hit: bool = False  # the pids cgroup refused a fork
+    process_limit: int = 0
+
+    @property
+    def signal_name(self) -> str | None:
+        rc = self.returncode
+        if rc is not None and rc < 0:
+            try:
+                return signal.Signals(-rc).name
+            except ValueError:
+                return f"signal {-rc}"
+        return None
+
+
+def requested_mode(mode: str | None) -> str:
+    mode = (mode or os.environ.get(SANDBOX_ENV_VAR) or "auto").strip().lower()
+    if mode not in MODES:
+        raise ValueError(f"sandbox mode must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
+def python_roots() -> list[str]:
+    """Folders the interpreter needs: the venv, the base installation, the executable's folder."""
+    roots = []
+    for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))):
+        for q in {p, os.path.realpath(p)}:
+            if os.path.isdir(q):
+                roots.append(q)
+    out: list[str] = []
+    for r in sorted(set(roots), key=len):
+        if r == "/usr" or r.startswith("/usr/"):
+            continue
+        if r.endswith("/bin") and os.path.dirname(r) in out:
+            continue
+        if not any(r == o or r.startswith(o + "/") for o in out):
+            out.append(r)
+    return out
+
+
+def readable_by_others(path: str) -> bool:
+    """True when every folder on the way to ``path`` and ``path`` itself let 'other' in (r-x)."""
+    p = Path(path).resolve()
+    for part in [*reversed(p.parents), p]:
+        try:
+            mode = part.stat().st_mode
+        except OSError:
+            return False
+        if not mode & stat.S_IXOTH or (part == p and not mode & stat.S_IROTH):
+            return False
+    return True
+
+
+def _bwrap_base() -> list[str]:
+    args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox",
+            "--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "lib", "lib32", "lib64", "sbin", "libx32"):
+        p = Path("/") / name
+        if p.is_symlink():
+            args += ["--symlink", os.readlink(p), str(p)]
+        elif p.is_dir():
+            args += ["--ro-bind", str(p), str(p)]
+    for root in python_roots():
+        args += ["--ro-bind", root, root]
+    args += ["--ro-bind-try", "/etc/fonts", "/etc/fonts"]  # matplotlib's font lookup, read-only
+    return args
+
+
+@lru_cache(maxsize=1)
+def bwrap_has_size() -> bool:
+    """``--size`` (tmpfs size cap) exists from bubblewrap 0.8 on."""
+    try:
+        r = subprocess.run(["bwrap", "--help"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"--size" in r.stdout + r.stderr
+
+
+@lru_cache(maxsize=1)
+def bwrap_status() -> tuple[bool, str]:
+    """(usable, reason): bwrap exists and can start this interpreter as uid 65534."""
+    exe = shutil.which("bwrap")
+    if not exe:
+        return False, "bubblewrap (bwrap) is not installed"
+    cmd = _bwrap_base() + ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--uid", str(NOBODY),
+                           "--gid", str(NOBODY), "--chdir", "/tmp", "--", sys.executable, "-I", "-c", "import os; print(os.getuid())"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"bwrap could not start: {exc}"
+    if r.returncode != 0 or r.stdout.strip() != str(NOBODY).encode():
+        err = r.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        return False, f"bwrap cannot run the interpreter as uid {NOBODY}: {err[0][:200]}"
+    return True, "ok"
+
+
+@lru_cache(maxsize=1)
+def unshare_net_prefix() -> list[str]:
+    exe = shutil.which("unshare")
+    if not exe:
+        return []
+    for prefix in (["unshare", "--net"], ["unshare", "--user", "--map-root-user", "--net"]):
+        try:
+            if subprocess.run(prefix + ["true"], capture_output=True, timeout=10).returncode == 0:
+                return prefix
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return []
+
+
+# --- cgroup (process limit that also binds root) -------------------------------------------------
+class _PidsCgroup:
+    def __init__(self, limit: int):
+        self.path: Path | None = None
+        name = f"rl-grader-{os.getpid()}-{time.monotonic_ns()}"
+        for base in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+            try:
+                if base == Path("/sys/fs/cgroup") and "pids" not in (base / "cgroup.controllers").read_text():
+                    continue
+                p = base / name
+                p.mkdir()
+                (p / "pids.max").write_text(str(limit))
+                self.path = p
+                return
+            except OSError:
+                continue
+
+    def procs_file(self) -> str | None:
+        return str(self.path / "cgroup.procs") if self.path else None
+
+    def kill_all(self) -> None:
+        if not self.path:
+            return
+        for _ in range(50):
+            try:
+                pids = [int(x) for x in (self.path / "cgroup.procs").read_text().split()]
+            except OSError:
+                return
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.02)
+
+    def limit_hit(self) -> bool:
+        if not self.path:
+            return False
+        try:
+            text = (self.path / "pids.events").read_text()
+        except OSError:
+            return False
+        return any(line.split()[:1] == ["max"] and line.split()[1] != "0" for line in text.splitlines() if line.strip())
+
+    def remove(self) -> None:
+        if not self.path:
+            return
+        self.kill_all()
+        for _ in range(50):
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.05)
+
+
+def _count_processes_of(uid: int) -> int:
+    n = 0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.stat(f"/proc/{d}").st_uid == uid:
+                    n += 1
+            except OSError:
+                pass
+    return n
+
+
+class _Reader(threading.Thread):
+    def __init__(self, fd: int, cap: int, flood: int, on_flood, *, close: bool = False):
+        super().__init__(daemon=True)
+        self.fd, self.cap, self.flood, self.on_flood, self.close = fd, cap, flood, on_flood, close
+        self.buf = bytearray()
+        self.total = 0
+
+    def run(self) -> None:
+        try:
+            while True:
+                chunk = os.read(self.fd, 1 << 16)
+                if not chunk:
+                    break
+                self.total += len(chunk)
+                if len(self.buf) < self.cap:
+                    self.buf += chunk[: self.cap - len(self.buf)]
+                if self.total > self.flood:
+                    self.on_flood()
+                    break
+        except OSError:
+            pass
+        finally:
+            if self.close:
+                try:
+                    os.close(self.fd)
+                except OSError:
+                    pass
+
+
+def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) -> SandboxRun:
+    """Run ``runner.py job.json FD`` inside ``workdir`` (which the caller prepared)."""
+    wanted = requested_mode(mode)
+    ok, why = bwrap_status() if wanted in ("auto", "bwrap") else (False, "the weaker sandbox was requested")
+    run = SandboxRun(mode="bwrap" if ok else "fallback", process_limit=limits.processes)
+    if wanted == "bwrap" and not ok:
+        run.launch_error = f"the bubblewrap sandbox was required but {why}"
+        return run
+
+    r_fd, w_fd = os.pipe()
+    is_root = os.geteuid() == 0
+    cg = _PidsCgroup(limits.processes)
+    drop_uid = None
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg", "USER": "nobody",
+           "LOGNAME": "nobody", "KERAS_BACKEND": "torch", "PYTHONHASHSEED": "0", "TORCHINDUCTOR_CACHE_DIR": "/tmp/inductor",
+           "GRADER_SANDBOX_MODE": run.mode}
+    if run.mode == "bwrap":
+        size = ["--size", str(limits.tmpfs_mb << 20)] if bwrap_has_size() else []
+        cmd = _bwrap_base() + ["--bind", str(workdir), INSIDE, "--proc", "/proc", "--dev", "/dev",
+                               *size, "--tmpfs", "/tmp",
+                               "--uid", str(NOBODY), "--gid", str(NOBODY), "--chdir", INSIDE, "--clearenv"]
+        for k, v in env.items():
+            cmd += ["--setenv", k, v]
+        cmd += ["--", sys.executable, "-I", "runner.py", "job.json", str(w_fd)]
+        cwd = "/"
+        env_arg = env
+    else:
+        prefix = unshare_net_prefix()
+        env["TMPDIR"] = str(workdir / "tmp")
+        env["HOME"] = str(workdir / "tmp")
+        (workdir / "tmp").mkdir(exist_ok=True)
+        cmd = prefix + [sys.executable, "-I", "runner.py", "job.json", str(w_fd)]
+        cwd = str(workdir)
+        env_arg = env
+        if is_root and all(readable_by_others(r) for r in python_roots()):
+            drop_uid = NOBODY
+            for p in [workdir, *workdir.rglob("*")]:
+                os.chmod(p, 0o777 if p.is_dir() else 0o666)
+        weak = [f"bubblewrap is not used ({why}): the notebook's code could read files outside its folder"]
+        weak.append("network: " + ("cut off with `unshare --net`" if prefix else "NOT cut off (unshare failed)"))
+        if is_root and drop_uid is None:
+            weak.append("the code ran as root (the Python installation is not readable by uid 65534)")
+        run.warnings += weak
+
+    nproc_limit = limits.processes
+    if not is_root or drop_uid is not None:
+        nproc_limit += _count_processes_of(drop_uid if drop_uid is not None else os.getuid())
+    procs_file = cg.procs_file()
+    if procs_file:
+        run.limits_note = f"processes: cgroup pids.max={limits.processes}"
+    elif is_root and drop_uid is None:
+        run.limits_note = "processes: NOT limited (root, no writable pids cgroup; bubblewrap's pid namespace still reaps them)"
+        run.warnings.append("no process-count limit: the pids cgroup is not writable and RLIMIT_NPROC does not bind root")
+    else:
+        run.limits_note = f"processes: RLIMIT_NPROC={nproc_limit}"
+
+    mem = limits.memory_mb << 20
+    cpu = int(limits.timeout_s) + 5
+    fsize = limits.file_size_mb << 20
+
+    def preexec() -> None:  # runs in the child between fork and exec
+        if procs_file:
+            try:
+                with open(procs_file, "w") as f:
+                    f.write(str(os.getpid()))
+            except OSError:
+                pass
+        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 2))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc_limit, nproc_limit))
+        if drop_uid is not None:
+            os.setgroups([])
+            os.setgid(drop_uid)
+            os.setuid(drop_uid)
+
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env_arg, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, pass_fds=(w_fd,), preexec_fn=preexec, start_new_session=True)
+    except OSError as exc:
+        os.close(r_fd)
+        os.close(w_fd)
+        cg.remove()
+        run.launch_error = f"could not start the sandbox: {exc}"
+        return run
+    os.close(w_fd)
+
+    def kill() -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        cg.kill_all()
+
+    def flood() -> None:
+        run.flooded = True
+        kill()
+
+    readers = [_Reader(proc.stdout.fileno(), limits.output_bytes, limits.flood_bytes, flood),
+               _Reader(proc.stderr.fileno(), limits.output_bytes, limits.flood_bytes, flood),
+               _Reader(r_fd, limits.channel_bytes, limits.channel_bytes * 4, flood, close=True)]
+    for t in readers:
+        t.start()
+    deadline = start + limits.timeout_s
+    while True:
+        try:
+            proc.wait(timeout=0.25)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if cg.limit_hit():  # a fork bomb: stop it now rather than at the wall timeout
+            run.process_limit_hit = True
+            kill()
+            proc.wait()
+            break
+        if time.monotonic() > deadline:
+            run.timed_out = True
+            kill()
+            proc.wait()
+            break
+    kill()  # leftovers (a fork that outlived the main process)
+    for t in readers:
+        t.join(timeout=5)
+    if not any(t.is_alive() for t in readers[:2]):
+        proc.stdout.close()
+        proc.stderr.close()
+    run.process_limit_hit = run.process_limit_hit or cg.limit_hit()
+    cg.remove()
+    run.seconds = time.monotonic() - start
+    run.returncode = proc.returncode
+    run.stdout, run.stderr = bytes(readers[0].buf), bytes(readers[1].buf)
+    run.stdout_total, run.stderr_total = readers[0].total, readers[1].total
+    run.channel_total = readers[2].total
+    for line in bytes(readers[2].buf).split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            run.channel_garbage += 1
+            continue
+        if isinstance(msg, dict) and isinstance(msg.get("ev"), str):
+            run.messages.append(msg)
+        else:
+            run.channel_garbage += 1
+    return run
