@@ -17,7 +17,7 @@ pip_quiet=(--quiet --disable-pip-version-check)
 if [[ $want_tests == 1 ]]; then
   # Pin torch first: an unpinned torch pulls a CUDA build of several GB. 2.13.0 is the CPU build.
   pip install "${pip_quiet[@]}" "torch==2.13.0"
-  pip install "${pip_quiet[@]}" -e ".[test]"
+  pip install "${pip_quiet[@]}" -e ".[test,site,ray]"
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     missing=()
     command -v chromium >/dev/null || missing+=(chromium chromium-driver)

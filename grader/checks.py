@@ -117,7 +117,8 @@ def check_versions(parsed: ParsedModel) -> CheckResult:
         return _fail(
             name,
             f"ONNX IR version {proto.ir_version} is outside the supported {MIN_IR}..{max_ir}",
-            "export with a current torch/keras and default settings",
+            f"export with torch.onnx.export or keras' Model.export; a model built with onnx.helper can set "
+            f"model.ir_version = {max_ir} before saving",
         )
     if opset is None or not MIN_OPSET <= opset <= max_opset:
         return _fail(
