@@ -196,9 +196,7 @@ def plot_curves(path: str | Path, curves: dict[str, tuple[Sequence[float], Seque
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n, (x, y) in curves.items() if len(y)]
-    if not names:
-        return
+    names = list(curves)  # empty curves give empty axes (a run with no finished episode yet)
     cols = 2 if len(names) > 1 else 1
     rows = (len(names) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.5 * rows), squeeze=False)
