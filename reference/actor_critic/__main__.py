@@ -36,12 +36,12 @@ def main(argv: list[str] | None = None) -> None:
     path = export_onnx(policy, LUNARLANDER, f"{args.out}/model.onnx")
     result = {"flavour": known.flavour, "args": vars(args), "wall_seconds": hist["wall_seconds"],
               "onnx": str(path)}
-    for k in ("steps", "solved", "best_validation", "final_validation"):
+    for k in ("cpu_seconds", "steps", "solved", "best_validation", "final_validation"):
         if k in hist:
             result[k] = hist[k]
     if "steps" not in result and hist.get("steps"):
         result["steps"] = hist["steps"][-1]
-    print(f"trained in {hist['wall_seconds'] / 60:.1f} min; exported {path}")
+    print(f"trained in {hist['wall_seconds'] / 60:.1f} min wall, {hist['cpu_seconds'] / 60:.1f} min CPU; exported {path}")
     if known.eval_episodes:
         t0 = time.monotonic()
         seeds = heldout_seeds(known.eval_episodes)

@@ -89,6 +89,7 @@ def train(args: Args) -> tuple[nn.Module, dict]:
     hist = {"episode": [], "return": [], "running": [], "loss_actor": [], "loss_critic": [], "time": [], "steps": []}
     running, episode, steps = 0.0, 0, 0
     start = time.monotonic()
+    cpu_start = time.process_time()
     budget = args.minutes * 60
     with Progress(budget, "course actor-critic (seconds)") as progress:
         while time.monotonic() - start < budget:
@@ -130,6 +131,7 @@ def train(args: Args) -> tuple[nn.Module, dict]:
             if running > args.solved or (args.max_episodes and episode >= args.max_episodes):
                 break
     hist["wall_seconds"] = time.monotonic() - start
+    hist["cpu_seconds"] = time.process_time() - cpu_start  # one-core equivalent, whatever the load
     hist["solved"] = running > args.solved
     save_checkpoint(out / "model.pt", {"model": net.state_dict(), "args": asdict(args)})
     e = hist["episode"]
