@@ -37,10 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     result = {"flavour": known.flavour, "args": vars(args), "wall_seconds": hist["wall_seconds"],
               "onnx": str(path)}
     for k in ("cpu_seconds", "steps", "solved", "best_validation", "final_validation"):
-        if k in hist:
-            result[k] = hist[k]
-    if "steps" not in result and hist.get("steps"):
-        result["steps"] = hist["steps"][-1]
+        if k in hist:  # the seed flavour keeps per-episode step counts: report the last
+            result[k] = hist[k][-1] if isinstance(hist[k], list) else hist[k]
+    if hist.get("val_step"):
+        result["validation"] = [[s, v] for s, v in zip(hist["val_step"], hist["val_mean"])]
+    if "episode" in hist:
+        result["episodes"] = len(hist["episode"])
     print(f"trained in {hist['wall_seconds'] / 60:.1f} min wall, {hist['cpu_seconds'] / 60:.1f} min CPU; exported {path}")
     if known.eval_episodes:
         t0 = time.monotonic()
