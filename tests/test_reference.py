@@ -1,0 +1,148 @@
+"""Tests of the reference agents: tiny training runs export ONNX files that follow the task
+contracts, and the agents use the grader's own contract functions (by identity, not copies)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+import grader.contract as contract  # noqa: E402
+from grader.contract import LUNARLANDER, MSPACMAN  # noqa: E402
+
+
+def _check_onnx(path, spec, batch=3):
+    """Contract shapes, float32, batch-independent outputs; returns the session."""
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,), (out,) = sess.get_inputs(), sess.get_outputs()
+    assert list(inp.shape[1:]) == list(spec.state_shape)
+    assert inp.type == "tensor(float)" and out.type == "tensor(float)"
+    assert not isinstance(inp.shape[0], int)  # a dynamic batch axis
+    rng = np.random.default_rng(1)
+    scale = 255.0 if spec is MSPACMAN else 1.0
+    x = (rng.random((batch, *spec.state_shape)) * scale).astype(np.float32)
+    y = sess.run(None, {inp.name: x})[0]
+    assert y.shape == (batch, spec.n_actions) and y.dtype == np.float32
+    singles = np.concatenate([sess.run(None, {inp.name: x[i:i + 1]})[0] for i in range(batch)])
+    np.testing.assert_allclose(singles, y, rtol=1e-4, atol=1e-5)
+    return sess
+
+
+def _play_one(path, spec, seed):
+    """One episode of the exported file through the contract's protocol; returns the final turn."""
+    from reference.common import OnnxPolicy
+
+    policy = OnnxPolicy(path, spec)
+    env = contract.make_env(spec)
+    try:
+        gen = contract.play_episode(spec, env, seed)
+        turn = next(gen)
+        while not turn.done:
+            turn = gen.send(int(policy(turn.state[None])[0]))
+    finally:
+        env.close()
+    assert turn.length > 0 and np.isfinite(turn.episode_return)
+    return turn
+
+
+def test_reference_uses_the_contract_functions_by_identity():
+    import reference.actor_critic.improved as improved
+    import reference.actor_critic.seed as seed
+    import reference.common as common
+    import reference.dqn.train as dqn
+
+    assert dqn.preprocess_frames is contract.preprocess_frames
+    assert dqn.play_episode is contract.play_episode
+    assert dqn.make_env is contract.make_env
+    assert dqn.MSPACMAN is contract.MSPACMAN
+    for module in (seed, improved):
+        assert module.play_episode is contract.play_episode
+        assert module.make_env is contract.make_env
+        assert module.LUNARLANDER is contract.LUNARLANDER
+    assert common.play_episode is contract.play_episode
+    assert common.actions_from_output is contract.actions_from_output
+
+
+def test_dqn_replay_memory_rebuilds_next_states():
+    from reference.dqn.train import ReplayMemory
+
+    mem = ReplayMemory(4)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(12, 44, 40)).astype(np.float32)
+    for t in range(6):  # wraps around the ring
+        s, s2 = frames[t:t + 5], frames[t + 1:t + 6]
+        mem.push(s, t % 5, s2, float(t), t == 5)
+    assert len(mem) == 4
+    states, actions, next_states, rewards, dones = mem.sample(32, rng)
+    for s, s2, r in zip(states, next_states, rewards):
+        t = int(r)
+        np.testing.assert_array_equal(s, frames[t:t + 5])
+        np.testing.assert_array_equal(s2, frames[t + 1:t + 6])
+
+
+def test_dqn_reward_shaping_is_the_lessons():
+    from reference.dqn.train import Args, shape_reward
+
+    a = Args()
+    assert shape_reward(10, False, False, a) == pytest.approx(1 / 3)
+    assert shape_reward(0, True, False, a) == pytest.approx(-0.43)
+    assert shape_reward(1000, False, True, a) == pytest.approx(11.0)
+
+
+@pytest.mark.slow
+def test_dqn_tiny_run_exports_a_contract_model(tmp_path):
+    from reference.dqn.train import Args, export, train
+
+    args = Args(steps=250, out=str(tmp_path / "run"), batch_size=16, learning_starts=64, memory_size=400,
+                target_update=100, eval_episodes=0, save_replay=True)
+    train(args)
+    # --resume continues from the checkpoint (step counter, replay memory).
+    args.steps, args.resume = 300, True
+    train(args)
+    from reference.common import load_checkpoint
+
+    ck = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert ck["step"] == 300
+    onnx_path = tmp_path / "dqn.onnx"
+    export(tmp_path / "run" / "checkpoint.pt", onnx_path)
+    _check_onnx(onnx_path, MSPACMAN)
+    _play_one(onnx_path, MSPACMAN, seed=1_000_000)
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+
+
+def test_seed_actor_critic_tiny_run_exports_a_contract_model(tmp_path):
+    from reference.actor_critic.__main__ import main
+
+    out = tmp_path / "seed"
+    main(["--flavour", "seed", "--out", str(out), "--max-episodes", "5", "--eval-episodes", "2"])
+    sess = _check_onnx(out / "model.onnx", LUNARLANDER)
+    probs = sess.run(None, {sess.get_inputs()[0].name: np.zeros((4, 8), np.float32)})[0]
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)  # softmax probabilities, as the course
+    _play_one(out / "model.onnx", LUNARLANDER, seed=1_000_000)
+
+
+def test_improved_actor_critic_tiny_run_exports_a_contract_model(tmp_path):
+    from reference.actor_critic.__main__ import main
+
+    out = tmp_path / "ppo"
+    main(["--flavour", "improved", "--out", str(out), "--total-steps", "1024", "--n-envs", "4",
+          "--n-steps", "128", "--epochs", "2", "--minibatches", "2", "--eval-episodes", "2",
+          "--validate-every", "1"])
+    sess = _check_onnx(out / "model.onnx", LUNARLANDER)
+    probs = sess.run(None, {sess.get_inputs()[0].name: np.zeros((4, 8), np.float32)})[0]
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    _play_one(out / "model.onnx", LUNARLANDER, seed=1_000_001)
+
+
+@pytest.mark.parametrize("name", ["lunarlander_improved", "lunarlander_seed", "mspacman_dqn"])
+def test_shipped_models_follow_the_contract(name):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "reference" / "models" / f"{name}.onnx"
+    if not path.exists():
+        pytest.skip(f"{path.name} not trained yet")
+    spec = MSPACMAN if name.startswith("mspacman") else LUNARLANDER
+    _check_onnx(path, spec)
+    assert (path.with_suffix(".md")).exists(), "every shipped model has a model card"
