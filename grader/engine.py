@@ -12,6 +12,7 @@ hangs, dies or exceeds its limits is killed and replaced, and the model gets a p
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -196,7 +197,7 @@ class Engine:
     def record(self, seed: int, path: str) -> dict[str, Any]:
         """Replay ``seed`` with rendering and write an MP4 to ``path``."""
         self._require_loaded()
-        self._workers[0].send("record", {"task": self._loaded["task"], "seed": seed, "path": path})
+        self._workers[0].send("record", {"task": self._loaded["task"], "seed": seed, "path": os.path.abspath(path)})
         return self._gather([0], silence_s=self.timeouts.record)[0]
 
     def _require_loaded(self) -> None:

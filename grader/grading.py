@@ -260,6 +260,7 @@ def pick_video_episodes(episodes: Sequence[EpisodeResult]) -> list[tuple[str, Ep
 
 
 def _record_videos(engine: Engine, result: GradeResult, out_dir: Path, progress: Progress) -> list[VideoInfo]:
+    out_dir = out_dir.resolve()  # the worker runs in another directory
     out_dir.mkdir(parents=True, exist_ok=True)
     picks = pick_video_episodes(result.episodes)
     hidden = result.rubric is not None and result.rubric.seed_set == "grading"
@@ -273,9 +274,9 @@ def _record_videos(engine: Engine, result: GradeResult, out_dir: Path, progress:
         try:
             info = engine.record(ep.seed, str(tmp))
         except EngineFailure as exc:
-            result.warnings.append(f"could not record the {label} episode (seed {ep.seed}): {exc}")
+            result.warnings.append(f"could not record the {label} episode: {exc}; no more videos were recorded")
             tmp.unlink(missing_ok=True)
-            continue
+            break
         os.replace(tmp, out_dir / name)
         videos.append(VideoInfo(label=label, seed=ep.seed, scored_return=ep.return_, rerun_return=info["return"],
                                 matches=info["return"] == ep.return_, path=name, frames=info["frames"]))

@@ -194,3 +194,14 @@ def test_cuda_request_without_cuda_falls_back_with_a_warning(tmp_path):
     result = grade(F.mlp(tmp_path / "m.onnx"), seeds=[0], device="cuda", out=tmp_path / "o", video=False, report=False)
     assert result.status == "graded" and result.device == "cpu"
     assert any("CUDA" in w for w in result.warnings)
+
+
+def test_videos_with_relative_paths(tmp_path):
+    """Paths given relative to the caller's directory reach the worker, which runs elsewhere."""
+    F.mlp(tmp_path / "model.onnx")
+    proc = run_cli("model.onnx", "--seeds", "0-2", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["warnings"] == [] and len(result["videos"]) == 3
+    for video in result["videos"]:
+        assert video["matches"] and (tmp_path / "model.onnx.grading" / video["path"]).stat().st_size > 1000
