@@ -4,7 +4,7 @@
                 [--workers N] [--force] [--retry-errors] [--backend local|ray] [--address HOST:PORT]
                 [--no-video] [--episodes N] [--reference DIR] [--behaviour-threshold F] [--no-progress]
 
-Design (see ``grader/BATCH.md``):
+Design (see ``docs/batch.md``):
 
 * :mod:`grader.classdir` finds the submissions (folder-per-student or flat files) and the layout
   problems; the roster adds "no submission" and "not on the roster" students.

@@ -1,6 +1,6 @@
 """Which top-level statements of a notebook run in the sandbox: definitions only, never training.
 
-Rules, applied to each top-level statement of each code cell (see README.md):
+Rules, applied to each top-level statement of each code cell (see docs/notebooks.md):
 
 * kept: ``import`` / ``from .. import``; ``def`` / ``async def`` / ``class`` (their bodies are not
   inspected: a class body or a default argument runs at definition time, in the sandbox, under

@@ -6,7 +6,7 @@ JSON lines on the pipe FD; stdout and stderr are captured with a size cap. Limit
 RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE=0, a process limit
 (cgroup ``pids.max`` when the cgroup is writable, and RLIMIT_NPROC, which the kernel ignores for
 root), and a wall-clock timeout that kills the whole process group (and the cgroup, and the
-bubblewrap pid namespace). See README.md for what each mode allows.
+bubblewrap pid namespace). See docs/notebooks.md for what each mode allows.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``grade serve``: run the course leaderboard site (see grader/site/README.md).
+"""``grade serve``: run the course leaderboard site (see docs/site.md).
 
     grade serve --rubric rubrics/lunarlander.toml --db class.sqlite [--host 127.0.0.1] [--port 8000]
                 [--workers N] [--uploads-per-hour N] [--data DIR] [--no-video] [--cookie-secure]
