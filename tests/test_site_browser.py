@@ -6,7 +6,6 @@ Screenshots go to test-artifacts/ (git-ignored).
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -14,18 +13,10 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
-                allow_module_level=True)
-pytest.importorskip("selenium", reason="needs selenium (pip install 'rl-grader[test]')")
 pytest.importorskip("fastapi", reason="needs the site extra (pip install 'rl-grader[site]')")
+pytest.importorskip("selenium", reason="needs selenium (pip install 'rl-grader[test]')")
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+from conftest import ARTIFACTS  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -37,26 +28,6 @@ from grader.gradebook import Gradebook  # noqa: E402
 from grader.result import GradeResult  # noqa: E402
 from grader.rubric import load_rubric  # noqa: E402
 from grader.site.app import SiteConfig  # noqa: E402
-
-
-@pytest.fixture
-def browser(tmp_path):
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1200,900", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    try:
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    except Exception as exc:  # noqa: BLE001 - a broken local chromium is a skip, not a failure
-        pytest.skip(f"chromium did not start: {exc}")
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
 
 
 def test_login_upload_result_and_leaderboard(tmp_path, browser):
