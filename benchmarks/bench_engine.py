@@ -5,7 +5,8 @@
 Three ways to play the same episodes with the same model:
 
 * per-step loop: the course's own test loop, one process, one onnxruntime call per step
-  (default session options), as the LunarLander notebook and the lesson do it;
+  (default session options), as the LunarLander notebook and the lesson do it (the lesson's
+  torch preprocessing of each frame when torch is installed);
 * floor: the recorded actions of those episodes replayed with no inference at all, split over
   the same number of processes as the engine: what stepping the environments costs;
 * engine: ``grader.engine.Engine`` (persistent spawn workers, env pools, batched inference).
@@ -41,15 +42,16 @@ def per_step_loop(model_path: str, task: str, seeds: list[int]) -> tuple[dict, d
     import onnxruntime as ort
 
     session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-    name_in, name_out = session.get_inputs()[0].name, session.get_outputs()[0].name
     env = make_env(task)
+    preprocess = _lesson_preprocess()
     results, actions = {}, {}
     for seed in seeds:
         taken = []
         if task == "lunarlander":
             state, _ = env.reset(seed=seed)
             total, length, done = 0.0, 0, False
-            while not done:
+            while not done:  # the notebook's test loop, names looked up each step as it does
+                name_in, name_out = session.get_inputs()[0].name, session.get_outputs()[0].name
                 action = int(np.argmax(session.run([name_out], {name_in: state[None, :]})[0]))
                 taken.append(action)
                 state, reward, terminated, truncated, _ = env.step(action)
@@ -63,15 +65,16 @@ def per_step_loop(model_path: str, task: str, seeds: list[int]) -> tuple[dict, d
                 total, length, done = total + reward, length + 1, terminated or truncated
                 if done:
                     break
-            stack = deque([preprocess_frame(frame)] * 5, maxlen=5)
+            stack = deque([preprocess(frame)] * 5, maxlen=5)
             lives = info["lives"]
+            name_in, name_out = session.get_inputs()[0].name, session.get_outputs()[0].name
             while not done:
                 q = session.run([name_out], {name_in: np.stack(stack)[None]})[0]
                 action = int(np.argmax(q))
                 taken.append(action)
                 frame, reward, terminated, truncated, info = env.step(action)
                 total, length, done = total + reward, length + 1, terminated or truncated
-                stack.append(preprocess_frame(frame))
+                stack.append(preprocess(frame))
                 lost, lives = info["lives"] < lives, info["lives"]
                 if lost and not done:
                     for _ in range(36):
@@ -81,6 +84,22 @@ def per_step_loop(model_path: str, task: str, seeds: list[int]) -> tuple[dict, d
                             break
         results[seed], actions[seed] = (float(total), length), taken
     return results, actions
+
+
+def _lesson_preprocess():
+    """The lesson's per-frame preprocessing in torch when torch is installed (as students run it)."""
+    try:
+        import torch
+    except ImportError:
+        return preprocess_frame
+    torch.set_num_threads(1)
+
+    def preprocess(observation: np.ndarray) -> np.ndarray:
+        obs = torch.tensor(observation, dtype=torch.uint8).float().mean(dim=2).type(torch.uint8)[1:171]
+        border = torch.full((2, 160), 150)
+        return torch.cat([border, obs, border])[1::4, 1::4].float().numpy()
+
+    return preprocess
 
 
 def _replay(args) -> dict:

@@ -93,9 +93,10 @@ PROBE_STATES = 16
 PROBE_SEED = 12345
 
 
-def probe_states(spec: TaskSpec, n: int = PROBE_STATES) -> np.ndarray:
+def probe_states(spec: TaskSpec, n: int = PROBE_STATES, env: Any = None) -> np.ndarray:
     """Realistic states from a fixed-seed random rollout under the contract's protocol."""
-    env = make_env(spec)
+    own = env is None
+    env = make_env(spec) if own else env
     rng = np.random.default_rng(PROBE_SEED)
     states: list[np.ndarray] = []
     seed = PROBE_SEED
@@ -110,12 +111,13 @@ def probe_states(spec: TaskSpec, n: int = PROBE_STATES) -> np.ndarray:
             turn = episode.send(int(rng.integers(spec.n_actions)))
             t += 1
         seed += 1
-    env.close()
+    if own:
+        env.close()
     return np.stack(states).astype(np.float32)
 
 
-def probe(policy: OnnxPolicy) -> dict[str, Any]:
-    states = probe_states(policy.spec)
+def probe(policy: OnnxPolicy, env: Any = None) -> dict[str, Any]:
+    states = probe_states(policy.spec, env=env)
     singles = [policy.raw(s[None]) for s in states]
     batch, batch_error = None, ""
     if not policy.fixed_batch_one:
@@ -136,25 +138,36 @@ class _Slot:
     decisions: int = 0
 
 
+class EnvPool:
+    """Environments kept alive between commands: building an ALE env costs ~80 ms."""
+
+    def __init__(self) -> None:
+        self._envs: dict[str, list[Any]] = {}
+
+    def get(self, spec: TaskSpec, n: int) -> list[Any]:
+        envs = self._envs.setdefault(spec.name, [])
+        while len(envs) < n:
+            envs.append(make_env(spec))
+        return envs[:n]
+
+
 def run_episodes(
     policy: Policy,
     spec: TaskSpec,
     seeds: Sequence[int],
     *,
-    pool_size: int,
+    envs: Sequence[Any],
     on_episode: Callable[[int, float, int], None] = lambda seed, ret, length: None,
     on_step: Callable[[], None] = lambda: None,
-    make: Callable[[], Any] | None = None,
 ) -> dict[int, tuple[float, int]]:
-    """Play one episode per seed with ``pool_size`` envs stepped together.
+    """Play one episode per seed on ``envs``, stepped together.
 
     Each step gathers the states of all running episodes into one batch and makes one policy
     call. Per-episode results depend only on the seed and the model (whose outputs the checks
     prove independent of the batch), never on the pool size or the order of seeds.
     """
-    make = make or (lambda: make_env(spec))
     pending = list(seeds)[::-1]
-    envs = [make() for _ in range(min(pool_size, len(pending)))]
+    envs = list(envs)[: len(pending)]
     results: dict[int, tuple[float, int]] = {}
     slots: dict[int, _Slot] = {}
 
@@ -186,8 +199,6 @@ def run_episodes(
                 results[slot.seed] = (slot.turn.episode_return, slot.turn.length)
                 on_episode(slot.seed, slot.turn.episode_return, slot.turn.length)
                 start(i)
-    for env in envs:
-        env.close()
     return results
 
 
@@ -196,7 +207,7 @@ def record_episode(policy: Policy, spec: TaskSpec, seed: int, path: str) -> dict
     from grader.video import FrameRecorder
 
     with FrameRecorder(make_env(spec, render=True), path, fps=video_fps(spec)) as env:
-        result = run_episodes(policy, spec, [seed], pool_size=1, make=lambda: env)
+        result = run_episodes(policy, spec, [seed], envs=[env])
         return {"return": result[seed][0], "length": result[seed][1], "frames": env.frames}
 
 
@@ -245,6 +256,7 @@ def worker_main(conn, limits: Limits) -> None:
     os.chdir(os.path.realpath(os.environ.get("TMPDIR", "/tmp")))
     _apply_limits(limits)
     policy: Policy | None = None
+    pool = EnvPool()
     while True:
         try:
             command, args = conn.recv()
@@ -259,7 +271,7 @@ def worker_main(conn, limits: Limits) -> None:
                 policy = RandomPolicy(spec) if args["model"] is None else OnnxPolicy(args["model"], spec, device=args.get("device", "cpu"))
                 conn.send(("ok", None))
             elif command == "probe":
-                conn.send(("ok", probe(policy)))
+                conn.send(("ok", probe(policy, env=pool.get(policy.spec, 1)[0])))
             elif command == "episodes":
                 last = [time.monotonic()]
 
@@ -272,7 +284,8 @@ def worker_main(conn, limits: Limits) -> None:
                         conn.send(("alive", None))
                         last[0] = time.monotonic()
 
-                run_episodes(policy, get_task(args["task"]), args["seeds"], pool_size=args["pool_size"],
+                spec = get_task(args["task"])
+                run_episodes(policy, spec, args["seeds"], envs=pool.get(spec, args["pool_size"]),
                              on_episode=episode_done, on_step=heartbeat)
                 conn.send(("ok", None))
             elif command == "actions":
