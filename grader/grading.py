@@ -116,7 +116,9 @@ def grade(
     if submission.suffix.lower() == ".ipynb":
         from grader.notebook import grade_notebook
 
-        result = grade_notebook(submission, rubric=rubric, out_dir=out_dir, task=task)
+        onnx_options = dict(episodes=episodes, seeds=seeds, workers=workers, video=video, device=device,
+                            selfcheck=selfcheck, engine=engine, progress=progress)
+        result = grade_notebook(submission, rubric=rubric, out_dir=out_dir, task=task, onnx_options=onnx_options)
         _write_outputs(result, out_dir, report=report)
         return result
     result = grade_onnx_file(

@@ -263,3 +263,20 @@ def test_rubric_of_the_other_task_is_refused(tmp_path):
     names = [c.name for c in r.checks]
     assert r.status == "invalid" and names.count("task_detected") == 1
     assert "is for mspacman" in checks(r)["task_detected"].message
+
+
+def test_selfcheck_of_a_notebook_plays_only_public_seeds(tmp_path):
+    """`grade check homework.ipynb`: the model beside it is played on the public seeds, no videos,
+    and a rubric whose grading seeds live in a private file the student lacks still works."""
+    from grader.grading import check
+
+    rubric_path = tmp_path / "r.toml"
+    rubric_path.write_text('id = "x"\ntask = "lunarlander"\nepisodes = 100\nselfcheck_episodes = 3\n[seeds]\n'
+                           'public = "0-2"\ngrading_file = "private/missing.seeds"\n[scoring]\nzero = 0\nfull = 200\n')
+    folder = tmp_path / "lunar"
+    nb = F.write_notebook(folder / "homework.ipynb", F.LUNAR_CELLS)
+    (folder / "model.onnx").write_bytes(_lunar_onnx())
+    result = check(nb, rubric=rubric_path, out=tmp_path / "out")
+    assert result.status == "graded", result.error
+    assert result.rubric.seed_set == "public" and [e.seed for e in result.episodes] == [0, 1, 2]
+    assert result.videos == [] and not list((tmp_path / "out").glob("*.mp4"))

@@ -51,11 +51,13 @@ def _finish(checks: CheckList, path: Path, task: str | None) -> GradeResult:
 
 
 def grade_notebook(path: Path, *, rubric=None, out_dir: Path, task: str | None = None,
-                   sandbox: str | None = None) -> GradeResult:
+                   sandbox: str | None = None, onnx_options: dict | None = None) -> GradeResult:
     """Grade a student's notebook. Never raises for a bad notebook: every problem is a check.
 
     ``sandbox``: ``"auto"`` (bubblewrap when usable), ``"bwrap"`` (required) or ``"fallback"``
     (rlimits only); default from the ``GRADER_SANDBOX`` environment variable, else auto.
+    ``onnx_options`` go to :func:`grader.grading.grade_onnx_file` for the model found beside the
+    notebook (``episodes``, ``seeds``, ``workers``, ``video``, ``device``, ``selfcheck``, ...).
     Raises ``ValueError`` only for a wrong ``task`` or ``sandbox`` argument (a caller's error).
     """
     path = Path(path)
@@ -67,7 +69,8 @@ def grade_notebook(path: Path, *, rubric=None, out_dir: Path, task: str | None =
 
     requested_mode(sandbox)  # validate early
     try:
-        return _grade_notebook(path, rubric=rubric, out_dir=out_dir, task=task, sandbox=sandbox)
+        return _grade_notebook(path, rubric=rubric, out_dir=out_dir, task=task, sandbox=sandbox,
+                               onnx_options=onnx_options or {})
     except Exception as exc:  # a grader bug: report it as a result, not a traceback
         import traceback
 
@@ -79,7 +82,8 @@ def grade_notebook(path: Path, *, rubric=None, out_dir: Path, task: str | None =
             hint="report this to the course staff with the notebook")])
 
 
-def _grade_notebook(path: Path, *, rubric, out_dir: Path, task: str | None, sandbox: str | None) -> GradeResult:
+def _grade_notebook(path: Path, *, rubric, out_dir: Path, task: str | None, sandbox: str | None,
+                    onnx_options: dict) -> GradeResult:
     nb_rubric = rubric.notebook if rubric is not None else None
     try:
         cells = read_notebook(path)
@@ -117,14 +121,14 @@ def _grade_notebook(path: Path, *, rubric, out_dir: Path, task: str | None, sand
     _note_skipped(checks, plans)
     if task == "lunarlander":
         result = _grade_lunarlander(checks, path, plans)
-        return _attach_onnx_lunar(result, path, rubric, out_dir)
+        return _attach_onnx_lunar(result, path, rubric, out_dir, onnx_options)
     limits = Limits()
     if nb_rubric is not None:
         limits.timeout_s = nb_rubric.timeout_s
         limits.memory_mb = nb_rubric.memory_mb
         limits.file_size_mb = getattr(nb_rubric, "file_size_mb", limits.file_size_mb)
         limits.processes = getattr(nb_rubric, "processes", limits.processes)
-    return _grade_mspacman(checks, path, plans, limits, rubric, out_dir, sandbox)
+    return _grade_mspacman(checks, path, plans, limits, rubric, out_dir, sandbox, onnx_options)
 
 
 # --- common -------------------------------------------------------------------------------------
@@ -215,7 +219,7 @@ def _pick_onnx(path: Path) -> Path | None:
     return onnx[0] if onnx else None
 
 
-def _attach_onnx_lunar(result: GradeResult, path: Path, rubric, out_dir: Path) -> GradeResult:
+def _attach_onnx_lunar(result: GradeResult, path: Path, rubric, out_dir: Path, onnx_options: dict) -> GradeResult:
     model = _pick_onnx(path)
     if model is None:
         result.checks.append(CheckResult(
@@ -226,11 +230,12 @@ def _attach_onnx_lunar(result: GradeResult, path: Path, rubric, out_dir: Path) -
         return result
     result.checks.append(CheckResult(name="model_onnx_present", passed=True, severity="error",
                                      message=f"{model.name} found beside the notebook"))
-    return _apply_onnx(result, model, rubric, out_dir, "lunarlander", label=model.name)
+    return _apply_onnx(result, model, rubric, out_dir, "lunarlander", label=model.name, onnx_options=onnx_options)
 
 
-def _apply_onnx(result: GradeResult, model: Path, rubric, out_dir: Path, task: str, *, label: str) -> GradeResult:
-    graded = grade_onnx(model, rubric=rubric, out_dir=out_dir, task=task)
+def _apply_onnx(result: GradeResult, model: Path, rubric, out_dir: Path, task: str, *, label: str,
+                onnx_options: dict) -> GradeResult:
+    graded = grade_onnx(model, rubric=rubric, out_dir=out_dir, task=task, **onnx_options)
     if isinstance(graded, CheckResult):
         result.checks.append(graded)
         if graded.blocking:
@@ -295,7 +300,7 @@ def _read_regular(path: Path, limit: int) -> bytes | None:
 
 
 def _grade_mspacman(checks: CheckList, path: Path, plans: list[CellPlan], limits: Limits, rubric,
-                    out_dir: Path, sandbox: str | None) -> GradeResult:
+                    out_dir: Path, sandbox: str | None, onnx_options: dict) -> GradeResult:
     weights = _beside(path, ("*.pt", "*.pth"))[:3]
     work = _prepare_workdir(path, plans, weights)
     try:
@@ -323,9 +328,10 @@ def _grade_mspacman(checks: CheckList, path: Path, plans: list[CellPlan], limits
     # ONNX grade: a model handed in beside the notebook, else trained weights, else nothing
     model = _pick_onnx(path)
     if model is not None:
-        return _apply_onnx(result, model, rubric, out_dir, "mspacman", label=model.name)
+        return _apply_onnx(result, model, rubric, out_dir, "mspacman", label=model.name, onnx_options=onnx_options)
     if "trained.onnx" in onnx_files:
-        return _apply_onnx(result, onnx_files["trained.onnx"], rubric, out_dir, "mspacman", label="trained weights")
+        return _apply_onnx(result, onnx_files["trained.onnx"], rubric, out_dir, "mspacman", label="trained weights",
+                           onnx_options=onnx_options)
     return result
 
 

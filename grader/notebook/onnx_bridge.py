@@ -7,12 +7,12 @@ from pathlib import Path
 from grader.result import CheckResult, GradeResult
 
 
-def grade_onnx(path: Path, *, rubric, out_dir: Path, task: str) -> GradeResult | CheckResult:
+def grade_onnx(path: Path, *, rubric, out_dir: Path, task: str, **options) -> GradeResult | CheckResult:
     """The ONNX grade of ``path`` (checks, episodes, videos), or a check saying why there is none."""
     from grader.grading import grade_onnx_file
 
     try:
-        return grade_onnx_file(path, rubric=rubric, out_dir=out_dir, task=task)
+        return grade_onnx_file(path, rubric=rubric, out_dir=out_dir, task=task, **options)
     except Exception as exc:  # noqa: BLE001 - the core should not raise; never let it take the notebook grade down
         return CheckResult(name="onnx_grading", passed=False, severity="error",
                            message=f"the ONNX grader failed on {path.name}: {type(exc).__name__}: {exc}",
