@@ -123,3 +123,16 @@ def test_endless_loop_ignoring_the_alarm_hits_the_wall_timeout(tmp_path):
     r, c = _grade_hostile(tmp_path, SPIN_NO_ALARM, timeout_s=12, bound=40)
     assert r.status == "invalid"
     assert "did not finish within" in c["sandbox"].message and "cell 3" in c["sandbox"].message
+
+
+def test_bubblewrap_is_used_where_it_is_installed():
+    """Where Debian's bubblewrap is installed (CI installs it), the real sandbox must work:
+    a silent fallback would hide a broken sandbox (e.g. a virtualenv under /tmp hidden by the
+    sandbox's own /tmp)."""
+    import os
+    import shutil
+
+    if not shutil.which("bwrap") or os.geteuid() != 0:
+        pytest.skip("bubblewrap is not installed here, or not running as root")
+    usable, reason = bwrap_status()
+    assert usable, reason

@@ -112,7 +112,7 @@ def readable_by_others(path: str) -> bool:
     return True
 
 
-def _bwrap_base() -> list[str]:
+def _bwrap_base(tmpfs_size: list[str] | None = None) -> list[str]:
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr"]
     for name in ("bin", "lib", "lib32", "lib64", "sbin", "libx32"):
@@ -121,6 +121,8 @@ def _bwrap_base() -> list[str]:
             args += ["--symlink", os.readlink(p), str(p)]
         elif p.is_dir():
             args += ["--ro-bind", str(p), str(p)]
+    # The fresh /tmp comes before the interpreter's binds: a venv under /tmp must stay visible.
+    args += ["--proc", "/proc", "--dev", "/dev", *(tmpfs_size or []), "--tmpfs", "/tmp"]
     for root in python_roots():
         args += ["--ro-bind", root, root]
     args += ["--ro-bind-try", "/etc/fonts", "/etc/fonts"]  # matplotlib's font lookup, read-only
@@ -143,7 +145,7 @@ def bwrap_status() -> tuple[bool, str]:
     exe = shutil.which("bwrap")
     if not exe:
         return False, "bubblewrap (bwrap) is not installed"
-    cmd = _bwrap_base() + ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--uid", str(NOBODY),
+    cmd = _bwrap_base() + ["--uid", str(NOBODY),
                            "--gid", str(NOBODY), "--chdir", "/tmp", "--", sys.executable, "-I", "-c", "import os; print(os.getuid())"]
     try:
         r = subprocess.run(cmd, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
@@ -287,9 +289,8 @@ def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) ->
            "GRADER_SANDBOX_MODE": run.mode}
     if run.mode == "bwrap":
         size = ["--size", str(limits.tmpfs_mb << 20)] if bwrap_has_size() else []
-        cmd = _bwrap_base() + ["--bind", str(workdir), INSIDE, "--proc", "/proc", "--dev", "/dev",
-                               *size, "--tmpfs", "/tmp",
-                               "--uid", str(NOBODY), "--gid", str(NOBODY), "--chdir", INSIDE, "--clearenv"]
+        cmd = _bwrap_base(size) + ["--bind", str(workdir), INSIDE,
+                                   "--uid", str(NOBODY), "--gid", str(NOBODY), "--chdir", INSIDE, "--clearenv"]
         for k, v in env.items():
             cmd += ["--setenv", k, v]
         cmd += ["--", sys.executable, "-I", "runner.py", "job.json", str(w_fd)]
