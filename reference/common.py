@@ -52,9 +52,9 @@ def build_parser(cls: type, parser: argparse.ArgumentParser | None = None) -> ar
     return parser
 
 
-def parse_args(cls: type, argv: Sequence[str] | None = None, description: str = "") -> Any:
+def parse_args(cls: type, argv: Sequence[str] | None = None, description: str = "", prog: str | None = None) -> Any:
     """Parse ``argv`` into an instance of dataclass ``cls``."""
-    ns = build_parser(cls, argparse.ArgumentParser(description=description)).parse_args(argv)
+    ns = build_parser(cls, argparse.ArgumentParser(prog=prog, description=description)).parse_args(argv)
     return cls(**vars(ns))
 
 
@@ -301,7 +301,7 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], task: TaskSpec | str, s
     returns = np.zeros(len(seeds))
     envs = [make_env(spec) for _ in range(min(n_envs, len(seeds)))]
     todo = list(enumerate(seeds))[::-1]
-    running: list[tuple[int, Any, Any]] = []  # (index, generator, current turn)
+    running: list[tuple[int, Any, Any, Any]] = []  # (index, generator, current turn, env)
     free = list(envs)
     try:
         while todo or running:

@@ -93,7 +93,7 @@ def test_dqn_reward_shaping_is_the_lessons():
 
 @pytest.mark.slow
 def test_dqn_tiny_run_exports_a_contract_model(tmp_path):
-    from reference.dqn.train import Args, export, train
+    from reference.dqn.train import Args, train
 
     args = Args(steps=250, out=str(tmp_path / "run"), batch_size=16, learning_starts=64, memory_size=400,
                 target_update=100, eval_episodes=0, save_replay=True)
@@ -106,7 +106,9 @@ def test_dqn_tiny_run_exports_a_contract_model(tmp_path):
     ck = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert ck["step"] == 300
     onnx_path = tmp_path / "dqn.onnx"
-    export(tmp_path / "run" / "checkpoint.pt", onnx_path)
+    from reference.dqn.__main__ import main
+
+    main(["export", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--out", str(onnx_path)])
     _check_onnx(onnx_path, MSPACMAN)
     _play_one(onnx_path, MSPACMAN, seed=1_000_000)
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0

@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> None:
         a = p.parse_args(argv[1:])
         export(a.checkpoint, a.out, a.episodes)
         return
-    train(parse_args(Args, argv, description="Train the lesson's DQN on MsPacman."))
+    train(parse_args(Args, argv, description="Train the lesson's DQN on MsPacman "
+                     "(or: python -m reference.dqn export --help).", prog="python -m reference.dqn"))
 
 
 if __name__ == "__main__":
