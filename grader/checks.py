@@ -332,7 +332,8 @@ def check_probabilities(probe: Probe, spec: TaskSpec) -> CheckResult:
         if np.allclose(sums, 1.0, atol=1e-3):
             return _ok(name, "outputs are probabilities (they sum to 1)", severity="note")
         return _fail(name, f"outputs lie in [0, 1] but sum to {sums.min():.3f}..{sums.max():.3f}, not 1",
-                     "if they are meant as probabilities, end the actor with a softmax; argmax grading works either way",
+                     "if they are meant as probabilities, end the network with a softmax; Q-values need not sum to 1; "
+                     "grading takes the argmax either way",
                      severity="note")
     return _ok(name, "outputs are scores (logits or Q-values); the action is their argmax", severity="note")
 
