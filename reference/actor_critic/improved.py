@@ -38,7 +38,7 @@ OBS, N_ACTIONS = LUNARLANDER.state_shape[0], LUNARLANDER.n_actions
 
 @dataclass
 class Args:
-    out: str = arg("/work/runs/lunarlander_improved", "run directory")
+    out: str = arg("runs/lunarlander_improved", "run directory")
     minutes: float = arg(10.0, "time budget of the training loop (minutes, see --clock)")
     clock: str = arg("wall", "what --minutes measures: wall time, or this process's CPU time (the fair "
                      "one-core measure on a shared, busy machine)", choices=["wall", "cpu"])

@@ -31,7 +31,7 @@ EPS = float(np.finfo(np.float32).eps)
 
 @dataclass
 class Args:
-    out: str = arg("/work/runs/lunarlander_seed", "run directory")
+    out: str = arg("runs/lunarlander_seed", "run directory")
     minutes: float = arg(25.0, "wall-time budget (minutes)")
     seed: int = arg(42, "seed of torch/numpy and of the training episodes (the notebook's 42)")
     gamma: float = arg(0.99, "discount factor")

@@ -15,7 +15,7 @@ Usage::
 
     python -m reference.dqn --steps 500000 --out /work/runs/dqn            # train
     python -m reference.dqn --steps 900000 --out /work/runs/dqn --resume   # continue a run
-    python -m reference.dqn export --checkpoint /work/runs/dqn/best.pt --out model.onnx
+    python -m reference.dqn export --checkpoint runs/dqn/best.pt --out model.onnx
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class Args:
 
     steps: int = arg(1_000_000, "total agent steps (policy decisions) to train for")
     device: str = arg("cpu", "torch device", choices=["cpu", "cuda"])
-    out: str = arg("/work/runs/dqn", "run directory: checkpoints, curves, metrics")
+    out: str = arg("runs/dqn", "run directory: checkpoints, curves, metrics")
     resume: bool = arg(False, "continue from OUT/checkpoint.pt")
     seed: int = arg(1, "seed of torch/numpy and of the training episodes")
     batch_size: int = arg(128, "minibatch size of one optimisation step")
