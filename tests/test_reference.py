@@ -47,6 +47,17 @@ def _play_one(path, spec, seed):
     return turn
 
 
+def _passes_every_grader_check(path, spec, seed, out=None):
+    """The grader itself: every check passes and an episode is played."""
+    from grader.grading import grade
+
+    result = grade(path, task=spec.name, seeds=[seed], workers=1, video=False, report=False,
+                   out=out or path.parent / "grading")
+    failed = [c for c in result.checks if not c.passed and c.severity != "note"]
+    assert result.status == "graded" and not failed, (result.error, failed)
+    assert len(result.episodes) == 1
+
+
 def test_reference_uses_the_contract_functions_by_identity():
     import reference.actor_critic.improved as improved
     import reference.actor_critic.seed as seed
@@ -111,6 +122,7 @@ def test_dqn_tiny_run_exports_a_contract_model(tmp_path):
     main(["export", "--checkpoint", str(tmp_path / "run" / "checkpoint.pt"), "--out", str(onnx_path)])
     _check_onnx(onnx_path, MSPACMAN)
     _play_one(onnx_path, MSPACMAN, seed=1_000_000)
+    _passes_every_grader_check(onnx_path, MSPACMAN, seed=1_000_000)
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
 
 
@@ -123,6 +135,7 @@ def test_seed_actor_critic_tiny_run_exports_a_contract_model(tmp_path):
     probs = sess.run(None, {sess.get_inputs()[0].name: np.zeros((4, 8), np.float32)})[0]
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)  # softmax probabilities, as the course
     _play_one(out / "model.onnx", LUNARLANDER, seed=1_000_000)
+    _passes_every_grader_check(out / "model.onnx", LUNARLANDER, seed=1_000_000)
 
 
 def test_improved_actor_critic_tiny_run_exports_a_contract_model(tmp_path):
@@ -136,10 +149,11 @@ def test_improved_actor_critic_tiny_run_exports_a_contract_model(tmp_path):
     probs = sess.run(None, {sess.get_inputs()[0].name: np.zeros((4, 8), np.float32)})[0]
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     _play_one(out / "model.onnx", LUNARLANDER, seed=1_000_001)
+    _passes_every_grader_check(out / "model.onnx", LUNARLANDER, seed=1_000_001)
 
 
 @pytest.mark.parametrize("name", ["lunarlander_improved", "lunarlander_seed", "mspacman_dqn"])
-def test_shipped_models_follow_the_contract(name):
+def test_shipped_models_follow_the_contract(name, tmp_path):
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "reference" / "models" / f"{name}.onnx"
@@ -147,4 +161,5 @@ def test_shipped_models_follow_the_contract(name):
         pytest.skip(f"{path.name} not trained yet")
     spec = MSPACMAN if name.startswith("mspacman") else LUNARLANDER
     _check_onnx(path, spec)
+    _passes_every_grader_check(path, spec, seed=0, out=tmp_path)
     assert (path.with_suffix(".md")).exists(), "every shipped model has a model card"

@@ -13,8 +13,8 @@ after a lost life) are the grader's own: :func:`grader.contract.make_env`,
 
 Usage::
 
-    python -m reference.dqn --steps 500000 --out /work/runs/dqn            # train
-    python -m reference.dqn --steps 900000 --out /work/runs/dqn --resume   # continue a run
+    python -m reference.dqn --steps 500000 --out runs/dqn            # train
+    python -m reference.dqn --steps 900000 --out runs/dqn --resume   # continue a run
     python -m reference.dqn export --checkpoint runs/dqn/best.pt --out model.onnx
 """
 
