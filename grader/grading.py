@@ -119,6 +119,7 @@ def grade(
         onnx_options = dict(episodes=episodes, seeds=seeds, workers=workers, video=video, device=device,
                             selfcheck=selfcheck, engine=engine, progress=progress)
         result = grade_notebook(submission, rubric=rubric, out_dir=out_dir, task=task, onnx_options=onnx_options)
+        result.submission = display_name or submission.name
         _write_outputs(result, out_dir, report=report)
         return result
     result = grade_onnx_file(
