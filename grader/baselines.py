@@ -116,6 +116,9 @@ def run(args) -> int:
     from grader import console
     from grader.rubric import RubricError, load_rubric
 
+    if args.episodes is not None and args.episodes < 1:
+        console.fail("--episodes must be at least 1")
+        return 1
     try:
         rubric = load_rubric(args.rubric)
         out = args.out or (rubric.resolve(rubric.baselines) if rubric.baselines else None)

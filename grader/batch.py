@@ -104,9 +104,9 @@ class Job:
 
 
 def read_capped(path: Path, kind: str) -> bytes:
-    cap = MAX_FILE_BYTES if kind == "model" else MAX_NOTEBOOK_BYTES
-    with open(path, "rb") as f:
-        return f.read(cap + 1)
+    from grader.grading import read_capped as read
+
+    return read(path, MAX_FILE_BYTES if kind == "model" else MAX_NOTEBOOK_BYTES)
 
 
 def run_job(name: str, data: bytes, *, kind: str, rel: str, opts: JobOptions, engine: Any, workdir: Path

@@ -138,7 +138,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(module_name)
         p = _Parser(prog=f"grade {argv[0]}", description=help_text)
         module.add_arguments(p)
-        return int(module.run(p.parse_args(argv[1:])))
+        p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+        args = p.parse_args(argv[1:])
+        try:
+            return int(module.run(args))
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # noqa: BLE001 - the last net: a message, never a traceback
+            if args.debug:
+                traceback.print_exc()
+            from grader import console
+
+            console.fail(f"{type(exc).__name__}: {exc} (rerun with --debug for details)")
+            return EXIT_ERROR
     return _run_grade(_make_main_parser().parse_args(argv), selfcheck=False)
 
 

@@ -62,9 +62,13 @@ class GradescopeResults(_GS):
 
 
 def gradescope_results(result: GradeResult) -> GradescopeResults:
+    """Students see this file: texts that could name a hidden grading seed are scrubbed."""
+    from grader.report import SeedPolicy
+
+    scrub = SeedPolicy(result).scrub
     tests = []
     for c in result.checks:
-        output = c.message + (f"\nHow to fix: {c.hint}" if not c.passed and c.hint else "")
+        output = scrub(c.message + (f"\nHow to fix: {c.hint}" if not c.passed and c.hint else ""))
         tests.append(GradescopeTest(name=c.name, score=c.points, max_score=c.max_points, output=output,
                                     status="passed" if c.passed or c.severity != "error" else "failed"))
     s = result.summary
@@ -78,15 +82,15 @@ def gradescope_results(result: GradeResult) -> GradescopeResults:
                                     status="passed" if result.score > 0 else "failed"))
     else:
         tests.append(GradescopeTest(name="episode score", score=0.0, max_score=result.max_score,
-                                    output=result.error or result.status, status="failed"))
+                                    output=scrub(result.error) or result.status, status="failed"))
     board = [GradescopeLeaderboardEntry(name="Score", value=result.score, order="desc")]
     if s is not None:
         board.append(GradescopeLeaderboardEntry(name="Mean return", value=round(s.mean, 2), order="desc"))
         if s.success_rate is not None:
             board.append(GradescopeLeaderboardEntry(name="Success rate", value=round(s.success_rate, 4), order="desc"))
     head = {"graded": f"Score {result.score:g} / {result.max_score:g}" + (f" ({result.band})" if result.band else ""),
-            "invalid": f"Invalid submission: {result.error}", "error": f"Grader error: {result.error}"}[result.status]
-    output = "\n".join([head] + [f"warning: {w}" for w in result.warnings])
+            "invalid": f"Invalid submission: {scrub(result.error)}", "error": f"Grader error: {scrub(result.error)}"}[result.status]
+    output = "\n".join([head] + [f"warning: {scrub(w)}" for w in result.warnings])
     return GradescopeResults(score=result.score if result.status == "graded" else 0.0, output=output,
                              execution_time=result.timings.get("total"), tests=tests, leaderboard=board)
 

@@ -57,10 +57,13 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def read_submission(path: Path) -> bytes:
-    """Read at most the size cap (+1 byte, so that oversize is detected) without following tricks."""
+def read_capped(path: Path, cap: int = MAX_FILE_BYTES) -> bytes:
+    """Read at most ``cap`` + 1 bytes (so that an oversized file is detected without reading it all)."""
     with open(path, "rb") as f:
-        return f.read(MAX_FILE_BYTES + 1)
+        return f.read(cap + 1)
+
+
+read_submission = read_capped
 
 
 def default_out_dir(submission: Path) -> Path:
@@ -178,7 +181,12 @@ def grade_onnx_file(
     if rubric is None:
         rubric = load_rubric(default_rubric_path(spec.name))
     if rubric.task != spec.name:
-        raise RubricError(f"rubric {rubric.id!r} is for {rubric.task}, but the submission is graded as {spec.name}")
+        if task:  # the caller chose both: their mistake
+            raise RubricError(f"rubric {rubric.id!r} is for {rubric.task}, but --task is {spec.name}")
+        return _invalid(result, CheckResult(
+            name="task", passed=False,
+            message=f"the model takes {spec.input_signature}, a {spec.name} policy, but this is the {rubric.task} homework",
+            hint=f"hand in the {rubric.task} model: its input is {get_task(rubric.task).input_signature}"))
     run_seeds, seed_set = resolve_seeds(rubric, seeds=seeds, episodes=episodes, selfcheck=selfcheck)
     result.max_score = rubric.scoring.points
     # 3. Static checks.
@@ -286,7 +294,8 @@ def _record_videos(engine: Engine, result: GradeResult, out_dir: Path, progress:
     progress("videos", len(picks), len(picks))
     for v in videos:
         if not v.matches:
-            result.warnings.append(f"the re-run of seed {v.seed} returned {v.rerun_return} instead of {v.scored_return}")
+            which = f"episode {number[v.seed]}" if hidden else f"seed {v.seed}"
+            result.warnings.append(f"the re-run of {which} returned {v.rerun_return} instead of {v.scored_return}")
     return videos
 
 

@@ -21,7 +21,7 @@ REQUIRED_MODEL = {"sha256", "opset", "ir_version", "inputs", "outputs", "paramet
 def assert_graded(result: GradeResult, task: str, n: int):
     assert result.status == "graded", result.error
     assert result.task == task
-    assert [e.seed for e in result.episodes] == sorted(e.seed for e in result.episodes) or len(result.episodes) == n
+    assert [e.seed for e in result.episodes] == sorted(e.seed for e in result.episodes)
     assert len(result.episodes) == n
     assert all(c.passed or c.severity != "error" for c in result.checks)
 
@@ -205,3 +205,19 @@ def test_videos_with_relative_paths(tmp_path):
     assert result["warnings"] == [] and len(result["videos"]) == 3
     for video in result["videos"]:
         assert video["matches"] and (tmp_path / "model.onnx.grading" / video["path"]).stat().st_size > 1000
+
+
+def test_model_of_the_other_task_is_invalid_not_a_grader_error(tmp_path):
+    path = F.mlp(tmp_path / "model.onnx")  # a LunarLander policy handed in for MsPacman
+    proc = run_cli(path, "--rubric", "rubrics/mspacman.toml", "--json", "--no-video")
+    assert proc.returncode == 2
+    assert "but this is the mspacman homework" in json.loads(proc.stdout)["error"]
+
+
+def test_subcommands_report_bad_input_without_a_traceback(tmp_path):
+    roster = tmp_path / "roster.csv"
+    roster.write_bytes(b"id,name\n\xff\xfe broken\n")
+    proc = run_cli("tokens", roster, "--db", tmp_path / "no" / "such" / "folder" / "class.sqlite")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stderr.strip()
+    proc = run_cli("baselines", "--rubric", "rubrics/lunarlander.toml", "--episodes", "0")
+    assert proc.returncode == 1 and "--episodes must be at least 1" in proc.stderr
