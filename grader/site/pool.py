@@ -23,19 +23,14 @@ from pathlib import Path
 
 from grader.site import attempts as A
 
+from grader.report import SeedPolicy
+
 log = logging.getLogger("grader.site")
 
 SAFE_LABEL = re.compile(r"^[a-z]{1,16}$")
 
 
-def hide_seeds(text: str | None, seeds: set[int]) -> str | None:
-    """Replace any grading seed mentioned in a message by 'hidden'."""
-    if not text or not seeds:
-        return text
-    return re.sub(r"\b\d+\b", lambda m: "(hidden)" if int(m.group()) in seeds else m.group(), text)
-
-
-def postprocess(result, out_dir: Path, rubric) -> None:
+def postprocess(result, out_dir: Path) -> None:
     """Make a grading result safe to show: videos named by label only, no grading seed in messages.
 
     The per-episode seeds stay in ``result.json`` and the gradebook (for the instructor); the
@@ -49,17 +44,11 @@ def postprocess(result, out_dir: Path, rubric) -> None:
         if src.is_file() and src.resolve().parent == out_dir.resolve() and src != dst:
             os.replace(src, dst)
             v.path = dst.name
-    if result.rubric is None or result.rubric.seed_set != "public":
-        seeds = {e.seed for e in result.episodes} | {v.seed for v in result.videos}
-        try:
-            seeds |= set(rubric.grading_seeds())
-        except Exception:  # noqa: BLE001 - a rubric problem shows up elsewhere
-            pass
-        result.warnings = [hide_seeds(w, seeds) for w in result.warnings]
-        result.error = hide_seeds(result.error, seeds)
-        for c in result.checks:
-            c.message = hide_seeds(c.message, seeds)
-            c.hint = hide_seeds(c.hint, seeds)
+    scrub = SeedPolicy(result).scrub  # the report's own rule: hidden seeds become episode numbers
+    result.warnings = [scrub(w) for w in result.warnings]
+    result.error = scrub(result.error) or result.error
+    for c in result.checks:
+        c.message, c.hint = scrub(c.message), scrub(c.hint)
 
 
 class GradingPool:
@@ -195,7 +184,7 @@ class GradingPool:
             engine_ok = False
             result = GradeResult(submission=f"attempt {aid}", task=getattr(rubric, "task", None), status="error",
                                  error=f"internal grader error ({type(exc).__name__}); the instructor has been told")
-        postprocess(result, out_dir, rubric)
+        postprocess(result, out_dir)
         report_path = None
         try:
             from grader.report import write_report
