@@ -30,7 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.contract import get_task, make_env, play_episode, preprocess_frame  # noqa: E402
+from grader.contract import get_task, make_env, play_episode  # noqa: E402
+from grader.tasks.mspacman import preprocess_frame  # noqa: E402
 from grader.engine import Engine  # noqa: E402
 
 DEFAULT_MODELS = {"lunarlander": ROOT / "reference/models/lunarlander_improved.onnx",

@@ -120,7 +120,7 @@ def run(args) -> int:
         console.fail("--episodes must be at least 1")
         return 1
     try:
-        rubric = load_rubric(args.rubric)
+        rubric = load_rubric(args.rubric, materialize=False)
         out = args.out or (rubric.resolve(rubric.baselines) if rubric.baselines else None)
         if out is None:
             raise RubricError(f"rubric {rubric.id!r} sets no `baselines` file; pass --out")

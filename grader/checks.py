@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from grader.contract import TASKS, TaskSpec
+from grader.tasks import Task, all_tasks
 from grader.onnx_model import (
     MAX_NODES,
     MAX_TENSOR_ELEMENTS,
@@ -175,7 +175,7 @@ def check_tensor_sizes(parsed: ParsedModel) -> CheckResult:
     return _ok(name, "no oversized tensors")
 
 
-def check_input_signature(parsed: ParsedModel, spec: TaskSpec) -> CheckResult:
+def check_input_signature(parsed: ParsedModel, spec: Task) -> CheckResult:
     name = "input_signature"
     inputs = graph_inputs(parsed.proto)
     expected = f"one float32 input {spec.input_signature}"
@@ -199,7 +199,7 @@ def check_input_signature(parsed: ParsedModel, spec: TaskSpec) -> CheckResult:
     return _ok(name, f"input {info.name!r}: float32 {_fmt(dims)}")
 
 
-def check_output_signature(parsed: ParsedModel, spec: TaskSpec) -> CheckResult:
+def check_output_signature(parsed: ParsedModel, spec: Task) -> CheckResult:
     name = "output_signature"
     outputs = list(parsed.proto.graph.output)
     expected = f"one output [batch, {spec.n_actions}] (float) or an int64 action [batch]"
@@ -233,14 +233,11 @@ def _fmt(dims) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
-def _shape_hint(spec: TaskSpec) -> str:
-    if spec.name == "mspacman":
-        return ("the state is 5 stacked preprocessed frames of 44x40 (see the lesson's preprocess_observation); "
-                "export with torch.zeros(1, 5, 44, 40) as the example input")
-    return "the state is LunarLander's 8 numbers; export with an input of shape (1, 8)"
+def _shape_hint(spec: Task) -> str:
+    return spec.input_hint
 
 
-def static_checks(parsed: ParsedModel, spec: TaskSpec) -> list[CheckResult]:
+def static_checks(parsed: ParsedModel, spec: Task) -> list[CheckResult]:
     """Run the static checks in order, stopping after the first failure."""
     results: list[CheckResult] = []
     for check in (check_no_external_data, check_versions, check_operators, check_tensor_sizes):
@@ -260,10 +257,10 @@ class TaskDetectionError(ValueError):
 
 
 def expected_signatures() -> str:
-    return "; ".join(f"{t.input_signature} for {t.name}" for t in TASKS.values())
+    return "; ".join(f"{t.input_signature} for {t.name}" for t in all_tasks())
 
 
-def detect_task(parsed: ParsedModel) -> TaskSpec:
+def detect_task(parsed: ParsedModel) -> Task:
     """The task whose input signature the model has; raises :class:`TaskDetectionError`."""
     inputs = graph_inputs(parsed.proto)
     if len(inputs) != 1:
@@ -272,7 +269,7 @@ def detect_task(parsed: ParsedModel) -> TaskSpec:
             f"{expected_signatures()} (or pass --task)"
         )
     dims = _tensor_info(inputs[0]).shape
-    matches = [t for t in TASKS.values() if len(dims) == 1 + len(t.state_shape)
+    matches = [t for t in all_tasks() if len(dims) == 1 + len(t.state_shape)
                and all(d == s or not isinstance(d, int) for d, s in zip(dims[1:], t.state_shape))]
     exact = [t for t in matches if tuple(dims[1:]) == t.state_shape]
     if len(exact) == 1:
@@ -297,7 +294,7 @@ class Probe:
     output_name: str = ""
 
 
-def check_output_values(probe: Probe, spec: TaskSpec) -> CheckResult:
+def check_output_values(probe: Probe, spec: Task) -> CheckResult:
     name = "output_values"
     first = probe.singles[0]
     if np.issubdtype(first.dtype, np.floating):
@@ -321,7 +318,7 @@ def check_output_values(probe: Probe, spec: TaskSpec) -> CheckResult:
     return _fail(name, f"the output dtype is {first.dtype}", "return float scores")
 
 
-def check_probabilities(probe: Probe, spec: TaskSpec) -> CheckResult:
+def check_probabilities(probe: Probe, spec: Task) -> CheckResult:
     """A note: outputs in [0, 1] should sum to 1 if they are meant as probabilities."""
     name = "probabilities"
     outs = np.concatenate(probe.singles)
@@ -338,7 +335,7 @@ def check_probabilities(probe: Probe, spec: TaskSpec) -> CheckResult:
     return _ok(name, "outputs are scores (logits or Q-values); the action is their argmax", severity="note")
 
 
-def check_batch_independence(probe: Probe, spec: TaskSpec) -> CheckResult:
+def check_batch_independence(probe: Probe, spec: Task) -> CheckResult:
     name = "batch_independence"
     if probe.fixed_batch_one:
         return _ok(name, "the model takes one state at a time (fixed batch 1); it is evaluated state by state",
@@ -371,7 +368,7 @@ def check_batch_independence(probe: Probe, spec: TaskSpec) -> CheckResult:
     return _ok(name, f"the same outputs alone and in a batch of {len(alone)}")
 
 
-def runtime_checks(probe: Probe, spec: TaskSpec) -> list[CheckResult]:
+def runtime_checks(probe: Probe, spec: Task) -> list[CheckResult]:
     results = [check_output_values(probe, spec)]
     if results[-1].blocking:
         return results

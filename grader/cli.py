@@ -45,11 +45,11 @@ def _seeds_arg(text: str) -> list[int]:
 
 
 def add_grade_arguments(p: argparse.ArgumentParser) -> None:
-    from grader.contract import TASK_NAMES
     from grader.grading import DEFAULTS
+    from grader.tasks import task_names
 
     p.add_argument("submission", type=Path, help="model.onnx or homework.ipynb")
-    p.add_argument("--task", choices=TASK_NAMES, help="override the task recognised from the input signature")
+    p.add_argument("--task", choices=task_names(), help="override the task recognised from the input signature")
     p.add_argument("--rubric", type=Path, help="rubric TOML (default: rubrics/<task>.toml)")
     p.add_argument("--episodes", type=int, help="number of episodes (the rubric's first N seeds)")
     p.add_argument("--seeds", type=_seeds_arg, help="exactly these seeds, one episode each: A-B or A,B,C")

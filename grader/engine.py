@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from grader.tasks import get_task
 from grader.worker import Limits, worker_main
 
-POOL_SIZE = {"lunarlander": 8, "mspacman": 4}  # envs stepped together in each worker
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ class Engine:
         """Play one episode per seed; returns ``{seed: (return, length)}``."""
         self._require_loaded()
         task = self._loaded["task"]
-        pool = pool_size or POOL_SIZE[task]
+        pool = pool_size or get_task(task).pool_size
         share = [list(seeds)[i :: self.n_workers] for i in range(self.n_workers)]
         busy = [i for i, s in enumerate(share) if s]
         for i in busy:

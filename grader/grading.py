@@ -243,6 +243,7 @@ def grade_onnx_file(
         result.rubric = RubricInfo(
             id=rubric.id, path=str(rubric.path.name if rubric.path else ""), sha256=rubric.sha256, seed_set=seed_set,
             n_seeds=len(run_seeds), statistic=rubric.scoring.statistic, zero_at=zero, full_at=full,
+            baselines=rubric.baseline_marks, fingerprint=rubric.fingerprint(),
         )
         # 6. Videos of the best, median and worst episodes.
         if video:

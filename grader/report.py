@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from grader.fsutil import atomic_write
 from grader.result import GradeResult
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
@@ -108,48 +109,16 @@ class SeedPolicy:
 
 
 # --- baselines ---------------------------------------------------------------------------------------
-def baseline_values(result: GradeResult, rubric: Any = None) -> dict[str, float]:
+def baseline_values(result: GradeResult) -> dict[str, float]:
     """The rubric statistic of each baseline (``random``, ``reference``, ...), or ``{}``.
 
-    With ``rubric`` (a :class:`grader.rubric.Rubric`) its baselines file is read. Without it, the
-    rubric named in the result is looked for among the shipped rubrics and the working directory
-    and used only if its sha256 is the one recorded in the result.
+    They travel in the result (``rubric.baselines``, filled from the materialised rubric), so a
+    report of any rubric, shipped or not, shows them without looking for files.
     """
-    from grader.baselines import load_baselines
-    from grader.rubric import RUBRICS_DIR, RubricError, load_rubric
-
     info = result.rubric
     if info is None:
         return {}
-    try:
-        if rubric is None:
-            rubric = _find_rubric(info, RUBRICS_DIR, load_rubric)
-        if rubric is None or not rubric.baselines:
-            return {}
-        baselines = load_baselines(rubric.resolve(rubric.baselines))
-    except (RubricError, OSError, ValueError):
-        return {}
-    if baselines.task != result.task:
-        return {}
-    values: dict[str, float] = {}
-    for name, entry in baselines.entries.items():
-        value = getattr(entry.summary, info.statistic, None)
-        if value is not None and math.isfinite(value):
-            values[name] = float(value)
-    return values
-
-
-def _find_rubric(info, rubrics_dir: Path, load_rubric):
-    if not info.path:
-        return None
-    name = Path(info.path)
-    for candidate in (rubrics_dir / name.name, Path.cwd() / name, Path.cwd() / "rubrics" / name.name):
-        try:
-            if hashlib.sha256(candidate.read_bytes()).hexdigest() == info.sha256:
-                return load_rubric(candidate)
-        except OSError:
-            continue
-    return None
+    return {name: float(v) for name, v in info.baselines.items() if v is not None and math.isfinite(v)}
 
 
 # --- the plot ----------------------------------------------------------------------------------------
@@ -309,7 +278,7 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
         "seed_column": "episode" if seeds.hidden else "seed",
         "plot_svg": plot_svg,
         "videos": videos,
-        "pixelated": result.task == "mspacman",
+        "pixelated": _pixelated(result.task),
         "model": model,
         "operators": operators,
         "baselines": baseline_rows,
@@ -321,15 +290,23 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
     }
 
 
-def _success_threshold(task: str | None) -> float | None:
-    if not task:
-        return None
-    try:
-        from grader.contract import get_task
+def _task(name: str | None):
+    from grader.tasks import UnknownTask, get_task
 
-        return get_task(task).success_threshold
-    except (KeyError, ImportError):
+    try:
+        return get_task(name) if name else None
+    except UnknownTask:
         return None
+
+
+def _success_threshold(task: str | None) -> float | None:
+    t = _task(task)
+    return t.success_threshold if t else None
+
+
+def _pixelated(task: str | None) -> bool:
+    t = _task(task)
+    return bool(t and t.video_pixelated)
 
 
 # --- rendering ---------------------------------------------------------------------------------------
@@ -366,26 +343,17 @@ def _safe_video_paths(result: GradeResult, out_dir: Path) -> dict[str, str]:
     return mapping
 
 
-def write_report(result: GradeResult, out_dir: str | Path, *, baselines: dict[str, float] | None = None,
-                 rubric: Any = None) -> Path:
-    """Write ``out_dir/report.html`` atomically and return its path.
+def write_report(result: GradeResult, out_dir: str | Path, *, baselines: dict[str, float] | None = None) -> Path:
+    """Write ``out_dir/report.html`` atomically (never through a link) and return its path.
 
-    ``baselines`` maps baseline names to their value of the rubric's statistic; when omitted they
-    are read from the rubric's baselines file (``rubric``, or the shipped rubric the result names).
+    ``baselines`` maps baseline names to their value of the rubric's statistic; by default they
+    are the ones the result carries (``result.rubric.baselines``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if baselines is None:
-        baselines = baseline_values(result, rubric)
+        baselines = baseline_values(result)
     html = render_html(result, baselines=baselines, video_paths=_safe_video_paths(result, out_dir))
     target = out_dir / REPORT_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".html.part", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(target, html)
     return target

@@ -88,6 +88,8 @@ class RubricInfo(_Model):
     statistic: str
     zero_at: float
     full_at: float
+    baselines: dict[str, float] = {}  # baseline name -> its value of the statistic (for the report)
+    fingerprint: str = ""  # Rubric.fingerprint(): what decided this grade
 
 
 class GradeResult(_Model):

@@ -21,20 +21,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from grader.contract import TASK_NAMES
+from grader.errors import SetupError
+from grader.resources import default_rubric_path as _default_rubric_path
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-RUBRICS_DIR = Path(__file__).resolve().parent.parent / "rubrics"
 Statistic = Literal["mean", "median", "iqm", "ci_low", "success_rate"]
 MAX_SEEDS = 100_000
 
 
-class RubricError(ValueError):
-    """A rubric or seed specification is invalid; the message says where and why."""
+class RubricError(SetupError, ValueError):
+    """A rubric or seed specification is invalid (the instructor's input); the message says where and why."""
 
 
 def parse_seeds(spec: str | int | list, *, where: str = "seeds") -> list[int]:
@@ -132,7 +132,7 @@ class NotebookRubric(_Strict):
 
 class Rubric(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    task: Literal["lunarlander", "mspacman"]
+    task: str = Field(description="a task plug-in's name (grader/tasks/)")
     title: str = ""
     episodes: int = Field(gt=0, le=MAX_SEEDS, description="grading episodes, one per seed")
     selfcheck_episodes: int = Field(5, gt=0, le=1000)
@@ -145,6 +145,43 @@ class Rubric(_Strict):
     scoring: Scoring
     bands: list[Band] = []
     notebook: NotebookRubric = Field(default_factory=NotebookRubric)
+    # Filled in by materialize(): baseline name -> value of the scoring statistic (for the report).
+    baseline_marks: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        from grader.tasks import UnknownTask, get_task
+
+        try:
+            get_task(v)
+        except UnknownTask as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        """Checks of the whole rubric that need no other file (the rest: :meth:`materialize`)."""
+        public = parse_seeds(self.seeds.public, where="seeds.public")
+        if self.selfcheck_episodes > len(public):
+            if "selfcheck_episodes" not in self.model_fields_set:  # the default: as many as there are
+                self.selfcheck_episodes = len(public)
+                return self._consistent_grading(public)
+            raise ValueError(f"selfcheck_episodes = {self.selfcheck_episodes} but seeds.public has only {len(public)} seeds")
+        return self._consistent_grading(public)
+
+    def _consistent_grading(self, public: list[int]):
+        if self.seeds.grading is not None and self.seeds.grading_file is None:
+            self._check_grading(parse_seeds(self.seeds.grading, where="seeds.grading"), public, "seeds.grading")
+        return self
+
+    def _check_grading(self, grading: list[int], public: list[int], where: str) -> None:
+        if self.episodes > len(grading):
+            raise ValueError(f"episodes = {self.episodes} but {where} has only {len(grading)} seeds")
+        overlap = sorted(set(grading) & set(public))
+        if overlap:
+            raise ValueError(f"{where} and seeds.public share {len(overlap)} seeds (e.g. {overlap[0]}): "
+                             "students would see grading seeds")
 
     # Set by load_rubric, not by the file.
     path: Path | None = Field(None, exclude=True)
@@ -170,6 +207,51 @@ class Rubric(_Strict):
                 f"rubric {self.id!r} asks for {self.episodes} episodes but has only {len(seeds)} grading seeds"
             )
         return seeds[: self.episodes]
+
+    @property
+    def max_points(self) -> float:
+        """The most a submission can earn: the episode points plus every notebook check's points."""
+        return float(self.scoring.points) + float(sum(self.notebook.points.values()))
+
+    def materialize(self) -> "Rubric":
+        """A copy that needs no other file: grading seeds inline, thresholds as numbers, the
+        baselines' values kept for the report. Raises :class:`RubricError` naming the key."""
+        where = f"{self.path.name if self.path else self.id}"
+        grading = self.all_grading_seeds()
+        try:
+            self._check_grading(grading, self.public_seeds(), "seeds.grading_file" if self.seeds.grading_file else "seeds.grading")
+        except ValueError as exc:
+            raise RubricError(f"{where}: {exc}") from None
+        zero, full = self.thresholds()
+        marks = dict(self.baseline_marks)
+        if self.baselines:
+            from grader.baselines import load_baselines
+
+            for name, entry in load_baselines(self.resolve(self.baselines)).entries.items():
+                value = getattr(entry.summary, self.scoring.statistic)
+                if value is not None:
+                    marks[name] = float(value)
+        scoring = self.scoring.model_copy(update={"zero": zero, "full": full})
+        seeds = self.seeds.model_copy(update={"grading": grading, "grading_file": None})
+        out = self.model_copy(update={"scoring": scoring, "seeds": seeds, "baselines": None, "baseline_marks": marks})
+        out.path, out.sha256 = self.path, self.sha256
+        return out
+
+    def fingerprint(self) -> str:
+        """sha256 of everything in the materialised rubric that decides a grade, and the grader's version.
+
+        Changing the grading seeds (inline or in the seeds file), a baseline a threshold names, the
+        scoring, the episodes or the notebook points changes it; comments and key order do not.
+        """
+        import json
+
+        from grader import __version__
+
+        m = self if self.seeds.grading_file is None and self.baselines is None else self.materialize()
+        decides = m.model_dump(mode="json", exclude={"title", "show_names", "references", "baseline_marks", "bands"})
+        decides["bands"] = [b.model_dump(mode="json") for b in m.bands]
+        decides["grader"] = __version__
+        return hashlib.sha256(json.dumps(decides, sort_keys=True).encode()).hexdigest()
 
     def threshold(self, value: float | str, *, statistic: str | None = None) -> float:
         """A threshold as a number: numbers pass through, names are looked up in the baselines."""
@@ -217,8 +299,13 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_rubric(path: str | Path) -> Rubric:
-    """Read and validate a rubric TOML file; raises :class:`RubricError` with a readable message."""
+def load_rubric(path: str | Path, *, materialize: bool = True) -> Rubric:
+    """Read and validate a rubric TOML file as a whole; raises :class:`RubricError` with a readable message.
+
+    With ``materialize`` (the default) the result is :meth:`Rubric.materialize`'d: its seeds file
+    and baselines file are read and checked now, before any submission is touched. ``grade
+    baselines`` loads without it (it writes the baselines file the thresholds may name).
+    """
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -234,10 +321,14 @@ def load_rubric(path: str | Path) -> Rubric:
         raise RubricError(_format_validation_error(path, exc)) from None
     rubric.path = path.resolve()
     rubric.sha256 = hashlib.sha256(raw).hexdigest()
-    return rubric
+    return rubric.materialize() if materialize else rubric
 
 
 def default_rubric_path(task: str) -> Path:
-    if task not in TASK_NAMES:
-        raise RubricError(f"unknown task {task!r}")
-    return RUBRICS_DIR / f"{task}.toml"
+    """The shipped rubric of ``task`` (works from a checkout and from an installed wheel)."""
+    from grader.tasks import get_task
+
+    path = _default_rubric_path(get_task(task).name)
+    if not path.is_file():
+        raise RubricError(f"task {task!r} ships no default rubric ({path} is missing); pass --rubric FILE")
+    return path

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from grader.contract import TaskSpec, actions_from_output, get_task, make_env, play_episode
+from grader.contract import Task, actions_from_output, get_task, make_env, play_episode
 
 HEARTBEAT_S = 1.0  # during episodes the worker reports progress at least this often
 
@@ -42,7 +42,7 @@ class Policy(Protocol):
 class OnnxPolicy:
     """An onnxruntime session with one intra-op thread, run on a whole batch per call."""
 
-    def __init__(self, model_bytes: bytes, spec: TaskSpec, *, device: str = "cpu"):
+    def __init__(self, model_bytes: bytes, spec: Task, *, device: str = "cpu"):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -81,7 +81,7 @@ class OnnxPolicy:
 class RandomPolicy:
     """Uniform random actions, a function of (episode seed, decision index) only."""
 
-    def __init__(self, spec: TaskSpec):
+    def __init__(self, spec: Task):
         self.n = spec.n_actions
 
     def act(self, states: np.ndarray, seeds: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -93,14 +93,14 @@ PROBE_STATES = 16
 PROBE_SEED = 12345
 
 
-def probe_states(spec: TaskSpec, n: int = PROBE_STATES, env: Any = None) -> np.ndarray:
+def probe_states(spec: Task, n: int = PROBE_STATES, env: Any = None) -> np.ndarray:
     """Realistic states from a fixed-seed random rollout under the contract's protocol."""
     own = env is None
     env = make_env(spec) if own else env
     rng = np.random.default_rng(PROBE_SEED)
     states: list[np.ndarray] = []
     seed = PROBE_SEED
-    stride = 3 if spec.name == "mspacman" else 5
+    stride = spec.probe_stride
     while len(states) < n:
         episode = play_episode(spec, env, seed)
         turn = next(episode)
@@ -144,7 +144,7 @@ class EnvPool:
     def __init__(self) -> None:
         self._envs: dict[str, list[Any]] = {}
 
-    def get(self, spec: TaskSpec, n: int) -> list[Any]:
+    def get(self, spec: Task, n: int) -> list[Any]:
         envs = self._envs.setdefault(spec.name, [])
         while len(envs) < n:
             envs.append(make_env(spec))
@@ -153,7 +153,7 @@ class EnvPool:
 
 def run_episodes(
     policy: Policy,
-    spec: TaskSpec,
+    spec: Task,
     seeds: Sequence[int],
     *,
     envs: Sequence[Any],
@@ -202,17 +202,13 @@ def run_episodes(
     return results
 
 
-def record_episode(policy: Policy, spec: TaskSpec, seed: int, path: str) -> dict[str, Any]:
+def record_episode(policy: Policy, spec: Task, seed: int, path: str) -> dict[str, Any]:
     """Replay one seed with rendering on and write it as an H.264 MP4; returns return/frames."""
     from grader.video import FrameRecorder
 
-    with FrameRecorder(make_env(spec, render=True), path, fps=video_fps(spec)) as env:
+    with FrameRecorder(make_env(spec, render=True), path, fps=spec.video_fps) as env:
         result = run_episodes(policy, spec, [seed], envs=[env])
         return {"return": result[seed][0], "length": result[seed][1], "frames": env.frames}
-
-
-def video_fps(spec: TaskSpec) -> int:
-    return 15 if spec.name == "mspacman" else 30  # MsPacman: 60 Hz / frameskip 4
 
 
 # --- the process ------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.contract import TaskSpec, actions_from_output, get_task, make_env, play_episode
+from grader.contract import Task, actions_from_output, get_task, make_env, play_episode
 
 # Seeds the reference models are scored on in their model cards. Training never resets an env
 # with a seed in this range (trainers use seeds below 1_000_000).
@@ -219,7 +219,7 @@ def plot_curves(path: str | Path, curves: dict[str, tuple[Sequence[float], Seque
 
 
 # --- ONNX ----------------------------------------------------------------------------------------
-def export_onnx(model: Any, task: TaskSpec | str, path: str | Path, input_name: str = "state",
+def export_onnx(model: Any, task: Task | str, path: str | Path, input_name: str = "state",
                 output_name: str = "output") -> Path:
     """Export ``model`` (a torch module, put in eval mode here) to ONNX with the task's I/O:
     input ``[batch, *state_shape]`` float32 with a dynamic batch axis, output ``[batch, n_actions]``.
@@ -251,7 +251,7 @@ def export_onnx(model: Any, task: TaskSpec | str, path: str | Path, input_name: 
     return path
 
 
-def verify_onnx(path: str | Path, task: TaskSpec | str, batch: int = 7, atol: float = 1e-4) -> None:
+def verify_onnx(path: str | Path, task: Task | str, batch: int = 7, atol: float = 1e-4) -> None:
     """Check with onnxruntime: shapes ``[b, *state_shape] -> [b, n_actions]`` float32, and outputs
     that do not depend on the batch (each row alone equals the row in a batch). Raises on failure.
     """
@@ -274,7 +274,7 @@ def verify_onnx(path: str | Path, task: TaskSpec | str, batch: int = 7, atol: fl
 class OnnxPolicy:
     """Greedy (argmax) policy of an ONNX file, through the contract's ``actions_from_output``."""
 
-    def __init__(self, path: str | Path, task: TaskSpec | str):
+    def __init__(self, path: str | Path, task: Task | str):
         import onnxruntime as ort
 
         self.spec = get_task(task) if isinstance(task, str) else task
@@ -290,7 +290,7 @@ class OnnxPolicy:
 
 
 # --- evaluation ----------------------------------------------------------------------------------
-def evaluate(policy: Callable[[np.ndarray], np.ndarray], task: TaskSpec | str, seeds: Iterable[int],
+def evaluate(policy: Callable[[np.ndarray], np.ndarray], task: Task | str, seeds: Iterable[int],
              n_envs: int = 8) -> np.ndarray:
     """Episode returns of ``policy`` (a batch of states -> a batch of actions) on ``seeds``, one
     seeded episode each under :func:`grader.contract.play_episode`. Episodes run ``n_envs`` at a

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from grader import contract
-from grader.contract import DEATH_STEPS, OPENING_STEPS, actions_from_output, play_episode, preprocess_frames
+from grader.contract import actions_from_output, play_episode
+from grader.tasks.mspacman import DEATH_STEPS, OPENING_STEPS, preprocess_frames
 
 
 def lesson_preprocess(observation: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from grader.notebook import grade_notebook
 from grader.notebook.astfilter import plan_cell
 from grader.notebook.diagnose import diagnose
 from grader.notebook.reader import CodeCell, _strip_magics
-from grader.contract import preprocess_frames
+from grader.tasks.mspacman import preprocess_frames
 from grader.rubric import load_rubric, default_rubric_path
 
 BOUND_S = 30.0

@@ -10,7 +10,9 @@ pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 import grader.contract as contract  # noqa: E402
-from grader.contract import LUNARLANDER, MSPACMAN  # noqa: E402
+import grader.tasks.mspacman as mspacman_task  # noqa: E402
+from grader.tasks.lunarlander import TASK as LUNARLANDER  # noqa: E402
+from grader.tasks.mspacman import TASK as MSPACMAN  # noqa: E402
 
 
 def _check_onnx(path, spec, batch=3):
@@ -64,14 +66,14 @@ def test_reference_uses_the_contract_functions_by_identity():
     import reference.common as common
     import reference.dqn.train as dqn
 
-    assert dqn.preprocess_frames is contract.preprocess_frames
+    assert dqn.preprocess_frames is mspacman_task.preprocess_frames
     assert dqn.play_episode is contract.play_episode
     assert dqn.make_env is contract.make_env
-    assert dqn.MSPACMAN is contract.MSPACMAN
+    assert dqn.MSPACMAN is mspacman_task.TASK
     for module in (seed, improved):
         assert module.play_episode is contract.play_episode
         assert module.make_env is contract.make_env
-        assert module.LUNARLANDER is contract.LUNARLANDER
+        assert module.LUNARLANDER is LUNARLANDER
     assert common.play_episode is contract.play_episode
     assert common.actions_from_output is contract.actions_from_output
 

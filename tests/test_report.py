@@ -265,24 +265,29 @@ def _has_pyav() -> bool:
 
 def test_baselines_marked(graded):
     result, out, html, root, rubric = graded
-    values = baseline_values(result, rubric)
+    values = baseline_values(result)  # carried by the result: no rubric lookup
     assert set(values) == {"random", "reference"}
     assert values["reference"] == pytest.approx((250.0 + 240.5 + 262.0) / 3)
-    page = write_report(result, out / "with-baselines", rubric=rubric).read_text()
+    page = write_report(result, out / "with-baselines").read_text()
     svg = page[page.index("<svg"):page.index("</svg>")]
     assert "random" in svg and "reference" in svg
     assert "Baselines" in page
 
 
-def test_baselines_absent_is_fine(graded, tmp_path):
+def test_baselines_absent_is_fine_and_a_broken_file_is_refused_at_load(graded, tmp_path):
+    from grader.rubric import RubricError
+
     result, out, html, root, _ = graded
     rubric = load_rubric(write_rubric(tmp_path / "nob", with_baselines=False))
-    assert baseline_values(result, rubric) == {}
-    broken = load_rubric(write_rubric(tmp_path / "broken"))
+    assert rubric.baseline_marks == {}
+    broken = write_rubric(tmp_path / "broken")
     (tmp_path / "broken" / "baselines.json").write_text("{not json")
-    assert baseline_values(result, broken) == {}
+    with pytest.raises(RubricError, match="baselines"):
+        load_rubric(broken)
+    bare = result.model_copy(update={"rubric": result.rubric.model_copy(update={"baselines": {}})})
+    assert baseline_values(bare) == {}
     assert baseline_values(result.model_copy(update={"rubric": None})) == {}
-    page = write_report(result, tmp_path / "o", rubric=rubric).read_text()
+    page = write_report(bare, tmp_path / "o").read_text()
     assert "Baselines" not in page and "<svg" in page
 
 

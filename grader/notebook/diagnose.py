@@ -1,6 +1,6 @@
 """Preprocessing diagnosis: which of the lesson's steps a student's output is consistent with.
 
-The student's frames are compared with :func:`grader.contract.preprocess_frames`. When they
+The student's frames are compared with :func:`grader.tasks.mspacman.preprocess_frames`. When they
 differ, a small grid of plausible variants of each step (grayscale, crop, border, stride,
 scaling) is searched for the one that reproduces the student's output, and the steps that differ
 from the lesson's are named. All of this runs in the grader process on numbers the sandbox sent.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grader.contract import BORDER_VALUE, preprocess_frames
+from grader.tasks.mspacman import BORDER_VALUE, preprocess_frames
 
 TOLERANCE = 0.01  # outputs are whole numbers 0..255: anything closer than this is equal
 

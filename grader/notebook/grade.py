@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.contract import FRAME_STACK, MSPACMAN, TASK_NAMES, preprocess_frames
+from grader.tasks import task_names
+from grader.tasks.mspacman import FRAME_STACK, TASK as MSPACMAN, preprocess_frames
+TASK_NAMES = task_names()
 from grader.notebook import keras_static
 from grader.notebook.astfilter import CellPlan, plan_notebook
 from grader.notebook.checks import CheckList

@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from grader.contract import LUNARLANDER
+from grader.tasks.lunarlander import TASK as LUNARLANDER
 from reference.common import OnnxPolicy, build_parser, evaluate, export_onnx, heldout_seeds, save_json, summary
 
 

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from grader.contract import LUNARLANDER, make_env, play_episode
+from grader.contract import make_env, play_episode
+from grader.tasks.lunarlander import TASK as LUNARLANDER
 from reference.common import (
     Progress,
     arg,

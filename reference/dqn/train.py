@@ -9,7 +9,7 @@ gradient clamping to [-1, 1], and the lesson's reward shaping (log base 1000 of 
 
 The environment, the frame preprocessing and the episode protocol (80 LEFT steps, 36 NOOP steps
 after a lost life) are the grader's own: :func:`grader.contract.make_env`,
-:func:`grader.contract.preprocess_frames` and :func:`grader.contract.play_episode`.
+:func:`grader.tasks.mspacman.preprocess_frames` and :func:`grader.contract.play_episode`.
 
 Usage::
 
@@ -30,7 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from grader.contract import MSPACMAN, make_env, play_episode, preprocess_frames  # noqa: F401  (re-exported)
+from grader.contract import make_env, play_episode
+from grader.tasks.mspacman import TASK as MSPACMAN, preprocess_frames  # noqa: F401  (re-exported)
 from reference.common import (
     OnnxPolicy,
     Progress,
