@@ -17,8 +17,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_GRADED, EXIT_ERROR, EXIT_INVALID = 0, 1, 2
-STATUS_EXIT = {"graded": EXIT_GRADED, "invalid": EXIT_INVALID, "error": EXIT_ERROR}
+from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
 
 # Sub-commands: name -> (module, help). Each module has add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -45,27 +44,27 @@ def _seeds_arg(text: str) -> list[int]:
 
 
 def add_grade_arguments(p: argparse.ArgumentParser) -> None:
-    from grader.grading import DEFAULTS
+    from grader.limits import DEFAULT_WORKERS
     from grader.tasks import task_names
 
-    p.add_argument("submission", type=Path, help="model.onnx or homework.ipynb")
+    p.add_argument("submission", type=Path, help="model.onnx, homework.ipynb, or a student's folder")
     p.add_argument("--task", choices=task_names(), help="override the task recognised from the input signature")
     p.add_argument("--rubric", type=Path, help="rubric TOML (default: rubrics/<task>.toml)")
     p.add_argument("--episodes", type=int, help="number of episodes (the rubric's first N seeds)")
     p.add_argument("--seeds", type=_seeds_arg, help="exactly these seeds, one episode each: A-B or A,B,C")
-    p.add_argument("--out", type=Path, help="output folder (default: SUBMISSION.grading/ beside it)")
+    p.add_argument("--out", type=Path, help="output folder (default: SUBMISSION.grading/ beside it; "
+                                             "`grade check` writes nothing unless given)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--no-video", action="store_true", help="skip the MP4 videos")
-    p.add_argument("--workers", type=int, default=DEFAULTS.workers, help=f"worker processes (default {DEFAULTS.workers})")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=DEFAULTS.device, help="onnxruntime device (default cpu)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help=f"worker processes (default {DEFAULT_WORKERS})")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="onnxruntime device (default cpu)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of grader errors")
 
 
 def _run_grade(args: argparse.Namespace, *, selfcheck: bool) -> int:
     from grader import console
+    from grader.errors import SetupError
     from grader.grading import check, grade
-    from grader.result import GradeResult
-    from grader.rubric import RubricError
 
     if args.episodes is not None and args.episodes < 1:
         console.fail("--episodes must be at least 1")
@@ -73,55 +72,77 @@ def _run_grade(args: argparse.Namespace, *, selfcheck: bool) -> int:
     if args.workers < 1:
         console.fail("--workers must be at least 1")
         return EXIT_ERROR
-    if not args.submission.is_file():
-        console.fail(f"no such file: {args.submission}")
+    path: Path = args.submission
+    if not path.exists():
+        console.fail(f"no such file or folder: {path}" + _did_you_mean(str(path)))
         return EXIT_ERROR
     kwargs = dict(task=args.task, rubric=args.rubric, episodes=args.episodes, seeds=args.seeds, out=args.out,
                   workers=args.workers, device=args.device)
     try:
         with console.progress_bar(enabled=True) as progress:
             if selfcheck:
-                result = check(args.submission, progress=progress, **kwargs)
+                result = check(path, progress=progress, **kwargs)
             else:
-                result = grade(args.submission, video=not args.no_video, progress=progress, **kwargs)
-    except RubricError as exc:
+                result = grade(path, video=not args.no_video, progress=progress, **kwargs)
+    except SetupError as exc:
         console.fail(str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt:
         console.fail("interrupted")
-        return 130
-    except Exception as exc:  # noqa: BLE001 - a grader bug: report it, don't dump a traceback
-        if args.debug:
-            traceback.print_exc()
-        result = GradeResult(submission=args.submission.name, task=args.task, status="error",
-                             error=f"internal grader error ({type(exc).__name__}: {exc}); rerun with --debug and report it")
+        return EXIT_INTERRUPTED
+    if args.debug and result.status == "error":
+        print(result.error, file=sys.stderr)
     if args.json:
         print(result.to_json())
     else:
-        console.print_result(result, selfcheck_note=_selfcheck_note(result) if selfcheck else "")
+        console.print_result(result, selfcheck_note=_selfcheck_note(result, args.rubric) if selfcheck else "")
     return STATUS_EXIT[result.status]
 
 
-def _selfcheck_note(result) -> str:
-    from grader.rubric import RubricError, default_rubric_path, load_rubric
+def _selfcheck_note(result, rubric_path: Path | None) -> str:
+    from grader.errors import SetupError
+    from grader.rubric import default_rubric_path, load_rubric
+    from grader.scoring import fmt_points
 
     if result.task is None:
         return ""
     try:
-        rubric = load_rubric(default_rubric_path(result.task))
-    except RubricError:
+        rubric = load_rubric(rubric_path or default_rubric_path(result.task))
+    except SetupError:
         return ""
-    return (f"This was a self-check on {result.rubric.n_seeds if result.rubric else 'a few'} public seeds. "
-            f"The final grading runs the same checks and {rubric.episodes} episodes on seeds you do not see; "
-            f"points come from the {rubric.scoring.statistic} return ({rubric.scoring.zero} earns 0, "
-            f"{rubric.scoring.full} earns {rubric.scoring.points:g}).")
+    n = result.rubric.n_seeds if result.rubric else "a few"
+    return (f"This was a self-check on {n} public seeds. The final grading runs the same checks and "
+            f"{rubric.episodes} episodes on seeds you do not see; the episodes earn up to "
+            f"{rubric.scoring.points:g} points from the {rubric.scoring.statistic} return ({rubric.scoring.zero} earns 0, "
+            f"{rubric.scoring.full} earns them all), out of {fmt_points(None, rubric.max_points).split('/ ')[1]} in all.")
+
+
+def _commands() -> list[str]:
+    return ["check", *SUBCOMMANDS]
+
+
+def _did_you_mean(word: str) -> str:
+    """``; did you mean `grade check`?`` for a mistyped sub-command (empty when nothing is close)."""
+    import difflib
+
+    if "/" in word or "." in word:
+        return ""
+    close = difflib.get_close_matches(word, _commands(), n=1, cutoff=0.6)
+    return f"; did you mean `grade {close[0]}`? (commands: {', '.join(_commands())})" if close else ""
 
 
 def _make_main_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="grade", description="Grade an RL homework submission (ONNX model or notebook).",
+    p = _Parser(prog="grade", description="Grade an RL homework submission (ONNX model, notebook, or a student's folder).",
                 epilog="sub-commands: check" + "".join(f", {n}" for n in SUBCOMMANDS) + " (grade SUBCOMMAND --help)")
     add_grade_arguments(p)
+    p.add_argument("--version", action="version", version=f"rl-grader {_version()}")
     return p
+
+
+def _version() -> str:
+    from grader import __version__
+
+    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,16 +161,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         module.add_arguments(p)
         p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
         args = p.parse_args(argv[1:])
+        from grader import console
+        from grader.errors import SetupError
+
         try:
             return int(module.run(args))
         except KeyboardInterrupt:
-            return 130
-        except Exception as exc:  # noqa: BLE001 - the last net: a message, never a traceback
+            return EXIT_INTERRUPTED
+        except SetupError as exc:  # the instructor's set-up: say what to change
+            console.fail(str(exc))
+            return EXIT_ERROR
+        except Exception as exc:  # noqa: BLE001 - the grader's bug: a message, the traceback on request
             if args.debug:
                 traceback.print_exc()
+            console.fail(f"internal grader error in `grade {argv[0]}` ({type(exc).__name__}: {exc}); "
+                         "rerun with --debug and report it")
+            return EXIT_ERROR
+    if argv and not argv[0].startswith("-") and not Path(argv[0]).exists():
+        hint = _did_you_mean(argv[0])
+        if hint:
             from grader import console
 
-            console.fail(f"{type(exc).__name__}: {exc} (rerun with --debug for details)")
+            console.fail(f"{argv[0]!r} is neither a command nor a file{hint}")
             return EXIT_ERROR
     return _run_grade(_make_main_parser().parse_args(argv), selfcheck=False)
 

@@ -12,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from grader.result import GradeResult
+from grader.seedpolicy import SeedPolicy
+from grader.textsafe import clean_text
 
 stderr = Console(stderr=True, highlight=False)
 
@@ -41,18 +43,32 @@ def _forced() -> bool:
     return bool(os.environ.get("GRADER_FORCE_PROGRESS"))
 
 
+def _safe(text: object) -> str:
+    """Student-controlled text for the terminal: no control characters, no rich markup."""
+    return escape(clean_text(text, keep_newlines=True))
+
+
 def print_result(result: GradeResult, console: Console | None = None, *, selfcheck_note: str = "") -> None:
+    """The terminal summary: checks, episode statistics, videos, warnings and the composed score.
+
+    Every string that came from the submission goes through :func:`grader.textsafe.clean_text`,
+    and hidden grading seeds are named by episode number (:class:`grader.seedpolicy.SeedPolicy`).
+    """
     console = console or Console(highlight=False)
-    name = escape(result.submission)
-    console.print(f"[bold]{name}[/bold]  task: {result.task or '?'}")
+    seeds = SeedPolicy(result)
+
+    def safe(text: object) -> str:
+        return _safe(seeds.scrub(str(text)))
+
+    console.print(f"[bold]{safe(result.submission)}[/bold]  task: {safe(result.task or '?')}")
     if result.checks:
         table = Table(show_header=False, box=None, padding=(0, 1))
         for c in result.checks:
             mark = "[green]✓[/green]" if c.passed else ("[red]✗[/red]" if c.severity == "error" else "[yellow]![/yellow]")
-            text = escape(c.message)
+            text = safe(c.message)
             if not c.passed and c.hint:
-                text += f"\n[dim]how to fix: {escape(c.hint)}[/dim]"
-            table.add_row(mark, f"[bold]{escape(c.name)}[/bold]", text)
+                text += f"\n[dim]how to fix: {safe(c.hint)}[/dim]"
+            table.add_row(mark, f"[bold]{safe(c.name)}[/bold]", text)
         console.print(table)
     s = result.summary
     if s is not None:
@@ -63,23 +79,37 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
         console.print(line)
     for v in result.videos:
         ok = "[green]re-run matches[/green]" if v.matches else f"[red]re-run gave {v.rerun_return:.1f}[/red]"
-        console.print(f"video {v.label}: seed {v.seed}, return {v.scored_return:.1f}, {ok}  ({escape(v.path)})")
+        console.print(f"video {v.label}: {seeds.label(v.seed)}, return {v.scored_return:.1f}, {ok}  ({safe(v.path)})")
     for w in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {escape(w)}")
-    if result.status == "graded":
-        band = f"  ({escape(result.band)})" if result.band else ""
-        stat = f" on {result.rubric.statistic} over {result.rubric.n_seeds} {result.rubric.seed_set} seeds" if result.rubric else ""
-        console.print(f"[bold green]score: {result.score:g} / {result.max_score:g}[/bold green]{band}{stat}")
-    elif result.status == "invalid":
-        console.print(f"[bold red]invalid submission:[/bold red] {escape(result.error or 'a check failed')}")
-    else:
-        console.print(f"[bold red]grader error:[/bold red] {escape(result.error or 'unknown')}")
+        console.print(f"[yellow]warning:[/yellow] {safe(w)}")
+    _print_score(console, result, safe)
     if selfcheck_note:
         console.print(selfcheck_note)
 
 
+def _print_score(console: Console, result: GradeResult, safe) -> None:
+    from grader.scoring import fmt_points
+
+    points = fmt_points(result.score, result.max_score) if result.max_score else "—"
+    parts = [p for p in result.parts if p.max_points > 0]
+    notebook = [p for p in parts if p.kind == "notebook"]
+    breakdown = ""
+    if notebook:
+        nb = fmt_points(sum(p.points for p in notebook), sum(p.max_points for p in notebook))
+        ep = next((fmt_points(p.points, p.max_points) for p in parts if p.kind == "episodes"), "")
+        breakdown = f"  (notebook {nb}, episodes {ep})"
+    if result.status == "graded":
+        band = f"  [{safe(result.band)}]" if result.band else ""
+        stat = f" on the {result.rubric.statistic} over {result.rubric.n_seeds} {result.rubric.seed_set} seeds" if result.rubric else ""
+        console.print(f"[bold green]score: {points}[/bold green]{breakdown}{band}{stat}")
+    elif result.status == "invalid":
+        console.print(f"[bold red]invalid submission ({points}):[/bold red] {safe(result.error or 'a check failed')}")
+    else:
+        console.print(f"[bold red]grader error:[/bold red] {safe(result.error or 'unknown')}")
+
+
 def fail(message: str) -> None:
-    stderr.print(f"[bold red]error:[/bold red] {escape(message)}")
+    stderr.print(f"[bold red]error:[/bold red] {_safe(message)}")
 
 
 def is_tty() -> bool:

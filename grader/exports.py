@@ -63,7 +63,7 @@ class GradescopeResults(_GS):
 
 def gradescope_results(result: GradeResult) -> GradescopeResults:
     """Students see this file: texts that could name a hidden grading seed are scrubbed."""
-    from grader.report import SeedPolicy
+    from grader.seedpolicy import SeedPolicy
 
     scrub = SeedPolicy(result).scrub
     tests = []

@@ -79,6 +79,16 @@ class VideoInfo(_Model):
     frames: int
 
 
+class ScorePart(_Model):
+    """One scored part of a submission (see :mod:`grader.scoring`)."""
+
+    name: str  # a notebook check's name, or "episodes"
+    kind: Literal["notebook", "episodes"]
+    points: float
+    max_points: float
+    detail: str = ""
+
+
 class RubricInfo(_Model):
     id: str
     path: str
@@ -104,6 +114,7 @@ class GradeResult(_Model):
     summary: Summary | None = None
     score: float = 0.0
     max_score: float = 0.0
+    parts: list[ScorePart] = []  # how score and max_score were composed (grader.scoring)
     band: str | None = None
     rubric: RubricInfo | None = None
     model: ModelInfo | None = None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from grader.site import attempts as A
 
-from grader.report import SeedPolicy
+from grader.seedpolicy import SeedPolicy
 
 log = logging.getLogger("grader.site")
 

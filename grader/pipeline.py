@@ -1,0 +1,548 @@
+"""The one grading pipeline behind every front end.
+
+``grade``, ``grade check``, ``grade batch`` (local slots and Ray actors) and the site all call
+:func:`grade_submission` on a :class:`~grader.bundle.Submission` (the bytes of one student's
+bundle, :mod:`grader.bundle`). It runs, in order:
+
+1. **read** -- the bundle was read once, capped (reading problems make it invalid);
+2. **notebook** -- when there is one: parsed, its task recognised, its definitions run in the
+   sandbox, which returns *evidence* only (:mod:`grader.notebook`);
+3. **model** -- the uploaded ONNX model, else the model the notebook produced with the handed-in
+   weights: parsed from bytes, static checks, loaded and probed in a sandboxed worker, played on
+   the seeds, videos recorded. A model the notebook's code exported goes through exactly the same
+   path as an upload (:func:`_play_model`); the untrained export of the notebook's network is
+   checked the same way, without episodes;
+4. **score** -- :func:`grader.scoring.compose`, the one function that adds up points;
+5. **outputs** -- ``result.json``, ``report.html``, videos and logs, written through
+   :class:`~grader.fsutil.OutputDir` (never through a link the folder arrived with).
+
+Whose fault (:mod:`grader.errors`): a bad submission is a result with status ``invalid``; the
+instructor's set-up (a bad rubric, a missing optional dependency) raises :class:`SetupError`;
+anything else is the grader's bug: status ``error``, the traceback in ``grader_error.log`` in the
+output folder, and a message that does not blame the student.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import platform
+import shlex
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grader.bundle import NamedBytes, Submission
+from grader.errors import SetupError, SubmissionError
+from grader.limits import DEFAULT_WORKERS
+from grader.result import CheckResult, EpisodeResult, GradeResult, RubricInfo, VideoInfo
+from grader.rubric import Rubric, RubricError
+
+log = logging.getLogger("grader")
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+BUG_LOG = "grader_error.log"
+
+
+def no_progress(phase: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to grade; the defaults are the final grading's."""
+
+    seeds: tuple[int, ...] | None = None  # exactly these seeds (overrides the rubric)
+    episodes: int | None = None  # the rubric's first N seeds
+    selfcheck: bool = False  # the public seeds and the rubric's selfcheck_episodes
+    video: bool = True
+    report: bool = True
+    workers: int = DEFAULT_WORKERS
+    device: str = "cpu"
+    sandbox: str | None = None  # notebook sandbox: auto | bwrap | fallback
+    task: str | None = None  # the caller's choice of task (else the rubric's, else recognised)
+    command: str = ""  # how this grading was asked for (shown as the reproducing command)
+
+
+@dataclass
+class _Run:
+    """The state of one grading as it goes through the stages."""
+
+    sub: Submission
+    options: Options
+    rubric: Rubric | None
+    progress: Progress
+    out: Any  # OutputDir | None
+    engine: Any = None
+    own_engine: bool = False
+    task: Any = None  # grader.tasks.Task
+    result: GradeResult = field(default=None)  # type: ignore[assignment]
+    evidence: Any = None  # grader.notebook.evidence.NotebookEvidence
+    invalid: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for dist in ("gymnasium", "ale-py", "onnxruntime", "onnx", "numpy", "rl-grader"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+def resolve_seeds(rubric: Rubric, options: Options) -> tuple[list[int], str]:
+    """The seeds to play and which set they come from (explicit, public or grading)."""
+    if options.seeds is not None:
+        return list(options.seeds), "explicit"
+    if options.selfcheck:
+        pool, n, seed_set = rubric.public_seeds(), options.episodes or rubric.selfcheck_episodes, "public"
+    else:
+        pool, n, seed_set = rubric.all_grading_seeds(), options.episodes or rubric.episodes, "grading"
+    if n > len(pool):
+        raise RubricError(f"{n} episodes asked for, but rubric {rubric.id!r} has only {len(pool)} {seed_set} seeds")
+    return pool[:n], seed_set
+
+
+# --- the entry point ---------------------------------------------------------------------------------
+def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: Options = Options(),
+                     out: str | Path | None = None, engine: Any = None, progress: Progress = no_progress,
+                     warnings: Sequence[str] = ()) -> GradeResult:
+    """Grade one submission; write its outputs into ``out`` (nothing is written when it is None).
+
+    Raises :class:`SetupError` for the instructor's set-up only; every other outcome is a result.
+    """
+    from grader.fsutil import OutputDir
+
+    out_dir = OutputDir(out) if out is not None else None
+    run = _Run(sub=sub, options=options, rubric=rubric, progress=progress, out=out_dir, engine=engine)
+    run.result = GradeResult(submission=sub.label or sub.student or "submission", task=None, status="graded",
+                             versions=package_versions(), command=options.command,
+                             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    run.result.warnings += [*warnings, *sub.notes]
+    t0 = time.perf_counter()
+    try:
+        _stages(run)
+    except SetupError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the grader's own bug: never the student's fault
+        _bug(run, exc)
+    finally:
+        if run.own_engine and run.engine is not None:
+            run.engine.close()
+    run.timings["total"] = time.perf_counter() - t0
+    run.result.timings = {k: round(v, 3) for k, v in run.timings.items()}
+    if out_dir is not None:
+        write_outputs(run.result, out_dir, report=options.report, evidence=run.evidence)
+    return run.result
+
+
+def _stages(run: _Run) -> None:
+    if run.sub.problems:
+        name, message, hint = run.sub.problems[0]
+        _invalid(run, CheckResult(name=name, passed=False, message=message, hint=hint))
+        run.result.warnings += [m for _, m, _ in run.sub.problems[1:]]
+    else:
+        run.task = _chosen_task(run)
+        if run.sub.notebook is not None:
+            _notebook_stage(run)
+        if not run.invalid:
+            _model_stage(run)
+    _score(run)
+
+
+def _chosen_task(run: _Run):
+    from grader.tasks import get_task
+
+    task = get_task(run.options.task) if run.options.task else None
+    if task is not None and run.rubric is not None and run.rubric.task != task.name:
+        raise RubricError(f"rubric {run.rubric.id!r} is for {run.rubric.task}, but --task is {task.name}")
+    if task is None and run.rubric is not None:
+        task = get_task(run.rubric.task)
+    return task
+
+
+def _set_task(run: _Run, task) -> None:
+    from grader.rubric import default_rubric_path, load_rubric
+
+    run.task = task
+    run.result.task = task.name
+    if run.rubric is None:
+        run.rubric = load_rubric(default_rubric_path(task.name))
+
+
+def _invalid(run: _Run, check: CheckResult) -> None:
+    run.result.checks.append(check)
+    run.result.status = "invalid"
+    run.invalid = True
+    run.result.error = check.message + (f" — {check.hint}" if check.hint else "")
+
+
+def _bug(run: _Run, exc: BaseException) -> None:
+    text = traceback.format_exc()
+    log.error("grader error on %s:\n%s", run.sub.label, text)
+    where = ""
+    if run.out is not None:
+        try:
+            run.out.write_text(BUG_LOG, text)
+            where = f"; the traceback is in {BUG_LOG} in the output folder"
+        except OSError:
+            pass
+    run.result.status = "error"
+    run.result.error = (f"internal grader error ({type(exc).__name__}: {str(exc)[:200]}){where}. This is not a "
+                        "problem with the submission: tell the course staff")
+
+
+# --- the notebook ------------------------------------------------------------------------------------
+def _notebook_stage(run: _Run) -> None:
+    from grader.notebook.common import common_checks, detect_task, parse_notebook
+    from grader.tasks import all_tasks, get_task
+
+    with tempfile.TemporaryDirectory(prefix="grader-nb-") as tmp:
+        staged = _stage_files(Path(tmp), run.sub.notebook, run.sub.weights)
+        t0 = time.perf_counter()
+        try:
+            nb = parse_notebook(staged[0])
+        except SubmissionError as exc:
+            _invalid(run, CheckResult(name=exc.check, passed=False, message=exc.message, hint=exc.hint))
+            return
+        if run.task is None:
+            markers = {t.name: t.notebook_module().MARKERS for t in all_tasks() if t.notebook}
+            name, scores = detect_task(nb.text, markers)
+            if name is None:
+                found = ", ".join(f"{k} {v}" for k, v in scores.items())
+                _invalid(run, CheckResult(name="task_detected", passed=False,
+                                          message=f"cannot tell which homework this notebook is (markers found: {found})",
+                                          hint="pass --task " + " or --task ".join(markers)))
+                return
+            _set_task(run, get_task(name))
+        else:
+            _set_task(run, run.task)
+        module = run.task.notebook_module()
+        if module is None:
+            _invalid(run, CheckResult(name="task_detected", passed=False,
+                                      message=f"the {run.task.name} homework is not graded from notebooks",
+                                      hint="hand in the exported ONNX model"))
+            return
+        run.result.checks += common_checks(nb)
+        evidence = module.collect(nb, limits=_sandbox_limits(run.rubric), sandbox=run.options.sandbox,
+                                  weights=staged[1:])
+        run.timings["notebook"] = time.perf_counter() - t0
+    run.evidence = evidence
+    for check in evidence.checks:
+        # Notebook checks cost their points; they never make the whole submission invalid.
+        if check.severity == "error" and not check.passed:
+            check = check.model_copy(update={"severity": "warning"})
+        run.result.checks.append(check)
+
+
+def _stage_files(folder: Path, notebook: NamedBytes, weights: Sequence[NamedBytes]) -> list[Path]:
+    paths = []
+    for i, item in enumerate((notebook, *weights)):
+        name = Path(item.name).name or f"file{i}"
+        target = folder / name
+        target.write_bytes(item.data)
+        paths.append(target)
+    return paths
+
+
+def _sandbox_limits(rubric: Rubric):
+    from grader.notebook.sandbox import Limits
+
+    nb = rubric.notebook
+    return Limits(timeout_s=nb.timeout_s, memory_mb=nb.memory_mb, file_size_mb=nb.file_size_mb, processes=nb.processes)
+
+
+# --- the model ---------------------------------------------------------------------------------------
+def _model_stage(run: _Run) -> None:
+    produced = {m.role: m for m in (run.evidence.models if run.evidence is not None else [])}
+    if "network" in produced:
+        _check_exported_network(run, produced["network"])
+    if run.sub.model is not None:
+        _play_model(run, run.sub.model.data, label=run.sub.model.name, uploaded=True)
+    elif "trained" in produced:
+        _play_model(run, produced["trained"].data, label=produced["trained"].label, uploaded=False)
+    elif run.sub.notebook is not None:
+        run.result.checks.append(CheckResult(
+            name="model", passed=False, severity="warning",
+            message="no trained model to play: no model.onnx, and no weights that load into the notebook's network; "
+                    "the episodes earn no points",
+            hint="hand in the exported model (model.onnx) or the trained weights (torch.save(policy.state_dict(), "
+                 "'policy.pt')) with the notebook, under the notebook's name or in one folder"))
+    else:
+        _invalid(run, CheckResult(name="submission", passed=False, message="nothing to grade: no model and no notebook",
+                                  hint="hand in model.onnx (or the notebook)"))
+
+
+def _parse(run: _Run, data: bytes):
+    """Parse and recognise the task; a CheckResult when the model is unusable."""
+    from grader import checks as C
+    from grader.onnx_model import ModelLoadError, describe, parse_model
+    from grader.tasks import get_task
+
+    try:
+        parsed = parse_model(data)
+    except ModelLoadError as exc:
+        return None, CheckResult(name="parses", passed=False, message=str(exc), hint=exc.hint)
+    try:
+        detected = C.detect_task(parsed)
+    except C.TaskDetectionError as exc:
+        if run.task is None:
+            return None, CheckResult(name="task", passed=False, message=str(exc), hint=C.expected_signatures())
+        detected = run.task  # the homework is known: let the input check say what is wrong
+    if run.task is None:
+        _set_task(run, detected)
+    elif detected.name != run.task.name:
+        expected = get_task(run.task.name)
+        return parsed, CheckResult(
+            name="task", passed=False,
+            message=f"the model takes {detected.input_signature}, a {detected.name} policy, but this is the {expected.name} homework",
+            hint=f"hand in the {expected.name} model: its input is {expected.input_signature}")
+    else:
+        _set_task(run, run.task)
+    run.result.model = describe(parsed)
+    return parsed, None
+
+
+def _engine(run: _Run, n_seeds: int):
+    if run.engine is None:
+        from grader.engine import Engine
+
+        run.engine = Engine(max(1, min(run.options.workers, n_seeds)))
+        run.own_engine = True
+    return run.engine
+
+
+def _load_and_probe(run: _Run, parsed, device: str) -> list[CheckResult] | CheckResult:
+    """Load the model in the sandboxed workers and run the runtime checks (a failed check on failure)."""
+    from grader import checks as C
+    from grader.engine import EngineFailure
+
+    engine = run.engine
+    spec = run.task
+    run.progress("loading", 0, 1)
+    try:
+        engine.load(parsed.data, task=spec.name, device=device)
+    except EngineFailure as exc:
+        return CheckResult(name="loads", passed=False, message=f"onnxruntime cannot run the model: {exc}",
+                           hint="open it with onnxruntime.InferenceSession yourself; re-export with a standard opset")
+    checks = [CheckResult(name="loads", passed=True, message="onnxruntime creates a session")]
+    try:
+        probe_raw = engine.probe()
+    except EngineFailure as exc:
+        shape = ", ".join(map(str, spec.state_shape))
+        return CheckResult(name="runs", passed=False, message=f"the model fails on a contract state: {exc}",
+                           hint=f"run it yourself with onnxruntime on a float32 state of shape [1, {shape}]: "
+                                "it must return the action scores without errors")
+    checks += C.runtime_checks(C.Probe(**probe_raw), spec)
+    failed = [c for c in checks if c.blocking]
+    return failed[0] if failed else checks
+
+
+def _check_exported_network(run: _Run, model) -> None:
+    """The notebook's network exported with fresh weights: every model check, no episodes."""
+    from grader import checks as C
+
+    name = "network_onnx_export"
+    parsed, problem = _parse(run, model.data)
+    if problem is None:
+        static = C.static_checks(parsed, run.task)
+        problem = next((c for c in static if c.blocking), None)
+    if problem is None:
+        _engine(run, 1)
+        outcome = _load_and_probe(run, parsed, "cpu")
+        problem = outcome if isinstance(outcome, CheckResult) else None
+    run.result.model = None  # the untrained network is not the graded model
+    if problem is not None:
+        run.result.checks.append(CheckResult(name=name, passed=False, severity="warning",
+                                             message=f"the exported network fails the model checks: {problem.message}",
+                                             hint=problem.hint or "export the network with torch.onnx.export(model.eval(), ...)"))
+    else:
+        run.result.checks.append(CheckResult(name=name, passed=True,
+                                             message=f"{model.label}: exported to ONNX ({len(model.data) / 2**20:.1f} MB); "
+                                                     "it passes every model check the graded file must pass"))
+
+
+def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
+    """The ONNX path every model takes: checks, sandboxed load and probe, episodes, videos.
+
+    A failure invalidates the submission when the model was handed in (``uploaded``); a model the
+    notebook produced only loses the episode points.
+    """
+    from grader import checks as C
+
+    def fail(check: CheckResult) -> None:
+        if uploaded:
+            _invalid(run, check)
+        else:
+            run.result.checks.append(check.model_copy(update={
+                "severity": "warning", "message": f"{label}: {check.message}"}))
+
+    t0 = time.perf_counter()
+    parsed, problem = _parse(run, data)
+    if problem is not None:
+        return fail(problem)
+    run.result.checks.append(CheckResult(name="parses", passed=True,
+                                         message=f"{label}: a {len(data) / 1024:.0f} kB ONNX model"))
+    seeds, seed_set = resolve_seeds(run.rubric, run.options)
+    static = C.static_checks(parsed, run.task)
+    run.result.checks += [c for c in static if not c.blocking]
+    blocking = next((c for c in static if c.blocking), None)
+    if blocking is not None:
+        return fail(blocking)
+    run.timings["static_checks"] = time.perf_counter() - t0
+    device = _resolve_device(run.options.device, run.result)
+    _engine(run, len(seeds))
+    t0 = time.perf_counter()
+    outcome = _load_and_probe(run, parsed, device)
+    if isinstance(outcome, CheckResult):
+        return fail(outcome)
+    run.result.checks += outcome
+    run.timings["load_and_probe"] = time.perf_counter() - t0
+    if not _episodes(run, seeds, seed_set, fail):
+        return
+    if run.options.video and run.out is not None:
+        t0 = time.perf_counter()
+        run.result.videos = _record_videos(run)
+        run.timings["videos"] = time.perf_counter() - t0
+
+
+def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
+    from grader.engine import EngineFailure
+    from grader.stats import summarize
+
+    t0 = time.perf_counter()
+    done = [0]
+
+    def on_episode(seed: int, ret: float, length: int) -> None:
+        done[0] += 1
+        run.progress("episodes", done[0], len(seeds))
+
+    run.progress("episodes", 0, len(seeds))
+    try:
+        outcomes = run.engine.evaluate(seeds, on_episode=on_episode)
+    except EngineFailure as exc:
+        fail(CheckResult(name="episodes", passed=False, message=f"the model failed during the episodes: {exc}",
+                         hint="it must give finite outputs for every state the game produces"))
+        return False
+    run.timings["episodes"] = time.perf_counter() - t0
+    result, rubric = run.result, run.rubric
+    result.episodes = [EpisodeResult(seed=s, return_=outcomes[s][0], length=outcomes[s][1]) for s in seeds]
+    result.summary = summarize([e.return_ for e in result.episodes], success_threshold=run.task.success_threshold)
+    zero, full = rubric.thresholds()
+    result.rubric = RubricInfo(
+        id=rubric.id, path=str(rubric.path.name if rubric.path else ""), sha256=rubric.sha256, seed_set=seed_set,
+        n_seeds=len(seeds), statistic=rubric.scoring.statistic, zero_at=zero, full_at=full,
+        baselines=rubric.baseline_marks, fingerprint=rubric.fingerprint())
+    return True
+
+
+def pick_video_episodes(episodes: Sequence[EpisodeResult]) -> list[tuple[str, EpisodeResult]]:
+    """Best, median and worst episodes (ties broken by seed); fewer when episodes are few."""
+    ranked = sorted(episodes, key=lambda e: (-e.return_, e.seed))
+    picks = [("best", ranked[0]), ("median", ranked[len(ranked) // 2]), ("worst", ranked[-1])]
+    seen: set[int] = set()
+    unique = []
+    for label, ep in picks:
+        if ep.seed not in seen:
+            seen.add(ep.seed)
+            unique.append((label, ep))
+    return unique
+
+
+def _record_videos(run: _Run) -> list[VideoInfo]:
+    from grader.engine import EngineFailure
+
+    result = run.result
+    picks = pick_video_episodes(result.episodes)
+    hidden = result.rubric is not None and result.rubric.seed_set == "grading"
+    number = {e.seed: i + 1 for i, e in enumerate(result.episodes)}
+    videos = []
+    private = run.out.private_dir()  # made by us: nothing can be planted at the recorder's path
+    try:
+        for n, (label, ep) in enumerate(picks):
+            run.progress("videos", n, len(picks))
+            # Grading seeds are private: the report links the videos, so their names must not show them.
+            name = f"{label}_episode{number[ep.seed]}.mp4" if hidden else f"{label}_seed{ep.seed}.mp4"
+            tmp = private / name
+            try:
+                info = run.engine.record(ep.seed, str(tmp.resolve()))
+            except EngineFailure as exc:
+                result.warnings.append(f"could not record the {label} episode: {exc}; no more videos were recorded")
+                break
+            run.out.adopt(tmp, name)
+            videos.append(VideoInfo(label=label, seed=ep.seed, scored_return=ep.return_, rerun_return=info["return"],
+                                    matches=info["return"] == ep.return_, path=name, frames=info["frames"]))
+    finally:
+        run.out.discard(private)
+    run.progress("videos", len(picks), len(picks))
+    for v in videos:
+        if not v.matches:
+            which = f"episode {number[v.seed]}" if hidden else f"seed {v.seed}"
+            result.warnings.append(f"the re-run of {which} returned {v.rerun_return} instead of {v.scored_return}")
+    return videos
+
+
+def _resolve_device(device: str, result: GradeResult) -> str:
+    if device == "cpu":
+        return "cpu"
+    import onnxruntime as ort
+
+    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        result.device = "cuda"
+        return "cuda"
+    result.warnings.append(
+        f"--device {device}: onnxruntime has no CUDA provider here (install onnxruntime-gpu on a CUDA machine); ran on the CPU")
+    return "cpu"
+
+
+# --- score and outputs -------------------------------------------------------------------------------
+def _score(run: _Run) -> None:
+    from grader import scoring
+
+    result = run.result
+    if run.rubric is None:
+        if run.task is not None:
+            _set_task(run, run.task)
+        else:
+            return  # no homework could be named: there is no maximum to show
+    result.task = result.task or run.rubric.task
+    invalid = result.status != "graded"
+    result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid)
+    result.score, result.max_score = scoring.total(result.parts)
+    result.band = scoring.band(run.rubric, result.score, result.max_score) if result.status == "graded" else None
+
+
+def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = None) -> None:
+    """result.json, the report and the notebook's logs, into an :class:`~grader.fsutil.OutputDir`."""
+    if evidence is not None:
+        for name, data in evidence.logs.items():
+            if data:
+                out.write_bytes(Path(name).name, data)
+    if report:
+        from grader.report import write_report
+
+        write_report(result, out.path)
+    out.write_text("result.json", result.to_json())
+
+
+def reproduce_command(path: Path, *, selfcheck: bool, task: str | None, rubric_path: Path | None,
+                      seeds: Sequence[int] | None, episodes: int | None) -> str:
+    parts = ["grade"] + (["check"] if selfcheck else []) + [path.name]
+    if task:
+        parts += ["--task", task]
+    if rubric_path is not None:
+        parts += ["--rubric", f"rubrics/{rubric_path.name}" if rubric_path.parent.name == "rubrics" else rubric_path.name]
+    if seeds is not None:
+        s = list(seeds)
+        contiguous = s == list(range(s[0], s[0] + len(s)))
+        parts += ["--seeds", f"{s[0]}-{s[-1]}" if contiguous else ",".join(map(str, s))]
+    elif episodes is not None:
+        parts += ["--episodes", str(episodes)]
+    return shlex.join(parts)
