@@ -45,51 +45,41 @@ from typing import Any
 
 import numpy as np
 
-from grader.classdir import MAX_NOTEBOOK_BYTES, ClassFolder, Entry, Problem, Roster, RosterError, read_roster, scan_class
+from grader.bundle import Bundle, Submission, read_bundle
+from grader.classdir import ClassFolder, Problem, Roster, scan_class
+from grader.errors import EXIT_ERROR, EXIT_GRADED as EXIT_OK, EXIT_INTERRUPTED, SetupError
 from grader.gradebook import Attempt, Gradebook
-from grader.onnx_model import MAX_FILE_BYTES
+from grader.limits import DEFAULT_BATCH_SLOTS
+from grader.pipeline import Options
+from grader.resources import reference_models_dir
 from grader.result import GradeResult
-from grader.rubric import Rubric, RubricError, load_rubric
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_REFERENCE_DIR = REPO_ROOT / "reference" / "models"
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+from grader.rubric import Rubric, load_rubric
+from grader.slots import Outcome, serve
 
 
 # --- what is graded, with which settings -----------------------------------------------------------
 @dataclass(frozen=True)
 class RubricKey:
-    """The rubric identity stored in the gradebook: the rubric file's id and sha256, extended with
-    any command-line override (``--episodes``) so that a different grading is a different attempt."""
+    """What the gradebook keys an attempt on besides the submission's bytes: the rubric's id and
+    its fingerprint (the materialised rubric, the grader's version, and any ``--episodes``)."""
 
     id: str
     sha256: str
 
 
-def rubric_key(rubric: Rubric, episodes: int | None) -> RubricKey:
+def rubric_key(rubric: Rubric, episodes: int | None = None) -> RubricKey:
+    fingerprint = rubric.fingerprint()
     if episodes is None:
-        return RubricKey(rubric.id, rubric.sha256)
-    return RubricKey(rubric.id, hashlib.sha256(f"{rubric.sha256}\nepisodes={episodes}".encode()).hexdigest())
+        return RubricKey(rubric.id, fingerprint)
+    return RubricKey(rubric.id, hashlib.sha256(f"{fingerprint}\nepisodes={episodes}".encode()).hexdigest())
 
 
-def materialize(rubric: Rubric) -> Rubric:
-    """A copy of the rubric that needs no other file: thresholds as numbers, grading seeds inline.
-    Remote graders (Ray) get this; local slots use it too, so both give identical results."""
-    zero, full = rubric.thresholds()
-    scoring = rubric.scoring.model_copy(update={"zero": zero, "full": full})
-    seeds = rubric.seeds.model_copy(update={"grading": rubric.all_grading_seeds(), "grading_file": None})
-    out = rubric.model_copy(update={"scoring": scoring, "seeds": seeds, "baselines": None})
-    out.path, out.sha256 = rubric.path, rubric.sha256
-    return out
-
-
-@dataclass
+@dataclass(frozen=True)
 class JobOptions:
-    """Everything a grading slot needs besides the file; picklable (sent to Ray actors)."""
+    """Everything a grading slot needs besides the submission; picklable (sent to Ray actors)."""
 
-    rubric: Rubric
-    episodes: int | None
-    video: bool
+    rubric: Rubric  # materialised: needs no other file
+    options: Options
     probe_states: np.ndarray | None
 
 
@@ -97,89 +87,59 @@ class JobOptions:
 class Job:
     attempt_id: int
     student: str
-    kind: str
-    rel: str
-    sha256: str
-    path: Path
+    label: str
+    digest: str
+    bundle: Bundle
 
 
-def read_capped(path: Path, kind: str) -> bytes:
-    from grader.grading import read_capped as read
+def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path) -> Outcome:
+    """Grade one submission into ``workdir/report`` (local slots and Ray actors alike).
 
-    return read(path, MAX_FILE_BYTES if kind == "model" else MAX_NOTEBOOK_BYTES)
-
-
-def run_job(name: str, data: bytes, *, kind: str, rel: str, opts: JobOptions, engine: Any, workdir: Path
-            ) -> tuple[GradeResult, np.ndarray | None]:
-    """Grade one submission's bytes (staged as ``workdir/src/name``) into ``workdir/report``.
-
-    Never raises: a grader failure becomes a result with status ``error``. Returns the result and,
-    for a graded model, its actions on the probe states (duplicate detection)."""
+    Returns the outcome with, for a played model, its actions on the probe states (duplicates)."""
     from grader.engine import EngineFailure
-    from grader.grading import grade
+    from grader.pipeline import grade_submission
 
-    src = workdir / "src"
-    report_dir = workdir / "report"
-    src.mkdir(parents=True, exist_ok=True)
-    staged = src / name
-    staged.write_bytes(data)
+    report = workdir / "report"
+    result = grade_submission(sub, rubric=opts.rubric, options=opts.options, out=report, engine=engine)
     actions = None
-    try:
-        result = grade(staged, task=opts.rubric.task, rubric=opts.rubric, episodes=opts.episodes, out=report_dir,
-                       workers=1, video=opts.video, report=True, engine=engine, display_name=rel)
-        if kind == "notebook":
-            result.submission = rel
-        if kind == "model" and result.status == "graded" and opts.probe_states is not None and engine is not None:
-            try:
-                actions = np.asarray(engine.actions(opts.probe_states), dtype=np.uint8)
-            except EngineFailure as exc:
-                result.warnings.append(f"duplicate check: the model failed on the probe states ({exc})")
-    except Exception as exc:  # noqa: BLE001 - a grader bug or a missing optional part: this row only
-        detail = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, ImportError) and kind == "notebook":
-            detail = f"notebook grading is not available in this installation ({exc})"
-        result = GradeResult(submission=rel, task=opts.rubric.task, status="error",
-                             error=f"internal grader error ({detail})")
-        if os.environ.get("GRADER_DEBUG"):
-            result.warnings.append(traceback.format_exc()[-2000:])
-    finally:
-        staged.unlink(missing_ok=True)
-    return result, actions
+    if result.status == "graded" and result.summary is not None and opts.probe_states is not None and engine is not None:
+        try:
+            actions = np.asarray(engine.actions(opts.probe_states), dtype=np.uint8)
+        except EngineFailure as exc:
+            result.warnings.append(f"duplicate check: the model failed on the probe states ({exc})")
+    return Outcome(result=result, report_dir=report, actions=actions)
 
 
 # --- the runner ------------------------------------------------------------------------------------
-@dataclass
-class Outcome:
-    attempt: Attempt
-    reused: bool
-
-
 @dataclass
 class BatchRun:
     class_dir: Path
     out: Path
     rubric: Rubric
     roster: Roster | None = None
-    workers: int = max(1, os.cpu_count() or 1)
+    workers: int = DEFAULT_BATCH_SLOTS
     force: bool = False
     retry_errors: bool = False
     video: bool = True
     episodes: int | None = None
     backend: str = "local"
     address: str | None = None
-    reference_dir: Path | None = DEFAULT_REFERENCE_DIR
+    layout: str = "auto"
+    reference_dir: Path | None = field(default_factory=reference_models_dir)
     behaviour_threshold: float = 0.95
     show_progress: bool = True
+    roster_file: Path | None = None  # an LMS worksheet / gradebook: grades are also written in its format
     log: Any = None  # callable(str) for per-submission lines; default: print to stderr
 
     # filled in by run()
     folder: ClassFolder | None = None
     key: RubricKey | None = None
     gradebook: Gradebook | None = None
-    attempts: dict[Entry, Attempt] = field(default_factory=dict)
+    attempts: dict[str, Attempt] = field(default_factory=dict)  # student -> attempt
+    bundles: dict[str, Bundle] = field(default_factory=dict)
     failures: int = 0
     interrupted: bool = False
-    probe_states: np.ndarray | None = None  # the duplicate-detection probe set (models only)
+    probe_states: np.ndarray | None = None  # the duplicate-detection probe set
     probe_id: str = ""
     elapsed: float = 0.0
     summary: dict = field(default_factory=dict)  # set by the exports
@@ -193,7 +153,9 @@ class BatchRun:
         return self.out / "reports"
 
     def _say(self, text: str) -> None:
-        (self.log or (lambda s: print(s, file=sys.stderr, flush=True)))(text)
+        from grader.textsafe import clean_text
+
+        (self.log or (lambda s: print(s, file=sys.stderr, flush=True)))(clean_text(text))
 
     def _cleanup_temp(self) -> None:
         if self.reports_dir.is_dir():
@@ -208,38 +170,33 @@ class BatchRun:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.close()
-            raise RuntimeError(f"another `grade batch` is writing to {self.out}; wait for it or use another --out")
+            raise SetupError(f"another `grade batch` is writing to {self.out}; wait for it or use another --out")
         return f
 
     def prepare(self) -> list[Job]:
-        """Scan, enqueue every current file, return the jobs still to grade."""
-        self.folder = scan_class(self.class_dir, exclude=self.out)
+        """Scan, enqueue every student's bundle, return the jobs still to grade."""
+        self.folder = scan_class(self.class_dir, exclude=self.out, layout=self.layout)
         self.key = rubric_key(self.rubric, self.episodes)
         self.gradebook = Gradebook(self.out / "gradebook.sqlite")
         self._cleanup_temp()
         self.gradebook.requeue_running()  # left by a killed run (we hold the folder's lock)
         jobs: list[Job] = []
-        for entry in list(self.folder.entries):
-            try:
-                data = read_capped(entry.path, entry.kind)
-            except OSError as exc:
-                self.folder.problems.append(Problem(entry.rel, f"cannot read it ({exc.strerror})"))
-                self.folder.entries.remove(entry)
-                continue
-            sha = hashlib.sha256(data).hexdigest()
-            aid = self.gradebook.enqueue(entry.student, entry.rel, sha, self.key, force=self.force)
+        for bundle in self.folder.bundles:
+            digest = read_bundle(bundle).digest()
+            aid = self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=self.force)
             attempt = self.gradebook.get(aid)
             if attempt.status == "error" and self.retry_errors:
-                self.gradebook.enqueue(entry.student, entry.rel, sha, self.key, force=True)
+                self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=True)
                 attempt = self.gradebook.get(aid)
-            self.attempts[entry] = attempt
+            self.attempts[bundle.student] = attempt
+            self.bundles[bundle.student] = bundle
             if attempt.status == "queued":
-                jobs.append(Job(aid, entry.student, entry.kind, entry.rel, sha, entry.path))
+                jobs.append(Job(aid, bundle.student, bundle.label, digest, bundle))
         return jobs
 
     def job_options(self, probe_states: np.ndarray | None) -> JobOptions:
-        return JobOptions(rubric=materialize(self.rubric), episodes=self.episodes, video=self.video,
-                          probe_states=probe_states)
+        options = Options(episodes=self.episodes, video=self.video, report=True, workers=1)
+        return JobOptions(rubric=self.rubric, options=options, probe_states=probe_states)
 
     # -- per submission -------------------------------------------------------------------------
     def new_workdir(self, attempt_id: int) -> Path:
@@ -249,20 +206,29 @@ class BatchRun:
         return d
 
     def final_dir(self, job: Job) -> Path:
-        return self.reports_dir / job.student / f"{job.kind}-{job.sha256[:12]}"
+        return self.reports_dir / job.student / f"{job.digest[:12]}"
 
-    def finalize(self, job: Job, result: GradeResult, actions: np.ndarray | None, workdir: Path, wall_s: float,
-                 weights: str | None, probe_id: str) -> None:
-        """Complete the report folder, move it into place, then finish the gradebook row."""
-        from grader.duplicates import extra_for
+    def read_job(self, job: Job) -> tuple[Submission | None, str]:
+        """The bundle's bytes now; None and why when they changed since the run started."""
+        sub = read_bundle(job.bundle)
+        if sub.digest() != job.digest:
+            return None, "the files changed while the class was being graded; run `grade batch` again"
+        return sub, ""
+
+    def record(self, job: Job, outcome: Outcome) -> None:
+        """Driver side of a finished grading (every backend): complete the report folder, move it
+        into place, then finish the gradebook row in one transaction."""
+        from grader.duplicates import extra_for, weights_fingerprint
         from grader.exports import write_gradescope
+        from grader.fsutil import atomic_write
 
-        report_dir = workdir / "report"
+        result = outcome.result
+        report_dir = outcome.report_dir
+        if report_dir is None:
+            report_dir = self.new_workdir(job.attempt_id) / "report"
         report_dir.mkdir(parents=True, exist_ok=True)
         write_gradescope(result, report_dir / "results.json")
-        tmp = report_dir / ".result.json.part"
-        tmp.write_text(result.to_json())
-        os.replace(tmp, report_dir / "result.json")  # last: a folder with result.json is complete
+        atomic_write(report_dir / "result.json", result.to_json())  # last: a folder with result.json is complete
         final = self.final_dir(job)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
@@ -270,17 +236,20 @@ class BatchRun:
             os.rename(final, trash)
             shutil.rmtree(trash, ignore_errors=True)
         os.rename(report_dir, final)
-        self.gradebook.finish(job.attempt_id, result, final, extra=extra_for(weights, actions, probe_id), wall_s=wall_s)
-        shutil.rmtree(workdir, ignore_errors=True)
+        weights = None
+        if job.bundle.model is not None and result.status == "graded":
+            sub, _ = self.read_job(job)
+            weights = weights_fingerprint(sub.model.data) if sub is not None and sub.model is not None else None
+        self.gradebook.finish(job.attempt_id, result, final, extra=extra_for(weights, outcome.actions, self.probe_id),
+                              wall_s=outcome.wall_s)
+        if report_dir.parent.name.startswith(".tmp-"):
+            shutil.rmtree(report_dir.parent, ignore_errors=True)
+        if result.status != "graded":
+            self.failures += 1
+        from grader.scoring import fmt_points
 
-    def check_bytes(self, job: Job) -> tuple[bytes | None, str]:
-        try:
-            data = read_capped(job.path, job.kind)
-        except OSError as exc:
-            return None, f"cannot read the file any more ({exc.strerror})"
-        if hashlib.sha256(data).hexdigest() != job.sha256:
-            return None, "the file changed while the class was being graded; run `grade batch` again"
-        return data, ""
+        detail = fmt_points(result.score, result.max_score) if result.status == "graded" else (result.error or "")[:100]
+        self.bar.advance(self.failures, f"{job.label}: {result.status} {detail} ({outcome.wall_s:.1f} s)")
 
     # -- the whole run ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -291,20 +260,28 @@ class BatchRun:
             jobs = self.prepare()
             total = len(self.attempts)
             reused = total - len(jobs)
-            has_models = any(e.kind == "model" for e in self.attempts)
+            has_models = bool(self.attempts)
             self.probe_states, self.probe_id = probe_set(self.rubric.task) if has_models else (None, "")
             opts = self.job_options(self.probe_states)
-            self._say(f"{total} submission files from {len(self.folder.students)} students in {self.class_dir}"
-                      f" ({reused} already graded, {len(jobs)} to grade; {len(self.folder.problems)} layout problems)")
+            self._say(f"{total} submissions from {len(self.folder.students)} students in {self.class_dir}"
+                      f" ({self.folder.layout} layout; {reused} already graded, {len(jobs)} to grade; "
+                      f"{len(self.folder.problems)} layout problems)")
             t0 = time.perf_counter()
             with _Bar(total, reused, enabled=self.show_progress) as bar:
                 self.bar = bar
                 if self.backend == "ray":
-                    from grader.batch_ray import run_ray
+                    from grader.batch_ray import ray_graders
 
-                    run_ray(self, jobs, opts)
+                    graders = ray_graders(self, opts, n=min(self.workers, len(jobs)))
                 else:
-                    self._run_local(jobs, opts)
+                    graders = [_LocalGrader(self, opts, engine) for engine in _spawn_engines(min(self.workers, len(jobs)))]
+                try:
+                    self._run_slots(jobs, graders)
+                finally:
+                    if self.backend == "ray":
+                        from grader.batch_ray import shutdown
+
+                        shutdown()
             self.elapsed = time.perf_counter() - t0
             if self.interrupted:
                 self._say("interrupted: finished rows are saved; run the same command again to continue")
@@ -318,65 +295,21 @@ class BatchRun:
                 self.gradebook.close()
             lock.close()
 
-    def record(self, job: Job, result: GradeResult, actions, workdir: Path, wall_s: float) -> None:
-        """Driver side of a finished grading (both backends): finalize and report progress."""
-        from grader.duplicates import weights_fingerprint
-
-        weights = None
-        if job.kind == "model":
-            try:
-                weights = weights_fingerprint(read_capped(job.path, job.kind))
-            except OSError:
-                weights = None
-        self.finalize(job, result, actions, workdir, wall_s, weights, self.probe_id)
-        if result.status != "graded":
-            self.failures += 1
-        score = f"{result.score:g}/{result.max_score:g}" if result.status == "graded" else (result.error or "")[:100]
-        self.bar.advance(self.failures, f"{job.rel}: {result.status} {score} ({wall_s:.1f} s)")
-
-    def _run_local(self, jobs: list[Job], opts: JobOptions) -> None:
-        todo: queue.Queue[Job] = queue.Queue()
-        for j in jobs:
-            todo.put(j)
-        n = max(1, min(self.workers, len(jobs)))
+    def _run_slots(self, jobs: list[Job], graders: list) -> None:
+        """One thread per grader, each running the shared claim -> grade -> record loop."""
+        source = _QueueSource(self, jobs)
         host = f"{socket.gethostname()}:{os.getpid()}"
         errors: list[BaseException] = []
 
-        engines = _spawn_engines(n) if any(j.kind == "model" for j in jobs) else [None] * n
-
-        def slot(i: int) -> None:
-            from grader.engine import Engine
-
-            engine = engines[i]
+        def slot(i: int, grader) -> None:
             try:
-                while not self._stop.is_set():
-                    try:
-                        job = todo.get_nowait()
-                    except queue.Empty:
-                        return
-                    if self.gradebook.claim(job.attempt_id, worker=f"{host}:slot{i}") is None:
-                        continue
-                    t = time.perf_counter()
-                    workdir = self.new_workdir(job.attempt_id)
-                    data, problem = self.check_bytes(job)
-                    if data is None:
-                        result, actions = GradeResult(submission=job.rel, task=self.rubric.task, status="error", error=problem), None
-                    else:
-                        if engine is None and job.kind == "model":
-                            engine = Engine(1)
-                        result, actions = run_job(job.path.name, data, kind=job.kind, rel=job.rel, opts=opts,
-                                                  engine=engine, workdir=workdir)
-                    if self._stop.is_set():
-                        return  # interrupted mid-grading: leave the row running, it is requeued next time
-                    self.record(job, result, actions, workdir, time.perf_counter() - t)
+                serve(source, grader, stop=self._stop, name=f"{host}:slot{i}", task=self.rubric.task)
             except BaseException as exc:  # noqa: BLE001 - surfaced by the main thread
                 errors.append(exc)
                 self._stop.set()
-            finally:
-                if engine is not None:
-                    engine.close()
 
-        threads = [threading.Thread(target=slot, args=(i,), name=f"grading-slot-{i}", daemon=True) for i in range(n)]
+        threads = [threading.Thread(target=slot, args=(i, g), name=f"grading-slot-{i}", daemon=True)
+                   for i, g in enumerate(graders)]
         previous = None
         if threading.current_thread() is threading.main_thread():
             def on_sigint(signum, frame):  # stop first, so that no slot records a grading the Ctrl-C broke
@@ -400,6 +333,51 @@ class BatchRun:
                 signal.signal(signal.SIGINT, previous)
         if errors:
             raise errors[0]
+
+
+class _QueueSource:
+    """Jobs of one batch run: claimed in the gradebook, recorded by the run."""
+
+    def __init__(self, run: BatchRun, jobs: list[Job]):
+        self.run = run
+        self.todo: queue.Queue[Job] = queue.Queue()
+        for j in jobs:
+            self.todo.put(j)
+
+    def claim(self, slot: str) -> Job | None:
+        while True:
+            try:
+                job = self.todo.get_nowait()
+            except queue.Empty:
+                return None
+            if self.run.gradebook.claim(job.attempt_id, worker=slot) is not None:
+                return job
+
+    def idle(self) -> bool:
+        return False  # a batch knows all its jobs up front
+
+    def record(self, job: Job, outcome: Outcome) -> None:
+        self.run.record(job, outcome)
+
+
+class _LocalGrader:
+    """A local slot: grades in this process's thread, the model in the slot's persistent engine."""
+
+    def __init__(self, run: BatchRun, opts: JobOptions, engine: Any):
+        self.run, self.opts, self.engine = run, opts, engine
+
+    def grade(self, job: Job) -> Outcome:
+        t = time.perf_counter()
+        sub, problem = self.run.read_job(job)
+        if sub is None:
+            return Outcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
+        outcome = grade_job(sub, self.opts, engine=self.engine, workdir=self.run.new_workdir(job.attempt_id))
+        outcome.wall_s = time.perf_counter() - t
+        return outcome
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
 
 
 def _spawn_engines(n: int) -> list:
@@ -456,12 +434,15 @@ class _Bar:
 
 # --- command line --------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("class_dir", type=Path, help="folder with one sub-folder or file per student")
+    p.add_argument("class_dir", type=Path, help="folder with one sub-folder or file per student (or an LMS download)")
     p.add_argument("--rubric", type=Path, required=True, help="rubric TOML, e.g. rubrics/lunarlander.toml")
-    p.add_argument("--roster", type=Path, help="CSV of id,name,email (header optional)")
+    p.add_argument("--roster", type=Path, help="roster: id,name,email CSV, Moodle's grading worksheet or Canvas's "
+                                               "gradebook export (grades are written back in its format too)")
+    p.add_argument("--lms", choices=("auto", "plain", "moodle", "canvas"), default="auto",
+                   help="layout of CLASS_DIR: plain ids, Moodle's or Canvas's download names (default: detected)")
     p.add_argument("--out", type=Path, help="output folder (default: CLASS_DIR.grading beside it)")
-    p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
-                   help="submissions graded at once (default: all cores)")
+    p.add_argument("--workers", type=int, default=DEFAULT_BATCH_SLOTS,
+                   help=f"submissions graded at once (default: {DEFAULT_BATCH_SLOTS}, the cores)")
     p.add_argument("--force", action="store_true", help="regrade submissions already in the gradebook")
     p.add_argument("--retry-errors", action="store_true",
                    help="regrade only the submissions whose last grading was a grader error (status error)")
@@ -469,15 +450,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster address HOST:PORT (with --backend ray)")
     p.add_argument("--no-video", action="store_true", help="skip the MP4 videos")
     p.add_argument("--episodes", type=int, help="override the rubric's number of episodes (a separate gradebook key)")
-    p.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE_DIR,
-                   help="folder of reference models compared for duplicates (default reference/models)")
+    p.add_argument("--reference", type=Path, default=reference_models_dir(),
+                   help="folder of reference models compared for duplicates (default: the shipped ones)")
     p.add_argument("--behaviour-threshold", type=float, default=0.95,
                    help="flag two policies whose actions agree on at least this fraction of the probe states (default 0.95)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader import console
+    from grader import console, lms
 
     if not args.class_dir.is_dir():
         console.fail(f"no such folder: {args.class_dir}")
@@ -488,26 +469,26 @@ def run(args: argparse.Namespace) -> int:
     if not 0.5 <= args.behaviour_threshold <= 1.0:
         console.fail("--behaviour-threshold must be between 0.5 and 1")
         return EXIT_ERROR
-    try:
-        rubric = load_rubric(args.rubric)
-        materialize(rubric)  # fail now on a bad baselines/seeds file, not in every row
-        roster = read_roster(args.roster) if args.roster else None
-    except (RubricError, RosterError) as exc:
-        console.fail(str(exc))
-        return EXIT_ERROR
     if args.backend == "ray" and not args.address:
         console.fail("--backend ray needs --address HOST:PORT of the Ray head")
         return EXIT_ERROR
+    rubric = load_rubric(args.rubric)  # validated as a whole, seeds and baselines read: before any submission
+    if args.episodes is not None and args.episodes > len(rubric.all_grading_seeds()):
+        raise SetupError(f"--episodes {args.episodes}: rubric {rubric.id!r} has only {len(rubric.all_grading_seeds())} grading seeds")
+    roster = None
+    if args.roster:
+        from grader.classdir import read_roster
+
+        kind, students = lms.read_lms_roster(args.roster)
+        roster = read_roster(args.roster) if kind == "generic" else lms.to_roster(students)
     out = args.out or args.class_dir.resolve().with_name(args.class_dir.resolve().name + ".grading")
     runner = BatchRun(class_dir=args.class_dir, out=out, rubric=rubric, roster=roster, workers=args.workers,
-                      force=args.force, retry_errors=args.retry_errors, video=not args.no_video, episodes=args.episodes, backend=args.backend,
-                      address=args.address, reference_dir=args.reference, behaviour_threshold=args.behaviour_threshold,
-                      show_progress=not args.no_progress)
+                      force=args.force, retry_errors=args.retry_errors, video=not args.no_video, episodes=args.episodes,
+                      backend=args.backend, address=args.address, layout=args.lms, reference_dir=args.reference,
+                      behaviour_threshold=args.behaviour_threshold, show_progress=not args.no_progress,
+                      roster_file=args.roster)
     try:
         code = runner.run()
-    except RuntimeError as exc:
-        console.fail(str(exc))
-        return EXIT_ERROR
     except KeyboardInterrupt:
         console.fail("interrupted: finished rows are saved; run the same command again to continue")
         return EXIT_INTERRUPTED

@@ -124,10 +124,21 @@ def _listing(folder: Path) -> list[str]:
 def bundle_folder(folder: Path, student: str, *, label: str | None = None) -> tuple[Bundle, list[str]]:
     """One student's folder: its model, notebook and weights. Returns the bundle and the problems
     (several models with none named model.onnx, several notebooks, links, ...)."""
+    return bundle_files(folder, student, _listing(folder), label=label, label_prefix=f"{folder.name}/")
+
+
+def bundle_files(folder: Path, student: str, names: list[str], *, label: str | None = None,
+                 label_prefix: str = "", display: dict[str, str] | None = None) -> tuple[Bundle, list[str]]:
+    """The named files of ``folder``, all one student's (a folder, or an LMS's prefixed files).
+
+    ``display`` maps a file name to the name the student gave it (an LMS prefixes its own); the
+    model may then be the one displayed as ``model.onnx``.
+    """
+    display = display or {}
     by_kind: dict[str, list[str]] = {"model": [], "notebook": [], "weights": [], "sidecar": []}
     problems: list[str] = []
-    for name in _listing(folder):
-        kind = kind_of(name)
+    for name in names:
+        kind = kind_of(display.get(name, name))
         if kind is None:
             continue
         if not _regular(folder / name):
@@ -137,8 +148,9 @@ def bundle_folder(folder: Path, student: str, *, label: str | None = None) -> tu
     problems += _case_duplicates(by_kind)
     model = None
     models = by_kind["model"]
-    if MODEL_NAME in models:
-        model = MODEL_NAME
+    named = [m for m in models if display.get(m, m) == MODEL_NAME]
+    if named:
+        model = named[0]
     elif len(models) == 1:
         model = models[0]
     elif models:
@@ -150,7 +162,7 @@ def bundle_folder(folder: Path, student: str, *, label: str | None = None) -> tu
     weights = by_kind["weights"][:MAX_WEIGHTS]
     notes = [f"{w}: more than {MAX_WEIGHTS} weight files; not used" for w in by_kind["weights"][MAX_WEIGHTS:]]
     taken = [n for n in (notebook, model) if n]
-    bundle = Bundle(student=student, label=label or f"{folder.name}/ ({', '.join(taken) or 'nothing to grade'})",
+    bundle = Bundle(student=student, label=label or f"{label_prefix}{' + '.join(taken) or 'nothing to grade'}",
                     model=folder / model if model else None, notebook=folder / notebook if notebook else None,
                     weights=tuple(folder / w for w in weights), notes=tuple(notes))
     return bundle, problems
@@ -175,24 +187,10 @@ def _case_duplicates(by_kind: dict[str, list[str]]) -> list[str]:
 def bundle_stem(folder: Path, stem: str, *, names: list[str] | None = None) -> tuple[Bundle, list[str]]:
     """The files of ``folder`` whose stem is exactly ``stem`` (a flat class folder, or ``grade FILE``)."""
     names = _listing(folder) if names is None else names
-    by_kind: dict[str, list[str]] = {"model": [], "notebook": [], "weights": [], "sidecar": []}
-    problems: list[str] = []
-    for name in names:
-        kind = kind_of(name)
-        if kind is None or stem_of(name) != stem:
-            continue
-        if not _regular(folder / name):
-            problems.append(f"{name}: not a regular file (a link, a folder or a device); not graded")
-            continue
-        by_kind[kind].append(name)
-    problems += _case_duplicates(by_kind)
-    model = by_kind["model"][0] if by_kind["model"] else None
-    notebook = by_kind["notebook"][0] if by_kind["notebook"] else None
-    weights = by_kind["weights"][:MAX_WEIGHTS]
-    taken = [n for n in (notebook, model) if n]
-    bundle = Bundle(student=stem, label=" + ".join(taken) or stem,
-                    model=folder / model if model else None, notebook=folder / notebook if notebook else None,
-                    weights=tuple(folder / w for w in weights))
+    mine = [n for n in names if kind_of(n) is not None and stem_of(n) == stem]
+    bundle, problems = bundle_files(folder, stem, mine)
+    if not bundle.label or bundle.label == "nothing to grade":
+        bundle = Bundle(**{**bundle.__dict__, "label": stem})
     return bundle, problems
 
 

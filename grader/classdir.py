@@ -1,16 +1,21 @@
-"""Reading a class folder and a roster: which student handed in which file, and what does not fit.
+"""Reading a class folder and a roster: which student handed in which files, and what does not fit.
 
-Layout (either, or mixed):
+Layouts (detected, or named with ``--lms``):
 
-* one folder per student: ``CLASS_DIR/<student_id>/`` holding ``model.onnx`` (or exactly one
-  ``*.onnx``), a notebook ``*.ipynb`` (exactly one), or both;
-* flat files: ``CLASS_DIR/<student_id>.onnx`` and/or ``CLASS_DIR/<student_id>.ipynb``.
+* ``plain``: one folder per student (``CLASS_DIR/<student_id>/`` holding a model, a notebook,
+  weights) or flat files (``CLASS_DIR/<student_id>.onnx``, ``.ipynb``, ``.pt``), or both;
+* ``moodle``: Moodle's "Download all submissions" (``Full Name_1234567_assignsubmission_file_/``
+  folders, or flat files with that prefix); the student is ``moodle-<participant id>``;
+* ``canvas``: Canvas's download names (``lastfirst_1234_567_model.onnx``, ``_LATE_`` for late
+  work); the student is ``canvas-<user id>``.
 
-Student ids are untrusted: they must match :data:`STUDENT_ID_RE`, not start with a dot and not
-contain ``..``; only validated ids are ever used in output paths. A symlink whose target lies
-outside the class folder is refused, and so is anything that is not a regular file (a FIFO would
-hang a reader). Whatever does not fit the layout becomes a :class:`Problem` with the reason; nothing
-is skipped silently.
+Each student's files become one :class:`~grader.bundle.Bundle` by the one rule of
+:mod:`grader.bundle` (a folder is one student's; flat files go with their stem). Student ids are
+untrusted: they must match :data:`STUDENT_ID_RE`, not start with a dot and not contain ``..``;
+only validated ids are ever used in output paths. Links are refused (a link could lead out of
+the class folder, or make one folder count for two students), and so is anything that is not a
+regular file (a FIFO would hang a reader). Whatever does not fit becomes a :class:`Problem` with
+the reason; nothing is skipped silently.
 """
 
 from __future__ import annotations
@@ -22,23 +27,16 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.bundle import Bundle, bundle_files, bundle_folder, bundle_stem, kind_of, stem_of
+from grader.errors import SetupError
+
 STUDENT_ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-KINDS = {".onnx": "model", ".ipynb": "notebook"}
-MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
+LAYOUTS = ("auto", "plain", "moodle", "canvas")
 
 
 def valid_student_id(sid: str) -> bool:
+    """The one rule for student ids, shared by the batch grader, the rosters and the site."""
     return bool(STUDENT_ID_RE.fullmatch(sid)) and ".." not in sid and not sid.startswith(".")
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One file to grade."""
-
-    student: str
-    kind: str  # model | notebook
-    path: Path  # resolved, inside the class folder
-    rel: str  # as found, relative to the class folder (display name, gradebook ``file``)
 
 
 @dataclass(frozen=True)
@@ -53,133 +51,122 @@ class Problem:
 @dataclass
 class ClassFolder:
     root: Path
-    entries: list[Entry] = field(default_factory=list)
+    layout: str = "plain"
+    bundles: list[Bundle] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # student -> name the LMS gave (display)
 
     @property
     def students(self) -> list[str]:
-        return sorted({e.student for e in self.entries})
-
-    def by_student(self) -> dict[str, list[Entry]]:
-        out: dict[str, list[Entry]] = {}
-        for e in self.entries:
-            out.setdefault(e.student, []).append(e)
-        return out
+        return sorted({b.student for b in self.bundles})
 
 
-def _inside(path: Path, root: Path) -> bool:
+def _is_link_or_odd(p: Path) -> str:
     try:
-        path.relative_to(root)
-        return True
-    except ValueError:
-        return False
-
-
-def _check_file(p: Path, root: Path, rel: str) -> tuple[Path | None, str]:
-    """(resolved path, "") for a regular file inside ``root``; (None, reason) otherwise."""
-    try:
-        real = Path(os.path.realpath(p))
-    except OSError as exc:  # a symlink loop
-        return None, f"cannot resolve the path ({exc.strerror})"
-    if p.is_symlink() and not _inside(real, root):
-        return None, "a symlink pointing outside the class folder (refused)"
-    if not _inside(real, root):
-        return None, "resolves outside the class folder (refused)"
-    try:
-        st = os.stat(real)
+        st = os.lstat(p)
     except OSError as exc:
-        return None, f"cannot read it ({exc.strerror})"
-    if not stat.S_ISREG(st.st_mode):
-        return None, "not a regular file"
-    return real, ""
+        return f"cannot read it ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "a symbolic link (refused: hand in the files themselves)"
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+        return "not a regular file or folder"
+    return ""
 
 
-def scan_class(class_dir: str | Path, *, exclude: Path | None = None) -> ClassFolder:
-    """Find every submission in ``class_dir``; ``exclude`` is a folder to leave out (the output)."""
+def scan_class(class_dir: str | Path, *, exclude: Path | None = None, layout: str = "auto") -> ClassFolder:
+    """Find every student's bundle in ``class_dir``; ``exclude`` is a folder to leave out (the output)."""
+    from grader import lms
+
+    if layout not in LAYOUTS:
+        raise SetupError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     root = Path(os.path.realpath(class_dir))
-    cf = ClassFolder(root=root)
     excluded = Path(os.path.realpath(exclude)) if exclude is not None else None
-    folder_students: set[str] = set()
-    flat: list[tuple[str, str, Path, str]] = []
+    entries = []
+    cf = ClassFolder(root=root)
     for item in sorted(os.scandir(root), key=lambda d: d.name):
-        name, p = item.name, Path(item.path)
-        if excluded is not None and Path(os.path.realpath(p)) == excluded:
+        if excluded is not None and Path(os.path.realpath(item.path)) == excluded:
             continue  # the output folder itself (documented)
-        if name.startswith("."):
-            cf.problems.append(Problem(name, "hidden entry, ignored"))
+        if item.name.startswith("."):
+            cf.problems.append(Problem(item.name, "hidden entry, ignored"))
             continue
-        if item.is_symlink():
-            real = Path(os.path.realpath(p))
-            if not _inside(real, root):
-                cf.problems.append(Problem(name, "a symlink pointing outside the class folder (refused)"))
-                continue
-        if item.is_dir():
+        odd = _is_link_or_odd(Path(item.path))
+        if odd:
+            cf.problems.append(Problem(item.name, odd))
+            continue
+        entries.append((item.name, item.is_dir(follow_symlinks=False)))
+    cf.layout = lms.detect_layout(n for n, _ in entries) if layout == "auto" else layout
+    if cf.layout == "plain":
+        _scan_plain(cf, entries)
+    else:
+        _scan_lms(cf, entries)
+    cf.bundles.sort(key=lambda b: b.student)
+    return cf
+
+
+def _scan_plain(cf: ClassFolder, entries: list[tuple[str, bool]]) -> None:
+    folders: set[str] = set()
+    stems: dict[str, list[str]] = {}
+    for name, is_dir in entries:
+        if is_dir:
             if not valid_student_id(name):
                 cf.problems.append(Problem(name + "/", "folder name is not a valid student id "
                                            "(letters, digits, _ . @ -, at most 64 characters, no '..')"))
                 continue
-            found = _scan_student_folder(root, p, name, cf)
-            if found:
-                folder_students.add(name)
+            bundle, problems = bundle_folder(cf.root / name, name)
+            _add(cf, bundle, problems, prefix=f"{name}/")
+            folders.add(name)
             continue
-        stem, suffix = os.path.splitext(name)
-        kind = KINDS.get(suffix.lower())
-        if kind is None:
-            cf.problems.append(Problem(name, "not a student folder, a .onnx or a .ipynb file"))
+        if kind_of(name) is None:
+            cf.problems.append(Problem(name, "not a student folder, nor a .onnx, .ipynb or .pt file"))
             continue
+        stem = stem_of(name)
         if not valid_student_id(stem):
-            cf.problems.append(Problem(name, "file name is not <student_id>.onnx / <student_id>.ipynb with a valid id"))
+            cf.problems.append(Problem(name, "file name is not <student_id>.onnx / .ipynb / .pt with a valid id"))
             continue
-        real, reason = _check_file(p, root, name)
-        if real is None:
-            cf.problems.append(Problem(name, reason, stem))
+        stems.setdefault(stem, []).append(name)
+    for stem, names in sorted(stems.items()):
+        if stem in folders:
+            cf.problems += [Problem(n, f"student {stem} also has a folder; the folder's files are graded", stem) for n in names]
             continue
-        flat.append((stem, kind, real, name))
-    for stem, kind, real, name in flat:
-        if stem in folder_students:
-            cf.problems.append(Problem(name, f"student {stem} also has a folder; the folder's files are graded", stem))
-            continue
-        cf.entries.append(Entry(stem, kind, real, name))
-    cf.entries.sort(key=lambda e: (e.student, e.kind))
-    return cf
+        bundle, problems = bundle_stem(cf.root, stem, names=names)
+        _add(cf, bundle, problems, prefix="")
 
 
-def _scan_student_folder(root: Path, folder: Path, student: str, cf: ClassFolder) -> bool:
-    rel_dir = folder.name
-    files: dict[str, list[tuple[str, Path]]] = {"model": [], "notebook": []}
-    try:
-        items = sorted(os.scandir(folder), key=lambda d: d.name)
-    except OSError as exc:
-        cf.problems.append(Problem(rel_dir + "/", f"cannot list the folder ({exc.strerror})", student))
-        return False
-    for item in items:
-        kind = KINDS.get(os.path.splitext(item.name)[1].lower())
-        if kind is None or item.name.startswith("."):
-            continue  # other files in a student's folder are not graded
-        rel = f"{rel_dir}/{item.name}"
-        real, reason = _check_file(Path(item.path), root, rel)
-        if real is None:
-            cf.problems.append(Problem(rel, reason, student))
+def _add(cf: ClassFolder, bundle: Bundle, problems: list[str], *, prefix: str) -> None:
+    for text in problems:
+        name, _, reason = text.partition(": ")
+        cf.problems.append(Problem(prefix + name if reason else prefix.rstrip("/") + "/", reason or text, bundle.student))
+    if bundle.empty:
+        if not problems:
+            cf.problems.append(Problem(prefix or bundle.student, "no model (.onnx) or notebook (.ipynb) to grade",
+                                       bundle.student))
+        return
+    cf.bundles.append(bundle)
+
+
+def _scan_lms(cf: ClassFolder, entries: list[tuple[str, bool]]) -> None:
+    from grader import lms
+
+    flat: dict[str, list[tuple[str, str]]] = {}
+    for name, is_dir in entries:
+        entry = lms.parse_entry(name, cf.layout, is_dir=is_dir)
+        if entry is None:
+            cf.problems.append(Problem(name, f"not a {cf.layout} submission name (expected e.g. "
+                                       + ("'Full Name_1234567_assignsubmission_file_/'" if cf.layout == "moodle"
+                                          else "'lastfirst_1234_567_model.onnx'") + ")"))
             continue
-        files[kind].append((rel, real))
-    found = False
-    models = files["model"]
-    if len(models) == 1 or any(r.endswith("/model.onnx") for r, _ in models):
-        rel, real = next(((r, p) for r, p in models if r.endswith("/model.onnx")), models[0])
-        cf.entries.append(Entry(student, "model", real, rel))
-        found = True
-    elif len(models) > 1:
-        cf.problems.append(Problem(rel_dir + "/", f"{len(models)} .onnx files and none is named model.onnx; "
-                                   "which one to grade is unclear", student))
-    notebooks = files["notebook"]
-    if len(notebooks) == 1:
-        cf.entries.append(Entry(student, "notebook", notebooks[0][1], notebooks[0][0]))
-        found = True
-    elif len(notebooks) > 1:
-        cf.problems.append(Problem(rel_dir + "/", f"{len(notebooks)} notebooks; hand in exactly one .ipynb", student))
-    if not found and not any(p.entry.startswith(rel_dir + "/") for p in cf.problems):
-        cf.problems.append(Problem(rel_dir + "/", "no model.onnx, *.onnx or *.ipynb in the folder", student))
-    return found
+        cf.names.setdefault(entry.student_key, entry.display_name)
+        if entry.is_folder:
+            bundle, problems = bundle_folder(cf.root / name, entry.student_key, label=None)
+            _add(cf, bundle, problems, prefix=f"{name}/")
+        else:
+            flat.setdefault(entry.student_key, []).append((name, entry.canonical_file_name or name))
+    for key, files in sorted(flat.items()):
+        if any(b.student == key for b in cf.bundles):
+            cf.problems += [Problem(n, f"student {key} also has a folder; the folder's files are graded", key) for n, _ in files]
+            continue
+        bundle, problems = bundle_files(cf.root, key, [n for n, _ in files], display=dict(files))
+        _add(cf, bundle, problems, prefix="")
 
 
 # --- roster --------------------------------------------------------------------------------------
@@ -202,8 +189,8 @@ class Roster:
         return next((s for s in self.students if s.id == sid), None)
 
 
-class RosterError(ValueError):
-    pass
+class RosterError(SetupError, ValueError):
+    """The roster cannot be read; the message names the file and what to fix."""
 
 
 def read_roster(path: str | Path) -> Roster:

@@ -3,9 +3,10 @@
 flags) and a Gradescope ``results.json`` per submission.
 
 ``grades.csv`` has one row per roster student (roster order), or per found student (sorted) when
-there is no roster. Each student's *primary* file gives ``points``/``max_points``/``status``: the
-ONNX model when there is one, else the notebook; when a student handed in both, the notebook's
-status and points are in the ``notebook_status``/``notebook_points`` columns.
+there is no roster: the points of the student's one graded bundle (notebook, model and weights
+together, composed by :func:`grader.scoring.compose`) out of the rubric's maximum. With an LMS's
+own roster (Moodle's grading worksheet, Canvas's gradebook), the LMS's import file is written
+too: ``moodle_grades.csv`` / ``canvas_grades.csv`` (:mod:`grader.lms`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from grader.result import GradeResult
 if TYPE_CHECKING:
     from grader.batch import BatchRun
 
-GRADES_COLUMNS = ["student_id", "name", "points", "max_points", "status", "notebook_status", "notebook_points", "files", "note"]
+GRADES_COLUMNS = ["student_id", "name", "email", "points", "max_points", "status", "files", "note"]
 DUPLICATES_COLUMNS = ["kind", "student_a", "file_a", "student_b", "file_b", "agreement", "detail"]
 PROBLEMS_COLUMNS = ["entry", "student", "reason"]
 
@@ -104,49 +105,38 @@ def write_gradescope(result: GradeResult, path: Path) -> None:
 
 # --- the class view ----------------------------------------------------------------------------------
 @dataclass
-class Item:
-    kind: str
-    rel: str
-    sha256: str
-    status: str
-    result: GradeResult | None
-    report: str | None  # link, relative to the output folder
-
-
-@dataclass
 class StudentRow:
+    """One student of the class: their graded bundle (at most one attempt), problems and flags."""
+
     id: str
     name: str = ""
+    email: str = ""
     pseudonym: str = ""
     on_roster: bool | None = None  # None: no roster
-    items: list[Item] = field(default_factory=list)
+    label: str = ""  # the files graded, as shown
+    attempt_status: str | None = None
+    result: GradeResult | None = None
+    report: str | None = None  # link, relative to the output folder
     problems: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
 
     @property
-    def primary(self) -> Item | None:
-        return next((i for i in self.items if i.kind == "model"), self.items[0] if self.items else None)
-
-    @property
-    def notebook(self) -> Item | None:
-        nb = next((i for i in self.items if i.kind == "notebook"), None)
-        return nb if nb is not None and nb is not self.primary else None
-
-    @property
     def status(self) -> str:
-        if self.primary is not None:
-            return self.primary.status
+        if self.attempt_status is not None:
+            return self.attempt_status
         return "layout problem" if self.problems else "no submission"
 
     @property
     def points(self) -> float:
-        p = self.primary
-        return p.result.score if p and p.result and p.status == "graded" else 0.0
+        return self.result.score if self.result is not None else 0.0
+
+    @property
+    def max_points(self) -> float | None:
+        return self.result.max_score if self.result is not None else None
 
     @property
     def mean_return(self) -> float | None:
-        p = self.primary
-        return p.result.summary.mean if p and p.result and p.result.summary else None
+        return self.result.summary.mean if self.result is not None and self.result.summary else None
 
 
 def _report_link(out: Path, report_path: str | None) -> str | None:
@@ -165,15 +155,17 @@ def collect(run: "BatchRun") -> list[StudentRow]:
     rows: dict[str, StudentRow] = {}
     if run.roster is not None:
         for s in run.roster.students:
-            rows[s.id] = StudentRow(id=s.id, name=s.name, on_roster=True)
-    found = sorted({e.student for e in run.attempts} | {p.student for p in run.folder.problems if p.student})
+            rows[s.id] = StudentRow(id=s.id, name=s.name, email=s.email, on_roster=True)
+    found = sorted(set(run.attempts) | {p.student for p in run.folder.problems if p.student})
     for sid in found:
         if sid not in rows:
-            rows[sid] = StudentRow(id=sid, on_roster=False if run.roster is not None else None)
-    for entry, attempt in sorted(run.attempts.items(), key=lambda kv: (kv[0].student, kv[0].kind)):
+            rows[sid] = StudentRow(id=sid, name=run.folder.names.get(sid, ""),
+                                   on_roster=False if run.roster is not None else None)
+    for sid, attempt in run.attempts.items():
         a = gb.get(attempt.id)
-        rows[entry.student].items.append(Item(kind=entry.kind, rel=entry.rel, sha256=a.sha256, status=a.status,
-                                               result=a.result(), report=_report_link(run.out, a.report_path)))
+        row = rows[sid]
+        row.label, row.attempt_status = a.file, a.status
+        row.result, row.report = a.result(), _report_link(run.out, a.report_path)
     for p in run.folder.problems:
         if p.student and p.student in rows:
             rows[p.student].problems.append(f"{p.entry}: {p.reason}")
@@ -248,10 +240,8 @@ def check_pass_rates(rows: list[StudentRow]) -> list[dict]:
     seen: Counter = Counter()
     order: list[str] = []
     for r in rows:
-        for item in r.items:
-            if item.result is None:
-                continue
-            for c in item.result.checks:
+        if r.result is not None:
+            for c in r.result.checks:
                 if c.name not in seen:
                     order.append(c.name)
                 seen[c.name] += 1
@@ -260,86 +250,113 @@ def check_pass_rates(rows: list[StudentRow]) -> list[dict]:
 
 
 def write_exports(run: "BatchRun") -> None:
+    rows = collect(run)
+    run.duplicates = _flag_duplicates(run, rows)
+    max_points = run.rubric.max_points
+    _write_grades(run, rows, max_points)
+    _write_csv(run.out / "duplicates.csv", DUPLICATES_COLUMNS, [f.row() for f in run.duplicates.flags])
+    problems = run.folder.problems + (run.roster.problems if run.roster else [])
+    _write_csv(run.out / "problems.csv", PROBLEMS_COLUMNS,
+               [{"entry": p.entry, "student": p.student or "", "reason": p.reason} for p in problems])
+    _write_class_html(run, rows, problems, max_points)
+
+
+def _flag_duplicates(run: "BatchRun", rows: list[StudentRow]):
     from grader.duplicates import Candidate, actions_from_extra, find_duplicates
 
-    rows = collect(run)
-    # duplicates
-    gb = run.gradebook
     candidates = []
-    for entry, attempt in run.attempts.items():
-        a = gb.get(attempt.id)
-        candidates.append(Candidate(label=entry.student, file=entry.rel, sha256=a.sha256,
-                                    weights=a.extra.get("weights_fingerprint"),
+    for sid, attempt in run.attempts.items():
+        a = run.gradebook.get(attempt.id)
+        candidates.append(Candidate(label=sid, file=a.file, sha256=a.sha256, weights=a.extra.get("weights_fingerprint"),
                                     actions=actions_from_extra(a.extra, run.probe_id)))
     candidates += reference_candidates(run, run.probe_states)
     dup = find_duplicates(candidates, threshold=run.behaviour_threshold)
-    run.duplicates = dup
     by_student = defaultdict(list)
     for f in dup.flags:
         for me, other in ((f.a, f.b), (f.b, f.a)):
             by_student[me.label].append(f"{f.kind} with {other.label}" + (f" ({100 * f.agreement:.1f}%)" if f.agreement else ""))
     for r in rows:
         r.flags = by_student.get(r.id, [])
-    max_points = run.rubric.scoring.points
-    # grades.csv
-    with_names = run.roster is not None
-    cols = [c for c in GRADES_COLUMNS if with_names or c != "name"]
-    grade_rows = [r for r in rows if r.on_roster is not False]
+    return dup
+
+
+def _note(r: StudentRow) -> str:
+    notes = []
+    if r.result is not None and r.status != "graded":
+        notes.append((r.result.error or "")[:300])
+    return "; ".join(notes + r.problems)
+
+
+def _write_grades(run: "BatchRun", rows: list[StudentRow], max_points: float) -> None:
+    """grades.csv (generic, keeps the roster's email), and the LMS's own import file when the
+    roster was its worksheet / gradebook."""
+    with_roster = run.roster is not None
+    cols = [c for c in GRADES_COLUMNS if with_roster or c not in ("name", "email")]
+    graded = [r for r in rows if r.on_roster is not False]
     _write_csv(run.out / "grades.csv", cols, [
-        {"student_id": r.id, "name": r.name, "points": f"{r.points:g}", "max_points": f"{max_points:g}", "status": r.status,
-         "notebook_status": r.notebook.status if r.notebook else "",
-         "notebook_points": f"{r.notebook.result.score:g}" if r.notebook and r.notebook.result and r.notebook.status == "graded" else "",
-         "files": " ".join(i.rel for i in r.items),
-         "note": "; ".join(([(r.primary.result.error or "")[:300]] if r.primary and r.primary.result and r.primary.status != "graded" else [])
-                           + r.problems)}
-        for r in grade_rows
-    ])
-    _write_csv(run.out / "duplicates.csv", DUPLICATES_COLUMNS, [f.row() for f in dup.flags])
-    problems = run.folder.problems + (run.roster.problems if run.roster else [])
-    _write_csv(run.out / "problems.csv", PROBLEMS_COLUMNS,
-               [{"entry": p.entry, "student": p.student or "", "reason": p.reason} for p in problems])
-    # class.html
-    board = sorted([r for r in rows if r.items], key=lambda r: (-r.points, -(r.mean_return if r.mean_return is not None else -1e9), r.id))
+        {"student_id": r.id, "name": r.name, "email": r.email, "points": _num(r.points), "max_points": _num(max_points),
+         "status": r.status, "files": r.label, "note": _note(r)}
+        for r in graded])
+    if run.roster_file is None:
+        return
+    from grader import lms
+
+    kind = lms.detect_roster_kind(run.roster_file)
+    if kind == "generic":
+        return
+    students = {s.student_key: s for s in lms.read_lms_roster(run.roster_file)[1]}
+    grades = {}
+    for r in rows:
+        s = students.get(r.id)
+        if s is not None and r.result is not None:
+            feedback = f"{r.status}: {_num(r.points)} / {_num(max_points)}" + (f" ({_note(r)})" if _note(r) else "")
+            grades[s.lms_id] = (round(r.points, 2), feedback)
+    if kind == "moodle":
+        lms.write_moodle_worksheet(run.roster_file, grades, run.out / "moodle_grades.csv")
+    else:
+        lms.write_canvas_gradebook(run.roster_file, run.rubric.title or run.rubric.id, grades,
+                                   run.out / "canvas_grades.csv", points_possible=max_points)
+
+
+def _num(value: float | None) -> str:
+    """Points as people read them: 2 decimals at most."""
+    return "" if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _write_class_html(run: "BatchRun", rows: list[StudentRow], problems: list, max_points: float) -> None:
+    from grader.fsutil import atomic_write
+    from grader.templating import jinja_env
+
+    board = sorted([r for r in rows if r.result is not None],
+                   key=lambda r: (-r.points, -(r.mean_return if r.mean_return is not None else -1e9), r.id))
     scores = [r.points for r in board if r.status in ("graded", "invalid")]
     counts = Counter(r.status for r in rows)
     run.summary = {
         "students": len(rows), "graded": counts["graded"], "invalid": counts["invalid"], "error": counts["error"],
         "no_submission": counts["no submission"] + counts["layout problem"],
         "not_on_roster": sum(1 for r in rows if r.on_roster is False),
-        "graded_now": sum(1 for a in run.attempts.values() if a.status == "queued"), "reused": sum(1 for a in run.attempts.values() if a.status != "queued"),
+        "graded_now": sum(1 for a in run.attempts.values() if a.status == "queued"),
+        "reused": sum(1 for a in run.attempts.values() if a.status != "queued"),
     }
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
-    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(["html"]))
-    html = env.get_template("class.html").render(
-        rubric=run.rubric, key=run.key, rows=rows, board=board, max_points=max_points,
+    html = jinja_env().get_template("class.html").render(
+        rubric=run.rubric, key=run.key, rows=rows, board=board, max_points=max_points, num=_num,
         svg=_score_svg(scores, max_points) if scores else "", checks=check_pass_rates(rows),
-        problems=problems, dup=dup, summary=run.summary, roster=run.roster is not None,
+        problems=problems, dup=run.duplicates, summary=run.summary, roster=run.roster is not None,
         not_on_roster=[r for r in rows if r.on_roster is False],
-        missing=[r for r in rows if r.on_roster and not r.items],
+        missing=[r for r in rows if r.on_roster and r.result is None],
         show_names=run.rubric.show_names, class_dir=str(run.class_dir),
     )
-    tmp = run.out / ".class.html.part"
-    tmp.write_text(html)
-    os.replace(tmp, run.out / "class.html")
+    atomic_write(run.out / "class.html", html)
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    tmp = path.with_name("." + path.name + ".part")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (v if k == "student_id" else _csv_safe(v)) for k, v in r.items()})
-    os.replace(tmp, path)
+    """A CSV whose every cell is spreadsheet-safe (:func:`grader.textsafe.csv_cell`), written atomically."""
+    from grader.fsutil import atomic_write
+    from grader.textsafe import csv_cell
 
-
-def _csv_safe(value):
-    """Defuse spreadsheet formulas in text cells (CSV injection): untrusted text never starts with = + - @."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        try:
-            float(value)
-            return value
-        except ValueError:
-            return "'" + value
-    return value
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: csv_cell(v) for k, v in r.items()})
+    atomic_write(path, buf.getvalue())
