@@ -177,19 +177,29 @@ def describe_wrong_kind(kind: str, task_input_shape: str) -> tuple[str, str]:
             f"Export again into one file and upload that model.onnx: {export}")
 
 
-# An external-data reference in a TensorProto: external_data (field 13) entries are key/value
-# pairs, and the key "location" is required; protobuf writes it as 0x0a 0x08 "location".
+# An external-data reference in a TensorProto: external_data (field 13, tag 0x6a) holds key/value
+# entries, and the key "location" is required; protobuf writes the entry as 0x6a LEN 0x0a 0x08
+# "location" (LEN: one or two varint bytes). Requiring the 0x6a keeps a model's metadata_props
+# (field 14) with a "location" key from matching.
 EXTERNAL_DATA_MARKER = b"\x0a\x08location"
+EXTERNAL_DATA_WINDOW = len(EXTERNAL_DATA_MARKER) + 3  # bytes to keep between chunks when scanning a stream
 
 
 def uses_external_data(data) -> bool:
-    """Whether ONNX bytes (bytes or an mmap) reference external data, found by a byte scan without parsing.
+    """Whether ONNX bytes (bytes, bytearray or an mmap) reference external data, by a byte scan without parsing.
 
     A model whose tensors live in ``model.onnx.data`` carries ``{key: "location", value: ...}``
-    entries. The scan may in theory meet these 10 bytes inside a weight; that only costs a refusal
-    with advice to export again, never a wrong grade (the grader refuses external data anyway).
+    entries in its tensors. The scan could in theory meet these bytes inside a weight; that only
+    costs a refusal with advice to export again, never a wrong grade (the grader refuses external
+    data anyway).
     """
-    return data.find(EXTERNAL_DATA_MARKER) >= 0
+    i = data.find(EXTERNAL_DATA_MARKER)
+    while i >= 0:
+        if (i >= 2 and data[i - 2] == 0x6A and not data[i - 1] & 0x80) or \
+                (i >= 3 and data[i - 3] == 0x6A and data[i - 2] & 0x80 and not data[i - 1] & 0x80):
+            return True
+        i = data.find(EXTERNAL_DATA_MARKER, i + 1)
+    return False
 
 
 def external_data_message(task_input_shape: str) -> tuple[str, str]:

@@ -66,7 +66,13 @@ def _weights(site: "Site", sha256: str, extra: dict, known: dict[str, str | None
 
 
 def attempt_flags(site: "Site", attempts: list) -> dict[int, list[dict]]:
-    """Attempt id -> its flags, each ``{"kind", "other", "text"}``, for the attempts of the site's rubric."""
+    """Attempt id -> its flags, for the attempts of the site's rubric.
+
+    Each flag is ``{"kind", "label", "other", "short", "text"}``: the kind (``identical``,
+    ``same_weights``, ``behaviour``), its label for the pill (``behaviour 97%``), the other side's
+    label (a student id or ``reference:<file>``), a short form of it for the table and a sentence
+    for tooltips and the CSV.
+    """
     from grader.duplicates import Candidate, actions_from_extra, find_duplicates
 
     mine = [a for a in attempts if A.rubric_id(a) == site.rubric.id and A.field(a, "sha256", default="")]
@@ -98,6 +104,9 @@ def attempt_flags(site: "Site", attempts: list) -> dict[int, list[dict]]:
             who = other.label if other.is_reference else f"{other.label} ({other.file})"
             kind = f.kind.replace("_", " ")
             text = f"{kind} with {who}" + (f": {f.detail}" if f.kind == "behaviour" and f.detail else "")
+            short = f"ref. {Path(other.label.split(':', 1)[1]).stem}" if other.is_reference else f"{other.label} {other.file}"
+            label = f"{kind} {100 * f.agreement:.0f}%" if f.kind == "behaviour" and f.agreement else kind
             for aid in by_key.get((me.label, me.sha256), []):
-                out.setdefault(aid, []).append({"kind": f.kind, "other": other.label, "text": text})
+                out.setdefault(aid, []).append({"kind": f.kind, "label": label, "other": other.label, "short": short,
+                                                "text": text})
     return out

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from grader.filekind import EXTERNAL_DATA_MARKER, HEAD_BYTES
+from grader.filekind import EXTERNAL_DATA_WINDOW, HEAD_BYTES, uses_external_data
 
 FORM_FIELD_CAP = 4096  # bytes of a non-file form field
 MULTIPART_OVERHEAD = 64 * 1024
@@ -100,8 +100,8 @@ async def receive(request: Request, boundary: bytes, tmp: Path, cap: int) -> Upl
                 state["head"] += chunk[:HEAD_BYTES - len(state["head"])]
             if not state["external"]:
                 window = state["tail"] + chunk
-                state["external"] = EXTERNAL_DATA_MARKER in window
-                state["tail"] = window[-(len(EXTERNAL_DATA_MARKER) - 1):]
+                state["external"] = uses_external_data(window)
+                state["tail"] = window[-EXTERNAL_DATA_WINDOW:]
         else:
             state["buf"] += chunk
             if len(state["buf"]) > FORM_FIELD_CAP:

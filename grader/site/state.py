@@ -63,7 +63,14 @@ def templates():
 
     env = jinja_env("grader.site", "templates")
     env.filters.setdefault("pct_step", _pct_step)
+    env.filters.setdefault("short_time", _short_time)
     return env
+
+
+def _short_time(text: str) -> str:
+    """``2026-12-01 09:38 UTC`` -> ``12-01 09:38`` (the full time goes in a tooltip)."""
+    parts = str(text).split()
+    return f"{parts[0][5:]} {parts[1]}" if len(parts) >= 2 and len(parts[0]) == 10 else str(text)
 
 
 def _pct_step(score: float, maximum: float | None) -> int:
