@@ -622,6 +622,36 @@ def test_real_server_refuses_a_huge_upload_without_reading_it(env):
         assert sent < 20 * cap  # stopped long before 100 MB
 
 
+def test_rate_limit_holds_under_concurrent_uploads_and_wrong_files_take_no_slot(env):
+    """12 uploads at once from one student with a limit of 3: exactly 3 models are queued; the 4
+    checkpoints among them are refused and take none of the 3 slots."""
+    httpx = pytest.importorskip("httpx")
+    checkpoint = _torch_checkpoint()
+    bodies = [lunarlander_model_bytes(60 + k, hidden=8) for k in range(8)] + [checkpoint] * 4
+    codes: dict[int, int] = {}
+    with running_server(env.config(workers=0, uploads_per_hour=3)) as url:
+        barrier = threading.Barrier(len(bodies))
+
+        def send(i: int) -> None:
+            barrier.wait(timeout=30)
+            with httpx.Client(base_url=url, timeout=60) as client:
+                r = client.post("/upload", headers={"Authorization": f"Bearer {env.tokens['alice']}"},
+                                files={"file": ("model.onnx", bodies[i])})
+            codes[i] = r.status_code
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=90)
+    assert len(codes) == len(bodies), "some uploads never returned"
+    models, checkpoints = [codes[i] for i in range(8)], [codes[i] for i in range(8, 12)]
+    assert sorted(models) == [202] * 3 + [429] * 5, models
+    # 415, or 429 when the limit was already reached before the file was read
+    assert set(checkpoints) <= {415, 429}, checkpoints
+    assert len(Gradebook(env.db).attempts(student="alice")) == 3
+
+
 @pytest.mark.slow
 def test_load_50_concurrent_uploads_nothing_lost(env):
     """50 concurrent uploads from threads (10 students x 5 models) on loopback: every one gets an

@@ -41,6 +41,9 @@ def test_login_upload_result_and_leaderboard(tmp_path, browser):
         gb.finish(aid, GradeResult(submission="m.onnx", task="lunarlander", status="graded", score=score, max_score=10.0), None)
     model = tmp_path / "model.onnx"
     model.write_bytes(lunarlander_model_bytes(5))
+    torch = pytest.importorskip("torch")
+    checkpoint = tmp_path / "model.pt"
+    torch.save(torch.nn.Linear(8, 4).state_dict(), checkpoint)
     config = SiteConfig(db=db, rubric=rubric, data_dir=tmp_path / "data", workers=1, video=True, poll_s=0.2)
     ARTIFACTS.mkdir(exist_ok=True)
     wait = WebDriverWait(browser, 120)
@@ -53,6 +56,17 @@ def test_login_upload_result_and_leaderboard(tmp_path, browser):
         browser.find_element(By.ID, "login-button").click()
         wait.until(EC.presence_of_element_located((By.ID, "upload-form")))
         assert browser.current_url.endswith("/me")
+
+        # a PyTorch checkpoint first: refused at once with the fix, and it costs no upload
+        browser.find_element(By.ID, "file").send_keys(str(checkpoint))
+        browser.find_element(By.ID, "upload-button").click()
+        hint = wait.until(EC.presence_of_element_located((By.ID, "hint")))
+        assert "PyTorch checkpoint" in browser.find_element(By.ID, "message").text
+        assert "torch.onnx.export(model.eval(), torch.zeros(1, 8)" in hint.text
+        browser.save_screenshot(str(ARTIFACTS / "site-refused.png"))
+        browser.find_element(By.LINK_TEXT, "Back").click()
+        wait.until(EC.presence_of_element_located((By.ID, "upload-form")))
+        assert "6 of 6 uploads left" in browser.page_source
 
         browser.find_element(By.ID, "file").send_keys(str(model))
         browser.find_element(By.ID, "upload-button").click()
