@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 import socket
+import sqlite3
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,6 +46,10 @@ from grader.gradebook import Gradebook  # noqa: E402
 from grader.result import GradeResult  # noqa: E402
 from grader.rubric import load_rubric  # noqa: E402
 from grader.site.app import SiteConfig, create_app  # noqa: E402
+from grader.site.auth import SESSION_COOKIE  # noqa: E402
+from grader.site.store import SiteStore  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
 
 FINISHED = ("graded", "invalid", "error")
 STUDENTS = [("alice", "Alice Liddell"), ("bob", "<script>alert('pwned')</script>")]
@@ -384,6 +392,199 @@ def test_tokens_command(tmp_path, capsys):
         assert admin_client.get("/admin").status_code == 200
 
 
+# -- server-side sessions ---------------------------------------------------------------------------
+def _replay(app, cookie: str) -> TestClient:
+    """A fresh client that sends only a copied session cookie (as a thief would)."""
+    thief = TestClient(app)
+    thief.cookies.set(SESSION_COOKIE, cookie)
+    return thief
+
+
+def _refused(client: TestClient) -> bool:
+    me = client.get("/me", follow_redirects=False)
+    api = client.get("/api/attempts/1")
+    return me.status_code == 303 and me.headers["location"] == "/login" and api.status_code == 401
+
+
+def test_logout_revokes_the_session_on_the_server(env):
+    app = create_app(env.config(workers=0))
+    with TestClient(app) as alice:
+        csrf = login(alice, env.tokens["alice"])
+        cookie = alice.cookies.get(SESSION_COOKIE)
+        assert cookie and cookie.encode() not in env.db.read_bytes()  # only the id's hash is stored
+        assert _replay(app, cookie).get("/me").status_code == 200  # the copy works while the session lives
+        assert alice.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+        thief = _replay(app, cookie)
+        assert _refused(thief)
+        r = thief.post("/upload", files={"file": ("m.onnx", lunarlander_model_bytes(40))})
+        assert r.status_code == 401
+        assert Gradebook(env.db).attempts() == []
+        # a made-up cookie is refused the same way
+        assert _refused(_replay(app, "x" * 43))
+        # logging in again opens a new session with a new id
+        login(alice, env.tokens["alice"])
+        assert alice.cookies.get(SESSION_COOKIE) != cookie and alice.get("/me").status_code == 200
+
+
+def test_a_new_token_revokes_every_session_of_that_student(env):
+    app = create_app(env.config(workers=0))
+    with TestClient(app) as alice:
+        login(alice, env.tokens["alice"])
+        laptop = alice.cookies.get(SESSION_COOKIE)
+        phone = TestClient(app)
+        login(phone, env.tokens["alice"])
+        bob = TestClient(app)
+        login(bob, env.tokens["bob"])
+        admin = TestClient(app)
+        admin_csrf = login(admin, env.admin)
+        # the instructor regenerates alice's token on /admin
+        r = admin.post("/admin/token", data={"csrf": admin_csrf, "student": "alice"})
+        assert r.status_code == 200 and 'id="new-token"' in r.text
+        new_token = re.search(r'id="new-token">([^<]+)<', r.text).group(1)
+        assert new_token.encode() not in env.db.read_bytes()
+        assert _refused(_replay(app, laptop)) and _refused(phone)
+        assert bob.get("/me").status_code == 200  # other students keep their sessions
+        assert admin.post("/admin/token", data={"csrf": "forged", "student": "bob"}).status_code == 403
+        assert admin.post("/admin/token", data={"csrf": admin_csrf, "student": "nobody"}).status_code == 404
+        page = alice.get("/login")
+        assert alice.post("/login", data={"token": env.tokens["alice"], "csrf": csrf_from(page.text)}).status_code == 401
+        login(alice, new_token)
+        assert alice.get("/me").status_code == 200
+        # `grade tokens --regenerate` (the same store call) ends the new session too
+        cookie = alice.cookies.get(SESSION_COOKIE)
+        SiteStore(env.db).regenerate("alice")
+        assert _refused(_replay(app, cookie))
+        # a new instructor token ends the instructor's sessions
+        SiteStore(env.db).new_admin_token()
+        assert admin.get("/admin", follow_redirects=False).status_code == 303
+
+
+def test_an_expired_session_is_refused(env):
+    app = create_app(env.config(workers=0))
+    with TestClient(app) as alice:
+        login(alice, env.tokens["alice"])
+        assert alice.get("/me").status_code == 200
+        with sqlite3.connect(env.db) as conn:
+            assert conn.execute("UPDATE site_sessions SET expires = ? WHERE user = 'alice'", (time.time() - 1,)).rowcount == 1
+        assert _refused(alice)
+        # and the store itself refuses a session past its expiry
+        store = SiteStore(env.db)
+        sid, session = store.new_session("bob", 60)
+        assert store.session(sid) is not None and store.session(sid, now=session.expires + 1) is None
+
+
+# -- files that are not ONNX models ------------------------------------------------------------------
+def _torch_checkpoint(legacy: bool = False) -> bytes:
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf, _use_new_zipfile_serialization=not legacy)
+    return buf.getvalue()
+
+
+def _external_data_model() -> bytes:
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    model = onnx.load_from_string(lunarlander_model_bytes(41))
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
+    return model.SerializeToString()
+
+
+def test_wrong_files_are_refused_at_once_and_do_not_cost_an_upload(env):
+    notebook = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}, indent=1).encode()
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("model.onnx", lunarlander_model_bytes(42))
+    wrong = {
+        "model.pt": (_torch_checkpoint(), "torch_zip", "PyTorch checkpoint"),
+        "old.pt": (_torch_checkpoint(legacy=True), "torch_pickle", "PyTorch checkpoint"),
+        "homework.ipynb": (notebook, "notebook", "Jupyter notebook"),
+        "model.zip": (archive.getvalue(), "zip", "zip archive"),
+        "model.onnx.data": (bytes(range(256)) * 64, "unknown", "not an ONNX model"),
+        "external.onnx": (_external_data_model(), "onnx_external_data", "separate file"),
+    }
+    with TestClient(create_app(env.config(workers=0, uploads_per_hour=1))) as c:
+        for name, (data, kind, words) in wrong.items():
+            r = upload_bearer(c, env.tokens["alice"], data, filename=name)
+            assert r.status_code == 415, (name, r.text)
+            body = r.json()
+            assert body["kind"] == kind and words in body["error"], (name, body)
+            assert "external_data=False" in body["hint"] or kind in ("zip",), (name, body)
+        assert "torch.onnx.export(model.eval(), torch.zeros(1, 8), 'model.onnx', external_data=False, dynamo=False)" in \
+            upload_bearer(c, env.tokens["alice"], _torch_checkpoint()).json()["hint"]
+        # through the form: a page that says what the file is and how to fix it
+        csrf = login(c, env.tokens["alice"])
+        page = upload_form(c, csrf, _torch_checkpoint(), filename="model.pt")
+        assert page.status_code == 415 and "PyTorch checkpoint" in page.text and 'id="hint"' in page.text
+        assert "torch.onnx.export" in page.text
+        assert "1 of 1 uploads left" in c.get("/me").text
+        # none of them was queued or stored, so the one upload of this hour is still there
+        assert Gradebook(env.db).attempts() == []
+        assert list((env.root / "data" / "uploads").glob("*.onnx")) == []
+        assert list((env.root / "data" / "uploads" / ".incoming").iterdir()) == []
+        assert upload_form(c, csrf, lunarlander_model_bytes(43)).status_code == 303
+        assert upload_bearer(c, env.tokens["alice"], lunarlander_model_bytes(44)).status_code == 429  # the limit holds
+    assert len(Gradebook(env.db).attempts(student="alice")) == 1
+
+
+# -- duplicate flags on the instructor's page ----------------------------------------------------------
+def _finish(db: Path, attempt_id: int, score: float) -> None:
+    gb = Gradebook(db)
+    assert gb.claim(attempt_id) is not None
+    gb.finish(attempt_id, GradeResult(submission="m.onnx", task="lunarlander", status="graded", score=score, max_score=10.0), None)
+
+
+def test_admin_page_flags_a_copy_of_the_reference_model(env):
+    import onnx
+
+    reference = (REPO / "reference" / "models" / "lunarlander_seed.onnx").read_bytes()
+    renamed = onnx.load_from_string(reference)
+    renamed.producer_name, renamed.graph.name = "my own work", "mine"
+    app = create_app(env.config(workers=0))
+    with TestClient(app) as c:
+        ids = {}
+        for student, data in (("alice", reference), ("bob", renamed.SerializeToString()), ("bob", lunarlander_model_bytes(45))):
+            r = upload_bearer(c, env.tokens[student], data)
+            assert r.status_code == 202, r.text
+            ids.setdefault(student, []).append(r.json()["attempt_id"])
+        _finish(env.db, ids["alice"][0], 9.5)
+        _finish(env.db, ids["bob"][0], 9.0)
+        _finish(env.db, ids["bob"][1], 1.0)
+        board = c.get("/").text
+        assert board.index(Gradebook(env.db).pseudonym("alice")) < board.index(Gradebook(env.db).pseudonym("bob"))  # first
+        admin = TestClient(app)
+        login(admin, env.admin)
+        page = admin.get("/admin").text
+        row = lambda aid: re.search(rf'<tr id="attempt-{aid}"[^>]*>(.*?)</tr>', page, re.S).group(0)  # noqa: E731
+        first = row(ids["alice"][0])
+        assert 'class="flagged"' in first and "identical with reference:lunarlander_seed.onnx" in first
+        assert f"same weights with bob (#{ids['bob'][0]})" in first
+        copied = row(ids["bob"][0])
+        assert "same weights with reference:lunarlander_seed.onnx" in copied and f"alice (#{ids['alice'][0]})" in copied
+        own = row(ids["bob"][1])
+        assert 'class="flagged"' not in own and 'class="flag ' not in own  # bob's own model: no flag
+        assert 'id="flag-count">2 flagged' in page
+        rows = {int(r["attempt_id"]): r for r in csv.DictReader(io.StringIO(admin.get("/admin/export.csv").text))}
+        assert "identical with reference:lunarlander_seed.onnx" in rows[ids["alice"][0]]["flags"]
+        assert rows[ids["bob"][1]]["flags"] == ""
+        # the fingerprints are kept, so the next page does not parse the models again
+        assert len(SiteStore(env.db).fingerprints()) == 3
+
+
+def test_export_cells_are_spreadsheet_safe(tmp_path):
+    env = make_env(tmp_path)
+    SiteStore(env.db).upsert_student("carol", "=HYPERLINK(\"http://evil\")")
+    gb = Gradebook(env.db)
+    aid = gb.enqueue("carol", "/nowhere/c.onnx", "c" * 64, env.rubric)
+    _finish(env.db, aid, 2.0)
+    with TestClient(create_app(env.config(workers=0))) as c:
+        login(c, env.admin)
+        rows = list(csv.DictReader(io.StringIO(c.get("/admin/export.csv").text)))
+    carol = next(r for r in rows if r["student"] == "carol")
+    assert carol["name"] == "'=HYPERLINK(\"http://evil\")" and carol["score"] == "2.0"
+
+
 # -- against a real server --------------------------------------------------------------------------
 def test_real_server_refuses_a_huge_upload_without_reading_it(env):
     """413 as soon as the declared or streamed size passes the cap; the client never sends it all."""
@@ -419,6 +620,36 @@ def test_real_server_refuses_a_huge_upload_without_reading_it(env):
             answer = answer or s.recv(200)
         assert answer.startswith(b"HTTP/1.1 413"), answer
         assert sent < 20 * cap  # stopped long before 100 MB
+
+
+def test_rate_limit_holds_under_concurrent_uploads_and_wrong_files_take_no_slot(env):
+    """12 uploads at once from one student with a limit of 3: exactly 3 models are queued; the 4
+    checkpoints among them are refused and take none of the 3 slots."""
+    httpx = pytest.importorskip("httpx")
+    checkpoint = _torch_checkpoint()
+    bodies = [lunarlander_model_bytes(60 + k, hidden=8) for k in range(8)] + [checkpoint] * 4
+    codes: dict[int, int] = {}
+    with running_server(env.config(workers=0, uploads_per_hour=3)) as url:
+        barrier = threading.Barrier(len(bodies))
+
+        def send(i: int) -> None:
+            barrier.wait(timeout=30)
+            with httpx.Client(base_url=url, timeout=60) as client:
+                r = client.post("/upload", headers={"Authorization": f"Bearer {env.tokens['alice']}"},
+                                files={"file": ("model.onnx", bodies[i])})
+            codes[i] = r.status_code
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=90)
+    assert len(codes) == len(bodies), "some uploads never returned"
+    models, checkpoints = [codes[i] for i in range(8)], [codes[i] for i in range(8, 12)]
+    assert sorted(models) == [202] * 3 + [429] * 5, models
+    # 415, or 429 when the limit was already reached before the file was read
+    assert set(checkpoints) <= {415, 429}, checkpoints
+    assert len(Gradebook(env.db).attempts(student="alice")) == 3
 
 
 @pytest.mark.slow

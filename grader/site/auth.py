@@ -1,8 +1,10 @@
-"""Signed session cookies and CSRF tokens (HMAC-SHA256; no server-side session table).
+"""Cookies and CSRF tokens.
 
-A session cookie holds ``{user, csrf, issued, token-hash prefix}``, base64url-encoded and
-signed with the site secret. It stops working when it is older than ``max_age`` or when the
-user's token is regenerated (the token-hash prefix no longer matches).
+* The session cookie carries only a random session id; the session itself (user, CSRF token,
+  expiry, revocation) lives in the site's SQLite (:meth:`grader.site.store.SiteStore.session`),
+  so logging out or regenerating a token ends it on the server, not only in the browser.
+* The login form, which comes before any session, uses a signed double-submit cookie
+  (:class:`Signer`, HMAC-SHA256 with the site secret).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import hmac
 import json
 import secrets
 import time
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grader.site.store import Session
 
 SESSION_COOKIE = "grader_session"
 LOGIN_CSRF_COOKIE = "grader_login_csrf"
@@ -27,18 +32,9 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-@dataclass(frozen=True)
-class Session:
-    user: str
-    csrf: str
-    issued: int
-    key: str  # prefix of the token hash the session was opened with
-
-
 class Signer:
-    def __init__(self, secret: bytes, *, max_age_s: int = 7 * 24 * 3600):
+    def __init__(self, secret: bytes):
         self.secret = secret
-        self.max_age_s = max_age_s
 
     def _sig(self, payload: str, purpose: str) -> str:
         return _b64(hmac.new(self.secret, f"{purpose}:{payload}".encode(), hashlib.sha256).digest())
@@ -59,22 +55,6 @@ class Signer:
             return None
         return data if isinstance(data, dict) else None
 
-    def new_session(self, user: str, token_hash: str) -> tuple[Session, str]:
-        s = Session(user=user, csrf=secrets.token_urlsafe(24), issued=int(time.time()), key=token_hash[:16])
-        return s, self.sign({"u": s.user, "c": s.csrf, "t": s.issued, "k": s.key}, "session")
-
-    def read_session(self, value: str | None) -> Session | None:
-        data = self.unsign(value, "session")
-        if data is None:
-            return None
-        try:
-            s = Session(user=str(data["u"]), csrf=str(data["c"]), issued=int(data["t"]), key=str(data["k"]))
-        except (KeyError, TypeError, ValueError):
-            return None
-        if not 0 <= time.time() - s.issued <= self.max_age_s:
-            return None
-        return s
-
     def login_csrf(self) -> tuple[str, str]:
         """A (token, signed cookie value) pair for the login form, before any session exists."""
         token = secrets.token_urlsafe(24)
@@ -89,5 +69,6 @@ class Signer:
         return hmac.compare_digest(data["c"], form_value)
 
 
-def csrf_ok(session: Session | None, value: str | None) -> bool:
+def csrf_ok(session: "Session | None", value: str | None) -> bool:
+    """Whether a form's CSRF field matches its session's token (constant-time)."""
     return session is not None and bool(value) and hmac.compare_digest(session.csrf.encode(), str(value).encode())

@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cookie-secure", action="store_true", help="mark cookies Secure (set this when the proxy serves HTTPS)")
     p.add_argument("--forwarded-allow-ips", default="127.0.0.1",
                    help="proxies trusted for X-Forwarded-For/Proto (uvicorn's option; default 127.0.0.1)")
+    p.add_argument("--reference", type=Path, default=None,
+                   help="reference models compared for the duplicate flags (default: the repository's reference/models)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -38,7 +40,8 @@ def build_config(args: argparse.Namespace):
     rubric.grading_seeds()  # fail now, not at the first upload, if the grading seeds are missing
     rubric.thresholds()
     return SiteConfig(db=args.db, rubric=rubric, data_dir=args.data or default_data_dir(args.db), workers=args.workers,
-                      uploads_per_hour=args.uploads_per_hour, video=not args.no_video, cookie_secure=args.cookie_secure)
+                      uploads_per_hour=args.uploads_per_hour, video=not args.no_video, cookie_secure=args.cookie_secure,
+                      reference_dir=getattr(args, "reference", None))
 
 
 def run(args: argparse.Namespace) -> int:

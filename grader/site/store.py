@@ -3,9 +3,13 @@
 * ``site_students``: the roster (id, name, optional pseudonym; by default the leaderboard uses
   the gradebook's pseudonym) and the SHA-256 of each student's token;
 * ``site_admins``: the SHA-256 of the instructor token (one at a time);
-* ``site_meta``: the secret that signs session cookies (created on first use);
+* ``site_sessions``: the login sessions. The cookie carries only a random session id; the table
+  keeps its SHA-256, the user, the CSRF token of the session's forms, when it was created, when it
+  expires and when it was revoked (logout, a new token);
+* ``site_meta``: the secret that signs the login form's CSRF cookie (created on first use);
 * ``site_regrades``: attempts enqueued by the instructor, which do not count against a
-  student's upload limit.
+  student's upload limit;
+* ``site_fingerprints``: the weight fingerprint of each uploaded file (duplicate flags).
 
 Tokens are 32 random URL-safe characters (192 bits). Only their SHA-256 is stored, so a
 token is shown once, when it is created; a lost token is replaced with ``--regenerate``.
@@ -13,17 +17,17 @@ token is shown once, when it is created; a lost token is replaced with ``--regen
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import re
 import secrets
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,63}$")
-ADMIN_USER = "*admin*"  # cannot collide with a student id (STUDENT_ID forbids '*')
+from grader.classdir import valid_student_id
+
+ADMIN_USER = "*admin*"  # cannot collide with a student id (valid_student_id forbids '*')
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS site_students (
@@ -35,8 +39,18 @@ CREATE TABLE IF NOT EXISTS site_students (
 CREATE TABLE IF NOT EXISTS site_admins (token_sha256 TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS site_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS site_regrades (attempt_id INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS site_sessions (
+    id_sha256 TEXT PRIMARY KEY,          -- SHA-256 of the session id (the cookie's value)
+    user TEXT NOT NULL,                  -- a student id or ADMIN_USER
+    csrf TEXT NOT NULL,                  -- the CSRF token of this session's forms
+    created REAL NOT NULL,               -- unix time
+    expires REAL NOT NULL,
+    revoked REAL                         -- unix time of logout or revocation; NULL while valid
+);
+CREATE INDEX IF NOT EXISTS site_sessions_user ON site_sessions (user);
+CREATE TABLE IF NOT EXISTS site_fingerprints (sha256 TEXT PRIMARY KEY, weights TEXT NOT NULL);
 """
-
+EXPIRED_KEPT_S = 30 * 24 * 3600  # expired or revoked sessions are deleted this long after the fact
 
 
 class TokenError(ValueError):
@@ -49,6 +63,17 @@ def hash_token(token: str) -> str:
 
 def new_token() -> str:
     return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class Session:
+    """A valid login session (see :meth:`SiteStore.session`)."""
+
+    user: str
+    csrf: str
+    created: float
+    expires: float
+    id_sha256: str
 
 
 @dataclass(frozen=True)
@@ -95,8 +120,8 @@ class SiteStore:
 
     def upsert_student(self, student_id: str, name: str = "", pseudonym: str = "") -> str | None:
         """Add or update a roster entry; returns a new token if the student had none, else None."""
-        if not STUDENT_ID.match(student_id):
-            raise TokenError(f"student id {student_id!r}: use 1-64 letters, digits and _.@+- (starting with a letter or digit)")
+        if not valid_student_id(student_id):
+            raise TokenError(f"student id {student_id[:80]!r}: use 1-64 letters, digits and _.@- (no '..', not starting with '.')")
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -122,20 +147,34 @@ class SiteStore:
         return token
 
     def regenerate(self, student_id: str) -> str:
-        token = new_token()
-        cur = self._conn().execute("UPDATE site_students SET token_sha256 = ? WHERE id = ?", (hash_token(token), student_id))
-        if cur.rowcount == 0:
-            raise TokenError(f"no student {student_id!r} in the roster of this database")
-        return token
-
-    def new_admin_token(self) -> str:
-        """Create the instructor token, replacing (and so revoking) any earlier one."""
+        """A new token for a student; the old token and every session opened with it stop working."""
         token = new_token()
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("DELETE FROM site_admins")
-        conn.execute("INSERT INTO site_admins (token_sha256) VALUES (?)", (hash_token(token),))
-        conn.execute("COMMIT")
+        try:
+            cur = conn.execute("UPDATE site_students SET token_sha256 = ? WHERE id = ?", (hash_token(token), student_id))
+            if cur.rowcount == 0:
+                raise TokenError(f"no student {student_id[:80]!r} in the roster of this database")
+            self._revoke_user(conn, student_id)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return token
+
+    def new_admin_token(self) -> str:
+        """Create the instructor token, replacing (and so revoking) any earlier one and its sessions."""
+        token = new_token()
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM site_admins")
+            conn.execute("INSERT INTO site_admins (token_sha256) VALUES (?)", (hash_token(token),))
+            self._revoke_user(conn, ADMIN_USER)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return token
 
     def lookup(self, token: str) -> tuple[str, str] | None:
@@ -149,14 +188,49 @@ class SiteStore:
         row = conn.execute("SELECT id FROM site_students WHERE token_sha256 = ?", (h,)).fetchone()
         return (row["id"], h) if row else None
 
-    def token_hash_of(self, user: str) -> str | None:
-        """The current token hash of a user (sessions of a replaced token stop working)."""
+    # -- sessions ------------------------------------------------------------------------------
+    def new_session(self, user: str, max_age_s: float, *, now: float | None = None) -> tuple[str, Session]:
+        """Open a session; returns (session id for the cookie, the session). Only the id's hash is stored."""
+        now = time.time() if now is None else now
+        session_id = secrets.token_urlsafe(32)
+        s = Session(user=user, csrf=secrets.token_urlsafe(24), created=now, expires=now + max_age_s,
+                    id_sha256=hash_token(session_id))
         conn = self._conn()
-        if user == ADMIN_USER:
-            row = conn.execute("SELECT token_sha256 FROM site_admins").fetchone()
-        else:
-            row = conn.execute("SELECT token_sha256 FROM site_students WHERE id = ?", (user,)).fetchone()
-        return row["token_sha256"] if row else None
+        conn.execute("DELETE FROM site_sessions WHERE expires < ? OR revoked < ?", (now - EXPIRED_KEPT_S, now - EXPIRED_KEPT_S))
+        conn.execute("INSERT INTO site_sessions (id_sha256, user, csrf, created, expires, revoked) VALUES (?, ?, ?, ?, ?, NULL)",
+                     (s.id_sha256, s.user, s.csrf, s.created, s.expires))
+        return session_id, s
+
+    def session(self, session_id: str | None, *, now: float | None = None) -> Session | None:
+        """The session of a cookie value, or None: unknown, expired or revoked."""
+        if not session_id or len(session_id) > 200:
+            return None
+        now = time.time() if now is None else now
+        r = self._conn().execute("SELECT * FROM site_sessions WHERE id_sha256 = ?", (hash_token(session_id),)).fetchone()
+        if r is None or r["revoked"] is not None or not r["created"] <= now + 60 or now >= r["expires"]:
+            return None
+        return Session(user=r["user"], csrf=r["csrf"], created=r["created"], expires=r["expires"], id_sha256=r["id_sha256"])
+
+    def revoke_session(self, id_sha256: str) -> None:
+        self._conn().execute("UPDATE site_sessions SET revoked = ? WHERE id_sha256 = ? AND revoked IS NULL",
+                             (time.time(), id_sha256))
+
+    def revoke_user_sessions(self, user: str) -> int:
+        """Revoke every open session of a user; returns how many."""
+        return self._revoke_user(self._conn(), user)
+
+    @staticmethod
+    def _revoke_user(conn: sqlite3.Connection, user: str) -> int:
+        cur = conn.execute("UPDATE site_sessions SET revoked = ? WHERE user = ? AND revoked IS NULL", (time.time(), user))
+        return cur.rowcount
+
+    # -- weight fingerprints (duplicate flags) --------------------------------------------------
+    def fingerprints(self) -> dict[str, str | None]:
+        rows = self._conn().execute("SELECT sha256, weights FROM site_fingerprints").fetchall()
+        return {r["sha256"]: (r["weights"] or None) for r in rows}
+
+    def set_fingerprint(self, sha256: str, weights: str | None) -> None:
+        self._conn().execute("INSERT OR REPLACE INTO site_fingerprints (sha256, weights) VALUES (?, ?)", (sha256, weights or ""))
 
     # -- regrades ------------------------------------------------------------------------------
     def mark_regrade(self, attempt_id: int) -> None:
@@ -165,24 +239,3 @@ class SiteStore:
     def regrade_ids(self) -> set[int]:
         return {r[0] for r in self._conn().execute("SELECT attempt_id FROM site_regrades").fetchall()}
 
-
-def read_roster(path: str | Path) -> list[dict[str, str]]:
-    """Rows of a roster CSV with a header: ``id`` (or ``student``/``student_id``), optional ``name`` and ``pseudonym``."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames:
-            raise TokenError(f"{path}: empty roster (it needs a header line with an 'id' column)")
-        fields = {k.strip().lower(): k for k in reader.fieldnames if k}
-        id_key = next((fields[k] for k in ("id", "student_id", "student") if k in fields), None)
-        if id_key is None:
-            raise TokenError(f"{path}: the header has no 'id' column (found: {', '.join(reader.fieldnames)})")
-        rows = []
-        for n, row in enumerate(reader, start=2):
-            sid = (row.get(id_key) or "").strip()
-            if not sid:
-                continue
-            if not STUDENT_ID.match(sid):
-                raise TokenError(f"{path}, line {n}: student id {sid!r}: use 1-64 letters, digits and _.@+-")
-            rows.append({"id": sid, "name": (row.get(fields.get("name", ""), "") or "").strip(),
-                         "pseudonym": (row.get(fields.get("pseudonym", ""), "") or "").strip()})
-    return rows

@@ -6,8 +6,10 @@
 
 Only the SHA-256 of a token is stored, so a token is printed once, when it is created; rerunning
 with the same (or a longer) roster prints only the new students' tokens and lists on stderr
-those who already have one. The roster is a CSV with a header: ``id`` (required), ``name``
-(shown when the rubric sets show_names) and ``pseudonym`` (optional; generated otherwise).
+those who already have one. The roster is read by :func:`grader.classdir.read_roster`, the same
+reader as ``grade batch --roster``: ``id`` first, then optional ``name`` (shown when the rubric sets
+show_names) and ``email``; the leaderboard's pseudonym comes from the gradebook. A roster with a bad
+or repeated id creates no token at all.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("roster", type=Path, nargs="?", help="roster CSV: id[,name][,pseudonym]")
+    p.add_argument("roster", type=Path, nargs="?", help="roster CSV: id[,name][,email] (the same file as grade batch --roster)")
     p.add_argument("--db", type=Path, required=True, help="the site's database (the gradebook)")
     p.add_argument("--regenerate", metavar="ID", action="append", default=[], help="replace this student's token (repeatable)")
     p.add_argument("--admin", action="store_true", help="print a new instructor token (the previous one stops working)")
@@ -26,26 +28,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from grader import console
-    from grader.site.store import SiteStore, TokenError, read_roster
+    from grader.classdir import RosterError, read_roster
+    from grader.site.store import SiteStore, TokenError
 
     if args.roster is None and not args.regenerate and not args.admin:
         console.fail("give a roster CSV, --regenerate ID or --admin")
         return 1
     try:
+        roster = read_roster(args.roster) if args.roster is not None else None
+        if roster is not None and roster.problems:
+            for p in roster.problems:
+                console.fail(f"{p.entry}: {p.reason}")
+            console.fail("fix the roster; no token was created")
+            return 1
+        if roster is not None and not roster.students:
+            console.fail(f"{args.roster}: no students in the roster")
+            return 1
         store = SiteStore(args.db)
         existing = []
-        if args.roster is not None:
-            for row in read_roster(args.roster):
-                token = store.upsert_student(row["id"], row["name"], row["pseudonym"])
-                if token is None:
-                    existing.append(row["id"])
-                else:
-                    print(f"{row['id']} {token}")
+        for student in roster.students if roster is not None else []:
+            token = store.upsert_student(student.id, student.name)
+            if token is None:
+                existing.append(student.id)
+            else:
+                print(f"{student.id} {token}")
         for sid in args.regenerate:
             print(f"{sid} {store.regenerate(sid)}")
         if args.admin:
             print(f"admin {store.new_admin_token()}")
-    except (TokenError, OSError) as exc:
+    except (TokenError, RosterError, OSError) as exc:
         console.fail(str(exc))
         return 1
     if existing:

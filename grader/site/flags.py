@@ -1,0 +1,112 @@
+"""Duplicate flags for the instructor's page, with :mod:`grader.duplicates`, the batch grader's rules.
+
+``grade batch`` flags pairs of students whose files are ``identical`` (sha256), have the
+``same_weights`` (a canonical fingerprint of the weight tensors) or the same ``behaviour`` (argmax
+actions on a fixed probe set), and pairs of a student and a reference model. The site does the
+same over its own attempts under its rubric:
+
+* every distinct (student, file) among the attempts is a candidate;
+* the weight fingerprint comes from the attempt's ``extra`` (when the grading loop stored one),
+  else it is computed once from the stored upload and kept in ``site_fingerprints``;
+* actions come from the attempt's ``extra`` when the grading loop stored them (same probe set);
+  otherwise no behaviour flag is computed (it needs the sandboxed engine);
+* the task's reference models (``reference/models/*.onnx``) take part with their sha256 and
+  weights, so an upload of a copy of a reference agent is flagged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+from grader.site import attempts as A
+
+if TYPE_CHECKING:
+    from grader.site.state import Site
+
+log = logging.getLogger("grader.site")
+
+
+def reference_candidates(reference_dir: Path | None, rubric) -> list:
+    """The task's reference models as :class:`grader.duplicates.Candidate` (sha256 and weights, no actions)."""
+    from grader.exports import reference_candidates as batch_references
+
+    if reference_dir is None:
+        from grader.batch import DEFAULT_REFERENCE_DIR
+
+        reference_dir = DEFAULT_REFERENCE_DIR
+    try:
+        # No probe states: the site does not start an engine for the references.
+        return batch_references(SimpleNamespace(reference_dir=Path(reference_dir), rubric=rubric), None)
+    except Exception:  # noqa: BLE001 - flags are advice; the page must still show
+        log.exception("reading the reference models failed")
+        return []
+
+
+def _weights(site: "Site", sha256: str, extra: dict, known: dict[str, str | None]) -> str | None:
+    if extra.get("weights_fingerprint"):
+        return extra["weights_fingerprint"]
+    if sha256 in known:
+        return known[sha256]
+    from grader.duplicates import weights_fingerprint
+
+    path = site.uploads / f"{sha256}.onnx"  # derived from the hash: never a path from the database
+    weights = None
+    if len(sha256) == 64 and path.is_file():
+        try:
+            weights = weights_fingerprint(path.read_bytes())
+        except Exception:  # noqa: BLE001 - an unreadable model simply has no fingerprint
+            weights = None
+        site.store.set_fingerprint(sha256, weights)
+    known[sha256] = weights
+    return weights
+
+
+def attempt_flags(site: "Site", attempts: list) -> dict[int, list[dict]]:
+    """Attempt id -> its flags, for the attempts of the site's rubric.
+
+    Each flag is ``{"kind", "label", "other", "short", "text"}``: the kind (``identical``,
+    ``same_weights``, ``behaviour``), its label for the pill (``behaviour 97%``), the other side's
+    label (a student id or ``reference:<file>``), a short form of it for the table and a sentence
+    for tooltips and the CSV.
+    """
+    from grader.duplicates import Candidate, actions_from_extra, find_duplicates
+
+    mine = [a for a in attempts if A.rubric_id(a) == site.rubric.id and A.field(a, "sha256", default="")]
+    if not mine:
+        return {}
+    extras = {A.attempt_id(a): (A.field(a, "extra", default=None) or {}) for a in mine}
+    probe_ids = Counter(e.get("probe_id") for e in extras.values() if e.get("probe_id") and e.get("actions"))
+    probe_id = probe_ids.most_common(1)[0][0] if probe_ids else ""
+    known = site.store.fingerprints()
+    by_key: dict[tuple[str, str], list[int]] = {}
+    candidates = []
+    for a in sorted(mine, key=A.attempt_id):
+        key = (A.student(a), str(A.field(a, "sha256")))
+        if key in by_key:
+            by_key[key].append(A.attempt_id(a))
+            continue
+        by_key[key] = [A.attempt_id(a)]
+        extra = extras[A.attempt_id(a)]
+        candidates.append(Candidate(label=key[0], file=f"#{A.attempt_id(a)}", sha256=key[1],
+                                    weights=_weights(site, key[1], extra, known),
+                                    actions=actions_from_extra(extra, probe_id) if probe_id else None))
+    candidates += site.references()
+    report = find_duplicates(candidates)
+    out: dict[int, list[dict]] = {}
+    for f in report.flags:
+        for me, other in ((f.a, f.b), (f.b, f.a)):
+            if me.is_reference:
+                continue
+            who = other.label if other.is_reference else f"{other.label} ({other.file})"
+            kind = f.kind.replace("_", " ")
+            text = f"{kind} with {who}" + (f": {f.detail}" if f.kind == "behaviour" and f.detail else "")
+            short = f"ref. {Path(other.label.split(':', 1)[1]).stem}" if other.is_reference else f"{other.label} {other.file}"
+            label = f"{kind} {100 * f.agreement:.0f}%" if f.kind == "behaviour" and f.agreement else kind
+            for aid in by_key.get((me.label, me.sha256), []):
+                out.setdefault(aid, []).append({"kind": f.kind, "label": label, "other": other.label, "short": short,
+                                                "text": text})
+    return out

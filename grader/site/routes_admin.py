@@ -1,0 +1,118 @@
+"""The instructor's pages (instructor token only).
+
+    GET  /admin                     every submission, with the duplicate flags of grader.duplicates
+    POST /admin/regrade/{id}        queue a submission again (CSRF field)
+    POST /admin/token               a new token for one student (CSRF field; ends their sessions)
+    GET  /admin/export.csv[?best=1] all submissions, or each student's best
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from grader.site import attempts as A
+from grader.site.auth import csrf_ok
+from grader.site.flags import attempt_flags
+from grader.site.forms import small_form
+from grader.site.state import Site, attempt_row, get_session, get_site, require_admin
+from grader.site.store import ADMIN_USER, Session, TokenError
+from grader.textsafe import csv_cell
+
+router = APIRouter()
+
+EXPORT_COLUMNS = ["attempt_id", "student", "name", "pseudonym", "submitted", "finished", "status", "score", "max_score",
+                  "band", "sha256", "error", "flags"]
+
+
+@router.get("/admin", response_class=HTMLResponse)
+def admin(request: Request, site: Site = Depends(get_site), session: Session = Depends(require_admin)):
+    roster = site.store.students()
+    attempts = site.gb().attempts()
+    flags = attempt_flags(site, attempts)
+    rows = []
+    for a in reversed(attempts):
+        row = attempt_row(a, site.rubric)
+        s = roster.get(row["student"])
+        row.update(name=s.name if s else "", pseudonym=site.pseudonym(row["student"], roster), flags=flags.get(row["id"], []))
+        rows.append(row)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return site.render(request, "admin.html", rows=rows, counts=counts, n_students=len(roster),
+                       n_flagged=sum(1 for r in rows if r["flags"]),
+                       busy=sorted(site.pool.busy.values()) if site.pool else [], rubric=site.rubric,
+                       message=request.query_params.get("message", "")[:200])
+
+
+def _refuse(request: Request, site: Site, session: Session | None, form: dict | None) -> Response | None:
+    if session is None or session.user != ADMIN_USER:
+        return site.message(request, 403, "This needs the instructor token.", heading="Instructors only")
+    if form is None or not csrf_ok(session, form.get("csrf")):
+        return site.message(request, 403, "Missing or wrong form token (CSRF).")
+    return None
+
+
+@router.post("/admin/regrade/{attempt_id}")
+async def regrade(request: Request, attempt_id: int, site: Site = Depends(get_site),
+                  session: Session | None = Depends(get_session)):
+    form = await small_form(request)
+    if (refused := _refuse(request, site, session, form)) is not None:
+        return refused
+
+    def requeue() -> int | None:
+        a = site.gb().get(attempt_id)
+        if a is None:
+            return None
+        # Same rubric version: the row is reset to queued; a changed rubric file: a new row.
+        new_id = site.gb().enqueue(A.student(a), A.file_path(a), str(A.field(a, "sha256", default="")), site.rubric, force=True)
+        site.store.mark_regrade(int(new_id))
+        return int(new_id)
+
+    new_id = await run_in_threadpool(requeue)
+    if new_id is None:
+        return site.message(request, 404, "No such submission.")
+    site.wake_pool()
+    return RedirectResponse(f"/admin?message=attempt+{attempt_id}+requeued+as+{new_id}", status_code=303)
+
+
+@router.post("/admin/token")
+async def new_token(request: Request, site: Site = Depends(get_site), session: Session | None = Depends(get_session)):
+    """Replace a student's token (a lost or leaked one): the old token and all its sessions stop working."""
+    form = await small_form(request)
+    if (refused := _refuse(request, site, session, form)) is not None:
+        return refused
+    student = (form.get("student") or "").strip()
+    try:
+        token = await run_in_threadpool(site.store.regenerate, student)
+    except TokenError as exc:
+        return site.message(request, 404, str(exc), back="/admin")
+    return site.render(request, "token.html", student=student, token=token)
+
+
+@router.get("/admin/export.csv")
+def export(request: Request, best: int = 0, site: Site = Depends(get_site), session: Session | None = Depends(get_session)):
+    if session is None or session.user != ADMIN_USER:
+        return Response("instructor token needed", status_code=403)
+    roster = site.store.students()
+    everything = site.gb().attempts()
+    flags = attempt_flags(site, everything)
+    rows = site.leaderboard() if best else everything
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(EXPORT_COLUMNS)
+    for a in rows:
+        r = attempt_row(a, site.rubric)
+        st = roster.get(r["student"])
+        w.writerow([csv_cell(v) for v in (
+            r["id"], r["student"], st.name if st else "", site.pseudonym(r["student"], roster), r["submitted"],
+            r["finished_at"], r["status"], r["score"], r["max"], r["band"], r["sha256"], r["error"],
+            "; ".join(f["text"] for f in flags.get(r["id"], [])))])
+    name = f"{site.rubric.id}-{'best' if best else 'submissions'}-{_dt.date.today().isoformat()}.csv"
+    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
