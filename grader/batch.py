@@ -259,7 +259,7 @@ class BatchRun:
 
         report_dir = workdir / "report"
         report_dir.mkdir(parents=True, exist_ok=True)
-        write_gradescope(result, report_dir / "results.json")
+        write_gradescope(result, report_dir / "results.json", points=self.rubric.scoring.points)  # 0 / points when invalid
         tmp = report_dir / ".result.json.part"
         tmp.write_text(result.to_json())
         os.replace(tmp, report_dir / "result.json")  # last: a folder with result.json is complete
