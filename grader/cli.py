@@ -23,6 +23,7 @@ from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "baselines": ("grader.baselines", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
     "batch": ("grader.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
+    "gradescope": ("grader.gradescope", "Build a Gradescope autograder zip (setup.sh, run_autograder, rubric, the grader's wheel)."),
     "serve": ("grader.site.server", "Run the course leaderboard website (uploads, grading queue, leaderboard)."),
     "tokens": ("grader.site.tokens", "Create login tokens for the students of a roster CSV (and the instructor)."),
 }
@@ -92,6 +93,14 @@ def _run_grade(args: argparse.Namespace, *, selfcheck: bool) -> int:
         return EXIT_INTERRUPTED
     if args.debug and result.status == "error":
         print(result.error, file=sys.stderr)
+    if getattr(args, "gradescope", None) is not None:  # grade --gradescope FILE
+        from grader.gradescope import write_results
+
+        try:
+            write_results(result, args.gradescope)
+        except Exception as exc:  # noqa: BLE001 - the grading stands; say why the file is missing
+            console.fail(f"cannot write {args.gradescope}: {exc}")
+            return EXIT_ERROR
     if args.json:
         print(result.to_json())
     else:
@@ -136,6 +145,7 @@ def _make_main_parser() -> argparse.ArgumentParser:
                 epilog="sub-commands: check" + "".join(f", {n}" for n in SUBCOMMANDS) + " (grade SUBCOMMAND --help)")
     add_grade_arguments(p)
     p.add_argument("--version", action="version", version=f"rl-grader {_version()}")
+    p.add_argument("--gradescope", type=Path, metavar="FILE", help="also write Gradescope's results.json to FILE")
     return p
 
 

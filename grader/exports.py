@@ -32,6 +32,13 @@ PROBLEMS_COLUMNS = ["entry", "student", "reason"]
 
 
 # --- Gradescope ------------------------------------------------------------------------------------
+# The one builder of Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/):
+# `grade batch`, `grade --gradescope FILE` and the autograder zip of `grade gradescope` all use it.
+Visibility = Literal["visible", "hidden", "after_due_date", "after_published"]
+TextFormat = Literal["text", "html", "simple_format", "md", "ansi"]
+EPISODE_TABLE_CHOICES = ("after_published", "after_due_date", "none")  # never "visible": see gradescope_results
+
+
 class _GS(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -42,7 +49,12 @@ class GradescopeTest(_GS):
     max_score: float | None = None
     output: str = ""
     status: Literal["passed", "failed"] | None = None
-    visibility: Literal["visible", "hidden", "after_due_date", "after_published"] = "visible"
+    visibility: Visibility = "visible"
+    output_format: TextFormat | None = None
+    name_format: TextFormat | None = None
+    number: str | None = None
+    tags: list[str] | None = None
+    extra_data: dict | None = None
 
 
 class GradescopeLeaderboardEntry(_GS):
@@ -52,55 +64,145 @@ class GradescopeLeaderboardEntry(_GS):
 
 
 class GradescopeResults(_GS):
-    """The Gradescope autograder ``results.json`` format (the fields this grader writes)."""
+    """The Gradescope autograder ``results.json`` format (every top-level field of the spec)."""
 
     score: float
     output: str = ""
+    output_format: TextFormat | None = None
+    test_output_format: TextFormat | None = None
+    test_name_format: TextFormat | None = None
     execution_time: float | None = None
-    visibility: Literal["visible", "hidden", "after_due_date", "after_published"] = "visible"
+    visibility: Visibility = "visible"
+    stdout_visibility: Visibility | None = None
+    extra_data: dict | None = None
     tests: list[GradescopeTest] = []
     leaderboard: list[GradescopeLeaderboardEntry] = []
 
 
-def gradescope_results(result: GradeResult) -> GradescopeResults:
-    """Students see this file: texts that could name a hidden grading seed are scrubbed."""
+def _md_literal(text: str) -> str:
+    """Text shown verbatim in Markdown (an indented code block): student-controlled text is never markup."""
+    return "\n".join("    " + line for line in (text or "").splitlines() or [""])
+
+
+def gradescope_results(result: GradeResult, *, episode_table: str = "after_published",
+                       report_note: str = "") -> GradescopeResults:
+    """Gradescope's ``results.json`` for ``result``. Students see it: texts that could name a hidden
+    grading seed are scrubbed, and nothing in it names one.
+
+    * one test per check (``passed``/``failed``, its message and hint); a scored notebook check
+      carries its points from ``result.parts`` (the one score, :mod:`grader.scoring`);
+    * ``episode score``: the episodes' part, out of its maximum even when the submission is invalid;
+    * ``returns by episode``: the return of each episode, numbered, never by seed, with visibility
+      ``episode_table`` (``after_published`` or ``after_due_date``; ``none`` leaves it out). Per the spec,
+      students do not see their total score while a test is not visible to them;
+    * the top-level ``score`` is ``result.score`` and equals the sum of the tests' scores, out of
+      ``result.max_score``; ``output`` (Markdown) is the summary and ``report_note``.
+    """
+    from grader.scoring import EPISODES_PART, fmt_points
     from grader.seedpolicy import SeedPolicy
 
-    scrub = SeedPolicy(result).scrub
+    if episode_table not in EPISODE_TABLE_CHOICES:
+        raise ValueError(f"episode_table must be one of {', '.join(EPISODE_TABLE_CHOICES)}, not {episode_table!r}")
+    policy = SeedPolicy(result)
+    scrub = policy.scrub
+    graded = result.status == "graded"
+    parts = {p.name: p for p in result.parts}
     tests = []
     for c in result.checks:
         output = scrub(c.message + (f"\nHow to fix: {c.hint}" if not c.passed and c.hint else ""))
-        tests.append(GradescopeTest(name=c.name, score=c.points, max_score=c.max_points, output=output,
-                                    status="passed" if c.passed or c.severity != "error" else "failed"))
+        part = parts.get(c.name) if c.name != EPISODES_PART else None
+        if part is not None and c.passed and not graded:
+            output += "\n(no points: the submission is invalid)"
+        tests.append(GradescopeTest(name=c.name, score=part.points if part else None,
+                                    max_score=part.max_points if part else None, output=output,
+                                    status="passed" if c.passed else "failed"))
+    checked = {c.name for c in result.checks}
+    for part in result.parts:  # scored checks that never ran (the notebook is missing, say)
+        if part.kind == "notebook" and part.name not in checked:
+            tests.append(GradescopeTest(name=part.name, score=0.0, max_score=part.max_points, status="failed",
+                                        output="not checked: " + (part.detail or "no notebook was handed in")))
     s = result.summary
-    if result.status == "graded":
+    if graded and result.episodes and episode_table != "none":
+        rows = [f"{policy.label(e.seed)}: return {e.return_:.2f} in {e.length} steps" for e in result.episodes]
+        tests.append(GradescopeTest(name="returns by episode", output="\n".join(rows), status="passed",
+                                    visibility="visible" if not policy.hidden else episode_table))
+    episodes = parts.get(EPISODES_PART)
+    detail, why = "", ""
+    if graded and s is not None:
         detail = (f"{s.n} episodes: mean return {s.mean:.1f} ± {s.std:.1f}, median {s.median:.1f}, "
-                  f"95% CI [{s.ci_low:.1f}, {s.ci_high:.1f}]" if s else "")
+                  f"95% CI [{s.ci_low:.1f}, {s.ci_high:.1f}]")
+        if s.success_rate is not None:
+            detail += f", success rate {100 * s.success_rate:.0f}%"
         if result.rubric:
             detail += f"; points from the {result.rubric.statistic} ({result.rubric.zero_at:g} earns 0, " \
                       f"{result.rubric.full_at:g} earns full marks)"
-        tests.append(GradescopeTest(name="episode score", score=result.score, max_score=result.max_score, output=detail,
-                                    status="passed" if result.score > 0 else "failed"))
+            if policy.hidden:
+                detail += f"; the {result.rubric.n_seeds} grading seeds are not shown"
+    elif not graded:
+        first_failed = next((c for c in result.checks if c.blocking), None)
+        why = scrub(result.error or (first_failed.message if first_failed else "")) or (
+            "a check failed" if result.status == "invalid" else "the grader failed")
+    if episodes is not None:
+        output = detail or (("Not graded: the submission is invalid: " if result.status == "invalid"
+                             else "Not graded: grader error: ") + why if not graded else episodes.detail)
+        tests.append(GradescopeTest(name="episode score", score=episodes.points, max_score=episodes.max_points,
+                                    output=output, status="passed" if episodes.points > 0 else "failed"))
+    board = _leaderboard(result)
+    total = fmt_points(result.score, result.max_score)
+    if graded:
+        head = f"**Score {total}**" + (f" ({result.band})" if result.band else "")
+    elif result.status == "invalid":
+        head = f"**Invalid submission: {total}**\n\n{_md_literal(why)}"
     else:
-        tests.append(GradescopeTest(name="episode score", score=0.0, max_score=result.max_score,
-                                    output=scrub(result.error) or result.status, status="failed"))
+        head = f"**Grader error: {total}** (not your fault; the course staff can see the log)\n\n{_md_literal(why)}"
+    lines = [head]
+    failed = [c.name for c in result.checks if not c.passed]
+    lines.append(f"{len(result.checks) - len(failed)} of {len(result.checks)} checks passed"
+                 + (f"; failed: {', '.join(failed)}" if failed else "") + ".")
+    if detail:
+        lines.append(detail + ".")
+    if result.warnings:
+        lines.append("Warnings:\n\n" + _md_literal("\n".join(scrub(w) for w in result.warnings)))
+    if report_note:
+        lines.append(report_note)
+    execution = result.timings.get("total")
+    return GradescopeResults(
+        score=result.score, output="\n\n".join(lines), output_format="md", test_output_format="text",
+        test_name_format="text", execution_time=None if execution is None else max(1, round(execution)),
+        stdout_visibility="hidden",
+        extra_data={"status": result.status, "max_score": result.max_score,
+                    "rubric": result.rubric.id if result.rubric else None,
+                    "rubric_sha256": result.rubric.sha256 if result.rubric else None,
+                    "model_sha256": result.model.sha256 if result.model else None,
+                    "grader": result.versions.get("rl-grader")},
+        tests=tests, leaderboard=board)
+
+
+def _leaderboard(result: GradeResult) -> list[GradescopeLeaderboardEntry]:
+    s = result.summary
     board = [GradescopeLeaderboardEntry(name="Score", value=result.score, order="desc")]
-    if s is not None:
+    if s is None:
+        return board
+    stat_name = result.rubric.statistic if result.rubric else "mean"
+    stat = getattr(s, stat_name, None)
+    label = {"mean": "Mean return", "median": "Median return", "iqm": "IQM return", "ci_low": "CI low (return)",
+             "success_rate": "Success rate"}.get(stat_name, stat_name)
+    if stat is not None and stat_name != "success_rate":
+        board.append(GradescopeLeaderboardEntry(name=label, value=round(stat, 2), order="desc"))
+    if stat_name != "mean":
         board.append(GradescopeLeaderboardEntry(name="Mean return", value=round(s.mean, 2), order="desc"))
-        if s.success_rate is not None:
-            board.append(GradescopeLeaderboardEntry(name="Success rate", value=round(s.success_rate, 4), order="desc"))
-    head = {"graded": f"Score {result.score:g} / {result.max_score:g}" + (f" ({result.band})" if result.band else ""),
-            "invalid": f"Invalid submission: {scrub(result.error)}", "error": f"Grader error: {scrub(result.error)}"}[result.status]
-    output = "\n".join([head] + [f"warning: {scrub(w)}" for w in result.warnings])
-    return GradescopeResults(score=result.score if result.status == "graded" else 0.0, output=output,
-                             execution_time=result.timings.get("total"), tests=tests, leaderboard=board)
+    if s.success_rate is not None:
+        board.append(GradescopeLeaderboardEntry(name="Success rate", value=round(s.success_rate, 4), order="desc"))
+    return board
 
 
-def write_gradescope(result: GradeResult, path: Path) -> None:
-    data = gradescope_results(result).model_dump_json(indent=2, exclude_none=True)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(data)
-    os.replace(tmp, path)
+def write_gradescope(result: GradeResult, path: Path, **options) -> GradescopeResults:
+    """Write :func:`gradescope_results` (``options`` go to it) to ``path`` atomically."""
+    from grader.fsutil import atomic_write
+
+    gs = gradescope_results(result, **options)
+    atomic_write(path, gs.model_dump_json(indent=2, exclude_none=True) + "\n")
+    return gs
 
 
 # --- the class view ----------------------------------------------------------------------------------
