@@ -12,10 +12,26 @@ __version__ = "0.1.0"
 __all__ = ["grade", "check", "GradeResult"]
 
 
+def _register_jupyter_display() -> None:
+    """In Jupyter, a GradeResult renders as the report's inline HTML (the schema itself stays plain data)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from grader.report import render_inline_html
+    from grader.result import GradeResult
+
+    shell.display_formatter.formatters["text/html"].for_type(GradeResult, render_inline_html)
+
+
 def __getattr__(name: str):  # lazy: `import grader` stays cheap for the workers
     if name in ("grade", "check"):
         from grader import grading
 
+        _register_jupyter_display()
         return getattr(grading, name)
     if name == "GradeResult":
         from grader.result import GradeResult

@@ -46,43 +46,21 @@ from typing import Any
 import numpy as np
 
 from grader.bundle import Bundle, Submission, read_bundle
-from grader.classdir import ClassFolder, Problem, Roster, scan_class
+from grader.classdir import ClassFolder, scan_class
+from grader.roster import Problem, Roster
 from grader.errors import EXIT_ERROR, EXIT_GRADED as EXIT_OK, EXIT_INTERRUPTED, SetupError
 from grader.gradebook import Attempt, Gradebook
 from grader.limits import DEFAULT_BATCH_SLOTS
 from grader.pipeline import Options
 from grader.resources import reference_models_dir
 from grader.result import GradeResult
-from grader.rubric import Rubric, load_rubric
+from grader.rubric import Rubric, RubricKey, load_rubric, rubric_key
+from grader.console import CountBar
+from grader.jobs import JobOptions, grade_job
 from grader.slots import Outcome, serve
 
 
 # --- what is graded, with which settings -----------------------------------------------------------
-@dataclass(frozen=True)
-class RubricKey:
-    """What the gradebook keys an attempt on besides the submission's bytes: the rubric's id and
-    its fingerprint (the materialised rubric, the grader's version, and any ``--episodes``)."""
-
-    id: str
-    sha256: str
-
-
-def rubric_key(rubric: Rubric, episodes: int | None = None) -> RubricKey:
-    fingerprint = rubric.fingerprint()
-    if episodes is None:
-        return RubricKey(rubric.id, fingerprint)
-    return RubricKey(rubric.id, hashlib.sha256(f"{fingerprint}\nepisodes={episodes}".encode()).hexdigest())
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """Everything a grading slot needs besides the submission; picklable (sent to Ray actors)."""
-
-    rubric: Rubric  # materialised: needs no other file
-    options: Options
-    probe_states: np.ndarray | None
-
-
 @dataclass
 class Job:
     attempt_id: int
@@ -90,24 +68,6 @@ class Job:
     label: str
     digest: str
     bundle: Bundle
-
-
-def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path) -> Outcome:
-    """Grade one submission into ``workdir/report`` (local slots and Ray actors alike).
-
-    Returns the outcome with, for a played model, its actions on the probe states (duplicates)."""
-    from grader.engine import EngineFailure
-    from grader.pipeline import grade_submission
-
-    report = workdir / "report"
-    result = grade_submission(sub, rubric=opts.rubric, options=opts.options, out=report, engine=engine)
-    actions = None
-    if result.status == "graded" and result.summary is not None and opts.probe_states is not None and engine is not None:
-        try:
-            actions = np.asarray(engine.actions(opts.probe_states), dtype=np.uint8)
-        except EngineFailure as exc:
-            result.warnings.append(f"duplicate check: the model failed on the probe states ({exc})")
-    return Outcome(result=result, report_dir=report, actions=actions)
 
 
 # --- the runner ------------------------------------------------------------------------------------
@@ -196,7 +156,7 @@ class BatchRun:
 
     def job_options(self, probe_states: np.ndarray | None) -> JobOptions:
         options = Options(episodes=self.episodes, video=self.video, report=True, workers=1)
-        return JobOptions(rubric=self.rubric, options=options, probe_states=probe_states)
+        return JobOptions(rubric=self.rubric, options=options, probe_states=probe_states, probe_id=self.probe_id)
 
     # -- per submission -------------------------------------------------------------------------
     def new_workdir(self, attempt_id: int) -> Path:
@@ -218,7 +178,6 @@ class BatchRun:
     def record(self, job: Job, outcome: Outcome) -> None:
         """Driver side of a finished grading (every backend): complete the report folder, move it
         into place, then finish the gradebook row in one transaction."""
-        from grader.duplicates import extra_for, weights_fingerprint
         from grader.exports import write_gradescope
         from grader.fsutil import atomic_write
 
@@ -236,12 +195,7 @@ class BatchRun:
             os.rename(final, trash)
             shutil.rmtree(trash, ignore_errors=True)
         os.rename(report_dir, final)
-        weights = None
-        if job.bundle.model is not None and result.status == "graded":
-            sub, _ = self.read_job(job)
-            weights = weights_fingerprint(sub.model.data) if sub is not None and sub.model is not None else None
-        self.gradebook.finish(job.attempt_id, result, final, extra=extra_for(weights, outcome.actions, self.probe_id),
-                              wall_s=outcome.wall_s)
+        self.gradebook.finish(job.attempt_id, result, final, extra=outcome.extra, wall_s=outcome.wall_s)
         if report_dir.parent.name.startswith(".tmp-"):
             shutil.rmtree(report_dir.parent, ignore_errors=True)
         if result.status != "graded":
@@ -267,7 +221,7 @@ class BatchRun:
                       f" ({self.folder.layout} layout; {reused} already graded, {len(jobs)} to grade; "
                       f"{len(self.folder.problems)} layout problems)")
             t0 = time.perf_counter()
-            with _Bar(total, reused, enabled=self.show_progress) as bar:
+            with CountBar(total, reused, label="grading", enabled=self.show_progress) as bar:
                 self.bar = bar
                 if self.backend == "ray":
                     from grader.batch_ray import ray_graders
@@ -394,44 +348,6 @@ def _spawn_engines(n: int) -> list:
         signal.signal(signal.SIGINT, previous)
 
 
-class _Bar:
-    """A rich progress bar on stderr (done/total, failures, ETA); plain lines when not a terminal."""
-
-    def __init__(self, total: int, done: int, *, enabled: bool):
-        from grader.console import stderr
-
-        self.console = stderr
-        self.total, self.done = total, done
-        self.live = enabled and (stderr.is_terminal or bool(os.environ.get("GRADER_FORCE_PROGRESS")))
-        self._lock = threading.Lock()
-
-    def __enter__(self) -> "_Bar":
-        if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("grading"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("failures: {task.fields[failures]}"), TimeElapsedColumn(),
-                                     TextColumn("eta"), TimeRemainingColumn(), console=self.console)
-            self.progress.__enter__()
-            self.task = self.progress.add_task("grading", total=self.total, completed=self.done, failures=0)
-        return self
-
-    def advance(self, failures: int, line: str) -> None:
-        from rich.markup import escape
-
-        with self._lock:
-            self.done += 1
-            if self.live:
-                self.progress.update(self.task, completed=self.done, failures=failures)
-                self.progress.console.print(escape(line), highlight=False)
-            else:
-                print(f"[{self.done}/{self.total}] {line}", file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live:
-            self.progress.__exit__(*exc)
-
-
 # --- command line --------------------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("class_dir", type=Path, help="folder with one sub-folder or file per student (or an LMS download)")
@@ -477,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
         raise SetupError(f"--episodes {args.episodes}: rubric {rubric.id!r} has only {len(rubric.all_grading_seeds())} grading seeds")
     roster = None
     if args.roster:
-        from grader.classdir import read_roster
+        from grader.roster import read_roster
 
         kind, students = lms.read_lms_roster(args.roster)
         roster = read_roster(args.roster) if kind == "generic" else lms.to_roster(students)

@@ -23,14 +23,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from grader.errors import MissingDependency
 from grader.result import GradeResult
 from grader.slots import Outcome
 
 if TYPE_CHECKING:
-    from grader.batch import BatchRun, Job, JobOptions
+    from grader.batch import BatchRun, Job
+    from grader.jobs import JobOptions
 
 GRADER_DIR = Path(__file__).resolve().parent
 
@@ -47,7 +46,7 @@ class RayGrader:
         return {"node": socket.gethostname(), "pid": os.getpid(), "grader": grader.__file__}
 
     def grade(self, sub, opts: "JobOptions") -> dict:
-        from grader.batch import grade_job
+        from grader.jobs import grade_job
         from grader.engine import Engine
 
         if self.engine is None:
@@ -59,8 +58,7 @@ class RayGrader:
             buf = io.BytesIO()
             with tarfile.open(fileobj=buf, mode="w:gz") as tar:
                 tar.add(report, arcname=".")
-        actions = None if outcome.actions is None else outcome.actions.tolist()
-        return {"result": outcome.result.to_json(), "actions": actions, "tar": buf.getvalue(), "node": socket.gethostname()}
+        return {"result": outcome.result.to_json(), "extra": outcome.extra, "tar": buf.getvalue(), "node": socket.gethostname()}
 
     def close(self) -> None:
         if self.engine is not None:
@@ -103,8 +101,7 @@ class _ActorSlot:
                                  error=f"the Ray grading actor died ({type(exc).__name__}); rerun this submission")
             return Outcome(result, workdir / "report", wall_s=time.perf_counter() - t0)
         _extract(out["tar"], workdir / "report")
-        actions = None if out["actions"] is None else np.asarray(out["actions"], dtype=np.uint8)
-        return Outcome(GradeResult.from_json(out["result"]), workdir / "report", actions, time.perf_counter() - t0)
+        return Outcome(GradeResult.from_json(out["result"]), workdir / "report", out["extra"], time.perf_counter() - t0)
 
     def close(self) -> None:
         import ray

@@ -204,6 +204,8 @@ def gather(path: Path) -> tuple[Bundle, list[str]]:
     kind = kind_of(name)
     if kind in ("model", "notebook") and getattr(bundle, kind) != path:  # the very file named wins
         bundle = Bundle(**{**bundle.__dict__, kind: path})
+    if kind in ("weights", None) and bundle.empty:  # `grade policy.pt`: graded as the model the student meant
+        bundle = Bundle(**{**bundle.__dict__, "model": path, "weights": (), "label": name})
     taken = {p.name for p in (bundle.model, bundle.notebook, *bundle.weights) if p is not None}
     if name not in taken and kind_of(name) in ("model", "notebook"):
         taken.add(name)

@@ -21,7 +21,7 @@ from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
 
 # Sub-commands: name -> (module, help). Each module has add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "baselines": ("grader.baselines", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
+    "baselines": ("grader.baseline_run", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
     "batch": ("grader.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
     "gradescope": ("grader.gradescope", "Build a Gradescope autograder zip (setup.sh, run_autograder, rubric, the grader's wheel)."),
     "serve": ("grader.site.server", "Run the course leaderboard website (uploads, grading queue, leaderboard)."),

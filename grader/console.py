@@ -108,6 +108,41 @@ def _print_score(console: Console, result: GradeResult, safe) -> None:
         console.print(f"[bold red]grader error:[/bold red] {safe(result.error or 'unknown')}")
 
 
+class CountBar:
+    """A progress bar over many items (done/total, failures, ETA) with one line per finished item;
+    plain ``[n/total] line`` output when stderr is not a terminal. Thread-safe."""
+
+    def __init__(self, total: int, done: int = 0, *, label: str = "grading", enabled: bool = True):
+        import threading
+
+        self.console = stderr
+        self.total, self.done, self.label = total, done, label
+        self.live = enabled and (stderr.is_terminal or _forced())
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "CountBar":
+        if self.live:
+            self.progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("failures: {task.fields[failures]}"), TimeElapsedColumn(),
+                                     TextColumn("eta"), TimeRemainingColumn(), console=self.console)
+            self.progress.__enter__()
+            self.task = self.progress.add_task(self.label, total=self.total, completed=self.done, failures=0)
+        return self
+
+    def advance(self, failures: int, line: str) -> None:
+        with self._lock:
+            self.done += 1
+            if self.live:
+                self.progress.update(self.task, completed=self.done, failures=failures)
+                self.progress.console.print(_safe(line), highlight=False)
+            else:
+                print(f"[{self.done}/{self.total}] {clean_text(line)}", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.progress.__exit__(*exc)
+
+
 def fail(message: str) -> None:
     stderr.print(f"[bold red]error:[/bold red] {_safe(message)}")
 

@@ -276,14 +276,14 @@ def collect(run: "BatchRun") -> list[StudentRow]:
     return list(rows.values())
 
 
-def reference_candidates(run: "BatchRun", probe_states) -> list:
-    """Reference models of the rubric's task in ``run.reference_dir``, with weights and actions."""
+def reference_candidates(ref_dir: Path | None, task: str, probe_states) -> list:
+    """The reference models of ``task`` in ``ref_dir`` as duplicate candidates: their sha256, their
+    weights' fingerprint and, with ``probe_states``, their actions (batch and site alike)."""
     from grader import checks as C
     from grader.duplicates import Candidate, weights_fingerprint
     from grader.engine import Engine, EngineFailure
     from grader.onnx_model import ModelLoadError, parse_model
 
-    ref_dir = run.reference_dir
     if ref_dir is None or not Path(ref_dir).is_dir():
         return []
     out = []
@@ -294,7 +294,7 @@ def reference_candidates(run: "BatchRun", probe_states) -> list:
             try:
                 data = f.read_bytes()
                 parsed = parse_model(data)
-                if C.detect_task(parsed).name != run.rubric.task:
+                if C.detect_task(parsed).name != task:
                     continue
             except (OSError, ModelLoadError, C.TaskDetectionError):
                 continue
@@ -303,7 +303,7 @@ def reference_candidates(run: "BatchRun", probe_states) -> list:
             if probe_states is not None:
                 try:
                     engine = engine or Engine(1)
-                    engine.load(data, task=run.rubric.task)
+                    engine.load(data, task=task)
                     import numpy as np
 
                     cand.actions = np.asarray(engine.actions(probe_states), dtype=np.uint8)
@@ -371,7 +371,7 @@ def _flag_duplicates(run: "BatchRun", rows: list[StudentRow]):
         a = run.gradebook.get(attempt.id)
         candidates.append(Candidate(label=sid, file=a.file, sha256=a.sha256, weights=a.extra.get("weights_fingerprint"),
                                     actions=actions_from_extra(a.extra, run.probe_id)))
-    candidates += reference_candidates(run, run.probe_states)
+    candidates += reference_candidates(run.reference_dir, run.rubric.task, run.probe_states)
     dup = find_duplicates(candidates, threshold=run.behaviour_threshold)
     by_student = defaultdict(list)
     for f in dup.flags:

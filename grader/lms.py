@@ -25,7 +25,7 @@ Pure functions; nothing here grades. The formats were checked against the LMSs' 
 
 Student keys are ``moodle-<participant id>`` and ``canvas-<user id>`` (``canvas-anon-<id>`` for
 anonymous grading): built from digits only, so they always satisfy
-:func:`grader.classdir.valid_student_id` whatever the file names hold.
+:func:`grader.roster.valid_student_id` whatever the file names hold.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Mapping, Sequence
 
-from grader.classdir import Roster, RosterStudent, valid_student_id
+from grader.roster import Roster, RosterStudent, valid_student_id
 from grader.errors import SetupError
 from grader.fsutil import atomic_write
 from grader.textsafe import clean_text, csv_cell
@@ -469,13 +469,13 @@ def detect_roster_kind(path: str | Path) -> RosterKind:
 
 def read_lms_roster(path: str | Path) -> tuple[RosterKind, list[LmsStudent]]:
     """Any roster ``--roster`` accepts: the kind (see :func:`detect_roster_kind`) and its students; a
-    generic roster is read by :func:`grader.classdir.read_roster` (its problems raise)."""
+    generic roster is read by :func:`grader.roster.read_roster` (its problems raise)."""
     kind = detect_roster_kind(path)
     if kind == "moodle":
         return kind, read_moodle_worksheet(path)
     if kind == "canvas":
         return kind, read_canvas_gradebook(path)
-    from grader.classdir import RosterError, read_roster
+    from grader.roster import RosterError, read_roster
 
     try:
         roster = read_roster(path)
@@ -489,7 +489,7 @@ def read_lms_roster(path: str | Path) -> tuple[RosterKind, list[LmsStudent]]:
 
 
 def to_roster(students: Sequence[LmsStudent]) -> Roster:
-    """The students as a :class:`grader.classdir.Roster` (ids are the student keys), for ``grade batch``."""
+    """The students as a :class:`grader.roster.Roster` (ids are the student keys), for ``grade batch``."""
     return Roster(students=[RosterStudent(s.student_key, s.name, s.email) for s in students])
 
 

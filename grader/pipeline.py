@@ -286,6 +286,13 @@ def _parse(run: _Run, data: bytes):
     from grader.onnx_model import ModelLoadError, describe, parse_model
     from grader.tasks import get_task
 
+    from grader.filekind import describe_wrong_kind, sniff_file_kind
+
+    kind = sniff_file_kind(data[:4096])
+    if kind not in ("onnx", "empty", "unknown"):
+        shape = ", ".join(map(str, run.task.state_shape)) if run.task else "..."
+        message, hint = describe_wrong_kind(kind, shape)
+        return None, CheckResult(name="parses", passed=False, message=message, hint=hint)
     try:
         parsed = parse_model(data)
     except ModelLoadError as exc:

@@ -3,7 +3,7 @@
 :func:`write_report` renders the full page (checks, episode statistics with a plot of the returns,
 the three videos, the model card and what is needed to reproduce the result) and writes it
 atomically; :func:`render_inline_html` renders a compact fragment for Jupyter
-(``GradeResult._repr_html_``).
+(registered for ``GradeResult`` by ``grader.check``).
 
 The page opens offline: CSS is inline, the plot is an inline SVG drawn by matplotlib from numbers,
 there is no JavaScript and nothing is fetched; the videos are MP4 files referenced by relative
@@ -39,20 +39,14 @@ SEED_SET_TEXT = {
 }
 
 
-@lru_cache(maxsize=1)
 def _environment():
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    """The shared Jinja environment (:func:`grader.templating.jinja_env`) with the report's filters."""
+    from grader.templating import jinja_env
 
-    env = Environment(
-        loader=FileSystemLoader(str(TEMPLATES_DIR)),
-        autoescape=True,  # every template, whatever its name: student strings are never trusted
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["num"] = _num
-    env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.0f}%"
-    env.filters["kb"] = lambda b: f"{b / 1024:,.1f} kB" if b < 1024**2 else f"{b / 1024**2:,.2f} MB"
+    env = jinja_env()
+    env.filters.setdefault("num", _num)
+    env.filters.setdefault("pct", lambda v: "—" if v is None else f"{100 * v:.0f}%")
+    env.filters.setdefault("kb", lambda b: f"{b / 1024:,.1f} kB" if b < 1024**2 else f"{b / 1024**2:,.2f} MB")
     return env
 
 

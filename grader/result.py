@@ -138,7 +138,3 @@ class GradeResult(_Model):
     def from_json(cls, text: str | bytes) -> "GradeResult":
         return cls.model_validate_json(text)
 
-    def _repr_html_(self) -> str:  # Jupyter
-        from grader.report import render_inline_html
-
-        return render_inline_html(self)

@@ -16,6 +16,7 @@ import hashlib
 import math
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -225,9 +226,7 @@ class Rubric(_Strict):
         zero, full = self.thresholds()
         marks = dict(self.baseline_marks)
         if self.baselines:
-            from grader.baselines import load_baselines
-
-            for name, entry in load_baselines(self.resolve(self.baselines)).entries.items():
+            for name, entry in self._baselines().entries.items():
                 value = getattr(entry.summary, self.scoring.statistic)
                 if value is not None:
                     marks[name] = float(value)
@@ -257,11 +256,9 @@ class Rubric(_Strict):
         """A threshold as a number: numbers pass through, names are looked up in the baselines."""
         if not isinstance(value, str):
             return float(value)
-        from grader.baselines import load_baselines
-
         if not self.baselines:
-            raise RubricError(f"rubric {self.id!r} names baseline {value!r} but sets no baselines file")
-        baselines = load_baselines(self.resolve(self.baselines))
+            raise RubricError(f"rubric {self.id!r}: scoring names baseline {value!r} but the rubric sets no `baselines` file")
+        baselines = self._baselines()
         entry = baselines.entries.get(value)
         if entry is None:
             known = ", ".join(sorted(baselines.entries)) or "none"
@@ -270,6 +267,14 @@ class Rubric(_Strict):
         if stat is None:
             raise RubricError(f"baseline {value!r} has no {statistic or self.scoring.statistic}")
         return float(stat)
+
+    def _baselines(self):
+        from grader.baselines import BaselinesError, load_baselines
+
+        try:
+            return load_baselines(self.resolve(self.baselines))
+        except BaselinesError as exc:
+            raise RubricError(f"rubric {self.id!r}, key `baselines`: {exc}") from None
 
     def thresholds(self) -> tuple[float, float]:
         zero, full = self.threshold(self.scoring.zero), self.threshold(self.scoring.full)
@@ -288,6 +293,23 @@ class Rubric(_Strict):
             if fraction >= band.min_fraction - 1e-9:
                 return band.name
         return None
+
+
+@dataclass(frozen=True)
+class RubricKey:
+    """What the gradebook keys an attempt on besides the submission's bytes (for ``grade batch``
+    and the site alike): the rubric's id and its fingerprint (the materialised rubric, the grader's
+    version, and any ``--episodes`` override). The gradebook's ``rubric_sha256`` column holds it."""
+
+    id: str
+    sha256: str
+
+
+def rubric_key(rubric: Rubric, episodes: int | None = None) -> RubricKey:
+    fingerprint = rubric.fingerprint()
+    if episodes is None:
+        return RubricKey(rubric.id, fingerprint)
+    return RubricKey(rubric.id, hashlib.sha256(f"{fingerprint}\nepisodes={episodes}".encode()).hexdigest())
 
 
 def _format_validation_error(path: Path, exc: ValidationError) -> str:

@@ -31,7 +31,7 @@ class Outcome:
 
     result: GradeResult
     report_dir: Path | None = None  # the finished output folder, to be moved into place
-    actions: Any = None  # the policy's actions on the duplicate-detection probe set
+    extra: dict | None = None  # analysis data for the gradebook (duplicate fingerprints, probe actions)
     wall_s: float = 0.0
 
 

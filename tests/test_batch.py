@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import classgen as g
-from grader.classdir import read_roster, scan_class, valid_student_id
+from grader.classdir import scan_class
+from grader.roster import read_roster, valid_student_id
 from grader.cli import main
 from grader.exports import GRADES_COLUMNS, GradescopeResults
 from grader.gradebook import Gradebook

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.classdir import valid_student_id
+from grader.roster import valid_student_id
 from grader.errors import SetupError
 from grader.lms import (
     LmsFormatError,

@@ -299,10 +299,9 @@ def test_write_is_atomic_and_repeatable(graded, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
 
 
-def test_repr_html(graded):
+def test_inline_html_for_jupyter(graded):
     result, out, html, root, _ = graded
-    fragment = result._repr_html_()
-    assert fragment == render_inline_html(result)
+    fragment = render_inline_html(result)
     tree = parse(fragment)
     assert_inert(fragment, tree)
     assert tree.find("html") is None and tree.find("video") is None
@@ -327,7 +326,7 @@ def test_invalid_submission_report(tmp_path):
     assert root.find(id="episodes") is None and root.find(id="videos") is None
     assert root.find(id="model") is not None
     assert "✗" in root.find(id="checks").full_text()
-    assert "invalid" in result._repr_html_()
+    assert "invalid" in render_inline_html(result)
 
 
 def test_unreadable_and_error_results_render(tmp_path):
@@ -351,3 +350,16 @@ def test_plot_svg_is_plain():
     assert "<script" not in svg and "&lt;script&gt;" in svg
     assert returns_plot_svg([]) == ""
     assert returns_plot_svg([5.0, 5.0]).startswith("<svg")
+
+
+def test_jupyter_renders_a_result_as_the_inline_report(graded):
+    """`from grader import check` registers the HTML formatter in a running IPython shell."""
+    IPython = pytest.importorskip("IPython")
+    from IPython.testing.globalipapp import start_ipython
+
+    import grader
+
+    shell = start_ipython()
+    grader.__getattr__("check")
+    result = graded[0]
+    assert shell.display_formatter.formatters["text/html"](result) == render_inline_html(result)

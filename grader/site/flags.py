@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 from grader.site import attempts as A
@@ -35,12 +34,12 @@ def reference_candidates(reference_dir: Path | None, rubric) -> list:
     from grader.exports import reference_candidates as batch_references
 
     if reference_dir is None:
-        from grader.batch import DEFAULT_REFERENCE_DIR
+        from grader.resources import reference_models_dir
 
-        reference_dir = DEFAULT_REFERENCE_DIR
+        reference_dir = reference_models_dir()
     try:
         # No probe states: the site does not start an engine for the references.
-        return batch_references(SimpleNamespace(reference_dir=Path(reference_dir), rubric=rubric), None)
+        return batch_references(Path(reference_dir), rubric.task, None)
     except Exception:  # noqa: BLE001 - flags are advice; the page must still show
         log.exception("reading the reference models failed")
         return []

@@ -1,10 +1,13 @@
-"""The grading pool: a few threads, each driving one persistent sandboxed ``Engine(1)``.
+"""The grading pool: a few slots, each driving one persistent sandboxed ``Engine(1)``.
 
-The gradebook is the queue (one source of truth): a thread claims the oldest queued attempt
-(``claim_next``, atomically queued -> running), grades it into ``<data>/reports/<id>/`` and
-records the result (``finish``). The untrusted model only ever runs in the engine's child
-processes, which are killed and replaced when they hang, crash or exceed their limits; any
-exception in the server-side part becomes an ``error`` result, and the thread carries on.
+The gradebook is the queue (one source of truth). Each slot runs the grader's one claim -> grade
+-> record loop (:func:`grader.slots.serve`): it claims the oldest queued attempt of this rubric
+(``claim_next``, atomically queued -> running), grades the upload with the one pipeline
+(:func:`grader.pipeline.grade_submission`) into ``<data>/reports/<id>/`` and records the result
+(``finish``, with the probe actions the duplicate flags compare). The untrusted model only ever
+runs in the engine's child processes, which are killed and replaced when they hang, crash or
+exceed their limits; any exception in the server-side part becomes an ``error`` result, and the
+slot carries on.
 
 On shutdown the threads stop claiming; an attempt interrupted mid-grading stays ``running``
 and is requeued (``requeue_running``) when the site starts again.
@@ -52,6 +55,8 @@ def postprocess(result, out_dir: Path) -> None:
 
 
 class GradingPool:
+    """A few grading slots over the site's gradebook, each running the shared loop (:func:`grader.slots.serve`)."""
+
     def __init__(
         self,
         *,
@@ -63,8 +68,11 @@ class GradingPool:
         on_finish: Callable[[int], None] = lambda attempt_id: None,
         poll_s: float = 1.0,
     ):
+        from grader.rubric import rubric_key
+
         self.gradebook = gradebook
         self.rubric = rubric
+        self.key = rubric_key(rubric)
         self.data_dir = Path(data_dir)
         self.n_workers = workers
         self.video = video
@@ -74,12 +82,18 @@ class GradingPool:
         self._wake = threading.Condition()
         self._pending_wakes = 0
         self._threads: list[threading.Thread] = []
-        self.busy: dict[int, int] = {}  # thread index -> attempt id being graded
+        self._probe: tuple | None = None
+        self._probe_lock = threading.Lock()
+        self.busy: dict[int, int] = {}  # slot index -> attempt id being graded
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
+        from grader.slots import serve
+
         for i in range(self.n_workers):
-            t = threading.Thread(target=self._run, args=(i,), name=f"grading-{i}", daemon=True)
+            t = threading.Thread(target=serve, args=(_SiteSource(self, i), _SiteGrader(self, i)),
+                                 kwargs={"stop": self._stop, "name": f"site-{os.getpid()}-{i}", "task": self.rubric.task},
+                                 name=f"grading-{i}", daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -101,105 +115,107 @@ class GradingPool:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    # -- the worker thread ---------------------------------------------------------------------
-    def _idle(self) -> None:
+    def idle(self) -> None:
         with self._wake:
             if self._pending_wakes == 0 and not self._stop.is_set():
                 self._wake.wait(self.poll_s)
             self._pending_wakes = max(0, self._pending_wakes - 1)
 
-    def _run(self, index: int) -> None:
-        from grader.engine import Engine
+    def probe(self):
+        """The duplicate-detection probe set of the rubric's task (computed once)."""
+        from grader.duplicates import probe_set
 
-        engine = None
-        gradebook = self.gradebook
+        with self._probe_lock:
+            if self._probe is None:
+                self._probe = probe_set(self.rubric.task)
+            return self._probe
+
+
+class _SiteSource:
+    """Work from the site's gradebook: the oldest queued attempt of this rubric."""
+
+    def __init__(self, pool: GradingPool, index: int):
+        self.pool, self.index = pool, index
+
+    def claim(self, slot: str):
         try:
-            while not self._stop.is_set():
-                try:
-                    # Only this rubric's attempts (exact file version): ``grade batch`` may share the database.
-                    attempt = gradebook.claim_next(rubric_sha256=self.rubric.sha256, worker=f"site-{os.getpid()}-{index}")
-                except Exception:  # noqa: BLE001 - a locked or busy database: try again later
-                    log.exception("claim_next failed")
-                    self._stop.wait(self.poll_s)
-                    continue
-                if attempt is None:
-                    self._idle()
-                    continue
-                aid = A.attempt_id(attempt)
-                self.busy[index] = aid
-                try:
-                    if engine is None:
-                        engine = Engine(1)
-                    result, report_path, engine_ok = self._grade(engine, attempt)
-                    if not engine_ok:
-                        _close_quietly(engine)
-                        engine = None
-                    if self._stop.is_set():
-                        # The server is going down: the engine may have been killed under us, so the
-                        # result may be wrong. Leave the attempt running; it is requeued at restart.
-                        log.info("attempt %s interrupted by shutdown; it will be graded after restart", aid)
-                        break
-                    self._finish(gradebook, aid, result, report_path)
-                except Exception:  # noqa: BLE001 - never let one attempt kill the thread
-                    log.exception("grading attempt %s failed", aid)
-                    if engine is not None:
-                        _close_quietly(engine)
-                        engine = None
-                    time.sleep(0.5)
-                finally:
-                    self.busy.pop(index, None)
-        finally:
-            if engine is not None:
-                _close_quietly(engine)
+            # Only this rubric's attempts (the same key ``grade batch`` uses): they may share the database.
+            attempt = self.pool.gradebook.claim_next(rubric_sha256=self.pool.key.sha256, worker=slot)
+        except Exception:  # noqa: BLE001 - a locked or busy database: try again later
+            log.exception("claim_next failed")
+            return None
+        if attempt is not None:
+            self.pool.busy[self.index] = A.attempt_id(attempt)
+        return attempt
 
-    def _finish(self, gradebook, aid: int, result, report_path) -> None:
-        for attempt_n in range(5):
-            try:
-                gradebook.finish(aid, result, report_path)
-                break
-            except Exception:  # noqa: BLE001 - database busy: retry, the result is on disk anyway
-                log.exception("finish(%s) failed (try %d)", aid, attempt_n + 1)
-                time.sleep(1 + attempt_n)
-        self.on_finish(aid)
+    def idle(self) -> bool:
+        self.pool.idle()
+        return not self.pool.stopping
 
-    def _grade(self, engine, attempt):
-        """Grade one attempt; returns (result, report path or None, whether the engine is still usable)."""
-        from grader.grading import grade
-        from grader.result import GradeResult
-
+    def record(self, attempt, outcome) -> None:
         aid = A.attempt_id(attempt)
-        out_dir = self.data_dir / "reports" / str(aid)
+        try:
+            for n in range(5):
+                try:
+                    self.pool.gradebook.finish(aid, outcome.result, outcome.report_dir, extra=outcome.extra,
+                                               wall_s=outcome.wall_s)
+                    break
+                except Exception:  # noqa: BLE001 - database busy: retry, the result is on disk anyway
+                    log.exception("finish(%s) failed (try %d)", aid, n + 1)
+                    self.pool._stop.wait(1 + n)
+            self.pool.on_finish(aid)
+        finally:
+            self.pool.busy.pop(self.index, None)
+
+
+class _SiteGrader:
+    """One slot's grader: a persistent sandboxed engine, the one pipeline, then the site's safe naming."""
+
+    def __init__(self, pool: GradingPool, index: int):
+        self.pool, self.index, self.engine = pool, index, None
+
+    def grade(self, attempt):
+        from grader.jobs import JobOptions, duplicate_evidence
+        from grader.bundle import read_capped, submission_from_bytes
+        from grader.engine import Engine
+        from grader.fsutil import atomic_write
+        from grader.limits import MAX_MODEL_BYTES
+        from grader.pipeline import Options, grade_submission
+        from grader.report import write_report
+        from grader.slots import Outcome
+
+        t0 = time.monotonic()
+        aid = A.attempt_id(attempt)
+        out_dir = self.pool.data_dir / "reports" / str(aid)
         if out_dir.exists():  # a grading interrupted by a restart
             shutil.rmtree(out_dir, ignore_errors=True)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        engine_ok = True
-        rubric = self.rubric
+        data = read_capped(Path(A.file_path(attempt)), MAX_MODEL_BYTES)
+        sub = submission_from_bytes("model.onnx", data, student=A.student(attempt), label=f"attempt {aid}")
+        states, probe_id = self.pool.probe()
+        opts = JobOptions(rubric=self.pool.rubric, options=Options(video=self.pool.video, report=False, workers=1),
+                          probe_states=states, probe_id=probe_id)
+        if self.engine is None:
+            self.engine = Engine(1)
         try:
-            result = grade(
-                A.file_path(attempt), task=rubric.task, rubric=rubric, out=out_dir, workers=1, video=self.video,
-                report=False, engine=engine, display_name=f"attempt {aid}",
-            )
-        except Exception as exc:  # noqa: BLE001 - a grader bug or a bad rubric, not the student's fault
-            log.exception("attempt %s: grading raised", aid)
-            engine_ok = False
-            result = GradeResult(submission=f"attempt {aid}", task=getattr(rubric, "task", None), status="error",
-                                 error=f"internal grader error ({type(exc).__name__}); the instructor has been told")
+            result = grade_submission(sub, rubric=opts.rubric, options=opts.options, out=out_dir, engine=self.engine)
+            extra = duplicate_evidence(result, sub, opts, self.engine)
+        except Exception:
+            self.close()  # the engine may be in any state: start a fresh one next time
+            raise
         postprocess(result, out_dir)
         report_path = None
         try:
-            from grader.report import write_report
-        except ImportError:
-            write_report = None
-        if write_report is not None:
-            try:
-                write_report(result, out_dir, rubric=rubric)
-                report_path = out_dir
-            except Exception:  # noqa: BLE001 - the result still counts without its report
-                log.exception("attempt %s: the report failed", aid)
-        tmp = out_dir / ".result.json.part"
-        tmp.write_text(result.to_json())
-        os.replace(tmp, out_dir / "result.json")
-        return result, (str(report_path) if report_path else None), engine_ok
+            write_report(result, out_dir)
+            report_path = out_dir
+        except Exception:  # noqa: BLE001 - the result still counts without its report
+            log.exception("attempt %s: the report failed", aid)
+        atomic_write(out_dir / "result.json", result.to_json())
+        return Outcome(result=result, report_dir=report_path, extra=extra, wall_s=time.monotonic() - t0)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            _close_quietly(self.engine)
+            self.engine = None
 
 
 def _close_quietly(engine) -> None:

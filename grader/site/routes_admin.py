@@ -70,7 +70,7 @@ async def regrade(request: Request, attempt_id: int, site: Site = Depends(get_si
         if a is None:
             return None
         # Same rubric version: the row is reset to queued; a changed rubric file: a new row.
-        new_id = site.gb().enqueue(A.student(a), A.file_path(a), str(A.field(a, "sha256", default="")), site.rubric, force=True)
+        new_id = site.gb().enqueue(A.student(a), A.file_path(a), str(A.field(a, "sha256", default="")), site.key, force=True)
         site.store.mark_regrade(int(new_id))
         return int(new_id)
 

@@ -107,7 +107,7 @@ def commit(site: Site, user: str, tmp: Path, digest: str) -> tuple[int | None, s
             os.replace(tmp, final)
         # The same bytes uploaded again return the existing attempt (the gradebook keeps one row
         # per student, file and rubric).
-        aid = site.gb().enqueue(user, str(final), digest, site.rubric)
+        aid = site.gb().enqueue(user, str(final), digest, site.key)
     return int(aid), None
 
 

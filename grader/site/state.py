@@ -88,6 +88,9 @@ class Site:
 
         self.config = config
         self.rubric = config.rubric
+        from grader.rubric import rubric_key
+
+        self.key = rubric_key(config.rubric)  # the gradebook key: the same as `grade batch` uses
         self.data_dir = Path(config.data_dir).resolve()
         self.uploads = self.data_dir / "uploads"
         self.incoming = self.uploads / ".incoming"
