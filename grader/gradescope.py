@@ -149,7 +149,7 @@ def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) 
     under ``baselines/``; no ``references`` (the reference models are not shipped). The result is
     validated: same seeds, same scoring, thresholds that resolve."""
     rubric_path = Path(rubric_path)
-    original = load_rubric(rubric_path)
+    original = load_rubric(rubric_path, materialize=False)  # its own files, as the instructor wrote them
     data = tomllib.loads(rubric_path.read_text(encoding="utf-8"))
     data.pop("references", None)
     name = f"{original.id}.toml"
@@ -184,15 +184,16 @@ def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) 
             (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
             (Path(tmp) / rel).write_bytes(raw)
         bundled = load_rubric(Path(tmp) / name)
+        expected = original.materialize()
         problems = []
         if bundled.all_grading_seeds() != wanted:
             problems.append("grading seeds")
         if bundled.public_seeds() != original.public_seeds():
             problems.append("public seeds")
-        if bundled.thresholds() != original.thresholds() or bundled.scoring != original.scoring:
+        if bundled.thresholds() != expected.thresholds() or bundled.scoring != expected.scoring:
             problems.append("scoring")
         if bundled.model_dump(exclude={"seeds", "baselines", "references"}) != \
-                original.model_dump(exclude={"seeds", "baselines", "references"}):
+                expected.model_dump(exclude={"seeds", "baselines", "references"}):
             problems.append("settings")
         if problems:
             raise SetupError(f"internal error: the bundled rubric differs from {rubric_path} in its {', '.join(problems)}")
@@ -213,23 +214,20 @@ def source_root(source: str | Path | None = None) -> Path:
 
 
 def build_wheel(source: Path, dest: Path) -> Path:
-    """Build the grader as a wheel into ``dest`` from a staged copy of ``source`` that holds only
-    ``grader/`` (the reference agents and their training code stay out)."""
+    """Build the grader as a wheel into ``dest`` from a staged copy of what the wheel is made of
+    (``pyproject.toml``, the README, ``grader/``, ``rubrics/``, ``reference/models/``): the project's
+    own packaging ships only the ``grader`` package, with the rubrics and models as its data."""
     with tempfile.TemporaryDirectory(prefix="rl-grader-wheel-") as tmp:
         stage = Path(tmp) / "src"
         stage.mkdir()
-        project = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8"))
-        setuptools_cfg = project.setdefault("tool", {}).setdefault("setuptools", {})
-        setuptools_cfg.setdefault("packages", {})["find"] = {"include": ["grader*"]}
-        package_data = setuptools_cfg.get("package-data", {})
-        setuptools_cfg["package-data"] = {k: v for k, v in package_data.items() if k == "grader" or k.startswith("grader.")}
-        project["tool"].pop("pytest", None)
-        (stage / "pyproject.toml").write_text(toml_dumps(project))
-        readme = project.get("project", {}).get("readme")
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.grading", ".*")
+        shutil.copyfile(source / "pyproject.toml", stage / "pyproject.toml")
+        readme = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8")).get("project", {}).get("readme")
         if isinstance(readme, str) and (source / readme).is_file():
             shutil.copyfile(source / readme, stage / readme)
-        shutil.copytree(source / "grader", stage / "grader",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.grading", ".*"))
+        for folder in ("grader", "rubrics", "reference/models"):
+            if (source / folder).is_dir():  # a tree without them fails in pip, with its message below
+                shutil.copytree(source / folder, stage / folder, ignore=ignore)
         out = Path(tmp) / "wheel"
         env = dict(os.environ, SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH, PIP_DISABLE_PIP_VERSION_CHECK="1",
                    PIP_NO_INPUT="1", PYTHONDONTWRITEBYTECODE="1")

@@ -82,6 +82,7 @@ class _Run:
     result: GradeResult = field(default=None)  # type: ignore[assignment]
     evidence: Any = None  # grader.notebook.evidence.NotebookEvidence
     invalid: bool = False
+    layout_problems: list[str] = field(default_factory=list)  # how the files were gathered (grader.bundle)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -125,6 +126,7 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
     run.result = GradeResult(submission=sub.label or sub.student or "submission", task=None, status="graded",
                              versions=package_versions(), command=options.command,
                              created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    run.layout_problems = list(warnings)
     run.result.warnings += [*warnings, *sub.notes]
     t0 = time.perf_counter()
     try:
@@ -276,8 +278,9 @@ def _model_stage(run: _Run) -> None:
             hint="hand in the exported model (model.onnx) or the trained weights (torch.save(policy.state_dict(), "
                  "'policy.pt')) with the notebook, under the notebook's name or in one folder"))
     else:
-        _invalid(run, CheckResult(name="submission", passed=False, message="nothing to grade: no model and no notebook",
-                                  hint="hand in model.onnx (or the notebook)"))
+        why = "; ".join(run.layout_problems) or "no model and no notebook"
+        _invalid(run, CheckResult(name="submission", passed=False, message=f"nothing to grade: {why}",
+                                  hint="hand in model.onnx (or the notebook), the files themselves"))
 
 
 def _parse(run: _Run, data: bytes):

@@ -124,8 +124,8 @@ def test_zip_holds_exactly_the_autograder(autograder_zip, tmp_path):
         [n for n in wheel_names if not n.startswith("grader/")][:5]  # no reference agents, no tests
     metadata = wheel.read("rl_grader-0.1.0.dist-info/METADATA").decode()
     assert "Requires-Dist: onnxruntime" in metadata and "Requires-Dist: torch" not in metadata.split("Provides-Extra")[0]
-    bundled = load_rubric(tmp_path / "x" / "lunarlander.toml")
-    original = load_rubric(RUBRIC)
+    bundled = load_rubric(tmp_path / "x" / "lunarlander.toml", materialize=False)
+    original = load_rubric(RUBRIC, materialize=False)
     assert bundled.all_grading_seeds() == GRADING_SEEDS and bundled.thresholds() == original.thresholds()
     assert bundled.references == {} and bundled.baselines == "baselines/lunarlander.json"
     assert (tmp_path / "x" / "baselines" / "lunarlander.json").read_bytes() == (REPO / "rubrics/baselines/lunarlander.json").read_bytes()
@@ -180,7 +180,9 @@ def test_toml_writer_round_trips_the_rubrics_and_pyproject():
 def test_bundle_keeps_the_mspacman_rubric_and_its_named_baseline():
     bundle = bundle_rubric(REPO / "rubrics" / "mspacman.toml")
     assert set(bundle.files) == {"mspacman.toml", "baselines/mspacman.json"}
-    assert bundle.rubric.scoring.zero == "random" and bundle.rubric.episodes == 10
+    # the bundled rubric resolves its named baseline from the bundled file: zero = the random policy's mean
+    assert bundle.rubric.scoring.zero == bundle.rubric.baseline_marks["random"] and bundle.rubric.episodes == 10
+    assert 'zero = "random"' in bundle.files["mspacman.toml"].decode()
 
 
 # --- run_autograder ------------------------------------------------------------------------------------
@@ -193,15 +195,18 @@ def test_run_autograder_grades_the_reference_model(autograder_zip, tmp_path):
     assert data["score"] == pytest.approx(graded.score) and data["score"] > 9
     tests = by_name(data)
     assert tests["episode score"]["max_score"] == 10 and tests["episode score"]["score"] == pytest.approx(graded.score)
+    # the notebook's scored checks are part of the rubric: 0 of their points without a notebook, never left out
+    assert tests["cells_parse"]["score"] == 0 and tests["cells_parse"]["max_score"] == 1
     assert tests["episode score"]["visibility"] == "visible"
-    assert all(tests[c.name]["status"] == "passed" and tests[c.name]["visibility"] == "visible" for c in graded.checks)
+    assert all(tests[c.name]["status"] == "passed" and tests[c.name]["visibility"] == "visible"
+               for c in graded.checks if c.passed)
     # per-episode returns on the hidden seeds: numbered, shown only once the grades are published
     episodes = tests["returns by episode"]
     assert episodes["visibility"] == "after_published" and "episode 5:" in episodes["output"]
     text = json.dumps(data)
     assert not any(str(s) in text for s in GRADING_SEEDS[:EPISODES])
     assert data["stdout_visibility"] == "hidden" and data["output_format"] == "md"
-    assert data["output"].startswith(f"**Score {graded.score:g} / 10**") and "report" in data["output"]
+    assert data["output"].startswith(f"**Score {graded.score:g} / 14**") and "report" in data["output"]
     assert [e.name for e in gs.leaderboard][:2] == ["Score", "Mean return"]
     # the instructor's log (stdout, hidden from students) has the returns by seed
     assert f"seed {GRADING_SEEDS[0]}:" in log
@@ -217,28 +222,29 @@ def test_run_autograder_random_bytes_score_zero_out_of_the_rubric(autograder_zip
     assert tests["episode score"]["score"] == 0 and tests["episode score"]["max_score"] == 10
     assert tests["parses"]["status"] == "failed" and "ONNX" in tests["parses"]["output"]
     assert "How to fix" in tests["parses"]["output"] and "returns by episode" not in tests
-    assert data["output"].startswith("**Invalid submission: 0 / 10**")
+    assert data["output"].startswith("**Invalid submission: 0 / 14**")
 
 
 @pytest.mark.parametrize("files, expected", [
     ({}, "no .onnx model"),
     ({"a.onnx": b"x", "b.onnx": b"y"}, "2 .onnx files"),
-    ({"model.onnx.data": b"x"}, "only external-data files"),
+    ({"model.onnx.data": b"x"}, "only an external-data file"),
 ])
 def test_run_autograder_without_one_model(autograder_zip, tmp_path, files, expected):
     root = gradescope_root(tmp_path, autograder_zip, files)
     data, _ = run_autograder(root)
     validate_results(data)
     assert data["score"] == 0 and expected in data["output"]
-    (test,) = data["tests"]
-    assert test["status"] == "failed" and test["max_score"] == 10 and expected in test["output"]
+    failed = [t for t in data["tests"] if expected in t.get("output", "")]
+    assert failed and failed[0]["status"] == "failed"
+    assert sum(t.get("max_score", 0) for t in data["tests"]) == 14  # 0 out of the rubric's maximum
 
 
 def test_run_autograder_refuses_links(autograder_zip, tmp_path):
     root = gradescope_root(tmp_path, autograder_zip, {})
     (root / "submission" / "model.onnx").symlink_to(root / "source" / "lunarlander.toml")
     data, _ = run_autograder(root)
-    assert data["score"] == 0 and "link" in data["tests"][0]["output"]
+    assert data["score"] == 0 and any("link" in t.get("output", "") for t in data["tests"])
 
 
 def test_run_autograder_picks_model_onnx_and_survives_a_broken_grader(autograder_zip, tmp_path):
@@ -246,10 +252,10 @@ def test_run_autograder_picks_model_onnx_and_survives_a_broken_grader(autograder
     env = dict(os.environ, GRADESCOPE_ROOT=str(root), GRADESCOPE_GRADE=f"{sys.executable} -c 'raise SystemExit(3)'")
     proc = subprocess.run([sys.executable, str(root / "source" / "run_autograder")], env=env, capture_output=True,
                           text=True, timeout=60)
-    assert proc.returncode == 0 and "graded model.onnx; ignored old/other.onnx" in proc.stdout
+    assert proc.returncode == 0 and "grading" in proc.stdout
     data = json.loads((root / "results" / "results.json").read_text())
     validate_results(data)
-    assert data["score"] == 0 and data["tests"][0]["max_score"] == 10 and "exit status 3" in data["output"]
+    assert data["score"] == 0 and data["tests"][0]["max_score"] == 14 and "exit status 3" in data["output"]
 
 
 # --- grade --gradescope FILE and the builder ------------------------------------------------------------
@@ -265,7 +271,7 @@ def test_grade_writes_gradescope_results(cli, tmp_path):
     assert by_name(data)["episode score"]["max_score"] == 10
     # an invalid file: 0 out of the rubric's points, and the file says why
     (tmp_path / "bad.onnx").write_bytes(b"\x00" * 100)
-    r = cli(tmp_path / "bad.onnx", "--no-video", "--gradescope", out)
+    r = cli(tmp_path / "bad.onnx", "--rubric", RUBRIC, "--no-video", "--gradescope", out)
     assert r.returncode == 2
     data = json.loads(out.read_text())
     validate_results(data)
@@ -274,41 +280,50 @@ def test_grade_writes_gradescope_results(cli, tmp_path):
 
 
 def _notebook_result(status: str) -> GradeResult:
+    from grader.result import ScorePart
+
     seeds = [7301955, 7301956]
+    graded = status == "graded"
     return GradeResult(
-        submission="hw.ipynb", task="lunarlander", status=status, score=7.5 if status == "graded" else 0.0, max_score=14,
+        submission="hw.ipynb", task="lunarlander", status=status, score=7.5 if graded else 0.0, max_score=14,
         episodes=[EpisodeResult(seed=s, return_=100.0, length=10) for s in seeds],
         summary=Summary(n=2, mean=100, std=0, median=100, iqm=100, ci_low=100, ci_high=100, success_rate=0, min=100, max=100),
         rubric=RubricInfo(id="r", path="r.toml", sha256="x", seed_set="grading", n_seeds=2, statistic="mean",
                           zero_at=0, full_at=200),
-        checks=[CheckResult(name="cells_parse", passed=True, message="ok", severity="warning", points=1, max_points=1),
-                CheckResult(name="actor_input", passed=True, message="ok", severity="warning", points=1, max_points=1),
+        checks=[CheckResult(name="cells_parse", passed=True, message="ok", severity="warning"),
+                CheckResult(name="actor_input", passed=True, message="ok", severity="warning"),
                 CheckResult(name="actor_output", passed=False, message=f"bad on seed {seeds[0]}", hint="fix it",
-                            severity="warning", points=0, max_points=2)],
-        error=None if status == "graded" else "the model is missing")
+                            severity="warning")],
+        parts=[ScorePart(name="cells_parse", kind="notebook", points=1.0 if graded else 0.0, max_points=1),
+               ScorePart(name="actor_input", kind="notebook", points=1.0 if graded else 0.0, max_points=1),
+               ScorePart(name="actor_output", kind="notebook", points=0.0, max_points=2),
+               ScorePart(name="done", kind="notebook", points=0.0, max_points=0),
+               ScorePart(name="episodes", kind="episodes", points=5.5 if graded else 0.0, max_points=10)],
+        error=None if graded else "the model is missing")
 
 
-def test_builder_splits_notebook_points_from_episode_points():
-    gs = gradescope_results(_notebook_result("graded"), points=10)
+def test_builder_takes_every_part_from_the_one_score():
+    gs = gradescope_results(_notebook_result("graded"))
     data = json.loads(gs.model_dump_json(exclude_none=True))
     validate_results(data)
     tests = by_name(data)
     assert data["score"] == 7.5 and tests["episode score"]["score"] == 5.5 and tests["episode score"]["max_score"] == 10
     assert tests["actor_output"]["status"] == "failed" and tests["actor_output"]["score"] == 0
     assert "7301955" not in gs.model_dump_json() and "**Score 7.5 / 14**" in data["output"]
-    invalid = json.loads(gradescope_results(_notebook_result("invalid"), points=10).model_dump_json(exclude_none=True))
+    invalid = json.loads(gradescope_results(_notebook_result("invalid")).model_dump_json(exclude_none=True))
     validate_results(invalid)
     assert invalid["score"] == 0 and all(t.get("score", 0) == 0 for t in invalid["tests"])
     assert by_name(invalid)["episode score"]["max_score"] == 10 and "the model is missing" in invalid["output"]
+    assert sum(t.get("max_score", 0) for t in invalid["tests"]) == 14
 
 
 def test_episode_table_visibility_and_markdown_safety(tmp_path, monkeypatch):
     result = _notebook_result("graded")
     result.warnings = ["**bold** <script>alert(1)</script>"]
     monkeypatch.setenv("RL_GRADER_GRADESCOPE_EPISODES", "none")
-    gs = write_results(result, tmp_path / "r.json", rubric=RUBRIC)
+    gs = write_results(result, tmp_path / "r.json")
     assert "returns by episode" not in by_name(json.loads((tmp_path / "r.json").read_text()))
-    gs = write_results(result, tmp_path / "r.json", rubric=RUBRIC, episode_table="after_due_date")
+    gs = write_results(result, tmp_path / "r.json", episode_table="after_due_date")
     assert by_name(json.loads(gs.model_dump_json()))["returns by episode"]["visibility"] == "after_due_date"
     # student-controlled text sits in an indented code block: Markdown shows it, never renders it
     assert "\n    **bold** <script>" in gs.output
@@ -319,13 +334,12 @@ def test_episode_table_visibility_and_markdown_safety(tmp_path, monkeypatch):
 def test_run_autograder_grades_a_notebook_with_its_model(tmp_path):
     from tests.notebook_fixtures import LUNAR_CELLS, write_notebook
 
-    zip_path = build_autograder(rubric=RUBRIC, out=tmp_path / "nb.zip", prefer="notebook")
+    zip_path = build_autograder(rubric=RUBRIC, out=tmp_path / "nb.zip")
     write_notebook(tmp_path / "hw.ipynb", LUNAR_CELLS, markdown="# LunarLander actor-critic")
     root = gradescope_root(tmp_path, zip_path, {"hw.ipynb": (tmp_path / "hw.ipynb").read_bytes(),
                                                 "model.onnx": REFERENCE.read_bytes()})
     data, log = run_autograder(root)
     validate_results(data)
-    assert "graded the notebook" in log
     tests = by_name(data)
     assert tests["cells_parse"]["score"] == 1 and tests["actor_output"]["max_score"] == 2
     assert tests["episode score"]["score"] == 10 and tests["episode score"]["max_score"] == 10
