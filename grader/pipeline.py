@@ -257,8 +257,7 @@ def _stage_files(folder: Path, notebook: NamedBytes, weights: Sequence[NamedByte
 def _sandbox_limits(rubric: Rubric):
     from grader.notebook.sandbox import Limits
 
-    nb = rubric.notebook
-    return Limits(timeout_s=nb.timeout_s, memory_mb=nb.memory_mb, file_size_mb=nb.file_size_mb, processes=nb.processes)
+    return Limits.from_rubric(rubric.notebook)
 
 
 # --- the model ---------------------------------------------------------------------------------------

@@ -1,57 +1,53 @@
-"""``python -m grader.notebook NOTEBOOK [--task T] [--rubric R] [--out DIR] [--sandbox MODE] [--json]``."""
+"""``python -m grader.notebook NOTEBOOK [--task T] [--sandbox MODE] [--weights W ...] [--json]``.
+
+Prints the evidence of one notebook (checks without points, produced models, log sizes): a
+debugging aid. Grading and scoring are the pipeline's (``grade NOTEBOOK``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from grader.notebook.grade import grade_notebook
+from grader.errors import GraderError, SubmissionError
+from grader.notebook import lunarlander, mspacman
+from grader.notebook.common import common_checks, detect_task, parse_notebook
+from grader.notebook.sandbox import Limits
+
+TASKS = {"mspacman": mspacman, "lunarlander": lunarlander}
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m grader.notebook", description="Grade a homework notebook (no training is run).")
+    ap = argparse.ArgumentParser(prog="python -m grader.notebook", description="Show a notebook's evidence (no training is run).")
     ap.add_argument("notebook", type=Path)
-    ap.add_argument("--task", choices=["mspacman", "lunarlander"], help="override the task recognised from the notebook")
-    ap.add_argument("--rubric", type=Path, help="rubric TOML (default: rubrics/<task>.toml)")
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default: <notebook>.grading/)")
+    ap.add_argument("--task", choices=sorted(TASKS), help="override the task recognised from the notebook")
     ap.add_argument("--sandbox", choices=["auto", "bwrap", "fallback"], default=None)
-    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--weights", type=Path, nargs="*", default=[], help="*.pt / *.pth files handed in with it")
+    ap.add_argument("--json", action="store_true", help="print the checks as JSON")
     args = ap.parse_args(argv)
-    from grader.rubric import RubricError, default_rubric_path, load_rubric
-    from grader.notebook.detect import detect_task
-    from grader.notebook.reader import NotebookError, notebook_text, read_notebook
-
-    rubric = None
     try:
-        if args.rubric:
-            rubric = load_rubric(args.rubric)
-        else:
-            task = args.task
-            if task is None:
-                try:
-                    task, _ = detect_task(notebook_text(read_notebook(args.notebook)))
-                except NotebookError:
-                    task = None
-            if task:
-                rubric = load_rubric(default_rubric_path(task))
-    except RubricError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = args.out or args.notebook.with_name(args.notebook.name + ".grading")
-    result = grade_notebook(args.notebook, rubric=rubric, out_dir=out, task=args.task, sandbox=args.sandbox)
-    (out / "notebook_result.json").write_text(result.model_dump_json(indent=2, by_alias=True))
+        nb = parse_notebook(args.notebook)
+        task = args.task or detect_task(nb.text, {name: mod.MARKERS for name, mod in TASKS.items()})[0]
+        if task is None:
+            raise SubmissionError("cannot tell the notebook's task", hint="pass --task", check="task_detected")
+        ev = TASKS[task].collect(nb, limits=Limits(), sandbox=args.sandbox, weights=args.weights)
+    except GraderError as exc:
+        print(f"{args.notebook}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    checks = common_checks(nb) + ev.checks
     if args.json:
-        print(result.model_dump_json(indent=2, by_alias=True))
+        print(json.dumps([c.model_dump() for c in checks], indent=2))
     else:
-        print(f"{args.notebook}: {result.task or '?'} {result.status}, {result.score:g} / {result.max_score:g} points")
-        for c in result.checks:
-            mark = "ok  " if c.passed else {"error": "FAIL", "warning": "warn", "note": "note"}[c.severity]
-            pts = f" [{c.points:g}/{c.max_points:g}]" if c.max_points is not None else ""
-            print(f"  {mark} {c.name}{pts}: {c.message}")
-            if c.hint:
-                print(f"       -> {c.hint}")
-    return 0 if result.status == "graded" else 1
+        print(f"{args.notebook}: {task}")
+        for c in checks:
+            print(f"  {'ok  ' if c.passed else c.severity:7s} {c.name}: {c.message}")
+        for m in ev.models:
+            print(f"  model {m.role}: {m.label}, {len(m.data)} bytes")
+        for name, data in ev.logs.items():
+            print(f"  log {name}: {len(data)} bytes")
+    return 0
 
 
 if __name__ == "__main__":

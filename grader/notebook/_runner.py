@@ -1,10 +1,14 @@
 """Sandbox child: runs a notebook's definitions and probes them. Started by sandbox.py as
-``python -I runner.py job.json FD``; stdlib only until the probes import numpy/torch.
+``python -I -u in/runner.py in/job.json FD BLOB_FD``; stdlib only until the probes import
+numpy/torch.
 
-It reports ONLY JSON lines written to file descriptor FD, with an encoder and ``os.write``
-captured before any student code runs, so a notebook that replaces ``print``, ``json``,
-``sys.stdout`` or builtins cannot corrupt the channel. The parent trusts nothing but the
-numbers: it compares the preprocessed frames with the reference itself.
+It only produces evidence: the raw outputs of the student's functions on the inputs in
+``in/frames.npz`` (raw frames for the preprocessing, ready-made states for the network; the
+expected answers are not in the sandbox), as JSON lines on file descriptor FD, and the exported
+ONNX files on BLOB_FD. Nothing it sends says that a check passed: the parent validates every
+message (``grader/notebook/protocol.py``) and judges. The encoder and ``os.write`` are captured
+before any student code runs, so replacing ``print``, ``json`` or builtins does not break the
+channel; deliberate forgery is possible (the code shares this process) and gains nothing.
 
 This file is copied into the sandbox folder; it must not import ``grader``.
 """
@@ -16,11 +20,12 @@ _write = os.write
 _exit = os._exit
 _getpid = os.getpid
 _FD = int(sys.argv[2])
+_BLOB_FD = int(sys.argv[3])
 _str, _int, _float, _bool, _type, _len, _list, _dict, _tuple = str, int, float, bool, type, len, list, dict, tuple
 _frepr = float.__repr__
-_ord, _chr, _isfinite = ord, chr, None
+_ord = ord
 _join = "".join
-_MAX_MSG = 600_000
+_MAX_MSG = 2_000_000
 _INF = float("inf")
 _memoryview = memoryview
 
@@ -81,6 +86,21 @@ def send(**msg):
         view = view[n:]
 
 
+def ship(name, path, limit):
+    """Stream the file the exporter wrote to the model channel: a JSON header line, then the bytes.
+    Returns None, or why it was not sent."""
+    _forked_child_guard()
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if _len(data) > limit:
+        return "the exported model is larger than the %.1f MB accepted" % (limit / 1048576.0)
+    view = _memoryview((_enc({"name": name, "size": _len(data)}) + "\n").encode("ascii") + data)
+    while _len(view):
+        n = _write(_BLOB_FD, view)
+        view = view[n:]
+    return None
+
+
 send(ev="start", pid=_getpid())
 
 import base64  # noqa: E402
@@ -91,7 +111,6 @@ import traceback  # noqa: E402
 import types  # noqa: E402
 
 _b64 = base64.b64encode
-_monotonic = time.monotonic
 _format_exc_only = traceback.format_exception_only
 
 
@@ -201,7 +220,7 @@ def run_definitions(job, ns):
                     send(ev="stmt_error", cell=cell["cell"], line=_student_line(exc) or st["line"], error=_short(exc))
                     break
     if stubbed:
-        send(ev="stubbed", modules=sorted(set(stubbed)))
+        send(ev="stubbed", modules=sorted(set(stubbed))[:100])
 
 
 # --- probes ---------------------------------------------------------------------------------
@@ -221,6 +240,17 @@ def _to_numpy(out):
     return np.asarray(out), kind, "cpu"
 
 
+def _array_msg(out):
+    """An output as evidence: its type, dtype and shape, and its values as float32 (when numeric, <= 40000)."""
+    import numpy as np
+
+    arr, kind, dev = _to_numpy(out)
+    entry = {"type": kind[:200], "dtype": _str(arr.dtype)[:200], "shape": [_int(s) for s in arr.shape][:6]}
+    if arr.dtype.kind in "biuf" and arr.ndim <= 6 and arr.size <= 40_000:
+        entry["data"] = _b64(np.ascontiguousarray(arr, dtype="<f4").tobytes()).decode("ascii")
+    return entry
+
+
 def _call_limited(fn, seconds, *args):
     _setitimer(_ITIMER, seconds)
     try:
@@ -234,7 +264,10 @@ def _params(ns):
     if _type(p) is _dict:
         out = {}
         for k, v in p.items():
-            if _type(k) is _str and _type(v) in (_int, _float, _bool, _str):
+            if _len(out) >= 200:
+                break
+            if _type(k) is _str and _len(k) <= 200 and (_type(v) in (_int, _bool) or _type(v) is _float and v == v
+                                                      and v not in (_INF, -_INF) or _type(v) is _str and _len(v) <= 200):
                 out[k] = v
         return out
     return None
@@ -287,14 +320,14 @@ def find_preprocess(ns):
                     except BaseException:
                         pass
                     return getattr(inst, name)(obs)
-                cands.append(("%s.%s(self, observation)" % (cls.__name__, name), call))
+                cands.append(("%s.%s(self, observation)" % (cls.__name__, name), call, _fname(fn), cls.__name__))
         fn = ns.get(name)
         if callable(fn) and _nb_function(ns, fn):
             lo, hi = _nargs(fn)
             if lo <= 1 <= hi:
-                cands.append(("%s(observation)" % name, fn))
+                cands.append(("%s(observation)" % name, fn, _fname(fn), None))
             elif lo <= 2 <= hi:
-                cands.append(("%s(self, observation)" % name, lambda obs, fn=fn: fn(_Self(), obs)))
+                cands.append(("%s(self, observation)" % name, lambda obs, fn=fn: fn(_Self(), obs), _fname(fn), None))
     if not cands:  # any notebook function named *process* / *frame* taking one observation
         for name, fn in ns.items():
             if callable(fn) and _nb_function(ns, fn) and not isinstance(fn, _type):
@@ -302,10 +335,15 @@ def find_preprocess(ns):
                 if "process" in low or "frame" in low or "obs" in low:
                     lo, hi = _nargs(fn)
                     if lo <= 1 <= hi:
-                        cands.append(("%s(observation)" % name, fn))
+                        cands.append(("%s(observation)" % name, fn, _fname(fn), None))
                     elif lo <= 2 <= hi and fn.__code__.co_varnames[:1] == ("self",):
-                        cands.append(("%s(self, observation)" % name, lambda obs, fn=fn: fn(_Self(), obs)))
+                        cands.append(("%s(self, observation)" % name, lambda obs, fn=fn: fn(_Self(), obs), _fname(fn), None))
     return cands
+
+
+def _fname(fn):
+    code = getattr(fn, "__code__", None)
+    return _str(code.co_name) if code is not None else None
 
 
 def _nb_class(cls):
@@ -314,37 +352,26 @@ def _nb_class(cls):
 
 
 def probe_preprocess(job, ns, np):
-    data = np.load("frames.npz")
-    frames = data["frames"]
+    frames = np.load("in/frames.npz")["frames"]
     cands = find_preprocess(ns)
     if not cands:
         send(ev="preprocess", found=False)
         return
-    desc, fn = cands[0]
-    results = []
-    t0 = _monotonic()
+    desc, fn, function, owner = cands[0]
+    who = {"name": desc[:200], "function": function and function[:200], "owner": owner and owner[:200]}
+    outputs = []
     for i in range(frames.shape[0]):
         frame = frames[i].copy()
         try:
-            out = _call_limited(fn, job["call_timeout_s"], frame)
-            arr, kind, dev = _to_numpy(out)
+            outputs.append(_array_msg(_call_limited(fn, job["call_timeout_s"], frame)))
         except DeadlineExceeded:
-            send(ev="preprocess", found=True, name=desc, error="did not return within %s s" % job["call_timeout_s"], timeout=True)
+            send(ev="preprocess", found=True, error="did not return within %s s" % job["call_timeout_s"], timeout=True, **who)
             return
         except BaseException as exc:
-            send(ev="preprocess", found=True, name=desc, error=_short(exc), cuda=_is_cuda_error(exc),
-                 cell=_student_frame_file(exc), line=_student_line(exc))
+            send(ev="preprocess", found=True, error=_short(exc), cuda=_is_cuda_error(exc),
+                 cell=_student_frame_file(exc), line=_student_line(exc), **who)
             return
-        entry = {"shape": [_int(s) for s in arr.shape], "dtype": _str(arr.dtype), "type": kind, "device": dev}
-        if arr.dtype.kind in "biuf" and arr.size:
-            a = arr.astype(np.float64)
-            entry["min"] = _float(np.nanmin(a)) if np.isfinite(a).any() else None
-            entry["max"] = _float(np.nanmax(a)) if np.isfinite(a).any() else None
-            entry["finite"] = _bool(np.isfinite(a).all())
-            if arr.size <= 60_000:
-                entry["data"] = _b64(np.ascontiguousarray(arr, dtype=np.float32).tobytes()).decode("ascii")
-        results.append(entry)
-    send(ev="preprocess", found=True, name=desc, frames=results, seconds=_monotonic() - t0)
+    send(ev="preprocess", found=True, outputs=outputs, **who)
 
 
 def find_network(ns, torch):
@@ -355,6 +382,7 @@ def find_network(ns, torch):
 
 
 def _export(torch, model, x, path):
+    """None when ``torch.onnx.export`` wrote ``path``, else the error text (TorchScript exporter first, then dynamo)."""
     import warnings
     import io
     import contextlib
@@ -410,53 +438,45 @@ def probe_network(job, ns, np):
         if model is not None:
             break
     if model is None:
-        send(ev="network", found=True, name=err[0], constructed=False, error=err[1], cuda=err[2], line=err[3])
+        send(ev="network", found=True, name=err[0][:200], constructed=False, error=err[1], cuda=err[2], line=err[3])
         return
-    info = {"ev": "network", "found": True, "name": cls.__name__, "args": _list(used), "constructed": True}
+    info = {"ev": "network", "found": True, "name": cls.__name__[:200], "args": _list(used), "constructed": True}
     try:
         info["parameters"] = _int(sum(p.numel() for p in model.parameters()))
-        devices = sorted({_str(p.device) for p in model.parameters()})
-        info["devices"] = devices
-    except BaseException as exc:
-        info["parameters_error"] = _short(exc)
-    states = torch.from_numpy(np.load("frames.npz")["states"])
-    x = states[:4]
+    except BaseException:
+        pass
+    x = torch.from_numpy(np.load("in/frames.npz")["states"])
     try:
         model.eval()
         with torch.no_grad():
-            out4 = _call_limited(model, job["call_timeout_s"], x)
-            o4, _, dev = _to_numpy(out4)
-            info["forward"] = {"shape": [_int(s) for s in o4.shape], "dtype": _str(o4.dtype), "device": dev,
-                               "finite": _bool(np.isfinite(o4).all()) if o4.dtype.kind in "fc" else True}
-            if o4.shape == (4, 5):
-                singles = [_to_numpy(_call_limited(model, job["call_timeout_s"], x[i:i + 1]))[0] for i in range(4)]
-                o1 = np.concatenate(singles, axis=0)
-                scale = _float(np.abs(o4).max()) + 1e-6
-                info["batch_diff"] = _float(np.abs(o4 - o1).max())
-                info["batch_scale"] = scale
+            info["out_batch"] = _array_msg(_call_limited(model, job["call_timeout_s"], x))
+            info["out_single"] = [_array_msg(_call_limited(model, job["call_timeout_s"], x[i:i + 1]))
+                                  for i in range(x.shape[0])]
     except DeadlineExceeded:
         info["forward_error"] = "the forward pass did not return within %s s" % job["call_timeout_s"]
     except BaseException as exc:
         info["forward_error"] = _short(exc)
         info["forward_cuda"] = _is_cuda_error(exc)
         info["forward_line"] = _student_line(exc)
-    if "forward" in info and info["forward"]["shape"] == [4, 5]:
+    if "out_batch" in info:
         try:
             _setitimer(_ITIMER, job["export_timeout_s"])
             e = _export(torch, model, x[:1], "out/network.onnx")
             _setitimer(_ITIMER, 0)
             info["export_error"] = e
+            if e is None:
+                info["export_error"] = ship("network.onnx", "out/network.onnx", job["max_model_bytes"])
         except DeadlineExceeded:
             info["export_error"] = "the ONNX export did not finish within %s s" % job["export_timeout_s"]
         except BaseException as exc:
             _setitimer(_ITIMER, 0)
             info["export_error"] = _short(exc)
     send(**info)
-    # trained weights handed in beside the notebook
+    # trained weights handed in with the notebook
     for wname in job["weights"]:
         w = {"ev": "weights", "file": wname}
         try:
-            sd = torch.load("submission/" + wname, map_location="cpu", weights_only=True)
+            sd = torch.load("in/submission/" + wname, map_location="cpu", weights_only=True)
             if isinstance(sd, _dict) and not any(hasattr(v, "shape") for v in sd.values()):
                 for key in ("state_dict", "model_state_dict", "policy", "policy_state_dict", "model"):
                     if isinstance(sd.get(key), _dict):
@@ -467,12 +487,11 @@ def probe_network(job, ns, np):
             m2 = cls(*used)
             m2.load_state_dict(sd, strict=True)
             m2.eval()
-            with torch.no_grad():
-                o, _, _ = _to_numpy(m2(x))
-            w["forward_shape"] = [_int(s) for s in o.shape]
             _setitimer(_ITIMER, job["export_timeout_s"])
             w["export_error"] = _export(torch, m2, x[:1], "out/trained.onnx")
             _setitimer(_ITIMER, 0)
+            if w["export_error"] is None:
+                w["export_error"] = ship("trained.onnx", "out/trained.onnx", job["max_model_bytes"])
             w["loaded"] = True
             send(**w)
             break
@@ -492,6 +511,12 @@ _WATCHED = {
 }
 
 
+# the runner's own functions and values: replacing them (or their code) is reported as forgery
+_OWN = ("send", "ship", "_enc", "_esc", "_write", "_exit", "_FD", "_BLOB_FD", "_forked_child_guard", "_MAIN_PID",
+        "run_definitions", "probe_preprocess", "probe_network", "find_preprocess", "find_network", "_array_msg",
+        "_to_numpy", "_export", "_call_limited", "_params", "_restore", "main")
+
+
 def _snapshot():
     import json
 
@@ -499,7 +524,21 @@ def _snapshot():
     snap = {"builtins": dict(builtins.__dict__)}
     for name, attrs in _WATCHED.items():
         snap[name] = {a: getattr(mods[name], a) for a in attrs if hasattr(mods[name], a)}
+    g = globals()
+    snap["runner"] = {n: (g[n], getattr(g[n], "__code__", None)) for n in _OWN}
     return mods, snap
+
+
+def _restore_own(own):
+    changed = []
+    g = globals()
+    for n, (obj, code) in own.items():
+        if g.get(n, _MISSING) is not obj or (code is not None and obj.__code__ is not code):
+            changed.append("runner." + n)
+            g[n] = obj
+            if code is not None:
+                obj.__code__ = code
+    return changed
 
 
 def _restore(mods, snap):
@@ -510,8 +549,9 @@ def _restore(mods, snap):
         if cur.get(k, _MISSING) is not v:
             changed.append("builtins." + k)
             cur[k] = v
+    changed += _restore_own(snap["runner"])
     for name, attrs in snap.items():
-        if name == "builtins":
+        if name in ("builtins", "runner"):
             continue
         for a, v in attrs.items():
             if getattr(mods[name], a, _MISSING) is not v:
@@ -551,16 +591,15 @@ def main():
     _reap_others()
     changed = _restore(mods, snap)
     if changed:
-        send(ev="tampered", names=sorted(changed)[:20])
+        own = [c for c in changed if c.startswith("runner.")]
+        send(ev="tampered", names=(own + sorted(c for c in changed if c not in own))[:20])
     _GLOBALS.update(ns)
-    send(ev="definitions_done", names=sorted(k for k in ns if not k.startswith("__"))[:300], params=_params(ns))
+    send(ev="definitions_done", params=_params(ns))
     import numpy as np
 
     if job.get("probe_preprocess"):
-        send(ev="phase", phase="preprocess")
         probe_preprocess(job, ns, np)
     if job.get("probe_network"):
-        send(ev="phase", phase="network")
         probe_network(job, ns, np)
     send(ev="done")
 

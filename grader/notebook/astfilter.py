@@ -56,6 +56,7 @@ class Statement:
     line: int  # first line (decorators included), 1-based in its cell
     source: str  # the statement's exact text
     is_import: bool = False
+    node: ast.stmt | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class CellPlan:
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (line, first line of the statement)
     syntax_error: str | None = None  # message for the student, when the cell does not parse
     syntax_line: int | None = None
+    tree: ast.Module | None = field(default=None, repr=False)  # the parsed cell, when it parses
 
 
 def dotted_name(node: ast.AST) -> str | None:
@@ -138,27 +140,62 @@ def _segment(lines: list[str], stmt: ast.stmt) -> tuple[int, str]:
     return start_line, text
 
 
+def _parse(source: str) -> tuple[ast.Module | None, str | None, int | None]:
+    """(tree, None, None), or (None, message, line) when the cell does not parse.
+
+    Source nested too deeply for the parser (``"(" * 200000``, a 100000-term expression) is the
+    submission's problem: it is reported like a syntax error, never raised.
+    """
+    try:
+        return ast.parse(source), None, None
+    except SyntaxError as exc:
+        return None, f"{exc.msg}", exc.lineno
+    except (RecursionError, MemoryError):
+        return None, "the code is nested too deeply for the Python parser", None
+    except ValueError as exc:  # e.g. null bytes, on some Python versions
+        return None, str(exc)[:200], None
+
+
 def plan_cell(cell: CodeCell) -> CellPlan:
     plan = CellPlan(cell)
     if cell.skipped_magic:
         plan.skipped.append((1, f"{cell.skipped_magic} cell magic (the whole cell)"))
         return plan
-    try:
-        tree = ast.parse(cell.source)
-    except SyntaxError as exc:
-        plan.syntax_error = f"{exc.msg}"
-        plan.syntax_line = exc.lineno
+    tree, plan.syntax_error, plan.syntax_line = _parse(cell.source)
+    if tree is None:
         return plan
+    plan.tree = tree
     lines = cell.source.splitlines()
-    for stmt in tree.body:
-        line, text = _segment(lines, stmt)
-        if _kept(stmt):
-            plan.run.append(Statement(line, text, isinstance(stmt, (ast.Import, ast.ImportFrom))))
-        else:
-            first = text.strip().splitlines()[0] if text.strip() else ""
-            plan.skipped.append((line, first[:100]))
+    try:
+        for stmt in tree.body:
+            line, text = _segment(lines, stmt)
+            if _kept(stmt):
+                plan.run.append(Statement(line, text, isinstance(stmt, (ast.Import, ast.ImportFrom)), stmt))
+            else:
+                first = text.strip().splitlines()[0] if text.strip() else ""
+                plan.skipped.append((line, first[:100]))
+    except RecursionError:  # an expression deep enough to parse but not to walk
+        return CellPlan(cell, syntax_error="the code is nested too deeply for the grader to analyse")
     return plan
 
 
 def plan_notebook(cells: list[CodeCell]) -> list[CellPlan]:
     return [plan_cell(c) for c in cells]
+
+
+def defined_names(plans: list[CellPlan]) -> tuple[set[str], set[str]]:
+    """(function names, class names) defined by the statements that run, at any depth.
+
+    The grader's own view of what the notebook defines: a probe report naming anything else
+    did not come from these definitions.
+    """
+    functions: set[str] = set()
+    classes: set[str] = set()
+    for plan in plans:
+        for st in plan.run:
+            for node in ast.walk(st.node) if st.node is not None else ():
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    functions.add(node.name)
+                elif isinstance(node, ast.ClassDef):
+                    classes.add(node.name)
+    return functions, classes

@@ -3,7 +3,11 @@
 The student's frames are compared with :func:`grader.tasks.mspacman.preprocess_frames`. When they
 differ, a small grid of plausible variants of each step (grayscale, crop, border, stride,
 scaling) is searched for the one that reproduces the student's output, and the steps that differ
-from the lesson's are named. All of this runs in the grader process on numbers the sandbox sent.
+from the lesson's are named. All of this runs in the grader process on numbers the sandbox sent;
+the reference outputs are never shipped into the sandbox.
+
+:func:`follows_frames` decides whether outputs are a preprocessing of the given frames at all
+(evidence that they came from the student's function, not from a forged report).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 from grader.tasks.mspacman import BORDER_VALUE, preprocess_frames
 
 TOLERANCE = 0.01  # outputs are whole numbers 0..255: anything closer than this is equal
+MIN_CORRELATION = 0.5  # outputs this correlated with the frames' grayscale follow the frames
 
 _GRAYS = {
     "mean_trunc": ("the channel mean cast to uint8 (truncation)", lambda f: np.floor(f.mean(axis=2))),
@@ -114,8 +119,11 @@ def diagnose(frames: np.ndarray, outputs: list[np.ndarray]) -> Diagnosis:
     # ties: fewest differing steps, then the stride explanation last (columns of the Atari screen come in
     # pairs, so [::4] and [1::4] often agree), then the lesson's column offset
     confirmed.sort(key=lambda t: (-t[0], -t[1], t[2]["r0"] != 1, t[2]["c0"] != 1))
-    best, best_score = (confirmed[0][2], confirmed[0][0]) if confirmed else (None, -1.0)
-    alternatives = [v for sc, ns, v in confirmed[1:4] if sc == confirmed[0][0] and ns == confirmed[0][1]] if confirmed else []
+    if not confirmed:
+        return Diagnosis(False, max_diff, frac, ["no combination of the lesson's steps (grayscale, crop, border, "
+                                                 "stride, scaling) reproduces the output"], [])
+    best = confirmed[0][2]
+    alternatives = [v for sc, ns, v in confirmed[1:4] if sc == confirmed[0][0] and ns == confirmed[0][1]]
     # confirm on all frames
     all_fit = np.mean([np.mean(np.abs(_variant(grays[best["gray"]][i], best["crop"], best["border"], best["r0"], best["c0"], best["scale"]) - squeezed[i]) <= TOLERANCE * best["scale"]) for i in range(len(frames))])
     steps, hints = _describe(best)
@@ -130,3 +138,42 @@ def diagnose(frames: np.ndarray, outputs: list[np.ndarray]) -> Diagnosis:
             steps.append("or equally: " + ", ".join(alt_steps))
     best["crop"] = list(best["crop"])
     return Diagnosis(False, max_diff, frac, steps, hints, best)
+
+
+def _resampled_gray(frames: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Each frame's channel mean, nearest-neighbour resampled to ``shape``."""
+    gray = frames.astype(np.float64).mean(axis=3)
+    rows = np.arange(shape[0]) * gray.shape[1] // shape[0]
+    cols = np.arange(shape[1]) * gray.shape[2] // shape[1]
+    return gray[:, rows][:, :, cols]
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel(), b.ravel()
+    if not (np.isfinite(a).all() and a.std() > 0 and b.std() > 0):
+        return 0.0
+    return float(abs(np.corrcoef(a, b)[0, 1]))
+
+
+def _variant_outputs(frames: np.ndarray, v: dict) -> np.ndarray:
+    gray = _GRAYS[v["gray"]][1]
+    return np.stack([_variant(gray(f.astype(np.float64)), v["crop"], v["border"], v["r0"], v["c0"], v["scale"]) for f in frames])
+
+
+def follows_frames(frames: np.ndarray, outputs: list[np.ndarray], diag: Diagnosis) -> bool:
+    """True when ``outputs`` change from frame to frame as the frames do: the part of each output
+    that differs from the outputs' mean correlates with the same part of the reference, of the
+    diagnosed variant, or of the frames' grayscale resampled to the output's shape. Constant
+    arrays, noise, or the preprocessing of other frames do not; any genuine preprocessing does."""
+    squeezed = [np.squeeze(o) for o in outputs]
+    if len(squeezed) < 2 or any(s.ndim != 2 or s.shape != squeezed[0].shape or 0 in s.shape for s in squeezed):
+        return False
+    stacked = np.stack(squeezed)
+    shape = squeezed[0].shape
+    candidates = [_resampled_gray(frames, shape)]
+    if shape == (44, 40):
+        candidates.append(preprocess_frames(frames))
+    if diag.variant is not None:
+        candidates.append(_variant_outputs(frames, diag.variant))
+    moving = stacked - stacked.mean(axis=0)
+    return max(_correlation(moving, c - c.mean(axis=0)) for c in candidates if c.shape == stacked.shape) >= MIN_CORRELATION

@@ -1,17 +1,23 @@
 """Running untrusted notebook code: bubblewrap when available, rlimits (+ ``unshare --net``) otherwise.
 
-The child is ``python -I runner.py job.json FD`` started in a fresh temporary folder that holds
-only the runner, the job, the reference frames and a copy of this one submission. It reports
-JSON lines on the pipe FD; stdout and stderr are captured with a size cap. Limits (all modes):
-RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE=0, a process limit
-(cgroup ``pids.max`` when the cgroup is writable, and RLIMIT_NPROC, which the kernel ignores for
-root), and a wall-clock timeout that kills the whole process group (and the cgroup, and the
-bubblewrap pid namespace). See docs/notebooks.md for what each mode allows.
+The caller prepares ``WORK/in/`` (the runner, the job, the probe inputs, this one submission's
+files); the child is ``python -I -u in/runner.py in/job.json FD BLOB_FD``, unbuffered so that
+whatever it prints reaches the log even when it is killed. It reports JSON lines on the pipe FD
+and exported models on BLOB_FD; both, and stdout / stderr, are read with size caps and the
+reports are validated by :mod:`grader.notebook.protocol`. Nothing is read back from its files.
+
+Scratch space (the disk quota): under bubblewrap the child's working folder ``/sandbox`` and its
+``/tmp`` are tmpfs of ``Limits.scratch_mb`` each (``--size``), ``in/`` is bound read-only. Without
+bubblewrap (or a bubblewrap without ``--size``) the scratch is ``WORK`` on the host: each file is
+capped by RLIMIT_FSIZE and the grader measures the total written every 0.2 s, stopping the child
+beyond the quota. Other limits (all modes): RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_NOFILE,
+RLIMIT_CORE=0, a process limit (cgroup ``pids.max`` when the cgroup is writable, and RLIMIT_NPROC,
+which the kernel ignores for root), and a wall-clock timeout that kills the whole process group
+(and the cgroup, and the bubblewrap pid namespace). See docs/notebooks.md for what each mode allows.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -24,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+
+from grader.notebook.protocol import Blobs, Report, parse_blobs, parse_report
 
 SANDBOX_ENV_VAR = "GRADER_SANDBOX"  # auto (default) | bwrap | fallback
 MODES = ("auto", "bwrap", "fallback")
@@ -39,20 +47,33 @@ class Limits:
     processes: int = 64
     output_bytes: int = 1 << 20  # stdout / stderr kept for the report (each)
     flood_bytes: int = 64 << 20  # beyond this much output the child is killed
-    channel_bytes: int = 1 << 20  # JSON report channel cap
-    tmpfs_mb: int = 256
+    channel_bytes: int = 4 << 20  # JSON report channel cap
+    scratch_mb: int = 256  # the disk quota: the working folder and /tmp (each, under bubblewrap)
+    model_bytes: int = 100 << 20  # each exported ONNX file sent back
+    poll_s: float = 0.2  # how often the process count and the scratch usage are checked
+
+    @classmethod
+    def from_rubric(cls, nb_rubric) -> "Limits":
+        """The limits of a rubric's ``[notebook]`` table (``grader.rubric.NotebookRubric``); None: defaults."""
+        limits = cls()
+        if nb_rubric is not None:
+            limits.timeout_s = float(nb_rubric.timeout_s)
+            limits.memory_mb = int(nb_rubric.memory_mb)
+            limits.file_size_mb = int(nb_rubric.file_size_mb)
+            limits.processes = int(nb_rubric.processes)
+        return limits
 
 
 @dataclass
 class SandboxRun:
     mode: str  # bwrap | fallback
-    messages: list[dict] = field(default_factory=list)
+    report: Report = field(default_factory=Report)
+    blobs: Blobs = field(default_factory=Blobs)
     stdout: bytes = b""
     stderr: bytes = b""
     stdout_total: int = 0
     stderr_total: int = 0
     channel_total: int = 0
-    channel_garbage: int = 0  # lines on the channel that were not JSON objects
     returncode: int | None = None
     timed_out: bool = False
     flooded: bool = False
@@ -62,6 +83,9 @@ class SandboxRun:
     launch_error: str | None = None
     process_limit_hit: bool = False  # the pids cgroup refused a fork
     process_limit: int = 0
+    scratch: str = ""  # how the disk quota is enforced, in words
+    quota_hit: bool = False  # the child wrote more than the quota (host scratch) and was stopped
+    models_overflow: bool = False  # more model bytes than allowed were sent
 
     @property
     def signal_name(self) -> str | None:
@@ -112,7 +136,8 @@ def readable_by_others(path: str) -> bool:
     return True
 
 
-def _bwrap_base(tmpfs_size: list[str] | None = None) -> list[str]:
+def _bwrap_base(tmp: list[str] | None = None) -> list[str]:
+    """The read-only system view; ``tmp`` mounts /tmp (default: an unsized tmpfs, for the probe)."""
     args = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox",
             "--ro-bind", "/usr", "/usr"]
     for name in ("bin", "lib", "lib32", "lib64", "sbin", "libx32"):
@@ -122,7 +147,7 @@ def _bwrap_base(tmpfs_size: list[str] | None = None) -> list[str]:
         elif p.is_dir():
             args += ["--ro-bind", str(p), str(p)]
     # The fresh /tmp comes before the interpreter's binds: a venv under /tmp must stay visible.
-    args += ["--proc", "/proc", "--dev", "/dev", *(tmpfs_size or []), "--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", "--dev", "/dev", *(tmp or ["--tmpfs", "/tmp"])]
     for root in python_roots():
         args += ["--ro-bind", root, root]
     args += ["--ro-bind-try", "/etc/fonts", "/etc/fonts"]  # matplotlib's font lookup, read-only
@@ -270,62 +295,91 @@ class _Reader(threading.Thread):
                     pass
 
 
-def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) -> SandboxRun:
-    """Run ``runner.py job.json FD`` inside ``workdir`` (which the caller prepared)."""
-    wanted = requested_mode(mode)
-    ok, why = bwrap_status() if wanted in ("auto", "bwrap") else (False, "the weaker sandbox was requested")
-    run = SandboxRun(mode="bwrap" if ok else "fallback", process_limit=limits.processes)
-    if wanted == "bwrap" and not ok:
-        run.launch_error = f"the bubblewrap sandbox was required but {why}"
-        return run
+def disk_usage(root: Path, max_entries: int = 20_000) -> int | None:
+    """Bytes allocated under ``root`` (symlinks not followed); None beyond ``max_entries`` entries."""
+    total, seen, stack = 0, 0, [root]
+    while stack:
+        try:
+            it = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with it:
+            for entry in it:
+                seen += 1
+                if seen > max_entries:
+                    return None
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total += st.st_blocks * 512
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(Path(entry.path))
+    return total
 
-    r_fd, w_fd = os.pipe()
-    is_root = os.geteuid() == 0
-    cg = _PidsCgroup(limits.processes)
-    drop_uid = None
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
-           "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg", "USER": "nobody",
-           "LOGNAME": "nobody", "KERAS_BACKEND": "torch", "PYTHONHASHSEED": "0", "TORCHINDUCTOR_CACHE_DIR": "/tmp/inductor",
-           "GRADER_SANDBOX_MODE": run.mode}
-    if run.mode == "bwrap":
-        size = ["--size", str(limits.tmpfs_mb << 20)] if bwrap_has_size() else []
-        cmd = _bwrap_base(size) + ["--bind", str(workdir), INSIDE,
-                                   "--uid", str(NOBODY), "--gid", str(NOBODY), "--chdir", INSIDE, "--clearenv"]
-        for k, v in env.items():
-            cmd += ["--setenv", k, v]
-        cmd += ["--", sys.executable, "-I", "runner.py", "job.json", str(w_fd)]
-        cwd = "/"
-        env_arg = env
+
+_ENV = {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg", "USER": "nobody",
+        "LOGNAME": "nobody", "KERAS_BACKEND": "torch", "PYTHONHASHSEED": "0", "TORCHINDUCTOR_CACHE_DIR": "/tmp/inductor"}
+
+
+def _child_argv(root: str, fd: int, blob_fd: int) -> list[str]:
+    return [sys.executable, "-I", "-u", f"{root}in/runner.py", f"{root}in/job.json", str(fd), str(blob_fd)]
+
+
+def _bwrap_command(workdir: Path, limits: Limits, run: SandboxRun, fds: tuple[int, int]) -> list[str]:
+    env = dict(_ENV, GRADER_SANDBOX_MODE="bwrap")
+    if bwrap_has_size():
+        size = ["--size", str(limits.scratch_mb << 20)]
+        tmp = [*size, "--tmpfs", "/tmp"]
+        scratch = [*size, "--tmpfs", INSIDE, "--ro-bind", str(workdir / "in"), INSIDE + "/in"]
+        run.scratch = f"tmpfs of {limits.scratch_mb} MB for the working folder and for /tmp"
     else:
-        prefix = unshare_net_prefix()
-        env["TMPDIR"] = str(workdir / "tmp")
-        env["HOME"] = str(workdir / "tmp")
         (workdir / "tmp").mkdir(exist_ok=True)
-        cmd = prefix + [sys.executable, "-I", "runner.py", "job.json", str(w_fd)]
-        cwd = str(workdir)
-        env_arg = env
-        if is_root and all(readable_by_others(r) for r in python_roots()):
-            drop_uid = NOBODY
-            for p in [workdir, *workdir.rglob("*")]:
-                os.chmod(p, 0o777 if p.is_dir() else 0o666)
-        weak = [f"bubblewrap is not used ({why}): the notebook's code could read files outside its folder"]
-        weak.append("network: " + ("cut off with `unshare --net`" if prefix else "NOT cut off (unshare failed)"))
-        if is_root and drop_uid is None:
-            weak.append("the code ran as root (the Python installation is not readable by uid 65534)")
-        run.warnings += weak
+        tmp = ["--bind", str(workdir / "tmp"), "/tmp"]
+        scratch = ["--bind", str(workdir), INSIDE, "--ro-bind", str(workdir / "in"), INSIDE + "/in"]
+        run.scratch = f"{limits.scratch_mb} MB measured on the host (this bubblewrap has no --size)"
+    cmd = _bwrap_base(tmp) + scratch + ["--uid", str(NOBODY), "--gid", str(NOBODY), "--chdir", INSIDE, "--clearenv"]
+    for k, v in env.items():
+        cmd += ["--setenv", k, v]
+    return cmd + ["--", *_child_argv("", *fds)]
 
+
+def _fallback_command(workdir: Path, limits: Limits, run: SandboxRun, fds: tuple[int, int], why: str,
+                      is_root: bool) -> tuple[list[str], dict, int | None]:
+    prefix = unshare_net_prefix()
+    env = dict(_ENV, GRADER_SANDBOX_MODE="fallback", TMPDIR=str(workdir / "tmp"), HOME=str(workdir / "tmp"))
+    (workdir / "tmp").mkdir(exist_ok=True)
+    drop_uid = None
+    if is_root and all(readable_by_others(r) for r in python_roots()):
+        drop_uid = NOBODY
+        for p in [workdir, *workdir.rglob("*")]:
+            writable = p == workdir or p == workdir / "tmp"
+            os.chmod(p, (0o777 if writable else 0o555) if p.is_dir() else 0o444)
+    run.scratch = f"{limits.scratch_mb} MB measured on the host, files of at most {limits.file_size_mb} MB"
+    weak = [f"bubblewrap is not used ({why}): the notebook's code could read files outside its folder"]
+    weak.append("network: " + ("cut off with `unshare --net`" if prefix else "NOT cut off (unshare failed)"))
+    if is_root and drop_uid is None:
+        weak.append("the code ran as root (the Python installation is not readable by uid 65534)")
+    run.warnings += weak
+    return prefix + _child_argv("", *fds), env, drop_uid
+
+
+def _process_limit(run: SandboxRun, limits: Limits, cg: _PidsCgroup, is_root: bool, drop_uid: int | None) -> int:
     nproc_limit = limits.processes
     if not is_root or drop_uid is not None:
         nproc_limit += _count_processes_of(drop_uid if drop_uid is not None else os.getuid())
-    procs_file = cg.procs_file()
-    if procs_file:
+    if cg.procs_file():
         run.limits_note = f"processes: cgroup pids.max={limits.processes}"
     elif is_root and drop_uid is None:
         run.limits_note = "processes: NOT limited (root, no writable pids cgroup; bubblewrap's pid namespace still reaps them)"
         run.warnings.append("no process-count limit: the pids cgroup is not writable and RLIMIT_NPROC does not bind root")
     else:
         run.limits_note = f"processes: RLIMIT_NPROC={nproc_limit}"
+    return nproc_limit
 
+
+def _preexec(limits: Limits, procs_file: str | None, nproc_limit: int, drop_uid: int | None):
     mem = limits.memory_mb << 20
     cpu = int(limits.timeout_s) + 5
     fsize = limits.file_size_mb << 20
@@ -348,17 +402,48 @@ def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) ->
             os.setgid(drop_uid)
             os.setuid(drop_uid)
 
+    return preexec
+
+
+def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) -> SandboxRun:
+    """Run ``in/runner.py in/job.json FD BLOB_FD``; ``workdir/in/`` was prepared by the caller."""
+    wanted = requested_mode(mode)
+    ok, why = bwrap_status() if wanted in ("auto", "bwrap") else (False, "the weaker sandbox was requested")
+    run = SandboxRun(mode="bwrap" if ok else "fallback", process_limit=limits.processes)
+    if wanted == "bwrap" and not ok:
+        run.launch_error = f"the bubblewrap sandbox was required but {why}"
+        return run
+    r_fd, w_fd = os.pipe()
+    rb_fd, wb_fd = os.pipe()
+    is_root = os.geteuid() == 0
+    cg = _PidsCgroup(limits.processes)
+    drop_uid, cwd = None, str(workdir)
+    if run.mode == "bwrap":
+        cmd, env, cwd = _bwrap_command(workdir, limits, run, (w_fd, wb_fd)), dict(_ENV), "/"
+    else:
+        cmd, env, drop_uid = _fallback_command(workdir, limits, run, (w_fd, wb_fd), why, is_root)
+    host_scratch = run.mode == "fallback" or not bwrap_has_size()
+    nproc_limit = _process_limit(run, limits, cg, is_root, drop_uid)
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env_arg, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, pass_fds=(w_fd,), preexec_fn=preexec, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, pass_fds=(w_fd, wb_fd),
+                                preexec_fn=_preexec(limits, cg.procs_file(), nproc_limit, drop_uid), start_new_session=True)
     except OSError as exc:
-        os.close(r_fd)
-        os.close(w_fd)
+        for fd in (r_fd, w_fd, rb_fd, wb_fd):
+            os.close(fd)
         cg.remove()
         run.launch_error = f"could not start the sandbox: {exc}"
         return run
     os.close(w_fd)
+    os.close(wb_fd)
+    _supervise(proc, run, limits, cg, (r_fd, rb_fd), workdir if host_scratch else None, start)
+    return run
+
+
+def _supervise(proc: subprocess.Popen, run: SandboxRun, limits: Limits, cg: _PidsCgroup, fds: tuple[int, int],
+               host_scratch: Path | None, start: float) -> None:
+    """Wait for the child under the limits, collect its outputs into ``run``."""
 
     def kill() -> None:
         try:
@@ -371,29 +456,36 @@ def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) ->
         run.flooded = True
         kill()
 
+    def models_overflow() -> None:
+        run.models_overflow = True
+        kill()
+
+    blob_cap = 2 * (limits.model_bytes + 4096)
     readers = [_Reader(proc.stdout.fileno(), limits.output_bytes, limits.flood_bytes, flood),
                _Reader(proc.stderr.fileno(), limits.output_bytes, limits.flood_bytes, flood),
-               _Reader(r_fd, limits.channel_bytes, limits.channel_bytes * 4, flood, close=True)]
+               _Reader(fds[0], limits.channel_bytes, limits.channel_bytes * 4, flood, close=True),
+               _Reader(fds[1], blob_cap, blob_cap, models_overflow, close=True)]
     for t in readers:
         t.start()
+    baseline = disk_usage(host_scratch) if host_scratch else 0
     deadline = start + limits.timeout_s
     while True:
         try:
-            proc.wait(timeout=0.25)
+            proc.wait(timeout=limits.poll_s)
             break
         except subprocess.TimeoutExpired:
             pass
         if cg.limit_hit():  # a fork bomb: stop it now rather than at the wall timeout
             run.process_limit_hit = True
-            kill()
-            proc.wait()
+            break
+        if host_scratch is not None and _over_quota(host_scratch, baseline or 0, limits):
+            run.quota_hit = True
             break
         if time.monotonic() > deadline:
             run.timed_out = True
-            kill()
-            proc.wait()
             break
-    kill()  # leftovers (a fork that outlived the main process)
+    kill()  # the child if a limit stopped it, and leftovers (a fork that outlived the main process)
+    proc.wait()
     for t in readers:
         t.join(timeout=5)
     if not any(t.is_alive() for t in readers[:2]):
@@ -401,21 +493,17 @@ def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) ->
         proc.stderr.close()
     run.process_limit_hit = run.process_limit_hit or cg.limit_hit()
     cg.remove()
+    if host_scratch is not None and not run.quota_hit:
+        run.quota_hit = _over_quota(host_scratch, baseline or 0, limits)
     run.seconds = time.monotonic() - start
     run.returncode = proc.returncode
     run.stdout, run.stderr = bytes(readers[0].buf), bytes(readers[1].buf)
     run.stdout_total, run.stderr_total = readers[0].total, readers[1].total
     run.channel_total = readers[2].total
-    for line in bytes(readers[2].buf).split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            run.channel_garbage += 1
-            continue
-        if isinstance(msg, dict) and isinstance(msg.get("ev"), str):
-            run.messages.append(msg)
-        else:
-            run.channel_garbage += 1
-    return run
+    run.report = parse_report(bytes(readers[2].buf))
+    run.blobs = parse_blobs(bytes(readers[3].buf), max_bytes=limits.model_bytes)
+
+
+def _over_quota(root: Path, baseline: int, limits: Limits) -> bool:
+    used = disk_usage(root)
+    return used is None or used - baseline > limits.scratch_mb << 20
