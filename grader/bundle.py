@@ -27,6 +27,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from grader.limits import MAX_MODEL_BYTES, MAX_NOTEBOOK_BYTES, MAX_WEIGHT_BYTES
 
@@ -36,6 +37,16 @@ WEIGHT_SUFFIXES = (".pt", ".pth")
 SIDECAR_SUFFIX = ".data"  # torch: model.onnx -> model.onnx.data
 MAX_WEIGHTS = 3
 MODEL_NAME = "model.onnx"
+
+
+class Misfit(NamedTuple):
+    """A file (or the folder itself, ``entry == ""``) that does not fit the bundle rule, and why."""
+
+    entry: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.entry}: {self.reason}" if self.entry else self.reason
 
 
 def kind_of(name: str) -> str | None:
@@ -121,14 +132,14 @@ def _listing(folder: Path) -> list[str]:
         return []
 
 
-def bundle_folder(folder: Path, student: str, *, label: str | None = None) -> tuple[Bundle, list[str]]:
+def bundle_folder(folder: Path, student: str, *, label: str | None = None) -> tuple[Bundle, list[Misfit]]:
     """One student's folder: its model, notebook and weights. Returns the bundle and the problems
     (several models with none named model.onnx, several notebooks, links, ...)."""
     return bundle_files(folder, student, _listing(folder), label=label, label_prefix=f"{folder.name}/")
 
 
 def bundle_files(folder: Path, student: str, names: list[str], *, label: str | None = None,
-                 label_prefix: str = "", display: dict[str, str] | None = None) -> tuple[Bundle, list[str]]:
+                 label_prefix: str = "", display: dict[str, str] | None = None) -> tuple[Bundle, list[Misfit]]:
     """The named files of ``folder``, all one student's (a folder, or an LMS's prefixed files).
 
     ``display`` maps a file name to the name the student gave it (an LMS prefixes its own); the
@@ -136,13 +147,13 @@ def bundle_files(folder: Path, student: str, names: list[str], *, label: str | N
     """
     display = display or {}
     by_kind: dict[str, list[str]] = {"model": [], "notebook": [], "weights": [], "sidecar": []}
-    problems: list[str] = []
+    problems: list[Misfit] = []
     for name in names:
         kind = kind_of(display.get(name, name))
         if kind is None:
             continue
         if not _regular(folder / name):
-            problems.append(f"{name}: not a regular file (a link, a folder or a device); not graded")
+            problems.append(Misfit(name, "not a regular file (a link, a folder or a device); not graded"))
             continue
         by_kind[kind].append(name)
     problems += _case_duplicates(by_kind)
@@ -154,11 +165,12 @@ def bundle_files(folder: Path, student: str, names: list[str], *, label: str | N
     elif len(models) == 1:
         model = models[0]
     elif models:
-        problems.append(f"{len(models)} .onnx files and none is named model.onnx ({', '.join(models[:4])}); "
-                        "which one to grade is unclear: keep one, or name it model.onnx")
+        problems.append(Misfit("", f"{len(models)} .onnx files and none is named model.onnx ({', '.join(models[:4])}); "
+                               "which one to grade is unclear: keep one, or name it model.onnx"))
     notebook = by_kind["notebook"][0] if len(by_kind["notebook"]) == 1 else None
     if len(by_kind["notebook"]) > 1:
-        problems.append(f"{len(by_kind['notebook'])} notebooks ({', '.join(by_kind['notebook'][:4])}); hand in exactly one .ipynb")
+        problems.append(Misfit("", f"{len(by_kind['notebook'])} notebooks ({', '.join(by_kind['notebook'][:4])}); "
+                               "hand in exactly one .ipynb"))
     weights = by_kind["weights"][:MAX_WEIGHTS]
     notes = [f"{w}: more than {MAX_WEIGHTS} weight files; not used" for w in by_kind["weights"][MAX_WEIGHTS:]]
     taken = [n for n in (notebook, model) if n]
@@ -168,7 +180,7 @@ def bundle_files(folder: Path, student: str, names: list[str], *, label: str | N
     return bundle, problems
 
 
-def _case_duplicates(by_kind: dict[str, list[str]]) -> list[str]:
+def _case_duplicates(by_kind: dict[str, list[str]]) -> list[Misfit]:
     """Drop (and report) names of one kind that differ only in case: ``frank.onnx`` / ``frank.ONNX``."""
     problems = []
     for kind, names in by_kind.items():
@@ -179,12 +191,12 @@ def _case_duplicates(by_kind: dict[str, list[str]]) -> list[str]:
             if first is name:
                 kept.append(name)
             else:
-                problems.append(f"{first} and {name} differ only in case; keep one (only {first} is considered)")
+                problems.append(Misfit(name, f"differs from {first} only in case; keep one (only {first} is graded)"))
         names[:] = kept
     return problems
 
 
-def bundle_stem(folder: Path, stem: str, *, names: list[str] | None = None) -> tuple[Bundle, list[str]]:
+def bundle_stem(folder: Path, stem: str, *, names: list[str] | None = None) -> tuple[Bundle, list[Misfit]]:
     """The files of ``folder`` whose stem is exactly ``stem`` (a flat class folder, or ``grade FILE``)."""
     names = _listing(folder) if names is None else names
     mine = [n for n in names if kind_of(n) is not None and stem_of(n) == stem]
@@ -194,7 +206,7 @@ def bundle_stem(folder: Path, stem: str, *, names: list[str] | None = None) -> t
     return bundle, problems
 
 
-def gather(path: Path) -> tuple[Bundle, list[str]]:
+def gather(path: Path) -> tuple[Bundle, list[Misfit]]:
     """The bundle ``grade PATH`` grades: a folder is one student's, a file goes with its stem."""
     path = Path(path)
     if path.is_dir():
@@ -258,14 +270,19 @@ def read_bundle(bundle: Bundle) -> Submission:
         return data
 
     model = notebook = None
+    notes = list(bundle.notes)
     if bundle.model is not None:
         data = read(bundle.model, MAX_MODEL_BYTES, "models")
         if data is not None:
             try:
-                data = inline_external_data(data, bundle.model)
+                inlined = inline_external_data(data, bundle.model)
             except ExternalDataError as exc:
                 problems.append(("no_external_data", exc.message, exc.hint))
-                data = None
+                inlined = None
+            if inlined is not None and inlined is not data:
+                notes.append(f"{bundle.model.name}: its weights were read from the file it names beside it "
+                             "(torch's default export) and graded as one model")
+            data = inlined
         model = NamedBytes(bundle.model.name, data) if data is not None else None
     if bundle.notebook is not None:
         data = read(bundle.notebook, MAX_NOTEBOOK_BYTES, "notebooks")
@@ -276,7 +293,7 @@ def read_bundle(bundle: Bundle) -> Submission:
         if data is not None:
             weights.append(NamedBytes(w.name, data))
     return Submission(student=bundle.student, label=bundle.label, model=model, notebook=notebook,
-                      weights=tuple(weights), notes=bundle.notes, problems=tuple(problems))
+                      weights=tuple(weights), notes=tuple(notes), problems=tuple(problems))
 
 
 def submission_from_bytes(name: str, data: bytes, *, student: str = "", label: str | None = None) -> Submission:

@@ -116,10 +116,10 @@ def _scan_plain(cf: ClassFolder, entries: list[tuple[str, bool]]) -> None:
         _add(cf, bundle, problems, prefix="")
 
 
-def _add(cf: ClassFolder, bundle: Bundle, problems: list[str], *, prefix: str) -> None:
-    for text in problems:
-        name, _, reason = text.partition(": ")
-        cf.problems.append(Problem(prefix + name if reason else prefix.rstrip("/") + "/", reason or text, bundle.student))
+def _add(cf: ClassFolder, bundle: Bundle, problems: list, *, prefix: str) -> None:
+    for misfit in problems:
+        entry = prefix + misfit.entry if misfit.entry else (prefix or bundle.student)
+        cf.problems.append(Problem(entry, misfit.reason, bundle.student))
     if bundle.empty:
         if not problems:
             cf.problems.append(Problem(prefix or bundle.student, "no model (.onnx) or notebook (.ipynb) to grade",

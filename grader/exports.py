@@ -369,7 +369,10 @@ def _flag_duplicates(run: "BatchRun", rows: list[StudentRow]):
     candidates = []
     for sid, attempt in run.attempts.items():
         a = run.gradebook.get(attempt.id)
-        candidates.append(Candidate(label=sid, file=a.file, sha256=a.sha256, weights=a.extra.get("weights_fingerprint"),
+        result = a.result()
+        # "identical" compares the graded model's bytes (the attempt's digest covers the whole bundle)
+        sha = result.model.sha256 if result is not None and result.model is not None else a.sha256
+        candidates.append(Candidate(label=sid, file=a.file, sha256=sha, weights=a.extra.get("weights_fingerprint"),
                                     actions=actions_from_extra(a.extra, run.probe_id)))
     candidates += reference_candidates(run.reference_dir, run.rubric.task, run.probe_states)
     dup = find_duplicates(candidates, threshold=run.behaviour_threshold)

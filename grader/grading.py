@@ -66,7 +66,7 @@ def grade(
     if out is None and write:
         out = default_out_dir(path)
     return grade_submission(sub, rubric=rubric, options=options, out=out if write else None, engine=engine,
-                            progress=progress, warnings=problems)
+                            progress=progress, warnings=[str(m) for m in problems])
 
 
 def check(submission: str | Path, *, rubric: Rubric | str | Path | None = None, task: str | None = None,

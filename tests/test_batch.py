@@ -109,20 +109,36 @@ def test_scan_reports_every_entry_that_does_not_fit(tmp_path):
     g.write(class_dir / "empty" / "notes.md", "nothing here")
     g.write(class_dir / "good2" / "model.onnx", g.random_mlp(2))  # good2 also has a flat file
     cf = scan_class(class_dir)
-    found = {(e.student, e.kind, e.rel) for e in cf.entries}
-    assert ("good1", "model", "good1/model.onnx") in found
-    assert ("bad", "model", "bad/policy.onnx") in found
-    assert ("nb", "notebook", "nb/homework.ipynb") in found
-    assert ("good2", "model", "good2/model.onnx") in found and ("good2", "model", "good2.onnx") not in found
+    found = {b.student: b for b in cf.bundles}
+    assert found["good1"].model.name == "model.onnx" and found["good1"].notebook is None
+    assert found["bad"].model.name == "policy.onnx"
+    assert found["nb"].notebook.name == "homework.ipynb" and found["nb"].model is None
+    assert found["good2"].model.parent.name == "good2"  # the folder wins over the flat file
     problems = {p.entry: p.reason for p in cf.problems}
-    assert "outside the class folder" in problems["escape.onnx"]
+    assert "symbolic link" in problems["escape.onnx"]
     assert "not a regular file" in problems["fifo.onnx"]
     assert "valid id" in problems["bad name!.onnx"]
     assert "README.txt" in problems and ".DS_Store" in problems
     assert "none is named model.onnx" in problems["twofiles/"]
-    assert "no model.onnx" in problems["empty/"]
+    assert "no model (.onnx) or notebook (.ipynb)" in problems["empty/"]
     assert "also has a folder" in problems["good2.onnx"]
-    assert not any(e.student in ("twofiles", "empty", "escape") for e in cf.entries)
+    assert not any(s in found for s in ("twofiles", "empty", "escape"))
+
+
+def test_flat_folder_bundles_by_stem_only(tmp_path):
+    """alice's notebook never takes bob's model or weights; case-only duplicates are listed."""
+    d = tmp_path / "flat"
+    g.write(d / "alice.ipynb", g.minimal_notebook())
+    g.write(d / "alice.pt", "weights")
+    g.write(d / "bob.onnx", g.random_mlp(1))
+    g.write(d / "bob.pt", "other weights")
+    g.write(d / "frank.onnx", g.random_mlp(2))
+    g.write(d / "frank.ONNX", g.random_mlp(3))
+    found = {b.student: b for b in scan_class(d).bundles}
+    assert found["alice"].model is None and [w.name for w in found["alice"].weights] == ["alice.pt"]
+    assert found["bob"].model.name == "bob.onnx" and found["bob"].notebook is None
+    problems = {p.entry: p.reason for p in scan_class(d).problems}
+    assert "only in case" in problems["frank.onnx"] and found["frank"].model.name == "frank.ONNX"
 
 
 def test_roster_with_and_without_header(tmp_path):
@@ -199,7 +215,8 @@ def test_grades_csv(graded):
         assert 0 <= float(by[sid]["points"]) <= 10 and by[sid]["max_points"] == "10"
     for sid in ("bad", "loopbomb", "extdata"):
         assert by[sid]["status"] == "invalid" and float(by[sid]["points"]) == 0 and by[sid]["note"]
-    assert by["nb"]["status"] == "invalid"  # a notebook with no actor and no model.onnx beside it
+    # a notebook with no actor and no model: gradable, 0 points, and the note says what is missing
+    assert by["nb"]["status"] == "graded" and float(by["nb"]["points"]) == 0
     assert by["missing"]["status"] == "no submission"
     assert by["twofiles"]["status"] == "layout problem" and "model.onnx" in by["twofiles"]["note"]
     assert by["good1"]["points"] == by["copy"]["points"]
@@ -253,7 +270,7 @@ def test_class_html(graded):
     assert "bad name!.onnx" in html and "README.txt" in html and "escape.onnx" in html  # layout problems listed
     assert "base4" in html and "Not on the roster" in html
     assert "identical" in html and "same_weights" in html and "behaviour" in html
-    assert "reports/good1/model-" in html
+    assert "reports/good1/" in html
     assert "<script" not in html.replace("onchange", "")  # nothing but the toggle
 
 
@@ -331,9 +348,23 @@ def test_bad_inputs(tmp_path, capsys):
 
 
 def test_csv_cells_are_defused(tmp_path):
-    from grader.exports import _csv_safe
+    from grader.textsafe import csv_cell
 
-    assert _csv_safe("=HYPERLINK(1)") == "'=HYPERLINK(1)" and _csv_safe("-1.5") == "-1.5" and _csv_safe("ok") == "ok"
+    assert csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and csv_cell("-1.5") == "-1.5" and csv_cell("ok") == "ok"
+    # what a spreadsheet evaluates: arithmetic that looks numeric, and references
+    assert csv_cell("-1-1") == "'-1-1" and csv_cell("@A1") == "'@A1" and csv_cell("+1") == "'+1"
+    assert csv_cell("a\x1b[2Jb") == "a?[2Jb"  # no control characters either
+
+
+def test_every_grades_csv_cell_is_escaped_the_student_id_too(tmp_path):
+    """A flat file named -1-1.onnx is a valid id; its cell must not be evaluated by a spreadsheet."""
+    d = tmp_path / "class"
+    g.write(d / "-1-1.onnx", g.random_mlp(1))
+    g.write(d / "@A1.onnx", g.random_mlp(2))
+    rubric = g.lunarlander_rubric(tmp_path / "r.toml", episodes=2)
+    assert batch(d, "--rubric", rubric, "--out", tmp_path / "out", "--reference", tmp_path) == 0
+    text = (tmp_path / "out" / "grades.csv").read_bytes().decode()
+    assert "\r\n'-1-1," in text and "\r\n'@A1," in text
 
 
 # --- kill and resume ---------------------------------------------------------------------------------------

@@ -120,7 +120,8 @@ def test_task_override_reports_mismatch(tmp_path):
     path = F.mlp(tmp_path / "model.onnx")
     proc = run_cli(path, "--task", "mspacman", "--json", "--no-video")
     assert proc.returncode == 2
-    assert "expected one float32 input [batch, 5, 44, 40]" in json.loads(proc.stdout)["error"]
+    error = json.loads(proc.stdout)["error"]
+    assert "a lunarlander policy, but this is the mspacman homework" in error and "[batch, 5, 44, 40]" in error
 
 
 def test_missing_file_and_bad_rubric_exit_1(tmp_path):
@@ -221,3 +222,20 @@ def test_subcommands_report_bad_input_without_a_traceback(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stderr.strip()
     proc = run_cli("baselines", "--rubric", "rubrics/lunarlander.toml", "--episodes", "0")
     assert proc.returncode == 1 and "--episodes must be at least 1" in proc.stderr
+
+
+def test_torch_default_export_with_its_data_file_is_graded(tmp_path):
+    """torch 2.13's plain `torch.onnx.export(model, (x,), "model.onnx")` writes model.onnx + model.onnx.data."""
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    torch.onnx.export(net, (torch.zeros(1, 8),), str(tmp_path / "model.onnx"))
+    assert (tmp_path / "model.onnx.data").is_file()  # the pair this test is about
+    result = grade(tmp_path / "model.onnx", seeds=[0, 1], write=False)
+    assert_graded(result, "lunarlander", 2)
+    assert any("model.onnx.data" in w or "names beside it" in w for w in result.warnings)
+    batch_dir = tmp_path / "class" / "alice"
+    batch_dir.mkdir(parents=True)
+    for name in ("model.onnx", "model.onnx.data"):
+        (batch_dir / name).write_bytes((tmp_path / name).read_bytes())
+    again = grade(batch_dir, seeds=[0, 1], write=False)
+    assert [e.return_ for e in again.episodes] == [e.return_ for e in result.episodes]

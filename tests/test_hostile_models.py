@@ -42,8 +42,10 @@ def _build(name, tmp_path):
         F.external_data(path, "/etc/passwd")
     elif name == "external_relative":
         F.external_data(path, "../../secret_seeds.txt")
-    elif name == "external_sibling":
-        (tmp_path / "weights.bin").write_bytes(b"\0" * 128)
+    elif name == "external_sibling_link":
+        (tmp_path / "weights.bin").symlink_to("/etc/passwd")
+        F.external_data(path, "weights.bin")
+    elif name == "external_missing":
         F.external_data(path, "weights.bin")
     elif name == "loop":
         F.loop_bomb(path)
@@ -72,9 +74,10 @@ CASES = {
     "truncated": "not a valid ONNX model",
     "random": "not a valid ONNX model|no ONNX graph",
     "empty": "the file is empty",
-    "external_absolute": "keeps its weights in another file",
-    "external_relative": "keeps its weights in another file",
-    "external_sibling": "keeps its weights in another file",
+    "external_absolute": "not a file name beside the model",
+    "external_relative": "not a file name beside the model",
+    "external_sibling_link": "not beside it \\(or is a link\\)",
+    "external_missing": "not beside it",
     "loop": "not allowed in a policy network: Loop",
     "constant_of_shape": "ConstantOfShape node .* would create a tensor",
     "resize": "not allowed in a policy network: Resize",
@@ -101,13 +104,27 @@ def test_bad_submission_is_invalid_with_a_specific_message(name, tmp_path):
     assert result["episodes"] == []
 
 
-def test_external_data_file_is_never_opened(tmp_path):
-    """Even the sibling file named by the model stays unread (atime would not be reliable,
-    so the file is made unreadable: an open would fail differently)."""
-    path = _build("external_sibling", tmp_path)
-    os.chmod(tmp_path / "weights.bin", 0)
+def test_a_sidecar_named_by_the_model_is_read_and_inlined(tmp_path):
+    """torch's layout: model.onnx + the file it names beside it. Read only as a regular file, inlined in memory."""
+    path = F.external_data(tmp_path / "model.onnx", "model.onnx.data")
+    weights = np.random.default_rng(3).standard_normal((8, 4)).astype(np.float32)
+    (tmp_path / "model.onnx.data").write_bytes(weights.tobytes())
     proc, result = _grade(path)
-    assert "keeps its weights in another file" in result["error"]
+    assert result["status"] == "graded", result["error"]
+    assert next(c for c in result["checks"] if c["name"] == "no_external_data")["passed"]
+    # the same bytes through a link are refused, whatever the link points to
+    (tmp_path / "model.onnx.data").unlink()
+    (tmp_path / "real.data").write_bytes(weights.tobytes())
+    (tmp_path / "model.onnx.data").symlink_to(tmp_path / "real.data")
+    proc, result = _grade(path)
+    assert result["status"] == "invalid" and "or is a link" in result["error"]
+
+
+def test_an_offset_outside_the_sidecar_is_refused(tmp_path):
+    path = F.external_data(tmp_path / "model.onnx", "model.onnx.data")
+    (tmp_path / "model.onnx.data").write_bytes(b"\0" * 64)  # the tensor says 128 bytes
+    proc, result = _grade(path)
+    assert result["status"] == "invalid" and "points outside model.onnx.data" in result["error"]
 
 
 def test_runtime_memory_bomb_is_stopped_by_the_worker_limit(tmp_path):
