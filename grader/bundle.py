@@ -174,7 +174,8 @@ def bundle_files(folder: Path, student: str, names: list[str], *, label: str | N
     weights = by_kind["weights"][:MAX_WEIGHTS]
     notes = [f"{w}: more than {MAX_WEIGHTS} weight files; not used" for w in by_kind["weights"][MAX_WEIGHTS:]]
     taken = [n for n in (notebook, model) if n]
-    bundle = Bundle(student=student, label=label or f"{label_prefix}{' + '.join(taken) or 'nothing to grade'}",
+    shown = " + ".join(taken) or "nothing to grade"
+    bundle = Bundle(student=student, label=label or (f"{label_prefix} ({shown})" if label_prefix else shown),
                     model=folder / model if model else None, notebook=folder / notebook if notebook else None,
                     weights=tuple(folder / w for w in weights), notes=tuple(notes))
     return bundle, problems

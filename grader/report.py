@@ -172,11 +172,13 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
     scrub = seeds.scrub
     rubric = result.rubric
     checks = []
+    parts = {p.name: p for p in result.parts if p.kind == "notebook"}  # the one score (grader.scoring)
     for c in result.checks:
         mark, cls = _check_mark(c)
+        part = parts.get(c.name)
         checks.append({"name": c.name, "mark": mark, "cls": cls, "message": scrub(c.message),
                        "hint": scrub(c.hint), "severity": c.severity, "passed": c.passed,
-                       "points": c.points, "max_points": c.max_points})
+                       "points": part.points if part else None, "max_points": part.max_points if part else None})
     failed = [c for c in checks if c["cls"] == "fail"]
     n_pass = sum(c["passed"] for c in checks)
 

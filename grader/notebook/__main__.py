@@ -12,27 +12,31 @@ import sys
 from pathlib import Path
 
 from grader.errors import GraderError, SubmissionError
-from grader.notebook import lunarlander, mspacman
 from grader.notebook.common import common_checks, detect_task, parse_notebook
 from grader.notebook.sandbox import Limits
+from grader.tasks import all_tasks
 
-TASKS = {"mspacman": mspacman, "lunarlander": lunarlander}
+
+def _notebook_tasks() -> dict:
+    """The tasks whose plug-in grades notebooks, and their notebook modules."""
+    return {t.name: t.notebook_module() for t in all_tasks() if t.notebook}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m grader.notebook", description="Show a notebook's evidence (no training is run).")
     ap.add_argument("notebook", type=Path)
-    ap.add_argument("--task", choices=sorted(TASKS), help="override the task recognised from the notebook")
+    tasks = _notebook_tasks()
+    ap.add_argument("--task", choices=sorted(tasks), help="override the task recognised from the notebook")
     ap.add_argument("--sandbox", choices=["auto", "bwrap", "fallback"], default=None)
     ap.add_argument("--weights", type=Path, nargs="*", default=[], help="*.pt / *.pth files handed in with it")
     ap.add_argument("--json", action="store_true", help="print the checks as JSON")
     args = ap.parse_args(argv)
     try:
         nb = parse_notebook(args.notebook)
-        task = args.task or detect_task(nb.text, {name: mod.MARKERS for name, mod in TASKS.items()})[0]
+        task = args.task or detect_task(nb.text, {name: mod.MARKERS for name, mod in tasks.items()})[0]
         if task is None:
             raise SubmissionError("cannot tell the notebook's task", hint="pass --task", check="task_detected")
-        ev = TASKS[task].collect(nb, limits=Limits(), sandbox=args.sandbox, weights=args.weights)
+        ev = tasks[task].collect(nb, limits=Limits(), sandbox=args.sandbox, weights=args.weights)
     except GraderError as exc:
         print(f"{args.notebook}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code

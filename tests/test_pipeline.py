@@ -1,0 +1,320 @@
+"""The one pipeline: every front end gives the same checks and points, scores stay within the
+rubric's maximum, grades follow their inputs, rubrics are validated at load, tasks are plug-ins,
+and a grader bug is an error with a log, never the student's fault."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import site_helpers as S
+from grader.cli import main
+from grader.errors import SetupError
+from grader.grading import check, grade
+from grader.result import GradeResult
+from grader.rubric import RubricError, load_rubric
+
+REPO = Path(__file__).resolve().parent.parent
+SEEDS = ",".join(map(str, S.GRADING_SEEDS))
+
+
+def _student(tmp_path: Path, name: str = "alice") -> Path:
+    folder = tmp_path / "class" / name
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(S.lunarlander_model_bytes(7))
+    return folder
+
+
+def _summary(result: GradeResult) -> tuple:
+    return ([(c.name, c.passed) for c in result.checks], round(result.score, 9), result.max_score,
+            [(e.seed, e.return_) for e in result.episodes])
+
+
+# --- one pipeline behind every front end ------------------------------------------------------------
+def _via_grade(folder: Path, rubric: Path, tmp: Path) -> GradeResult:
+    return grade(folder, rubric=rubric, out=tmp / "g", video=False)
+
+
+def _via_check(folder: Path, rubric: Path, tmp: Path) -> GradeResult:
+    return check(folder, rubric=rubric, seeds=S.GRADING_SEEDS)  # the same seeds, so the same returns
+
+
+def _via_cli(folder: Path, rubric: Path, tmp: Path) -> GradeResult:
+    out = tmp / "cli"
+    assert main([str(folder), "--rubric", str(rubric), "--out", str(out), "--no-video", "--json"]) == 0
+    return GradeResult.from_json((out / "result.json").read_text())
+
+
+def _via_batch(folder: Path, rubric: Path, tmp: Path) -> GradeResult:
+    out = tmp / "batch"
+    assert main(["batch", str(folder.parent), "--rubric", str(rubric), "--out", str(out), "--workers", "1",
+                 "--no-video", "--no-progress", "--reference", str(tmp)]) == 0
+    (report,) = (out / "reports" / folder.name).iterdir()
+    return GradeResult.from_json((report / "result.json").read_text())
+
+
+def _via_site(folder: Path, rubric: Path, tmp: Path) -> GradeResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from grader.gradebook import Gradebook
+    from grader.site.app import SiteConfig, create_app
+
+    db = tmp / "site.sqlite"
+    tokens, _ = S.make_tokens(db, [("alice", "Alice")])
+    config = SiteConfig(db=db, rubric=load_rubric(rubric), data_dir=tmp / "site", workers=1, video=False, poll_s=0.2)
+    with TestClient(create_app(config)) as client:
+        r = client.post("/upload", headers={"Authorization": f"Bearer {tokens['alice']}"},
+                        files={"file": ("model.onnx", (folder / "model.onnx").read_bytes(), "application/octet-stream")})
+        assert r.status_code in (200, 202), r.text
+        gb = Gradebook(db)
+        try:
+            attempt = S.wait_for(lambda: next((a for a in gb.attempts(student="alice")
+                                               if a.status in ("graded", "invalid", "error")), None),
+                                 timeout=120, what="the site's grading")
+        finally:
+            gb.close()
+    return attempt.result()
+
+
+FRONT_ENDS = {"grade": _via_grade, "check": _via_check, "cli": _via_cli, "batch": _via_batch, "site": _via_site}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    rubric = S.write_rubric(tmp / "rubric.toml")
+    return _summary(grade(_student(tmp), rubric=rubric, write=False)), rubric
+
+
+@pytest.mark.parametrize("front_end", list(FRONT_ENDS))
+def test_every_front_end_gives_the_same_checks_and_points(front_end, reference, tmp_path):
+    expected, rubric = reference
+    result = FRONT_ENDS[front_end](_student(tmp_path), rubric, tmp_path)
+    assert result.status == "graded", result.error
+    checks, score, max_score, episodes = _summary(result)
+    assert (checks, score, max_score, episodes) == expected
+
+
+def test_a_notebook_and_its_model_are_one_submission_everywhere(tmp_path):
+    """grade, grade check and grade batch grade the folder's notebook with its model: the same points."""
+    from notebook_fixtures import LUNAR_CELLS, write_notebook
+
+    rubric = REPO / "rubrics" / "lunarlander.toml"
+    folder = tmp_path / "class" / "alice"
+    folder.mkdir(parents=True)
+    write_notebook(folder / "homework.ipynb", LUNAR_CELLS, markdown="# LunarLander actor-critic")
+    shutil.copyfile(REPO / "reference" / "models" / "lunarlander_improved.onnx", folder / "model.onnx")
+    via_grade = grade(folder, rubric=rubric, episodes=5, write=False)
+    out = tmp_path / "batch"
+    assert main(["batch", str(folder.parent), "--rubric", str(rubric), "--out", str(out), "--episodes", "5",
+                 "--no-video", "--no-progress", "--reference", str(tmp_path)]) == 0
+    (report,) = (out / "reports" / "alice").iterdir()
+    via_batch = GradeResult.from_json((report / "result.json").read_text())
+    assert _summary(via_grade) == _summary(via_batch)
+    assert via_grade.score == 14 and via_grade.max_score == 14  # 4 notebook points + 10 episode points
+    rows = (out / "grades.csv").read_text().splitlines()
+    assert rows[1].split(",")[1:3] == ["14", "14"]
+
+
+def test_a_flat_file_never_takes_another_students_files(tmp_path):
+    from notebook_fixtures import LUNAR_CELLS, write_notebook
+
+    d = tmp_path / "class"
+    d.mkdir()
+    write_notebook(d / "alice.ipynb", LUNAR_CELLS, markdown="# LunarLander actor-critic")
+    (d / "bob.onnx").write_bytes(S.lunarlander_model_bytes(1))
+    result = grade(d / "alice.ipynb", rubric=REPO / "rubrics" / "lunarlander.toml", write=False)
+    assert result.model is None and not result.episodes  # bob's model is not alice's
+    assert any("bob.onnx" in w and "not part of this submission" in w for w in result.warnings)
+
+
+# --- one score ---------------------------------------------------------------------------------------
+def test_no_output_shows_more_than_the_maximum_and_invalid_is_zero_of_it(tmp_path):
+    from grader.exports import gradescope_results
+
+    rubric = REPO / "rubrics" / "mspacman.toml"  # 11 notebook points + 10 episode points
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07" + b"\x00" * 50)
+    result = grade(bad, rubric=rubric, out=tmp_path / "out", video=False)
+    assert result.status == "invalid" and result.score == 0 and result.max_score == 21
+    assert sum(p.max_points for p in result.parts) == 21
+    html = (tmp_path / "out" / "report.html").read_text()
+    import re
+
+    assert re.search(r"0\.00 <small>/ 21 points", html)
+    gs = gradescope_results(result)
+    assert gs.score == 0 and sum(t.max_score or 0 for t in gs.tests) == 21
+    strong = grade(REPO / "reference" / "models" / "lunarlander_improved.onnx", episodes=5, write=False)
+    assert strong.score <= strong.max_score == 14
+
+
+# --- grades follow their inputs ---------------------------------------------------------------------
+def test_changing_the_seeds_file_or_the_baselines_regrades(tmp_path):
+    from grader.rubric import rubric_key
+
+    (tmp_path / "private.seeds").write_text("500-509\n")
+    (tmp_path / "baselines.json").write_text(json.dumps(_baselines(-300.0)))
+    path = tmp_path / "r.toml"
+    path.write_text('id = "x"\ntask = "lunarlander"\nepisodes = 3\nbaselines = "baselines.json"\n'
+                    '[seeds]\npublic = "0-2"\ngrading_file = "private.seeds"\n'
+                    '[scoring]\nzero = "random"\nfull = 200\n')
+    first = rubric_key(load_rubric(path))
+    assert rubric_key(load_rubric(path)) == first  # nothing changed: the same key
+    (tmp_path / "private.seeds").write_text("# new seeds\n600-609\n")
+    second = rubric_key(load_rubric(path))
+    assert second != first
+    (tmp_path / "baselines.json").write_text(json.dumps(_baselines(-250.0)))
+    third = rubric_key(load_rubric(path))
+    assert third not in (first, second)
+    path.write_text('# a comment and a title change no grade\ntitle = "Homework 3"\n' + path.read_text())
+    assert rubric_key(load_rubric(path)) == third
+
+
+def _baselines(random_mean: float) -> dict:
+    from grader.stats import summarize
+
+    summary = json.loads(summarize([random_mean, random_mean], success_threshold=200).model_dump_json())
+    return {"task": "lunarlander", "rubric_id": "x", "seed_set": "grading", "n_seeds": 2, "created": "now",
+            "versions": {}, "entries": {"random": {"policy": "random", "summary": summary, "returns": [random_mean] * 2}}}
+
+
+def test_batch_regrades_when_the_seeds_file_changes(tmp_path):
+    folder = _student(tmp_path)
+    (tmp_path / "private.seeds").write_text("500-509\n")
+    rubric = tmp_path / "r.toml"
+    rubric.write_text('id = "x"\ntask = "lunarlander"\nepisodes = 2\n[seeds]\npublic = "0-2"\n'
+                      'grading_file = "private.seeds"\n[scoring]\nzero = -500\nfull = 200\n')
+    out = tmp_path / "out"
+    args = ["batch", str(folder.parent), "--rubric", str(rubric), "--out", str(out), "--no-video", "--no-progress",
+            "--reference", str(tmp_path)]
+    assert main(args) == 0
+    first = GradeResult.from_json(next((out / "reports" / "alice").iterdir()).joinpath("result.json").read_text())
+    (tmp_path / "private.seeds").write_text("700-709\n")
+    assert main(args) == 0
+    import sqlite3
+
+    rows = sqlite3.connect(out / "gradebook.sqlite").execute("SELECT status, result_json FROM attempts").fetchall()
+    assert len(rows) == 2 and all(r[0] == "graded" for r in rows)  # the new seeds were played, not reused
+    seeds = {e["seed"] for _, text in rows for e in json.loads(text)["episodes"]}
+    assert seeds == {500, 501, 700, 701} and first.episodes[0].seed == 500
+
+
+@pytest.mark.parametrize("command", ["grade", "check", "batch", "baselines", "serve", "gradescope"])
+def test_a_rubric_with_more_episodes_than_seeds_is_refused_by_every_command(command, tmp_path, capsys):
+    rubric = tmp_path / "r.toml"
+    rubric.write_text('id = "x"\ntask = "lunarlander"\nepisodes = 50\n[seeds]\npublic = "0-2"\n'
+                      'grading = "100-109"\n[scoring]\nzero = 0\nfull = 200\n')
+    folder = _student(tmp_path)
+    argv = {"grade": [str(folder), "--rubric", str(rubric)],
+            "check": ["check", str(folder), "--rubric", str(rubric)],
+            "batch": ["batch", str(folder.parent), "--rubric", str(rubric), "--out", str(tmp_path / "o")],
+            "baselines": ["baselines", "--rubric", str(rubric), "--out", str(tmp_path / "b.json")],
+            "serve": ["serve", "--rubric", str(rubric), "--db", str(tmp_path / "s.sqlite"), "--port", "0"],
+            "gradescope": ["gradescope", "--rubric", str(rubric), "--out", str(tmp_path / "a.zip")]}[command]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "episodes = 50" in err and "10 seeds" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "a.zip").exists()
+
+
+def test_overlapping_seed_sets_and_an_unknown_baseline_name_the_key(tmp_path):
+    rubric = tmp_path / "r.toml"
+    rubric.write_text('id = "x"\ntask = "lunarlander"\nepisodes = 2\n[seeds]\npublic = "0-9"\n'
+                      'grading = "5-20"\n[scoring]\nzero = 0\nfull = 200\n')
+    with pytest.raises(RubricError, match="seeds.grading and seeds.public share"):
+        load_rubric(rubric)
+    rubric.write_text('id = "x"\ntask = "lunarlander"\nepisodes = 2\n[seeds]\npublic = "0-9"\n'
+                      'grading = "50-60"\n[scoring]\nzero = "random"\nfull = 200\n')
+    with pytest.raises(RubricError, match="baseline 'random'.*`baselines`"):
+        load_rubric(rubric)
+    rubric.write_text('id = "x"\ntask = "tetris"\nepisodes = 2\n[seeds]\npublic = "0-9"\n'
+                      'grading = "50-60"\n[scoring]\nzero = 0\nfull = 200\n')
+    with pytest.raises(RubricError, match="unknown task 'tetris'; known tasks: lunarlander, mspacman, cartpole"):
+        load_rubric(rubric)
+
+
+# --- tasks as plug-ins --------------------------------------------------------------------------------
+def test_cartpole_grades_end_to_end_with_its_own_rubric(tmp_path):
+    model = REPO / "reference" / "models" / "cartpole_heuristic.onnx"
+    result = grade(model, out=tmp_path / "out", episodes=5)  # the task is recognised from [batch, 4]
+    assert result.status == "graded" and result.task == "cartpole" and result.rubric.id == "cartpole"
+    assert [e.return_ for e in result.episodes] == [500.0] * 5 and result.score == result.max_score == 10
+    assert result.rubric.baselines["random"] < 50 and result.videos  # baselines shown, videos recorded
+    assert "random" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_nothing_outside_a_task_module_names_a_task():
+    """Task names appear only in grader/tasks/ and in the notebook grader's per-task modules."""
+    import re
+
+    from grader.tasks import task_names
+
+    allowed = {"tasks", "notebook/mspacman.py", "notebook/lunarlander.py"}
+    pattern = re.compile(r"""["'](%s)["']""" % "|".join(task_names()))
+    offenders = []
+    for path in (REPO / "grader").rglob("*.py"):
+        rel = path.relative_to(REPO / "grader").as_posix()
+        if rel.split("/")[0] in allowed or rel in allowed:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{rel}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+# --- errors by whose fault they are -------------------------------------------------------------------
+def test_a_grader_bug_is_an_error_with_a_log_not_invalid(tmp_path, monkeypatch):
+    import grader.checks
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the grader's own checks")
+
+    monkeypatch.setattr(grader.checks, "static_checks", broken)
+    result = grade(REPO / "reference" / "models" / "lunarlander_improved.onnx", out=tmp_path / "out", episodes=2)
+    assert result.status == "error" and "not a problem with the submission" in result.error
+    log = (tmp_path / "out" / "grader_error.log").read_text()
+    assert "RuntimeError: a bug in the grader's own checks" in log and "Traceback" in log
+    assert main([str(REPO / "reference" / "models" / "lunarlander_improved.onnx"), "--out", str(tmp_path / "o2"),
+                 "--episodes", "2", "--no-video"]) == 1
+
+
+def test_a_missing_optional_dependency_is_the_instructors_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    from notebook_fixtures import mspacman_cells, write_notebook
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    write_notebook(tmp_path / "hw.ipynb", mspacman_cells())
+    with pytest.raises(SetupError, match="pip install torch==2.13.0"):
+        grade(tmp_path / "hw.ipynb", write=False)
+    assert main([str(tmp_path / "hw.ipynb"), "--no-video"]) == 1
+
+
+def test_version_and_did_you_mean(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and "rl-grader 0.1.0" in capsys.readouterr().out
+    assert main(["chekc", "model.onnx"]) == 1
+    assert "did you mean `grade check`" in capsys.readouterr().err
+
+
+def test_a_self_check_writes_nothing_unless_asked(tmp_path):
+    folder = _student(tmp_path)
+    before = sorted(p.name for p in folder.parent.rglob("*"))
+    assert main(["check", str(folder / "model.onnx")]) == 0
+    assert sorted(p.name for p in folder.parent.rglob("*")) == before
+    assert main(["check", str(folder / "model.onnx"), "--out", str(tmp_path / "mine")]) == 0
+    assert (tmp_path / "mine" / "result.json").is_file()
+
+
+def test_a_folder_is_graded_as_one_submission_and_says_which_files(tmp_path, capsys):
+    folder = _student(tmp_path)
+    assert main(["check", str(folder)]) == 0
+    assert "alice/ (model.onnx)" in capsys.readouterr().out
