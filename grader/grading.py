@@ -20,6 +20,7 @@ from pathlib import Path
 from grader import checks as C
 from grader.contract import get_task
 from grader.engine import Engine, EngineFailure
+from grader.limits import DEFAULT_WORKERS
 from grader.onnx_model import MAX_FILE_BYTES, ModelLoadError, describe, parse_model
 from grader.result import CheckResult, EpisodeResult, GradeResult, RubricInfo, VideoInfo
 from grader.rubric import Rubric, RubricError, default_rubric_path, load_rubric
@@ -36,7 +37,7 @@ def _no_progress(phase: str, done: int, total: int) -> None:
 class GradeOptions:
     """Defaults in one place; the CLI and the batch grader pass these through."""
 
-    workers: int = max(1, min(2, os.cpu_count() or 1))
+    workers: int = DEFAULT_WORKERS
     video: bool = True
     device: str = "cpu"
     report: bool = True
@@ -204,11 +205,12 @@ def grade_onnx_file(
         try:
             progress("loading", 0, 1)
             t0 = time.perf_counter()
-            engine.load(parsed.data, task=spec.name, device=device)
+            engine.load(parsed.data, task=spec.name, device=device, budgets=rubric.budgets)
         except EngineFailure as exc:
             return _invalid(result, CheckResult(name="loads", passed=False, message=f"onnxruntime cannot run the model: {exc}",
                                                 hint="open it with onnxruntime.InferenceSession yourself; re-export with a standard opset"))
         result.checks.append(CheckResult(name="loads", passed=True, message="onnxruntime creates a session"))
+        result.warnings += [w for w in engine.warnings if w not in result.warnings]
         try:
             probe_raw = engine.probe()
         except EngineFailure as exc:
