@@ -107,9 +107,12 @@ _ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL
 INSIDE_WORKDIR = "/tmp/work"  # the worker's empty working folder inside bubblewrap (a tmpfs)
 
 
-def _worker_command(iso: Isolation, fd: int, workdir: str | None) -> tuple[list[str], dict[str, str], str]:
+def _worker_command(iso: Isolation, fd: int, workdir: str | None, limits: Limits) -> tuple[list[str], dict[str, str], str]:
+    import dataclasses
+    import json
+
     root = _source_root()
-    boot = [sys.executable, "-I", "-c", _BOOT.format(root=root), str(fd)]
+    boot = [sys.executable, "-I", "-c", _BOOT.format(root=root), str(fd), json.dumps(dataclasses.asdict(limits))]
     if iso.mode == "bwrap":
         from grader.notebook.sandbox import NOBODY, _bwrap_base, bwrap_has_size, python_roots
 
@@ -160,13 +163,13 @@ def _kill_live_workers() -> None:
 
 
 class _Worker:
-    def __init__(self, iso: Isolation):
+    def __init__(self, iso: Isolation, limits: Limits):
         self.iso = iso
         self.ready = False
         self.workdir = tempfile.mkdtemp(prefix="grader-worker-") if iso.mode == "fallback" else None
         self.stderr = tempfile.TemporaryFile()
         parent, child = socket.socketpair()
-        cmd, env, cwd = _worker_command(iso, child.fileno(), self.workdir)
+        cmd, env, cwd = _worker_command(iso, child.fileno(), self.workdir, limits)
         try:
             self.process = _launch(cmd, env=env, cwd=cwd, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=self.stderr, start_new_session=True)
@@ -290,7 +293,7 @@ class Engine:
         self.isolation = isolation(sandbox)
         self.warnings: list[str] = list(self.isolation.warnings)
         self.stats: dict[str, float] = {}  # of the last evaluate(): calls, call_s, cpu_s, wall_s
-        self._workers: list[_Worker] = [_Worker(self.isolation) for _ in range(workers)]
+        self._workers: list[_Worker] = [_Worker(self.isolation, self.limits) for _ in range(workers)]
         self._loaded: dict[str, Any] | None = None
         self._budgets: Any = None
 
@@ -319,7 +322,7 @@ class Engine:
     # -- plumbing ------------------------------------------------------------------------------
     def _replace(self, index: int) -> None:
         self._workers[index].kill()
-        self._workers[index] = _Worker(self.isolation)
+        self._workers[index] = _Worker(self.isolation, self.limits)
 
     def _fail_all(self, indices: Sequence[int], reason: str) -> EngineFailure:
         for i in indices:

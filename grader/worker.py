@@ -357,7 +357,8 @@ def probe(policy: OnnxPolicy, env: Any = None, *, pool_size: int | None = None) 
 
 def actions_at_batch_sizes(policy: Policy, states: np.ndarray, batch_sizes: Sequence[int]) -> np.ndarray:
     """Argmax actions on ``states``, in consecutive chunks whose sizes cycle through ``batch_sizes``
-    and then again through them reversed; both passes must agree (else :class:`PolicyFailure`)."""
+    and then again through them reversed; both passes must agree on all but 2 % of the states (else
+    :class:`PolicyFailure`)."""
     n = len(states)
     passes = []
     for sizes in (list(batch_sizes), list(batch_sizes)[::-1]):
@@ -371,7 +372,7 @@ def actions_at_batch_sizes(policy: Policy, states: np.ndarray, batch_sizes: Sequ
             k += 1
         passes.append(out)
     differ = int(np.sum(passes[0] != passes[1]))
-    if differ:
+    if differ > max(1, n // 50):  # a near-tie may flip in the last bit; a model that reads the batch flips many
         raise PolicyFailure(f"the model's actions depend on the batch size: {differ} of {n} probe states change "
                             f"between batches of {', '.join(map(str, batch_sizes))}")
     return passes[0]
@@ -700,11 +701,13 @@ class _PickleBomb:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the worker process: ``python -I -c '...main()' FD`` (see grader.engine)."""
+    """Entry point of the worker process: ``python -I -c '...main()' FD [LIMITS_JSON]`` (see grader.engine)."""
     from multiprocessing.connection import Connection
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    serve(Connection(int(argv[0])))
+    given = json.loads(argv[1]) if len(argv) > 1 else {}
+    limits = Limits(**{k: int(v) for k, v in given.items() if k in Limits.__dataclass_fields__})
+    serve(Connection(int(argv[0])), limits)
 
 
 if __name__ == "__main__":
