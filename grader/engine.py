@@ -479,7 +479,8 @@ class Engine:
         def on_deadline() -> str:
             calls = sum(p.get("calls", 0) for p in progress.values())
             call_s = sum(p.get("call_s", 0.0) for p in progress.values())
-            speed = f"; the model took {call_s / calls:.2f} s per decision (mean of {calls} calls)" if calls else ""
+            speed = (f"; the model took {call_s / calls:.2f} s per decision (mean of {calls:g} call{'s' * (calls > 1)})"
+                     if calls else "")
             return (f"the episodes took longer than the {wall_s:g} s wall-time budget ({len(results)} of {len(seeds)} "
                     f"episodes finished{speed}): use a smaller network")
 
@@ -492,6 +493,7 @@ class Engine:
         except MalformedMessage as exc:
             raise self._fail_all(busy, f"the grading process sent a malformed reply ({exc})") from None
         self.stats = {k: round(sum(float(r[k]) for r in replies), 4) for k in ("calls", "call_s", "cpu_s")}
+        self.stats["calls"] = int(self.stats["calls"])
         self.stats["wall_s"] = round(time.monotonic() - t0, 4)
         if self.stats["cpu_s"] > cpu_s:
             raise EngineFailure(f"the episodes used {self.stats['cpu_s']:.1f} s of CPU time; the budget is {cpu_s:g} s: "

@@ -226,7 +226,7 @@ class CallMeter:
                                  "use a smaller network")
         if self.window_s > b.window * b.decision_s:
             n = len(self.window)
-            raise BudgetExceeded(f"the model took {self.window_s / n:.2f} s per decision (mean of {n} calls); "
+            raise BudgetExceeded(f"the model took {self.window_s / n:.2f} s per decision (mean of {n} call{'s' * (n > 1)}); "
                                  f"the limit is {b.decision_s:g} s: use a smaller network")
 
     def snapshot(self) -> dict[str, float]:
@@ -645,8 +645,11 @@ def serve(conn, limits: Limits = Limits()) -> None:
                     channel.send("episode", [int(seed), float(ret), int(length)])
                     last[0] = time.monotonic()
 
+                first = [True]  # one early heartbeat after the first call: the engine learns the speed at once
+
                 def heartbeat() -> None:
-                    if time.monotonic() - last[0] > HEARTBEAT_S:
+                    if time.monotonic() - last[0] > HEARTBEAT_S or (first[0] and meter.calls > calls0["calls"]):
+                        first[0] = False
                         channel.send("alive", stats())
                         last[0] = time.monotonic()
 
