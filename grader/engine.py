@@ -352,7 +352,10 @@ class Engine:
         while waiting:
             timeout = silence_s
             if deadline is not None:
-                timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+                left = deadline - time.monotonic()
+                if left <= 0:  # checked before reading: a stream of progress messages cannot push it back
+                    raise self._fail_all(indices, on_deadline())
+                timeout = min(timeout, left)
             ready = wait(list(waiting), timeout=timeout)
             if not ready:
                 if deadline is not None and time.monotonic() >= deadline:
@@ -391,6 +394,11 @@ class Engine:
                     raise self._fail_all(indices, f"the grading process sent a malformed reply, which was refused ({exc})") from None
         return [values[i] for i in indices]
 
+    def _probe_wait(self) -> dict[str, Any]:
+        budget = self._budget("probe_s")
+        return {"silence_s": min(self.timeouts.probe, budget), "cpu_s": budget, "deadline": time.monotonic() + budget,
+                "on_deadline": lambda: f"the model's test calls took longer than their {budget:g} s budget"}
+
     def _budget(self, name: str) -> float:
         if self._budgets is None:
             from grader.rubric import Budgets
@@ -416,7 +424,9 @@ class Engine:
         for w in self._workers:
             w.send("load", args)
         silence = min(self.timeouts.load, float(b.load_s))
-        replies = self._gather(range(len(self._workers)), silence_s=silence, cpu_s=float(b.load_s))
+        replies = self._gather(range(len(self._workers)), silence_s=silence, cpu_s=float(b.load_s),
+                               deadline=time.monotonic() + float(b.load_s),
+                               on_deadline=lambda: f"creating the session took longer than its {float(b.load_s):g} s budget")
         for r in replies:
             try:
                 _expect(isinstance(r, dict) and isinstance(r.get("fixed_batch_one"), bool), "load: fields")
@@ -431,7 +441,7 @@ class Engine:
         self._require_loaded()
         pool = pool_size or get_task(self._loaded["task"]).pool_size
         self._workers[0].send("probe", {"pool_size": int(pool), "cpu_s": self._budget("probe_s") + 5})
-        raw = self._gather([0], silence_s=min(self.timeouts.probe, self._budget("probe_s")), cpu_s=self._budget("probe_s"))[0]
+        raw = self._gather([0], **self._probe_wait())[0]
         try:
             return _check_probe(raw)
         except MalformedMessage as exc:
@@ -524,7 +534,7 @@ class Engine:
         if not sizes or min(sizes) < 1:
             raise ValueError("batch sizes must be positive")
         self._workers[0].send("actions", {"states": states, "batch_sizes": sizes, "cpu_s": self._budget("probe_s") + 5})
-        out = self._gather([0], silence_s=min(self.timeouts.probe, self._budget("probe_s")), cpu_s=self._budget("probe_s"))[0]
+        out = self._gather([0], **self._probe_wait())[0]
         if not (isinstance(out, np.ndarray) and out.dtype == np.int64 and out.shape == (len(states),)):
             raise self._fail_all([0], "the grading process sent a malformed reply (actions)")
         return out
@@ -546,16 +556,18 @@ class Engine:
         info["return"] = float(info["return"])
         return info
 
-    def info(self) -> list[dict[str, Any]]:
+    def info(self, paths: Sequence[str] = ()) -> list[dict[str, Any]]:
         """What each worker sees of its sandbox: uid, gid, pid, cwd and its entries, /tmp's entries,
-        its network namespace, the mode (for tests and diagnostics)."""
+        its network namespace, the mode, and whether each of ``paths`` exists for it (``exists``)
+        (for tests and diagnostics)."""
         for w in self._workers:
-            w.send("info", {})
-        return self._gather(range(len(self._workers)), silence_s=self.timeouts.load)
+            w.send("info", {"paths": [str(p) for p in paths]})
+        return self._gather(range(len(self._workers)), silence_s=self.timeouts.load,
+                            deadline=time.monotonic() + self.timeouts.load)
 
     def _inject_fault(self, where: str, marker: str = "") -> None:
-        """Tests only: make a grader component inside the workers fail (``probe``, ``env``) or make
-        the next reply a forged pickle (``pickle``)."""
+        """Tests only: make a grader component inside the workers fail (``probe``, ``env``), make
+        the next reply a forged pickle (``pickle``) or an endless stream of heartbeats (``spam``)."""
         for w in self._workers:
             w.send("_fault", {"where": where, **({"marker": marker} if marker else {})})
         self._gather(range(len(self._workers)), silence_s=self.timeouts.load)

@@ -567,7 +567,9 @@ def _sandbox_info() -> dict[str, Any]:
 
 
 class _Faults:
-    """Test doubles for the grader's own components (sent by tests through ``_fault``)."""
+    """Test doubles (sent by tests through ``_fault``): a grader component that raises (``probe``,
+    ``env``), or what a worker taken over by a model might do (``pickle``: a forged reply;
+    ``spam``: progress messages forever)."""
 
     def __init__(self) -> None:
         self.where: str | None = None
@@ -615,6 +617,10 @@ def serve(conn, limits: Limits = Limits()) -> None:
 
                 channel.send_raw(pickle.dumps(_PickleBomb(faults.marker)))
                 continue
+            if faults.where == "spam":  # progress messages forever, never an answer
+                while True:
+                    channel.send("alive", {"calls": 0})
+                    time.sleep(0.01)
             if command == "load":
                 spec = get_task(args["task"])
                 b = args.get("budget") or {}
@@ -674,7 +680,9 @@ def serve(conn, limits: Limits = Limits()) -> None:
                         os.unlink(path)
                 channel.send("ok", info)
             elif command == "info":
-                channel.send("ok", _sandbox_info())
+                info = _sandbox_info()
+                info["exists"] = [os.path.exists(str(p)) for p in list(args.get("paths") or [])[:64]]
+                channel.send("ok", info)
             elif command == "_fault":
                 faults.where = str(args.get("where"))
                 faults.marker = str(args.get("marker", faults.marker))

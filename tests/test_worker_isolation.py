@@ -24,9 +24,12 @@ def test_the_worker_runs_in_bubblewrap_as_nobody_without_network_in_an_empty_pri
     marker = f"/tmp/grader-isolation-{uuid.uuid4().hex}"
     open(marker, "w").close()
     try:
+        checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        secret = os.path.join(checkout, "tests", os.path.basename(__file__))
+        package = os.path.join(checkout, "grader", "worker.py")
         with Engine(2, sandbox="auto") as engine:
             assert engine.sandbox_mode == "bwrap" and engine.warnings == []
-            infos = engine.info()
+            infos = engine.info(paths=[secret, os.path.join(checkout, "rubrics"), package, marker])
             engine.load(None, task="lunarlander")
             assert len(engine.evaluate([0, 1, 2])) == 3  # and it still plays
     finally:
@@ -38,6 +41,8 @@ def test_the_worker_runs_in_bubblewrap_as_nobody_without_network_in_an_empty_pri
         assert info["netns"].startswith("net:[") and info["netns"] != parent_net
         assert info["cwd_entries"] == [] and info["cwd"] != os.getcwd()
         assert os.path.basename(marker) not in info["tmp_entries"]  # /tmp is its own
+        # of the checkout it sees the grader package only (not the tests, not the rubrics and their seeds)
+        assert info["exists"] == [False, False, True, False]
     assert infos[0]["netns"] != infos[1]["netns"]  # one namespace per worker
 
 
@@ -150,3 +155,17 @@ def test_the_models_own_runtime_failure_stays_the_models_fault(tmp_path):
             engine.evaluate([0])
         with pytest.raises(EngineFailure):
             engine.load(b"not a model", task="lunarlander")
+
+
+def test_a_stream_of_heartbeats_does_not_push_back_the_budget(tmp_path):
+    import time
+
+    from grader.rubric import Budgets
+
+    with Engine(1) as engine:
+        engine.load(open(F.mlp(tmp_path / "m.onnx"), "rb").read(), task="lunarlander", budgets=Budgets(probe_s=2))
+        engine._inject_fault("spam")
+        t0 = time.monotonic()
+        with pytest.raises(EngineFailure, match="longer than their 2 s budget"):
+            engine.probe()
+        assert time.monotonic() - t0 < 15
