@@ -173,6 +173,9 @@ class _Worker:
         try:
             self.process = _launch(cmd, env=env, cwd=cwd, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=self.stderr, start_new_session=True)
+        except OSError as exc:
+            parent.close()
+            raise EngineBug(f"could not start a worker process ({self.iso.mode}): {exc}") from None
         finally:
             child.close()
         self.conn = Connection(parent.detach())

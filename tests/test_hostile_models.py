@@ -227,7 +227,7 @@ def test_the_episodes_wall_budget_holds_whatever_the_heartbeats():
         with pytest.raises(EngineFailure) as err:
             engine.evaluate(list(range(8)))
         elapsed = time.monotonic() - t0
-    assert re.search(r"took longer than the 3 s wall-time budget \(0 of 8 episodes finished; the model took "
+    assert re.search(r"took longer than the 3 s wall-time budget \([0-7] of 8 episodes finished; the model took "
                      r"\d+\.\d\d s per decision \(mean of \d+ calls?\)\): use a smaller network", str(err.value)), str(err.value)
     assert elapsed < 15, f"took {elapsed:.1f} s"
 
