@@ -8,15 +8,15 @@ The order of :func:`static_checks` matters: later checks assume earlier ones pas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
 from grader.tasks import Task, all_tasks
+from grader.limits import MAX_NODES, MAX_TENSOR_ELEMENTS
 from grader.onnx_model import (
-    MAX_NODES,
-    MAX_TENSOR_ELEMENTS,
     ParsedModel,
     constant_values,
     count_operators,
@@ -285,13 +285,26 @@ def detect_task(parsed: ParsedModel) -> Task:
 # --- runtime checks -------------------------------------------------------------------------------
 @dataclass
 class Probe:
-    """What the worker computed on ``n`` contract states (see :func:`grader.worker.probe`)."""
+    """What the worker computed on ``n`` contract states (see :func:`grader.worker.probe`).
+
+    ``batches`` holds ``[b, output or None, error]`` for every batch size ``b`` the episodes use
+    (1..pool_size) and a few more; the batch of ``b`` holds the first ``b`` probe states (cycled),
+    so its row ``i`` must equal ``singles[i % n]``."""
 
     singles: list[np.ndarray] = field(default_factory=list)  # one output per state, batch of 1
-    batch: np.ndarray | None = None  # all states in one call; None when that call failed
-    batch_error: str = ""
+    batches: list[list] = field(default_factory=list)
     fixed_batch_one: bool = False
     output_name: str = ""
+    pool_size: int = 0
+
+    @property
+    def batch(self) -> np.ndarray | None:
+        """The output for all ``n`` states in one call (None when that call failed)."""
+        return next((out for b, out, _ in self.batches if b == len(self.singles)), None)
+
+    @property
+    def batch_error(self) -> str:
+        return next((err for b, _, err in self.batches if b == len(self.singles)), "")
 
 
 def check_output_values(probe: Probe, spec: Task) -> CheckResult:
@@ -335,37 +348,70 @@ def check_probabilities(probe: Probe, spec: Task) -> CheckResult:
     return _ok(name, "outputs are scores (logits or Q-values); the action is their argmax", severity="note")
 
 
+def _batch_gap(alone: np.ndarray, batch: np.ndarray, spec: Task) -> tuple[int, float]:
+    """(actions that change, largest relative difference of the outputs) between two stacks of rows."""
+    from grader.contract import actions_from_output
+
+    differ = int(np.sum(actions_from_output(alone, spec.n_actions) != actions_from_output(batch, spec.n_actions)))
+    if np.issubdtype(alone.dtype, np.floating):
+        scale = max(1.0, float(np.abs(alone).max()))
+        return differ, float(np.abs(alone - batch).max()) / scale
+    return differ, float(differ)
+
+
 def check_batch_independence(probe: Probe, spec: Task) -> CheckResult:
+    """Every batch size the engine uses (1..pool size, and a few others) gives each state the
+    output it gets alone: the episodes run at the pool size and shrink to 1, the videos and
+    re-runs at 1, so an output that depends on the batch would make the returns unreproducible."""
     name = "batch_independence"
     if probe.fixed_batch_one:
         return _ok(name, "the model takes one state at a time (fixed batch 1); it is evaluated state by state",
                    severity="note")
-    if probe.batch is None:
-        return _fail(name, f"the model runs on one state but fails on a batch of {len(probe.singles)}: {probe.batch_error}",
-                     "export with a dynamic batch axis (dynamic_axes={'input': {0: 'batch'}, 'output': {0: 'batch'}}), "
-                     "or a fixed batch of exactly 1")
+    n = len(probe.singles)
     alone = np.concatenate(probe.singles)
-    if alone.shape != probe.batch.shape:
-        return _fail(name, f"a batch of {len(alone)} states gave shape {list(probe.batch.shape)}",
-                     "the output must have one row per state")
-    from grader.contract import actions_from_output
+    pool = probe.pool_size or spec.pool_size
 
-    a_alone = actions_from_output(alone, spec.n_actions)
-    a_batch = actions_from_output(probe.batch, spec.n_actions)
-    differ = int(np.sum(a_alone != a_batch))
-    if np.issubdtype(alone.dtype, np.floating):
-        scale = max(1.0, float(np.abs(alone).max()))
-        gap = float(np.abs(alone - probe.batch).max()) / scale
-    else:
-        gap = float(differ)
-    if differ or gap > 1e-3:
-        return _fail(
-            name,
-            f"a state's output depends on the other states in its batch ({differ} of {len(alone)} actions change, "
-            f"relative difference up to {gap:.3g})",
-            "this is BatchNorm exported in training mode: call model.eval() before torch.onnx.export",
-        )
-    return _ok(name, f"the same outputs alone and in a batch of {len(alone)}")
+    def which(b: int) -> str:
+        return f"a batch of {b}" + (" (the episodes' pool size)" if b == pool else "")
+
+    for b, out, error in sorted(probe.batches, key=lambda item: item[0]):
+        if out is None:
+            return _fail(name, f"the model runs on one state but fails on {which(b)}: {error}",
+                         "export with a dynamic batch axis (dynamic_axes={'input': {0: 'batch'}, 'output': {0: 'batch'}}), "
+                         "or a fixed batch of exactly 1")
+        expected = alone[np.arange(b) % n]
+        if out.shape != expected.shape:
+            return _fail(name, f"{which(b)} gave shape {list(out.shape)}; expected {list(expected.shape)}",
+                         "the output must have one row per state")
+        differ, gap = _batch_gap(expected, out, spec)
+        if differ or gap > 1e-3:
+            return _fail(
+                name,
+                f"at {which(b)} a state's output depends on the other states in its batch or on the batch size "
+                f"({differ} of {b} actions change, relative difference up to {gap:.3g})",
+                "this is BatchNorm exported in training mode (call model.eval() before torch.onnx.export), "
+                "or an operation on the batch axis (a mean, a sum or the batch size over states)",
+            )
+    sizes = sorted(b for b, _, _ in probe.batches)
+    shown = ", ".join(map(str, sizes))
+    return _ok(name, f"the same outputs alone and in batches of {shown}" if sizes else "the same outputs alone")
+
+
+def check_rerun(scored: dict[int, tuple[float, int]], rerun: dict[int, tuple[float, int]], *,
+                label: Callable[[int], str] = lambda seed: f"seed {seed}") -> CheckResult:
+    """A re-run with a batch of 1 (``Engine.rerun`` or a video) must give exactly the scored returns.
+
+    ``label`` names an episode in the message (hidden grading seeds: "episode 3")."""
+    name = "reproducible"
+    bad = [s for s in rerun if s in scored and tuple(rerun[s]) != tuple(scored[s])]
+    if bad:
+        s = bad[0]
+        return _fail(name, f"re-run alone, {label(s)} returned {rerun[s][0]} in {rerun[s][1]} steps instead of the scored "
+                           f"{scored[s][0]} in {scored[s][1]} ({len(bad)} of {len(rerun)} re-runs differ): "
+                           "the model's actions depend on the other states of its batch",
+                     "a state's output must depend on that state only: call model.eval() before exporting, and do not "
+                     "compute across the batch axis")
+    return _ok(name, f"{len(rerun)} episodes re-run one state at a time gave exactly the scored returns")
 
 
 def runtime_checks(probe: Probe, spec: Task) -> list[CheckResult]:

@@ -11,7 +11,10 @@ Three levels, each reported as pairs (``duplicates.csv`` and ``class.html``):
   (``Gemm(transB=1)`` vs ``MatMul``);
 * ``behaviour`` -- the argmax actions of two policies agree on at least ``threshold`` (95 %) of a
   fixed probe set of states (:func:`probe_set`: 512 states of fixed-seed random rollouts under the
-  task contract). The actions are computed in the sandboxed engine (``Engine.actions``). Pairs where
+  task contract). The actions are computed in the sandboxed engine (``Engine.actions``), which
+  feeds the states in chunks of every batch size the episodes use (1..pool size, and 7), twice in
+  different orders, and refuses actions that change with the batch size: a model cannot act like
+  a copy in the episodes and differently on the probe set (or the other way round). Pairs where
   both policies are degenerate (one action on >= :data:`DEGENERATE_FRACTION` of the states) are not
   flagged: two untrained constant policies agree without any copying.
 
@@ -29,7 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PROBE_SET_SIZE = 512
+from grader.limits import MAX_TENSOR_ELEMENTS, PROBE_SET_SIZE
+
 BEHAVIOUR_THRESHOLD = 0.95
 DEGENERATE_FRACTION = 0.9
 MIN_TENSOR_ELEMENTS = 16
@@ -50,7 +54,7 @@ def weights_fingerprint(data: bytes) -> str | None:
     for tensor in iter_tensors(parsed.proto):
         if is_external(tensor) or tensor.data_type not in (1, 10, 11, 16):  # float, float16, double, bfloat16
             continue
-        if tensor_elements(tensor) < MIN_TENSOR_ELEMENTS or tensor_elements(tensor) > 50_000_000:
+        if tensor_elements(tensor) < MIN_TENSOR_ELEMENTS or tensor_elements(tensor) > MAX_TENSOR_ELEMENTS:
             continue
         try:
             values = numpy_helper.to_array(tensor).astype(np.float64)

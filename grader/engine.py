@@ -1,88 +1,308 @@
 """The evaluation engine: persistent sandboxed worker processes that play seeded episodes.
 
-``Engine`` starts ``workers`` processes with ``spawn`` (see :mod:`grader.worker`), loads a model
-into each, and spreads the seeds over them; each worker steps a pool of environments together.
-Results are keyed by seed, so the per-episode returns do not depend on the number of workers,
-the pool size or the order in which episodes finish.
+``Engine`` starts ``workers`` processes (``python -I``, see :mod:`grader.worker`) inside
+bubblewrap where it works, else as plain processes with a visible warning (:attr:`Engine.warnings`);
+it loads a model into each and spreads the seeds over them; each worker steps a pool of
+environments together. Results are keyed by seed, so the per-episode returns do not depend on
+the number of workers, the pool size or the order in which episodes finish.
 
-Every call has a wall timeout that restarts whenever the worker reports progress; a worker that
-hangs, dies or exceeds its limits is killed and replaced, and the model gets a plain message.
+Every command has a wall timeout of silence (a backstop) and the rubric's budgets
+(:class:`grader.rubric.Budgets`): the worker times every model call (mean over a window, a hard
+cap per call) and runs under RLIMIT_CPU sized from the budget; the engine stops the episodes phase
+at its wall budget whatever the heartbeats say, and sums the workers' CPU time. A worker that
+hangs, dies or exceeds its limits is killed and replaced. What comes back over the socket is
+plain data (:func:`grader.worker.decode`), validated here; never a pickle.
+
+Errors: :class:`EngineFailure` is the model's fault (its message is student-facing);
+:class:`EngineBug` is the grader's own (it carries the worker's traceback).
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import atexit
 import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
-from grader.tasks import get_task
-from grader.worker import Limits, worker_main
+import numpy as np
 
+from grader import limits as L
+from grader.errors import GraderBug, SetupError
+from grader.tasks import get_task
+from grader.worker import Limits, MalformedMessage, decode, encode, probe_batch_sizes
+
+__all__ = ["Engine", "EngineFailure", "EngineBug", "Timeouts", "Limits", "Isolation", "isolation"]
 
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Wall-clock limits, in seconds of silence from a worker (progress messages reset them)."""
+    """Wall-clock limits, in seconds of silence from a worker (progress messages reset them).
 
-    load: float = 60.0
-    probe: float = 60.0
-    episodes: float = 60.0  # no episode finished and no heartbeat for this long: the model hangs
-    record: float = 600.0
+    A backstop: the budgets (``Engine.load(..., budgets=)``) are what a model is measured against."""
+
+    load: float = L.TIMEOUT_LOAD_S
+    probe: float = L.TIMEOUT_PROBE_S
+    episodes: float = L.TIMEOUT_EPISODES_S  # no episode finished and no heartbeat for this long: the model hangs
+    record: float = L.TIMEOUT_RECORD_S
 
 
 class EngineFailure(RuntimeError):
     """The model could not be loaded or run; ``str(exc)`` is the student-facing reason."""
 
 
+class EngineBug(GraderBug):
+    """The grader's own code failed inside a worker (not the model); ``traceback`` is the worker's."""
+
+    def __init__(self, message: str, *, traceback: str = ""):
+        super().__init__(message)
+        self.traceback = traceback
+
+
+# --- how workers are isolated ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Isolation:
+    mode: str  # "bwrap" | "fallback"
+    warnings: tuple[str, ...] = ()
+
+
+def isolation(mode: str | None = None) -> Isolation:
+    """bubblewrap when it works (probed once, by the notebook sandbox's probe), else the fallback.
+
+    ``mode`` (or ``$GRADER_SANDBOX``): ``auto`` (default), ``bwrap`` (required: a
+    :class:`~grader.errors.SetupError` when unusable) or ``fallback``."""
+    from grader.notebook.sandbox import bwrap_status, requested_mode, unshare_net_prefix
+
+    wanted = requested_mode(mode)
+    ok, why = bwrap_status() if wanted in ("auto", "bwrap") else (False, "the weaker sandbox was requested")
+    if ok:
+        return Isolation("bwrap")
+    if wanted == "bwrap":
+        raise SetupError(f"the bubblewrap sandbox was required for the model workers but {why}")
+    net = "cut off with `unshare --net`" if unshare_net_prefix() else "NOT cut off (unshare failed)"
+    return Isolation("fallback", (
+        f"the model ran without bubblewrap ({why}): as the grader's user, with the host's files visible "
+        f"(resource limits and an empty working folder only); network {net}",))
+
+
+def _source_root() -> str:
+    """The folder holding the ``grader`` package the parent runs (a checkout or site-packages)."""
+    return str(Path(__file__).resolve().parent.parent)
+
+
+_BOOT = "import sys; sys.path.insert(0, {root!r}); from grader.worker import main; main()"
+_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "SDL_AUDIODRIVER": "dummy"}
+INSIDE_WORKDIR = "/tmp/work"  # the worker's empty working folder inside bubblewrap (a tmpfs)
+
+
+def _worker_command(iso: Isolation, fd: int, workdir: str | None, limits: Limits) -> tuple[list[str], dict[str, str], str]:
+    import dataclasses
+    import json
+
+    root = _source_root()
+    boot = [sys.executable, "-I", "-c", _BOOT.format(root=root), str(fd), json.dumps(dataclasses.asdict(limits))]
+    if iso.mode == "bwrap":
+        from grader.notebook.sandbox import NOBODY, _bwrap_base, bwrap_has_size, python_roots
+
+        size = ["--size", str(L.WORKER_TMPFS_BYTES)] if bwrap_has_size() else []
+        cmd = _bwrap_base(size)
+        pkg = os.path.join(root, "grader")
+        if not any(pkg == r or pkg.startswith(r + "/") for r in python_roots()):
+            cmd += ["--ro-bind", pkg, pkg]  # only the package: not the checkout's rubrics or tests
+        cmd += ["--dir", INSIDE_WORKDIR, "--dir", "/tmp/home", "--chdir", INSIDE_WORKDIR, "--uid", str(NOBODY), "--gid", str(NOBODY),
+                "--clearenv"]
+        env = dict(_ENV, HOME="/tmp/home", TMPDIR="/tmp", GRADER_WORKER_MODE="bwrap")
+        for k, v in env.items():
+            cmd += ["--setenv", k, v]
+        return cmd + ["--", *boot], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "/"
+    from grader.notebook.sandbox import unshare_net_prefix
+
+    assert workdir is not None
+    work, home = os.path.join(workdir, "work"), os.path.join(workdir, "home")
+    os.makedirs(work, exist_ok=True)
+    os.makedirs(home, exist_ok=True)
+    env = dict(_ENV, HOME=home, TMPDIR=home, GRADER_WORKER_MODE="fallback")
+    return unshare_net_prefix() + boot, env, work
+
+
+_launcher: ThreadPoolExecutor | None = None
+_launcher_lock = threading.Lock()
+
+
+def _launch(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
+    """Start a worker from one long-lived thread: bubblewrap's --die-with-parent (PR_SET_PDEATHSIG)
+    fires when the *thread* that started it ends, and engines are used from short-lived threads."""
+    global _launcher
+    if threading.current_thread() is threading.main_thread():
+        return subprocess.Popen(cmd, **kwargs)
+    with _launcher_lock:
+        if _launcher is None:
+            _launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grader-launcher")
+    return _launcher.submit(subprocess.Popen, cmd, **kwargs).result()
+
+
+_live: "weakref.WeakSet[_Worker]" = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_live_workers() -> None:
+    for w in list(_live):
+        w.kill()
+
+
 class _Worker:
-    def __init__(self, limits: Limits):
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=worker_main, args=(child, limits), daemon=True, name="grader-worker")
-        self.process.start()
-        child.close()
+    def __init__(self, iso: Isolation, limits: Limits):
+        self.iso = iso
+        self.ready = False
+        self.workdir = tempfile.mkdtemp(prefix="grader-worker-") if iso.mode == "fallback" else None
+        self.stderr = tempfile.TemporaryFile()
+        parent, child = socket.socketpair()
+        cmd, env, cwd = _worker_command(iso, child.fileno(), self.workdir, limits)
+        try:
+            self.process = _launch(cmd, env=env, cwd=cwd, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=self.stderr, start_new_session=True)
+        except OSError as exc:
+            parent.close()
+            raise EngineBug(f"could not start a worker process ({self.iso.mode}): {exc}") from None
+        finally:
+            child.close()
+        self.conn = Connection(parent.detach())
+        _live.add(self)
 
     def send(self, command: str, args: dict[str, Any]) -> None:
-        self.conn.send((command, args))
+        try:
+            self.conn.send_bytes(encode(command, args))
+        except OSError:
+            pass  # it died: the reply's EOF says why
 
     def alive(self) -> bool:
-        return self.process.is_alive()
+        return self.process.poll() is None
 
     def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=10)
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except OSError:
+                self.process.kill()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
         self.conn.close()
+        if self.workdir:
+            import shutil
 
-    def death_reason(self) -> str:
-        self.process.join(timeout=5)
-        code = self.process.exitcode
-        if code is not None and code < 0:
-            import signal
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+        _live.discard(self)
 
-            sig = -code
-            if sig == signal.SIGXCPU:
-                return "the model used more CPU time than the grader allows"
-            if sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
-                return f"the model crashed the runtime (signal {signal.Signals(sig).name}), often by exhausting memory"
-            return f"the grading process was stopped by signal {signal.Signals(sig).name}"
-        return f"the grading process exited unexpectedly (code {code})"
+    def stderr_tail(self, n: int = 4000) -> str:
+        try:
+            self.stderr.seek(0, os.SEEK_END)
+            size = self.stderr.tell()
+            self.stderr.seek(max(0, size - n))
+            return self.stderr.read().decode(errors="replace")
+        except (OSError, ValueError):
+            return ""
+
+    def exit_signal(self) -> int | None:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+        if code < 0:
+            return -code
+        if self.iso.mode == "bwrap" and code > 128:  # bubblewrap exits 128 + the child's signal
+            return code - 128
+        return None
+
+    def death_reason(self, cpu_s: float | None = None) -> str:
+        sig = self.exit_signal()
+        if sig == signal.SIGXCPU:
+            budget = f" (its budget: {cpu_s:g} s)" if cpu_s else ""
+            return f"the model used more CPU time than the grader allows{budget}: use a smaller network"
+        if sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
+            return f"the model crashed the runtime (signal {signal.Signals(sig).name}), often by exhausting memory"
+        if sig is not None:
+            try:
+                return f"the grading process was stopped by signal {signal.Signals(sig).name}"
+            except ValueError:
+                return f"the grading process was stopped by signal {sig}"
+        return f"the grading process exited unexpectedly (code {self.process.returncode})"
+
+
+# --- validation of what a worker sends ------------------------------------------------------------------
+def _expect(cond: bool, what: str) -> None:
+    if not cond:
+        raise MalformedMessage(what)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_output_array(a: Any, what: str, max_rows: int) -> None:
+    _expect(isinstance(a, np.ndarray) and a.ndim <= 3 and a.size <= max_rows * 4096, f"{what}: not a small array")
+
+
+def _check_probe(v: Any) -> dict[str, Any]:
+    _expect(isinstance(v, dict) and set(v) == {"singles", "batches", "fixed_batch_one", "output_name", "pool_size"},
+            "probe: bad keys")
+    _expect(isinstance(v["singles"], list) and 0 < len(v["singles"]) <= 64, "probe: singles")
+    for a in v["singles"]:
+        _check_output_array(a, "probe single", 1)
+    _expect(isinstance(v["batches"], list) and len(v["batches"]) <= 64, "probe: batches")
+    for item in v["batches"]:
+        _expect(isinstance(item, list) and len(item) == 3 and type(item[0]) is int and 1 <= item[0] <= 1024
+                and isinstance(item[2], str) and len(item[2]) <= 1000, "probe: batch entry")
+        if item[1] is not None:
+            _check_output_array(item[1], "probe batch", item[0])
+    _expect(isinstance(v["fixed_batch_one"], bool) and isinstance(v["output_name"], str) and len(v["output_name"]) <= 200
+            and type(v["pool_size"]) is int, "probe: fields")
+    return v
+
+
+def _check_text(v: Any, what: str) -> str:
+    _expect(isinstance(v, str) and len(v) <= 4000, f"{what}: not a short text")
+    return v
 
 
 class Engine:
-    """A set of worker processes; use as a context manager, or call :meth:`close`."""
+    """A set of worker processes; use as a context manager, or call :meth:`close`.
 
-    def __init__(self, workers: int = 1, *, limits: Limits | None = None, timeouts: Timeouts | None = None):
+    ``sandbox``: ``auto`` | ``bwrap`` | ``fallback`` (default ``$GRADER_SANDBOX`` or auto).
+    :attr:`warnings` says when the model workers are not in bubblewrap (copy it into the result).
+    """
+
+    def __init__(self, workers: int = 1, *, limits: Limits | None = None, timeouts: Timeouts | None = None,
+                 sandbox: str | None = None):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.n_workers = workers
         self.limits = limits or Limits()
         self.timeouts = timeouts or Timeouts()
-        self._workers: list[_Worker] = [_Worker(self.limits) for _ in range(workers)]
+        self.isolation = isolation(sandbox)
+        self.warnings: list[str] = list(self.isolation.warnings)
+        self.stats: dict[str, float] = {}  # of the last evaluate(): calls, call_s, cpu_s, wall_s
+        self._workers: list[_Worker] = [_Worker(self.isolation, self.limits) for _ in range(workers)]
         self._loaded: dict[str, Any] | None = None
+        self._budgets: Any = None
+
+    @property
+    def sandbox_mode(self) -> str:
+        return self.isolation.mode
 
     def __enter__(self) -> "Engine":
         return self
@@ -92,20 +312,20 @@ class Engine:
 
     def close(self) -> None:
         for w in self._workers:
-            try:
-                if w.alive():
-                    w.send("close", {})
-            except (OSError, BrokenPipeError):
-                pass
+            if w.alive():
+                w.send("close", {})
         for w in self._workers:
-            w.process.join(timeout=5)
+            try:
+                w.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
             w.kill()
         self._workers = []
 
     # -- plumbing ------------------------------------------------------------------------------
     def _replace(self, index: int) -> None:
         self._workers[index].kill()
-        self._workers[index] = _Worker(self.limits)
+        self._workers[index] = _Worker(self.isolation, self.limits)
 
     def _fail_all(self, indices: Sequence[int], reason: str) -> EngineFailure:
         for i in indices:
@@ -113,51 +333,122 @@ class Engine:
         self._loaded = None
         return EngineFailure(reason)
 
+    def _bug_all(self, indices: Sequence[int], message: str, tb: str = "") -> EngineBug:
+        for i in indices:
+            self._replace(i)
+        self._loaded = None
+        return EngineBug(f"the grader failed inside its worker: {message}", traceback=tb)
+
     def _gather(
         self,
         indices: Sequence[int],
         *,
         silence_s: float,
-        on_message: Callable[[str, Any], None] = lambda kind, value: None,
+        deadline: float | None = None,
+        on_deadline: Callable[[], str] = lambda: "the model ran past its time budget",
+        on_message: Callable[[int, str, Any], None] = lambda i, kind, value: None,
+        cpu_s: float | None = None,
     ) -> list[Any]:
-        """Wait for an ("ok", value) from each worker in ``indices``; raise EngineFailure otherwise."""
+        """Wait for an ("ok", value) from each worker in ``indices``; raise EngineFailure/EngineBug otherwise."""
         waiting = {self._workers[i].conn: i for i in indices}
         values: dict[int, Any] = {}
         while waiting:
-            ready = wait(list(waiting), timeout=silence_s)
+            timeout = silence_s
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:  # checked before reading: a stream of progress messages cannot push it back
+                    raise self._fail_all(indices, on_deadline())
+                timeout = min(timeout, left)
+            ready = wait(list(waiting), timeout=timeout)
             if not ready:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise self._fail_all(indices, on_deadline())
                 raise self._fail_all(indices, f"the model did not answer within {silence_s:.0f} s (it hangs or is far too slow)")
             for conn in ready:
                 i = waiting[conn]
+                w = self._workers[i]
                 try:
-                    kind, value = conn.recv()
-                except (EOFError, OSError):
-                    raise self._fail_all(indices, self._workers[i].death_reason()) from None
-                if kind == "ok":
-                    values[i] = value
-                    del waiting[conn]
-                elif kind == "fail":
-                    raise self._fail_all(indices, value)
-                else:
-                    on_message(kind, value)
+                    raw = conn.recv_bytes(L.CHANNEL_FROM_WORKER_BYTES)
+                except (EOFError, OSError) as exc:
+                    if not w.ready:
+                        tail = w.stderr_tail()
+                        raise self._bug_all(indices, f"the worker process did not start ({w.death_reason()})", tail) from None
+                    if isinstance(exc, OSError) and w.alive():
+                        raise self._fail_all(indices, "the grading process sent a message over the size limit") from None
+                    raise self._fail_all(indices, w.death_reason(cpu_s)) from None
+                try:
+                    kind, value = decode(raw, max_bytes=L.CHANNEL_FROM_WORKER_BYTES)
+                    if kind == "ready":
+                        w.ready = True
+                    elif kind == "ok":
+                        values[i] = value
+                        del waiting[conn]
+                    elif kind == "fail":
+                        raise self._fail_all(indices, _check_text(value, "fail"))
+                    elif kind == "bug":
+                        _expect(isinstance(value, dict) and isinstance(value.get("message"), str)
+                                and isinstance(value.get("traceback"), str), "bug: fields")
+                        raise self._bug_all(indices, value["message"][:1000], value["traceback"][-20_000:])
+                    elif kind in ("episode", "alive"):
+                        on_message(i, kind, value)
+                    else:
+                        raise MalformedMessage(f"unknown reply kind {kind[:32]!r}")
+                except MalformedMessage as exc:
+                    raise self._fail_all(indices, f"the grading process sent a malformed reply, which was refused ({exc})") from None
         return [values[i] for i in indices]
 
+    def _probe_wait(self) -> dict[str, Any]:
+        budget = self._budget("probe_s")
+        return {"silence_s": min(self.timeouts.probe, budget), "cpu_s": budget, "deadline": time.monotonic() + budget,
+                "on_deadline": lambda: f"the model's test calls took longer than their {budget:g} s budget"}
+
+    def _budget(self, name: str) -> float:
+        if self._budgets is None:
+            from grader.rubric import Budgets
+
+            self._budgets = Budgets()
+        return float(getattr(self._budgets, name))
+
     # -- commands ------------------------------------------------------------------------------
-    def load(self, model: bytes | None, *, task: str, device: str = "cpu") -> None:
-        """Load an ONNX model (or ``None`` for the random policy) into every worker."""
+    def load(self, model: bytes | None, *, task: str, device: str = "cpu", budgets: Any = None) -> None:
+        """Load an ONNX model (or ``None`` for the random policy) into every worker.
+
+        ``budgets`` (a :class:`grader.rubric.Budgets`, e.g. ``rubric.budgets``; default: the
+        defaults of :mod:`grader.limits`) bounds every later command on this model."""
+        from grader.rubric import Budgets
+
+        self._budgets = budgets if budgets is not None else Budgets()
         for i, w in enumerate(self._workers):
             if not w.alive():
                 self._replace(i)
-        args = {"model": model, "task": task, "device": device}
+        b = self._budgets
+        args = {"model": model, "task": get_task(task).name, "device": device, "cpu_s": float(b.load_s) + 5,
+                "budget": {"decision_s": float(b.decision_s), "window": int(b.decision_window), "call_max_s": float(b.call_max_s)}}
         for w in self._workers:
             w.send("load", args)
-        self._gather(range(len(self._workers)), silence_s=self.timeouts.load)
-        self._loaded = args
+        silence = min(self.timeouts.load, float(b.load_s))
+        replies = self._gather(range(len(self._workers)), silence_s=silence, cpu_s=float(b.load_s),
+                               deadline=time.monotonic() + float(b.load_s),
+                               on_deadline=lambda: f"creating the session took longer than its {float(b.load_s):g} s budget")
+        for r in replies:
+            try:
+                _expect(isinstance(r, dict) and isinstance(r.get("fixed_batch_one"), bool), "load: fields")
+            except MalformedMessage as exc:
+                raise self._fail_all(range(len(self._workers)), f"the grading process sent a malformed reply ({exc})") from None
+        self._loaded = {"task": args["task"], "device": device, "fixed_batch_one": replies[0]["fixed_batch_one"]}
 
-    def probe(self) -> dict[str, Any]:
+    def probe(self, *, pool_size: int | None = None) -> dict[str, Any]:
+        """Raw outputs on the probe states, one by one and at every batch size 1..pool_size (the
+        task's pool size by default) and a few more; the keyword arguments of
+        :class:`grader.checks.Probe`."""
         self._require_loaded()
-        self._workers[0].send("probe", {})
-        return self._gather([0], silence_s=self.timeouts.probe)[0]
+        pool = pool_size or get_task(self._loaded["task"]).pool_size
+        self._workers[0].send("probe", {"pool_size": int(pool), "cpu_s": self._budget("probe_s") + 5})
+        raw = self._gather([0], **self._probe_wait())[0]
+        try:
+            return _check_probe(raw)
+        except MalformedMessage as exc:
+            raise self._fail_all([0], f"the grading process sent a malformed reply ({exc})") from None
 
     def evaluate(
         self,
@@ -166,39 +457,123 @@ class Engine:
         pool_size: int | None = None,
         on_episode: Callable[[int, float, int], None] = lambda seed, ret, length: None,
     ) -> dict[int, tuple[float, int]]:
-        """Play one episode per seed; returns ``{seed: (return, length)}``."""
+        """Play one episode per seed; returns ``{seed: (return, length)}``.
+
+        ``pool_size`` (default: the task's) environments are stepped together per worker, so the
+        model sees batches of 1..pool_size states; ``pool_size=1`` re-runs state by state (see
+        :meth:`rerun`). The whole call is bounded by the budgets' ``episodes_wall_s`` (whatever
+        the heartbeats) and ``episodes_cpu_s``; the mean and maximum time of a model call by
+        ``decision_s`` / ``call_max_s`` (measured in the worker)."""
         self._require_loaded()
         task = self._loaded["task"]
-        pool = pool_size or get_task(task).pool_size
-        share = [list(seeds)[i :: self.n_workers] for i in range(self.n_workers)]
+        seeds = [int(s) for s in seeds]
+        pool = int(pool_size or get_task(task).pool_size)
+        wall_s, cpu_s = self._budget("episodes_wall_s"), self._budget("episodes_cpu_s")
+        share = [seeds[i :: self.n_workers] for i in range(self.n_workers)]
         busy = [i for i, s in enumerate(share) if s]
+        t0 = time.monotonic()
         for i in busy:
-            self._workers[i].send("episodes", {"task": task, "seeds": share[i], "pool_size": pool})
+            self._workers[i].send("episodes", {"task": task, "seeds": share[i], "pool_size": pool, "cpu_s": cpu_s})
+        expected = set(seeds)
         results: dict[int, tuple[float, int]] = {}
+        progress: dict[int, dict] = {}
 
-        def on_message(kind: str, value: Any) -> None:
+        def on_message(i: int, kind: str, value: Any) -> None:
             if kind == "episode":
+                _expect(isinstance(value, list) and len(value) == 3 and type(value[0]) is int and value[0] in expected
+                        and _is_num(value[1]) and type(value[2]) is int and value[2] >= 0, "episode: fields")
                 seed, ret, length = value
-                results[seed] = (ret, length)
-                on_episode(seed, ret, length)
+                results[seed] = (float(ret), length)
+                on_episode(seed, float(ret), length)
+            else:
+                _expect(isinstance(value, dict) and all(_is_num(x) for x in value.values()), "alive: fields")
+                progress[i] = value
 
-        self._gather(busy, silence_s=self.timeouts.episodes, on_message=on_message)
-        missing = set(seeds) - set(results)
+        def on_deadline() -> str:
+            calls = sum(p.get("calls", 0) for p in progress.values())
+            call_s = sum(p.get("call_s", 0.0) for p in progress.values())
+            speed = (f"; the model took {call_s / calls:.2f} s per decision (mean of {calls:g} call{'s' * (calls > 1)})"
+                     if calls else "")
+            return (f"the episodes took longer than the {wall_s:g} s wall-time budget ({len(results)} of {len(seeds)} "
+                    f"episodes finished{speed}): use a smaller network")
+
+        replies = self._gather(busy, silence_s=self.timeouts.episodes, deadline=t0 + wall_s, on_deadline=on_deadline,
+                               on_message=on_message, cpu_s=cpu_s)
+        try:
+            for r in replies:
+                _expect(isinstance(r, dict) and all(_is_num(r.get(k)) for k in ("calls", "call_s", "cpu_s", "wall_s")),
+                        "episodes: stats")
+        except MalformedMessage as exc:
+            raise self._fail_all(busy, f"the grading process sent a malformed reply ({exc})") from None
+        self.stats = {k: round(sum(float(r[k]) for r in replies), 4) for k in ("calls", "call_s", "cpu_s")}
+        self.stats["calls"] = int(self.stats["calls"])
+        self.stats["wall_s"] = round(time.monotonic() - t0, 4)
+        if self.stats["cpu_s"] > cpu_s:
+            raise EngineFailure(f"the episodes used {self.stats['cpu_s']:.1f} s of CPU time; the budget is {cpu_s:g} s: "
+                                "use a smaller network")
+        missing = expected - set(results)
         if missing:
-            raise EngineFailure(f"internal error: no result for seeds {sorted(missing)[:5]}")
+            raise EngineBug(f"no result for seeds {sorted(missing)[:5]}")
         return {s: results[s] for s in seeds}
 
-    def actions(self, states: Any) -> Any:
-        """The loaded policy's actions (argmax) on a batch of states, as an int64 array."""
+    def rerun(self, seeds: Sequence[int]) -> dict[int, tuple[float, int]]:
+        """Play ``seeds`` again with a batch of 1 (one state per model call): the scored returns
+        must be reproduced exactly (compare with :func:`grader.checks.check_rerun`)."""
+        return self.evaluate(seeds, pool_size=1)
+
+    def actions(self, states: Any, *, batch_sizes: Sequence[int] | None = None) -> np.ndarray:
+        """The loaded policy's actions (argmax) on a batch of states, as an int64 array.
+
+        The states go to the model in chunks whose sizes cycle through ``batch_sizes`` (default:
+        every size 1..pool_size the episodes use, and 7), twice in different orders; actions that
+        change with the batch size raise :class:`EngineFailure`. So a model cannot behave one way
+        in episodes and another on the duplicate-detection probe set."""
         self._require_loaded()
-        self._workers[0].send("actions", {"states": states})
-        return self._gather([0], silence_s=self.timeouts.probe)[0]
+        states = np.ascontiguousarray(states, dtype=np.float32)
+        if batch_sizes is None:
+            pool = get_task(self._loaded["task"]).pool_size
+            batch_sizes = [b for b in probe_batch_sizes(pool) if b <= max(pool, 7)]
+        sizes = [int(b) for b in batch_sizes]
+        if not sizes or min(sizes) < 1:
+            raise ValueError("batch sizes must be positive")
+        self._workers[0].send("actions", {"states": states, "batch_sizes": sizes, "cpu_s": self._budget("probe_s") + 5})
+        out = self._gather([0], **self._probe_wait())[0]
+        if not (isinstance(out, np.ndarray) and out.dtype == np.int64 and out.shape == (len(states),)):
+            raise self._fail_all([0], "the grading process sent a malformed reply (actions)")
+        return out
 
     def record(self, seed: int, path: str) -> dict[str, Any]:
-        """Replay ``seed`` with rendering and write an MP4 to ``path``."""
+        """Replay ``seed`` with rendering and write an MP4 to ``path`` (a batch of 1 per call).
+
+        The worker encodes the video in its private folder and sends the bytes; the parent writes
+        them. Returns ``{"return", "length", "frames"}``."""
         self._require_loaded()
-        self._workers[0].send("record", {"task": self._loaded["task"], "seed": seed, "path": os.path.abspath(path)})
-        return self._gather([0], silence_s=self.timeouts.record)[0]
+        budget = self._budget("record_s")
+        self._workers[0].send("record", {"task": self._loaded["task"], "seed": int(seed), "cpu_s": budget + 5})
+        info = self._gather([0], silence_s=min(self.timeouts.record, budget), deadline=time.monotonic() + budget,
+                            on_deadline=lambda: f"the video re-run took longer than its {budget:g} s budget", cpu_s=budget)[0]
+        if not (isinstance(info, dict) and set(info) == {"return", "length", "frames", "video"} and _is_num(info["return"])
+                and type(info["length"]) is int and type(info["frames"]) is int and isinstance(info["video"], bytes)):
+            raise self._fail_all([0], "the grading process sent a malformed reply (record)")
+        Path(path).write_bytes(info.pop("video"))
+        info["return"] = float(info["return"])
+        return info
+
+    def info(self, paths: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """What each worker sees of its sandbox: uid, gid, pid, cwd and its entries, /tmp's entries,
+        its network namespace, the mode, and whether each of ``paths`` exists for it (``exists``)
+        (for tests and diagnostics)."""
+        for w in self._workers:
+            w.send("info", {"paths": [str(p) for p in paths]})
+        return self._gather(range(len(self._workers)), silence_s=self.timeouts.load,
+                            deadline=time.monotonic() + self.timeouts.load)
+
+    def _inject_fault(self, where: str, marker: str = "") -> None:
+        """Tests only: make a grader component inside the workers fail (``probe``, ``env``), make
+        the next reply a forged pickle (``pickle``) or an endless stream of heartbeats (``spam``)."""
+        for w in self._workers:
+            w.send("_fault", {"where": where, **({"marker": marker} if marker else {})})
+        self._gather(range(len(self._workers)), silence_s=self.timeouts.load)
 
     def _require_loaded(self) -> None:
         if self._loaded is None:

@@ -1,18 +1,62 @@
 """The grader's limits and defaults, in one place.
 
-Every cap on student input and every default of a command lives here, so that a reviewer can
-see at once what a submission may cost and where to change it.
+Everything that bounds what a submission may cost (bytes, nodes, tensor elements, memory, time)
+and the engine's defaults lives here; the modules that enforce them import these names. The
+per-submission time budgets can be overridden by a rubric's ``[budgets]`` table
+(:class:`grader.rubric.Budgets`, whose defaults are the ``BUDGET_*`` values below).
 """
 
 from __future__ import annotations
 
 import os
 
-# --- what a submission may be ------------------------------------------------------------------------
-MAX_MODEL_BYTES = 64 * 1024 * 1024  # the lesson's DQN is 7 MB; ONNX's own protobuf cap is 2 GB
+# --- reading an ONNX file (grader.onnx_model, before anything large is built) -------------------
+MAX_FILE_BYTES = 64 * 1024 * 1024  # the lesson's DQN is 7 MB; ONNX's own protobuf cap is 2 GB
+MAX_NODES = 5_000  # nodes in all graphs together; a policy network needs a few dozen
+MAX_PROTO_ENTRIES = 200_000  # protobuf fields visited by the pre-parse scan (graph entries, attributes)
+MAX_SUBGRAPH_DEPTH = 4  # graphs nested in node attributes (Loop/If/Scan are refused anyway)
+MAX_TENSOR_ELEMENTS = 50_000_000  # per shape-like constant: stops ConstantOfShape/Expand bombs
+
+# --- probing (grader.worker.probe, grader.checks) ----------------------------------------------------
+PROBE_STATES = 16  # contract states the runtime checks look at
+PROBE_SEED = 12345
+EXTRA_PROBE_BATCH_SIZES = (2, 3, 7, 16)  # besides 1..pool_size, which the episodes use
+PROBE_SET_SIZE = 512  # duplicate detection's behavioural probe set (grader.duplicates)
+
+# --- worker processes (grader.engine, grader.worker) ----------------------------------------------
+WORKER_MEMORY_BYTES = 4 * 2**30  # RLIMIT_AS of a worker
+WORKER_FILE_BYTES = 256 * 2**20  # RLIMIT_FSIZE: the largest file a worker writes (a video)
+WORKER_OPEN_FILES = 256  # RLIMIT_NOFILE
+WORKER_TMPFS_BYTES = 512 * 2**20  # size of the sandbox's private /tmp (bubblewrap >= 0.8)
+CHANNEL_TO_WORKER_BYTES = MAX_FILE_BYTES + (8 << 20)  # one command: a model, or probe states
+CHANNEL_FROM_WORKER_BYTES = 64 << 20  # one reply: a video is the largest
+CHANNEL_HEADER_BYTES = 1 << 20  # the JSON part of one message
+HEARTBEAT_S = 1.0  # during episodes a worker reports progress at least this often
+DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))
+
+# Silence timeouts (s): how long the engine waits without any message from a worker. They are a
+# backstop; the budgets below are what a model is measured against.
+TIMEOUT_LOAD_S = 60.0
+TIMEOUT_PROBE_S = 60.0
+TIMEOUT_EPISODES_S = 60.0
+TIMEOUT_RECORD_S = 600.0
+
+# --- per-submission budgets (defaults of a rubric's [budgets]) ----------------------------------
+# The lesson's DQN answers a pool of 4 MsPacman states in ~2 ms and an MLP a pool of 8
+# LunarLander states in ~0.05 ms on one core, so these leave a margin of 25x and more.
+BUDGET_DECISION_S = 0.05  # mean wall time of one policy call, over a window of calls
+BUDGET_DECISION_WINDOW = 50  # calls in that window (fails early once the window's total is exceeded)
+BUDGET_CALL_MAX_S = 2.0  # hard cap on any single policy call
+BUDGET_EPISODES_WALL_S = 900.0  # wall time of the whole episodes phase, whatever the heartbeats
+BUDGET_EPISODES_CPU_S = 900.0  # CPU time of the episodes phase, per worker (RLIMIT_CPU) and summed
+BUDGET_LOAD_S = 60.0  # creating the onnxruntime session
+BUDGET_PROBE_S = 60.0  # the probe (runtime checks) and the duplicate-detection actions
+BUDGET_RECORD_S = 600.0  # one video re-run
+
+# --- what a submission may be (grader.bundle) ----------------------------------------------------
+MAX_MODEL_BYTES = MAX_FILE_BYTES  # a model with its external-data file inlined, in all
 MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
 MAX_WEIGHT_BYTES = 200 * 1024 * 1024  # a state_dict handed in beside a notebook
 
-# --- defaults of the commands --------------------------------------------------------------------------
-DEFAULT_WORKERS = max(1, min(2, os.cpu_count() or 1))  # worker processes of one grading
+# --- defaults of the commands --------------------------------------------------------------------
 DEFAULT_BATCH_SLOTS = max(1, os.cpu_count() or 1)  # submissions graded at once by `grade batch`

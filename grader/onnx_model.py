@@ -14,11 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from grader import limits as L
+from grader.limits import MAX_FILE_BYTES, MAX_NODES, MAX_TENSOR_ELEMENTS  # noqa: F401 - re-exported
 from grader.result import ModelInfo, TensorInfo
-
-MAX_FILE_BYTES = 64 * 1024 * 1024  # the lesson's DQN is 7 MB; ONNX's own protobuf cap is 2 GB
-MAX_NODES = 5_000
-MAX_TENSOR_ELEMENTS = 50_000_000  # per shape-like constant: stops ConstantOfShape/Expand bombs
 
 
 class ModelLoadError(ValueError):
@@ -43,18 +41,18 @@ def parse_model(data: bytes) -> ParsedModel:
 
     if not data:
         raise ModelLoadError("the file is empty", "export the model again; the upload may have failed")
-    if len(data) > MAX_FILE_BYTES:
+    cap = MAX_FILE_BYTES  # this module's name: tests patch it
+    if len(data) > cap:
         raise ModelLoadError(
-            f"the file is {len(data) / 2**20:.1f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit",
+            f"the file is {len(data) / 2**20:.1f} MB, over the {cap // 2**20} MB limit",
             "a policy network for this task needs far less; check you exported only the network",
         )
+    scan_structure(data)  # before protobuf builds anything: a node flood is refused here, cheaply
     try:
         proto = onnx.load_from_string(data)
     except (DecodeError, RuntimeError, ValueError, TypeError) as exc:
         raise ModelLoadError(
-            f"the file is not a valid ONNX model (protobuf parse failed: {type(exc).__name__})",
-            "hand in the .onnx file written by torch.onnx.export or keras Model.export(format='onnx'); "
-            "it may be truncated or another kind of file",
+            f"the file is not a valid ONNX model (protobuf parse failed: {type(exc).__name__})", _NOT_ONNX_HINT,
         ) from None
     if not proto.HasField("graph") or len(proto.graph.node) == 0:
         raise ModelLoadError(
@@ -62,6 +60,116 @@ def parse_model(data: bytes) -> ParsedModel:
             "this is not an exported network; export the model again",
         )
     return ParsedModel(data=data, proto=proto, sha256=hashlib.sha256(data).hexdigest())
+
+
+# --- the pre-parse scan ----------------------------------------------------------------------------
+# Protobuf wire format: each field is a varint key (field number << 3 | wire type) then a varint
+# (type 0), 8 bytes (1), a varint length and that many bytes (2), or 4 bytes (5). ONNX uses no
+# groups (3, 4). Field numbers from onnx.proto3:
+_MODEL_GRAPH = 7  # ModelProto.graph
+_GRAPH_NODE = 1  # GraphProto.node
+_NODE_ATTRIBUTE = 5  # NodeProto.attribute
+_ATTR_G, _ATTR_GRAPHS = 6, 11  # AttributeProto.g, AttributeProto.graphs
+
+_NOT_ONNX_HINT = ("hand in the .onnx file written by torch.onnx.export or keras Model.export(format='onnx'); "
+                  "it may be truncated or another kind of file")
+
+
+class _Malformed(Exception):
+    pass
+
+
+class _Counts:
+    __slots__ = ("nodes", "entries")
+
+    def __init__(self) -> None:
+        self.nodes = 0
+        self.entries = 0
+
+
+def _varint(buf, i: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if i >= end:
+            raise _Malformed
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, i
+        shift += 7
+        if shift > 63:
+            raise _Malformed
+
+
+def _fields(buf, start: int, end: int, counts: _Counts):
+    """Yield (field number, wire type, value start, value end) of one message, counting entries."""
+    i = start
+    while i < end:
+        counts.entries += 1
+        if counts.entries > L.MAX_PROTO_ENTRIES:
+            raise ModelLoadError(
+                f"the model has over {L.MAX_PROTO_ENTRIES} protobuf entries (nodes, attributes, names, ...)",
+                "a policy network is far smaller; check the export",
+            )
+        key, i = _varint(buf, i, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _Malformed
+        if wire == 0:
+            _, j = _varint(buf, i, end)
+        elif wire == 1:
+            j = i + 8
+        elif wire == 2:
+            length, i = _varint(buf, i, end)
+            j = i + length
+        elif wire == 5:
+            j = i + 4
+        else:
+            raise _Malformed
+        if j > end:
+            raise _Malformed
+        yield number, wire, i, j
+        i = j
+
+
+def _scan_graph(buf, start: int, end: int, counts: _Counts, depth: int) -> None:
+    if depth > L.MAX_SUBGRAPH_DEPTH:
+        raise ModelLoadError(f"the model nests subgraphs more than {L.MAX_SUBGRAPH_DEPTH} deep",
+                             "a policy network has no control flow; export plain layers")
+    for number, wire, s, e in _fields(buf, start, end, counts):
+        if number != _GRAPH_NODE or wire != 2:
+            continue
+        counts.nodes += 1
+        if counts.nodes > L.MAX_NODES:
+            raise ModelLoadError(f"the graph has over {L.MAX_NODES} nodes (the limit is {L.MAX_NODES})",
+                                 "a policy network needs a few dozen; check you exported only the network")
+        for n_number, n_wire, ns, ne in _fields(buf, s, e, counts):
+            if n_number != _NODE_ATTRIBUTE or n_wire != 2:
+                continue
+            for a_number, a_wire, a_s, a_e in _fields(buf, ns, ne, counts):
+                if a_number in (_ATTR_G, _ATTR_GRAPHS) and a_wire == 2:
+                    _scan_graph(buf, a_s, a_e, counts, depth + 1)
+
+
+def scan_structure(data: bytes) -> int:
+    """Count the graph nodes in ONNX bytes from the protobuf wire format, building nothing.
+
+    Raises :class:`ModelLoadError` as soon as the nodes (in all graphs), the protobuf entries or the
+    nesting of subgraphs exceed :mod:`grader.limits`, or when the bytes are not a protobuf message;
+    so a file of millions of nodes is refused after reading a few thousand, in milliseconds and
+    without memory beyond the bytes themselves. Returns the number of nodes.
+    """
+    buf = memoryview(data)
+    counts = _Counts()
+    try:
+        for number, wire, s, e in _fields(buf, 0, len(buf), counts):
+            if number == _MODEL_GRAPH and wire == 2:
+                _scan_graph(buf, s, e, counts, 0)
+    except (_Malformed, IndexError):
+        raise ModelLoadError("the file is not a valid ONNX model (protobuf parse failed: malformed wire format)",
+                             _NOT_ONNX_HINT) from None
+    return counts.nodes
 
 
 def iter_graphs(graph) -> Iterator:

@@ -22,6 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from grader import limits as L
 from grader.errors import SetupError
 from grader.resources import default_rubric_path as _default_rubric_path
 
@@ -131,6 +132,20 @@ class NotebookRubric(_Strict):
     processes: int = Field(64, ge=8, le=4096, description="processes and threads the notebook's code may run")
 
 
+class Budgets(_Strict):
+    """What a model may cost while it is graded (defaults: :mod:`grader.limits`); over budget, it fails."""
+
+    decision_s: float = Field(L.BUDGET_DECISION_S, gt=0, le=60,
+                              description="mean wall time of one policy call (one decision for the pool), over decision_window calls")
+    decision_window: int = Field(L.BUDGET_DECISION_WINDOW, ge=1, le=100_000)
+    call_max_s: float = Field(L.BUDGET_CALL_MAX_S, gt=0, le=600, description="hard cap on any single policy call")
+    episodes_wall_s: float = Field(L.BUDGET_EPISODES_WALL_S, gt=0, le=86_400, description="wall time of the episodes phase")
+    episodes_cpu_s: float = Field(L.BUDGET_EPISODES_CPU_S, gt=0, le=86_400, description="CPU time of the episodes phase")
+    load_s: float = Field(L.BUDGET_LOAD_S, gt=0, le=3600)
+    probe_s: float = Field(L.BUDGET_PROBE_S, gt=0, le=3600)
+    record_s: float = Field(L.BUDGET_RECORD_S, gt=0, le=3600)
+
+
 class Rubric(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     task: str = Field(description="a task plug-in's name (grader/tasks/)")
@@ -146,6 +161,7 @@ class Rubric(_Strict):
     scoring: Scoring
     bands: list[Band] = []
     notebook: NotebookRubric = Field(default_factory=NotebookRubric)
+    budgets: Budgets = Field(default_factory=Budgets)
     # Filled in by materialize(): baseline name -> value of the scoring statistic (for the report).
     baseline_marks: dict[str, float] = Field(default_factory=dict)
 

@@ -1,48 +1,242 @@
 """The sandboxed worker process: the only place a submitted model is run.
 
-A worker is started with ``spawn`` (never ``fork``) by :mod:`grader.engine`. It sets its own
-resource limits (address space, CPU time, no core files), then serves commands over a pipe:
-``load`` a model from bytes, ``probe`` it on contract states, play ``episodes`` with a pool of
-environments stepped together (one batched onnxruntime call per step), ``record`` one episode
-to MP4, or return the policy's ``actions`` on given states (duplicate detection). The parent
-enforces a wall timeout and kills the worker when it is exceeded, so a hanging or memory-hungry
-model costs only its own grading.
+A worker is a fresh interpreter (``python -I``) started by :mod:`grader.engine`, inside
+bubblewrap where it works (no network, uid 65534, a read-only view of the system and the venv,
+a private tmpfs ``/tmp`` and an empty working directory in it) and otherwise as a plain process
+in an empty private folder. It sets its own resource limits (address space, file size, open
+files, no core files; CPU time per command, sized from the rubric's budgets), says ``ready``, then
+serves commands over one socket: ``load`` a model from bytes, ``probe`` it on contract states at
+every batch size the episodes use, play ``episodes`` with a pool of environments stepped together
+(one batched onnxruntime call per step), ``record`` one episode to MP4 (written in its private
+folder and sent back as bytes), return the policy's ``actions`` on given states (duplicate
+detection), or describe itself (``info``).
+
+**The channel carries plain data only** (:func:`encode` / :func:`decode`): a JSON header and raw
+array bytes with their dtype and shape, validated on receipt. Nothing from the worker is ever
+unpickled: a worker taken over by a hostile model can send the parent only data.
+
+**Whose fault.** Errors raised by onnxruntime while creating the session or running the model,
+and :class:`PolicyFailure` (NaN, a bad output, a budget exceeded), are the model's: they come back
+as ``fail`` with a student-facing message. Anything else is a bug of the grader (or of an
+environment) and comes back as ``bug`` with the traceback, so the engine can raise
+:class:`grader.engine.EngineBug` instead of blaming the student.
 
 Episodes are played by :func:`grader.contract.play_episode`; this module only decides how the
-actions of many episodes are computed together.
+actions of many episodes are computed together, and how long they may take.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import resource
+import sys
+import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from grader import limits as L
 from grader.contract import Task, actions_from_output, get_task, make_env, play_episode
 
-HEARTBEAT_S = 1.0  # during episodes the worker reports progress at least this often
+HEARTBEAT_S = L.HEARTBEAT_S  # during episodes the worker reports progress at least this often
+PROBE_STATES = L.PROBE_STATES
+PROBE_SEED = L.PROBE_SEED
 
 
 class PolicyFailure(RuntimeError):
-    """The model failed while acting (bad output, NaN); the message is student-facing."""
+    """The model failed while acting (bad output, NaN, onnxruntime error); the message is student-facing."""
 
 
+class BudgetExceeded(PolicyFailure):
+    """The model is slower than the rubric's budgets allow; the message says by how much."""
+
+
+# --- the channel: plain data only -----------------------------------------------------------------
+class MalformedMessage(ValueError):
+    """Bytes on the channel that are not a well-formed grader message (never unpickled, never run)."""
+
+
+MAGIC = b"RLG1"
+_DTYPES = frozenset({"|b1", "|u1", "|i1", "<i2", "<i4", "<i8", "<u2", "<u4", "<u8", "<f2", "<f4", "<f8"})
+_MAX_BLOBS = 256
+_MAX_NDIM = 8
+_MAX_DEPTH = 16
+
+
+def encode(kind: str, value: Any = None) -> bytes:
+    """One message: ``MAGIC | u32 header length | JSON header | raw bytes of the arrays``.
+
+    ``value`` is JSON-able data in which numpy arrays and ``bytes`` may appear anywhere; they
+    travel as raw bytes, described in the header by (dtype, shape, nbytes).
+    """
+    blobs: list[bytes] = []
+    specs: list[list] = []
+
+    def walk(v: Any, depth: int = 0) -> Any:
+        if depth > _MAX_DEPTH:
+            raise ValueError("message nested too deeply")
+        if isinstance(v, np.ndarray):
+            a = np.ascontiguousarray(v)
+            if a.dtype.byteorder == ">":
+                a = a.astype(a.dtype.newbyteorder("<"))
+            if a.dtype.str not in _DTYPES:
+                raise ValueError(f"cannot send arrays of {a.dtype}")
+            specs.append([a.dtype.str, list(a.shape), a.nbytes])
+            blobs.append(a.tobytes())
+            return {"$nd": len(specs) - 1}
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            b = bytes(v)
+            specs.append(["bytes", [len(b)], len(b)])
+            blobs.append(b)
+            return {"$nd": len(specs) - 1}
+        if isinstance(v, dict):
+            return {str(k): walk(x, depth + 1) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x, depth + 1) for x in v]
+        if isinstance(v, np.generic):
+            return v.item()
+        return v
+
+    header = json.dumps({"kind": kind, "value": walk(value), "blobs": specs}, separators=(",", ":")).encode()
+    return b"".join([MAGIC, len(header).to_bytes(4, "little"), header, *blobs])
+
+
+def decode(data: bytes, *, max_bytes: int) -> tuple[str, Any]:
+    """Parse and validate one message from :func:`encode`; raises :class:`MalformedMessage`."""
+    if not isinstance(data, (bytes, bytearray)) or len(data) > max_bytes:
+        raise MalformedMessage("message over the size limit")
+    if len(data) < 8 or data[:4] != MAGIC:
+        raise MalformedMessage("not a grader message (bad magic)")
+    hlen = int.from_bytes(data[4:8], "little")
+    if hlen > L.CHANNEL_HEADER_BYTES or 8 + hlen > len(data):
+        raise MalformedMessage("bad header length")
+    try:
+        header = json.loads(bytes(data[8 : 8 + hlen]).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise MalformedMessage("the header is not JSON") from None
+    if not isinstance(header, dict) or set(header) != {"kind", "value", "blobs"}:
+        raise MalformedMessage("the header is not a grader header")
+    kind, specs = header["kind"], header["blobs"]
+    if not isinstance(kind, str) or not 0 < len(kind) <= 32 or not isinstance(specs, list) or len(specs) > _MAX_BLOBS:
+        raise MalformedMessage("bad kind or blob list")
+    arrays: list[Any] = []
+    offset = 8 + hlen
+    for spec in specs:
+        if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str) and isinstance(spec[1], list)
+                and type(spec[2]) is int and len(spec[1]) <= _MAX_NDIM
+                and all(type(d) is int and 0 <= d < 2**40 for d in spec[1])):
+            raise MalformedMessage("bad blob description")
+        dtype, shape, nbytes = spec
+        if dtype == "bytes":
+            if len(shape) != 1 or shape[0] != nbytes:
+                raise MalformedMessage("bad bytes blob")
+            item = 1
+        elif dtype in _DTYPES:
+            item = np.dtype(dtype).itemsize
+        else:
+            raise MalformedMessage(f"dtype {dtype[:20]!r} is not allowed")
+        count = 1
+        for d in shape:
+            count *= d
+        if count * item != nbytes or offset + nbytes > len(data):
+            raise MalformedMessage("blob size does not match its shape")
+        if dtype == "bytes":
+            arrays.append(bytes(data[offset : offset + nbytes]))
+        else:
+            arrays.append(np.frombuffer(data, dtype=np.dtype(dtype), count=count, offset=offset).reshape(shape).copy())
+        offset += nbytes
+    if offset != len(data):
+        raise MalformedMessage("trailing bytes after the blobs")
+
+    def walk(v: Any, depth: int = 0) -> Any:
+        if depth > _MAX_DEPTH:
+            raise MalformedMessage("message nested too deeply")
+        if isinstance(v, dict):
+            if set(v) == {"$nd"}:
+                i = v["$nd"]
+                if type(i) is not int or not 0 <= i < len(arrays):
+                    raise MalformedMessage("bad blob reference")
+                return arrays[i]
+            return {k: walk(x, depth + 1) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x, depth + 1) for x in v]
+        return v
+
+    return kind, walk(header["value"])
+
+
+# --- policies ---------------------------------------------------------------------------------------
 class Policy(Protocol):
     """What the engine needs from a policy: actions for a batch of states."""
 
     def act(self, states: np.ndarray, seeds: np.ndarray, steps: np.ndarray) -> np.ndarray: ...
 
 
+@dataclass(frozen=True)
+class CallBudget:
+    """How long policy calls may take (from the rubric's ``[budgets]``)."""
+
+    decision_s: float = L.BUDGET_DECISION_S
+    window: int = L.BUDGET_DECISION_WINDOW
+    call_max_s: float = L.BUDGET_CALL_MAX_S
+
+
+class CallMeter:
+    """Times every model call; raises :class:`BudgetExceeded` when the budget is exceeded.
+
+    The mean over a window of ``window`` consecutive calls must stay under ``decision_s``; it is
+    checked after every call as "the window's total exceeds ``window * decision_s``", so a model
+    far too slow fails after a few calls instead of a whole window. ``started`` is read by the
+    watchdog thread, which stops a single call that runs past ``call_max_s``.
+    """
+
+    def __init__(self, budget: CallBudget):
+        self.budget = budget
+        self.window: deque[float] = deque()
+        self.window_s = 0.0
+        self.calls = 0
+        self.total_s = 0.0
+        self.started: float | None = None
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        self.started = time.monotonic()
+        try:
+            return fn()
+        finally:
+            elapsed = time.monotonic() - self.started
+            self.started = None
+            self._record(elapsed)
+
+    def _record(self, elapsed: float) -> None:
+        b = self.budget
+        self.calls += 1
+        self.total_s += elapsed
+        self.window.append(elapsed)
+        self.window_s += elapsed
+        if len(self.window) > b.window:
+            self.window_s -= self.window.popleft()
+        if elapsed > b.call_max_s:
+            raise BudgetExceeded(f"one call of the model took {elapsed:.2f} s; the limit is {b.call_max_s:g} s per call: "
+                                 "use a smaller network")
+        if self.window_s > b.window * b.decision_s:
+            n = len(self.window)
+            raise BudgetExceeded(f"the model took {self.window_s / n:.2f} s per decision (mean of {n} call{'s' * (n > 1)}); "
+                                 f"the limit is {b.decision_s:g} s: use a smaller network")
+
+    def snapshot(self) -> dict[str, float]:
+        return {"calls": self.calls, "call_s": round(self.total_s, 6)}
+
+
 class OnnxPolicy:
     """An onnxruntime session with one intra-op thread, run on a whole batch per call."""
 
-    def __init__(self, model_bytes: bytes, spec: Task, *, device: str = "cpu"):
+    def __init__(self, model_bytes: bytes, spec: Task, *, device: str = "cpu", meter: CallMeter | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -54,19 +248,36 @@ class OnnxPolicy:
         providers = ["CPUExecutionProvider"]
         if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        self.session = ort.InferenceSession(model_bytes, options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(model_bytes, options, providers=providers)
+        except MemoryError:
+            raise PolicyFailure("the model tried to allocate more memory than the grader allows") from None
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types for bad models: the model's
+            raise PolicyFailure(_short(exc)) from None
         self.spec = spec
+        self.meter = meter or CallMeter(CallBudget())
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.output_name = self.session.get_outputs()[0].name
         self.fixed_batch_one = inp.shape[0] == 1
+
+    def _run(self, states: np.ndarray) -> np.ndarray:
+        try:
+            out = self.meter.run(lambda: self.session.run([self.output_name], {self.input_name: states})[0])
+        except PolicyFailure:
+            raise
+        except MemoryError:
+            raise PolicyFailure("the model tried to allocate more memory than the grader allows") from None
+        except Exception as exc:  # noqa: BLE001 - an error of onnxruntime running the model: the model's
+            raise PolicyFailure(_short(exc)) from None
+        return np.asarray(out)
 
     def raw(self, states: np.ndarray) -> np.ndarray:
         """The model's output for a batch, run state by state if the batch is fixed at 1."""
         states = np.ascontiguousarray(states, dtype=np.float32)
         if self.fixed_batch_one and len(states) != 1:
             return np.concatenate([self.raw(s[None]) for s in states])
-        return np.asarray(self.session.run([self.output_name], {self.input_name: states})[0])
+        return self._run(states)
 
     def act(self, states: np.ndarray, seeds: np.ndarray, steps: np.ndarray) -> np.ndarray:
         out = self.raw(states)
@@ -82,17 +293,16 @@ class RandomPolicy:
     """Uniform random actions, a function of (episode seed, decision index) only."""
 
     def __init__(self, spec: Task):
+        self.spec = spec
         self.n = spec.n_actions
+        self.fixed_batch_one = False
+        self.output_name = "random"
 
     def act(self, states: np.ndarray, seeds: np.ndarray, steps: np.ndarray) -> np.ndarray:
         return np.array([np.random.default_rng([int(s), int(t)]).integers(self.n) for s, t in zip(seeds, steps)])
 
 
 # --- probing --------------------------------------------------------------------------------------
-PROBE_STATES = 16
-PROBE_SEED = 12345
-
-
 def probe_states(spec: Task, n: int = PROBE_STATES, env: Any = None) -> np.ndarray:
     """Realistic states from a fixed-seed random rollout under the contract's protocol."""
     own = env is None
@@ -116,17 +326,56 @@ def probe_states(spec: Task, n: int = PROBE_STATES, env: Any = None) -> np.ndarr
     return np.stack(states).astype(np.float32)
 
 
-def probe(policy: OnnxPolicy, env: Any = None) -> dict[str, Any]:
+def probe_batch_sizes(pool_size: int, n_states: int = PROBE_STATES) -> list[int]:
+    """Every batch size the episodes use (1..pool_size: a pool shrinks as its episodes end) and a few more."""
+    return sorted(set(range(1, max(1, pool_size) + 1)) | set(L.EXTRA_PROBE_BATCH_SIZES) | {n_states})
+
+
+def probe(policy: OnnxPolicy, env: Any = None, *, pool_size: int | None = None) -> dict[str, Any]:
+    """Raw outputs on the probe states: one by one, then at each batch size of :func:`probe_batch_sizes`.
+
+    A batch of ``b`` holds the first ``b`` probe states (cycled when ``b`` exceeds them), so row ``i``
+    of every batch can be compared with state ``i`` alone. A batch that fails is recorded as an
+    error for the checks; a budget exceeded stops the probe.
+    """
     states = probe_states(policy.spec, env=env)
     singles = [policy.raw(s[None]) for s in states]
-    batch, batch_error = None, ""
+    batches: list[list] = []
     if not policy.fixed_batch_one:
-        try:
-            batch = policy.raw(states)
-        except Exception as exc:  # noqa: BLE001 - any runtime error is the model's
-            batch_error = _short(exc)
-    return {"singles": singles, "batch": batch, "batch_error": batch_error,
-            "fixed_batch_one": policy.fixed_batch_one, "output_name": policy.output_name[:200]}
+        for b in probe_batch_sizes(pool_size or policy.spec.pool_size, len(states)):
+            if b == 1:
+                continue
+            try:
+                batches.append([b, policy.raw(states[np.arange(b) % len(states)]), ""])
+            except BudgetExceeded:
+                raise
+            except PolicyFailure as exc:
+                batches.append([b, None, str(exc)[:400]])
+    return {"singles": singles, "batches": batches, "fixed_batch_one": bool(policy.fixed_batch_one),
+            "output_name": policy.output_name[:200], "pool_size": int(pool_size or policy.spec.pool_size)}
+
+
+def actions_at_batch_sizes(policy: Policy, states: np.ndarray, batch_sizes: Sequence[int]) -> np.ndarray:
+    """Argmax actions on ``states``, in consecutive chunks whose sizes cycle through ``batch_sizes``
+    and then again through them reversed; both passes must agree on all but 2 % of the states (else
+    :class:`PolicyFailure`)."""
+    n = len(states)
+    passes = []
+    for sizes in (list(batch_sizes), list(batch_sizes)[::-1]):
+        out = np.empty(n, np.int64)
+        i = k = 0
+        while i < n:
+            b = max(1, int(sizes[k % len(sizes)]))
+            chunk = states[i : i + b]
+            out[i : i + len(chunk)] = np.asarray(policy.act(chunk, np.zeros(len(chunk), np.int64), np.zeros(len(chunk), np.int64)))
+            i += len(chunk)
+            k += 1
+        passes.append(out)
+    differ = int(np.sum(passes[0] != passes[1]))
+    if differ > max(1, n // 50):  # a near-tie may flip in the last bit; a model that reads the batch flips many
+        raise PolicyFailure(f"the model's actions depend on the batch size: {differ} of {n} probe states change "
+                            f"between batches of {', '.join(map(str, batch_sizes))}")
+    return passes[0]
 
 
 # --- episodes ------------------------------------------------------------------------------------
@@ -141,13 +390,14 @@ class _Slot:
 class EnvPool:
     """Environments kept alive between commands: building an ALE env costs ~80 ms."""
 
-    def __init__(self) -> None:
+    def __init__(self, factory: Callable[[Task], Any] = make_env) -> None:
         self._envs: dict[str, list[Any]] = {}
+        self.factory = factory
 
     def get(self, spec: Task, n: int) -> list[Any]:
         envs = self._envs.setdefault(spec.name, [])
         while len(envs) < n:
-            envs.append(make_env(spec))
+            envs.append(self.factory(spec))
         return envs[:n]
 
 
@@ -164,7 +414,7 @@ def run_episodes(
 
     Each step gathers the states of all running episodes into one batch and makes one policy
     call. Per-episode results depend only on the seed and the model (whose outputs the checks
-    prove independent of the batch), never on the pool size or the order of seeds.
+    prove independent of the batch size), never on the pool size or the order of seeds.
     """
     pending = list(seeds)[::-1]
     envs = list(envs)[: len(pending)]
@@ -214,22 +464,35 @@ def record_episode(policy: Policy, spec: Task, seed: int, path: str) -> dict[str
 # --- the process ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Limits:
-    memory_bytes: int = 4 * 2**30
-    cpu_seconds_per_command: int = 3600
+    memory_bytes: int = L.WORKER_MEMORY_BYTES
+    file_bytes: int = L.WORKER_FILE_BYTES
+    open_files: int = L.WORKER_OPEN_FILES
+
+
+def _lower(limit: int, value: int) -> None:
+    soft, hard = resource.getrlimit(limit)
+    if hard == resource.RLIM_INFINITY or hard > value:
+        resource.setrlimit(limit, (value, value))
+    elif soft > hard:
+        resource.setrlimit(limit, (hard, hard))
 
 
 def _apply_limits(limits: Limits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard == resource.RLIM_INFINITY or hard > limits.memory_bytes:
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+    _lower(resource.RLIMIT_AS, limits.memory_bytes)
+    _lower(resource.RLIMIT_FSIZE, limits.file_bytes)
+    _lower(resource.RLIMIT_NOFILE, limits.open_files)
 
 
-def _cpu_budget(seconds: int) -> None:
+def _cpu_used() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = int(usage.ru_utime + usage.ru_stime) + 1
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_budget(seconds: float) -> None:
+    """RLIMIT_CPU (soft) = the CPU used so far + ``seconds``: over it the kernel sends SIGXCPU."""
     _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    soft = used + seconds
+    soft = int(_cpu_used() + seconds) + 1
     if hard != resource.RLIM_INFINITY:
         soft = min(soft, hard)
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
@@ -243,61 +506,220 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {line[:400]}"
 
 
-def worker_main(conn, limits: Limits) -> None:
-    """Serve commands until ``close`` or the pipe ends. Replies are ("ok", value) or ("fail", msg)."""
+class _Channel:
+    """The worker's end of the socket; ``send`` may be called from the watchdog thread too."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.lock = threading.Lock()
+
+    def send(self, kind: str, value: Any = None) -> None:
+        data = encode(kind, value)
+        with self.lock:
+            self.conn.send_bytes(data)
+
+    def send_raw(self, data: bytes) -> None:
+        with self.lock:
+            self.conn.send_bytes(data)
+
+
+class _Watchdog(threading.Thread):
+    """Stops the worker when one model call runs past the budget's ``call_max_s``.
+
+    onnxruntime releases the GIL while it runs, so this thread sees a call that never returns; it
+    sends the student-facing reason and ends the process (the engine replaces it)."""
+
+    def __init__(self, channel: _Channel):
+        super().__init__(daemon=True, name="grader-watchdog")
+        self.channel = channel
+        self.meter: CallMeter | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            meter = self.meter
+            started = meter.started if meter is not None else None
+            if started is None:
+                continue
+            elapsed = time.monotonic() - started
+            if elapsed > meter.budget.call_max_s:
+                try:
+                    self.channel.send("fail", f"one call of the model took over {elapsed:.1f} s; the limit is "
+                                              f"{meter.budget.call_max_s:g} s per call: use a smaller network")
+                finally:
+                    os._exit(70)
+
+
+def _sandbox_info() -> dict[str, Any]:
+    def listing(path: str) -> list[str]:
+        try:
+            return sorted(os.listdir(path))[:1000]
+        except OSError:
+            return []
+
+    try:
+        netns = os.readlink("/proc/self/ns/net")
+    except OSError:
+        netns = ""
+    cwd = os.getcwd()
+    return {"uid": os.getuid(), "gid": os.getgid(), "pid": os.getpid(), "cwd": cwd, "cwd_entries": listing(cwd),
+            "tmp_entries": listing("/tmp"), "netns": netns, "mode": os.environ.get("GRADER_WORKER_MODE", "")}
+
+
+class _Faults:
+    """Test doubles (sent by tests through ``_fault``): a grader component that raises (``probe``,
+    ``env``), or what a worker taken over by a model might do (``pickle``: a forged reply;
+    ``spam``: progress messages forever)."""
+
+    def __init__(self) -> None:
+        self.where: str | None = None
+        self.marker = "/nonexistent/marker"
+
+
+def serve(conn, limits: Limits = Limits()) -> None:
+    """Serve commands until ``close`` or the socket ends.
+
+    Replies: ``("ok", value)``, ``("fail", student-facing message)``, ``("bug", {"message",
+    "traceback"})``; during episodes also ``("episode", [seed, return, length])`` and
+    ``("alive", stats)`` at least every :data:`HEARTBEAT_S`.
+    """
     import onnxruntime  # import before the limits: it maps large shared libraries
 
     onnxruntime.set_default_logger_severity(4)  # errors come back as messages, not log lines
-
-    os.chdir(os.path.realpath(os.environ.get("TMPDIR", "/tmp")))
     _apply_limits(limits)
-    policy: Policy | None = None
+    channel = _Channel(conn)
+    watchdog = _Watchdog(channel)
+    watchdog.start()
+    policy: Any = None
+    meter = CallMeter(CallBudget())
+    faults = _Faults()
     pool = EnvPool()
+    channel.send("ready", {"pid": os.getpid()})
     while True:
         try:
-            command, args = conn.recv()
+            raw = conn.recv_bytes(L.CHANNEL_TO_WORKER_BYTES)
         except (EOFError, OSError):
             return
+        try:
+            command, args = decode(raw, max_bytes=L.CHANNEL_TO_WORKER_BYTES)
+            if not isinstance(args, dict):
+                raise MalformedMessage("command arguments must be a mapping")
+        except MalformedMessage as exc:
+            channel.send("bug", {"message": f"malformed command: {exc}", "traceback": ""})
+            continue
         if command == "close":
             return
-        _cpu_budget(limits.cpu_seconds_per_command)
+        _cpu_budget(float(args.get("cpu_s", L.BUDGET_PROBE_S)))
+        cpu0, t0 = _cpu_used(), time.monotonic()
         try:
+            if faults.where == "pickle":  # a forged reply: what a worker taken over by a model might send
+                import pickle
+
+                channel.send_raw(pickle.dumps(_PickleBomb(faults.marker)))
+                continue
+            if faults.where == "spam":  # progress messages forever, never an answer
+                while True:
+                    channel.send("alive", {"calls": 0})
+                    time.sleep(0.01)
             if command == "load":
                 spec = get_task(args["task"])
-                policy = RandomPolicy(spec) if args["model"] is None else OnnxPolicy(args["model"], spec, device=args.get("device", "cpu"))
-                conn.send(("ok", None))
+                b = args.get("budget") or {}
+                meter = CallMeter(CallBudget(decision_s=float(b.get("decision_s", L.BUDGET_DECISION_S)),
+                                             window=int(b.get("window", L.BUDGET_DECISION_WINDOW)),
+                                             call_max_s=float(b.get("call_max_s", L.BUDGET_CALL_MAX_S))))
+                watchdog.meter = meter
+                policy = None
+                policy = (RandomPolicy(spec) if args["model"] is None
+                          else OnnxPolicy(args["model"], spec, device=args.get("device", "cpu"), meter=meter))
+                channel.send("ok", {"fixed_batch_one": bool(policy.fixed_batch_one)})
             elif command == "probe":
-                conn.send(("ok", probe(policy, env=pool.get(policy.spec, 1)[0])))
+                if faults.where == "probe":
+                    raise RuntimeError("injected fault: the grader's probe failed")
+                if not isinstance(policy, OnnxPolicy):
+                    raise RuntimeError("probe needs an ONNX model loaded")
+                channel.send("ok", probe(policy, env=pool.get(policy.spec, 1)[0], pool_size=args.get("pool_size")))
             elif command == "episodes":
                 last = [time.monotonic()]
+                calls0 = meter.snapshot()
+
+                def stats() -> dict[str, float]:
+                    now = meter.snapshot()
+                    return {"calls": now["calls"] - calls0["calls"], "call_s": round(now["call_s"] - calls0["call_s"], 6),
+                            "cpu_s": round(_cpu_used() - cpu0, 4), "wall_s": round(time.monotonic() - t0, 4)}
 
                 def episode_done(seed: int, ret: float, length: int) -> None:
-                    conn.send(("episode", (seed, ret, length)))
+                    channel.send("episode", [int(seed), float(ret), int(length)])
                     last[0] = time.monotonic()
 
+                first = [True]  # one early heartbeat after the first call: the engine learns the speed at once
+
                 def heartbeat() -> None:
-                    if time.monotonic() - last[0] > HEARTBEAT_S:
-                        conn.send(("alive", None))
+                    if time.monotonic() - last[0] > HEARTBEAT_S or (first[0] and meter.calls > calls0["calls"]):
+                        first[0] = False
+                        channel.send("alive", stats())
                         last[0] = time.monotonic()
 
                 spec = get_task(args["task"])
-                run_episodes(policy, spec, args["seeds"], envs=pool.get(spec, args["pool_size"]),
+                if faults.where == "env":
+                    pool.factory = _broken_env_factory
+                run_episodes(policy, spec, [int(s) for s in args["seeds"]], envs=pool.get(spec, int(args["pool_size"])),
                              on_episode=episode_done, on_step=heartbeat)
-                conn.send(("ok", None))
+                channel.send("ok", stats())
             elif command == "actions":
                 states = np.asarray(args["states"], dtype=np.float32)
-                n = len(states)
-                conn.send(("ok", np.asarray(policy.act(states, np.zeros(n, np.int64), np.zeros(n, np.int64)), dtype=np.int64)))
+                sizes = [int(b) for b in args.get("batch_sizes") or [len(states)]]
+                channel.send("ok", actions_at_batch_sizes(policy, states, sizes))
             elif command == "record":
-                conn.send(("ok", record_episode(policy, get_task(args["task"]), args["seed"], args["path"])))
+                path = os.path.join(os.getcwd(), "video.mp4")
+                try:
+                    info = record_episode(policy, get_task(args["task"]), int(args["seed"]), path)
+                    with open(path, "rb") as f:
+                        info["video"] = f.read()
+                finally:
+                    if os.path.exists(path):
+                        os.unlink(path)
+                channel.send("ok", info)
+            elif command == "info":
+                info = _sandbox_info()
+                info["exists"] = [os.path.exists(str(p)) for p in list(args.get("paths") or [])[:64]]
+                channel.send("ok", info)
+            elif command == "_fault":
+                faults.where = str(args.get("where"))
+                faults.marker = str(args.get("marker", faults.marker))
+                channel.send("ok", None)
             else:
-                conn.send(("fail", f"unknown command {command!r}"))
+                raise RuntimeError(f"unknown command {command!r}")
         except PolicyFailure as exc:
-            conn.send(("fail", str(exc)))
+            channel.send("fail", str(exc))
         except MemoryError:
-            conn.send(("fail", "the model tried to allocate more memory than the grader allows"))
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types for bad models
-            detail = _short(exc)
-            if os.environ.get("GRADER_DEBUG"):
-                detail += "\n" + traceback.format_exc()
-            conn.send(("fail", detail))
+            channel.send("fail", "the model tried to allocate more memory than the grader allows")
+        except Exception as exc:  # noqa: BLE001 - not the model's: a bug of the grader or of an environment
+            channel.send("bug", {"message": _short(exc), "traceback": traceback.format_exc()[-20_000:]})
+
+
+def _broken_env_factory(spec: Task) -> Any:
+    raise RuntimeError("injected fault: the environment factory failed")
+
+
+class _PickleBomb:
+    """Pickles to "open(marker, 'w')": unpickling it would create the file (tests: it never is)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the worker process: ``python -I -c '...main()' FD [LIMITS_JSON]`` (see grader.engine)."""
+    from multiprocessing.connection import Connection
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    given = json.loads(argv[1]) if len(argv) > 1 else {}
+    limits = Limits(**{k: int(v) for k, v in given.items() if k in Limits.__dataclass_fields__})
+    serve(Connection(int(argv[0])), limits)
+
+
+if __name__ == "__main__":
+    main()

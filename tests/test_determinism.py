@@ -72,3 +72,29 @@ def test_a_hanging_model_is_killed_and_the_engine_recovers(tmp_path):
         assert time.monotonic() - t0 < 10
         engine.load(open(F.mlp(tmp_path / "ok.onnx"), "rb").read(), task="lunarlander")
         assert len(engine.evaluate([0, 1])) == 2  # a fresh worker took over
+
+
+def test_a_batch_one_rerun_reproduces_the_scored_returns(tmp_path):
+    from grader import checks as C
+
+    path = F.mlp(tmp_path / "m.onnx", hidden=32, scale=2.0)
+    with Engine(2) as engine:
+        engine.load(open(path, "rb").read(), task="lunarlander")
+        scored = engine.evaluate(range(10))
+        rerun = engine.rerun([0, 5, 9])
+    assert rerun == {s: scored[s] for s in (0, 5, 9)}
+    assert C.check_rerun(scored, rerun).passed
+
+
+def test_returns_that_a_batch_one_rerun_does_not_reproduce_fail_the_submission(tmp_path):
+    """A model that acts differently at the pool size: its scored returns are not what it does alone."""
+    from grader import checks as C
+    from test_hostile_models import batch_size_trap
+
+    with Engine(1) as engine:
+        engine.load(open(batch_size_trap(tmp_path / "trap.onnx", trigger=8), "rb").read(), task="lunarlander")
+        scored = engine.evaluate(range(8))
+        rerun = engine.rerun(range(8))
+    check = C.check_rerun(scored, rerun, label=lambda s: f"episode {s + 1}")
+    assert not check.passed and check.severity == "error"
+    assert "re-run alone, episode" in check.message and check.hint

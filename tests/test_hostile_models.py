@@ -163,3 +163,262 @@ def test_oversized_file_is_refused_before_parsing(tmp_path, monkeypatch):
     F.mlp(path, hidden=64)
     result = grade(path, out=tmp_path / "out", video=False, report=False)
     assert result.status == "invalid" and "over the 0 MB limit" in result.error
+
+
+# --- budgets: a slow model is stopped, fast, with how slow it was ------------------------------
+def slow_model_bytes(n_matmuls: int = 20, size: int = 1024) -> bytes:
+    """A LunarLander policy taking ~0.3 s per call on one core: chained 1024x1024 products with a
+    Sin between them (so that onnxruntime cannot fold them into constants)."""
+    big = np.full((size, size), 1e-3, np.float32)
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Mul", ["c", "s"], ["cs"]), helper.make_node("MatMul", ["cs", "w"], ["h0"])]
+    for i in range(n_matmuls - 1):
+        nodes += [helper.make_node("Sin", [f"h{i}"], [f"t{i}"]), helper.make_node("MatMul", [f"t{i}", "w"], [f"h{i + 1}"])]
+    nodes += [helper.make_node("ReduceMean", [f"h{n_matmuls - 1}"], ["m"], keepdims=0),
+              helper.make_node("MatMul", ["x", "w8"], ["p"]), helper.make_node("Add", ["p", "m"], ["y"])]
+    inits = [numpy_helper.from_array(big, "c"), numpy_helper.from_array(big, "w"),
+             numpy_helper.from_array(np.ones((8, 4), np.float32), "w8")]
+    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _budgets(**kw):
+    from grader.rubric import Budgets
+
+    return Budgets(**kw)
+
+
+def test_a_slow_model_fails_fast_on_the_per_decision_budget():
+    from grader.engine import Engine, EngineFailure
+
+    with Engine(1) as engine:
+        engine.load(slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=0.01, decision_window=10))
+        t0 = time.monotonic()
+        with pytest.raises(EngineFailure) as err:
+            engine.evaluate([0, 1, 2])
+        elapsed = time.monotonic() - t0
+    assert re.fullmatch(r"the model took \d+\.\d\d s per decision \(mean of \d+ calls?\); the limit is 0\.01 s: "
+                        r"use a smaller network", str(err.value)), str(err.value)
+    assert elapsed < 20, f"took {elapsed:.1f} s"
+
+
+def test_a_slow_model_graded_with_a_tiny_rubric_budget_is_invalid_in_seconds(tmp_path):
+    from grader.grading import grade
+    from grader.rubric import default_rubric_path, load_rubric
+
+    rubric = load_rubric(default_rubric_path("lunarlander"))
+    rubric = rubric.model_copy(update={"budgets": _budgets(decision_s=0.01, decision_window=10)})
+    path = tmp_path / "slow.onnx"
+    path.write_bytes(slow_model_bytes())
+    t0 = time.monotonic()
+    result = grade(path, rubric=rubric, episodes=3, out=tmp_path / "out", video=False, report=False, workers=1)
+    elapsed = time.monotonic() - t0
+    assert result.status == "invalid"
+    assert re.search(r"s per decision \(mean of \d+ calls?\); the limit is 0\.01 s: use a smaller network", result.error)
+    assert elapsed < 30, f"took {elapsed:.1f} s"
+
+
+def test_one_call_over_the_hard_cap_is_stopped():
+    from grader.engine import Engine, EngineFailure
+
+    with Engine(1) as engine:
+        engine.load(slow_model_bytes(), task="lunarlander", budgets=_budgets(call_max_s=0.05, decision_s=10))
+        t0 = time.monotonic()
+        with pytest.raises(EngineFailure, match=r"one call of the model took .* the limit is 0\.05 s per call"):
+            engine.evaluate([0])
+        assert time.monotonic() - t0 < 20
+        engine.load(None, task="lunarlander")  # a fresh worker took over
+        assert len(engine.evaluate([0])) == 1
+
+
+def test_the_episodes_wall_budget_holds_whatever_the_heartbeats():
+    """Each call is within the per-call budgets and heartbeats keep coming: the wall budget still stops it."""
+    from grader.engine import Engine, EngineFailure
+
+    with Engine(1) as engine:
+        engine.load(slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=10, call_max_s=30, episodes_wall_s=3))
+        t0 = time.monotonic()
+        with pytest.raises(EngineFailure) as err:
+            engine.evaluate(list(range(8)))
+        elapsed = time.monotonic() - t0
+    assert re.search(r"took longer than the 3 s wall-time budget \([0-7] of 8 episodes finished; the model took "
+                     r"\d+\.\d\d s per decision \(mean of \d+ calls?\)\): use a smaller network", str(err.value)), str(err.value)
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+
+
+def test_the_episodes_cpu_budget_is_enforced_by_the_worker_rlimit():
+    from grader.engine import Engine, EngineFailure
+
+    with Engine(1) as engine:
+        engine.load(slow_model_bytes(), task="lunarlander",
+                    budgets=_budgets(decision_s=10, call_max_s=30, episodes_cpu_s=1, episodes_wall_s=120))
+        t0 = time.monotonic()
+        with pytest.raises(EngineFailure, match=r"more CPU time than the grader allows \(its budget: 1 s\)"):
+            engine.evaluate(list(range(8)))
+        assert time.monotonic() - t0 < 30
+
+
+def test_rubric_budgets_table_is_validated(tmp_path):
+    from grader.rubric import RubricError, load_rubric
+
+    text = Path_rubric = tmp_path / "r.toml"
+    text.write_text('id = "x"\ntask = "lunarlander"\nepisodes = 1\n[seeds]\npublic = "0-1"\ngrading = "10-11"\n'
+                    '[scoring]\nzero = 0\nfull = 1\n[budgets]\ndecision_s = 0.02\nepisodes_wall_s = 30\n')
+    rubric = load_rubric(Path_rubric)
+    assert rubric.budgets.decision_s == 0.02 and rubric.budgets.episodes_wall_s == 30
+    text.write_text(text.read_text() + "decison_window = 3\n")
+    with pytest.raises(RubricError, match="budgets.decison_window: unknown key"):
+        load_rubric(Path_rubric)
+
+
+# --- batch dependence: every batch size the engine uses -------------------------------------------
+def batch_size_trap(path, trigger: int = 8) -> str:
+    """An MLP whose action is 0 whenever the batch holds exactly ``trigger`` states (LunarLander's
+    pool size), and its honest argmax otherwise: Shape -> Gather(0) -> Equal -> Where into the logits."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(trigger, np.int64), "trigger"),
+             numpy_helper.from_array(np.array([1000.0, 0, 0, 0], np.float32), "bonus"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "none")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"]),
+             helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "zero"], ["batch"], axis=0),
+             helper.make_node("Equal", ["batch", "trigger"], ["hit"]),
+             helper.make_node("Where", ["hit", "bonus", "none"], ["add"]),
+             helper.make_node("Add", ["logits", "add"], ["y"])]
+    inits.append(numpy_helper.from_array(np.array(0, np.int64), "zero"))
+    graph = helper.make_graph(nodes, "trap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return str(path)
+
+
+def test_output_that_depends_on_the_batch_size_only_at_the_pool_size_fails(tmp_path):
+    path = batch_size_trap(tmp_path / "trap.onnx", trigger=8)
+    proc, result = _grade(path)
+    assert proc.returncode == 2
+    failed = [c for c in result["checks"] if not c["passed"] and c["severity"] == "error"]
+    assert failed[0]["name"] == "batch_independence", failed
+    assert "at a batch of 8 (the episodes' pool size) a state's output depends on" in failed[0]["message"]
+    assert failed[0]["hint"]
+
+
+@pytest.mark.parametrize("trigger", [3, 5])
+def test_batch_sizes_of_a_shrinking_pool_are_checked(tmp_path, trigger):
+    from grader import checks as C
+    from grader.contract import get_task
+    from grader.engine import Engine
+
+    with Engine(1) as engine:
+        engine.load(open(batch_size_trap(tmp_path / "t.onnx", trigger), "rb").read(), task="lunarlander")
+        check = C.check_batch_independence(C.Probe(**engine.probe()), get_task("lunarlander"))
+    assert not check.passed and f"at a batch of {trigger} " in check.message
+
+
+def test_duplicate_probe_actions_refuse_a_batch_size_dependent_model(tmp_path):
+    from grader.duplicates import probe_set
+    from grader.engine import Engine, EngineFailure
+
+    states, _ = probe_set("lunarlander", 64)
+    with Engine(1) as engine:
+        engine.load(open(batch_size_trap(tmp_path / "t.onnx"), "rb").read(), task="lunarlander")
+        with pytest.raises(EngineFailure, match="actions depend on the batch size"):
+            engine.actions(states)
+        engine.load(open(F.mlp(tmp_path / "ok.onnx"), "rb").read(), task="lunarlander")
+        honest = engine.actions(states)
+        assert honest.shape == (64,) and (honest == engine.actions(states, batch_sizes=[64])).all()
+
+
+# --- a huge model is rejected before anything large is built ------------------------------------
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def node_flood_bytes(n_nodes: int = 2_000_000) -> bytes:
+    """A LunarLander-shaped model of ``n_nodes`` Relu nodes (~13 bytes each), written by repeating
+    one serialized NodeProto inside GraphProto field 1 (ModelProto field 7)."""
+    node = helper.make_node("Relu", ["x"], ["x"]).SerializeToString()
+    entry = b"\x0a" + _varint(len(node)) + node
+    io = helper.make_graph([], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 8])],
+                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])]).SerializeToString()
+    graph = entry * n_nodes + io
+    head = helper.make_model(helper.make_graph([], "g", [], []), opset_imports=[helper.make_opsetid("", 17)])
+    head.ClearField("graph")
+    head.ir_version = 8
+    return head.SerializeToString() + b"\x3a" + _varint(len(graph)) + graph
+
+
+def test_a_flood_of_two_million_nodes_is_refused_in_a_fraction_of_a_second(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "flood.onnx"
+    path.write_bytes(node_flood_bytes())
+    assert path.stat().st_size > 20 * 2**20
+    code = (
+        "import json, resource, sys, time\n"
+        "from grader.grading import grade\n"
+        "t = time.perf_counter()\n"
+        f"r = grade({str(path)!r}, task='lunarlander', out={str(tmp_path / 'out')!r}, video=False, report=False)\n"
+        "print(json.dumps({'s': time.perf_counter() - t, 'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
+        " 'status': r.status, 'error': r.error}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["status"] == "invalid" and "over 5000 nodes" in out["error"], out
+    assert out["s"] < 2.0, out
+    assert out["rss_mb"] < 400, out  # the interpreter, its imports and the file's bytes: nothing parsed
+
+
+def test_the_wire_scan_agrees_with_protobuf_on_real_models(tmp_path):
+    from grader.onnx_model import scan_structure
+
+    for path in (F.mlp(tmp_path / "a.onnx"), F.conv_policy(tmp_path / "b.onnx"), F.loop_bomb(tmp_path / "c.onnx")):
+        model = onnx.load(path)
+        nodes = len(model.graph.node) + sum(len(a.g.node) for n in model.graph.node for a in n.attribute if a.HasField("g"))
+        assert scan_structure(open(path, "rb").read()) == nodes
+
+
+def _nested_if(depth: int):
+    """A graph whose output comes from ``depth`` nested If nodes (subgraph in subgraph ...)."""
+    leaf = helper.make_graph([helper.make_node("Identity", ["x"], ["o0"])], "g0", [],
+                             [helper.make_tensor_value_info("o0", TensorProto.FLOAT, ["b", 4])])
+    inner = leaf
+    for d in range(1, depth + 1):
+        node = helper.make_node("If", ["cond"], [f"o{d}"], then_branch=inner, else_branch=leaf)
+        inner = helper.make_graph([node], f"g{d}", [], [helper.make_tensor_value_info(f"o{d}", TensorProto.FLOAT, ["b", 4])])
+    return list(inner.node)
+
+
+@pytest.mark.parametrize("bomb", ["nested_subgraphs", "value_info_flood"])
+def test_structure_bombs_are_refused_by_the_wire_scan(bomb, tmp_path):
+    from grader.onnx_model import ModelLoadError, parse_model
+
+    if bomb == "nested_subgraphs":
+        nodes, expect = _nested_if(8), "nests subgraphs more than 4 deep"
+    else:
+        nodes, expect = [helper.make_node("Identity", ["x"], ["y"])], "over 200000 protobuf entries"
+    graph = helper.make_graph(nodes, "bomb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = model.SerializeToString()
+    if bomb == "value_info_flood":  # a second ModelProto.graph field merges 250 000 value_info entries (field 13) in
+        vi = helper.make_tensor_value_info("v", TensorProto.FLOAT, [1]).SerializeToString()
+        flood = (b"\x6a" + _varint(len(vi)) + vi) * 250_000
+        data += b"\x3a" + _varint(len(flood)) + flood
+    t0 = time.monotonic()
+    with pytest.raises(ModelLoadError, match=expect):
+        parse_model(data)
+    assert time.monotonic() - t0 < 2

@@ -1,0 +1,171 @@
+"""The ONNX workers are isolated: bubblewrap (no network, uid 65534, an empty private folder, a
+private /tmp) or a fallback that says so; the channel back to the grader carries plain data only;
+and a failure of the grader's own code inside a worker is a grader bug, not the student's fault."""
+
+import os
+import pickle
+import uuid
+
+import numpy as np
+import pytest
+
+import onnx_fixtures as F
+from grader.engine import Engine, EngineBug, EngineFailure
+from grader.notebook.sandbox import bwrap_status
+from grader.worker import MAGIC, MalformedMessage, decode, encode
+
+BWRAP_OK, BWRAP_WHY = bwrap_status()
+needs_bwrap = pytest.mark.skipif(not BWRAP_OK, reason=f"bubblewrap unusable here: {BWRAP_WHY}")
+LIMIT = 1 << 20
+
+
+@needs_bwrap
+def test_the_worker_runs_in_bubblewrap_as_nobody_without_network_in_an_empty_private_folder():
+    marker = f"/tmp/grader-isolation-{uuid.uuid4().hex}"
+    open(marker, "w").close()
+    try:
+        checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        secret = os.path.join(checkout, "tests", os.path.basename(__file__))
+        package = os.path.join(checkout, "grader", "worker.py")
+        with Engine(2, sandbox="auto") as engine:
+            assert engine.sandbox_mode == "bwrap" and engine.warnings == []
+            infos = engine.info(paths=[secret, os.path.join(checkout, "rubrics"), package, marker])
+            engine.load(None, task="lunarlander")
+            assert len(engine.evaluate([0, 1, 2])) == 3  # and it still plays
+    finally:
+        os.unlink(marker)
+    parent_net = os.readlink("/proc/self/ns/net")
+    for info in infos:
+        assert info["mode"] == "bwrap"
+        assert (info["uid"], info["gid"]) == (65534, 65534)
+        assert info["netns"].startswith("net:[") and info["netns"] != parent_net
+        assert info["cwd_entries"] == [] and info["cwd"] != os.getcwd()
+        assert os.path.basename(marker) not in info["tmp_entries"]  # /tmp is its own
+        # of the checkout it sees the grader package only (not the tests, not the rubrics and their seeds)
+        assert info["exists"] == [False, False, True, False]
+    assert infos[0]["netns"] != infos[1]["netns"]  # one namespace per worker
+
+
+@needs_bwrap
+def test_a_video_is_written_by_the_parent_from_bytes_the_sandbox_sends(tmp_path):
+    out = tmp_path / "out" / "v.mp4"
+    out.parent.mkdir()
+    with Engine(1, sandbox="bwrap") as engine:
+        engine.load(open(F.mlp(tmp_path / "m.onnx"), "rb").read(), task="lunarlander")
+        scored = engine.evaluate([3])
+        info = engine.record(3, str(out))
+        assert engine.info()[0]["cwd_entries"] == []  # the video was removed from the private folder
+    assert info["return"] == scored[3][0] and info["frames"] > 10
+    assert out.read_bytes()[4:8] == b"ftyp"
+
+
+def test_without_bubblewrap_the_fallback_is_said_in_the_result(tmp_path):
+    from grader.grading import grade
+
+    with Engine(1, sandbox="fallback") as engine:
+        assert engine.sandbox_mode == "fallback"
+        assert engine.warnings and "without bubblewrap" in engine.warnings[0]
+        info = engine.info()[0]
+        assert info["cwd_entries"] == [] and info["cwd"] != os.getcwd()
+        result = grade(F.mlp(tmp_path / "m.onnx"), episodes=2, out=tmp_path / "o", video=False, report=False, engine=engine)
+    assert result.status == "graded"
+    assert any("without bubblewrap" in w for w in result.warnings)
+
+
+# --- the channel: plain data, validated; never a pickle -----------------------------------------
+class _Creates:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_is_refused_by_the_decoder_and_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    for protocol in (0, 2, 5):
+        with pytest.raises(MalformedMessage):
+            decode(pickle.dumps(_Creates(str(marker)), protocol=protocol), max_bytes=LIMIT)
+    assert not marker.exists()
+
+
+def test_a_forged_pickle_reply_from_the_worker_fails_the_model_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    with Engine(1) as engine:
+        engine._inject_fault("pickle", marker=str(marker))
+        with pytest.raises(EngineFailure, match="malformed reply, which was refused"):
+            engine.info()
+        engine.load(None, task="lunarlander")  # a fresh worker took over
+        assert len(engine.evaluate([0])) == 1
+    assert not marker.exists()
+
+
+def test_messages_round_trip_and_malformed_ones_are_refused():
+    value = {"a": [1, 2.5, "x", None, True], "arr": np.arange(6, dtype=np.float32).reshape(2, 3),
+             "ints": np.array([1, 2], np.int64), "blob": b"\x00\x01"}
+    kind, back = decode(encode("ok", value), max_bytes=LIMIT)
+    assert kind == "ok" and back["a"] == value["a"] and back["blob"] == b"\x00\x01"
+    assert back["arr"].dtype == np.float32 and (back["arr"] == value["arr"]).all()
+    good = encode("ok", {"arr": np.zeros(4, np.float32)})
+    hlen = int.from_bytes(good[4:8], "little")
+    header = good[8 : 8 + hlen]
+    forged = [
+        b"",
+        b"XXXX" + good[4:],  # bad magic
+        good[:-1],  # a blob shorter than its shape
+        good + b"\x00",  # trailing bytes
+        MAGIC + (2**31).to_bytes(4, "little") + header,  # header length beyond the message
+        MAGIC + len(b"[1]").to_bytes(4, "little") + b"[1]",  # not a header object
+        MAGIC + len(header.replace(b"<f4", b"|O8")).to_bytes(4, "little") + header.replace(b"<f4", b"|O8") + good[8 + hlen :],
+        MAGIC + (n := b'{"kind":"ok","value":' + b"[" * 100_000 + b"]" * 100_000 + b',"blobs":[]}', len(n))[1].to_bytes(4, "little") + n,
+    ]
+    for data in forged:
+        with pytest.raises(MalformedMessage):
+            decode(data, max_bytes=LIMIT)
+    with pytest.raises(MalformedMessage):
+        decode(good, max_bytes=len(good) - 1)
+
+
+# --- whose fault: the grader's own failures are bugs ------------------------------------------------
+def test_a_failing_probe_of_the_grader_is_an_engine_bug_not_the_models_fault(tmp_path):
+    with Engine(1) as engine:
+        engine.load(open(F.mlp(tmp_path / "m.onnx"), "rb").read(), task="lunarlander")
+        engine._inject_fault("probe")
+        with pytest.raises(EngineBug) as err:
+            engine.probe()
+        assert not isinstance(err.value, EngineFailure)
+        assert "injected fault: the grader's probe failed" in str(err.value)
+        assert "Traceback" in err.value.traceback and "RuntimeError" in err.value.traceback
+        engine.load(open(F.mlp(tmp_path / "m.onnx"), "rb").read(), task="lunarlander")  # recovers
+        assert engine.probe()["singles"]
+
+
+def test_a_failing_environment_factory_is_an_engine_bug(tmp_path):
+    with Engine(1) as engine:
+        engine.load(open(F.mlp(tmp_path / "m.onnx"), "rb").read(), task="lunarlander")
+        engine._inject_fault("env")
+        with pytest.raises(EngineBug, match="the environment factory failed"):
+            engine.evaluate([0, 1])
+
+
+def test_the_models_own_runtime_failure_stays_the_models_fault(tmp_path):
+    with Engine(1) as engine:
+        engine.load(open(F.nan_output(tmp_path / "nan.onnx"), "rb").read(), task="lunarlander")
+        with pytest.raises(EngineFailure, match="NaN or infinity"):
+            engine.evaluate([0])
+        with pytest.raises(EngineFailure):
+            engine.load(b"not a model", task="lunarlander")
+
+
+def test_a_stream_of_heartbeats_does_not_push_back_the_budget(tmp_path):
+    import time
+
+    from grader.rubric import Budgets
+
+    with Engine(1) as engine:
+        engine.load(open(F.mlp(tmp_path / "m.onnx"), "rb").read(), task="lunarlander", budgets=Budgets(probe_s=2))
+        engine._inject_fault("spam")
+        t0 = time.monotonic()
+        with pytest.raises(EngineFailure, match="longer than their 2 s budget"):
+            engine.probe()
+        assert time.monotonic() - t0 < 15
