@@ -406,8 +406,12 @@ def check_rerun(scored: dict[int, tuple[float, int]], rerun: dict[int, tuple[flo
     bad = [s for s in rerun if s in scored and tuple(rerun[s]) != tuple(scored[s])]
     if bad:
         s = bad[0]
-        return _fail(name, f"re-run alone, {label(s)} returned {rerun[s][0]} in {rerun[s][1]} steps instead of the scored "
-                           f"{scored[s][0]} in {scored[s][1]} ({len(bad)} of {len(rerun)} re-runs differ): "
+
+        def said(outcome) -> str:
+            return f"{outcome[0]}" + (f" in {outcome[1]} steps" if len(outcome) > 1 and outcome[1] is not None else "")
+
+        return _fail(name, f"re-run alone, {label(s)} returned {said(rerun[s])} instead of the scored "
+                           f"{said(scored[s])} ({len(bad)} of {len(rerun)} re-runs differ): "
                            "the model's actions depend on the other states of its batch",
                      "a state's output must depend on that state only: call model.eval() before exporting, and do not "
                      "compute across the batch axis")

@@ -117,7 +117,7 @@ def _worker_command(iso: Isolation, fd: int, workdir: str | None, limits: Limits
         from grader.notebook.sandbox import NOBODY, _bwrap_base, bwrap_has_size, python_roots
 
         size = ["--size", str(L.WORKER_TMPFS_BYTES)] if bwrap_has_size() else []
-        cmd = _bwrap_base(size)
+        cmd = _bwrap_base([*size, "--tmpfs", "/tmp"])
         pkg = os.path.join(root, "grader")
         if not any(pkg == r or pkg.startswith(r + "/") for r in python_roots()):
             cmd += ["--ro-bind", pkg, pkg]  # only the package: not the checkout's rubrics or tests

@@ -325,6 +325,9 @@ def _engine(run: _Run, n_seeds: int):
 
         run.engine = Engine(max(1, min(run.options.workers, n_seeds)))
         run.own_engine = True
+    for warning in run.engine.warnings:  # e.g. no bubblewrap: the weaker sandbox is said, never silent
+        if warning not in run.result.warnings:
+            run.result.warnings.append(warning)
     return run.engine
 
 
@@ -337,7 +340,7 @@ def _load_and_probe(run: _Run, parsed, device: str) -> list[CheckResult] | Check
     spec = run.task
     run.progress("loading", 0, 1)
     try:
-        engine.load(parsed.data, task=spec.name, device=device)
+        engine.load(parsed.data, task=spec.name, device=device, budgets=run.rubric.budgets)
     except EngineFailure as exc:
         return CheckResult(name="loads", passed=False, message=f"onnxruntime cannot run the model: {exc}",
                            hint="open it with onnxruntime.InferenceSession yourself; re-export with a standard opset")
@@ -416,10 +419,17 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     run.timings["load_and_probe"] = time.perf_counter() - t0
     if not _episodes(run, seeds, seed_set, fail):
         return
+    t0 = time.perf_counter()
     if run.options.video and run.out is not None:
-        t0 = time.perf_counter()
-        run.result.videos = _record_videos(run)
+        run.result.videos = _record_videos(run)  # each video is a batch-1 re-run of its episode
+        rerun = {v.seed: (v.rerun_return, None) for v in run.result.videos}
         run.timings["videos"] = time.perf_counter() - t0
+    else:
+        rerun = _rerun_one(run)
+    reproducible = _reproducible_check(run, rerun)
+    run.result.checks.append(reproducible)
+    if reproducible.blocking:
+        fail(run.result.checks.pop())
 
 
 def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
@@ -450,6 +460,30 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
         n_seeds=len(seeds), statistic=rubric.scoring.statistic, zero_at=zero, full_at=full,
         baselines=rubric.baseline_marks, fingerprint=rubric.fingerprint())
     return True
+
+
+def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]]:
+    """Without videos: the shortest scored episode re-run alone (a batch of 1), the cheapest proof
+    that the scored returns do not depend on the batching."""
+    from grader.engine import EngineFailure
+
+    shortest = min(run.result.episodes, key=lambda e: (e.length, e.seed))
+    t0 = time.perf_counter()
+    try:
+        again = run.engine.rerun([shortest.seed])
+    except EngineFailure:
+        return {}  # the episodes ran; the videos / next grading will say more
+    run.timings["rerun"] = time.perf_counter() - t0
+    return {s: (ret, None) for s, (ret, _length) in again.items()}
+
+
+def _reproducible_check(run: _Run, rerun: dict) -> CheckResult:
+    from grader import checks as C
+    from grader.seedpolicy import SeedPolicy
+
+    policy = SeedPolicy(run.result)
+    scored = {e.seed: (e.return_, None) for e in run.result.episodes}
+    return C.check_rerun(scored, rerun, label=policy.label)
 
 
 def pick_video_episodes(episodes: Sequence[EpisodeResult]) -> list[tuple[str, EpisodeResult]]:
@@ -491,10 +525,6 @@ def _record_videos(run: _Run) -> list[VideoInfo]:
     finally:
         run.out.discard(private)
     run.progress("videos", len(picks), len(picks))
-    for v in videos:
-        if not v.matches:
-            which = f"episode {number[v.seed]}" if hidden else f"seed {v.seed}"
-            result.warnings.append(f"the re-run of {which} returned {v.rerun_return} instead of {v.scored_return}")
     return videos
 
 
