@@ -213,6 +213,11 @@ def check_output_signature(parsed: ParsedModel, spec: Task) -> CheckResult:
             return _ok(name, f"output {info.name!r}: {info.dtype} {_fmt(dims)}")
         if not dims:  # shape unknown statically: the probe decides
             return _ok(name, f"output {info.name!r}: {info.dtype}, shape decided at run time", severity="note")
+        if len(dims) == 2 and dims[1] == 1:  # one number per state: the value head
+            return _fail(name, f"output {info.name!r} has shape {_fmt(dims)}: one value per state, which is the "
+                               f"critic (the value estimate), not the policy; expected {expected}",
+                         f"export the actor, whose last layer has {spec.n_actions} units (one per action): e.g. "
+                         "keras.Model(inputs, action) / actor_model.export(...), or in torch the policy head only")
         return _fail(name, f"output {info.name!r} has shape {_fmt(dims)}; expected {expected}",
                      f"the last layer must have {spec.n_actions} units, one per action")
     if info.dtype in ("int64", "int32"):

@@ -501,3 +501,55 @@ def test_canvas_points_row_is_written_even_when_the_template_lacks_it(tmp_path):
     assert canvas_import_check(out.read_bytes()) == [
         ["Student", "ID", "SIS Login ID", "Section", "RL HW"], ["    Points Possible", "", "", "", "10.00"],
         ["Doe, Jane", "5", "jd", "A", "3.50"]]
+
+
+# --- the whole round trip through `grade batch` ----------------------------------------------------
+def test_moodle_download_and_worksheet_round_trip_through_grade_batch(tmp_path, worksheet):
+    """Moodle's folders in, the worksheet filled in out: grades land in the right rows, BOM kept."""
+    import shutil
+
+    from grader.cli import main
+
+    reference = Path(__file__).resolve().parent.parent / "reference" / "models" / "lunarlander_improved.onnx"
+    d = tmp_path / "download"
+    (d / "Иван Петров_1234567_assignsubmission_file").mkdir(parents=True)
+    shutil.copyfile(reference, d / "Иван Петров_1234567_assignsubmission_file" / "model.onnx")
+    (d / "Doe, Jane_1234568_assignsubmission_file_model.onnx").write_bytes(b"not a model")  # flat file, broken
+    out = tmp_path / "out"
+    rubric = Path(__file__).resolve().parent.parent / "rubrics" / "lunarlander.toml"
+    assert main(["batch", str(d), "--rubric", str(rubric), "--roster", str(worksheet), "--out", str(out),
+                 "--episodes", "3", "--no-video", "--no-progress", "--reference", str(tmp_path)]) == 0
+    written = (out / "moodle_grades.csv").read_bytes()
+    assert written.startswith(BOM)
+    rows = {r[0]: r for r in parse_csv(written)[1:]}
+    header = parse_csv(written)[0]
+    grade_col, feedback_col = header.index("Grade"), header.index("Feedback comments")
+    assert float(rows["Participant 1234567"][grade_col]) == 10.0  # the reference: all episode points
+    assert rows["Participant 1234568"][grade_col] == "0.00" and "invalid" in rows["Participant 1234568"][feedback_col]
+    assert rows["Participant 1234569"][grade_col] == ""  # no submission: left for the instructor
+    generic = list(csv.DictReader(io.StringIO((out / "grades.csv").read_text(encoding="utf-8"))))
+    by_id = {r["student_id"]: r for r in generic}
+    assert by_id["moodle-1234567"]["email"] == "ivan@example.org" and by_id["moodle-1234567"]["name"] == "Иван Петров"
+
+
+def test_canvas_download_and_gradebook_round_trip_through_grade_batch(tmp_path, gradebook):
+    import shutil
+
+    from grader.cli import main
+
+    reference = Path(__file__).resolve().parent.parent / "reference" / "models" / "lunarlander_improved.onnx"
+    d = tmp_path / "submissions"
+    d.mkdir()
+    shutil.copyfile(reference, d / "petrovivan_1234_5550001_model.onnx")
+    shutil.copyfile(reference, d / "obrienpat_LATE_1235_5550002_model-1.onnx")  # late, re-uploaded
+    out = tmp_path / "out"
+    rubric = Path(__file__).resolve().parent.parent / "rubrics" / "lunarlander.toml"
+    assert main(["batch", str(d), "--rubric", str(rubric), "--roster", str(gradebook), "--out", str(out),
+                 "--episodes", "3", "--no-video", "--no-progress", "--reference", str(tmp_path)]) == 0
+    table = parse_csv((out / "canvas_grades.csv").read_bytes())
+    header = table[0]
+    assert header[:5] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+    column = header.index(next(h for h in header[5:] if h.startswith("LunarLander") or h.startswith("lunarlander")))
+    assert table[1][0].strip() == "Points Possible" and float(table[1][column]) == 14
+    by_id = {r[1]: r for r in table[2:]}
+    assert float(by_id["1234"][column]) == 10.0 and float(by_id["1235"][column]) == 10.0
