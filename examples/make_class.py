@@ -52,9 +52,9 @@ def notebook(cells: list[str]) -> str:
 def torch_style_checkpoint() -> bytes:
     """The shape of a ``torch.save`` file (a zip holding ``archive/data.pkl``), written without torch."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
-        z.writestr("archive/version", b"3\n")
+    with zipfile.ZipFile(buf, "w") as z:  # fixed timestamps: the same bytes at every run
+        z.writestr(zipfile.ZipInfo("archive/data.pkl", date_time=(1980, 1, 1, 0, 0, 0)), b"\x80\x02}q\x00.")
+        z.writestr(zipfile.ZipInfo("archive/version", date_time=(1980, 1, 1, 0, 0, 0)), b"3\n")
     return buf.getvalue()
 
 
