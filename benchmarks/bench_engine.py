@@ -131,7 +131,7 @@ def floor(task: str, actions: dict, workers: int) -> dict:
 
 
 def bench(task: str, model: Path, episodes: int, workers: int) -> None:
-    spec = get_task(task)
+    get_task(task)
     seeds = list(range(episodes))
     print(f"\n== {task}: {episodes} episodes, model {model.name}, {workers} workers")
     t0 = time.perf_counter()

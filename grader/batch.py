@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import os
 import queue
 import shutil
@@ -37,7 +36,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +45,7 @@ import numpy as np
 
 from grader.bundle import Bundle, Submission, read_bundle
 from grader.classdir import ClassFolder, scan_class
-from grader.roster import Problem, Roster
+from grader.roster import Roster
 from grader.errors import EXIT_ERROR, EXIT_GRADED as EXIT_OK, EXIT_INTERRUPTED, SetupError
 from grader.gradebook import Attempt, Gradebook
 from grader.limits import DEFAULT_BATCH_SLOTS

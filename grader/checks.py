@@ -262,7 +262,9 @@ class TaskDetectionError(ValueError):
 
 
 def expected_signatures() -> str:
-    return "; ".join(f"{t.input_signature} for {t.name}" for t in all_tasks())
+    from grader.tasks import signatures
+
+    return signatures()
 
 
 def detect_task(parsed: ParsedModel) -> Task:

@@ -146,6 +146,3 @@ class CountBar:
 def fail(message: str) -> None:
     stderr.print(f"[bold red]error:[/bold red] {_safe(message)}")
 
-
-def is_tty() -> bool:
-    return sys.stdout.isatty()

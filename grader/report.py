@@ -15,14 +15,11 @@ the report shows episode numbers instead of seeds and removes those seeds from a
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
 import re
 import shutil
-import tempfile
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 

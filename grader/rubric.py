@@ -303,12 +303,6 @@ class Rubric(_Strict):
         fraction = min(1.0, max(0.0, (statistic_value - zero) / (full - zero)))
         return round(self.scoring.points * fraction, 4)
 
-    def band_for(self, points: float) -> str | None:
-        fraction = points / self.scoring.points
-        for band in sorted(self.bands, key=lambda b: -b.min_fraction):
-            if fraction >= band.min_fraction - 1e-9:
-                return band.name
-        return None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ terminal, the CSV files; and the messages a student gets for the usual export mi
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 

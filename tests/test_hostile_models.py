@@ -2,7 +2,6 @@
 quickly, without a traceback and with the grader's memory bounded."""
 
 import json
-import os
 import re
 import resource
 import time

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +11,7 @@ from grader.grading import grade
 from grader.report import SeedPolicy, baseline_values, render_inline_html, returns_plot_svg, write_report
 from grader.result import CheckResult, GradeResult
 from grader.rubric import load_rubric
-from report_fixtures import (EVIL_INPUT, EVIL_NAME, EVIL_OUTPUT, EVIL_PRODUCER, GRADING_SEEDS, PUBLIC_SEEDS,
-                             lunarlander_model, write_rubric)
+from report_fixtures import (EVIL_INPUT, EVIL_NAME, EVIL_OUTPUT, EVIL_PRODUCER, GRADING_SEEDS, lunarlander_model, write_rubric)
 
 
 class Node:
@@ -355,7 +353,7 @@ def test_plot_svg_is_plain():
 
 def test_jupyter_renders_a_result_as_the_inline_report(graded):
     """`from grader import check` registers the HTML formatter in a running IPython shell."""
-    IPython = pytest.importorskip("IPython")
+    pytest.importorskip("IPython")
     from IPython.testing.globalipapp import start_ipython
 
     import grader

@@ -17,6 +17,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from grader.scoring import band as band_of
+
 from grader.site import attempts as A
 from grader.site.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, csrf_ok
 from grader.site.forms import small_form
@@ -45,8 +47,8 @@ def leaderboard(request: Request, site: Site = Depends(get_site), session: Sessi
         sid = A.student(a)
         rows.append({
             "rank": rank, "name": site.display_name(sid, roster), "me": sid == me,
-            "score": A.score(a) or 0.0, "max": float(A.field(a, "max_score", default=None) or site.rubric.scoring.points),
-            "band": site.rubric.band_for(A.score(a) or 0.0) or "", "when": A.fmt_time(A.finished_at(a) or A.submitted(a)),
+            "score": A.score(a) or 0.0, "max": float(A.field(a, "max_score", default=None) or site.rubric.max_points),
+            "band": band_of(site.rubric, A.score(a) or 0.0, site.rubric.max_points) or "", "when": A.fmt_time(A.finished_at(a) or A.submitted(a)),
         })
     return site.render(request, "leaderboard.html", rows=rows, waiting=site.waiting(), version=site.version,
                        rubric=site.rubric, show_names=site.rubric.show_names)

@@ -265,7 +265,9 @@ def attempt_row(a, rubric=None) -> dict[str, Any]:
     max_score = A.field(a, "max_score", default=None)
     band = A.field(a, "band", default="") or ""
     if not band and status == "graded" and score is not None and rubric is not None:
-        band = rubric.band_for(score) or ""
+        from grader.scoring import band as band_of
+
+        band = band_of(rubric, score, rubric.max_points) or ""
     return {
         "id": A.attempt_id(a), "student": A.student(a), "status": status, "finished": status in A.FINISHED,
         "score": score, "max": None if max_score is None else float(max_score), "band": band,

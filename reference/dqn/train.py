@@ -286,7 +286,7 @@ def train(args: Args) -> Path:
         return gen, next(gen)
 
     gen, turn = new_episode()
-    ep_shaped, ep_losses, ep_qs, ep_start = 0.0, [], [], step
+    ep_shaped, ep_losses, ep_qs, _ep_start = 0.0, [], [], step
     loss = q_mean = float("nan")
     with Progress(args.steps, "DQN MsPacman") as progress:
         progress.update(step)
@@ -302,7 +302,7 @@ def train(args: Args) -> Path:
                 progress.update(0, episode=episode, score=turn.episode_return, avg20=float(np.mean(recent)),
                                 eps=epsilon(step, args), loss=loss)
                 gen, turn = new_episode()
-                ep_shaped, ep_losses, ep_qs, ep_start = 0.0, [], [], step
+                ep_shaped, ep_losses, ep_qs, _ep_start = 0.0, [], [], step
                 continue
 
             state = turn.state
