@@ -514,3 +514,42 @@ def test_gradescope_results_never_name_hidden_grading_seeds():
     text = gradescope_results(result).model_dump_json()
     assert not any(str(s) in text for s in seeds)
     assert "episode 1" in text and "episode 2" in text
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.slow
+def test_the_workers_of_a_killed_batch_exit_quietly(tmp_path):
+    """kill -9 of `grade batch`: its sandboxed workers notice and exit, printing nothing."""
+    class_dir, roster, _ = make_class(tmp_path)
+    rubric = g.lunarlander_rubric(tmp_path / "r50.toml", episodes=50)
+    log = tmp_path / "stderr.txt"
+    cmd = CLI + ["batch", str(class_dir), "--rubric", str(rubric), "--out", str(tmp_path / "out"), "--workers", "2",
+                 "--no-video", "--no-progress"]
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and len(workers) < 2 and proc.poll() is None:
+            workers = _children(proc.pid)
+            time.sleep(0.05)
+        assert workers, "no worker started"
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+            time.sleep(0.1)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]]
+    assert not alive, f"orphaned workers still running: {alive}"
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and "BrokenPipeError" not in text, text[-2000:]
