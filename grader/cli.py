@@ -116,7 +116,7 @@ def _selfcheck_note(result, rubric_path: Path | None) -> str:
     if result.task is None:
         return ""
     try:
-        rubric = load_rubric(rubric_path or default_rubric_path(result.task))
+        rubric = load_rubric(rubric_path or default_rubric_path(result.task), selfcheck=True)
     except SetupError:
         return ""
     n = result.rubric.n_seeds if result.rubric else "a few"

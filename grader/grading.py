@@ -53,7 +53,7 @@ def grade(
     videos into ``out`` (default ``SUBMISSION.grading/`` beside it; nothing with ``write=False``)."""
     path = Path(submission)
     if isinstance(rubric, (str, Path)):
-        rubric = load_rubric(rubric)
+        rubric = load_rubric(rubric, selfcheck=selfcheck)
     bundle, problems = gather(path)
     sub = read_bundle(bundle)
     if display_name:

@@ -176,7 +176,7 @@ def _set_task(run: _Run, task) -> None:
     run.task = task
     run.result.task = task.name
     if run.rubric is None:
-        run.rubric = load_rubric(default_rubric_path(task.name))
+        run.rubric = load_rubric(default_rubric_path(task.name), selfcheck=run.options.selfcheck)
 
 
 def _invalid(run: _Run, check: CheckResult) -> None:
@@ -214,9 +214,15 @@ def _notebook_stage(run: _Run) -> None:
         except SubmissionError as exc:
             _invalid(run, CheckResult(name=exc.check, passed=False, message=exc.message, hint=exc.hint))
             return
+        markers = {t.name: t.notebook_module().MARKERS for t in all_tasks() if t.notebook}
+        name, scores = detect_task(nb.text, markers)
+        if run.task is not None and not run.options.task and name is not None and name != run.task.name:
+            _invalid(run, CheckResult(name="task_detected", passed=False,
+                                      message=f"this notebook is the {name} homework, but the rubric "
+                                              f"{run.rubric.id!r} grades {run.task.name}",
+                                      hint=f"hand in the {run.task.name} notebook (or grade with its own rubric)"))
+            return
         if run.task is None:
-            markers = {t.name: t.notebook_module().MARKERS for t in all_tasks() if t.notebook}
-            name, scores = detect_task(nb.text, markers)
             if name is None:
                 found = ", ".join(f"{k} {v}" for k, v in scores.items())
                 _invalid(run, CheckResult(name="task_detected", passed=False,
@@ -458,7 +464,7 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
     result.rubric = RubricInfo(
         id=rubric.id, path=str(rubric.path.name if rubric.path else ""), sha256=rubric.sha256, seed_set=seed_set,
         n_seeds=len(seeds), statistic=rubric.scoring.statistic, zero_at=zero, full_at=full,
-        baselines=rubric.baseline_marks, fingerprint=rubric.fingerprint())
+        baselines=rubric.baseline_marks, fingerprint="" if run.options.selfcheck else rubric.fingerprint())
     return True
 
 

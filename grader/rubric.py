@@ -230,15 +230,23 @@ class Rubric(_Strict):
         """The most a submission can earn: the episode points plus every notebook check's points."""
         return float(self.scoring.points) + float(sum(self.notebook.points.values()))
 
-    def materialize(self) -> "Rubric":
+    def materialize(self, *, grading_seeds: bool = True) -> "Rubric":
         """A copy that needs no other file: grading seeds inline, thresholds as numbers, the
-        baselines' values kept for the report. Raises :class:`RubricError` naming the key."""
+        baselines' values kept for the report. Raises :class:`RubricError` naming the key.
+
+        ``grading_seeds=False`` is the student's self-check: it plays public seeds only, so a
+        private seeds file the student does not have is left unread (everything else is checked).
+        """
         where = f"{self.path.name if self.path else self.id}"
-        grading = self.all_grading_seeds()
-        try:
-            self._check_grading(grading, self.public_seeds(), "seeds.grading_file" if self.seeds.grading_file else "seeds.grading")
-        except ValueError as exc:
-            raise RubricError(f"{where}: {exc}") from None
+        if not grading_seeds and self.seeds.grading_file and not self.resolve(self.seeds.grading_file).is_file():
+            grading = None
+        else:
+            grading = self.all_grading_seeds()
+            try:
+                self._check_grading(grading, self.public_seeds(),
+                                    "seeds.grading_file" if self.seeds.grading_file else "seeds.grading")
+            except ValueError as exc:
+                raise RubricError(f"{where}: {exc}") from None
         zero, full = self.thresholds()
         marks = dict(self.baseline_marks)
         if self.baselines:
@@ -247,7 +255,7 @@ class Rubric(_Strict):
                 if value is not None:
                     marks[name] = float(value)
         scoring = self.scoring.model_copy(update={"zero": zero, "full": full})
-        seeds = self.seeds.model_copy(update={"grading": grading, "grading_file": None})
+        seeds = self.seeds if grading is None else self.seeds.model_copy(update={"grading": grading, "grading_file": None})
         out = self.model_copy(update={"scoring": scoring, "seeds": seeds, "baselines": None, "baseline_marks": marks})
         out.path, out.sha256 = self.path, self.sha256
         return out
@@ -331,7 +339,7 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_rubric(path: str | Path, *, materialize: bool = True) -> Rubric:
+def load_rubric(path: str | Path, *, materialize: bool = True, selfcheck: bool = False) -> Rubric:
     """Read and validate a rubric TOML file as a whole; raises :class:`RubricError` with a readable message.
 
     With ``materialize`` (the default) the result is :meth:`Rubric.materialize`'d: its seeds file
@@ -353,7 +361,7 @@ def load_rubric(path: str | Path, *, materialize: bool = True) -> Rubric:
         raise RubricError(_format_validation_error(path, exc)) from None
     rubric.path = path.resolve()
     rubric.sha256 = hashlib.sha256(raw).hexdigest()
-    return rubric.materialize() if materialize else rubric
+    return rubric.materialize(grading_seeds=not selfcheck) if materialize else rubric
 
 
 def default_rubric_path(task: str) -> Path:

@@ -348,24 +348,6 @@ def test_lunarlander_wrong_output_layer(tmp_path):
     assert "2 units instead of 4" in c["actor_output"].message and "softmax" in c["actor_output"].message
 
 
-@pytest.mark.skip(reason="pipeline integration: lead")
-def test_lunarlander_with_model_onnx(tmp_path):
-    """Was: a notebook with model.onnx beside it is graded, its episodes played, notebook + ONNX points added."""
+# The end-to-end notebook gradings (with their model, another task's rubric, a self-check, trained
+# weights) are the pipeline's: tests/test_pipeline.py.
 
-
-@pytest.mark.skip(reason="pipeline integration: lead")
-def test_rubric_of_the_other_task_is_refused(tmp_path):
-    """Was: grade_notebook(LunarLander notebook, rubric=mspacman) -> invalid, task_detected names the rubric's task."""
-
-
-@pytest.mark.skip(reason="pipeline integration: lead")
-def test_selfcheck_of_a_notebook_plays_only_public_seeds(tmp_path):
-    """Was: `grade check homework.ipynb` plays the model beside it on the public seeds, no videos, and a rubric
-    whose grading seeds live in a private file the student lacks still works."""
-
-
-@pytest.mark.skip(reason="pipeline integration: lead")
-def test_trained_weights_are_played(tmp_path):
-    """Was (part of test_free_function_preprocessing_and_trained_weights): the trained export is graded by
-    the ONNX path: its checks (batch_independence passed) and 2 episodes played; the notebook's scores
-    (score == max_score, cells_parse's points deducted) are the pipeline's now."""

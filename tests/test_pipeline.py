@@ -317,3 +317,61 @@ def test_a_folder_is_graded_as_one_submission_and_says_which_files(tmp_path, cap
     folder = _student(tmp_path)
     assert main(["check", str(folder)]) == 0
     assert "alice/ (model.onnx)" in capsys.readouterr().out
+
+
+# --- notebooks through the pipeline ---------------------------------------------------------------
+def test_a_notebook_of_the_other_task_is_refused_by_the_rubric(tmp_path):
+    from notebook_fixtures import LUNAR_CELLS, write_notebook
+
+    write_notebook(tmp_path / "hw.ipynb", LUNAR_CELLS, markdown="# LunarLander actor-critic")
+    result = grade(tmp_path / "hw.ipynb", rubric=REPO / "rubrics" / "mspacman.toml", write=False)
+    assert result.status == "invalid" and result.failed_checks[0].name == "task_detected"
+    assert "lunarlander homework" in result.error and result.score == 0 and result.max_score == 21
+
+
+def test_a_self_check_of_a_notebook_plays_public_seeds_without_the_private_seeds_file(tmp_path):
+    """The student has the course's rubric but not its private grading-seeds file."""
+    from notebook_fixtures import LUNAR_CELLS, write_notebook
+
+    rubric = tmp_path / "course.toml"
+    text = (REPO / "rubrics" / "lunarlander.toml").read_text()
+    text = text.replace('grading = "1000000-1000099"', 'grading_file = "private/lunarlander.seeds"')
+    rubric.write_text(text.replace('baselines = "baselines/lunarlander.json"',
+                                   f'baselines = "{REPO / "rubrics" / "baselines" / "lunarlander.json"}"'))
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    write_notebook(folder / "homework.ipynb", LUNAR_CELLS, markdown="# LunarLander actor-critic")
+    shutil.copyfile(REPO / "reference" / "models" / "lunarlander_improved.onnx", folder / "model.onnx")
+    result = check(folder, rubric=rubric)
+    assert result.status == "graded" and result.rubric.seed_set == "public"
+    assert [e.seed for e in result.episodes] == list(range(10)) and not result.videos
+    with pytest.raises(RubricError, match="lunarlander.seeds"):  # the final grading needs the file
+        grade(folder, rubric=rubric, write=False)
+
+
+@pytest.mark.slow
+def test_trained_weights_are_played_through_the_onnx_path(tmp_path):
+    """A MsPacman notebook with its state_dict: the network is loaded with the weights in the
+    sandbox, exported, and that model goes through every model check and plays episodes."""
+    torch = pytest.importorskip("torch")
+    from notebook_fixtures import mspacman_cells, write_notebook
+
+    folder = tmp_path / "bob"
+    folder.mkdir()
+    write_notebook(folder / "homework.ipynb", mspacman_cells())
+    namespace: dict = {}
+    exec("import torch\nimport torch.nn as nn\nimport torch.nn.functional as F\n" + _network_source(), namespace)
+    net = namespace["DQN"](5, 5)
+    torch.save(net.state_dict(), folder / "policy.pt")
+    result = grade(folder, seeds=[0], write=False)
+    assert result.status == "graded", result.error
+    names = {c.name: c for c in result.checks}
+    assert names["network_weights"].passed and names["batch_independence"].passed
+    assert names["network_onnx_export"].passed and len(result.episodes) == 1
+    assert result.parts[-1].name == "episodes" and result.max_score == 21
+
+
+def _network_source() -> str:
+    from notebook_fixtures import NETWORK
+
+    return NETWORK
