@@ -36,10 +36,13 @@ def _svg(fig, label: str) -> str:
     return "" if _SVG_FORBIDDEN.search(svg) else svg
 
 
-def _figure(height: float):
+def _figure(height: float, *, left: float = 0.34, bottom: float = 0.5):
+    """A figure with fixed margins (in inches at the bottom): constrained layout costs more than the plot."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(7.6, height), layout="constrained")
+    fig = Figure(figsize=(7.6, height))
+    fig.subplots_adjust(left=left, right=0.97, top=1 - 0.12 / height, bottom=bottom / height, hspace=0.9 / height)
+    return fig
 
 
 def outcomes_svg(diag: Diagnostics) -> str:
@@ -71,9 +74,10 @@ def actions_svg(diag: Diagnostics) -> str:
     eps = [e for e in diag.episodes if e.decisions]
     palette = ["#5d6d7e", "#d35400", "#2471a3", "#8e44ad", "#16a085", "#b7950b"]
     with rc_context(_RC):
-        fig = _figure(0.9 + 0.25 * len(names) + (1.3 if len(eps) > 1 else 0))
+        fig = _figure(0.9 + 0.25 * len(names) + (1.9 if len(eps) > 1 else 0), left=0.2, bottom=0.9 if len(eps) > 1 else 0.5)
         axes = fig.subplots(2 if len(eps) > 1 else 1, 1, squeeze=False,
                             height_ratios=[0.25 * len(names) + 0.3, 1.3][: 2 if len(eps) > 1 else 1])
+        fig.subplots_adjust(hspace=0.75)
         ax = axes[0][0]
         y = list(range(len(names)))[::-1]
         ax.barh(y, [100 * s for s in shares], color=[palette[i % len(palette)] for i in range(len(names))], height=0.6)
@@ -86,10 +90,11 @@ def actions_svg(diag: Diagnostics) -> str:
             ax2 = axes[1][0]
             xs = [e.episode for e in eps]
             bottom = [0.0] * len(eps)
-            for a, name in enumerate(names):
+            for a, name in enumerate(names):  # one stepped band per action: a few artists, whatever the episodes
                 part = [100 * e.actions[a] / e.decisions for e in eps]
-                ax2.bar(xs, part, bottom=bottom, width=1.0, color=palette[a % len(palette)], linewidth=0, label=name)
-                bottom = [b + p for b, p in zip(bottom, part)]
+                top = [b + q for b, q in zip(bottom, part)]
+                ax2.fill_between(xs, bottom, top, step="mid", color=palette[a % len(palette)], linewidth=0, label=name)
+                bottom = top
             ax2.set_ylim(0, 100)
             ax2.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
             ax2.set_ylabel("% per episode")
@@ -137,7 +142,7 @@ def lives_svg(diag: Diagnostics, length: int | None) -> str:
     xs = [0] + [x.step for x in e.lives] + ([end] if end > e.lives[-1].step else [])
     ys = [0.0] + [x.score for x in e.lives] + ([e.return_] if end > e.lives[-1].step else [])
     with rc_context(_RC):
-        fig = _figure(2.3)
+        fig = _figure(2.4, left=0.1, bottom=0.55)
         ax = fig.subplots()
         for first, last, _n in e.droughts:
             ax.axvspan(first, last, color="#f5b041", alpha=0.25, linewidth=0)

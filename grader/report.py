@@ -264,7 +264,8 @@ def _diagnostics_context(result: GradeResult, *, plot: bool) -> dict[str, Any] |
         return None
     from grader import diagplots as P
 
-    scrub = SeedPolicy(result).scrub
+    # The texts are the task's, built from counts and numbered episodes: no seed is ever in them (and
+    # scrubbing would turn a count that happens to equal a hidden seed into an episode number).
     median = P.median_episode(d)
     length = result.episodes[median.episode - 1].length if median and median.episode <= len(result.episodes) else None
     plots = []
@@ -275,9 +276,8 @@ def _diagnostics_context(result: GradeResult, *, plot: bool) -> dict[str, Any] |
             ("Actions chosen", P.actions_svg(d)),
             ("Lives over the median episode", P.lives_svg(d, length)),
         ) if svg]
-    return {"summary": [scrub(x) for x in d.summary], "hint": scrub(d.hint), "collapse": scrub(d.collapse),
-            "collapsed": d.collapsed, "confidence": d.confidence.text if d.confidence else "",
-            "notes": [scrub(x) for x in d.notes], "outcomes": [o for o in d.outcomes if o.count],
+    return {"summary": list(d.summary), "hint": d.hint, "collapse": d.collapse,
+            "collapsed": d.collapsed, "confidence": d.confidence.text if d.confidence else "", "notes": list(d.notes), "outcomes": [o for o in d.outcomes if o.count],
             "labels": {o.key: o.label for o in d.outcomes}, "plots": plots}
 
 

@@ -458,6 +458,7 @@ def run_episodes(
         seeds_now, steps_now = np.array([slots[i].seed for i in order]), np.array([slots[i].decisions for i in order])
         if track:
             actions, out = _act_observed(policy, states, seeds_now, steps_now)
+            out = out.tolist() if out is not None else None  # rows as lists: cheap to keep, one array at the end
         else:
             actions = policy.act(states, seeds_now, steps_now)
         for k, (i, action) in enumerate(zip(order, actions)):
@@ -469,7 +470,7 @@ def run_episodes(
                 d = slot.diag
                 d.counts[a] += 1
                 if out is not None:
-                    d.rows.append((out, k))
+                    d.rows.append(out[k])
                 if d.per_step:
                     d.tracker.step(slot.turn, slot.decisions)
             if slot.turn.done:
@@ -487,7 +488,7 @@ class _Diag:
         self.tracker = tracker
         self.per_step = bool(tracker.per_step)
         self.counts = [0] * n_actions
-        self.rows: list[tuple[np.ndarray, int]] = []
+        self.rows: list[list[float]] = []  # the policy's output row of each decision
 
 
 def _act_observed(policy: Policy, states: np.ndarray, seeds: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, Any]:
@@ -513,7 +514,7 @@ def _facts(diag: _Diag, turn: Any) -> dict[str, Any]:
     facts: dict[str, Any] = {"actions": list(diag.counts), "decisions": sum(diag.counts), "measure": None,
                              "confidence": None, "task": diag.tracker.finish(turn)}
     if diag.rows:
-        rows = np.stack([out[k] for out, k in diag.rows]).astype(np.float64)
+        rows = np.array(diag.rows, dtype=np.float64)
         if rows.min() >= 0.0 and rows.max() <= 1.0 and np.abs(rows.sum(axis=1) - 1.0).max() < 1e-3:
             p = np.clip(rows, 1e-12, 1.0)
             facts["measure"], value = "entropy", float(-(rows * np.log(p)).sum(axis=1).mean())
