@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 from grader.result import (ActionUsage, Confidence, Diagnostics, EpisodeDiagnostics, GradeResult, LifeLoss,
@@ -74,10 +75,8 @@ def diagnose(task, facts: list[Any], returns: list[float]) -> Diagnostics | None
     total = len(episodes)
     outcomes = []
     defs = list(task.outcomes)
-    if any(e.outcome == UNKNOWN for e in episodes):
-        from grader.tasks import Outcome
-
-        defs.append(Outcome(UNKNOWN, "not classified"))
+    if any(e.outcome == UNKNOWN for e in episodes):  # an Outcome's fields (no import of the tasks: no cycle)
+        defs.append(SimpleNamespace(key=UNKNOWN, label="not classified", success=False, hint=""))
     for o in defs:
         mine = [e for e in episodes if e.outcome == o.key]
         end: dict[str, float] = {}

@@ -22,9 +22,11 @@ _RC = {"svg.fonttype": "none", "svg.hashsalt": "rl-grader", "font.family": "sans
 GOOD, BAD, GREY = "#1e8449", "#c0392b", "#7f8c8d"
 
 
-def _svg(fig, label: str) -> str:
-    from grader.report import _SVG_FORBIDDEN
+# As grader.report's check of its returns plot (not imported from there: report imports this module).
+_SVG_FORBIDDEN = re.compile(r"<\s*script|<\s*foreignObject|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
 
+
+def _svg(fig, label: str) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     svg = buf.getvalue()
