@@ -73,7 +73,7 @@ def actions_svg(diag: Diagnostics) -> str:
     names, shares = diag.actions.names, diag.actions.shares
     if not sum(diag.actions.counts):
         return ""
-    eps = [e for e in diag.episodes if e.decisions]
+    eps = diag.episodes
     palette = ["#5d6d7e", "#d35400", "#2471a3", "#8e44ad", "#16a085", "#b7950b"]
     with rc_context(_RC):
         fig = _figure(0.9 + 0.25 * len(names) + (1.9 if len(eps) > 1 else 0), left=0.2, bottom=0.9 if len(eps) > 1 else 0.5)
@@ -89,16 +89,19 @@ def actions_svg(diag: Diagnostics) -> str:
         ax.set_xlim(0, 112)
         ax.set_xlabel("share of all decisions (%)")
         if len(eps) > 1:
+            from matplotlib.ticker import MaxNLocator
+
             ax2 = axes[1][0]
-            xs = [e.episode for e in eps]
+            edges = [i + 0.5 for i in range(len(eps) + 1)]  # episodes 1..n, each one unit wide
             bottom = [0.0] * len(eps)
-            for a, name in enumerate(names):  # one stepped band per action: a few artists, whatever the episodes
-                part = [100 * e.actions[a] / e.decisions for e in eps]
+            for a, name in enumerate(names):  # one filled staircase per action: a few artists, whatever the episodes
+                part = [100 * e.actions[a] / e.decisions if e.decisions else 0.0 for e in eps]
                 top = [b + q for b, q in zip(bottom, part)]
-                ax2.fill_between(xs, bottom, top, step="mid", color=palette[a % len(palette)], linewidth=0, label=name)
+                ax2.stairs(top, edges, baseline=bottom, fill=True, color=palette[a % len(palette)], linewidth=0, label=name)
                 bottom = top
+            ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax2.set_xlim(edges[0], edges[-1])
             ax2.set_ylim(0, 100)
-            ax2.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
             ax2.set_ylabel("% per episode")
             ax2.set_xlabel("episode")
             ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=len(names), fontsize=7, frameon=False)
