@@ -77,6 +77,9 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
         if s.success_rate is not None:
             line += f"  success {100 * s.success_rate:.0f}%"
         console.print(line)
+    if result.diagnostics is not None:  # the task's two lines (counts only, no seeds): outcomes, then actions
+        for text in result.diagnostics.summary[:2]:
+            console.print(_safe(text))
     for v in result.videos:
         ok = "[green]re-run matches[/green]" if v.matches else f"[red]re-run gave {v.rerun_return:.1f}[/red]"
         console.print(f"video {v.label}: {seeds.label(v.seed)}, return {v.scored_return:.1f}, {ok}  ({safe(v.path)})")

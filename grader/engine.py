@@ -279,6 +279,23 @@ def _check_text(v: Any, what: str) -> str:
     return v
 
 
+def _check_facts(v: Any) -> Any:
+    """An episode's diagnostics: plain JSON data (no arrays, no bytes), small and shallow."""
+    import json
+
+    def plain(x: Any, depth: int) -> bool:
+        if depth > L.FACTS_DEPTH:
+            return False
+        if isinstance(x, dict):
+            return all(isinstance(k, str) and plain(y, depth + 1) for k, y in x.items())
+        if isinstance(x, list):
+            return all(plain(y, depth + 1) for y in x)
+        return x is None or isinstance(x, (bool, int, float, str))
+
+    _expect(isinstance(v, dict) and plain(v, 0) and len(json.dumps(v)) <= L.FACTS_BYTES, "episode: facts")
+    return v
+
+
 class Engine:
     """A set of worker processes; use as a context manager, or call :meth:`close`.
 
@@ -456,8 +473,14 @@ class Engine:
         *,
         pool_size: int | None = None,
         on_episode: Callable[[int, float, int], None] = lambda seed, ret, length: None,
+        diagnostics: bool = True,
     ) -> dict[int, tuple[float, int]]:
         """Play one episode per seed; returns ``{seed: (return, length)}``.
+
+        With ``diagnostics`` the same play collects each episode's facts (the actions, the
+        policy's confidence, the task's tracker: small plain data, validated here), kept in
+        :attr:`facts` as ``{seed: facts}`` for :meth:`grader.tasks.Task.diagnose`; the returns are
+        identical either way.
 
         ``pool_size`` (default: the task's) environments are stepped together per worker, so the
         model sees batches of 1..pool_size states; ``pool_size=1`` re-runs state by state (see
@@ -473,16 +496,20 @@ class Engine:
         busy = [i for i, s in enumerate(share) if s]
         t0 = time.monotonic()
         for i in busy:
-            self._workers[i].send("episodes", {"task": task, "seeds": share[i], "pool_size": pool, "cpu_s": cpu_s})
+            self._workers[i].send("episodes", {"task": task, "seeds": share[i], "pool_size": pool, "cpu_s": cpu_s,
+                                               "diagnostics": bool(diagnostics)})
         expected = set(seeds)
         results: dict[int, tuple[float, int]] = {}
+        self.facts: dict[int, Any] = {}
         progress: dict[int, dict] = {}
 
         def on_message(i: int, kind: str, value: Any) -> None:
             if kind == "episode":
-                _expect(isinstance(value, list) and len(value) == 3 and type(value[0]) is int and value[0] in expected
+                _expect(isinstance(value, list) and len(value) in (3, 4) and type(value[0]) is int and value[0] in expected
                         and _is_num(value[1]) and type(value[2]) is int and value[2] >= 0, "episode: fields")
-                seed, ret, length = value
+                seed, ret, length = value[:3]
+                if len(value) == 4:
+                    self.facts[seed] = _check_facts(value[3])
                 results[seed] = (float(ret), length)
                 on_episode(seed, float(ret), length)
             else:

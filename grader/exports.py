@@ -442,7 +442,12 @@ def _write_class_html(run: "BatchRun", rows: list[StudentRow], problems: list, m
         "graded_now": sum(1 for a in run.attempts.values() if a.status == "queued"),
         "reused": sum(1 for a in run.attempts.values() if a.status != "queued"),
     }
-    html = jinja_env().get_template("class.html").render(
+    from grader.diagnostics import class_summary
+
+    diag = class_summary([(r.id, r.result) for r in rows])  # the class's outcomes and collapsed policies
+    by_id = {r.id: r for r in rows}
+    diag["collapsed"] = [by_id[i] for i in diag["collapsed"]]
+    html = jinja_env().get_template("class.html").render(diag=diag,
         rubric=run.rubric, key=run.key, rows=rows, board=board, max_points=max_points, num=_num,
         svg=_score_svg(scores, max_points) if scores else "", checks=check_pass_rates(rows),
         problems=problems, dup=run.duplicates, summary=run.summary, roster=run.roster is not None,

@@ -60,3 +60,7 @@ MAX_WEIGHT_BYTES = 200 * 1024 * 1024  # a state_dict handed in beside a notebook
 
 # --- defaults of the commands --------------------------------------------------------------------
 DEFAULT_BATCH_SLOTS = max(1, os.cpu_count() or 1)  # submissions graded at once by `grade batch`
+
+# Diagnostics of one episode, worker -> parent (grader.engine._check_facts): plain JSON, bounded.
+FACTS_BYTES = 16_384
+FACTS_DEPTH = 5

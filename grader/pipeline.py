@@ -460,6 +460,8 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
     result, rubric = run.result, run.rubric
     result.episodes = [EpisodeResult(seed=s, return_=outcomes[s][0], length=outcomes[s][1]) for s in seeds]
     result.summary = summarize([e.return_ for e in result.episodes], success_threshold=run.task.success_threshold)
+    facts = getattr(run.engine, "facts", None) or {}  # collected during this one play (no extra runs)
+    result.diagnostics = run.task.diagnose([facts.get(s) for s in seeds], [e.return_ for e in result.episodes])
     zero, full = rubric.thresholds()
     result.rubric = RubricInfo(
         id=rubric.id, path=str(rubric.path.name if rubric.path else ""), sha256=rubric.sha256, seed_set=seed_set,

@@ -194,10 +194,17 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
             baselines=baselines, success=_success_threshold(result.task) if result.summary and result.summary.success_rate is not None else None,
         )
 
+    from grader.diagnostics import outcome_of
+
+    diag = _diagnostics_context(result, plot=plot)
+    if diag:
+        for e, d in zip(episodes, result.diagnostics.episodes):
+            e["outcome"] = diag["labels"].get(d.outcome, d.outcome)
     video_paths = video_paths or {}
     videos = []
     for v in result.videos:
         videos.append({"label": v.label, "who": seeds.label(v.seed), "scored": v.scored_return, "rerun": v.rerun_return,
+                       "outcome": outcome_of(result, v.seed),
                        "matches": v.matches, "src": video_paths.get(v.path, v.path), "frames": v.frames,
                        "length": next((e.length for e in result.episodes if e.seed == v.seed), None)})
 
@@ -233,6 +240,7 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
         "hidden": seeds.hidden,
         "seed_column": "episode" if seeds.hidden else "seed",
         "plot_svg": plot_svg,
+        "diag": diag,
         "videos": videos,
         "pixelated": _pixelated(result.task),
         "model": model,
@@ -244,6 +252,30 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
         "versions": sorted(result.versions.items()),
         "timings": result.timings,
     }
+
+
+def _diagnostics_context(result: GradeResult, *, plot: bool) -> dict[str, Any] | None:
+    """The "what the episodes did" section: texts, the outcome table and the plots (None without diagnostics)."""
+    d = result.diagnostics
+    if d is None or not result.episodes:
+        return None
+    from grader import diagplots as P
+
+    # The texts are the task's, built from counts and numbered episodes: no seed is ever in them (and
+    # scrubbing would turn a count that happens to equal a hidden seed into an episode number).
+    median = P.median_episode(d)
+    length = result.episodes[median.episode - 1].length if median and median.episode <= len(result.episodes) else None
+    plots = []
+    if plot:
+        plots = [(title, svg) for title, svg in (
+            ("How the episodes ended", P.outcomes_svg(d)),
+            ("Return by outcome", P.returns_by_outcome_svg(d)),
+            ("Actions chosen", P.actions_svg(d)),
+            ("Lives over the median episode", P.lives_svg(d, length)),
+        ) if svg]
+    return {"summary": list(d.summary), "hint": d.hint, "collapse": d.collapse,
+            "collapsed": d.collapsed, "confidence": d.confidence.text if d.confidence else "", "notes": list(d.notes), "outcomes": [o for o in d.outcomes if o.count],
+            "labels": {o.key: o.label for o in d.outcomes}, "plots": plots}
 
 
 def _task(name: str | None):

@@ -102,6 +102,65 @@ class RubricInfo(_Model):
     fingerprint: str = ""  # Rubric.fingerprint(): what decided this grade
 
 
+class OutcomeStat(_Model):
+    """How many episodes ended one way (a task's outcome), and how they scored."""
+
+    key: str
+    label: str
+    success: bool
+    count: int
+    share: float
+    mean_return: float | None  # None when no episode ended this way
+    end: dict[str, float] = {}  # mean of the episodes' end facts (final x, y, speed, legs, ...)
+
+
+class LifeLoss(_Model):
+    decision: int  # the policy's decision at which the life was lost (1-based)
+    step: int  # env steps so far, protocol steps included
+    score: float  # the score at that moment
+
+
+class EpisodeDiagnostics(_Model):
+    """The facts of one scored episode; ``episode`` is its number in ``episodes`` (never a seed)."""
+
+    episode: int
+    outcome: str
+    return_: float = Field(alias="return")
+    decisions: int
+    actions: list[int]  # how often each action was chosen
+    confidence: float | None = None  # mean entropy or mean top-two gap (see Diagnostics.confidence)
+    end: dict[str, float] = {}
+    lives: list[LifeLoss] = []  # when each life was lost (tasks with lives)
+    life_scores: list[float] = []  # points scored in each life
+    droughts: list[list[int]] = []  # [first step, last step, decisions] without any reward, longest first
+
+
+class ActionUsage(_Model):
+    names: list[str]
+    counts: list[int]
+    shares: list[float]
+
+
+class Confidence(_Model):
+    measure: Literal["entropy", "gap"]  # entropy of probability rows (nats), or gap between the two best scores
+    mean: float
+    text: str
+
+
+class Diagnostics(_Model):
+    """What the scored episodes did, measured while they were played (no extra runs)."""
+
+    outcomes: list[OutcomeStat]
+    actions: ActionUsage
+    collapsed: bool  # one action for almost every decision, or an agent that never moves
+    collapse: str = ""  # what the collapse is, in words
+    confidence: Confidence | None = None  # None for integer action outputs
+    hint: str = ""  # the dominant failure, in plain words, with what to change
+    summary: list[str] = []  # the terminal's lines
+    notes: list[str] = []  # what could not be measured, and why
+    episodes: list[EpisodeDiagnostics] = []
+
+
 class GradeResult(_Model):
     """Everything known about one grading. ``status`` is graded, invalid or error."""
 
@@ -119,6 +178,7 @@ class GradeResult(_Model):
     rubric: RubricInfo | None = None
     model: ModelInfo | None = None
     videos: list[VideoInfo] = []
+    diagnostics: Diagnostics | None = None  # None when no episodes were played
     versions: dict[str, str] = {}
     device: str = "cpu"
     warnings: list[str] = []

@@ -385,6 +385,7 @@ class _Slot:
     episode: Any
     turn: Any
     decisions: int = 0
+    diag: Any = None  # _Diag while diagnostics are collected
 
 
 class EnvPool:
@@ -409,17 +410,30 @@ def run_episodes(
     envs: Sequence[Any],
     on_episode: Callable[[int, float, int], None] = lambda seed, ret, length: None,
     on_step: Callable[[], None] = lambda: None,
+    on_facts: Callable[[int, dict], None] | None = None,
 ) -> dict[int, tuple[float, int]]:
     """Play one episode per seed on ``envs``, stepped together.
 
     Each step gathers the states of all running episodes into one batch and makes one policy
     call. Per-episode results depend only on the seed and the model (whose outputs the checks
     prove independent of the batch size), never on the pool size or the order of seeds.
+
+    With ``on_facts`` the same play also collects each episode's diagnostics (:func:`_facts`:
+    the actions chosen, the policy's confidence, the task's tracker), handed to ``on_facts(seed,
+    facts)`` just before ``on_episode``; the actions, and so the returns, are the same either way.
     """
     pending = list(seeds)[::-1]
     envs = list(envs)[: len(pending)]
     results: dict[int, tuple[float, int]] = {}
     slots: dict[int, _Slot] = {}
+    track = on_facts is not None
+    n_actions = spec.n_actions
+
+    def finish(i: int, seed: int, turn: Any, slot: _Slot | None) -> None:
+        results[seed] = (turn.episode_return, turn.length)
+        if track:
+            on_facts(seed, _facts(slot.diag if slot else _Diag(spec.tracker(envs[i]), n_actions), turn))
+        on_episode(seed, turn.episode_return, turn.length)
 
     def start(i: int) -> None:
         while pending:
@@ -427,10 +441,11 @@ def run_episodes(
             episode = play_episode(spec, envs[i], seed)
             turn = next(episode)
             if turn.done:  # ended during the opening protocol
-                results[seed] = (turn.episode_return, turn.length)
-                on_episode(seed, turn.episode_return, turn.length)
+                finish(i, seed, turn, None)
                 continue
             slots[i] = _Slot(seed, episode, turn)
+            if track:
+                slots[i].diag = _Diag(spec.tracker(envs[i]), n_actions)
             return
         slots.pop(i, None)
 
@@ -440,16 +455,76 @@ def run_episodes(
         on_step()
         order = sorted(slots)
         states = np.stack([slots[i].turn.state for i in order])
-        actions = policy.act(states, np.array([slots[i].seed for i in order]), np.array([slots[i].decisions for i in order]))
-        for i, action in zip(order, actions):
+        seeds_now, steps_now = np.array([slots[i].seed for i in order]), np.array([slots[i].decisions for i in order])
+        if track:
+            actions, out = _act_observed(policy, states, seeds_now, steps_now)
+            out = out.tolist() if out is not None else None  # rows as lists: cheap to keep, one array at the end
+        else:
+            actions = policy.act(states, seeds_now, steps_now)
+        for k, (i, action) in enumerate(zip(order, actions)):
             slot = slots[i]
-            slot.turn = slot.episode.send(int(action))
+            a = int(action)
+            slot.turn = slot.episode.send(a)
             slot.decisions += 1
+            if track:
+                d = slot.diag
+                d.counts[a] += 1
+                if out is not None:
+                    d.rows.append(out[k])
+                if d.per_step:
+                    d.tracker.step(slot.turn, slot.decisions)
             if slot.turn.done:
-                results[slot.seed] = (slot.turn.episode_return, slot.turn.length)
-                on_episode(slot.seed, slot.turn.episode_return, slot.turn.length)
+                finish(i, slot.seed, slot.turn, slot)
                 start(i)
     return results
+
+
+class _Diag:
+    """One episode's diagnostics while it is played: action counts, output rows, the task's tracker."""
+
+    __slots__ = ("tracker", "per_step", "counts", "rows")
+
+    def __init__(self, tracker: Any, n_actions: int):
+        self.tracker = tracker
+        self.per_step = bool(tracker.per_step)
+        self.counts = [0] * n_actions
+        self.rows: list[list[float]] = []  # the policy's output row of each decision
+
+
+def _act_observed(policy: Policy, states: np.ndarray, seeds: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, Any]:
+    """``policy.act`` and, for an ONNX policy, the raw output the actions were taken from.
+
+    For an unmodified :class:`OnnxPolicy` this is exactly what its ``act`` does (the same call,
+    the same checks, the same argmax); any other policy is simply asked for its actions."""
+    if not (isinstance(policy, OnnxPolicy) and type(policy).act is OnnxPolicy.act):
+        return policy.act(states, seeds, steps), None
+    out = policy.raw(states)
+    floating = np.issubdtype(out.dtype, np.floating)
+    if floating and not np.isfinite(out).all():
+        raise PolicyFailure("the model output NaN or infinity during an episode")
+    try:
+        actions = actions_from_output(out, policy.spec.n_actions)
+    except ValueError as exc:
+        raise PolicyFailure(f"unusable model output during an episode: {exc}") from None
+    return actions, (out if floating and out.ndim == 2 else None)
+
+
+def _facts(diag: _Diag, turn: Any) -> dict[str, Any]:
+    """The plain, bounded facts of one finished episode (what travels to the parent)."""
+    facts: dict[str, Any] = {"actions": list(diag.counts), "decisions": sum(diag.counts), "measure": None,
+                             "confidence": None, "task": diag.tracker.finish(turn)}
+    if diag.rows:
+        rows = np.array(diag.rows, dtype=np.float64)
+        if rows.min() >= 0.0 and rows.max() <= 1.0 and np.abs(rows.sum(axis=1) - 1.0).max() < 1e-3:
+            p = np.clip(rows, 1e-12, 1.0)
+            facts["measure"], value = "entropy", float(-(rows * np.log(p)).sum(axis=1).mean())
+        elif rows.shape[1] >= 2:
+            top = np.partition(rows, -2, axis=1)
+            facts["measure"], value = "gap", float((top[:, -1] - top[:, -2]).mean())
+        else:
+            value = None
+        facts["confidence"] = round(value, 6) if value is not None and np.isfinite(value) else None
+    return facts
 
 
 def record_episode(policy: Policy, spec: Task, seed: int, path: str) -> dict[str, Any]:
@@ -647,8 +722,11 @@ def serve(conn, limits: Limits = Limits()) -> None:
                     return {"calls": now["calls"] - calls0["calls"], "call_s": round(now["call_s"] - calls0["call_s"], 6),
                             "cpu_s": round(_cpu_used() - cpu0, 4), "wall_s": round(time.monotonic() - t0, 4)}
 
+                facts: dict[int, dict] = {}
+
                 def episode_done(seed: int, ret: float, length: int) -> None:
-                    channel.send("episode", [int(seed), float(ret), int(length)])
+                    extra = [facts.pop(seed)] if seed in facts else []  # diagnostics: plain JSON data
+                    channel.send("episode", [int(seed), float(ret), int(length), *extra])
                     last[0] = time.monotonic()
 
                 first = [True]  # one early heartbeat after the first call: the engine learns the speed at once
@@ -663,7 +741,8 @@ def serve(conn, limits: Limits = Limits()) -> None:
                 if faults.where == "env":
                     pool.factory = _broken_env_factory
                 run_episodes(policy, spec, [int(s) for s in args["seeds"]], envs=pool.get(spec, int(args["pool_size"])),
-                             on_episode=episode_done, on_step=heartbeat)
+                             on_episode=episode_done, on_step=heartbeat,
+                             on_facts=facts.__setitem__ if args.get("diagnostics") else None)
                 channel.send("ok", stats())
             elif command == "actions":
                 states = np.asarray(args["states"], dtype=np.float32)

@@ -193,6 +193,7 @@ def test_admin_page_regrade_and_export(graded):
     csrf = login(admin, graded.env.admin)
     page = admin.get("/admin")
     assert page.status_code == 200 and "alice" in page.text and f'action="/admin/regrade/{graded.aid}"' in page.text
+    assert 'id="class-diagnostics"' in page.text and 'id="collapsed-policies"' in page.text
     assert graded.alice.get("/admin").status_code == 403
     assert graded.alice.get("/admin/export.csv").status_code == 403
     rows = list(csv.DictReader(io.StringIO(admin.get("/admin/export.csv").text)))

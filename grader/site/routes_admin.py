@@ -44,10 +44,27 @@ def admin(request: Request, site: Site = Depends(get_site), session: Session = D
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return site.render(request, "admin.html", rows=rows, counts=counts, n_students=len(roster),
+    return site.render(request, "admin.html", rows=rows, counts=counts, n_students=len(roster), diag=_class_diagnostics(attempts),
                        n_flagged=sum(1 for r in rows if r["flags"]),
                        busy=sorted(site.pool.busy.values()) if site.pool else [], rubric=site.rubric,
                        message=request.query_params.get("message", "")[:200])
+
+
+def _class_diagnostics(attempts) -> dict:
+    """The class's outcomes and collapsed policies, from each student's latest graded attempt."""
+    from grader.diagnostics import class_summary
+
+    latest: dict[str, object] = {}
+    for a in attempts:  # oldest first: a later attempt replaces an earlier one
+        if A.status(a) == "graded" and hasattr(a, "result"):
+            latest[A.student(a)] = a
+    results = []
+    for student, a in latest.items():
+        try:
+            results.append((student, a.result()))
+        except ValueError:  # an unreadable stored result: shown elsewhere, not counted here
+            continue
+    return class_summary(results)
 
 
 def _refuse(request: Request, site: Site, session: Session | None, form: dict | None) -> Response | None:

@@ -11,9 +11,9 @@ import importlib
 from functools import lru_cache
 
 from grader.errors import SetupError
-from grader.tasks.base import Episode, Task, Turn
+from grader.tasks.base import Episode, Outcome, Task, Tracker, Turn
 
-__all__ = ["Task", "Turn", "Episode", "UnknownTask", "get_task", "task_names", "all_tasks", "task_for_input"]
+__all__ = ["Task", "Turn", "Episode", "Outcome", "Tracker", "UnknownTask", "get_task", "task_names", "all_tasks", "task_for_input"]
 
 MODULES = ("grader.tasks.lunarlander", "grader.tasks.mspacman", "grader.tasks.cartpole")
 

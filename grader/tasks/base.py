@@ -10,7 +10,10 @@ asks which task it is:
 * engine settings: the pool of environments stepped together per worker, the video frame rate,
   the stride of the probe rollout;
 * the hints shown for export mistakes;
-* optionally, its notebook checks (``notebook``: a module with ``MARKERS`` and ``collect``).
+* optionally, its notebook checks (``notebook``: a module with ``MARKERS`` and ``collect``);
+* its diagnostics (:meth:`Task.tracker`, :attr:`Task.outcomes`, :meth:`Task.diagnose`): the facts
+  of each scored episode, collected in the worker while it is played (no extra runs), and what
+  they say about the policy (how episodes ended, the dominant failure and its hint).
 
 The default protocol (used by LunarLander and CartPole) resets with the episode's seed and steps
 until the environment terminates or truncates; a task with another protocol overrides
@@ -49,6 +52,39 @@ Episode = Generator[Turn, int, None]
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """One way an episode can end (a task's :attr:`Task.outcomes`).
+
+    ``hint`` is shown when this is the dominant failure; it may use ``{n}`` (episodes with this
+    outcome), ``{total}`` and ``{pct}``."""
+
+    key: str
+    label: str  # "landed between the flags": reads after a count
+    success: bool = False
+    hint: str = ""
+
+
+class Tracker:
+    """Collects the facts of one episode in the worker, during the one scored play.
+
+    :meth:`step` runs after every decision when ``per_step`` is true (keep it cheap: it runs in the
+    scoring loop); :meth:`finish` runs once, on the last turn, while the environment still holds the
+    final state. Both read only; they must never act on the environment. ``finish`` returns small
+    JSON-able data: ``{"outcome": key, "end": {name: number}, ...}``."""
+
+    per_step = False
+
+    def __init__(self, env: Any = None):
+        self.env = env
+
+    def step(self, turn: Turn, decision: int) -> None:
+        pass
+
+    def finish(self, turn: Turn) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True)
 class Task:
     """The contract of one homework; subclass it to change the environment or the protocol."""
 
@@ -65,6 +101,8 @@ class Task:
     input_hint: str = ""  # how to export with the right input (shown when the input is wrong)
     output_hint: str = ""  # what the output must be (shown when it is wrong)
     notebook: str | None = None  # module with MARKERS and collect() for this task's notebooks
+    action_names: tuple[str, ...] = ()  # what each action does, in words (diagnostics)
+    outcomes: tuple[Outcome, ...] = ()  # how an episode can end (diagnostics), in the order shown
 
     @property
     def input_signature(self) -> str:
@@ -95,6 +133,31 @@ class Task:
             total += reward
             length += 1
             done = bool(terminated or truncated)
+
+    # -- diagnostics ------------------------------------------------------------------------------
+    def tracker(self, env: Any) -> Tracker:
+        """A fresh :class:`Tracker` for one episode played on ``env`` (runs in the worker)."""
+        return Tracker(env)
+
+    def diagnose(self, facts: list[Any], returns: list[float]) -> Any:
+        """What the episodes say: a :class:`grader.result.Diagnostics` (None without facts).
+
+        ``facts`` are what the worker collected for each episode (in the order of ``returns``);
+        the generic part (outcome counts, actions, collapse, confidence) is
+        :func:`grader.diagnostics.diagnose`; a task refines it in :meth:`refine`."""
+        from grader.diagnostics import diagnose
+
+        diag = diagnose(self, facts, returns)
+        return self.refine(diag) if diag is not None else None
+
+    def refine(self, diag: Any) -> Any:
+        """Task-specific additions to the diagnostics (a collapse that only this task can see, a hint)."""
+        return diag
+
+    def outcome_line(self, diag: Any) -> str:
+        """The terminal's first line of diagnostics: ``outcomes: 81 landed, 11 crashed, ...``."""
+        parts = [f"{o.count} {o.label}" for o in diag.outcomes if o.count]
+        return "outcomes: " + ", ".join(parts) if parts else ""
 
     def notebook_module(self) -> Any | None:
         """The module grading this task's notebooks, or None when the task has none."""

@@ -7,6 +7,12 @@
 * Protocol (:meth:`MsPacman.play_episode`): 80 + 1 steps of LEFT after reset (the last gives the
   first frame, stacked 5 times), then the policy; after a step that loses a life, 36 NOOPs whose
   frames are not stacked. The score counts every reward, protocol steps included.
+* Diagnostics (:class:`PacTracker`, per decision): when each life was lost (decision, step and
+  score), the points of each life, stretches of at least :data:`DROUGHT_DECISIONS` decisions
+  without any reward, and how often the player's position changed (RAM bytes 10 and 16: x and y,
+  checked by moving her along the start corridor). The level is not reported: ale-py's ``info``
+  has only ``lives``, ``episode_frame_number`` and ``frame_number``, and no RAM address for the
+  level was verified.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.tasks.base import Episode, Task, Turn
+from grader.tasks.base import Episode, Outcome, Task, Tracker, Turn
 
 OPENING_STEPS = 80  # steps of OPENING_ACTION after reset, before the first state
 OPENING_ACTION = 3  # LEFT
@@ -25,6 +31,16 @@ DEATH_STEPS = 36  # NOOP steps after a step that loses a life; their frames are 
 DEATH_ACTION = 0  # NOOP
 FRAME_STACK = 5
 BORDER_VALUE = 150
+PLAYER_X_RAM, PLAYER_Y_RAM = 10, 16  # the player's position in the console's RAM (verified by moving)
+DROUGHT_DECISIONS = 100  # this many decisions in a row without any reward: a drought (stuck?)
+STILL_SHARE = 0.95  # the position unchanged for this share of decisions: an agent that never moves
+MAX_LIVES_KEPT = 32
+MAX_DROUGHTS_KEPT = 10
+
+OUTCOMES = (
+    Outcome("game_over", "lost every life", success=True),
+    Outcome("time_limit", "still playing at the emulator's time limit", success=True),
+)
 
 _ROWS = slice(4, 169, 4)  # rows 1..42 of the 44x40 output come from these frame rows
 _COLS = slice(1, None, 4)
@@ -72,6 +88,45 @@ class MsPacman(Task):
     def play_episode(self, env: Any, seed: int) -> Episode:
         return _episode(env, seed, self.state_shape)
 
+    def tracker(self, env: Any) -> Tracker:
+        return PacTracker(env)
+
+    def refine(self, diag: Any) -> Any:
+        """An agent that never moves (NOOP almost always, or its position never changes), and droughts."""
+        names = diag.actions.names
+        noop = diag.actions.shares[DEATH_ACTION] if diag.actions.shares else 0.0
+        decisions = sum(e.decisions for e in diag.episodes) or 1
+        still = sum(e.end.get("still_share", 0.0) * e.decisions for e in diag.episodes) / decisions
+        if noop >= STILL_SHARE or still >= STILL_SHARE:
+            why = (f"it chooses {names[DEATH_ACTION]} for {100 * noop:.0f}% of its decisions" if noop >= STILL_SHARE
+                   else f"Ms. Pac-Man's position did not change in {100 * still:.0f}% of its decisions")
+            diag.collapsed = True
+            diag.collapse = (f"an agent that never moves: {why}; check the action mapping of the exported network "
+                             "(outputs 0..4 are NOOP, UP, RIGHT, LEFT, DOWN) and that it was trained past the start")
+        dry = [e for e in diag.episodes if e.droughts]
+        if not diag.hint and dry and len(dry) >= max(1, 0.1 * len(diag.episodes)):
+            longest = max(d[2] for e in dry for d in e.droughts)
+            diag.hint = (f"{len(dry)} of {len(diag.episodes)} episodes had stretches of {DROUGHT_DECISIONS} or more "
+                         f"decisions without scoring (the longest {longest}): the agent gets stuck, often against a "
+                         "wall; train longer, and check that the frames it sees change when it moves")
+        diag.notes.append("the level reached is not reported: the emulator does not expose it (no verified RAM address)")
+        from grader.diagnostics import summary_lines
+
+        diag.summary = summary_lines(self, diag)
+        return diag
+
+    def outcome_line(self, diag: Any) -> str:
+        eps = diag.episodes
+        line = super().outcome_line(diag)
+        if eps:
+            per_life = [s for e in eps for s in e.life_scores]
+            if per_life:
+                line += f"; {sum(per_life) / len(per_life):.0f} points per life on average"
+            dry = sum(1 for e in eps if e.droughts)
+            if dry:
+                line += f"; {dry} with {DROUGHT_DECISIONS}+ decisions without scoring"
+        return line
+
 
 def _episode(env: Any, seed: int, state_shape: tuple[int, ...]) -> Episode:
     frame, info = env.reset(seed=int(seed))
@@ -110,6 +165,47 @@ def _episode(env: Any, seed: int, state_shape: tuple[int, ...]) -> Episode:
             return
 
 
+class PacTracker(Tracker):
+    """Per decision: lives lost, rewards, the player's position (one RAM read, about 1 us)."""
+
+    per_step = True
+
+    def __init__(self, env: Any):
+        super().__init__(env)
+        self.ale = env.unwrapped.ale
+        self.decisions = 0
+        self.lives: list[list] = []
+        self.droughts: list[list[int]] = []
+        self.dry_since, self.dry_step = 0, 0  # decision and step of the last reward
+        self.still = 0
+        self.pos: tuple[int, int] | None = None
+
+    def _close_drought(self, decision: int, step: int) -> None:
+        if decision - self.dry_since >= DROUGHT_DECISIONS:
+            self.droughts.append([self.dry_step, step, decision - self.dry_since])
+
+    def step(self, turn: Turn, decision: int) -> None:
+        self.decisions = decision
+        ram = self.ale.getRAM()
+        pos = (int(ram[PLAYER_X_RAM]), int(ram[PLAYER_Y_RAM]))
+        if pos == self.pos:
+            self.still += 1
+        self.pos = pos
+        if turn.reward > 0:
+            self._close_drought(decision - 1, turn.length)
+            self.dry_since, self.dry_step = decision, turn.length
+        if turn.life_lost and len(self.lives) < MAX_LIVES_KEPT:
+            self.lives.append([decision, turn.length, round(float(turn.episode_return), 3)])
+
+    def finish(self, turn: Turn) -> dict[str, Any]:
+        self._close_drought(self.decisions, turn.length)
+        droughts = sorted(self.droughts, key=lambda d: -d[2])[:MAX_DROUGHTS_KEPT]
+        over = self.ale.lives() == 0  # every life lost (0 at game over); else the frame limit truncated it
+        return {"outcome": "game_over" if over else "time_limit", "lives": self.lives, "droughts": droughts,
+                "end": {"lives_lost": len(self.lives), "still_share": round(self.still / max(1, self.decisions), 4),
+                        "longest_drought": max((d[2] for d in droughts), default=0)}}
+
+
 TASK = MsPacman(
     name="mspacman",
     env_id="ALE/MsPacman-v5",
@@ -125,4 +221,6 @@ TASK = MsPacman(
                 "export with torch.zeros(1, 5, 44, 40) as the example input"),
     output_hint="the output is the 5 Q-values of actions 0..4 (NOOP, UP, RIGHT, LEFT, DOWN)",
     notebook="grader.notebook.mspacman",
+    action_names=("NOOP", "UP", "RIGHT", "LEFT", "DOWN"),
+    outcomes=OUTCOMES,
 )
