@@ -1,28 +1,41 @@
-"""Engine speed, measured side by side on the same seeds in one run.
+"""Engine speed, measured side by side on the same seeds in one run: in-process and whole-process.
 
     python benchmarks/bench_engine.py [--task lunarlander|mspacman|both] [--model FILE] [--episodes N]
+                                      [--workers 2] [--runs 5]
 
-Three ways to play the same episodes with the same model:
+Three ways to play the same episodes with the same model, timed first inside this process:
 
-* per-step loop: the course's own test loop, one process, one onnxruntime call per step
-  (default session options), as the LunarLander notebook and the lesson do it (the lesson's
-  torch preprocessing of each frame when torch is installed);
+* per-step loop: the course's own test loop (``benchmarks/course_loop.py``), one process, one
+  onnxruntime call per step (default session options), as the LunarLander notebook and the
+  lesson do it (the lesson's torch preprocessing of each frame when torch is installed);
 * floor: the recorded actions of those episodes replayed with no inference at all, split over
   the same number of processes as the engine: what stepping the environments costs;
-* engine: ``grader.engine.Engine`` (persistent spawn workers, env pools, batched inference).
+* engine: ``grader.engine.Engine`` (persistent sandboxed workers, env pools, batched inference).
 
-It prints the times and the ratios engine/floor and per-step/engine, and checks that all
-three give identical per-episode returns. This is a benchmark, not a test: nothing asserts speed.
+then as whole processes (start-up, imports, sandbox, outputs and exit included), ``--runs``
+times each, interleaved, medians:
+
+* ``grade MODEL --task T --seeds 0-N --no-video --json --out DIR`` (this checkout's grader);
+* the floor: ``benchmarks/floor.py replay`` of the recorded actions in ``--workers`` spawn
+  processes (starts, replays exactly the same env steps, exits);
+* the course loop: ``benchmarks/course_loop.py --numpy`` (MsPacman frames preprocessed by numpy,
+  so that the loop's time does not include importing torch).
+
+It prints the times and the ratios engine/floor and per-step/engine both ways, and checks that
+every way gives identical per-episode returns. This is a benchmark, not a test: nothing asserts
+speed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -30,77 +43,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.course_loop import per_step_loop  # noqa: E402
+from benchmarks.floor import save_actions  # noqa: E402
 from grader.contract import get_task, make_env, play_episode  # noqa: E402
-from grader.tasks.mspacman import preprocess_frame  # noqa: E402
 from grader.engine import Engine  # noqa: E402
 
 DEFAULT_MODELS = {"lunarlander": ROOT / "reference/models/lunarlander_improved.onnx",
                   "mspacman": ROOT / "reference/models/mspacman_dqn.onnx"}
-
-
-def per_step_loop(model_path: str, task: str, seeds: list[int]) -> tuple[dict, dict]:
-    """The course's loop: reset, then one session.run per step on state[None], argmax."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-    env = make_env(task)
-    preprocess = _lesson_preprocess()
-    results, actions = {}, {}
-    for seed in seeds:
-        taken = []
-        if task == "lunarlander":
-            state, _ = env.reset(seed=seed)
-            total, length, done = 0.0, 0, False
-            while not done:  # the notebook's test loop, names looked up each step as it does
-                name_in, name_out = session.get_inputs()[0].name, session.get_outputs()[0].name
-                action = int(np.argmax(session.run([name_out], {name_in: state[None, :]})[0]))
-                taken.append(action)
-                state, reward, terminated, truncated, _ = env.step(action)
-                total, length, done = total + reward, length + 1, terminated or truncated
-        else:  # the lesson's run_episode, acting greedily
-            frame, info = env.reset(seed=seed)
-            total, length = 0.0, 0
-            done = False
-            for _ in range(81):
-                frame, reward, terminated, truncated, info = env.step(3)
-                total, length, done = total + reward, length + 1, terminated or truncated
-                if done:
-                    break
-            stack = deque([preprocess(frame)] * 5, maxlen=5)
-            lives = info["lives"]
-            name_in, name_out = session.get_inputs()[0].name, session.get_outputs()[0].name
-            while not done:
-                q = session.run([name_out], {name_in: np.stack(stack)[None]})[0]
-                action = int(np.argmax(q))
-                taken.append(action)
-                frame, reward, terminated, truncated, info = env.step(action)
-                total, length, done = total + reward, length + 1, terminated or truncated
-                stack.append(preprocess(frame))
-                lost, lives = info["lives"] < lives, info["lives"]
-                if lost and not done:
-                    for _ in range(36):
-                        _, reward, terminated, truncated, info = env.step(0)
-                        total, length, done = total + reward, length + 1, terminated or truncated
-                        if done:
-                            break
-        results[seed], actions[seed] = (float(total), length), taken
-    return results, actions
-
-
-def _lesson_preprocess():
-    """The lesson's per-frame preprocessing in torch when torch is installed (as students run it)."""
-    try:
-        import torch
-    except ImportError:
-        return preprocess_frame
-    torch.set_num_threads(1)
-
-    def preprocess(observation: np.ndarray) -> np.ndarray:
-        obs = torch.tensor(observation, dtype=torch.uint8).float().mean(dim=2).type(torch.uint8)[1:171]
-        border = torch.full((2, 160), 150)
-        return torch.cat([border, obs, border])[1::4, 1::4].float().numpy()
-
-    return preprocess
 
 
 def _replay(args) -> dict:
@@ -130,8 +79,8 @@ def floor(task: str, actions: dict, workers: int) -> dict:
     return merged, elapsed
 
 
-def bench(task: str, model: Path, episodes: int, workers: int) -> None:
-    get_task(task)
+def bench(task: str, model: Path, episodes: int, workers: int, runs: int = 5) -> None:
+    get_task(task)  # an unknown task fails here, before anything runs
     seeds = list(range(episodes))
     print(f"\n== {task}: {episodes} episodes, model {model.name}, {workers} workers")
     t0 = time.perf_counter()
@@ -147,14 +96,55 @@ def bench(task: str, model: Path, episodes: int, workers: int) -> None:
     steps = sum(length for _, length in loop_results.values())
     same = loop_results == floor_results == engine_results
     print(f"env steps: {steps}, mean return {np.mean([r for r, _ in engine_results.values()]):.1f}")
-    print(f"per-step loop (1 process)     {t_loop:7.2f} s")
-    print(f"floor, no inference ({workers} proc) {t_floor:7.2f} s")
-    print(f"engine ({workers} workers)          {t_engine:7.2f} s")
-    print(f"engine / floor = {t_engine / t_floor:.2f}x   per-step / engine = {t_loop / t_engine:.2f}x   "
+    print("in-process:")
+    print(f"  per-step loop (1 process)       {t_loop:7.2f} s")
+    print(f"  floor, no inference ({workers} proc)   {t_floor:7.2f} s")
+    print(f"  engine ({workers} workers)            {t_engine:7.2f} s")
+    print(f"  engine / floor = {t_engine / t_floor:.2f}x   per-step / engine = {t_loop / t_engine:.2f}x   "
           f"identical returns: {same}")
     if not same:
         bad = [s for s in seeds if not (loop_results[s] == floor_results[s] == engine_results[s])]
         print(f"  MISMATCH on seeds {bad[:10]}")
+    if runs > 0:
+        whole_process(task, model, seeds, workers, runs, loop_results, actions)
+
+
+def whole_process(task: str, model: Path, seeds: list[int], workers: int, runs: int, loop_results: dict,
+                  actions: dict) -> None:
+    """grade, the floor and the course loop as whole processes, interleaved; medians of ``runs``."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    npz = tmp / "actions.npz"
+    save_actions(npz, task, seeds, loop_results, actions)
+    span = f"{seeds[0]}-{seeds[-1]}"
+    py = sys.executable
+    commands = {
+        "grade": [py, "-m", "grader.cli", str(model), "--task", task, "--seeds", span, "--no-video", "--json",
+                  "--workers", str(workers), "--out", str(tmp / "out")],
+        "floor": [py, str(ROOT / "benchmarks/floor.py"), "replay", str(npz), "--workers", str(workers)],
+        "loop": [py, str(ROOT / "benchmarks/course_loop.py"), str(model), "--task", task, "--seeds", span, "--numpy"],
+    }
+    # One run of each, untimed, whose output says whether the returns are identical.
+    graded = json.loads(subprocess.run(commands["grade"], cwd=ROOT, capture_output=True, check=True).stdout)
+    graded = {e["seed"]: (e["return"], e["length"]) for e in graded["episodes"]}
+    floor_ok = subprocess.run(commands["floor"] + ["--check", str(tmp / "out" / "result.json")], cwd=ROOT,
+                              capture_output=True).returncode == 0
+    looped = json.loads(subprocess.run(commands["loop"] + ["--json"], cwd=ROOT, capture_output=True, check=True).stdout)
+    looped = {int(s): (r, n) for s, (r, n) in looped.items()}
+    same = graded == loop_results == looped and floor_ok
+    times: dict[str, list[float]] = {k: [] for k in commands}
+    for _ in range(runs):
+        for name, cmd in commands.items():
+            t0 = time.perf_counter()
+            subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    spread = {k: f"{min(v):.2f}-{max(v):.2f}" for k, v in times.items()}
+    print(f"whole process (median of {runs}, interleaved; min-max):")
+    print(f"  course loop (1 process)         {med['loop']:7.2f} s  ({spread['loop']})")
+    print(f"  floor, no inference ({workers} proc)   {med['floor']:7.2f} s  ({spread['floor']})")
+    print(f"  grade --no-video ({workers} workers)  {med['grade']:7.2f} s  ({spread['grade']})")
+    print(f"  grade / floor = {med['grade'] / med['floor']:.2f}x   course loop / grade = {med['loop'] / med['grade']:.2f}x   "
+          f"identical returns (grade, floor, loop, in-process): {same}")
 
 
 def _fallback_model(task: str) -> Path:
@@ -171,10 +161,11 @@ def main() -> None:
     p.add_argument("--model", type=Path, help="ONNX model (default: the shipped reference, else a random network)")
     p.add_argument("--episodes", type=int, help="default: 100 LunarLander, 10 MsPacman")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--runs", type=int, default=5, help="whole-process runs of each command (0: in-process only)")
     args = p.parse_args()
     for task in ("lunarlander", "mspacman") if args.task == "both" else (args.task,):
         model = args.model or (DEFAULT_MODELS[task] if DEFAULT_MODELS[task].exists() else _fallback_model(task))
-        bench(task, model, args.episodes or (100 if task == "lunarlander" else 10), args.workers)
+        bench(task, model, args.episodes or (100 if task == "lunarlander" else 10), args.workers, args.runs)
 
 
 if __name__ == "__main__":

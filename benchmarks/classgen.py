@@ -156,10 +156,11 @@ points = 10
     return path
 
 
-def heuristic_model(seed: int = 0, noise: float = 0.0) -> bytes:
+def heuristic_model(seed: int = 0, noise: float = 0.0, hover: float = 0.0) -> bytes:
     """Gymnasium's heuristic LunarLander controller as an ONNX graph, plus ``noise`` times the logits
     of a random MLP: ``noise=0`` lands (~250 steps, return ~240), larger noise gives hoverers and
-    crashers -- a class whose episode lengths look like real students'."""
+    crashers -- a class whose episode lengths look like real students'. ``hover`` raises the
+    controller's target altitude: ``hover=0.5`` hovers above the pad until the 1000-step limit."""
     def col(i: int, scale: float = 1.0) -> np.ndarray:
         m = np.zeros((8, 1), np.float32)
         m[i, 0] = scale
@@ -169,7 +170,7 @@ def heuristic_model(seed: int = 0, noise: float = 0.0) -> bytes:
         "sel_at": col(0, 0.5) + col(2, 1.0), "sel_s0": col(0), "sel_s1": col(1), "sel_s3": col(3), "sel_s4": col(4),
         "sel_s5": col(5), "sel_s6": col(6), "sel_s7": col(7),
         "lo": np.array(-0.4, np.float32), "hi": np.array(0.4, np.float32), "half": np.array(0.5, np.float32),
-        "k055": np.array(0.55, np.float32), "one": np.array(1.0, np.float32), "zero": np.array(0.0, np.float32),
+        "k055": np.array(0.55, np.float32), "hover": np.array(hover, np.float32), "one": np.array(1.0, np.float32), "zero": np.array(0.0, np.float32),
         "eps": np.array(0.05, np.float32), "neps": np.array(-0.05, np.float32), "two": np.array(2.0, np.float32),
         "three": np.array(3.0, np.float32), "base": np.array([[0.5]], np.float32),
     }
@@ -179,7 +180,7 @@ def heuristic_model(seed: int = 0, noise: float = 0.0) -> bytes:
     nodes = [N("MatMul", ["obs", f"sel_{k}"], [k]) for k in ("at", "s0", "s1", "s3", "s4", "s5", "s6", "s7")]
     nodes += [
         N("Clip", ["at", "lo", "hi"], ["angle_targ"]),
-        N("Abs", ["s0"], ["abs_s0"]), N("Mul", ["abs_s0", "k055"], ["hover_targ"]),
+        N("Abs", ["s0"], ["abs_s0"]), N("Mul", ["abs_s0", "k055"], ["hover_targ_0"]), N("Add", ["hover_targ_0", "hover"], ["hover_targ"]),
         N("Sub", ["angle_targ", "s4"], ["d_a"]), N("Mul", ["d_a", "half"], ["d_a2"]), N("Sub", ["d_a2", "s5"], ["angle_todo0"]),
         N("Sub", ["hover_targ", "s1"], ["d_h"]), N("Mul", ["d_h", "half"], ["d_h2"]), N("Mul", ["s3", "half"], ["s3h"]),
         N("Sub", ["d_h2", "s3h"], ["hover_todo0"]),

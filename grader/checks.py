@@ -8,6 +8,7 @@ The order of :func:`static_checks` matters: later checks assume earlier ones pas
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -62,8 +63,43 @@ def supported_versions() -> tuple[int, int]:
     """Highest IR version and default-domain opset that the installed onnxruntime runs.
 
     onnx usually knows newer versions than onnxruntime runs, so this asks onnxruntime: it loads
-    a one-node model of our own at decreasing versions (a few milliseconds, once per process).
+    a one-node model of our own at decreasing versions. The answer is a fact about the installed
+    onnx and onnxruntime, so it is kept in a small cache file keyed by both versions (importing
+    onnxruntime in the grading process costs ~60 ms; the models only ever run in the workers).
     """
+    import json
+    from importlib import metadata
+
+    try:
+        key = f"onnx-{metadata.version('onnx')}_ort-{metadata.version('onnxruntime')}"
+    except metadata.PackageNotFoundError:
+        return _probe_supported_versions()
+    path = _cache_dir() / f"supported-versions-{key}.json"
+    try:
+        ir, opset = json.loads(path.read_text())
+        if type(ir) is int and type(opset) is int:
+            return ir, opset
+    except (OSError, ValueError, TypeError):
+        pass
+    found = _probe_supported_versions()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(list(found)))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: probe again next time
+    return found
+
+
+def _cache_dir():
+    from pathlib import Path
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "rl-grader"
+
+
+def _probe_supported_versions() -> tuple[int, int]:
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper

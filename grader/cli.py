@@ -62,10 +62,25 @@ def add_grade_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks of grader errors")
 
 
+def _start_engine(args: argparse.Namespace):
+    """The sandboxed workers, started before the rest of the grader is imported: their
+    interpreters start while this one imports, reads and checks the submission."""
+    from grader.engine import Engine
+
+    n = args.workers
+    if args.seeds is not None:
+        n = min(n, len(args.seeds))
+    elif args.episodes is not None:
+        n = min(n, args.episodes)
+    try:
+        return Engine(max(1, n))
+    except ValueError:  # e.g. a bad $GRADER_SANDBOX: the pipeline's own engine reports it
+        return None
+
+
 def _run_grade(args: argparse.Namespace, *, selfcheck: bool) -> int:
     from grader import console
     from grader.errors import SetupError
-    from grader.grading import check, grade
 
     if args.episodes is not None and args.episodes < 1:
         console.fail("--episodes must be at least 1")
@@ -79,18 +94,25 @@ def _run_grade(args: argparse.Namespace, *, selfcheck: bool) -> int:
         return EXIT_ERROR
     kwargs = dict(task=args.task, rubric=args.rubric, episodes=args.episodes, seeds=args.seeds, out=args.out,
                   workers=args.workers, device=args.device)
+    engine = None
     try:
+        engine = _start_engine(args)
+        from grader.grading import check, grade
+
         with console.progress_bar(enabled=True) as progress:
             if selfcheck:
-                result = check(path, progress=progress, **kwargs)
+                result = check(path, progress=progress, engine=engine, **kwargs)
             else:
-                result = grade(path, video=not args.no_video, progress=progress, **kwargs)
+                result = grade(path, video=not args.no_video, progress=progress, engine=engine, **kwargs)
     except SetupError as exc:
         console.fail(str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt:
         console.fail("interrupted")
         return EXIT_INTERRUPTED
+    finally:
+        if engine is not None:
+            engine.close()
     if args.debug and result.status == "error":
         print(result.error, file=sys.stderr)
     if getattr(args, "gradescope", None) is not None:  # grade --gradescope FILE

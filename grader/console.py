@@ -1,31 +1,76 @@
-"""Terminal output with rich: the check list, the episode statistics, the score, progress bars."""
+"""Terminal output with rich: the check list, the episode statistics, the score, progress bars.
+
+rich is imported only when something is printed with it: ``grade --json`` with stderr not a
+terminal (a script, a grading server) never loads it. ``Console``, ``stderr`` and ``escape`` are
+still attributes of this module (loaded on first use).
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console  # noqa: F401 - re-exported for the sub-commands
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
-
-from grader.result import GradeResult
 from grader.seedpolicy import SeedPolicy
 from grader.textsafe import clean_text
 
-stderr = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from grader.result import GradeResult
 
 PHASE_LABELS = {"loading": "loading the model", "episodes": "playing episodes", "videos": "recording videos"}
+# Environment variables with which rich treats a stream that is not a TTY as a terminal.
+_RICH_TERMINAL_ENV = ("FORCE_COLOR", "TTY_INTERACTIVE", "TTY_COMPATIBLE", "JUPYTER_COLUMNS", "JUPYTER_LINES")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Console":
+        from rich.console import Console
+
+        return Console
+    if name == "escape":
+        from rich.markup import escape
+
+        return escape
+    if name == "stderr":
+        return _stderr()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_STDERR: list = []
+
+
+def _stderr() -> "Console":
+    if not _STDERR:
+        from rich.console import Console
+
+        _STDERR.append(Console(stderr=True, highlight=False))
+    return _STDERR[0]
+
+
+def _stderr_is_terminal() -> bool:
+    """rich's answer, without importing rich when stderr is plainly not a terminal."""
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if not tty and not any(os.environ.get(k) for k in _RICH_TERMINAL_ENV):
+        return False
+    return _stderr().is_terminal
 
 
 @contextmanager
 def progress_bar(enabled: bool = True) -> Iterator:
     """A rich progress bar on stderr, fed by grading's ``progress(phase, done, total)`` callback."""
-    if not enabled or not stderr.is_terminal and not _forced():
+    if not enabled or not _forced() and not _stderr_is_terminal():
         yield lambda phase, done, total: None
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    stderr = _stderr()
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn(), console=stderr, transient=True)
     tasks: dict[str, int] = {}
@@ -38,13 +83,13 @@ def progress_bar(enabled: bool = True) -> Iterator:
 
 
 def _forced() -> bool:
-    import os
-
     return bool(os.environ.get("GRADER_FORCE_PROGRESS"))
 
 
 def _safe(text: object) -> str:
     """Student-controlled text for the terminal: no control characters, no rich markup."""
+    from rich.markup import escape
+
     return escape(clean_text(text, keep_newlines=True))
 
 
@@ -54,6 +99,9 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
     Every string that came from the submission goes through :func:`grader.textsafe.clean_text`,
     and hidden grading seeds are named by episode number (:class:`grader.seedpolicy.SeedPolicy`).
     """
+    from rich.console import Console
+    from rich.table import Table
+
     console = console or Console(highlight=False)
     seeds = SeedPolicy(result)
 
@@ -118,13 +166,15 @@ class CountBar:
     def __init__(self, total: int, done: int = 0, *, label: str = "grading", enabled: bool = True):
         import threading
 
-        self.console = stderr
+        self.console = _stderr()
         self.total, self.done, self.label = total, done, label
-        self.live = enabled and (stderr.is_terminal or _forced())
+        self.live = enabled and (self.console.is_terminal or _forced())
         self._lock = threading.Lock()
 
     def __enter__(self) -> "CountBar":
         if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
             self.progress = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("failures: {task.fields[failures]}"), TimeElapsedColumn(),
                                      TextColumn("eta"), TimeRemainingColumn(), console=self.console)
@@ -147,5 +197,5 @@ class CountBar:
 
 
 def fail(message: str) -> None:
-    stderr.print(f"[bold red]error:[/bold red] {_safe(message)}")
+    _stderr().print(f"[bold red]error:[/bold red] {_safe(message)}")
 

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -75,19 +76,28 @@ class EngineBug(GraderBug):
 class Isolation:
     mode: str  # "bwrap" | "fallback"
     warnings: tuple[str, ...] = ()
+    verified: bool = True  # False: bwrap is tried without the probe; the first worker's "ready" proves it
+    tmpfs_size: bool = True  # bwrap takes --size (0.8 and later)
 
 
-def isolation(mode: str | None = None) -> Isolation:
+def isolation(mode: str | None = None, *, probe: bool = True) -> Isolation:
     """bubblewrap when it works (probed once, by the notebook sandbox's probe), else the fallback.
 
     ``mode`` (or ``$GRADER_SANDBOX``): ``auto`` (default), ``bwrap`` (required: a
-    :class:`~grader.errors.SetupError` when unusable) or ``fallback``."""
-    from grader.notebook.sandbox import bwrap_status, requested_mode, unshare_net_prefix
+    :class:`~grader.errors.SetupError` when unusable) or ``fallback``. ``probe=False`` skips the
+    probe (a whole interpreter started in bubblewrap) where bwrap is installed: the engine's
+    workers are then the probe, each one says its uid when ready, and a worker that cannot start
+    makes the engine run the real probe and fall back (:meth:`Engine._ensure_ready`)."""
+    import shutil
+
+    from grader.notebook.sandbox import bwrap_has_size, bwrap_status, requested_mode, unshare_net_prefix
 
     wanted = requested_mode(mode)
+    if not probe and wanted in ("auto", "bwrap") and shutil.which("bwrap"):
+        return Isolation("bwrap", verified=False)
     ok, why = bwrap_status() if wanted in ("auto", "bwrap") else (False, "the weaker sandbox was requested")
     if ok:
-        return Isolation("bwrap")
+        return Isolation("bwrap", tmpfs_size=bwrap_has_size())
     if wanted == "bwrap":
         raise SetupError(f"the bubblewrap sandbox was required for the model workers but {why}")
     net = "cut off with `unshare --net`" if unshare_net_prefix() else "NOT cut off (unshare failed)"
@@ -114,9 +124,9 @@ def _worker_command(iso: Isolation, fd: int, workdir: str | None, limits: Limits
     root = _source_root()
     boot = [sys.executable, "-I", "-c", _BOOT.format(root=root), str(fd), json.dumps(dataclasses.asdict(limits))]
     if iso.mode == "bwrap":
-        from grader.notebook.sandbox import NOBODY, _bwrap_base, bwrap_has_size, python_roots
+        from grader.notebook.sandbox import NOBODY, _bwrap_base, python_roots
 
-        size = ["--size", str(L.WORKER_TMPFS_BYTES)] if bwrap_has_size() else []
+        size = ["--size", str(L.WORKER_TMPFS_BYTES)] if iso.tmpfs_size else []
         cmd = _bwrap_base([*size, "--tmpfs", "/tmp"])
         pkg = os.path.join(root, "grader")
         if not any(pkg == r or pkg.startswith(r + "/") for r in python_roots()):
@@ -310,12 +320,15 @@ class Engine:
         self.n_workers = workers
         self.limits = limits or Limits()
         self.timeouts = timeouts or Timeouts()
-        self.isolation = isolation(sandbox)
+        self._sandbox = sandbox
+        self.isolation = isolation(sandbox, probe=False)
         self.warnings: list[str] = list(self.isolation.warnings)
         self.stats: dict[str, float] = {}  # of the last evaluate(): calls, call_s, cpu_s, wall_s
         self._workers: list[_Worker] = [_Worker(self.isolation, self.limits) for _ in range(workers)]
         self._loaded: dict[str, Any] | None = None
         self._budgets: Any = None
+        self.last_rerun: dict[int, tuple[float, int]] = {}  # of the last evaluate(rerun_shortest=True)
+        self.played_alone = False  # the last evaluate() gave each worker one episode: all at batch 1
 
     @property
     def sandbox_mode(self) -> str:
@@ -328,14 +341,13 @@ class Engine:
         self.close()
 
     def close(self) -> None:
+        """Stop the workers. They hold nothing worth a clean exit (the videos came back as bytes):
+        each is told ``close`` and then killed at once, instead of waiting for its interpreter's
+        teardown (onnxruntime's takes ~0.1 s)."""
         for w in self._workers:
             if w.alive():
                 w.send("close", {})
         for w in self._workers:
-            try:
-                w.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
             w.kill()
         self._workers = []
 
@@ -364,9 +376,12 @@ class Engine:
         deadline: float | None = None,
         on_deadline: Callable[[], str] = lambda: "the model ran past its time budget",
         on_message: Callable[[int, str, Any], None] = lambda i, kind, value: None,
+        on_ok: Callable[[int, Any], bool] | None = None,
         cpu_s: float | None = None,
     ) -> list[Any]:
-        """Wait for an ("ok", value) from each worker in ``indices``; raise EngineFailure/EngineBug otherwise."""
+        """Wait for an ("ok", value) from each worker in ``indices``; raise EngineFailure/EngineBug otherwise.
+
+        ``on_ok(i, value)`` returning True keeps waiting on worker ``i`` (it was given another command)."""
         waiting = {self._workers[i].conn: i for i in indices}
         values: dict[int, Any] = {}
         while waiting:
@@ -396,8 +411,10 @@ class Engine:
                 try:
                     kind, value = decode(raw, max_bytes=L.CHANNEL_FROM_WORKER_BYTES)
                     if kind == "ready":
-                        w.ready = True
+                        self._check_ready(w, value)
                     elif kind == "ok":
+                        if on_ok is not None and on_ok(i, value):
+                            continue
                         values[i] = value
                         del waiting[conn]
                     elif kind == "fail":
@@ -414,6 +431,56 @@ class Engine:
                     raise self._fail_all(indices, f"the grading process sent a malformed reply, which was refused ({exc})") from None
         return [values[i] for i in indices]
 
+    def _check_ready(self, w: _Worker, value: Any) -> None:
+        _expect(isinstance(value, dict) and type(value.get("uid")) is int, "ready: fields")
+        if self.isolation.mode == "bwrap":
+            from grader.notebook.sandbox import NOBODY
+
+            _expect(value["uid"] == NOBODY and value.get("mode") == "bwrap", "ready: not in the sandbox")
+        w.ready = True
+
+    def _ensure_ready(self) -> None:
+        """Wait until every worker has said ``ready`` (it started in its sandbox).
+
+        With the probe skipped (:func:`isolation` with ``probe=False``), a worker that cannot start
+        makes the engine run the probe: without a usable bubblewrap the workers are started again
+        in the fallback, with its warning (or :class:`SetupError` when bwrap was required)."""
+        pending = [i for i, w in enumerate(self._workers) if not w.ready]
+        if not pending:
+            return
+        try:
+            self._wait_ready(pending)
+        except EngineBug:
+            if self.isolation.verified:
+                raise
+            self.isolation = isolation(self._sandbox)  # the real probe: SetupError if bwrap was required
+            self.warnings[:] = list(self.isolation.warnings)
+            for i in range(len(self._workers)):
+                self._replace(i)
+            self._wait_ready(range(len(self._workers)))
+        if not self.isolation.verified:
+            import dataclasses
+
+            self.isolation = dataclasses.replace(self.isolation, verified=True)
+
+    def _wait_ready(self, indices: Sequence[int]) -> None:
+        waiting = {self._workers[i].conn: i for i in indices if not self._workers[i].ready}
+        deadline = time.monotonic() + self.timeouts.load
+        while waiting:
+            ready = wait(list(waiting), timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise self._bug_all(list(indices), f"no worker process started within {self.timeouts.load:.0f} s")
+            for conn in ready:
+                i = waiting.pop(conn)
+                w = self._workers[i]
+                try:
+                    kind, value = decode(conn.recv_bytes(L.CHANNEL_FROM_WORKER_BYTES), max_bytes=L.CHANNEL_FROM_WORKER_BYTES)
+                    _expect(kind == "ready", "the first message is not ready")
+                    self._check_ready(w, value)
+                except (EOFError, OSError, MalformedMessage) as exc:
+                    reason = w.death_reason() if isinstance(exc, (EOFError, OSError)) else str(exc)
+                    raise self._bug_all(list(indices), f"the worker process did not start ({reason})", w.stderr_tail()) from None
+
     def _probe_wait(self) -> dict[str, Any]:
         budget = self._budget("probe_s")
         return {"silence_s": min(self.timeouts.probe, budget), "cpu_s": budget, "deadline": time.monotonic() + budget,
@@ -427,19 +494,25 @@ class Engine:
         return float(getattr(self._budgets, name))
 
     # -- commands ------------------------------------------------------------------------------
-    def load(self, model: bytes | None, *, task: str, device: str = "cpu", budgets: Any = None) -> None:
+    def load(self, model: bytes | None, *, task: str, device: str = "cpu", budgets: Any = None,
+             episodes: int | None = None) -> None:
         """Load an ONNX model (or ``None`` for the random policy) into every worker.
 
         ``budgets`` (a :class:`grader.rubric.Budgets`, e.g. ``rubric.budgets``; default: the
-        defaults of :mod:`grader.limits`) bounds every later command on this model."""
+        defaults of :mod:`grader.limits`) bounds every later command on this model. ``episodes``
+        (how many the next :meth:`evaluate` plays) lets each worker build its environments right
+        after the session, while the first worker runs the probe."""
         from grader.rubric import Budgets
 
+        self._ensure_ready()
         self._budgets = budgets if budgets is not None else Budgets()
         for i, w in enumerate(self._workers):
             if not w.alive():
                 self._replace(i)
         b = self._budgets
-        args = {"model": model, "task": get_task(task).name, "device": device, "cpu_s": float(b.load_s) + 5,
+        spec = get_task(task)
+        prepare = min(spec.pool_size, -(-int(episodes) // self.n_workers)) if episodes else 0
+        args = {"model": model, "task": spec.name, "device": device, "cpu_s": float(b.load_s) + 5, "prepare": prepare,
                 "budget": {"decision_s": float(b.decision_s), "window": int(b.decision_window), "call_max_s": float(b.call_max_s)}}
         for w in self._workers:
             w.send("load", args)
@@ -453,6 +526,17 @@ class Engine:
             except MalformedMessage as exc:
                 raise self._fail_all(range(len(self._workers)), f"the grading process sent a malformed reply ({exc})") from None
         self._loaded = {"task": args["task"], "device": device, "fixed_batch_one": replies[0]["fixed_batch_one"]}
+
+    def prepare(self, task: str, *, episodes: int | None = None) -> None:
+        """Non-blocking: have the workers build the environments of ``task`` (for ``episodes``
+        episodes) and the first worker its probe states, as soon as they are up and while this
+        process goes on (e.g. with the static checks). Nothing is waited for; a failure shows in
+        the next command's reply."""
+        spec = get_task(task)
+        n = min(spec.pool_size, -(-int(episodes) // self.n_workers)) if episodes else 1
+        for k, w in enumerate(self._workers):
+            if w.alive():
+                w.send("prepare", {"task": spec.name, "envs": n, "probe": k == 0, "cpu_s": self._budget("probe_s") + 5})
 
     def probe(self, *, pool_size: int | None = None) -> dict[str, Any]:
         """Raw outputs on the probe states, one by one and at every batch size 1..pool_size (the
@@ -474,6 +558,7 @@ class Engine:
         pool_size: int | None = None,
         on_episode: Callable[[int, float, int], None] = lambda seed, ret, length: None,
         diagnostics: bool = True,
+        rerun_shortest: bool = False,
     ) -> dict[int, tuple[float, int]]:
         """Play one episode per seed; returns ``{seed: (return, length)}``.
 
@@ -484,37 +569,100 @@ class Engine:
 
         ``pool_size`` (default: the task's) environments are stepped together per worker, so the
         model sees batches of 1..pool_size states; ``pool_size=1`` re-runs state by state (see
-        :meth:`rerun`). The whole call is bounded by the budgets' ``episodes_wall_s`` (whatever
-        the heartbeats) and ``episodes_cpu_s``; the mean and maximum time of a model call by
-        ``decision_s`` / ``call_max_s`` (measured in the worker)."""
+        :meth:`rerun`). Seeds are handed out as workers free up: each starts with a pool's worth
+        and gets the next seed of the queue when one of its episodes ends, so no worker idles
+        while another still has seeds waiting. The whole call is bounded by the budgets'
+        ``episodes_wall_s`` (whatever the heartbeats) and ``episodes_cpu_s``; the mean and
+        maximum time of a model call by ``decision_s`` / ``call_max_s`` (measured in the worker).
+
+        ``rerun_shortest``: the first worker to run out of seeds re-runs, with a batch of 1, the
+        shortest episode finished by then, while the others play their last episodes; the
+        outcome is in :attr:`last_rerun` (``{seed: (return, length)}``; compare it with
+        :func:`grader.checks.check_rerun`). When each worker played a single episode
+        (:attr:`played_alone`), every episode already ran one state per call, exactly as the
+        re-run would: there is nothing to re-run and :attr:`last_rerun` stays empty."""
         self._require_loaded()
         task = self._loaded["task"]
         seeds = [int(s) for s in seeds]
         pool = int(pool_size or get_task(task).pool_size)
         wall_s, cpu_s = self._budget("episodes_wall_s"), self._budget("episodes_cpu_s")
-        share = [seeds[i :: self.n_workers] for i in range(self.n_workers)]
-        busy = [i for i, s in enumerate(share) if s]
+        n = self.n_workers
+        queue = deque(seeds)
+        # A reserve of one seed per worker spares it a round trip per episode when there are many.
+        reserve = 1 if len(seeds) >= 4 * n * pool else 0
+        first: list[list[int]] = [[] for _ in range(n)]
+        for _ in range(pool + reserve):
+            for i in range(n):
+                if queue:
+                    first[i].append(queue.popleft())
+        busy = [i for i in range(n) if first[i]]
+        given = {i: len(first[i]) for i in busy}
         t0 = time.monotonic()
         for i in busy:
-            self._workers[i].send("episodes", {"task": task, "seeds": share[i], "pool_size": pool, "cpu_s": cpu_s,
-                                               "diagnostics": bool(diagnostics)})
+            self._workers[i].send("episodes", {"task": task, "seeds": first[i], "pool_size": pool,
+                                               "envs": min(pool, len(first[i]) + len(queue)), "more": bool(queue),
+                                               "cpu_s": cpu_s, "diagnostics": bool(diagnostics)})
+        fed = set(busy) if queue else set()  # workers that may still be sent seeds
         expected = set(seeds)
         results: dict[int, tuple[float, int]] = {}
         self.facts: dict[int, Any] = {}
         progress: dict[int, dict] = {}
+        state = {i: "episodes" for i in busy}
+        stats: dict[int, dict] = {}
+        rerun: dict[int, tuple[float, int]] = {}
+        self.last_rerun = {}
+        t_done = [t0]
+
+        def feed(i: int) -> None:
+            if i not in fed:
+                return
+            if queue:
+                seed = queue.popleft()
+                given[i] += 1
+                self._workers[i].send("seeds", {"seeds": [seed], "end": not queue})
+                if queue:
+                    return
+                fed.discard(i)
+            for j in sorted(fed):  # the queue is empty: no more seeds for anyone
+                self._workers[j].send("seeds", {"seeds": [], "end": True})
+            fed.clear()
 
         def on_message(i: int, kind: str, value: Any) -> None:
             if kind == "episode":
                 _expect(isinstance(value, list) and len(value) in (3, 4) and type(value[0]) is int and value[0] in expected
                         and _is_num(value[1]) and type(value[2]) is int and value[2] >= 0, "episode: fields")
                 seed, ret, length = value[:3]
+                if state.get(i) == "rerun":
+                    rerun[seed] = (float(ret), length)
+                    return
                 if len(value) == 4:
                     self.facts[seed] = _check_facts(value[3])
                 results[seed] = (float(ret), length)
                 on_episode(seed, float(ret), length)
+                feed(i)
             else:
                 _expect(isinstance(value, dict) and all(_is_num(x) for x in value.values()), "alive: fields")
-                progress[i] = value
+                if state.get(i) == "episodes":
+                    progress[i] = value
+
+        def on_ok(i: int, value: Any) -> bool:
+            _expect(isinstance(value, dict) and all(_is_num(value.get(k)) for k in ("calls", "call_s", "cpu_s", "wall_s")),
+                    "episodes: stats")
+            if state[i] == "rerun":
+                state[i] = "done"
+                return False
+            stats[i] = value
+            state[i] = "done"
+            if len(stats) == len(busy):
+                t_done[0] = time.monotonic()
+            if rerun_shortest and results and not rerun_sent and not alone():
+                rerun_sent.append(i)
+                shortest = min(results, key=lambda s: (results[s][1], s))
+                state[i] = "rerun"
+                self._workers[i].send("episodes", {"task": task, "seeds": [shortest], "pool_size": 1, "envs": 1,
+                                                   "more": False, "cpu_s": cpu_s})
+                return True
+            return False
 
         def on_deadline() -> str:
             calls = sum(p.get("calls", 0) for p in progress.values())
@@ -524,23 +672,28 @@ class Engine:
             return (f"the episodes took longer than the {wall_s:g} s wall-time budget ({len(results)} of {len(seeds)} "
                     f"episodes finished{speed}): use a smaller network")
 
-        replies = self._gather(busy, silence_s=self.timeouts.episodes, deadline=t0 + wall_s, on_deadline=on_deadline,
-                               on_message=on_message, cpu_s=cpu_s)
+        rerun_sent: list[int] = []
+
+        def alone() -> bool:  # every episode played one state per call, as a re-run would play it
+            return pool == 1 or all(k == 1 for k in given.values())
+
         try:
-            for r in replies:
-                _expect(isinstance(r, dict) and all(_is_num(r.get(k)) for k in ("calls", "call_s", "cpu_s", "wall_s")),
-                        "episodes: stats")
+            self._gather(busy, silence_s=self.timeouts.episodes, deadline=t0 + wall_s, on_deadline=on_deadline,
+                         on_message=on_message, on_ok=on_ok, cpu_s=cpu_s)
         except MalformedMessage as exc:
             raise self._fail_all(busy, f"the grading process sent a malformed reply ({exc})") from None
+        replies = [stats[i] for i in busy]
         self.stats = {k: round(sum(float(r[k]) for r in replies), 4) for k in ("calls", "call_s", "cpu_s")}
         self.stats["calls"] = int(self.stats["calls"])
-        self.stats["wall_s"] = round(time.monotonic() - t0, 4)
+        self.stats["wall_s"] = round(t_done[0] - t0, 4)
         if self.stats["cpu_s"] > cpu_s:
             raise EngineFailure(f"the episodes used {self.stats['cpu_s']:.1f} s of CPU time; the budget is {cpu_s:g} s: "
                                 "use a smaller network")
         missing = expected - set(results)
         if missing:
             raise EngineBug(f"no result for seeds {sorted(missing)[:5]}")
+        self.last_rerun = rerun
+        self.played_alone = alone()
         return {s: results[s] for s in seeds}
 
     def rerun(self, seeds: Sequence[int]) -> dict[int, tuple[float, int]]:
@@ -590,6 +743,7 @@ class Engine:
         """What each worker sees of its sandbox: uid, gid, pid, cwd and its entries, /tmp's entries,
         its network namespace, the mode, and whether each of ``paths`` exists for it (``exists``)
         (for tests and diagnostics)."""
+        self._ensure_ready()
         for w in self._workers:
             w.send("info", {"paths": [str(p) for p in paths]})
         return self._gather(range(len(self._workers)), silence_s=self.timeouts.load,
@@ -598,6 +752,7 @@ class Engine:
     def _inject_fault(self, where: str, marker: str = "") -> None:
         """Tests only: make a grader component inside the workers fail (``probe``, ``env``), make
         the next reply a forged pickle (``pickle``) or an endless stream of heartbeats (``spam``)."""
+        self._ensure_ready()
         for w in self._workers:
             w.send("_fault", {"where": where, **({"marker": marker} if marker else {})})
         self._gather(range(len(self._workers)), silence_s=self.timeouts.load)

@@ -130,6 +130,7 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
     run.result.warnings += [*warnings, *sub.notes]
     t0 = time.perf_counter()
     try:
+        _start_engine(run)
         _stages(run)
     except SetupError:
         raise
@@ -325,19 +326,42 @@ def _parse(run: _Run, data: bytes):
     return parsed, None
 
 
+def _start_engine(run: _Run) -> None:
+    """Start the workers at once, so that their interpreters start while this process parses and
+    checks the submission (the engine does not wait for them until the model is loaded)."""
+    if run.engine is not None or run.sub.problems or (run.sub.model is None and run.sub.notebook is None):
+        return
+    n = run.options.workers
+    if run.options.seeds is not None:
+        n = min(n, len(run.options.seeds))
+    elif run.rubric is not None:
+        try:
+            n = min(n, len(resolve_seeds(run.rubric, run.options)[0]))
+        except RubricError:
+            pass  # said when the seeds are resolved
+    from grader.engine import Engine
+
+    run.engine = Engine(max(1, n))
+    run.own_engine = True
+
+
+def _copy_engine_warnings(run: _Run) -> None:
+    for warning in run.engine.warnings:  # e.g. no bubblewrap: the weaker sandbox is said, never silent
+        if warning not in run.result.warnings:
+            run.result.warnings.append(warning)
+
+
 def _engine(run: _Run, n_seeds: int):
     if run.engine is None:
         from grader.engine import Engine
 
         run.engine = Engine(max(1, min(run.options.workers, n_seeds)))
         run.own_engine = True
-    for warning in run.engine.warnings:  # e.g. no bubblewrap: the weaker sandbox is said, never silent
-        if warning not in run.result.warnings:
-            run.result.warnings.append(warning)
+    _copy_engine_warnings(run)
     return run.engine
 
 
-def _load_and_probe(run: _Run, parsed, device: str) -> list[CheckResult] | CheckResult:
+def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None) -> list[CheckResult] | CheckResult:
     """Load the model in the sandboxed workers and run the runtime checks (a failed check on failure)."""
     from grader import checks as C
     from grader.engine import EngineFailure
@@ -346,10 +370,12 @@ def _load_and_probe(run: _Run, parsed, device: str) -> list[CheckResult] | Check
     spec = run.task
     run.progress("loading", 0, 1)
     try:
-        engine.load(parsed.data, task=spec.name, device=device, budgets=run.rubric.budgets)
+        engine.load(parsed.data, task=spec.name, device=device, budgets=run.rubric.budgets, episodes=episodes)
     except EngineFailure as exc:
+        _copy_engine_warnings(run)
         return CheckResult(name="loads", passed=False, message=f"onnxruntime cannot run the model: {exc}",
                            hint="open it with onnxruntime.InferenceSession yourself; re-export with a standard opset")
+    _copy_engine_warnings(run)  # the sandbox is known once the workers are up
     checks = [CheckResult(name="loads", passed=True, message="onnxruntime creates a session")]
     try:
         probe_raw = engine.probe()
@@ -409,6 +435,7 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     run.result.checks.append(CheckResult(name="parses", passed=True,
                                          message=f"{label}: a {len(data) / 1024:.0f} kB ONNX model"))
     seeds, seed_set = resolve_seeds(run.rubric, run.options)
+    _engine(run, len(seeds)).prepare(run.task.name, episodes=len(seeds))  # meanwhile: envs, probe states
     static = C.static_checks(parsed, run.task)
     run.result.checks += [c for c in static if not c.blocking]
     blocking = next((c for c in static if c.blocking), None)
@@ -418,7 +445,7 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     device = _resolve_device(run.options.device, run.result)
     _engine(run, len(seeds))
     t0 = time.perf_counter()
-    outcome = _load_and_probe(run, parsed, device)
+    outcome = _load_and_probe(run, parsed, device, episodes=len(seeds))
     if isinstance(outcome, CheckResult):
         return fail(outcome)
     run.result.checks += outcome
@@ -426,7 +453,7 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     if not _episodes(run, seeds, seed_set, fail):
         return
     t0 = time.perf_counter()
-    if run.options.video and run.out is not None:
+    if _videos_wanted(run):
         run.result.videos = _record_videos(run)  # each video is a batch-1 re-run of its episode
         rerun = {v.seed: (v.rerun_return, None) for v in run.result.videos}
         run.timings["videos"] = time.perf_counter() - t0
@@ -436,6 +463,10 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     run.result.checks.append(reproducible)
     if reproducible.blocking:
         fail(run.result.checks.pop())
+
+
+def _videos_wanted(run: _Run) -> bool:
+    return bool(run.options.video and run.out is not None)
 
 
 def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
@@ -451,7 +482,9 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
 
     run.progress("episodes", 0, len(seeds))
     try:
-        outcomes = run.engine.evaluate(seeds, on_episode=on_episode)
+        # Without videos, the first worker out of seeds re-runs the shortest episode (batch 1)
+        # while the others finish: the reproducibility check costs no extra wall time.
+        outcomes = run.engine.evaluate(seeds, on_episode=on_episode, rerun_shortest=not _videos_wanted(run))
     except EngineFailure as exc:
         fail(CheckResult(name="episodes", passed=False, message=f"the model failed during the episodes: {exc}",
                          hint="it must give finite outputs for every state the game produces"))
@@ -470,11 +503,18 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
     return True
 
 
-def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]]:
+def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
     """Without videos: the shortest scored episode re-run alone (a batch of 1), the cheapest proof
-    that the scored returns do not depend on the batching."""
+    that the scored returns do not depend on the batching. The engine has usually done it already,
+    during the episodes (``evaluate(rerun_shortest=True)``: the shortest one finished when the
+    first worker ran out of seeds)."""
     from grader.engine import EngineFailure
 
+    if getattr(run.engine, "played_alone", False):
+        return None  # every episode ran one state per call: a re-run would repeat the same computation
+    done = getattr(run.engine, "last_rerun", None)
+    if done:
+        return {s: (ret, None) for s, (ret, _length) in done.items()}
     shortest = min(run.result.episodes, key=lambda e: (e.length, e.seed))
     t0 = time.perf_counter()
     try:
@@ -485,10 +525,14 @@ def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]]:
     return {s: (ret, None) for s, (ret, _length) in again.items()}
 
 
-def _reproducible_check(run: _Run, rerun: dict) -> CheckResult:
+def _reproducible_check(run: _Run, rerun: dict | None) -> CheckResult:
     from grader import checks as C
     from grader.seedpolicy import SeedPolicy
 
+    if rerun is None:
+        return CheckResult(name="reproducible", passed=True,
+                           message=f"each of the {len(run.result.episodes)} episodes was played alone on its worker, one "
+                                   "state per call, as a re-run would play it: no batching to rule out")
     policy = SeedPolicy(run.result)
     scored = {e.seed: (e.return_, None) for e in run.result.episodes}
     return C.check_rerun(scored, rerun, label=policy.label)

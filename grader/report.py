@@ -5,7 +5,7 @@ the three videos, the model card and what is needed to reproduce the result) and
 atomically; :func:`render_inline_html` renders a compact fragment for Jupyter
 (registered for ``GradeResult`` by ``grader.check``).
 
-The page opens offline: CSS is inline, the plot is an inline SVG drawn by matplotlib from numbers,
+The page opens offline: CSS is inline, the plot is an inline SVG drawn from the numbers as plain SVG elements,
 there is no JavaScript and nothing is fetched; the videos are MP4 files referenced by relative
 path. Everything a student controls (the submission's name, tensor names, operator names, the
 producer string, check messages that quote them) goes through Jinja2's autoescaping; nothing from
@@ -15,7 +15,6 @@ the report shows episode numbers instead of seeds and removes those seeds from a
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import re
@@ -79,75 +78,111 @@ def baseline_values(result: GradeResult) -> dict[str, float]:
 _SVG_FORBIDDEN = re.compile(r"<\s*script|<\s*foreignObject|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
 
 
+def _nice_ticks(lo: float, hi: float, target: int = 7) -> list[float]:
+    raw = (hi - lo) / max(1, target)
+    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(lo / step) * step
+    return [first + k * step for k in range(int((hi - first) / step) + 1)]
+
+
 def returns_plot_svg(returns: list[float], *, zero: float | None = None, full: float | None = None,
                      statistic: tuple[str, float] | None = None, baselines: dict[str, float] | None = None,
                      success: float | None = None) -> str:
     """A histogram of the returns with a strip of the individual episodes, as an inline ``<svg>``.
 
     Vertical lines mark the rubric's zero and full-marks thresholds, the scored statistic and the
-    baselines. All text in it is ours (numbers and fixed labels); matplotlib escapes it anyway.
+    baselines. Drawn here as plain SVG elements (no plotting library: a grading never imports
+    one); every label is escaped.
     """
-    import numpy as np
-    from matplotlib import rc_context
-    from matplotlib.figure import Figure
+    import html
 
-    values = np.asarray([r for r in returns if math.isfinite(r)], dtype=float)
-    if values.size == 0:
+    values = sorted(float(r) for r in returns if math.isfinite(r))
+    if not values:
         return ""
+    esc = html.escape
     baselines = dict(baselines or {})
-    marks: list[tuple[float, str, str, str]] = []  # x, label, colour, linestyle
+    marks: list[tuple[float, str, str, str]] = []  # x, label, colour, dash
     if zero is not None:
-        marks.append((zero, "0 pts at", "#c0392b", "-"))
+        marks.append((zero, "0 pts at", "#c0392b", ""))
     if full is not None:
-        marks.append((full, "full pts at", "#1e8449", "-"))
+        marks.append((full, "full pts at", "#1e8449", ""))
     palette = {"random": "#7f8c8d", "reference": "#2471a3"}
     for name, value in sorted(baselines.items()):
-        marks.append((value, name, palette.get(name, "#8e44ad"), "--"))
-    lo = min([values.min()] + [m[0] for m in marks])
-    hi = max([values.max()] + [m[0] for m in marks])
+        marks.append((float(value), name, palette.get(name, "#8e44ad"), "5,3"))
+    lo = min([values[0]] + [m[0] for m in marks])
+    hi = max([values[-1]] + [m[0] for m in marks])
     span = hi - lo or 1.0
     lo, hi = lo - 0.04 * span, hi + 0.04 * span
 
-    rc = {"svg.fonttype": "none", "svg.hashsalt": "rl-grader", "font.family": "sans-serif",
-          "font.size": 9, "axes.spines.top": False, "axes.spines.right": False}
-    with rc_context(rc):
-        fig = Figure(figsize=(7.6, 2.9), layout="constrained")
-        ax_hist, ax_strip = fig.subplots(2, 1, sharex=True, height_ratios=[3.2, 1])
-        bins = int(min(30, max(8, math.sqrt(values.size) * 2)))
-        ax_hist.hist(values, bins=bins, range=(lo, hi), color="#5d6d7e", alpha=0.85, edgecolor="white", linewidth=0.6)
-        ax_hist.set_ylabel("episodes")
-        if success is not None:
-            ax_hist.axvspan(success, hi, color="#1e8449", alpha=0.06, linewidth=0)
-        jitter = np.random.default_rng(0).uniform(-0.35, 0.35, values.size)
-        ax_strip.scatter(values, jitter, s=9, color="#34495e", alpha=0.6, linewidths=0)
-        ax_strip.set_ylim(-0.6, 0.6)
-        ax_strip.set_yticks([])
-        ax_strip.spines["left"].set_visible(False)
-        ax_strip.set_xlabel("episode return")
-        ax_hist.set_xlim(lo, hi)
-        top = ax_hist.get_ylim()[1]
-        ax_hist.set_ylim(0, top * 1.32)
-        # Labels are staggered in height so that close lines stay readable.
-        for n, (x, label, colour, style) in enumerate(sorted(marks, key=lambda m: m[0])):
-            for ax in (ax_hist, ax_strip):
-                ax.axvline(x, color=colour, linestyle=style, linewidth=1.3)
-            ax_hist.text(x, top * (1.27 - 0.11 * (n % 3)), f" {label} {x:,.0f}", color=colour, fontsize=8,
-                         ha="left" if x < lo + 0.75 * (hi - lo) else "right", va="top")
-        if statistic is not None:
-            name, x = statistic
-            for ax in (ax_hist, ax_strip):
-                ax.axvline(x, color="#d35400", linewidth=2.2)
-            ax_strip.text(x, 0.62, f" {name} {x:,.1f}", color="#d35400", fontsize=8, fontweight="bold",
-                          ha="left" if x < lo + 0.75 * (hi - lo) else "right", va="bottom", clip_on=False)
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]
-    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, count=1, flags=re.DOTALL)
-    # matplotlib's <style> says "*{...}": inline in HTML it would apply to the whole page.
-    svg = svg.replace("<style type=\"text/css\">*{", "<style type=\"text/css\">svg.plot *{", 1)
-    svg = re.sub(r'<svg([^>]*?)\swidth="[^"]*"\s+height="[^"]*"', r'<svg\1 width="100%"', svg, count=1)
-    svg = svg.replace("<svg", '<svg role="img" aria-label="distribution of the episode returns" class="plot"', 1)
+    W, H = 760, 290
+    left, right = 52, 744
+    h_top, h_bottom = 14, 190  # histogram area
+    s_top, s_bottom = 204, 248  # strip of episodes
+    axis_y = s_bottom + 4
+
+    def X(v: float) -> float:
+        return left + (v - lo) / (hi - lo) * (right - left)
+
+    bins = int(min(30, max(8, math.sqrt(len(values)) * 2)))
+    width = (hi - lo) / bins
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, max(0, int((v - lo) / width)))] += 1
+    top = max(counts) * 1.32
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="100%" role="img" '
+             'aria-label="distribution of the episode returns" class="plot" font-family="sans-serif" font-size="11">']
+    if success is not None and success < hi:
+        x0 = X(max(lo, success))
+        parts.append(f'<rect x="{x0:.1f}" y="{h_top}" width="{right - x0:.1f}" height="{h_bottom - h_top}" '
+                     'fill="#1e8449" fill-opacity="0.06"/>')
+    for k, c in enumerate(counts):
+        if c:
+            y = h_bottom - c / top * (h_bottom - h_top)
+            parts.append(f'<rect x="{X(lo + k * width):.1f}" y="{y:.1f}" width="{(right - left) / bins:.1f}" '
+                         f'height="{h_bottom - y:.1f}" fill="#5d6d7e" fill-opacity="0.85" stroke="white" stroke-width="0.6"/>')
+    # axes: episodes (left) and return (bottom)
+    parts.append(f'<line x1="{left}" y1="{h_top}" x2="{left}" y2="{h_bottom}" stroke="#333"/>')
+    parts.append(f'<line x1="{left}" y1="{h_bottom}" x2="{right}" y2="{h_bottom}" stroke="#333"/>')
+    parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{right}" y2="{axis_y}" stroke="#333"/>')
+    for t in _nice_ticks(0, max(counts), 4):
+        if t == int(t):
+            y = h_bottom - t / top * (h_bottom - h_top)
+            parts.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#333"/>'
+                         f'<text x="{left - 7}" y="{y + 4:.1f}" text-anchor="end">{int(t)}</text>')
+    for t in _nice_ticks(lo, hi):
+        x = X(t)
+        parts.append(f'<line x1="{x:.1f}" y1="{axis_y}" x2="{x:.1f}" y2="{axis_y + 4}" stroke="#333"/>'
+                     f'<text x="{x:.1f}" y="{axis_y + 16}" text-anchor="middle">{t:,.6g}</text>')
+    parts.append(f'<text x="14" y="{(h_top + h_bottom) / 2:.0f}" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {(h_top + h_bottom) / 2:.0f})">episodes</text>')
+    parts.append(f'<text x="{(left + right) / 2:.0f}" y="{H - 4}" text-anchor="middle">episode return</text>')
+    # the strip: one dot per episode, jittered by a fixed sequence
+    jitter = [((i * 0.6180339887) % 1.0 - 0.5) * 0.7 for i in range(len(values))]
+    mid, half = (s_top + s_bottom) / 2, (s_bottom - s_top) / 2 / 0.6
+    for v, j in zip(values, jitter):
+        parts.append(f'<circle cx="{X(v):.1f}" cy="{mid + j * half:.1f}" r="1.8" fill="#34495e" fill-opacity="0.6"/>')
+    # Labels are staggered in height so that close lines stay readable.
+    for n, (x, label, colour, dash) in enumerate(sorted(marks, key=lambda m: m[0])):
+        px = X(x)
+        style = f' stroke-dasharray="{dash}"' if dash else ""
+        for y1, y2 in ((h_top, h_bottom), (s_top, s_bottom)):
+            parts.append(f'<line x1="{px:.1f}" y1="{y1}" x2="{px:.1f}" y2="{y2}" stroke="{colour}" stroke-width="1.3"{style}/>')
+        anchor = "start" if x < lo + 0.75 * (hi - lo) else "end"
+        ty = h_top + 10 + 12 * (n % 3)
+        pad = " " if anchor == "start" else ""
+        parts.append(f'<text x="{px + (3 if anchor == "start" else -3):.1f}" y="{ty}" fill="{colour}" font-size="10" '
+                     f'text-anchor="{anchor}">{pad}{esc(label)} {x:,.0f}</text>')
+    if statistic is not None:
+        name, x = statistic
+        px = X(x)
+        for y1, y2 in ((h_top, h_bottom), (s_top, s_bottom)):
+            parts.append(f'<line x1="{px:.1f}" y1="{y1}" x2="{px:.1f}" y2="{y2}" stroke="#d35400" stroke-width="2.2"/>')
+        anchor = "start" if x < lo + 0.75 * (hi - lo) else "end"
+        parts.append(f'<text x="{px + (3 if anchor == "start" else -3):.1f}" y="{s_top - 3}" fill="#d35400" font-size="10" '
+                     f'font-weight="bold" text-anchor="{anchor}">{esc(str(name))} {x:,.1f}</text>')
+    parts.append("</svg>")
+    svg = "".join(parts)
     if _SVG_FORBIDDEN.search(svg):  # cannot happen with our inputs; refuse rather than embed
         return ""
     return svg

@@ -331,14 +331,15 @@ def probe_batch_sizes(pool_size: int, n_states: int = PROBE_STATES) -> list[int]
     return sorted(set(range(1, max(1, pool_size) + 1)) | set(L.EXTRA_PROBE_BATCH_SIZES) | {n_states})
 
 
-def probe(policy: OnnxPolicy, env: Any = None, *, pool_size: int | None = None) -> dict[str, Any]:
+def probe(policy: OnnxPolicy, env: Any = None, *, pool_size: int | None = None,
+          states: np.ndarray | None = None) -> dict[str, Any]:
     """Raw outputs on the probe states: one by one, then at each batch size of :func:`probe_batch_sizes`.
 
     A batch of ``b`` holds the first ``b`` probe states (cycled when ``b`` exceeds them), so row ``i``
     of every batch can be compared with state ``i`` alone. A batch that fails is recorded as an
     error for the checks; a budget exceeded stops the probe.
     """
-    states = probe_states(policy.spec, env=env)
+    states = probe_states(policy.spec, env=env) if states is None else states
     singles = [policy.raw(s[None]) for s in states]
     batches: list[list] = []
     if not policy.fixed_batch_one:
@@ -405,7 +406,7 @@ class EnvPool:
 def run_episodes(
     policy: Policy,
     spec: Task,
-    seeds: Sequence[int],
+    seeds: Sequence[int] | Callable[[], int | None],
     *,
     envs: Sequence[Any],
     on_episode: Callable[[int, float, int], None] = lambda seed, ret, length: None,
@@ -421,9 +422,20 @@ def run_episodes(
     With ``on_facts`` the same play also collects each episode's diagnostics (:func:`_facts`:
     the actions chosen, the policy's confidence, the task's tracker), handed to ``on_facts(seed,
     facts)`` just before ``on_episode``; the actions, and so the returns, are the same either way.
+
+    ``seeds`` is a sequence, or a callable giving the next seed when a slot frees up (None: no
+    more), e.g. a :class:`SeedFeed` that the engine fills as episodes end.
     """
-    pending = list(seeds)[::-1]
-    envs = list(envs)[: len(pending)]
+    if callable(seeds):
+        next_seed = seeds
+        envs = list(envs)
+    else:
+        pending = list(seeds)[::-1]
+        envs = list(envs)[: len(pending)]
+
+        def next_seed() -> int | None:
+            return pending.pop() if pending else None
+
     results: dict[int, tuple[float, int]] = {}
     slots: dict[int, _Slot] = {}
     track = on_facts is not None
@@ -436,8 +448,7 @@ def run_episodes(
         on_episode(seed, turn.episode_return, turn.length)
 
     def start(i: int) -> None:
-        while pending:
-            seed = pending.pop()
+        while (seed := next_seed()) is not None:
             episode = play_episode(spec, envs[i], seed)
             turn = next(episode)
             if turn.done:  # ended during the opening protocol
@@ -525,6 +536,33 @@ def _facts(diag: _Diag, turn: Any) -> dict[str, Any]:
             value = None
         facts["confidence"] = round(value, 6) if value is not None and np.isfinite(value) else None
     return facts
+
+
+class SeedFeed:
+    """The seeds of one ``episodes`` command: those it came with, then those the engine sends
+    (``seeds`` messages, ``{"seeds": [...], "end": bool}``) as this worker's episodes end.
+
+    Called when a slot frees up: takes what has arrived without waiting, and waits only when it
+    has no seed left and the engine has not said ``end``."""
+
+    def __init__(self, conn: Any, seeds: Sequence[int]):
+        self.conn = conn
+        self.local = deque(int(s) for s in seeds)
+        self.end = False
+
+    def _take(self) -> None:
+        kind, value = decode(self.conn.recv_bytes(L.CHANNEL_TO_WORKER_BYTES), max_bytes=L.CHANNEL_TO_WORKER_BYTES)
+        if kind != "seeds" or not isinstance(value, dict) or not isinstance(value.get("seeds"), list):
+            raise MalformedMessage(f"expected more seeds, got {kind[:32]!r}")
+        self.local.extend(int(s) for s in value["seeds"])
+        self.end = self.end or bool(value.get("end"))
+
+    def __call__(self) -> int | None:
+        while not self.end and self.conn.poll(0):
+            self._take()
+        while not self.local and not self.end:
+            self._take()
+        return self.local.popleft() if self.local else None
 
 
 def record_episode(policy: Policy, spec: Task, seed: int, path: str) -> dict[str, Any]:
@@ -669,7 +707,13 @@ def serve(conn, limits: Limits = Limits()) -> None:
     meter = CallMeter(CallBudget())
     faults = _Faults()
     pool = EnvPool()
-    channel.send("ready", {"pid": os.getpid()})
+    probe_cache: dict[str, np.ndarray] = {}
+    channel.send("ready", {"pid": os.getpid(), "uid": os.getuid(), "mode": os.environ.get("GRADER_WORKER_MODE", "")})
+    if not conn.poll(0):  # nothing to do yet: load what every task's environments need meanwhile
+        try:
+            import gymnasium  # noqa: F401
+        except ImportError:
+            pass
     while True:
         try:
             raw = conn.recv_bytes(L.CHANNEL_TO_WORKER_BYTES)
@@ -696,7 +740,13 @@ def serve(conn, limits: Limits = Limits()) -> None:
                 while True:
                     channel.send("alive", {"calls": 0})
                     time.sleep(0.01)
-            if command == "load":
+            if command == "prepare":  # no reply: environments and probe states ahead of the commands needing them
+                spec = get_task(args["task"])
+                if faults.where != "env":
+                    envs = pool.get(spec, min(int(args.get("envs") or 1), spec.pool_size))
+                    if args.get("probe") and spec.name not in probe_cache:
+                        probe_cache[spec.name] = probe_states(spec, env=envs[0])
+            elif command == "load":
                 spec = get_task(args["task"])
                 b = args.get("budget") or {}
                 meter = CallMeter(CallBudget(decision_s=float(b.get("decision_s", L.BUDGET_DECISION_S)),
@@ -707,12 +757,18 @@ def serve(conn, limits: Limits = Limits()) -> None:
                 policy = (RandomPolicy(spec) if args["model"] is None
                           else OnnxPolicy(args["model"], spec, device=args.get("device", "cpu"), meter=meter))
                 channel.send("ok", {"fixed_batch_one": bool(policy.fixed_batch_one)})
+                # The environments of the coming episodes, built while the engine probes on worker 0.
+                if faults.where != "env":
+                    pool.get(spec, min(int(args.get("prepare") or 0), spec.pool_size))
             elif command == "probe":
                 if faults.where == "probe":
                     raise RuntimeError("injected fault: the grader's probe failed")
                 if not isinstance(policy, OnnxPolicy):
                     raise RuntimeError("probe needs an ONNX model loaded")
-                channel.send("ok", probe(policy, env=pool.get(policy.spec, 1)[0], pool_size=args.get("pool_size")))
+                name = policy.spec.name
+                if name not in probe_cache:  # the same states for every model: one rollout per task
+                    probe_cache[name] = probe_states(policy.spec, env=pool.get(policy.spec, 1)[0])
+                channel.send("ok", probe(policy, pool_size=args.get("pool_size"), states=probe_cache[name]))
             elif command == "episodes":
                 last = [time.monotonic()]
                 calls0 = meter.snapshot()
@@ -740,8 +796,10 @@ def serve(conn, limits: Limits = Limits()) -> None:
                 spec = get_task(args["task"])
                 if faults.where == "env":
                     pool.factory = _broken_env_factory
-                run_episodes(policy, spec, [int(s) for s in args["seeds"]], envs=pool.get(spec, int(args["pool_size"])),
-                             on_episode=episode_done, on_step=heartbeat,
+                given = [int(s) for s in args["seeds"]]
+                n_envs = min(int(args["pool_size"]), int(args.get("envs") or args["pool_size"]))
+                run_episodes(policy, spec, SeedFeed(conn, given) if args.get("more") else given,
+                             envs=pool.get(spec, n_envs), on_episode=episode_done, on_step=heartbeat,
                              on_facts=facts.__setitem__ if args.get("diagnostics") else None)
                 channel.send("ok", stats())
             elif command == "actions":

@@ -27,6 +27,41 @@ def test_same_returns_whatever_the_pool_size_and_seed_order(tmp_path):
     assert reversed_order == by_pool[0]
 
 
+def _static_dispatch(model: bytes, task: str, seeds: list[int], workers: int) -> dict:
+    """The previous dispatch, in this process: seeds split up front, ``seeds[i::workers]`` for
+    worker ``i``, each share played on its own pool of the task's size."""
+    from grader.contract import get_task
+    from grader.worker import EnvPool, OnnxPolicy, run_episodes
+
+    spec = get_task(task)
+    policy = OnnxPolicy(model, spec)
+    results = {}
+    for i in range(workers):
+        results.update(run_episodes(policy, spec, seeds[i::workers], envs=EnvPool().get(spec, spec.pool_size)))
+    return results
+
+
+def test_seeds_handed_out_as_workers_free_up_give_the_returns_of_the_static_split(tmp_path):
+    """Dynamic dispatch (each worker takes the next seed when one of its episodes ends, with the
+    reserve of a long run) gives, seed by seed, the returns of the split made up front."""
+    from benchmarks import classgen as g
+
+    model = g.heuristic_model(3, 1.2)  # landers, hoverers and crashers: very different lengths
+    seeds = list(range(70))  # >= 4 x workers x pool for 1 and 2 workers: the reserve is used too
+    reference = _static_dispatch(model, "lunarlander", seeds, 2)
+    assert reference == _static_dispatch(model, "lunarlander", seeds, 1)
+    assert len({n for _, n in reference.values()}) > 10  # episodes of many lengths
+    for workers in (1, 2, 3):
+        with Engine(workers) as engine:
+            engine.load(model, task="lunarlander", episodes=len(seeds))
+            got = engine.evaluate(seeds, rerun_shortest=True)
+            assert list(got) == seeds  # keyed by seed, in the order asked
+            assert got == reference, workers
+            (seed, again), = engine.last_rerun.items()  # the reproducibility re-run, done during the tail
+            assert again == reference[seed]
+            assert engine.evaluate(seeds[:5]) == {s: reference[s] for s in seeds[:5]}  # few seeds: no reserve
+
+
 def test_mspacman_same_returns_with_one_and_two_workers(tmp_path):
     path = F.conv_policy(tmp_path / "dqn.onnx")
     a = grade(path, seeds=[0, 1, 2], workers=1, out=tmp_path / "a", video=False, report=False)
