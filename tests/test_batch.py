@@ -271,6 +271,8 @@ def test_class_html(graded):
     assert "base4" in html and "Not on the roster" in html
     assert "identical" in html and "same_weights" in html and "behaviour" in html
     assert "reports/good1/" in html
+    # the instructor's page opens with names, report links and flags; pseudonyms are a toggle for projecting
+    assert "<body>" in html and 'id="pseudo-toggle"' in html and 'id="pseudo-toggle" checked' not in html
     assert 'id="class-outcomes"' in html and 'id="class-collapsed"' in html  # the class's outcomes (diagnostics)
     assert "<script" not in html.replace("onchange", "")  # nothing but the toggle
 
