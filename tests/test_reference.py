@@ -65,11 +65,14 @@ def test_reference_uses_the_contract_functions_by_identity():
     import reference.actor_critic.seed as seed
     import reference.common as common
     import reference.dqn.train as dqn
+    import reference.strong.train as strong
 
     assert dqn.preprocess_frames is mspacman_task.preprocess_frames
     assert dqn.play_episode is contract.play_episode
     assert dqn.make_env is contract.make_env
     assert dqn.MSPACMAN is mspacman_task.TASK
+    assert strong.play_episode is contract.play_episode and strong.make_env is contract.make_env
+    assert strong.MSPACMAN is mspacman_task.TASK
     for module in (seed, improved):
         assert module.play_episode is contract.play_episode
         assert module.make_env is contract.make_env
@@ -154,7 +157,53 @@ def test_improved_actor_critic_tiny_run_exports_a_contract_model(tmp_path):
     _passes_every_grader_check(out / "model.onnx", LUNARLANDER, seed=1_000_001)
 
 
-@pytest.mark.parametrize("name", ["lunarlander_improved", "lunarlander_seed", "mspacman_dqn"])
+def test_strong_dqn_n_step_transitions():
+    from reference.strong.train import NStepCollector, NStepReplay
+
+    memory = NStepReplay(10)
+    c = NStepCollector(3, 0.5, memory)
+    frames = [np.full((5, 44, 40), i, np.uint8) for i in range(7)]
+    for t, r in enumerate([1.0, 2.0, 4.0, 8.0]):  # s0..s3 -> s4, no terminal
+        c.add(frames[t], t % 5, r, frames[t + 1], False)
+    assert len(memory) == 2  # (s0, 1 + 0.5*2 + 0.25*4, s3) and (s1, 2 + 0.5*4 + 0.25*8, s4)
+    np.testing.assert_allclose(memory.returns[:2], [3.0, 6.0])
+    np.testing.assert_allclose(memory.discounts[:2], [0.125, 0.125])
+    assert memory.next_states[0, 0, 0, 0] == 3 and memory.next_states[1, 0, 0, 0] == 4
+    c.add(frames[4], 4, 16.0, frames[5], True)  # a terminal flushes s2, s3, s4 without bootstrap
+    assert len(memory) == 5 and not c.pending
+    np.testing.assert_allclose(memory.returns[2:5], [4 + 4 + 4, 8 + 8, 16])
+    np.testing.assert_allclose(memory.discounts[2:5], 0.0)
+    assert list(memory.actions[:5]) == [0, 1, 2, 3, 4]
+
+
+def test_strong_dqn_tiny_run_resumes_and_exports_a_contract_model(tmp_path):
+    from reference.common import load_checkpoint
+    from reference.strong.__main__ import main
+
+    run = tmp_path / "run"
+    common = ["--out", str(run), "--n-envs", "2", "--batch-size", "8", "--learning-starts", "32",
+              "--memory-size", "200", "--target-update", "16", "--channels", "4,4,4", "--hidden", "8",
+              "--val-episodes", "1", "--validate-minutes", "60", "--save-replay"]
+    main([*common, "--total-steps", "64"])
+    ck = load_checkpoint(run / "checkpoint.pt")
+    assert ck["step"] == 64 and 0 < ck["updates"] <= 8 and len(ck["history"]["val_mean"]) == 1
+    # --resume continues from the checkpoint: nets, optimizer, counters, history, replay, RNG states.
+    main([*common, "--total-steps", "128", "--resume"])
+    ck2 = load_checkpoint(run / "checkpoint.pt")
+    assert ck2["step"] == 128 and ck2["updates"] == ck["updates"] + 16 and ck2["episode"] >= ck["episode"]
+    assert len(ck2["history"]["val_mean"]) == 2 and ck2["history"]["step"][:1] == ck["history"]["step"]
+    assert (run / "best.onnx").exists() and (run / "curves.png").stat().st_size > 0
+    _check_onnx(run / "best.onnx", MSPACMAN)
+    onnx_path = tmp_path / "strong.onnx"
+    main(["export", "--checkpoint", str(run / "best.pt"), "--out", str(onnx_path),
+          "--curve", str(tmp_path / "curve.png")])
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    _check_onnx(onnx_path, MSPACMAN, batch=5)
+    _play_one(onnx_path, MSPACMAN, seed=1_000_002)
+    _passes_every_grader_check(onnx_path, MSPACMAN, seed=1_000_002)
+
+
+@pytest.mark.parametrize("name", ["lunarlander_improved", "lunarlander_seed", "mspacman_dqn", "mspacman_strong"])
 def test_shipped_models_follow_the_contract(name, tmp_path):
     from pathlib import Path
 
