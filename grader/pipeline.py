@@ -533,6 +533,10 @@ def _reproducible_check(run: _Run, rerun: dict | None) -> CheckResult:
         return CheckResult(name="reproducible", passed=True,
                            message=f"each of the {len(run.result.episodes)} episodes was played alone on its worker, one "
                                    "state per call, as a re-run would play it: no batching to rule out")
+    if not rerun:  # the re-run itself failed (the episodes had run): say so, never pass unchecked
+        return CheckResult(name="reproducible", passed=False, severity="warning",
+                           message="the re-run of an episode one state at a time did not complete, so the scored "
+                                   "returns could not be reproduced here", hint="grade again; if it persists, tell the course staff")
     policy = SeedPolicy(run.result)
     scored = {e.seed: (e.return_, None) for e in run.result.episodes}
     return C.check_rerun(scored, rerun, label=policy.label)
