@@ -254,7 +254,9 @@ def _notebook_stage(run: _Run) -> None:
 def _stage_files(folder: Path, notebook: NamedBytes, weights: Sequence[NamedBytes]) -> list[Path]:
     paths = []
     for i, item in enumerate((notebook, *weights)):
-        name = Path(item.name).name or f"file{i}"
+        name = Path(item.name).name
+        if name in ("", ".", "..") or name.startswith("."):
+            name = f"file{i}{Path(item.name).suffix}"  # a hostile or hidden name never becomes a path
         target = folder / name
         target.write_bytes(item.data)
         paths.append(target)
