@@ -44,8 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.course_loop import per_step_loop  # noqa: E402
-from benchmarks.floor import save_actions  # noqa: E402
-from grader.contract import get_task, make_env, play_episode  # noqa: E402
+from benchmarks.floor import replay_plan, save_actions  # noqa: E402
+from grader.contract import get_task  # noqa: E402
 from grader.engine import Engine  # noqa: E402
 
 DEFAULT_MODELS = {"lunarlander": ROOT / "reference/models/lunarlander_improved.onnx",
@@ -53,18 +53,7 @@ DEFAULT_MODELS = {"lunarlander": ROOT / "reference/models/lunarlander_improved.o
 
 
 def _replay(args) -> dict:
-    task, plan = args
-    env = make_env(task)
-    out = {}
-    for seed, actions in plan:
-        episode = play_episode(task, env, seed)
-        turn = next(episode)
-        for action in actions:
-            if turn.done:
-                break
-            turn = episode.send(action)
-        out[seed] = (turn.episode_return, turn.length)
-    return out
+    return replay_plan(*args)  # the whole-process floor's own replay, in a pool of processes
 
 
 def floor(task: str, actions: dict, workers: int) -> dict:

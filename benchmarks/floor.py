@@ -23,7 +23,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def _replay_part(task: str, plan: list[tuple[int, list[int]]], queue) -> None:
+def replay_plan(task: str, plan: list[tuple[int, list[int]]]) -> dict[int, tuple[float, int]]:
+    """Play each (seed, recorded actions) under the task's protocol, with no inference: the floor's work."""
     from grader.contract import get_task
 
     spec = get_task(task)
@@ -37,7 +38,11 @@ def _replay_part(task: str, plan: list[tuple[int, list[int]]], queue) -> None:
                 break
             turn = episode.send(action)
         out[seed] = (turn.episode_return, turn.length)
-    queue.put(out)
+    return out
+
+
+def _replay_part(task: str, plan: list[tuple[int, list[int]]], queue) -> None:
+    queue.put(replay_plan(task, plan))
 
 
 def _split(lengths: dict[int, int], workers: int) -> list[list[int]]:

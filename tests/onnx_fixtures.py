@@ -204,3 +204,22 @@ def int64_input(path) -> str:
 def nan_output(path) -> str:
     w = numpy_helper.from_array(np.full((8, 4), np.nan, np.float32), "w")
     return _save(_single_input_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [w]), path)
+
+
+def slow_model_bytes(n_matmuls: int = 20, size: int = 1024) -> bytes:
+    """A LunarLander policy taking ~0.3 s per call on one core: chained 1024x1024 products with a
+    Sin between them (so that onnxruntime cannot fold them into constants)."""
+    big = np.full((size, size), 1e-3, np.float32)
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Mul", ["c", "s"], ["cs"]), helper.make_node("MatMul", ["cs", "w"], ["h0"])]
+    for i in range(n_matmuls - 1):
+        nodes += [helper.make_node("Sin", [f"h{i}"], [f"t{i}"]), helper.make_node("MatMul", [f"t{i}", "w"], [f"h{i + 1}"])]
+    nodes += [helper.make_node("ReduceMean", [f"h{n_matmuls - 1}"], ["m"], keepdims=0),
+              helper.make_node("MatMul", ["x", "w8"], ["p"]), helper.make_node("Add", ["p", "m"], ["y"])]
+    inits = [numpy_helper.from_array(big, "c"), numpy_helper.from_array(big, "w"),
+             numpy_helper.from_array(np.ones((8, 4), np.float32), "w8")]
+    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()

@@ -82,25 +82,10 @@ def test_a_hanging_model_is_killed_and_the_engine_recovers(tmp_path):
     """A model far too slow to answer (20 chained 1024x1024 products) hits the wall timeout."""
     import time
 
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
     from grader.engine import EngineFailure, Timeouts
 
-    big = np.full((1024, 1024), 1e-3, np.float32)
-    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),  # depends on the input: no constant folding
-             helper.make_node("Mul", ["c", "s"], ["cs"]), helper.make_node("MatMul", ["cs", "w"], ["h0"])]
-    nodes += [helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}"]) for i in range(20)]
-    nodes += [helper.make_node("ReduceMean", ["h20"], ["m"], keepdims=0), helper.make_node("MatMul", ["x", "w8"], ["p"]),
-              helper.make_node("Add", ["p", "m"], ["y"])]
-    inits = [numpy_helper.from_array(big, "c"), numpy_helper.from_array(big, "w"),
-             numpy_helper.from_array(np.ones((8, 4), np.float32), "w8")]
-    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
     with Engine(1, timeouts=Timeouts(probe=1.0)) as engine:
-        engine.load(model.SerializeToString(), task="lunarlander")
+        engine.load(F.slow_model_bytes(), task="lunarlander")
         t0 = time.monotonic()
         with pytest.raises(EngineFailure, match="did not answer within 1 s"):
             engine.probe()

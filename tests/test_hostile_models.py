@@ -165,25 +165,6 @@ def test_oversized_file_is_refused_before_parsing(tmp_path, monkeypatch):
 
 
 # --- budgets: a slow model is stopped, fast, with how slow it was ------------------------------
-def slow_model_bytes(n_matmuls: int = 20, size: int = 1024) -> bytes:
-    """A LunarLander policy taking ~0.3 s per call on one core: chained 1024x1024 products with a
-    Sin between them (so that onnxruntime cannot fold them into constants)."""
-    big = np.full((size, size), 1e-3, np.float32)
-    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
-             helper.make_node("Mul", ["c", "s"], ["cs"]), helper.make_node("MatMul", ["cs", "w"], ["h0"])]
-    for i in range(n_matmuls - 1):
-        nodes += [helper.make_node("Sin", [f"h{i}"], [f"t{i}"]), helper.make_node("MatMul", [f"t{i}", "w"], [f"h{i + 1}"])]
-    nodes += [helper.make_node("ReduceMean", [f"h{n_matmuls - 1}"], ["m"], keepdims=0),
-              helper.make_node("MatMul", ["x", "w8"], ["p"]), helper.make_node("Add", ["p", "m"], ["y"])]
-    inits = [numpy_helper.from_array(big, "c"), numpy_helper.from_array(big, "w"),
-             numpy_helper.from_array(np.ones((8, 4), np.float32), "w8")]
-    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
 def _budgets(**kw):
     from grader.rubric import Budgets
 
@@ -194,7 +175,7 @@ def test_a_slow_model_fails_fast_on_the_per_decision_budget():
     from grader.engine import Engine, EngineFailure
 
     with Engine(1) as engine:
-        engine.load(slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=0.01, decision_window=10))
+        engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=0.01, decision_window=10))
         t0 = time.monotonic()
         with pytest.raises(EngineFailure) as err:
             engine.evaluate([0, 1, 2])
@@ -211,7 +192,7 @@ def test_a_slow_model_graded_with_a_tiny_rubric_budget_is_invalid_in_seconds(tmp
     rubric = load_rubric(default_rubric_path("lunarlander"))
     rubric = rubric.model_copy(update={"budgets": _budgets(decision_s=0.01, decision_window=10)})
     path = tmp_path / "slow.onnx"
-    path.write_bytes(slow_model_bytes())
+    path.write_bytes(F.slow_model_bytes())
     t0 = time.monotonic()
     result = grade(path, rubric=rubric, episodes=3, out=tmp_path / "out", video=False, report=False, workers=1)
     elapsed = time.monotonic() - t0
@@ -224,7 +205,7 @@ def test_one_call_over_the_hard_cap_is_stopped():
     from grader.engine import Engine, EngineFailure
 
     with Engine(1) as engine:
-        engine.load(slow_model_bytes(), task="lunarlander", budgets=_budgets(call_max_s=0.05, decision_s=10))
+        engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(call_max_s=0.05, decision_s=10))
         t0 = time.monotonic()
         with pytest.raises(EngineFailure, match=r"one call of the model took .* the limit is 0\.05 s per call"):
             engine.evaluate([0])
@@ -238,7 +219,7 @@ def test_the_episodes_wall_budget_holds_whatever_the_heartbeats():
     from grader.engine import Engine, EngineFailure
 
     with Engine(1) as engine:
-        engine.load(slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=10, call_max_s=30, episodes_wall_s=3))
+        engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=10, call_max_s=30, episodes_wall_s=3))
         t0 = time.monotonic()
         with pytest.raises(EngineFailure) as err:
             engine.evaluate(list(range(8)))
@@ -252,7 +233,7 @@ def test_the_episodes_cpu_budget_is_enforced_by_the_worker_rlimit():
     from grader.engine import Engine, EngineFailure
 
     with Engine(1) as engine:
-        engine.load(slow_model_bytes(), task="lunarlander",
+        engine.load(F.slow_model_bytes(), task="lunarlander",
                     budgets=_budgets(decision_s=10, call_max_s=30, episodes_cpu_s=1, episodes_wall_s=120))
         t0 = time.monotonic()
         with pytest.raises(EngineFailure, match=r"more CPU time than the grader allows \(its budget: 1 s\)"):
