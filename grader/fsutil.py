@@ -83,7 +83,11 @@ class OutputDir:
 
     def __init__(self, path: str | Path, *, fresh: bool = True):
         self.path = Path(path)
-        self._prepare(fresh)
+        try:
+            self._prepare(fresh)
+        except OSError as exc:  # no permission, a read-only disk, ...: the caller's set-up, said plainly
+            raise OutputDirError(f"cannot use the output folder {self.path}: {exc.strerror or exc}; "
+                                 "choose another --out") from None
 
     def _prepare(self, fresh: bool) -> None:
         p = self.path

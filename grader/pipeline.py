@@ -445,7 +445,6 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
         return fail(blocking)
     run.timings["static_checks"] = time.perf_counter() - t0
     device = _resolve_device(run.options.device, run.result)
-    _engine(run, len(seeds))
     t0 = time.perf_counter()
     outcome = _load_and_probe(run, parsed, device, episodes=len(seeds))
     if isinstance(outcome, CheckResult):

@@ -125,3 +125,13 @@ def test_a_folder_is_not_called_missing(tmp_path, capsys):
     assert main(["check", str(folder)]) == 2
     out = capsys.readouterr().out
     assert "nothing to grade" in out and "no such file" not in out
+
+
+def test_an_output_folder_that_cannot_be_written_is_an_error_not_a_traceback(tmp_path, capsys):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(LUNAR.read_bytes())
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main([str(model), "--out", str(blocker / "out"), "--episodes", "2", "--no-video"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "cannot use the output folder" in err and "Traceback" not in err
