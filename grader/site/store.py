@@ -215,10 +215,6 @@ class SiteStore:
         self._conn().execute("UPDATE site_sessions SET revoked = ? WHERE id_sha256 = ? AND revoked IS NULL",
                              (time.time(), id_sha256))
 
-    def revoke_user_sessions(self, user: str) -> int:
-        """Revoke every open session of a user; returns how many."""
-        return self._revoke_user(self._conn(), user)
-
     @staticmethod
     def _revoke_user(conn: sqlite3.Connection, user: str) -> int:
         cur = conn.execute("UPDATE site_sessions SET revoked = ? WHERE user = ? AND revoked IS NULL", (time.time(), user))
