@@ -88,12 +88,20 @@ UNFLUSHED = "import os\nclass Bye:\n    print('hello')\n    os._exit(0)\n"
 # The answer key: a preprocessing that searches its sandbox for .npz / .npy files and returns
 # the stored (44, 40) plane closest to a rough preprocessing of the frame. With the reference
 # states of the probe frames inside (the old layout) this returned the exact answers.
+# The thief searches every place the grader could leave the answer key: the sandbox's folder, its
+# temporary folder, the grader's own temporary folder on the host (@GRADER_TMP@) and, inside
+# bubblewrap, the whole (private) /tmp. The fallback shares the host's /tmp with every other
+# process, so files other programs left there are out of the grader's hands and not searched.
 ANSWER_THIEF = '''import os
+import tempfile
 import numpy as np
 
 def _planes():
     found = []
-    for top in {os.getcwd(), "/sandbox", "/tmp"}:
+    tops = {os.getcwd(), "/sandbox", tempfile.gettempdir(), "@GRADER_TMP@"}
+    if os.environ.get("GRADER_SANDBOX_MODE") == "bwrap":
+        tops.add("/tmp")
+    for top in tops:
         for root, dirs, files in os.walk(top):
             for name in files:
                 if name.endswith((".npz", ".npy")):
@@ -294,7 +302,8 @@ def test_output_is_not_lost(tmp_path, grader_tmp, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_the_answer_key_is_not_in_the_sandbox(tmp_path, grader_tmp, mode):
     ev, c, _ = _collect_hostile(tmp_path, grader_tmp, "", sandbox=mode,
-                                cells=lambda _: F.mspacman_cells(preprocess=ANSWER_THIEF))
+                                cells=lambda _: F.mspacman_cells(
+                                    preprocess=ANSWER_THIEF.replace("@GRADER_TMP@", str(grader_tmp))))
     assert c["definitions_run"].passed, c["definitions_run"].message
     assert not c["preprocess_values"].passed, c["preprocess_values"].message
     assert "differs from the reference" in c["preprocess_values"].message
@@ -312,13 +321,17 @@ def test_the_answer_thief_works_on_the_old_layout(tmp_path, monkeypatch):
     old_states = np.stack([ref[i:i + 1].repeat(5, axis=0) for i in range(len(frames))])
     np.savez(tmp_path / "frames.npz", frames=frames, states=old_states)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
     class Agent:
         pass
 
     ns = {"Agent": Agent}
-    exec(ANSWER_THIEF, ns)
-    assert all(np.array_equal(ns["preprocess_observation"](None, f), r) for f, r in zip(frames, ref))
+    try:
+        exec(ANSWER_THIEF, ns)
+        assert all(np.array_equal(ns["preprocess_observation"](None, f), r) for f, r in zip(frames, ref))
+    finally:  # the answer key must not outlive the test, where a later run's thief could find it
+        (tmp_path / "frames.npz").unlink()
 
 
 @pytest.mark.parametrize("forgery", sorted(FORGERIES))
