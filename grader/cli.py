@@ -219,5 +219,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run_grade(_make_main_parser().parse_args(argv), selfcheck=False)
 
 
+def console_main() -> None:
+    """The ``grade`` executable: :func:`main`, then a quick exit.
+
+    Once ``main`` has returned, every output is written and closed; what is left is the
+    interpreter tearing down the modules it imported (numpy, onnx, matplotlib, pydantic...), which
+    costs a tenth of a second or more and serves nothing. So the exit handlers run
+    (``atexit``: logging, temporary folders, multiprocessing), the standard streams are flushed,
+    and the process ends with ``os._exit``. When a thread that is not a daemon is still running
+    (it would be waited for), the exit is the ordinary one.
+    """
+    import atexit
+    import threading
+
+    rc = main()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(rc)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (e.g. `grade ... | head`): nothing left to say
+            pass
+    os._exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -38,6 +38,25 @@ def _svg(fig, label: str) -> str:
     return "" if _SVG_FORBIDDEN.search(svg) else svg
 
 
+_WARM: list[bool] = []
+
+
+def warm_up() -> None:
+    """Import matplotlib's figure and SVG backend and draw a figure with text once (it loads the
+    font), off the path of the first real plot; later calls do nothing."""
+    if _WARM:
+        return
+    from matplotlib import rc_context
+
+    with rc_context(_RC):
+        fig = _figure(1.0)
+        ax = fig.subplots()
+        ax.barh([0], [1], color=GOOD)
+        ax.set_yticks([0], ["warm-up"])
+        _svg(fig, "warm-up")
+    _WARM.append(True)
+
+
 def _figure(height: float, *, left: float = 0.34, bottom: float = 0.5):
     """A figure with fixed margins (in inches at the bottom): constrained layout costs more than the plot."""
     from matplotlib.figure import Figure

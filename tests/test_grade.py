@@ -95,6 +95,31 @@ def test_cli_json_fields_and_result_file(tmp_path):
     assert data["summary"]["mean"] == pytest.approx(returns.mean())
 
 
+def test_quick_exit_keeps_output_exit_code_and_exit_handlers(tmp_path):
+    """The executable ends with os._exit after main(): what it printed to a pipe is whole, the exit
+    code is main's, the exit handlers ran, and no temporary folder is left behind."""
+    import os
+    import subprocess
+    import sys
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    mark = tmp_path / "atexit-ran"
+    boot = ("import atexit, pathlib, sys; atexit.register(pathlib.Path(sys.argv.pop(1)).write_text, 'ran'); "
+            "from grader.cli import console_main; console_main()")
+    env = dict(os.environ, TMPDIR=str(tmp), GRADER_SANDBOX="fallback")
+    good, bad = F.mlp(tmp_path / "model.onnx"), tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    for path, code in ((good, 0), (bad, 2)):
+        mark.unlink(missing_ok=True)
+        proc = subprocess.run([sys.executable, "-c", boot, str(mark), str(path), "--json", "--no-video", "--seeds", "1-2",
+                               "--out", str(tmp_path / f"out-{code}")], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == code, proc.stderr
+        assert json.loads(proc.stdout)["status"] == ("graded" if code == 0 else "invalid")
+        assert mark.read_text() == "ran"
+        assert list(tmp.iterdir()) == []
+
+
 def test_cli_terminal_summary(tmp_path):
     path = F.mlp(tmp_path / "model.onnx")
     proc = run_cli(path, "--no-video", "--episodes", "3", "--out", tmp_path / "out")
