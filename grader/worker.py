@@ -402,6 +402,13 @@ class EnvPool:
             envs.append(self.factory(spec))
         return envs[:n]
 
+    def fill_while_idle(self, spec: Task, n: int, conn: Any) -> None:
+        """Build up to ``n`` environments, one at a time, for as long as no command is waiting:
+        a command (the probe, the episodes) is answered first, and the episodes build the rest."""
+        envs = self._envs.setdefault(spec.name, [])
+        while len(envs) < n and not conn.poll(0):
+            envs.append(self.factory(spec))
+
 
 def run_episodes(
     policy: Policy,
@@ -743,9 +750,9 @@ def serve(conn, limits: Limits = Limits()) -> None:
             if command == "prepare":  # no reply: environments and probe states ahead of the commands needing them
                 spec = get_task(args["task"])
                 if faults.where != "env":
-                    envs = pool.get(spec, min(int(args.get("envs") or 1), spec.pool_size))
                     if args.get("probe") and spec.name not in probe_cache:
-                        probe_cache[spec.name] = probe_states(spec, env=envs[0])
+                        probe_cache[spec.name] = probe_states(spec, env=pool.get(spec, 1)[0])
+                    pool.fill_while_idle(spec, min(int(args.get("envs") or 1), spec.pool_size), conn)
             elif command == "load":
                 spec = get_task(args["task"])
                 b = args.get("budget") or {}
@@ -757,9 +764,9 @@ def serve(conn, limits: Limits = Limits()) -> None:
                 policy = (RandomPolicy(spec) if args["model"] is None
                           else OnnxPolicy(args["model"], spec, device=args.get("device", "cpu"), meter=meter))
                 channel.send("ok", {"fixed_batch_one": bool(policy.fixed_batch_one)})
-                # The environments of the coming episodes, built while the engine probes on worker 0.
+                # The environments of the coming episodes, built while the engine checks the probe.
                 if faults.where != "env":
-                    pool.get(spec, min(int(args.get("prepare") or 0), spec.pool_size))
+                    pool.fill_while_idle(spec, min(int(args.get("prepare") or 0), spec.pool_size), conn)
             elif command == "probe":
                 if faults.where == "probe":
                     raise RuntimeError("injected fault: the grader's probe failed")
