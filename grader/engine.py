@@ -723,21 +723,51 @@ class Engine:
         return out
 
     def record(self, seed: int, path: str) -> dict[str, Any]:
-        """Replay ``seed`` with rendering and write an MP4 to ``path`` (a batch of 1 per call).
+        """Replay ``seed`` with rendering and write an MP4 to ``path``; see :meth:`record_many`."""
+        return self.record_many([(seed, path)])[0]
 
-        The worker encodes the video in its private folder and sends the bytes; the parent writes
-        them. Returns ``{"return", "length", "frames"}``."""
+    def record_many(self, jobs: Sequence[tuple[int, str]], *,
+                    on_video: Callable[[int, dict[str, Any]], None] = lambda k, info: None) -> list[dict[str, Any]]:
+        """Replay each ``(seed, path)`` with rendering (a batch of 1) and write its MP4 to ``path``,
+        the videos spread over the workers: each takes the next one as it finishes its own.
+
+        The worker encodes the video in its private folder and sends the bytes; this process
+        writes them and calls ``on_video(k, info)`` for job ``k`` as it arrives, so that the videos
+        made before a failure are kept by a caller that stops at the failure. Returns, in the
+        order of ``jobs``, ``{"return", "length", "frames"}``. Each video has the rubric's
+        ``record_s`` budget (CPU, in the worker; wall, here: one budget per round of videos)."""
         self._require_loaded()
         budget = self._budget("record_s")
-        self._workers[0].send("record", {"task": self._loaded["task"], "seed": int(seed), "cpu_s": budget + 5})
-        info = self._gather([0], silence_s=min(self.timeouts.record, budget), deadline=time.monotonic() + budget,
-                            on_deadline=lambda: f"the video re-run took longer than its {budget:g} s budget", cpu_s=budget)[0]
-        if not (isinstance(info, dict) and set(info) == {"return", "length", "frames", "video"} and _is_num(info["return"])
-                and type(info["length"]) is int and type(info["frames"]) is int and isinstance(info["video"], bytes)):
-            raise self._fail_all([0], "the grading process sent a malformed reply (record)")
-        Path(path).write_bytes(info.pop("video"))
-        info["return"] = float(info["return"])
-        return info
+        indices = list(range(min(self.n_workers, len(jobs))))
+        queue = list(range(len(jobs)))[::-1]
+        doing: dict[int, int] = {}
+        infos: dict[int, dict[str, Any]] = {}
+
+        def send(i: int) -> bool:
+            if not queue:
+                return False
+            k = doing[i] = queue.pop()
+            self._workers[i].send("record", {"task": self._loaded["task"], "seed": int(jobs[k][0]), "cpu_s": budget + 5})
+            return True
+
+        def on_ok(i: int, info: Any) -> bool:
+            if not (isinstance(info, dict) and set(info) == {"return", "length", "frames", "video"} and _is_num(info["return"])
+                    and type(info["length"]) is int and type(info["frames"]) is int and isinstance(info["video"], bytes)):
+                raise self._fail_all(indices, "the grading process sent a malformed reply (record)")
+            k = doing.pop(i)
+            Path(jobs[k][1]).write_bytes(info.pop("video"))
+            info["return"] = float(info["return"])
+            infos[k] = info
+            on_video(k, info)
+            return send(i)
+
+        for i in indices:
+            send(i)
+        rounds = -(-len(jobs) // max(1, len(indices)))
+        self._gather(indices, silence_s=min(self.timeouts.record, budget), deadline=time.monotonic() + budget * rounds,
+                     on_deadline=lambda: f"the video re-run took longer than its {budget:g} s budget", cpu_s=budget,
+                     on_ok=on_ok)
+        return [infos[k] for k in range(len(jobs))]
 
     def info(self, paths: Sequence[str] = ()) -> list[dict[str, Any]]:
         """What each worker sees of its sandbox: uid, gid, pid, cwd and its entries, /tmp's entries,

@@ -594,24 +594,28 @@ def _record_videos(run: _Run) -> list[VideoInfo]:
     picks = pick_video_episodes(result.episodes)
     hidden = result.rubric is not None and result.rubric.seed_set == "grading"
     number = {e.seed: i + 1 for i, e in enumerate(result.episodes)}
-    videos = []
     private = run.out.private_dir()  # made by us: nothing can be planted at the recorder's path
+    # Grading seeds are private: the report links the videos, so their names must not show them.
+    names = [f"{label}_episode{number[ep.seed]}.mp4" if hidden else f"{label}_seed{ep.seed}.mp4" for label, ep in picks]
+    made: dict[int, VideoInfo] = {}
+
+    def on_video(k: int, info: dict) -> None:
+        (label, ep), name = picks[k], names[k]
+        run.out.adopt(private / name, name)
+        made[k] = VideoInfo(label=label, seed=ep.seed, scored_return=ep.return_, rerun_return=info["return"],
+                            matches=info["return"] == ep.return_, path=name, frames=info["frames"])
+        run.progress("videos", len(made), len(picks))
+
+    run.progress("videos", 0, len(picks))
     try:
-        for n, (label, ep) in enumerate(picks):
-            run.progress("videos", n, len(picks))
-            # Grading seeds are private: the report links the videos, so their names must not show them.
-            name = f"{label}_episode{number[ep.seed]}.mp4" if hidden else f"{label}_seed{ep.seed}.mp4"
-            tmp = private / name
-            try:
-                info = run.engine.record(ep.seed, str(tmp.resolve()))
-            except EngineFailure as exc:
-                result.warnings.append(f"could not record the {label} episode: {exc}; no more videos were recorded")
-                break
-            run.out.adopt(tmp, name)
-            videos.append(VideoInfo(label=label, seed=ep.seed, scored_return=ep.return_, rerun_return=info["return"],
-                                    matches=info["return"] == ep.return_, path=name, frames=info["frames"]))
+        run.engine.record_many([(ep.seed, str((private / name).resolve())) for (_, ep), name in zip(picks, names)],
+                               on_video=on_video)
+    except EngineFailure as exc:
+        missing = ", ".join(label for k, (label, _) in enumerate(picks) if k not in made)
+        result.warnings.append(f"could not record the {missing} episode video(s): {exc}")
     finally:
         run.out.discard(private)
+    videos = [made[k] for k in sorted(made)]
     run.progress("videos", len(picks), len(picks))
     return videos
 

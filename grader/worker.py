@@ -576,7 +576,7 @@ def record_episode(policy: Policy, spec: Task, seed: int, path: str) -> dict[str
     """Replay one seed with rendering on and write it as an H.264 MP4; returns return/frames."""
     from grader.video import FrameRecorder
 
-    with FrameRecorder(make_env(spec, render=True), path, fps=spec.video_fps) as env:
+    with FrameRecorder(make_env(spec, render=True), path, fps=spec.video_fps, stride=spec.video_stride) as env:
         result = run_episodes(policy, spec, [seed], envs=[env])
         return {"return": result[seed][0], "length": result[seed][1], "frames": env.frames}
 

@@ -243,15 +243,44 @@ def test_public_seeds_are_shown(graded):
 def test_videos_decode_with_right_frame_counts(graded):
     import imageio.v3 as iio
 
+    from grader.tasks import get_task
+    from grader.video import frame_count
+
+    STRIDE = get_task("lunarlander").video_stride
+    assert STRIDE == 2  # 50 Hz physics shown at 25 fps
+
     result, out, html, root, _ = graded
     lengths = {e.seed: e.length for e in result.episodes}
     for v in result.videos:
         path = out / v.path
         frames = iio.imread(path, plugin="pyav") if _has_pyav() else iio.imread(path, plugin="FFMPEG")
-        assert frames.shape[0] == v.frames == lengths[v.seed] + 1, (v, frames.shape)
+        assert frames.shape[0] == v.frames == frame_count(lengths[v.seed], STRIDE), (v, frames.shape)
         assert frames.shape[1:] == (400, 600, 3)
         assert v.matches and v.rerun_return == v.scored_return
         assert path.stat().st_size < 400 * 1024
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_frame_recorder_keeps_every_stride_th_step_and_the_last(tmp_path, stride):
+    import gymnasium as gym
+    import imageio.v3 as iio
+
+    from grader.video import FrameRecorder, frame_count
+
+    path = tmp_path / "v.mp4"
+    with FrameRecorder(gym.make("CartPole-v1", render_mode="rgb_array"), str(path), fps=25, stride=stride) as env:
+        env.reset(seed=4)  # 23 steps
+        steps, done = 0, False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(steps % 2)
+            steps, done = steps + 1, terminated or truncated
+        last = env.render()
+    assert steps % 3 != 0  # the last step is not on the stride: it must still be shown
+    frames = iio.imread(path, plugin="pyav") if _has_pyav() else iio.imread(path, plugin="FFMPEG")
+    assert len(frames) == env.frames == frame_count(steps, stride)
+    assert abs(frames[-1].astype(int) - last.astype(int)).mean() < 3  # the final frame is the final state
+    with pytest.raises(ValueError, match="stride"):
+        FrameRecorder(gym.make("CartPole-v1", render_mode="rgb_array"), str(tmp_path / "w.mp4"), fps=25, stride=0)
 
 
 def _has_pyav() -> bool:

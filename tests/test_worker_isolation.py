@@ -59,6 +59,38 @@ def test_a_video_is_written_by_the_parent_from_bytes_the_sandbox_sends(tmp_path)
     assert out.read_bytes()[4:8] == b"ftyp"
 
 
+def test_videos_are_spread_over_the_workers_and_come_back_in_job_order(tmp_path):
+    seeds = [5, 3, 8]
+    with Engine(2) as engine:
+        engine.load(open(F.mlp(tmp_path / "m.onnx"), "rb").read(), task="lunarlander")
+        scored = engine.evaluate(seeds)
+        arrived = []
+        infos = engine.record_many([(s, str(tmp_path / f"v{s}.mp4")) for s in seeds],
+                                   on_video=lambda k, info: arrived.append(k))
+    assert sorted(arrived) == [0, 1, 2]
+    assert [i["return"] for i in infos] == [scored[s][0] for s in seeds]
+    assert [i["length"] for i in infos] == [scored[s][1] for s in seeds]
+    assert all((tmp_path / f"v{s}.mp4").read_bytes()[4:8] == b"ftyp" for s in seeds)
+
+
+def test_videos_made_before_a_failure_are_kept_and_the_missing_ones_named(tmp_path, monkeypatch):
+    from grader.engine import Engine as E
+    from grader.grading import grade
+
+    def record_many(self, jobs, *, on_video):
+        info = self.record_many_real(jobs[:1])[0]
+        on_video(0, info)
+        raise EngineFailure("the video re-run took longer than its budget")
+
+    monkeypatch.setattr(E, "record_many_real", E.record_many, raising=False)
+    monkeypatch.setattr(E, "record_many", record_many)
+    result = grade(F.mlp(tmp_path / "m.onnx"), seeds=[0, 1, 2], out=tmp_path / "o", video=True, report=False)
+    assert result.status == "graded"
+    assert [v.label for v in result.videos] == ["best"] and (tmp_path / "o" / result.videos[0].path).is_file()
+    assert any("could not record the median, worst episode video(s)" in w for w in result.warnings), result.warnings
+    assert sorted(p.name for p in (tmp_path / "o").iterdir() if p.suffix == ".mp4") == [result.videos[0].path]
+
+
 def test_without_bubblewrap_the_fallback_is_said_in_the_result(tmp_path):
     from grader.grading import grade
 

@@ -96,6 +96,7 @@ class Task:
     description: str
     pool_size: int = 8  # environments stepped together in each worker
     video_fps: int = 30
+    video_stride: int = 1  # env steps per video frame (the last step is always shown): fps x stride = env Hz
     video_pixelated: bool = False  # the report scales the video without smoothing (pixel art)
     probe_stride: int = 5  # the probe rollout keeps every n-th state
     input_hint: str = ""  # how to export with the right input (shown when the input is wrong)
