@@ -19,7 +19,9 @@ times each, interleaved, medians:
 * the floor: ``benchmarks/floor.py replay`` of the recorded actions in ``--workers`` spawn
   processes (starts, replays exactly the same env steps, exits);
 * the course loop: ``benchmarks/course_loop.py --numpy`` (MsPacman frames preprocessed by numpy,
-  so that the loop's time does not include importing torch).
+  so that the loop's time does not include importing torch); for MsPacman, when torch is
+  installed, also the lesson's loop as students run it (torch imported, each frame preprocessed
+  by torch; the network still through onnxruntime, so it is the faster of the two).
 
 It prints the times and the ratios engine/floor and per-step/engine both ways, and checks that
 every way gives identical per-episode returns. This is a benchmark, not a test: nothing asserts
@@ -29,6 +31,7 @@ speed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing as mp
 import statistics
@@ -112,6 +115,9 @@ def whole_process(task: str, model: Path, seeds: list[int], workers: int, runs: 
         "floor": [py, str(ROOT / "benchmarks/floor.py"), "replay", str(npz), "--workers", str(workers)],
         "loop": [py, str(ROOT / "benchmarks/course_loop.py"), str(model), "--task", task, "--seeds", span, "--numpy"],
     }
+    if task == "mspacman" and importlib.util.find_spec("torch") is not None:
+        # the lesson's loop as students run it: torch imported, each frame preprocessed by torch
+        commands["lesson"] = commands["loop"][:-1]
     # One run of each, untimed, whose output says whether the returns are identical.
     graded = json.loads(subprocess.run(commands["grade"], cwd=ROOT, capture_output=True, check=True).stdout)
     graded = {e["seed"]: (e["return"], e["length"]) for e in graded["episodes"]}
@@ -120,6 +126,9 @@ def whole_process(task: str, model: Path, seeds: list[int], workers: int, runs: 
     looped = json.loads(subprocess.run(commands["loop"] + ["--json"], cwd=ROOT, capture_output=True, check=True).stdout)
     looped = {int(s): (r, n) for s, (r, n) in looped.items()}
     same = graded == loop_results == looped and floor_ok
+    if "lesson" in commands:
+        lesson = json.loads(subprocess.run(commands["lesson"] + ["--json"], cwd=ROOT, capture_output=True, check=True).stdout)
+        same = same and {int(s): (r, n) for s, (r, n) in lesson.items()} == looped
     times: dict[str, list[float]] = {k: [] for k in commands}
     for _ in range(runs):
         for name, cmd in commands.items():
@@ -129,11 +138,14 @@ def whole_process(task: str, model: Path, seeds: list[int], workers: int, runs: 
     med = {k: statistics.median(v) for k, v in times.items()}
     spread = {k: f"{min(v):.2f}-{max(v):.2f}" for k, v in times.items()}
     print(f"whole process (median of {runs}, interleaved; min-max):")
-    print(f"  course loop (1 process)         {med['loop']:7.2f} s  ({spread['loop']})")
+    if "lesson" in med:
+        print(f"  course loop, torch preprocessing {med['lesson']:6.2f} s  ({spread['lesson']})  (the lesson's own; torch imported)")
+    print(f"  course loop (1 process)         {med['loop']:7.2f} s  ({spread['loop']})" + ("  (numpy preprocessing)" if "lesson" in med else ""))
     print(f"  floor, no inference ({workers} proc)   {med['floor']:7.2f} s  ({spread['floor']})")
     print(f"  grade --no-video ({workers} workers)  {med['grade']:7.2f} s  ({spread['grade']})")
     print(f"  grade / floor = {med['grade'] / med['floor']:.2f}x   course loop / grade = {med['loop'] / med['grade']:.2f}x   "
-          f"identical returns (grade, floor, loop, in-process): {same}")
+          + (f"   lesson's loop / grade = {med['lesson'] / med['grade']:.2f}x" if "lesson" in med else "")
+          + f"   identical returns (grade, floor, loop{', lesson' if 'lesson' in med else ''}, in-process): {same}")
 
 
 def _fallback_model(task: str) -> Path:
