@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import io
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from grader.result import Diagnostics
 
@@ -39,6 +42,18 @@ def _svg(fig, label: str) -> str:
 
 
 _WARM: list[bool] = []
+_LOCK = threading.RLock()
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    """The plots' style, one plot at a time: ``rc_context`` changes matplotlib's global rcParams,
+    which the grading slots' threads (``grade batch``, the site) and the report's warm-up share,
+    and matplotlib is not thread-safe."""
+    from matplotlib import rc_context
+
+    with _LOCK, rc_context(_RC):
+        yield
 
 
 def warm_up() -> None:
@@ -46,9 +61,7 @@ def warm_up() -> None:
     font), off the path of the first real plot; later calls do nothing."""
     if _WARM:
         return
-    from matplotlib import rc_context
-
-    with rc_context(_RC):
+    with _style():
         fig = _figure(1.0)
         ax = fig.subplots()
         ax.barh([0], [1], color=GOOD)
@@ -67,12 +80,10 @@ def _figure(height: float, *, left: float = 0.34, bottom: float = 0.5):
 
 
 def outcomes_svg(diag: Diagnostics) -> str:
-    from matplotlib import rc_context
-
     rows = [o for o in diag.outcomes if o.count] or diag.outcomes
     if not rows:
         return ""
-    with rc_context(_RC):
+    with _style():
         fig = _figure(0.45 + 0.32 * len(rows))
         ax = fig.subplots()
         y = list(range(len(rows)))[::-1]
@@ -87,14 +98,12 @@ def outcomes_svg(diag: Diagnostics) -> str:
 
 
 def actions_svg(diag: Diagnostics) -> str:
-    from matplotlib import rc_context
-
     names, shares = diag.actions.names, diag.actions.shares
     if not sum(diag.actions.counts):
         return ""
     eps = diag.episodes
     palette = ["#5d6d7e", "#d35400", "#2471a3", "#8e44ad", "#16a085", "#b7950b"]
-    with rc_context(_RC):
+    with _style():
         fig = _figure(0.9 + 0.25 * len(names) + (1.9 if len(eps) > 1 else 0), left=0.2, bottom=0.9 if len(eps) > 1 else 0.5)
         axes = fig.subplots(2 if len(eps) > 1 else 1, 1, squeeze=False,
                             height_ratios=[0.25 * len(names) + 0.3, 1.3][: 2 if len(eps) > 1 else 1])
@@ -129,13 +138,11 @@ def actions_svg(diag: Diagnostics) -> str:
 
 def returns_by_outcome_svg(diag: Diagnostics) -> str:
     import numpy as np
-    from matplotlib import rc_context
-
     rows = [o for o in diag.outcomes if o.count]
     if not rows:
         return ""
     rng = np.random.default_rng(0)
-    with rc_context(_RC):
+    with _style():
         fig = _figure(0.55 + 0.36 * len(rows))
         ax = fig.subplots()
         for yi, o in zip(list(range(len(rows)))[::-1], rows):
@@ -157,15 +164,13 @@ def median_episode(diag: Diagnostics):
 
 
 def lives_svg(diag: Diagnostics, length: int | None) -> str:
-    from matplotlib import rc_context
-
     e = median_episode(diag)
     if e is None:
         return ""
     end = max(length or 0, e.lives[-1].step)
     xs = [0] + [x.step for x in e.lives] + ([end] if end > e.lives[-1].step else [])
     ys = [0.0] + [x.score for x in e.lives] + ([e.return_] if end > e.lives[-1].step else [])
-    with rc_context(_RC):
+    with _style():
         fig = _figure(2.4, left=0.1, bottom=0.55)
         ax = fig.subplots()
         for first, last, _n in e.droughts:

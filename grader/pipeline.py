@@ -143,26 +143,24 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
             run.engine.close()
     run.timings["total"] = time.perf_counter() - t0
     run.result.timings = {k: round(v, 3) for k, v in run.timings.items()}
+    if run.warming is not None:
+        run.warming.join()
     if out_dir is not None:
-        _warm_report(run).join()
         write_outputs(run.result, out_dir, report=options.report, evidence=run.evidence)
     return run.result
 
 
-def _warm_report(run: _Run):
-    """The thread that imports and compiles what the report needs, started once per grading (when
-    a report is to be written) as the grading begins: it overlaps the workers' start-up (measured:
-    better than starting it with the episodes, when both cores are busy), and the report is rendered
-    straight after the episodes. It touches nothing of the result; a failure
-    there is left for :func:`write_outputs` to meet (and report) in this thread."""
+def _warm_report(run: _Run) -> None:
+    """Start the thread that imports and compiles what the report needs (when one is to be written).
+
+    Started as the grading begins, it overlaps the workers' start-up (measured: better than
+    starting it with the episodes, when both cores are busy), and the report is rendered straight
+    after the episodes. It touches nothing of the result; an error there is met again, and
+    reported, when :func:`write_outputs` renders the report in the grading's own thread."""
     import threading
 
-    if run.warming is not None:
-        return run.warming
     if run.out is None or not run.options.report:
-        run.warming = threading.Thread(target=lambda: None)
-        run.warming.start()
-        return run.warming
+        return
 
     def warm() -> None:
         try:
@@ -174,7 +172,6 @@ def _warm_report(run: _Run):
 
     run.warming = threading.Thread(target=warm, name="report-warm-up", daemon=True)
     run.warming.start()
-    return run.warming
 
 
 def _stages(run: _Run) -> None:

@@ -227,3 +227,30 @@ def test_class_summary_names_the_common_failure(tmp_path):
     summary = class_summary([("alice", hover), ("bob", noop), ("carol", noop), ("dave", None)])
     assert summary["students"] == 3 and summary["collapsed"] == ["bob", "carol"]
     assert summary["common_failure"]["key"] == "crashed" and summary["common_failure"]["students"] == 2
+
+
+def test_plots_drawn_from_several_threads_are_those_drawn_alone():
+    """matplotlib is not thread-safe and rc_context changes global state: the grading slots'
+    threads (and the report's warm-up) draw one plot at a time, so each plot is what it would be alone."""
+    import threading
+
+    from grader import diagplots
+    from grader.tasks import get_task
+
+    facts = [{"actions": [10 + k, 50, 20, 20, 0], "decisions": 100 + k, "measure": "gap", "confidence": 0.5,
+              "task": {"outcome": "game_over", "lives": [[30, 200, 120.0], [60, 400, 300.0], [100, 700, 450.0]],
+                       "droughts": [[210, 390, 28]], "end": {"still_share": 0.1}}} for k in range(6)]
+    d = get_task("mspacman").diagnose(facts, [450.0 + k for k in range(6)])
+    draw = [diagplots.outcomes_svg, diagplots.actions_svg, diagplots.returns_by_outcome_svg, lambda d: diagplots.lives_svg(d, 700)]
+    alone = [f(d) for f in draw]
+    got: list[list[str]] = []
+
+    def worker() -> None:
+        got.append([f(d) for _ in range(3) for f in draw][-len(draw):])
+
+    threads = [threading.Thread(target=worker) for _ in range(4)] + [threading.Thread(target=diagplots.warm_up)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and all(g == alone for g in got)
