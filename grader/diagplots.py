@@ -1,4 +1,4 @@
-"""The report's diagnostics plots, as inline SVG (matplotlib, Agg), drawn from numbers only.
+"""The report's diagnostics plots, as inline SVG (:mod:`grader.svgplot`), drawn from numbers only.
 
 * :func:`outcomes_svg` -- one bar per outcome (episodes that ended that way);
 * :func:`actions_svg` -- how often each action was chosen, overall and per episode;
@@ -7,94 +7,47 @@
   and its stretches without scoring (tasks with lives only).
 
 Episodes are numbered (their place in ``result.episodes``), never named by seed. All text in the
-plots is ours: outcome and action labels come from the task plug-ins, numbers from the result.
+plots is ours: outcome and action labels come from the task plug-ins, numbers from the result;
+:mod:`grader.svgplot` escapes it all the same. Each function returns ``""`` when it has nothing
+to show.
 """
 
 from __future__ import annotations
 
-import io
-import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from grader.result import Diagnostics
+from grader.svgplot import BAD, GOOD, PALETTE, Canvas, Scale, jitter, nice_ticks, number
 
-_RC = {"svg.fonttype": "none", "svg.hashsalt": "rl-grader", "font.family": "sans-serif", "font.size": 9,
-       "axes.spines.top": False, "axes.spines.right": False}
-GOOD, BAD, GREY = "#1e8449", "#c0392b", "#7f8c8d"
-
-
-# As grader.report's check of its returns plot (not imported from there: report imports this module).
-_SVG_FORBIDDEN = re.compile(r"<\s*script|<\s*foreignObject|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
+WIDTH = 760
+RIGHT = WIDTH - 24
+ROW = 26  # pixels per category row
 
 
-def _svg(fig, label: str) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]
-    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, count=1, flags=re.DOTALL)
-    svg = svg.replace("<style type=\"text/css\">*{", "<style type=\"text/css\">svg.plot *{", 1)
-    svg = re.sub(r'<svg([^>]*?)\swidth="[^"]*"\s+height="[^"]*"', r'<svg\1 width="100%"', svg, count=1)
-    svg = svg.replace("<svg", f'<svg role="img" aria-label="{label}" class="plot"', 1)
-    return "" if _SVG_FORBIDDEN.search(svg) else svg
+def _left(labels: list[str]) -> float:
+    """The left margin that fits the longest category label (about 6.3 px a character at 11 px)."""
+    return min(340.0, 24 + 6.3 * max((len(s) for s in labels), default=4))
 
 
-_WARM: list[bool] = []
-_LOCK = threading.RLock()
-
-
-@contextmanager
-def _style() -> Iterator[None]:
-    """The plots' style, one plot at a time: ``rc_context`` changes matplotlib's global rcParams,
-    which the grading slots' threads (``grade batch``, the site) and the report's warm-up share,
-    and matplotlib is not thread-safe."""
-    from matplotlib import rc_context
-
-    with _LOCK, rc_context(_RC):
-        yield
-
-
-def warm_up() -> None:
-    """Import matplotlib's figure and SVG backend and draw a figure with text once (it loads the
-    font), off the path of the first real plot; later calls do nothing."""
-    if _WARM:
-        return
-    with _style():
-        fig = _figure(1.0)
-        ax = fig.subplots()
-        ax.barh([0], [1], color=GOOD)
-        ax.set_yticks([0], ["warm-up"])
-        _svg(fig, "warm-up")
-    _WARM.append(True)
-
-
-def _figure(height: float, *, left: float = 0.34, bottom: float = 0.5):
-    """A figure with fixed margins (in inches at the bottom): constrained layout costs more than the plot."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.6, height))
-    fig.subplots_adjust(left=left, right=0.97, top=1 - 0.12 / height, bottom=bottom / height, hspace=0.9 / height)
-    return fig
+def _integers(scale: Scale) -> list[float]:
+    return [t for t in scale.ticks() if t == int(t) and t >= 0]
 
 
 def outcomes_svg(diag: Diagnostics) -> str:
     rows = [o for o in diag.outcomes if o.count] or diag.outcomes
     if not rows:
         return ""
-    with _style():
-        fig = _figure(0.45 + 0.32 * len(rows))
-        ax = fig.subplots()
-        y = list(range(len(rows)))[::-1]
-        ax.barh(y, [o.count for o in rows], color=[GOOD if o.success else BAD for o in rows], height=0.6)
-        ax.set_yticks(y, [o.label for o in rows])
-        top = max(o.count for o in rows) or 1
-        for yi, o in zip(y, rows):
-            ax.text(o.count + 0.01 * top, yi, f" {o.count} ({100 * o.share:.0f}%)", va="center", fontsize=8)
-        ax.set_xlim(0, top * 1.18)
-        ax.set_xlabel("episodes")
-        return _svg(fig, "how the episodes ended")
+    labels = [o.label for o in rows]
+    left, top = _left(labels), 10
+    bottom = top + ROW * len(rows)
+    c = Canvas(WIDTH, bottom + 40, label="how the episodes ended")
+    most = max(o.count for o in rows) or 1
+    x = Scale(0, most * 1.18, left, RIGHT)
+    ys = [top + ROW * (k + 0.5) for k in range(len(rows))]
+    for o, y in zip(rows, ys):
+        c.rect(x(0), y - 8, x(o.count) - x(0), 16, fill=GOOD if o.success else BAD)
+        c.text(x(o.count) + 4, y + 4, f"{o.count} ({100 * o.share:.0f}%)", font_size=10)
+    c.categories(labels, ys, left - 6)
+    c.x_axis(x, bottom, title="episodes", ticks=_integers(x))
+    return c.svg()
 
 
 def actions_svg(diag: Diagnostics) -> str:
@@ -102,59 +55,55 @@ def actions_svg(diag: Diagnostics) -> str:
     if not sum(diag.actions.counts):
         return ""
     eps = diag.episodes
-    palette = ["#5d6d7e", "#d35400", "#2471a3", "#8e44ad", "#16a085", "#b7950b"]
-    with _style():
-        fig = _figure(0.9 + 0.25 * len(names) + (1.9 if len(eps) > 1 else 0), left=0.2, bottom=0.9 if len(eps) > 1 else 0.5)
-        axes = fig.subplots(2 if len(eps) > 1 else 1, 1, squeeze=False,
-                            height_ratios=[0.25 * len(names) + 0.3, 1.3][: 2 if len(eps) > 1 else 1])
-        fig.subplots_adjust(hspace=0.75)
-        ax = axes[0][0]
-        y = list(range(len(names)))[::-1]
-        ax.barh(y, [100 * s for s in shares], color=[palette[i % len(palette)] for i in range(len(names))], height=0.6)
-        ax.set_yticks(y, names)
-        for yi, s in zip(y, shares):
-            ax.text(100 * s + 1, yi, f"{100 * s:.0f}%", va="center", fontsize=8)
-        ax.set_xlim(0, 112)
-        ax.set_xlabel("share of all decisions (%)")
-        if len(eps) > 1:
-            from matplotlib.ticker import MaxNLocator
-
-            ax2 = axes[1][0]
-            edges = [i + 0.5 for i in range(len(eps) + 1)]  # episodes 1..n, each one unit wide
-            bottom = [0.0] * len(eps)
-            for a, name in enumerate(names):  # one filled staircase per action: a few artists, whatever the episodes
-                part = [100 * e.actions[a] / e.decisions if e.decisions else 0.0 for e in eps]
-                top = [b + q for b, q in zip(bottom, part)]
-                ax2.stairs(top, edges, baseline=bottom, fill=True, color=palette[a % len(palette)], linewidth=0, label=name)
-                bottom = top
-            ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax2.set_xlim(edges[0], edges[-1])
-            ax2.set_ylim(0, 100)
-            ax2.set_ylabel("% per episode")
-            ax2.set_xlabel("episode")
-            ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=len(names), fontsize=7, frameon=False)
-        return _svg(fig, "how often each action was chosen")
+    colours = [PALETTE[i % len(PALETTE)] for i in range(len(names))]
+    left, top = max(_left(names), 90.0), 10
+    bottom = top + ROW * len(names)
+    per_episode = len(eps) > 1
+    c = Canvas(WIDTH, bottom + (250 if per_episode else 40), label="how often each action was chosen")
+    x = Scale(0, 112, left, RIGHT)
+    ys = [top + ROW * (k + 0.5) for k in range(len(names))]
+    for share, y, colour in zip(shares, ys, colours):
+        c.rect(x(0), y - 8, x(100 * share) - x(0), 16, fill=colour)
+        c.text(x(100 * share) + 4, y + 4, f"{100 * share:.0f}%", font_size=10)
+    c.categories(names, ys, left - 6)
+    c.x_axis(x, bottom, title="share of all decisions (%)", ticks=[t for t in x.ticks() if t <= 100])
+    if per_episode:  # one filled staircase per action, stacked to 100% per episode (numbered 1..n)
+        top2 = bottom + 52
+        ex = Scale(0.5, len(eps) + 0.5, left, RIGHT)
+        ey = Scale(0, 100, top2 + 130, top2)
+        base = [0.0] * len(eps)
+        for a, colour in enumerate(colours):
+            part = [100 * e.actions[a] / e.decisions if e.decisions and a < len(e.actions) else 0.0 for e in eps]
+            high = [b + q for b, q in zip(base, part)]
+            upper = [(ex(k + 0.5 + side), ey(h)) for k, h in enumerate(high) for side in (0, 1)]
+            lower = [(ex(k + 0.5 + side), ey(b)) for k, b in reversed(list(enumerate(base))) for side in (1, 0)]
+            c.path(upper + lower, close=True, fill=colour)
+            base = high
+        c.x_axis(ex, ey.a, title="episode", ticks=[t for t in nice_ticks(1, len(eps)) if t == int(t)])
+        c.y_axis(ey, ex.a, title="% per episode", ticks=[0, 50, 100])
+        c.legend(list(zip(names, colours)), ex.a, ey.a + 56)
+    return c.svg()
 
 
 def returns_by_outcome_svg(diag: Diagnostics) -> str:
-    import numpy as np
     rows = [o for o in diag.outcomes if o.count]
     if not rows:
         return ""
-    rng = np.random.default_rng(0)
-    with _style():
-        fig = _figure(0.55 + 0.36 * len(rows))
-        ax = fig.subplots()
-        for yi, o in zip(list(range(len(rows)))[::-1], rows):
-            values = [e.return_ for e in diag.episodes if e.outcome == o.key]
-            ax.scatter(values, yi + rng.uniform(-0.18, 0.18, len(values)), s=10, alpha=0.7, linewidths=0,
-                       color=GOOD if o.success else BAD)
-            if o.mean_return is not None:
-                ax.plot([o.mean_return] * 2, [yi - 0.3, yi + 0.3], color="#34495e", linewidth=2)
-        ax.set_yticks(list(range(len(rows)))[::-1], [f"{o.label} (mean {o.mean_return:,.0f})" for o in rows])
-        ax.set_ylim(-0.6, len(rows) - 0.4)
-        ax.set_xlabel("episode return (bar: the mean)")
-        return _svg(fig, "episode returns by outcome")
+    labels = [o.label + (f" (mean {o.mean_return:,.0f})" if o.mean_return is not None else "") for o in rows]
+    left, top = _left(labels), 10
+    bottom = top + 34 * len(rows)
+    c = Canvas(WIDTH, bottom + 40, label="episode returns by outcome")
+    x = Scale.over([e.return_ for e in diag.episodes], left, RIGHT)
+    ys = [top + 34 * (k + 0.5) for k in range(len(rows))]
+    for o, y in zip(rows, ys):
+        values = [e.return_ for e in diag.episodes if e.outcome == o.key]
+        for v, j in zip(values, jitter(len(values), 20)):
+            c.circle(x(v), y + j, 2.2, fill=GOOD if o.success else BAD, fill_opacity=0.7)
+        if o.mean_return is not None:
+            c.line(x(o.mean_return), y - 11, x(o.mean_return), y + 11, stroke="#34495e", stroke_width=2.5)
+    c.categories(labels, ys, left - 6)
+    c.x_axis(x, bottom, title="episode return (bar: the mean)")
+    return c.svg()
 
 
 def median_episode(diag: Diagnostics):
@@ -170,21 +119,21 @@ def lives_svg(diag: Diagnostics, length: int | None) -> str:
     end = max(length or 0, e.lives[-1].step)
     xs = [0] + [x.step for x in e.lives] + ([end] if end > e.lives[-1].step else [])
     ys = [0.0] + [x.score for x in e.lives] + ([e.return_] if end > e.lives[-1].step else [])
-    with _style():
-        fig = _figure(2.4, left=0.1, bottom=0.55)
-        ax = fig.subplots()
-        for first, last, _n in e.droughts:
-            ax.axvspan(first, last, color="#f5b041", alpha=0.25, linewidth=0)
-        ax.plot(xs, ys, color="#2471a3", linewidth=1.6)
-        top = max(ys) or 1.0
-        for k, x in enumerate(e.lives, 1):
-            ax.axvline(x.step, color=BAD, linewidth=1, linestyle="--")
-            gained = e.life_scores[k - 1] if k - 1 < len(e.life_scores) else None
-            ax.text(x.step, top * 1.02, f"life {k} lost" + (f"\n+{gained:,.0f}" if gained is not None else ""),
-                    color=BAD, fontsize=7, ha="right", va="bottom")
-        ax.set_ylim(0, top * 1.3)
-        ax.set_xlim(0, end or 1)
-        ax.set_xlabel(f"env steps of episode {e.episode} (median return {e.return_:,.0f}); shaded: "
-                      "stretches of 100+ decisions without scoring")
-        ax.set_ylabel("score")
-        return _svg(fig, "score and lives over the median episode")
+    left, top, bottom = 64.0, 34.0, 190.0
+    c = Canvas(WIDTH, bottom + 44, label="score and lives over the median episode")
+    x = Scale(0, end or 1, left, RIGHT)
+    y = Scale(0, (max(ys) or 1.0) * 1.05, bottom, top)
+    for first, last, _n in e.droughts:
+        c.rect(x(first), top, x(last) - x(first), bottom - top, fill="#f5b041", fill_opacity=0.25)
+    c.path([(x(a), y(b)) for a, b in zip(xs, ys)], stroke="#2471a3", stroke_width=1.6)
+    for k, loss in enumerate(e.lives, 1):
+        c.line(x(loss.step), top, x(loss.step), bottom, stroke=BAD, stroke_dasharray="4,3")
+        gained = e.life_scores[k - 1] if k - 1 < len(e.life_scores) else None
+        c.text(x(loss.step) - 3, top - 16, f"life {k} lost", anchor="end", fill=BAD, font_size=10)
+        if gained is not None:
+            c.text(x(loss.step) - 3, top - 4, f"+{gained:,.0f}", anchor="end", fill=BAD, font_size=10)
+    c.y_axis(y, left, title="score")
+    c.x_axis(x, bottom, fmt=lambda t: number(int(t)) if t == int(t) else number(t),
+             title=f"env steps of episode {e.episode} (median return {e.return_:,.0f}); shaded: "
+                   "stretches of 100+ decisions without scoring")
+    return c.svg()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -75,117 +74,69 @@ def baseline_values(result: GradeResult) -> dict[str, float]:
 
 
 # --- the plot ----------------------------------------------------------------------------------------
-_SVG_FORBIDDEN = re.compile(r"<\s*script|<\s*foreignObject|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
-
-
-def _nice_ticks(lo: float, hi: float, target: int = 7) -> list[float]:
-    raw = (hi - lo) / max(1, target)
-    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step) * step
-    return [first + k * step for k in range(int((hi - first) / step) + 1)]
-
-
 def returns_plot_svg(returns: list[float], *, zero: float | None = None, full: float | None = None,
                      statistic: tuple[str, float] | None = None, baselines: dict[str, float] | None = None,
                      success: float | None = None) -> str:
-    """A histogram of the returns with a strip of the individual episodes, as an inline ``<svg>``.
+    """A histogram of the returns with a strip of the individual episodes, as an inline ``<svg>``
+    (:mod:`grader.svgplot`: plain SVG elements, every label escaped).
 
     Vertical lines mark the rubric's zero and full-marks thresholds, the scored statistic and the
-    baselines. Drawn here as plain SVG elements (no plotting library: a grading never imports
-    one); every label is escaped.
+    baselines; the successful region (returns at or above ``success``) is shaded.
     """
-    import html
+    from grader.svgplot import Canvas, Scale, jitter, nice_ticks
 
     values = sorted(float(r) for r in returns if math.isfinite(r))
     if not values:
         return ""
-    esc = html.escape
-    baselines = dict(baselines or {})
     marks: list[tuple[float, str, str, str]] = []  # x, label, colour, dash
     if zero is not None:
         marks.append((zero, "0 pts at", "#c0392b", ""))
     if full is not None:
         marks.append((full, "full pts at", "#1e8449", ""))
     palette = {"random": "#7f8c8d", "reference": "#2471a3"}
-    for name, value in sorted(baselines.items()):
+    for name, value in sorted((baselines or {}).items()):
         marks.append((float(value), name, palette.get(name, "#8e44ad"), "5,3"))
-    lo = min([values[0]] + [m[0] for m in marks])
-    hi = max([values[-1]] + [m[0] for m in marks])
-    span = hi - lo or 1.0
-    lo, hi = lo - 0.04 * span, hi + 0.04 * span
 
-    W, H = 760, 290
-    left, right = 52, 744
-    h_top, h_bottom = 14, 190  # histogram area
-    s_top, s_bottom = 204, 248  # strip of episodes
-    axis_y = s_bottom + 4
-
-    def X(v: float) -> float:
-        return left + (v - lo) / (hi - lo) * (right - left)
-
+    h_top, h_bottom, s_top, s_bottom = 14, 190, 204, 248  # histogram area, strip of episodes
+    x = Scale.over(values + [m[0] for m in marks], 52, 744)
     bins = int(min(30, max(8, math.sqrt(len(values)) * 2)))
-    width = (hi - lo) / bins
+    width = (x.hi - x.lo) / bins
     counts = [0] * bins
     for v in values:
-        counts[min(bins - 1, max(0, int((v - lo) / width)))] += 1
-    top = max(counts) * 1.32
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="100%" role="img" '
-             'aria-label="distribution of the episode returns" class="plot" font-family="sans-serif" font-size="11">']
-    if success is not None and success < hi:
-        x0 = X(max(lo, success))
-        parts.append(f'<rect x="{x0:.1f}" y="{h_top}" width="{right - x0:.1f}" height="{h_bottom - h_top}" '
-                     'fill="#1e8449" fill-opacity="0.06"/>')
-    for k, c in enumerate(counts):
-        if c:
-            y = h_bottom - c / top * (h_bottom - h_top)
-            parts.append(f'<rect x="{X(lo + k * width):.1f}" y="{y:.1f}" width="{(right - left) / bins:.1f}" '
-                         f'height="{h_bottom - y:.1f}" fill="#5d6d7e" fill-opacity="0.85" stroke="white" stroke-width="0.6"/>')
-    # axes: episodes (left) and return (bottom)
-    parts.append(f'<line x1="{left}" y1="{h_top}" x2="{left}" y2="{h_bottom}" stroke="#333"/>')
-    parts.append(f'<line x1="{left}" y1="{h_bottom}" x2="{right}" y2="{h_bottom}" stroke="#333"/>')
-    parts.append(f'<line x1="{left}" y1="{axis_y}" x2="{right}" y2="{axis_y}" stroke="#333"/>')
-    for t in _nice_ticks(0, max(counts), 4):
-        if t == int(t):
-            y = h_bottom - t / top * (h_bottom - h_top)
-            parts.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#333"/>'
-                         f'<text x="{left - 7}" y="{y + 4:.1f}" text-anchor="end">{int(t)}</text>')
-    for t in _nice_ticks(lo, hi):
-        x = X(t)
-        parts.append(f'<line x1="{x:.1f}" y1="{axis_y}" x2="{x:.1f}" y2="{axis_y + 4}" stroke="#333"/>'
-                     f'<text x="{x:.1f}" y="{axis_y + 16}" text-anchor="middle">{t:,.6g}</text>')
-    parts.append(f'<text x="14" y="{(h_top + h_bottom) / 2:.0f}" text-anchor="middle" '
-                 f'transform="rotate(-90 14 {(h_top + h_bottom) / 2:.0f})">episodes</text>')
-    parts.append(f'<text x="{(left + right) / 2:.0f}" y="{H - 4}" text-anchor="middle">episode return</text>')
-    # the strip: one dot per episode, jittered by a fixed sequence
-    jitter = [((i * 0.6180339887) % 1.0 - 0.5) * 0.7 for i in range(len(values))]
+        counts[min(bins - 1, max(0, int((v - x.lo) / width)))] += 1
+    y = Scale(0, max(counts) * 1.32, h_bottom, h_top)
+    c = Canvas(760, 290, label="distribution of the episode returns")
+    if success is not None and success < x.hi:
+        x0 = x(max(x.lo, success))
+        c.rect(x0, h_top, x.b - x0, h_bottom - h_top, fill="#1e8449", fill_opacity=0.06)
+    for k, n in enumerate(counts):
+        if n:
+            c.rect(x(x.lo + k * width), y(n), (x.b - x.a) / bins, y(0) - y(n), fill="#5d6d7e", fill_opacity=0.85,
+                   stroke="white", stroke_width=0.6)
+    c.y_axis(y, x.a, title="episodes", ticks=[t for t in nice_ticks(0, max(counts), 4) if t == int(t)],
+             fmt=lambda t: str(int(t)))
+    c.line(x.a, h_bottom, x.b, h_bottom)
+    c.x_axis(x, s_bottom + 4, title="episode return")
     mid, half = (s_top + s_bottom) / 2, (s_bottom - s_top) / 2 / 0.6
-    for v, j in zip(values, jitter):
-        parts.append(f'<circle cx="{X(v):.1f}" cy="{mid + j * half:.1f}" r="1.8" fill="#34495e" fill-opacity="0.6"/>')
+    for v, j in zip(values, jitter(len(values), 0.7)):  # one dot per episode
+        c.circle(x(v), mid + j * half, 1.8, fill="#34495e", fill_opacity=0.6)
     # Labels are staggered in height so that close lines stay readable.
-    for n, (x, label, colour, dash) in enumerate(sorted(marks, key=lambda m: m[0])):
-        px = X(x)
-        style = f' stroke-dasharray="{dash}"' if dash else ""
+    for n, (value, label, colour, dash) in enumerate(sorted(marks, key=lambda m: m[0])):
+        px = x(value)
         for y1, y2 in ((h_top, h_bottom), (s_top, s_bottom)):
-            parts.append(f'<line x1="{px:.1f}" y1="{y1}" x2="{px:.1f}" y2="{y2}" stroke="{colour}" stroke-width="1.3"{style}/>')
-        anchor = "start" if x < lo + 0.75 * (hi - lo) else "end"
-        ty = h_top + 10 + 12 * (n % 3)
-        pad = " " if anchor == "start" else ""
-        parts.append(f'<text x="{px + (3 if anchor == "start" else -3):.1f}" y="{ty}" fill="{colour}" font-size="10" '
-                     f'text-anchor="{anchor}">{pad}{esc(label)} {x:,.0f}</text>')
+            c.line(px, y1, px, y2, stroke=colour, stroke_width=1.3, stroke_dasharray=dash)
+        start = value < x.lo + 0.75 * (x.hi - x.lo)
+        c.text(px + (3 if start else -3), h_top + 10 + 12 * (n % 3), f"{label} {value:,.0f}",
+               anchor="start" if start else "end", fill=colour, font_size=10)
     if statistic is not None:
-        name, x = statistic
-        px = X(x)
+        name, value = statistic
+        px = x(value)
         for y1, y2 in ((h_top, h_bottom), (s_top, s_bottom)):
-            parts.append(f'<line x1="{px:.1f}" y1="{y1}" x2="{px:.1f}" y2="{y2}" stroke="#d35400" stroke-width="2.2"/>')
-        anchor = "start" if x < lo + 0.75 * (hi - lo) else "end"
-        parts.append(f'<text x="{px + (3 if anchor == "start" else -3):.1f}" y="{s_top - 3}" fill="#d35400" font-size="10" '
-                     f'font-weight="bold" text-anchor="{anchor}">{esc(str(name))} {x:,.1f}</text>')
-    parts.append("</svg>")
-    svg = "".join(parts)
-    if _SVG_FORBIDDEN.search(svg):  # cannot happen with our inputs; refuse rather than embed
-        return ""
-    return svg
+            c.line(px, y1, px, y2, stroke="#d35400", stroke_width=2.2)
+        start = value < x.lo + 0.75 * (x.hi - x.lo)
+        c.text(px + (3 if start else -3), s_top - 3, f"{name} {value:,.1f}", anchor="start" if start else "end",
+               fill="#d35400", font_size=10, font_weight="bold")
+    return c.svg()
 
 
 # --- the context -------------------------------------------------------------------------------------
@@ -341,13 +292,9 @@ def render_html(result: GradeResult, *, baselines: dict[str, float] | None = Non
 
 
 def warm_up() -> None:
-    """Compile the report's template and load its plotting library (fonts included), so that the
-    first :func:`render_html` of a process does not pay for them; safe to call from any thread,
-    and again (it then costs nothing)."""
+    """Import Jinja2 and compile the report's template, so that the first :func:`render_html` of a
+    process does not pay for them; safe to call from any thread, and again (it then costs nothing)."""
     _environment().get_template("report.html.j2")
-    from grader import diagplots
-
-    diagplots.warm_up()
 
 
 def render_inline_html(result: GradeResult) -> str:

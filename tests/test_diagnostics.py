@@ -229,28 +229,26 @@ def test_class_summary_names_the_common_failure(tmp_path):
     assert summary["common_failure"]["key"] == "crashed" and summary["common_failure"]["students"] == 2
 
 
-def test_plots_drawn_from_several_threads_are_those_drawn_alone():
-    """matplotlib is not thread-safe and rc_context changes global state: the grading slots'
-    threads (and the report's warm-up) draw one plot at a time, so each plot is what it would be alone."""
-    import threading
+def test_plots_escape_their_labels_and_are_the_same_every_time():
+    """The charts are plain SVG built from numbers and the task's labels: a label is text, never
+    markup, and the same diagnostics give byte-identical charts."""
+    import re
 
     from grader import diagplots
-    from grader.tasks import get_task
+    from grader.result import ActionUsage, Diagnostics, EpisodeDiagnostics, LifeLoss, OutcomeStat
 
-    facts = [{"actions": [10 + k, 50, 20, 20, 0], "decisions": 100 + k, "measure": "gap", "confidence": 0.5,
-              "task": {"outcome": "game_over", "lives": [[30, 200, 120.0], [60, 400, 300.0], [100, 700, 450.0]],
-                       "droughts": [[210, 390, 28]], "end": {"still_share": 0.1}}} for k in range(6)]
-    d = get_task("mspacman").diagnose(facts, [450.0 + k for k in range(6)])
-    draw = [diagplots.outcomes_svg, diagplots.actions_svg, diagplots.returns_by_outcome_svg, lambda d: diagplots.lives_svg(d, 700)]
-    alone = [f(d) for f in draw]
-    got: list[list[str]] = []
+    evil = '<script>alert(1)</script>" onload="x'
+    outcomes = [OutcomeStat(key="a", label=evil, success=True, count=2, share=0.5, mean_return=3.0),
+                OutcomeStat(key="b", label="crashed", success=False, count=2, share=0.5, mean_return=-1.0)]
+    episodes = [EpisodeDiagnostics(episode=i + 1, outcome="ab"[i % 2], decisions=10, actions=[3, 7], droughts=[[1, 5, 4]],
+                                   lives=[LifeLoss(decision=4, step=8, score=1.0 + i)], life_scores=[1.0], **{"return": 1.0 + i})
+                for i in range(4)]
+    d = Diagnostics(outcomes=outcomes, actions=ActionUsage(names=[evil, "UP"], counts=[12, 28], shares=[0.3, 0.7]),
+                    collapsed=False, episodes=episodes)
+    draw = [diagplots.outcomes_svg, diagplots.actions_svg, diagplots.returns_by_outcome_svg, lambda d: diagplots.lives_svg(d, 10)]
+    charts = [f(d) for f in draw]
+    assert all(svg.startswith("<svg") and svg.endswith("</svg>") for svg in charts)
+    assert all("<script" not in svg and not re.search(r"<[^>]*\sonload", svg) for svg in charts)  # text, not a tag or attribute
+    assert "&lt;script&gt;" in charts[0] and "&lt;script&gt;" in charts[2]
+    assert charts == [f(d) for f in draw]
 
-    def worker() -> None:
-        got.append([f(d) for _ in range(3) for f in draw][-len(draw):])
-
-    threads = [threading.Thread(target=worker) for _ in range(4)] + [threading.Thread(target=diagplots.warm_up)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(got) == 4 and all(g == alone for g in got)
