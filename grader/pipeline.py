@@ -84,7 +84,6 @@ class _Run:
     invalid: bool = False
     layout_problems: list[str] = field(default_factory=list)  # how the files were gathered (grader.bundle)
     timings: dict[str, float] = field(default_factory=dict)
-    warming: Any = None  # threading.Thread: the report's warm-up (see _warm_report)
 
 
 def package_versions() -> dict[str, str]:
@@ -129,7 +128,6 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
                              created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     run.layout_problems = list(warnings)
     run.result.warnings += [*warnings, *sub.notes]
-    _warm_report(run)
     t0 = time.perf_counter()
     try:
         _start_engine(run)
@@ -143,35 +141,9 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
             run.engine.close()
     run.timings["total"] = time.perf_counter() - t0
     run.result.timings = {k: round(v, 3) for k, v in run.timings.items()}
-    if run.warming is not None:
-        run.warming.join()
     if out_dir is not None:
         write_outputs(run.result, out_dir, report=options.report, evidence=run.evidence)
     return run.result
-
-
-def _warm_report(run: _Run) -> None:
-    """Start the thread that imports and compiles what the report needs (when one is to be written).
-
-    Started as the grading begins, it overlaps the workers' start-up (measured: better than
-    starting it with the episodes, when both cores are busy), and the report is rendered straight
-    after the episodes. It touches nothing of the result; an error there is met again, and
-    reported, when :func:`write_outputs` renders the report in the grading's own thread."""
-    import threading
-
-    if run.out is None or not run.options.report:
-        return
-
-    def warm() -> None:
-        try:
-            from grader.report import warm_up
-
-            warm_up()
-        except Exception:  # noqa: BLE001 - write_outputs meets the same error and reports it
-            pass
-
-    run.warming = threading.Thread(target=warm, name="report-warm-up", daemon=True)
-    run.warming.start()
 
 
 def _stages(run: _Run) -> None:

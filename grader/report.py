@@ -291,12 +291,6 @@ def render_html(result: GradeResult, *, baselines: dict[str, float] | None = Non
     return _environment().get_template("report.html.j2").render(**ctx)
 
 
-def warm_up() -> None:
-    """Import Jinja2 and compile the report's template, so that the first :func:`render_html` of a
-    process does not pay for them; safe to call from any thread, and again (it then costs nothing)."""
-    _environment().get_template("report.html.j2")
-
-
 def render_inline_html(result: GradeResult) -> str:
     """A compact fragment for Jupyter: score, checks with hints, statistics (no plot, no videos)."""
     ctx = build_context(result, plot=False)
