@@ -62,23 +62,44 @@ def add_grade_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks of grader errors")
 
 
-def _start_engine(args: argparse.Namespace):
-    """The sandboxed workers, started before the rest of the grader is imported: their
-    interpreters start while this one imports, reads and checks the submission."""
+def _early_engine():
+    """The sandboxed workers, started before anything else is read or imported (the engine's
+    module imports neither numpy nor the task registry): their interpreters boot while this one
+    builds the command line, imports the grader, reads and checks the submission. The default
+    number is started; :func:`_size_engine` fits it to the command line. None when the engine
+    cannot start (e.g. a bad $GRADER_SANDBOX): the pipeline's own engine then reports why."""
     from grader.engine import Engine
+    from grader.limits import DEFAULT_WORKERS
 
+    try:
+        return Engine(DEFAULT_WORKERS)
+    except ValueError:
+        return None
+
+
+def _size_engine(engine, args: argparse.Namespace):
+    """``engine`` with as many workers as the command needs (no more than it has seeds)."""
     n = args.workers
     if args.seeds is not None:
         n = min(n, len(args.seeds))
     elif args.episodes is not None:
         n = min(n, args.episodes)
+    if engine is not None:
+        engine.resize(max(1, n))
+    return engine
+
+
+def _run_grade(args: argparse.Namespace, *, selfcheck: bool, engine=None) -> int:
+    """Grade (or self-check) one submission with ``engine`` (see :func:`_early_engine`), which is
+    closed on every way out."""
     try:
-        return Engine(max(1, n))
-    except ValueError:  # e.g. a bad $GRADER_SANDBOX: the pipeline's own engine reports it
-        return None
+        return _grade_with(args, selfcheck=selfcheck, engine=engine)
+    finally:
+        if engine is not None:
+            engine.close()
 
 
-def _run_grade(args: argparse.Namespace, *, selfcheck: bool) -> int:
+def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
     from grader import console
     from grader.errors import SetupError
 
@@ -94,9 +115,8 @@ def _run_grade(args: argparse.Namespace, *, selfcheck: bool) -> int:
         return EXIT_ERROR
     kwargs = dict(task=args.task, rubric=args.rubric, episodes=args.episodes, seeds=args.seeds, out=args.out,
                   workers=args.workers, device=args.device)
-    engine = None
     try:
-        engine = _start_engine(args)
+        engine = _size_engine(engine, args)
         from grader.grading import check, grade
 
         with console.progress_bar(enabled=True) as progress:
@@ -110,9 +130,6 @@ def _run_grade(args: argparse.Namespace, *, selfcheck: bool) -> int:
     except KeyboardInterrupt:
         console.fail("interrupted")
         return EXIT_INTERRUPTED
-    finally:
-        if engine is not None:
-            engine.close()
     if args.debug and result.status == "error":
         print(result.error, file=sys.stderr)
     if getattr(args, "gradescope", None) is not None:  # grade --gradescope FILE
@@ -182,8 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     if argv and argv[0] == "check":
         p = _Parser(prog="grade check", description="Self-check: the grader's checks and a few episodes on the public seeds.")
-        add_grade_arguments(p)
-        return _run_grade(p.parse_args(argv[1:]), selfcheck=True)
+        return _parse_and_grade(p, argv[1:], selfcheck=True)
     if argv and argv[0] in SUBCOMMANDS:
         import importlib
 
@@ -216,7 +232,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             console.fail(f"{argv[0]!r} is neither a command nor a file{hint}")
             return EXIT_ERROR
-    return _run_grade(_make_main_parser().parse_args(argv), selfcheck=False)
+    return _parse_and_grade(None, argv, selfcheck=False)
+
+
+def _parse_and_grade(parser: argparse.ArgumentParser | None, argv: list[str], *, selfcheck: bool) -> int:
+    """Start the workers, then build the parser and read the command line (its usage errors exit
+    here, the workers stopped), then grade."""
+    engine = _early_engine()
+    try:
+        if parser is None:
+            parser = _make_main_parser()
+        else:
+            add_grade_arguments(parser)
+        args = parser.parse_args(argv)
+    except BaseException:
+        if engine is not None:
+            engine.close()
+        raise
+    return _run_grade(args, selfcheck=selfcheck, engine=engine)
 
 
 def console_main() -> None:

@@ -37,14 +37,22 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from grader import limits as L
+from grader.channel import MalformedMessage, decode, encode
 from grader.errors import GraderBug, SetupError
-from grader.tasks import get_task
-from grader.worker import Limits, MalformedMessage, decode, encode, probe_batch_sizes
+
+# Nothing here imports numpy, the task registry or the worker's module when this module is
+# imported: `grade` starts its workers first, and imports those while the workers boot.
+Limits = L.WorkerLimits
 
 __all__ = ["Engine", "EngineFailure", "EngineBug", "Timeouts", "Limits", "Isolation", "isolation"]
+
+
+def get_task(task: Any) -> Any:
+    """:func:`grader.tasks.get_task`, imported when first needed."""
+    from grader.tasks import get_task as registry_get
+
+    return registry_get(task)
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,7 @@ def isolation(mode: str | None = None, *, probe: bool = True) -> Isolation:
     makes the engine run the real probe and fall back (:meth:`Engine._ensure_ready`)."""
     import shutil
 
-    from grader.notebook.sandbox import bwrap_has_size, bwrap_status, requested_mode, unshare_net_prefix
+    from grader.bwrap import bwrap_has_size, bwrap_status, requested_mode, unshare_net_prefix
 
     wanted = requested_mode(mode)
     if not probe and wanted in ("auto", "bwrap") and shutil.which("bwrap"):
@@ -124,10 +132,10 @@ def _worker_command(iso: Isolation, fd: int, workdir: str | None, limits: Limits
     root = _source_root()
     boot = [sys.executable, "-I", "-c", _BOOT.format(root=root), str(fd), json.dumps(dataclasses.asdict(limits))]
     if iso.mode == "bwrap":
-        from grader.notebook.sandbox import NOBODY, _bwrap_base, python_roots
+        from grader.bwrap import NOBODY, bwrap_base, python_roots
 
         size = ["--size", str(L.WORKER_TMPFS_BYTES)] if iso.tmpfs_size else []
-        cmd = _bwrap_base([*size, "--tmpfs", "/tmp"])
+        cmd = bwrap_base([*size, "--tmpfs", "/tmp"])
         pkg = os.path.join(root, "grader")
         if not any(pkg == r or pkg.startswith(r + "/") for r in python_roots()):
             cmd += ["--ro-bind", pkg, pkg]  # only the package: not the checkout's rubrics or tests
@@ -137,7 +145,7 @@ def _worker_command(iso: Isolation, fd: int, workdir: str | None, limits: Limits
         for k, v in env.items():
             cmd += ["--setenv", k, v]
         return cmd + ["--", *boot], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "/"
-    from grader.notebook.sandbox import unshare_net_prefix
+    from grader.bwrap import unshare_net_prefix
 
     assert workdir is not None
     work, home = os.path.join(workdir, "work"), os.path.join(workdir, "home")
@@ -264,6 +272,8 @@ def _is_num(v: Any) -> bool:
 
 
 def _check_output_array(a: Any, what: str, max_rows: int) -> None:
+    import numpy as np
+
     _expect(isinstance(a, np.ndarray) and a.ndim <= 3 and a.size <= max_rows * 4096, f"{what}: not a small array")
 
 
@@ -329,6 +339,20 @@ class Engine:
         self._budgets: Any = None
         self.last_rerun: dict[int, tuple[float, int]] = {}  # of the last evaluate(rerun_shortest=True)
         self.played_alone = False  # the last evaluate() gave each worker one episode: all at batch 1
+
+    def resize(self, workers: int) -> None:
+        """Keep ``workers`` workers, before a model is loaded: the extra ones are stopped, missing
+        ones started. (``grade`` starts the default number first and sizes them once its command
+        line is read.)"""
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        if self._loaded is not None:
+            raise RuntimeError("resize() is for an engine without a model")
+        while len(self._workers) > workers:
+            self._workers.pop().kill()
+        while len(self._workers) < workers:
+            self._workers.append(_Worker(self.isolation, self.limits))
+        self.n_workers = workers
 
     @property
     def sandbox_mode(self) -> str:
@@ -434,7 +458,7 @@ class Engine:
     def _check_ready(self, w: _Worker, value: Any) -> None:
         _expect(isinstance(value, dict) and type(value.get("uid")) is int, "ready: fields")
         if self.isolation.mode == "bwrap":
-            from grader.notebook.sandbox import NOBODY
+            from grader.bwrap import NOBODY
 
             _expect(value["uid"] == NOBODY and value.get("mode") == "bwrap", "ready: not in the sandbox")
         w.ready = True
@@ -701,13 +725,17 @@ class Engine:
         must be reproduced exactly (compare with :func:`grader.checks.check_rerun`)."""
         return self.evaluate(seeds, pool_size=1)
 
-    def actions(self, states: Any, *, batch_sizes: Sequence[int] | None = None) -> np.ndarray:
+    def actions(self, states: Any, *, batch_sizes: Sequence[int] | None = None) -> Any:
         """The loaded policy's actions (argmax) on a batch of states, as an int64 array.
 
         The states go to the model in chunks whose sizes cycle through ``batch_sizes`` (default:
         every size 1..pool_size the episodes use, and 7), twice in different orders; actions that
         change with the batch size raise :class:`EngineFailure`. So a model cannot behave one way
         in episodes and another on the duplicate-detection probe set."""
+        import numpy as np
+
+        from grader.worker import probe_batch_sizes
+
         self._require_loaded()
         states = np.ascontiguousarray(states, dtype=np.float32)
         if batch_sizes is None:

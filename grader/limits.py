@@ -9,6 +9,7 @@ per-submission time budgets can be overridden by a rubric's ``[budgets]`` table
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 # --- reading an ONNX file (grader.onnx_model, before anything large is built) -------------------
 MAX_FILE_BYTES = 64 * 1024 * 1024  # the lesson's DQN is 7 MB; ONNX's own protobuf cap is 2 GB
@@ -64,3 +65,12 @@ DEFAULT_BATCH_SLOTS = max(1, os.cpu_count() or 1)  # submissions graded at once 
 # Diagnostics of one episode, worker -> parent (grader.engine._check_facts): plain JSON, bounded.
 FACTS_BYTES = 16_384
 FACTS_DEPTH = 5
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """The resource limits of an engine worker (RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NOFILE)."""
+
+    memory_bytes: int = WORKER_MEMORY_BYTES
+    file_bytes: int = WORKER_FILE_BYTES
+    open_files: int = WORKER_OPEN_FILES

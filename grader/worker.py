@@ -57,118 +57,8 @@ class BudgetExceeded(PolicyFailure):
     """The model is slower than the rubric's budgets allow; the message says by how much."""
 
 
-# --- the channel: plain data only -----------------------------------------------------------------
-class MalformedMessage(ValueError):
-    """Bytes on the channel that are not a well-formed grader message (never unpickled, never run)."""
-
-
-MAGIC = b"RLG1"
-_DTYPES = frozenset({"|b1", "|u1", "|i1", "<i2", "<i4", "<i8", "<u2", "<u4", "<u8", "<f2", "<f4", "<f8"})
-_MAX_BLOBS = 256
-_MAX_NDIM = 8
-_MAX_DEPTH = 16
-
-
-def encode(kind: str, value: Any = None) -> bytes:
-    """One message: ``MAGIC | u32 header length | JSON header | raw bytes of the arrays``.
-
-    ``value`` is JSON-able data in which numpy arrays and ``bytes`` may appear anywhere; they
-    travel as raw bytes, described in the header by (dtype, shape, nbytes).
-    """
-    blobs: list[bytes] = []
-    specs: list[list] = []
-
-    def walk(v: Any, depth: int = 0) -> Any:
-        if depth > _MAX_DEPTH:
-            raise ValueError("message nested too deeply")
-        if isinstance(v, np.ndarray):
-            a = np.ascontiguousarray(v)
-            if a.dtype.byteorder == ">":
-                a = a.astype(a.dtype.newbyteorder("<"))
-            if a.dtype.str not in _DTYPES:
-                raise ValueError(f"cannot send arrays of {a.dtype}")
-            specs.append([a.dtype.str, list(a.shape), a.nbytes])
-            blobs.append(a.tobytes())
-            return {"$nd": len(specs) - 1}
-        if isinstance(v, (bytes, bytearray, memoryview)):
-            b = bytes(v)
-            specs.append(["bytes", [len(b)], len(b)])
-            blobs.append(b)
-            return {"$nd": len(specs) - 1}
-        if isinstance(v, dict):
-            return {str(k): walk(x, depth + 1) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [walk(x, depth + 1) for x in v]
-        if isinstance(v, np.generic):
-            return v.item()
-        return v
-
-    header = json.dumps({"kind": kind, "value": walk(value), "blobs": specs}, separators=(",", ":")).encode()
-    return b"".join([MAGIC, len(header).to_bytes(4, "little"), header, *blobs])
-
-
-def decode(data: bytes, *, max_bytes: int) -> tuple[str, Any]:
-    """Parse and validate one message from :func:`encode`; raises :class:`MalformedMessage`."""
-    if not isinstance(data, (bytes, bytearray)) or len(data) > max_bytes:
-        raise MalformedMessage("message over the size limit")
-    if len(data) < 8 or data[:4] != MAGIC:
-        raise MalformedMessage("not a grader message (bad magic)")
-    hlen = int.from_bytes(data[4:8], "little")
-    if hlen > L.CHANNEL_HEADER_BYTES or 8 + hlen > len(data):
-        raise MalformedMessage("bad header length")
-    try:
-        header = json.loads(bytes(data[8 : 8 + hlen]).decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise MalformedMessage("the header is not JSON") from None
-    if not isinstance(header, dict) or set(header) != {"kind", "value", "blobs"}:
-        raise MalformedMessage("the header is not a grader header")
-    kind, specs = header["kind"], header["blobs"]
-    if not isinstance(kind, str) or not 0 < len(kind) <= 32 or not isinstance(specs, list) or len(specs) > _MAX_BLOBS:
-        raise MalformedMessage("bad kind or blob list")
-    arrays: list[Any] = []
-    offset = 8 + hlen
-    for spec in specs:
-        if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str) and isinstance(spec[1], list)
-                and type(spec[2]) is int and len(spec[1]) <= _MAX_NDIM
-                and all(type(d) is int and 0 <= d < 2**40 for d in spec[1])):
-            raise MalformedMessage("bad blob description")
-        dtype, shape, nbytes = spec
-        if dtype == "bytes":
-            if len(shape) != 1 or shape[0] != nbytes:
-                raise MalformedMessage("bad bytes blob")
-            item = 1
-        elif dtype in _DTYPES:
-            item = np.dtype(dtype).itemsize
-        else:
-            raise MalformedMessage(f"dtype {dtype[:20]!r} is not allowed")
-        count = 1
-        for d in shape:
-            count *= d
-        if count * item != nbytes or offset + nbytes > len(data):
-            raise MalformedMessage("blob size does not match its shape")
-        if dtype == "bytes":
-            arrays.append(bytes(data[offset : offset + nbytes]))
-        else:
-            arrays.append(np.frombuffer(data, dtype=np.dtype(dtype), count=count, offset=offset).reshape(shape).copy())
-        offset += nbytes
-    if offset != len(data):
-        raise MalformedMessage("trailing bytes after the blobs")
-
-    def walk(v: Any, depth: int = 0) -> Any:
-        if depth > _MAX_DEPTH:
-            raise MalformedMessage("message nested too deeply")
-        if isinstance(v, dict):
-            if set(v) == {"$nd"}:
-                i = v["$nd"]
-                if type(i) is not int or not 0 <= i < len(arrays):
-                    raise MalformedMessage("bad blob reference")
-                return arrays[i]
-            return {k: walk(x, depth + 1) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x, depth + 1) for x in v]
-        return v
-
-    return kind, walk(header["value"])
+# --- the channel: grader.channel (re-exported: the worker's side of it) ----------------------------
+from grader.channel import MAGIC, MalformedMessage, decode, encode  # noqa: E402,F401
 
 
 # --- policies ---------------------------------------------------------------------------------------
@@ -582,11 +472,7 @@ def record_episode(policy: Policy, spec: Task, seed: int, path: str) -> dict[str
 
 
 # --- the process ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Limits:
-    memory_bytes: int = L.WORKER_MEMORY_BYTES
-    file_bytes: int = L.WORKER_FILE_BYTES
-    open_files: int = L.WORKER_OPEN_FILES
+Limits = L.WorkerLimits  # the worker's resource limits (grader.limits)
 
 
 def _lower(limit: int, value: int) -> None:
