@@ -201,3 +201,28 @@ def test_a_stream_of_heartbeats_does_not_push_back_the_budget(tmp_path):
         with pytest.raises(EngineFailure, match="longer than their 2 s budget"):
             engine.probe()
         assert time.monotonic() - t0 < 15
+
+
+def test_resize_fits_the_workers_before_a_model_is_loaded(tmp_path):
+    with Engine(2) as engine:
+        engine.resize(1)
+        assert engine.n_workers == 1 and len(engine.info()) == 1
+        engine.resize(3)
+        assert engine.n_workers == 3 and len(engine.info()) == 3
+        engine.load(None, task="lunarlander")
+        assert sorted(engine.evaluate([0, 1, 2, 3])) == [0, 1, 2, 3]
+        with pytest.raises(RuntimeError, match="without a model"):
+            engine.resize(1)
+        with pytest.raises(ValueError):
+            Engine(1).resize(0)
+
+
+def test_the_engine_module_imports_neither_numpy_nor_the_tasks():
+    """`grade` starts its workers before numpy and the task registry are imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys, grader.engine as e; w = e.Engine(1); w.close(); "
+            "print(sorted(m for m in ('numpy', 'grader.tasks', 'grader.worker', 'pydantic') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == "[]"
