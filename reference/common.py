@@ -341,3 +341,28 @@ def heldout_seeds(n: int) -> range:
 def summary(returns: np.ndarray) -> str:
     r = np.asarray(returns)
     return f"{r.mean():.1f} ± {r.std():.1f} (min {r.min():.1f}, max {r.max():.1f}, n={len(r)})"
+
+
+def export_and_score(model: Any, task: Task | str, out: str | Path, episodes: int = 0) -> np.ndarray | None:
+    """Export ``model`` with :func:`export_onnx` (verified), and with ``episodes`` score the ONNX
+    file's argmax policy on that many held-out seeds (1_000_000...), printing both; the returns."""
+    import torch
+
+    torch.set_num_threads(1)
+    path = export_onnx(model, task, out)
+    print(f"exported {path} (verified: shapes, batch-independent outputs)")
+    if not episodes:
+        return None
+    returns = evaluate(OnnxPolicy(path, task), task, heldout_seeds(episodes))
+    print(f"held-out score over seeds {heldout_seeds(episodes)}: {summary(returns)}")
+    print("returns:", [round(float(r)) for r in returns])
+    return returns
+
+
+def export_arguments(prog: str, description: str) -> argparse.ArgumentParser:
+    """The ``export`` sub-command's parser shared by the trainers: --checkpoint, --out, --episodes."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--checkpoint", required=True, help="RUN/best.pt or RUN/checkpoint.pt")
+    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.add_argument("--episodes", type=int, default=0, help="score on this many held-out seeds 1_000_000..")
+    return p

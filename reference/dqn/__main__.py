@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from reference.common import parse_args
+from reference.common import export_arguments, parse_args
 from reference.dqn.train import Args, export, train
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "export":
-        p = argparse.ArgumentParser(prog="python -m reference.dqn export",
-                                    description="Export a DQN checkpoint to ONNX and optionally score it.")
-        p.add_argument("--checkpoint", required=True, help="RUN/best.pt or RUN/checkpoint.pt")
-        p.add_argument("--out", required=True, help="ONNX file to write")
-        p.add_argument("--episodes", type=int, default=0, help="score on this many held-out seeds 1_000_000..")
+        p = export_arguments("python -m reference.dqn export", "Export a DQN checkpoint to ONNX and optionally score it.")
         a = p.parse_args(argv[1:])
         export(a.checkpoint, a.out, a.episodes)
         return

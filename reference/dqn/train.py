@@ -33,12 +33,10 @@ import torch.nn.functional as F
 from grader.contract import make_env, play_episode
 from grader.tasks.mspacman import TASK as MSPACMAN, preprocess_frames  # noqa: F401  (re-exported)
 from reference.common import (
-    OnnxPolicy,
     Progress,
     arg,
     evaluate,
-    export_onnx,
-    heldout_seeds,
+    export_and_score,
     load_checkpoint,
     plot_curves,
     rng_state,
@@ -361,12 +359,4 @@ def load_policy(checkpoint: str | Path) -> QNetwork:
 def export(checkpoint: str | Path, out: str | Path, episodes: int = 0) -> np.ndarray | None:
     """Export a checkpoint's policy to ONNX (eval mode), verify it, and optionally score it with
     onnxruntime on ``episodes`` held-out seeds (1_000_000...)."""
-    torch.set_num_threads(1)
-    path = export_onnx(load_policy(checkpoint), MSPACMAN, out)
-    print(f"exported {path} (verified: shapes, batch-independent outputs)")
-    if episodes:
-        returns = evaluate(OnnxPolicy(path, MSPACMAN), MSPACMAN, heldout_seeds(episodes))
-        print(f"held-out score over seeds {heldout_seeds(episodes)}: {summary(returns)}")
-        print("returns:", [round(float(r)) for r in returns])
-        return returns
-    return None
+    return export_and_score(load_policy(checkpoint), MSPACMAN, out, episodes)

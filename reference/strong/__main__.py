@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from reference.common import parse_args
+from reference.common import export_arguments, parse_args
 from reference.strong.train import Args, export, plot_run, train
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "export":
-        p = argparse.ArgumentParser(prog="python -m reference.strong export",
-                                    description="Export a checkpoint's Q-network to ONNX and optionally score it.")
-        p.add_argument("--checkpoint", required=True, help="RUN/best.pt or RUN/checkpoint.pt")
-        p.add_argument("--out", required=True, help="ONNX file to write")
-        p.add_argument("--episodes", type=int, default=0, help="score on this many held-out seeds 1_000_000..")
+        p = export_arguments("python -m reference.strong export", "Export a checkpoint's Q-network to ONNX and optionally score it.")
         p.add_argument("--curve", default=None, help="also plot the run's learning curve (from checkpoint.pt "
                        "beside --checkpoint) to this PNG, e.g. for the model card")
         a = p.parse_args(argv[1:])

@@ -57,12 +57,11 @@ import torch.nn.functional as F
 from grader.contract import make_env, play_episode
 from grader.tasks.mspacman import TASK as MSPACMAN
 from reference.common import (
-    OnnxPolicy,
     Progress,
     arg,
     evaluate,
+    export_and_score,
     export_onnx,
-    heldout_seeds,
     load_checkpoint,
     plot_curves,
     rng_state,
@@ -444,12 +443,4 @@ def load_policy(checkpoint: str | Path) -> QNetwork:
 def export(checkpoint: str | Path, out: str | Path, episodes: int = 0) -> np.ndarray | None:
     """Export a checkpoint's Q-network to ONNX, verify it with onnxruntime, and optionally score its
     argmax policy on ``episodes`` held-out seeds (1_000_000...)."""
-    torch.set_num_threads(1)
-    path = export_onnx(load_policy(checkpoint), MSPACMAN, out)
-    print(f"exported {path} (verified: shapes, batch-independent outputs)")
-    if episodes:
-        returns = evaluate(OnnxPolicy(path, MSPACMAN), MSPACMAN, heldout_seeds(episodes))
-        print(f"held-out score over seeds {heldout_seeds(episodes)}: {summary(returns)}")
-        print("returns:", [round(float(r)) for r in returns])
-        return returns
-    return None
+    return export_and_score(load_policy(checkpoint), MSPACMAN, out, episodes)
