@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 # Inside a tag only: every text is escaped, so a "<" in the output always opens one of our tags.
 FORBIDDEN = re.compile(r"<\s*script|<\s*foreignObject|<[^>]*\son[a-z]+\s*=|<[^>]*javascript:", re.IGNORECASE)
-INK, GOOD, BAD, GREY = "#333", "#1e8449", "#c0392b", "#7f8c8d"
+INK, GOOD, BAD = "#333", "#1e8449", "#c0392b"
 PALETTE = ("#5d6d7e", "#d35400", "#2471a3", "#8e44ad", "#16a085", "#b7950b")
 
 
@@ -52,15 +52,15 @@ class Scale:
     b: float
 
     @classmethod
-    def over(cls, values: Sequence[float], a: float, b: float, *, pad: float = 0.04, zero: bool = False) -> "Scale":
-        """The scale of ``values`` (and 0 with ``zero``), widened by ``pad`` of the span on both sides
-        (not below 0 when ``zero``); a single value gets a span of 1 around it."""
-        vals = [float(v) for v in values if math.isfinite(v)] + ([0.0] if zero else [])
+    def over(cls, values: Sequence[float], a: float, b: float, *, pad: float = 0.04) -> "Scale":
+        """The scale of ``values``, widened by ``pad`` of the span on both sides; a single value gets
+        a span of 1 around it."""
+        vals = [float(v) for v in values if math.isfinite(v)]
         lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
         if hi - lo < 1e-12:
             lo, hi = lo - 0.5, hi + 0.5
         span = hi - lo
-        lo, hi = (lo if zero and lo == 0 else lo - pad * span), hi + pad * span
+        lo, hi = lo - pad * span, hi + pad * span
         return cls(lo, hi, a, b)
 
     def __call__(self, v: float) -> float:
