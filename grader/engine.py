@@ -180,6 +180,9 @@ def _kill_live_workers() -> None:
         w.kill()
 
 
+_INLINE_SEND_BYTES = 64 * 1024  # smaller messages fit a socket's buffer: sent without a thread
+
+
 class _Worker:
     def __init__(self, iso: Isolation, limits: Limits):
         self.iso = iso
@@ -200,8 +203,11 @@ class _Worker:
         _live.add(self)
 
     def send(self, command: str, args: dict[str, Any]) -> None:
+        self.send_encoded(encode(command, args))
+
+    def send_encoded(self, payload: bytes) -> None:
         try:
-            self.conn.send_bytes(encode(command, args))
+            self.conn.send_bytes(payload)
         except OSError:
             pass  # it died: the reply's EOF says why
 
@@ -316,6 +322,82 @@ def _check_facts(v: Any) -> Any:
     return v
 
 
+class _Dispatch:
+    """Which worker plays which seed in one :meth:`Engine.evaluate`, and where the re-run goes.
+
+    Each worker starts with a pool's worth of seeds (plus a reserve of one when there are many,
+    which spares it a round trip per episode) and gets the next seed of the queue when one of its
+    episodes ends; when the queue is empty every worker still waiting is told so.
+
+    The reproducibility re-run (``rerun``: one episode played again alone, one state per call)
+    goes to the first worker to finish, on the shortest episode finished by then, while the others
+    play their last ones. (Playing it first instead, on a worker whose share the others would take
+    meanwhile, was measured slower: with the default 10 MsPacman episodes there are too few seeds
+    left to rebalance, and the re-run's worker ends last.)
+
+    The methods return the messages to send, as ``(worker, kind, args)``; ``state`` says what
+    each worker is doing (``"episodes"``, ``"rerun"`` or ``"done"``)."""
+
+    def __init__(self, seeds: list[int], n_workers: int, pool: int, *, rerun: bool):
+        self.queue = deque(seeds)
+        self.n, self.pool = n_workers, pool
+        self.reserve = 1 if len(seeds) >= 4 * n_workers * pool else 0
+        self.rerun = rerun and pool > 1
+        self.rerun_seed: int | None = None
+        self.state: dict[int, str] = {}
+        self.given: dict[int, int] = {}  # seeds each worker was given to play in its pool
+        self.fed: set[int] = set()  # workers that may still be sent seeds
+
+    def start(self) -> list[tuple[int, str, dict]]:
+        first: dict[int, list[int]] = {i: [] for i in range(self.n)}
+        for _ in range(self.pool + self.reserve):
+            for i in range(self.n):
+                if self.queue:
+                    first[i].append(self.queue.popleft())
+        return [self._episodes(i, first[i]) for i in range(self.n) if first[i]]
+
+    def freed(self, i: int) -> list[tuple[int, str, dict]]:
+        """Worker ``i`` finished an episode of its pool: the next seed, or the end for everyone."""
+        if i not in self.fed:
+            return []
+        if self.queue:
+            self.given[i] += 1
+            seed = self.queue.popleft()
+            if self.queue:
+                return [(i, "seeds", {"seeds": [seed], "end": False})]
+            self.fed.discard(i)
+            return [(i, "seeds", {"seeds": [seed], "end": True})] + self._end_all()
+        return self._end_all()
+
+    def finished(self, i: int, results: dict[int, tuple[float, int]]) -> list[tuple[int, str, dict]]:
+        """Worker ``i`` answered its command: what it does next (nothing: it is done)."""
+        was, self.state[i] = self.state[i], "done"
+        if was == "episodes" and self.rerun and self.rerun_seed is None and results and not self.alone():
+            return [self._rerun(i, min(results, key=lambda s: (results[s][1], s)))]
+        return []
+
+    def alone(self) -> bool:
+        """Every episode was played one state per call, as a re-run would play it."""
+        return self.pool == 1 or all(k == 1 for k in self.given.values())
+
+    def _episodes(self, i: int, seeds: list[int]) -> tuple[int, str, dict]:
+        self.state[i] = "episodes"
+        self.given[i] = len(seeds)
+        if self.queue:
+            self.fed.add(i)
+        return i, "episodes", {"seeds": seeds, "envs": min(self.pool, len(seeds) + len(self.queue)), "more": bool(self.queue)}
+
+    def _rerun(self, i: int, seed: int) -> tuple[int, str, dict]:
+        self.state[i] = "rerun"
+        self.rerun_seed = seed
+        return i, "episodes", {"seeds": [seed], "pool_size": 1, "envs": 1, "more": False, "diagnostics": False}
+
+    def _end_all(self) -> list[tuple[int, str, dict]]:
+        out = [(j, "seeds", {"seeds": [], "end": True}) for j in sorted(self.fed)]
+        self.fed.clear()
+        return out
+
+
 class Engine:
     """A set of worker processes; use as a context manager, or call :meth:`close`.
 
@@ -337,7 +419,7 @@ class Engine:
         self._workers: list[_Worker] = [_Worker(self.isolation, self.limits) for _ in range(workers)]
         self._loaded: dict[str, Any] | None = None
         self._budgets: Any = None
-        self.last_rerun: dict[int, tuple[float, int]] = {}  # of the last evaluate(rerun_shortest=True)
+        self.last_rerun: dict[int, tuple[float, int]] = {}  # of the last evaluate(rerun_one=True)
         self.played_alone = False  # the last evaluate() gave each worker one episode: all at batch 1
 
     def resize(self, workers: int) -> None:
@@ -391,6 +473,24 @@ class Engine:
             self._replace(i)
         self._loaded = None
         return EngineBug(f"the grader failed inside its worker: {message}", traceback=tb)
+
+    @staticmethod
+    def _broadcast(workers: Sequence[_Worker], command: str, args: dict[str, Any]) -> None:
+        """Send the same command to every worker without one busy worker holding up the others.
+
+        A message larger than a socket's buffer (a model of a few MB) blocks its sender until the
+        worker reads it, and a worker reads only between its own steps (building an environment,
+        say). Sent one after the other, the second worker would get the model only after the
+        first had finished what it was doing; so a large message goes out on one thread per
+        worker, all at once. The threads end when their worker has read the message or died; the
+        caller's :meth:`_gather` waits for the replies, with its timeouts, as for any command."""
+        payload = encode(command, args)
+        if len(payload) <= _INLINE_SEND_BYTES or len(workers) < 2:
+            for w in workers:
+                w.send_encoded(payload)
+            return
+        for w in workers:
+            threading.Thread(target=w.send_encoded, args=(payload,), name="grader-send", daemon=True).start()
 
     def _gather(
         self,
@@ -538,8 +638,7 @@ class Engine:
         prepare = min(spec.pool_size, -(-int(episodes) // self.n_workers)) if episodes else 0
         args = {"model": model, "task": spec.name, "device": device, "cpu_s": float(b.load_s) + 5, "prepare": prepare,
                 "budget": {"decision_s": float(b.decision_s), "window": int(b.decision_window), "call_max_s": float(b.call_max_s)}}
-        for w in self._workers:
-            w.send("load", args)
+        self._broadcast(self._workers, "load", args)
         silence = min(self.timeouts.load, float(b.load_s))
         replies = self._gather(range(len(self._workers)), silence_s=silence, cpu_s=float(b.load_s),
                                deadline=time.monotonic() + float(b.load_s),
@@ -582,7 +681,7 @@ class Engine:
         pool_size: int | None = None,
         on_episode: Callable[[int, float, int], None] = lambda seed, ret, length: None,
         diagnostics: bool = True,
-        rerun_shortest: bool = False,
+        rerun_one: bool = False,
     ) -> dict[int, tuple[float, int]]:
         """Play one episode per seed; returns ``{seed: (return, length)}``.
 
@@ -593,100 +692,69 @@ class Engine:
 
         ``pool_size`` (default: the task's) environments are stepped together per worker, so the
         model sees batches of 1..pool_size states; ``pool_size=1`` re-runs state by state (see
-        :meth:`rerun`). Seeds are handed out as workers free up: each starts with a pool's worth
-        and gets the next seed of the queue when one of its episodes ends, so no worker idles
-        while another still has seeds waiting. The whole call is bounded by the budgets'
+        :meth:`rerun`). Seeds are handed out as workers free up (:class:`_Dispatch`), so no worker
+        idles while another still has seeds waiting. The whole call is bounded by the budgets'
         ``episodes_wall_s`` (whatever the heartbeats) and ``episodes_cpu_s``; the mean and
         maximum time of a model call by ``decision_s`` / ``call_max_s`` (measured in the worker).
 
-        ``rerun_shortest``: the first worker to run out of seeds re-runs, with a batch of 1, the
-        shortest episode finished by then, while the others play their last episodes; the
-        outcome is in :attr:`last_rerun` (``{seed: (return, length)}``; compare it with
-        :func:`grader.checks.check_rerun`). When each worker played a single episode
-        (:attr:`played_alone`), every episode already ran one state per call, exactly as the
-        re-run would: there is nothing to re-run and :attr:`last_rerun` stays empty."""
+        ``rerun_one``: one episode is also played again alone, one state per call, where it costs
+        least (see :class:`_Dispatch`); the outcome is in :attr:`last_rerun` (``{seed: (return,
+        length)}``; compare it with :func:`grader.checks.check_rerun`). When each worker played a
+        single episode (:attr:`played_alone`), every episode already ran one state per call,
+        exactly as the re-run would: there is nothing to re-run and :attr:`last_rerun` stays empty."""
         self._require_loaded()
         task = self._loaded["task"]
         seeds = [int(s) for s in seeds]
         pool = int(pool_size or get_task(task).pool_size)
         wall_s, cpu_s = self._budget("episodes_wall_s"), self._budget("episodes_cpu_s")
-        n = self.n_workers
-        queue = deque(seeds)
-        # A reserve of one seed per worker spares it a round trip per episode when there are many.
-        reserve = 1 if len(seeds) >= 4 * n * pool else 0
-        first: list[list[int]] = [[] for _ in range(n)]
-        for _ in range(pool + reserve):
-            for i in range(n):
-                if queue:
-                    first[i].append(queue.popleft())
-        busy = [i for i in range(n) if first[i]]
-        given = {i: len(first[i]) for i in busy}
+        plan = _Dispatch(seeds, self.n_workers, pool, rerun=rerun_one)
+        base = {"task": task, "pool_size": pool, "cpu_s": cpu_s, "diagnostics": bool(diagnostics)}
         t0 = time.monotonic()
-        for i in busy:
-            self._workers[i].send("episodes", {"task": task, "seeds": first[i], "pool_size": pool,
-                                               "envs": min(pool, len(first[i]) + len(queue)), "more": bool(queue),
-                                               "cpu_s": cpu_s, "diagnostics": bool(diagnostics)})
-        fed = set(busy) if queue else set()  # workers that may still be sent seeds
+
+        def send(messages: list[tuple[int, str, dict]]) -> None:
+            for i, kind, args in messages:
+                self._workers[i].send(kind, {**base, **args} if kind == "episodes" else args)
+
+        started = plan.start()
+        busy = sorted({i for i, _, _ in started})
+        send(started)
         expected = set(seeds)
         results: dict[int, tuple[float, int]] = {}
         self.facts: dict[int, Any] = {}
         progress: dict[int, dict] = {}
-        state = {i: "episodes" for i in busy}
         stats: dict[int, dict] = {}
         rerun: dict[int, tuple[float, int]] = {}
         self.last_rerun = {}
         t_done = [t0]
-
-        def feed(i: int) -> None:
-            if i not in fed:
-                return
-            if queue:
-                seed = queue.popleft()
-                given[i] += 1
-                self._workers[i].send("seeds", {"seeds": [seed], "end": not queue})
-                if queue:
-                    return
-                fed.discard(i)
-            for j in sorted(fed):  # the queue is empty: no more seeds for anyone
-                self._workers[j].send("seeds", {"seeds": [], "end": True})
-            fed.clear()
 
         def on_message(i: int, kind: str, value: Any) -> None:
             if kind == "episode":
                 _expect(isinstance(value, list) and len(value) in (3, 4) and type(value[0]) is int and value[0] in expected
                         and _is_num(value[1]) and type(value[2]) is int and value[2] >= 0, "episode: fields")
                 seed, ret, length = value[:3]
-                if state.get(i) == "rerun":
+                if plan.state.get(i) == "rerun":
+                    _expect(seed == plan.rerun_seed, "episode: not the seed re-run")
                     rerun[seed] = (float(ret), length)
                     return
                 if len(value) == 4:
                     self.facts[seed] = _check_facts(value[3])
                 results[seed] = (float(ret), length)
                 on_episode(seed, float(ret), length)
-                feed(i)
+                send(plan.freed(i))
             else:
                 _expect(isinstance(value, dict) and all(_is_num(x) for x in value.values()), "alive: fields")
-                if state.get(i) == "episodes":
+                if plan.state.get(i) == "episodes":
                     progress[i] = value
 
         def on_ok(i: int, value: Any) -> bool:
             _expect(isinstance(value, dict) and all(_is_num(value.get(k)) for k in ("calls", "call_s", "cpu_s", "wall_s")),
                     "episodes: stats")
-            if state[i] == "rerun":
-                state[i] = "done"
-                return False
-            stats[i] = value
-            state[i] = "done"
-            if len(stats) == len(busy):
+            if plan.state[i] == "episodes":
+                stats[i] = value
                 t_done[0] = time.monotonic()
-            if rerun_shortest and results and not rerun_sent and not alone():
-                rerun_sent.append(i)
-                shortest = min(results, key=lambda s: (results[s][1], s))
-                state[i] = "rerun"
-                self._workers[i].send("episodes", {"task": task, "seeds": [shortest], "pool_size": 1, "envs": 1,
-                                                   "more": False, "cpu_s": cpu_s})
-                return True
-            return False
+            following = plan.finished(i, results)
+            send(following)
+            return any(j == i and kind == "episodes" for j, kind, _ in following)
 
         def on_deadline() -> str:
             calls = sum(p.get("calls", 0) for p in progress.values())
@@ -696,18 +764,12 @@ class Engine:
             return (f"the episodes took longer than the {wall_s:g} s wall-time budget ({len(results)} of {len(seeds)} "
                     f"episodes finished{speed}): use a smaller network")
 
-        rerun_sent: list[int] = []
-
-        def alone() -> bool:  # every episode played one state per call, as a re-run would play it
-            return pool == 1 or all(k == 1 for k in given.values())
-
         try:
             self._gather(busy, silence_s=self.timeouts.episodes, deadline=t0 + wall_s, on_deadline=on_deadline,
                          on_message=on_message, on_ok=on_ok, cpu_s=cpu_s)
         except MalformedMessage as exc:
             raise self._fail_all(busy, f"the grading process sent a malformed reply ({exc})") from None
-        replies = [stats[i] for i in busy]
-        self.stats = {k: round(sum(float(r[k]) for r in replies), 4) for k in ("calls", "call_s", "cpu_s")}
+        self.stats = {k: round(sum(float(r[k]) for r in stats.values()), 4) for k in ("calls", "call_s", "cpu_s")}
         self.stats["calls"] = int(self.stats["calls"])
         self.stats["wall_s"] = round(t_done[0] - t0, 4)
         if self.stats["cpu_s"] > cpu_s:
@@ -717,7 +779,7 @@ class Engine:
         if missing:
             raise EngineBug(f"no result for seeds {sorted(missing)[:5]}")
         self.last_rerun = rerun
-        self.played_alone = alone()
+        self.played_alone = plan.alone()
         return {s: results[s] for s in seeds}
 
     def rerun(self, seeds: Sequence[int]) -> dict[int, tuple[float, int]]:

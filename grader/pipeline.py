@@ -484,8 +484,8 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
     run.progress("episodes", 0, len(seeds))
     try:
         # Without videos, the first worker out of seeds re-runs the shortest episode (batch 1)
-        # while the others finish: the reproducibility check costs no extra wall time.
-        outcomes = run.engine.evaluate(seeds, on_episode=on_episode, rerun_shortest=not _videos_wanted(run))
+        # while the others finish: the reproducibility check costs little extra wall time.
+        outcomes = run.engine.evaluate(seeds, on_episode=on_episode, rerun_one=not _videos_wanted(run))
     except EngineFailure as exc:
         fail(CheckResult(name="episodes", passed=False, message=f"the model failed during the episodes: {exc}",
                          hint="it must give finite outputs for every state the game produces"))
@@ -505,10 +505,10 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
 
 
 def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
-    """Without videos: the shortest scored episode re-run alone (a batch of 1), the cheapest proof
-    that the scored returns do not depend on the batching. The engine has usually done it already,
-    during the episodes (``evaluate(rerun_shortest=True)``: the shortest one finished when the
-    first worker ran out of seeds)."""
+    """Without videos: one scored episode re-run alone (a batch of 1), the cheapest proof that the
+    scored returns do not depend on the batching. The engine has usually done it already, during
+    the episodes (``evaluate(rerun_one=True)``: the shortest episode finished when the first worker
+    ran out of seeds); otherwise the shortest scored episode is re-run here."""
     from grader.engine import EngineFailure
 
     if getattr(run.engine, "played_alone", False):

@@ -43,6 +43,7 @@ import numpy as np
 
 from grader import limits as L
 from grader.contract import Task, actions_from_output, get_task, make_env, play_episode
+from grader.probestates import probe_states, rollout, shipped
 
 HEARTBEAT_S = L.HEARTBEAT_S  # during episodes the worker reports progress at least this often
 PROBE_STATES = L.PROBE_STATES
@@ -193,27 +194,10 @@ class RandomPolicy:
 
 
 # --- probing --------------------------------------------------------------------------------------
-def probe_states(spec: Task, n: int = PROBE_STATES, env: Any = None) -> np.ndarray:
-    """Realistic states from a fixed-seed random rollout under the contract's protocol."""
-    own = env is None
-    env = make_env(spec) if own else env
-    rng = np.random.default_rng(PROBE_SEED)
-    states: list[np.ndarray] = []
-    seed = PROBE_SEED
-    stride = spec.probe_stride
-    while len(states) < n:
-        episode = play_episode(spec, env, seed)
-        turn = next(episode)
-        t = 0
-        while not turn.done and len(states) < n:
-            if t % stride == 0:
-                states.append(turn.state)
-            turn = episode.send(int(rng.integers(spec.n_actions)))
-            t += 1
-        seed += 1
-    if own:
-        env.close()
-    return np.stack(states).astype(np.float32)
+def _probe_states(spec: Task, pool: EnvPool) -> np.ndarray:
+    """The probe states: the shipped ones (no environment needed), else a rollout on a pool env."""
+    states = shipped(spec)
+    return states if states is not None else rollout(spec, env=pool.get(spec, 1)[0])
 
 
 def probe_batch_sizes(pool_size: int, n_states: int = PROBE_STATES) -> list[int]:
@@ -637,7 +621,7 @@ def serve(conn, limits: Limits = Limits()) -> None:
                 spec = get_task(args["task"])
                 if faults.where != "env":
                     if args.get("probe") and spec.name not in probe_cache:
-                        probe_cache[spec.name] = probe_states(spec, env=pool.get(spec, 1)[0])
+                        probe_cache[spec.name] = _probe_states(spec, pool)
                     pool.fill_while_idle(spec, min(int(args.get("envs") or 1), spec.pool_size), conn)
             elif command == "load":
                 spec = get_task(args["task"])
@@ -659,8 +643,8 @@ def serve(conn, limits: Limits = Limits()) -> None:
                 if not isinstance(policy, OnnxPolicy):
                     raise RuntimeError("probe needs an ONNX model loaded")
                 name = policy.spec.name
-                if name not in probe_cache:  # the same states for every model: one rollout per task
-                    probe_cache[name] = probe_states(policy.spec, env=pool.get(policy.spec, 1)[0])
+                if name not in probe_cache:  # the same states for every model: once per task
+                    probe_cache[name] = _probe_states(policy.spec, pool)
                 channel.send("ok", probe(policy, pool_size=args.get("pool_size"), states=probe_cache[name]))
             elif command == "episodes":
                 last = [time.monotonic()]

@@ -125,3 +125,38 @@ def test_actions_from_output(output, expected):
 def test_actions_from_output_rejects(output):
     with pytest.raises(ValueError):
         actions_from_output(output, 4)
+
+
+# --- the shipped probe states (grader/probestates.py) ------------------------------------------------
+@pytest.mark.parametrize("name", __import__("grader.tasks", fromlist=["task_names"]).task_names())
+def test_the_shipped_probe_states_are_a_fresh_rollout(name):
+    """The shipped file is a cache of the rollout with the installed packages, never a second definition."""
+    from grader import probestates
+    from grader.tasks import get_task
+
+    spec = get_task(name)
+    states = probestates.shipped(spec)
+    assert states is not None, f"no usable {probestates.shipped_path(spec)}: run python -m grader.probestates {name}"
+    np.testing.assert_array_equal(states, probestates.rollout(spec),
+                                  err_msg=f"stale probe states: run python -m grader.probestates {name}")
+
+
+def test_a_missing_or_bad_probe_states_file_falls_back_to_the_rollout(tmp_path, monkeypatch):
+    from grader import probestates
+    from grader.tasks import get_task
+
+    spec = get_task("lunarlander")
+    fresh = probestates.rollout(spec)
+    monkeypatch.setattr(probestates, "DATA_DIR", tmp_path)
+    assert probestates.shipped(spec) is None  # missing
+    path = probestates.shipped_path(spec)
+    for bad in (np.zeros((3, 8), np.float32), np.zeros((16, 8), np.float64), np.full((16, 8), np.nan, np.float32)):
+        np.savez(path, states=bad)
+        assert probestates.shipped(spec) is None
+    np.savez(path, states=np.array([{"x": 1}] * 16, dtype=object))  # needs pickle: refused
+    assert probestates.shipped(spec) is None
+    path.write_bytes(b"not a zip file")
+    assert probestates.shipped(spec) is None
+    np.testing.assert_array_equal(probestates.probe_states(spec), fresh)
+    probestates.write(spec)
+    np.testing.assert_array_equal(probestates.shipped(spec), fresh)

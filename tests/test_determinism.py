@@ -54,7 +54,7 @@ def test_seeds_handed_out_as_workers_free_up_give_the_returns_of_the_static_spli
     for workers in (1, 2, 3):
         with Engine(workers) as engine:
             engine.load(model, task="lunarlander", episodes=len(seeds))
-            got = engine.evaluate(seeds, rerun_shortest=True)
+            got = engine.evaluate(seeds, rerun_one=True)
             assert list(got) == seeds  # keyed by seed, in the order asked
             assert got == reference, workers
             (seed, again), = engine.last_rerun.items()  # the reproducibility re-run, done during the tail

@@ -226,3 +226,29 @@ def test_the_engine_module_imports_neither_numpy_nor_the_tasks():
             "print(sorted(m for m in ('numpy', 'grader.tasks', 'grader.worker', 'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_large_command_reaches_every_worker_while_one_of_them_is_busy():
+    """A model bigger than a socket's buffer blocks its sender until the worker reads it: sent one
+    worker after the other, a busy first worker would hold up the second one's model."""
+    import socket
+    import threading
+    from multiprocessing.connection import Connection
+
+    class Fake:
+        def __init__(self):
+            mine, theirs = socket.socketpair()
+            self.conn, self.peer = Connection(mine.detach()), Connection(theirs.detach())
+
+        def send_encoded(self, payload: bytes) -> None:
+            self.conn.send_bytes(payload)
+
+    busy, free = Fake(), Fake()
+    model = os.urandom(8 * 2**20)  # far more than a socket buffer holds
+    sender = threading.Thread(target=Engine._broadcast, args=([busy, free], "load", {"model": model}), daemon=True)
+    sender.start()
+    assert free.peer.poll(30), "the second worker got nothing while the first was not reading"
+    assert decode(free.peer.recv_bytes(), max_bytes=2**30) == ("load", {"model": model})
+    sender.join(30)
+    assert not sender.is_alive()  # the broadcast itself does not wait for the busy worker
+    assert decode(busy.peer.recv_bytes(), max_bytes=2**30) == ("load", {"model": model})  # which gets it when it reads
