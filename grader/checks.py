@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -459,6 +460,25 @@ def check_rerun(scored: dict[int, tuple[float, int]], rerun: dict[int, tuple[flo
                      "a state's output must depend on that state only: call model.eval() before exporting, and do not "
                      "compute across the batch axis")
     return _ok(name, f"{len(rerun)} episodes re-run one state at a time gave exactly the scored returns")
+
+
+def check_recheck(recheck: dict[str, Any], *, label: Callable[[int], str] = lambda seed: f"seed {seed}") -> CheckResult:
+    """The decisions of one scored episode, computed again one state per call (``Engine.evaluate(
+    recheck=True)``), must be the ones of the batched play.
+
+    The environment is deterministic given its seed and the actions, so equal decisions mean the
+    episode re-run alone would follow the same states and give exactly its scored return."""
+    name = "reproducible"
+    seed, differs = recheck["seed"], recheck["differs"]
+    if differs:
+        decision, batched, alone = differs
+        return _fail(name, f"re-run alone, {label(seed)} would not be the scored one: at its decision {decision + 1} the "
+                           f"model chose action {alone} for the state alone but {batched} in the scored batch: "
+                           "the model's actions depend on the other states of its batch",
+                     "a state's output must depend on that state only: call model.eval() before exporting, and do not "
+                     "compute across the batch axis")
+    return _ok(name, f"the {recheck['decisions']} decisions of {label(seed)}, computed again one state at a time, are the "
+                     "scored ones: re-run alone, it gives exactly its scored return")
 
 
 def runtime_checks(probe: Probe, spec: Task) -> list[CheckResult]:

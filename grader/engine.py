@@ -305,6 +305,19 @@ def _check_text(v: Any, what: str) -> str:
     return v
 
 
+def _check_recheck(value: Any, results: dict[int, tuple[float, int]]) -> dict[str, Any] | None:
+    """A worker's ``recheck`` reply, validated (None: it had no episode to check)."""
+    _expect(isinstance(value, dict) and set(value) == {"seed", "decisions", "differs"}, "recheck: fields")
+    if value["seed"] is None:
+        return None
+    differs = value["differs"]
+    _expect(type(value["seed"]) is int and value["seed"] in results and type(value["decisions"]) is int
+            and value["decisions"] >= 1, "recheck: seed or decisions")
+    _expect(differs is None or (isinstance(differs, list) and len(differs) == 3 and all(type(x) is int for x in differs)),
+            "recheck: differs")
+    return {"seed": value["seed"], "decisions": value["decisions"], "differs": differs}
+
+
 def _check_facts(v: Any) -> Any:
     """An episode's diagnostics: plain JSON data (no arrays, no bytes), small and shallow."""
     import json
@@ -329,21 +342,23 @@ class _Dispatch:
     which spares it a round trip per episode) and gets the next seed of the queue when one of its
     episodes ends; when the queue is empty every worker still waiting is told so.
 
-    The reproducibility re-run (``rerun``: one episode played again alone, one state per call)
-    goes to the first worker to finish, on the shortest episode finished by then, while the others
-    play their last ones. (Playing it first instead, on a worker whose share the others would take
-    meanwhile, was measured slower: with the default 10 MsPacman episodes there are too few seeds
-    left to rebalance, and the re-run's worker ends last.)
+    The reproducibility check (``recheck``): every worker keeps the states and actions of the
+    first episode it finishes, and the first worker to finish computes that episode's decisions
+    again, one state per call (``recheck`` command, :func:`grader.worker.recheck`), while the
+    others play their last episodes. (Re-playing the episode instead cost a MsPacman grading a
+    quarter of a second at its end: a seeded reset reloads the ROM, then every step again. Playing
+    it first on one worker, the others taking its share, was slower still: 10 episodes leave too
+    few seeds to rebalance.)
 
     The methods return the messages to send, as ``(worker, kind, args)``; ``state`` says what
-    each worker is doing (``"episodes"``, ``"rerun"`` or ``"done"``)."""
+    each worker is doing (``"episodes"``, ``"recheck"`` or ``"done"``)."""
 
-    def __init__(self, seeds: list[int], n_workers: int, pool: int, *, rerun: bool):
+    def __init__(self, seeds: list[int], n_workers: int, pool: int, *, recheck: bool):
         self.queue = deque(seeds)
         self.n, self.pool = n_workers, pool
         self.reserve = 1 if len(seeds) >= 4 * n_workers * pool else 0
-        self.rerun = rerun and pool > 1
-        self.rerun_seed: int | None = None
+        self.recheck = recheck and pool > 1
+        self.rechecking = False
         self.state: dict[int, str] = {}
         self.given: dict[int, int] = {}  # seeds each worker was given to play in its pool
         self.fed: set[int] = set()  # workers that may still be sent seeds
@@ -372,8 +387,9 @@ class _Dispatch:
     def finished(self, i: int, results: dict[int, tuple[float, int]]) -> list[tuple[int, str, dict]]:
         """Worker ``i`` answered its command: what it does next (nothing: it is done)."""
         was, self.state[i] = self.state[i], "done"
-        if was == "episodes" and self.rerun and self.rerun_seed is None and results and not self.alone():
-            return [self._rerun(i, min(results, key=lambda s: (results[s][1], s)))]
+        if was == "episodes" and self.recheck and not self.rechecking and results and not self.alone():
+            self.rechecking, self.state[i] = True, "recheck"
+            return [(i, "recheck", {})]
         return []
 
     def alone(self) -> bool:
@@ -385,12 +401,8 @@ class _Dispatch:
         self.given[i] = len(seeds)
         if self.queue:
             self.fed.add(i)
-        return i, "episodes", {"seeds": seeds, "envs": min(self.pool, len(seeds) + len(self.queue)), "more": bool(self.queue)}
-
-    def _rerun(self, i: int, seed: int) -> tuple[int, str, dict]:
-        self.state[i] = "rerun"
-        self.rerun_seed = seed
-        return i, "episodes", {"seeds": [seed], "pool_size": 1, "envs": 1, "more": False, "diagnostics": False}
+        return i, "episodes", {"seeds": seeds, "envs": min(self.pool, len(seeds) + len(self.queue)), "more": bool(self.queue),
+                               "trace": self.recheck}
 
     def _end_all(self) -> list[tuple[int, str, dict]]:
         out = [(j, "seeds", {"seeds": [], "end": True}) for j in sorted(self.fed)]
@@ -419,7 +431,7 @@ class Engine:
         self._workers: list[_Worker] = [_Worker(self.isolation, self.limits) for _ in range(workers)]
         self._loaded: dict[str, Any] | None = None
         self._budgets: Any = None
-        self.last_rerun: dict[int, tuple[float, int]] = {}  # of the last evaluate(rerun_one=True)
+        self.last_recheck: dict[str, Any] | None = None  # of the last evaluate(recheck=True)
         self.played_alone = False  # the last evaluate() gave each worker one episode: all at batch 1
 
     def resize(self, workers: int) -> None:
@@ -681,7 +693,7 @@ class Engine:
         pool_size: int | None = None,
         on_episode: Callable[[int, float, int], None] = lambda seed, ret, length: None,
         diagnostics: bool = True,
-        rerun_one: bool = False,
+        recheck: bool = False,
     ) -> dict[int, tuple[float, int]]:
         """Play one episode per seed; returns ``{seed: (return, length)}``.
 
@@ -697,23 +709,24 @@ class Engine:
         ``episodes_wall_s`` (whatever the heartbeats) and ``episodes_cpu_s``; the mean and
         maximum time of a model call by ``decision_s`` / ``call_max_s`` (measured in the worker).
 
-        ``rerun_one``: one episode is also played again alone, one state per call, where it costs
-        least (see :class:`_Dispatch`); the outcome is in :attr:`last_rerun` (``{seed: (return,
-        length)}``; compare it with :func:`grader.checks.check_rerun`). When each worker played a
-        single episode (:attr:`played_alone`), every episode already ran one state per call,
-        exactly as the re-run would: there is nothing to re-run and :attr:`last_rerun` stays empty."""
+        ``recheck``: the decisions of one episode are also computed again alone, one state per
+        call, while the other workers finish (see :class:`_Dispatch`); the outcome is in
+        :attr:`last_recheck` (``{"seed", "decisions", "differs"}``, see :func:`grader.worker.recheck`;
+        judge it with :func:`grader.checks.check_recheck`). When each worker played a single
+        episode (:attr:`played_alone`), every episode already ran one state per call, exactly as a
+        re-run would: there is nothing to check and :attr:`last_recheck` stays None."""
         self._require_loaded()
         task = self._loaded["task"]
         seeds = [int(s) for s in seeds]
         pool = int(pool_size or get_task(task).pool_size)
         wall_s, cpu_s = self._budget("episodes_wall_s"), self._budget("episodes_cpu_s")
-        plan = _Dispatch(seeds, self.n_workers, pool, rerun=rerun_one)
+        plan = _Dispatch(seeds, self.n_workers, pool, recheck=recheck)
         base = {"task": task, "pool_size": pool, "cpu_s": cpu_s, "diagnostics": bool(diagnostics)}
         t0 = time.monotonic()
 
         def send(messages: list[tuple[int, str, dict]]) -> None:
             for i, kind, args in messages:
-                self._workers[i].send(kind, {**base, **args} if kind == "episodes" else args)
+                self._workers[i].send(kind, {**base, **args} if kind != "seeds" else args)
 
         started = plan.start()
         busy = sorted({i for i, _, _ in started})
@@ -723,8 +736,7 @@ class Engine:
         self.facts: dict[int, Any] = {}
         progress: dict[int, dict] = {}
         stats: dict[int, dict] = {}
-        rerun: dict[int, tuple[float, int]] = {}
-        self.last_rerun = {}
+        self.last_recheck = None
         t_done = [t0]
 
         def on_message(i: int, kind: str, value: Any) -> None:
@@ -732,10 +744,7 @@ class Engine:
                 _expect(isinstance(value, list) and len(value) in (3, 4) and type(value[0]) is int and value[0] in expected
                         and _is_num(value[1]) and type(value[2]) is int and value[2] >= 0, "episode: fields")
                 seed, ret, length = value[:3]
-                if plan.state.get(i) == "rerun":
-                    _expect(seed == plan.rerun_seed, "episode: not the seed re-run")
-                    rerun[seed] = (float(ret), length)
-                    return
+                _expect(plan.state.get(i) == "episodes", "episode: not while playing episodes")
                 if len(value) == 4:
                     self.facts[seed] = _check_facts(value[3])
                 results[seed] = (float(ret), length)
@@ -747,14 +756,16 @@ class Engine:
                     progress[i] = value
 
         def on_ok(i: int, value: Any) -> bool:
-            _expect(isinstance(value, dict) and all(_is_num(value.get(k)) for k in ("calls", "call_s", "cpu_s", "wall_s")),
-                    "episodes: stats")
-            if plan.state[i] == "episodes":
+            if plan.state[i] == "recheck":
+                self.last_recheck = _check_recheck(value, results)
+            else:
+                _expect(isinstance(value, dict) and all(_is_num(value.get(k)) for k in ("calls", "call_s", "cpu_s", "wall_s")),
+                        "episodes: stats")
                 stats[i] = value
                 t_done[0] = time.monotonic()
             following = plan.finished(i, results)
             send(following)
-            return any(j == i and kind == "episodes" for j, kind, _ in following)
+            return any(j == i for j, kind, _ in following if kind != "seeds")
 
         def on_deadline() -> str:
             calls = sum(p.get("calls", 0) for p in progress.values())
@@ -778,7 +789,6 @@ class Engine:
         missing = expected - set(results)
         if missing:
             raise EngineBug(f"no result for seeds {sorted(missing)[:5]}")
-        self.last_rerun = rerun
         self.played_alone = plan.alone()
         return {s: results[s] for s in seeds}
 

@@ -458,9 +458,9 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
         run.result.videos = _record_videos(run)  # each video is a batch-1 re-run of its episode
         rerun = {v.seed: (v.rerun_return, None) for v in run.result.videos}
         run.timings["videos"] = time.perf_counter() - t0
+        reproducible = _reproducible_check(run, rerun)
     else:
-        rerun = _rerun_one(run)
-    reproducible = _reproducible_check(run, rerun)
+        reproducible = _recheck_or_rerun(run)
     run.result.checks.append(reproducible)
     if reproducible.blocking:
         fail(run.result.checks.pop())
@@ -483,9 +483,9 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
 
     run.progress("episodes", 0, len(seeds))
     try:
-        # Without videos, the first worker out of seeds re-runs the shortest episode (batch 1)
-        # while the others finish: the reproducibility check costs little extra wall time.
-        outcomes = run.engine.evaluate(seeds, on_episode=on_episode, rerun_one=not _videos_wanted(run))
+        # Without videos, the first worker out of seeds computes one episode's decisions again
+        # alone while the others finish: the reproducibility check costs little wall time.
+        outcomes = run.engine.evaluate(seeds, on_episode=on_episode, recheck=not _videos_wanted(run))
     except EngineFailure as exc:
         fail(CheckResult(name="episodes", passed=False, message=f"the model failed during the episodes: {exc}",
                          hint="it must give finite outputs for every state the game produces"))
@@ -504,18 +504,26 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
     return True
 
 
+def _recheck_or_rerun(run: _Run) -> CheckResult:
+    """Without videos, the cheapest proof that the scored returns do not depend on the batching:
+    the decisions of one scored episode computed again alone, which the engine did while the last
+    episodes ran (``evaluate(recheck=True)``); else the shortest episode re-run alone here."""
+    from grader import checks as C
+    from grader.seedpolicy import SeedPolicy
+
+    done = getattr(run.engine, "last_recheck", None)
+    if done and not getattr(run.engine, "played_alone", False):
+        return C.check_recheck(done, label=SeedPolicy(run.result).label)
+    return _reproducible_check(run, _rerun_one(run))
+
+
 def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
-    """Without videos: one scored episode re-run alone (a batch of 1), the cheapest proof that the
-    scored returns do not depend on the batching. The engine has usually done it already, during
-    the episodes (``evaluate(rerun_one=True)``: the shortest episode finished when the first worker
-    ran out of seeds); otherwise the shortest scored episode is re-run here."""
+    """The shortest scored episode re-run alone (a batch of 1); None when every episode was
+    already played alone."""
     from grader.engine import EngineFailure
 
     if getattr(run.engine, "played_alone", False):
         return None  # every episode ran one state per call: a re-run would repeat the same computation
-    done = getattr(run.engine, "last_rerun", None)
-    if done:
-        return {s: (ret, None) for s, (ret, _length) in done.items()}
     shortest = min(run.result.episodes, key=lambda e: (e.length, e.seed))
     t0 = time.perf_counter()
     try:

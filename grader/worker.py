@@ -293,6 +293,7 @@ def run_episodes(
     on_episode: Callable[[int, float, int], None] = lambda seed, ret, length: None,
     on_step: Callable[[], None] = lambda: None,
     on_facts: Callable[[int, dict], None] | None = None,
+    on_trace: Callable[[int, list, list], None] | None = None,
 ) -> dict[int, tuple[float, int]]:
     """Play one episode per seed on ``envs``, stepped together.
 
@@ -306,6 +307,10 @@ def run_episodes(
 
     ``seeds`` is a sequence, or a callable giving the next seed when a slot frees up (None: no
     more), e.g. a :class:`SeedFeed` that the engine fills as episodes end.
+
+    With ``on_trace`` the states and actions of the first episode to end after a decision are
+    kept and handed to ``on_trace(seed, states, actions)`` (for :func:`recheck`); the other
+    episodes are recorded only until then.
     """
     if callable(seeds):
         next_seed = seeds
@@ -321,8 +326,13 @@ def run_episodes(
     slots: dict[int, _Slot] = {}
     track = on_facts is not None
     n_actions = spec.n_actions
+    traces: dict[int, tuple[list, list]] | None = {} if on_trace is not None else None
 
     def finish(i: int, seed: int, turn: Any, slot: _Slot | None) -> None:
+        nonlocal traces
+        if traces is not None and slot is not None:
+            on_trace(seed, *traces[i])
+            traces = None  # one episode is enough: stop recording the others
         results[seed] = (turn.episode_return, turn.length)
         if track:
             on_facts(seed, _facts(slot.diag if slot else _Diag(spec.tracker(envs[i]), n_actions), turn))
@@ -336,6 +346,8 @@ def run_episodes(
                 finish(i, seed, turn, None)
                 continue
             slots[i] = _Slot(seed, episode, turn)
+            if traces is not None:
+                traces[i] = ([], [])
             if track:
                 slots[i].diag = _Diag(spec.tracker(envs[i]), n_actions)
             return
@@ -356,6 +368,10 @@ def run_episodes(
         for k, (i, action) in enumerate(zip(order, actions)):
             slot = slots[i]
             a = int(action)
+            if traces is not None:
+                states_i, actions_i = traces[i]
+                states_i.append(slot.turn.state)
+                actions_i.append(a)
             slot.turn = slot.episode.send(a)
             slot.decisions += 1
             if track:
@@ -369,6 +385,22 @@ def run_episodes(
                 finish(i, slot.seed, slot.turn, slot)
                 start(i)
     return results
+
+
+def recheck(policy: Policy, seed: int, states: Sequence[np.ndarray], actions: Sequence[int]) -> dict[str, Any]:
+    """One scored episode's decisions computed again, one state per call.
+
+    ``states`` and ``actions`` are what the batched play saw and chose (``run_episodes``'s
+    ``on_trace``). The environment is deterministic given its seed and the actions, so if every
+    action is the same alone, the episode re-run alone follows the same states and gives exactly
+    its scored return: this proves it without stepping the environment again. Returns
+    ``{"seed", "decisions", "differs"}``: ``differs`` is ``[decision, batched action, alone]`` at
+    the first difference (``decisions`` then counts up to it), None when every action agrees."""
+    for t, (state, taken) in enumerate(zip(states, actions)):
+        alone = int(policy.act(np.asarray(state)[None], np.array([seed]), np.array([t]))[0])
+        if alone != int(taken):
+            return {"seed": int(seed), "decisions": t + 1, "differs": [t, int(taken), alone]}
+    return {"seed": int(seed), "decisions": len(actions), "differs": None}
 
 
 class _Diag:
@@ -585,6 +617,7 @@ def serve(conn, limits: Limits = Limits()) -> None:
     faults = _Faults()
     pool = EnvPool()
     probe_cache: dict[str, np.ndarray] = {}
+    trace: dict[str, Any] = {}  # the decisions of one episode of the last episodes command (recheck)
     channel.send("ready", {"pid": os.getpid(), "uid": os.getuid(), "mode": os.environ.get("GRADER_WORKER_MODE", "")})
     if not conn.poll(0):  # nothing to do yet: load what every task's environments need meanwhile
         try:
@@ -675,10 +708,19 @@ def serve(conn, limits: Limits = Limits()) -> None:
                     pool.factory = _broken_env_factory
                 given = [int(s) for s in args["seeds"]]
                 n_envs = min(int(args["pool_size"]), int(args.get("envs") or args["pool_size"]))
+                trace.clear()
                 run_episodes(policy, spec, SeedFeed(conn, given) if args.get("more") else given,
                              envs=pool.get(spec, n_envs), on_episode=episode_done, on_step=heartbeat,
-                             on_facts=facts.__setitem__ if args.get("diagnostics") else None)
+                             on_facts=facts.__setitem__ if args.get("diagnostics") else None,
+                             on_trace=(lambda seed, states, acts: trace.update(seed=seed, states=states, actions=acts))
+                             if args.get("trace") else None)
                 channel.send("ok", stats())
+            elif command == "recheck":
+                if policy is None:
+                    raise RuntimeError("recheck needs a model loaded")
+                channel.send("ok", recheck(policy, trace["seed"], trace["states"], trace["actions"]) if trace
+                             else {"seed": None, "decisions": 0, "differs": None})
+                trace.clear()
             elif command == "actions":
                 states = np.asarray(args["states"], dtype=np.float32)
                 sizes = [int(b) for b in args.get("batch_sizes") or [len(states)]]

@@ -54,11 +54,12 @@ def test_seeds_handed_out_as_workers_free_up_give_the_returns_of_the_static_spli
     for workers in (1, 2, 3):
         with Engine(workers) as engine:
             engine.load(model, task="lunarlander", episodes=len(seeds))
-            got = engine.evaluate(seeds, rerun_one=True)
+            got = engine.evaluate(seeds, recheck=True)
             assert list(got) == seeds  # keyed by seed, in the order asked
             assert got == reference, workers
-            (seed, again), = engine.last_rerun.items()  # the reproducibility re-run, done during the tail
-            assert again == reference[seed]
+            done = engine.last_recheck  # the reproducibility check, done during the tail
+            assert done["differs"] is None and done["seed"] in seeds
+            assert done["decisions"] == reference[done["seed"]][1]  # every decision of that episode
             assert engine.evaluate(seeds[:5]) == {s: reference[s] for s in seeds[:5]}  # few seeds: no reserve
 
 
@@ -104,6 +105,31 @@ def test_a_batch_one_rerun_reproduces_the_scored_returns(tmp_path):
         rerun = engine.rerun([0, 5, 9])
     assert rerun == {s: scored[s] for s in (0, 5, 9)}
     assert C.check_rerun(scored, rerun).passed
+
+
+def test_decisions_computed_again_alone_prove_a_rerun_and_catch_a_batch_trap(tmp_path):
+    """The recheck (one episode's decisions again, one state per call) agrees with an honest model,
+    and says at which decision a model that reads its batch size went another way."""
+    from grader import checks as C
+    from test_hostile_models import batch_size_trap
+
+    honest = F.mlp(tmp_path / "m.onnx", hidden=32, scale=2.0)
+    with Engine(2) as engine:
+        engine.load(open(honest, "rb").read(), task="lunarlander")
+        scored = engine.evaluate(range(20), recheck=True)
+        done = engine.last_recheck
+        assert done["differs"] is None and done["decisions"] == scored[done["seed"]][1]
+        assert engine.rerun([done["seed"]]) == {done["seed"]: scored[done["seed"]]}  # what it proves, played out
+        assert C.check_recheck(done).passed
+    with Engine(1) as engine:
+        engine.load(open(batch_size_trap(tmp_path / "trap.onnx", trigger=8), "rb").read(), task="lunarlander")
+        engine.evaluate(range(16), recheck=True)
+        done = engine.last_recheck
+    decision, batched, alone = done["differs"]
+    assert batched == 0 and alone != 0 and done["decisions"] == decision + 1  # the trap acts 0 in a batch of 8
+    check = C.check_recheck(done, label=lambda s: f"episode {s + 1}")
+    assert not check.passed and check.severity == "error"
+    assert f"at its decision {decision + 1}" in check.message and "re-run alone, episode" in check.message and check.hint
 
 
 def test_returns_that_a_batch_one_rerun_does_not_reproduce_fail_the_submission(tmp_path):
