@@ -268,6 +268,7 @@ class EnvPool:
 
     def __init__(self, factory: Callable[[Task], Any] = make_env) -> None:
         self._envs: dict[str, list[Any]] = {}
+        self._served: dict[str, int] = {}  # episodes commands played per task
         self.factory = factory
 
     def get(self, spec: Task, n: int) -> list[Any]:
@@ -275,6 +276,16 @@ class EnvPool:
         while len(envs) < n:
             envs.append(self.factory(spec))
         return envs[:n]
+
+    def size_for(self, spec: Task, *, slots: int, fresh: int) -> int:
+        """How many environments the next episodes of ``spec`` step together, at most ``slots``:
+        for the first episodes command, ``fresh`` (see :func:`grader.engine.fresh_envs`) or those
+        already built if more; for every later one, one more than those built, so that a
+        long-lived worker's pool grows to the full batch over its first commands."""
+        built = len(self._envs.get(spec.name, []))
+        served = self._served.get(spec.name, 0)
+        self._served[spec.name] = served + 1
+        return max(1, min(slots, max(fresh, built + (1 if served else 0))))
 
     def fill_while_idle(self, spec: Task, n: int, conn: Any) -> None:
         """Build up to ``n`` environments, one at a time, for as long as no command is waiting:
@@ -664,6 +675,7 @@ def serve(conn, limits: Limits = Limits()) -> None:
                                              call_max_s=float(b.get("call_max_s", L.BUDGET_CALL_MAX_S))))
                 watchdog.meter = meter
                 policy = None
+                trace.clear()  # decisions of the previous model
                 policy = (RandomPolicy(spec) if args["model"] is None
                           else OnnxPolicy(args["model"], spec, device=args.get("device", "cpu"), meter=meter))
                 channel.send("ok", {"fixed_batch_one": bool(policy.fixed_batch_one)})
@@ -707,7 +719,8 @@ def serve(conn, limits: Limits = Limits()) -> None:
                 if faults.where == "env":
                     pool.factory = _broken_env_factory
                 given = [int(s) for s in args["seeds"]]
-                n_envs = min(int(args["pool_size"]), int(args.get("envs") or args["pool_size"]))
+                n_envs = pool.size_for(spec, slots=min(int(args["pool_size"]), int(args.get("envs") or args["pool_size"])),
+                                       fresh=int(args.get("fresh_envs") or args["pool_size"]))
                 trace.clear()
                 run_episodes(policy, spec, SeedFeed(conn, given) if args.get("more") else given,
                              envs=pool.get(spec, n_envs), on_episode=episode_done, on_step=heartbeat,

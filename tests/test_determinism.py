@@ -123,7 +123,7 @@ def test_decisions_computed_again_alone_prove_a_rerun_and_catch_a_batch_trap(tmp
         assert C.check_recheck(done).passed
     with Engine(1) as engine:
         engine.load(open(batch_size_trap(tmp_path / "trap.onnx", trigger=8), "rb").read(), task="lunarlander")
-        engine.evaluate(range(16), recheck=True)
+        engine.evaluate(range(24), recheck=True)  # 24 episodes: a pool of 8 (grader.engine.fresh_envs)
         done = engine.last_recheck
     decision, batched, alone = done["differs"]
     assert batched == 0 and alone != 0 and done["decisions"] == decision + 1  # the trap acts 0 in a batch of 8
@@ -139,8 +139,26 @@ def test_returns_that_a_batch_one_rerun_does_not_reproduce_fail_the_submission(t
 
     with Engine(1) as engine:
         engine.load(open(batch_size_trap(tmp_path / "trap.onnx", trigger=8), "rb").read(), task="lunarlander")
-        scored = engine.evaluate(range(8))
+        scored = engine.evaluate(range(24))  # 24 episodes: a pool of 8 (grader.engine.fresh_envs)
         rerun = engine.rerun(range(8))
     check = C.check_rerun(scored, rerun, label=lambda s: f"episode {s + 1}")
     assert not check.passed and check.severity == "error"
     assert "re-run alone, episode" in check.message and check.hint
+
+
+def test_a_fresh_worker_builds_one_environment_per_three_episodes_and_a_long_lived_one_grows_its_pool():
+    from grader.contract import get_task
+    from grader.engine import fresh_envs
+    from grader.worker import EnvPool
+
+    assert [fresh_envs(4, 10, 2), fresh_envs(8, 100, 2), fresh_envs(4, 1, 2), fresh_envs(4, 30, 1)] == [2, 8, 1, 4]
+    built = []
+    pool = EnvPool(factory=lambda spec: built.append(spec.name) or object())
+    spec = get_task("mspacman")
+    sizes = []
+    for _ in range(4):  # four gradings of a batch on the same worker
+        n = pool.size_for(spec, slots=spec.pool_size, fresh=2)
+        pool.get(spec, n)
+        sizes.append(n)
+    assert sizes == [2, 3, 4, 4] and len(built) == 4
+    assert pool.size_for(spec, slots=1, fresh=2) == 1  # never more slots than seeds
