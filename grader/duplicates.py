@@ -70,7 +70,7 @@ def weights_fingerprint(data: bytes) -> str | None:
 def probe_set(task: str, n: int = PROBE_SET_SIZE) -> tuple[np.ndarray, str]:
     """The fixed probe states for behavioural comparison and an id (sha256 of their bytes)."""
     from grader.contract import get_task
-    from grader.worker import probe_states
+    from grader.probestates import probe_states
 
     states = probe_states(get_task(task), n)
     return states, hashlib.sha256(states.tobytes()).hexdigest()[:16]

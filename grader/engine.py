@@ -352,7 +352,7 @@ def fresh_envs(pool: int, episodes: int, n_workers: int) -> int:
 
 
 class _Dispatch:
-    """Which worker plays which seed in one :meth:`Engine.evaluate`, and where the re-run goes.
+    """Which worker plays which seed in one :meth:`Engine.evaluate`, and which one rechecks.
 
     Each worker starts with a pool's worth of seeds (plus a reserve of one when there are many,
     which spares it a round trip per episode) and gets the next seed of the queue when one of its

@@ -47,7 +47,6 @@ from grader.probestates import probe_states, rollout, shipped
 
 HEARTBEAT_S = L.HEARTBEAT_S  # during episodes the worker reports progress at least this often
 PROBE_STATES = L.PROBE_STATES
-PROBE_SEED = L.PROBE_SEED
 
 
 class PolicyFailure(RuntimeError):
