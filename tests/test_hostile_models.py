@@ -256,8 +256,8 @@ def test_rubric_budgets_table_is_validated(tmp_path):
 
 # --- batch dependence: every batch size the engine uses -------------------------------------------
 def batch_size_trap(path, trigger: int = 8) -> str:
-    """An MLP whose action is 0 whenever the batch holds exactly ``trigger`` states (LunarLander's
-    pool size), and its honest argmax otherwise: Shape -> Gather(0) -> Equal -> Where into the logits."""
+    """An MLP whose action is 0 whenever the batch holds exactly ``trigger`` states (e.g.
+    LunarLander's pool size), and its honest argmax otherwise: Shape -> Gather(0) -> Equal -> Where into the logits."""
     rng = np.random.default_rng(3)
     inits = [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w"),
              numpy_helper.from_array(np.array(trigger, np.int64), "trigger"),
@@ -280,12 +280,15 @@ def batch_size_trap(path, trigger: int = 8) -> str:
 
 
 def test_output_that_depends_on_the_batch_size_only_at_the_pool_size_fails(tmp_path):
-    path = batch_size_trap(tmp_path / "trap.onnx", trigger=8)
+    from grader.contract import get_task
+
+    pool = get_task("lunarlander").pool_size
+    path = batch_size_trap(tmp_path / "trap.onnx", trigger=pool)
     proc, result = _grade(path)
     assert proc.returncode == 2
     failed = [c for c in result["checks"] if not c["passed"] and c["severity"] == "error"]
     assert failed[0]["name"] == "batch_independence", failed
-    assert "at a batch of 8 (the episodes' pool size) a state's output depends on" in failed[0]["message"]
+    assert f"at a batch of {pool} (the episodes' pool size) a state's output depends on" in failed[0]["message"]
     assert failed[0]["hint"]
 
 
