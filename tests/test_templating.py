@@ -1,0 +1,90 @@
+"""The compiled-template cache (grader.templating): used when it is valid, never stale, never fatal."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from jinja2 import Environment, FileSystemLoader
+
+from grader.templating import bytecode_cache, jinja_env
+
+
+@pytest.fixture()
+def temp_root(tmp_path, monkeypatch) -> Path:
+    """Jinja's per-user cache folder lives in the temp directory: point that at this test's own."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def _cache_dir(root: Path) -> Path:
+    return root / f"_jinja2-cache-{os.getuid()}"
+
+
+def _env(folder: Path) -> Environment:
+    return Environment(loader=FileSystemLoader(str(folder)), bytecode_cache=bytecode_cache())
+
+
+def test_a_second_process_loads_the_compiled_template_instead_of_compiling(temp_root, tmp_path, monkeypatch):
+    (tmp_path / "t.html").write_text("<p>{{ who }}</p>")
+    assert _env(tmp_path).get_template("t.html").render(who="a") == "<p>a</p>"
+    cache = _cache_dir(temp_root)
+    assert len(list(cache.glob("__jinja2_*.cache"))) == 1
+    assert oct(cache.stat().st_mode & 0o777) == "0o700"
+
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled although a valid cache entry exists")
+
+    monkeypatch.setattr(Environment, "compile", no_compiling)
+    assert _env(tmp_path).get_template("t.html").render(who="b") == "<p>b</p>"
+
+
+def test_an_edited_template_is_compiled_again_not_served_stale(temp_root, tmp_path):
+    (tmp_path / "t.html").write_text("old {{ x }}")
+    assert _env(tmp_path).get_template("t.html").render(x=1) == "old 1"
+    (tmp_path / "t.html").write_text("new {{ x }}")
+    assert _env(tmp_path).get_template("t.html").render(x=1) == "new 1"
+
+
+def test_a_corrupt_entry_is_a_miss(temp_root, tmp_path):
+    (tmp_path / "t.html").write_text("{{ 1 + 1 }}")
+    _env(tmp_path).get_template("t.html").render()
+    for entry in _cache_dir(temp_root).glob("__jinja2_*.cache"):
+        entry.write_bytes(entry.read_bytes()[:40])  # truncated mid-entry
+    assert _env(tmp_path).get_template("t.html").render() == "2"
+
+
+def test_an_unwritable_cache_never_fails_a_render(temp_root, tmp_path):
+    if os.getuid() == 0:
+        pytest.skip("root writes through the mode bits")
+    (tmp_path / "t.html").write_text("ok")
+    cache = bytecode_cache()
+    os.chmod(cache.directory, 0o500)
+    try:
+        env = Environment(loader=FileSystemLoader(str(tmp_path)), bytecode_cache=cache)
+        assert env.get_template("t.html").render() == "ok"
+    finally:
+        os.chmod(cache.directory, 0o700)
+
+
+def test_a_failing_write_never_fails_a_render(temp_root, tmp_path, monkeypatch):
+    (tmp_path / "t.html").write_text("ok")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", disk_full)
+    assert _env(tmp_path).get_template("t.html").render() == "ok"
+
+
+def test_an_unsafe_cache_folder_means_no_cache(temp_root, tmp_path):
+    _cache_dir(temp_root).symlink_to(tmp_path)  # someone planted a link where the folder would be
+    assert bytecode_cache() is None
+    (tmp_path / "t.html").write_text("ok")
+    assert _env(tmp_path).get_template("t.html").render() == "ok"
+
+
+def test_the_report_environment_uses_the_cache():
+    assert jinja_env().bytecode_cache is not None or bytecode_cache() is None
