@@ -3,22 +3,42 @@
 The report, the class page and the site each load their own template folder, but through this
 function, so that escaping and undefined-variable behaviour are the same everywhere.
 
-Compiled templates are kept between runs in Jinja's own bytecode cache
-(:class:`jinja2.FileSystemBytecodeCache`, in the per-user folder it creates and checks: owned by
-this user, mode 0700, not a link). Compiling the report's templates was a tenth of a second of CPU
-per `grade`; loading them is a few milliseconds. An entry is used only for the same template
-source (Jinja checks its checksum) and the same Jinja and Python, so an edited template is
-compiled again, never served stale. Where no safe folder can be had, or the cache cannot be read
-or written, templates are compiled as before: the cache can make a run faster, never fail it.
+Compiled templates are kept between runs in Jinja's bytecode cache
+(:class:`jinja2.FileSystemBytecodeCache`) in the user's cache folder,
+``$XDG_CACHE_HOME/rl-grader/templates`` (default ``~/.cache/...``), used only if it is this user's
+own, mode 0700 and not a link. Compiling the report's templates was a tenth of a second of CPU per
+`grade`; loading them is a few milliseconds. An entry is used only for the same template source
+(Jinja checks its checksum) and the same Jinja and Python, so an edited template is compiled
+again, never served stale. Where no such folder can be had, or the cache cannot be read or
+written, templates are compiled as before: the cache can make a run faster, never fail it.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from functools import lru_cache
+from pathlib import Path
+
+
+def cache_dir() -> Path | None:
+    """The grader's per-user cache folder, created 0700; None when it is missing, not this user's
+    own, open to others or a link (e.g. planted by someone else)."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = root / "rl-grader" / "templates"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(folder)
+    except (OSError, RuntimeError):  # RuntimeError: no home folder to expand
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o700:
+        return None
+    return folder
 
 
 def bytecode_cache():
-    """Jinja's file cache of compiled templates, made quiet: a cache problem is a miss, not an error."""
+    """Jinja's file cache of compiled templates in :func:`cache_dir`, made quiet: a cache problem
+    is a miss, not an error. None when there is no safe folder."""
     from jinja2 import FileSystemBytecodeCache
 
     class QuietCache(FileSystemBytecodeCache):
@@ -34,10 +54,8 @@ def bytecode_cache():
             except OSError:  # read-only or full: the next run compiles again
                 pass
 
-    try:
-        return QuietCache()
-    except (OSError, RuntimeError):  # no safe per-user folder in the temp directory
-        return None
+    folder = cache_dir()
+    return QuietCache(str(folder)) if folder is not None else None
 
 
 @lru_cache(maxsize=None)

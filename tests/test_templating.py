@@ -14,13 +14,13 @@ from grader.templating import bytecode_cache, jinja_env
 
 @pytest.fixture()
 def temp_root(tmp_path, monkeypatch) -> Path:
-    """Jinja's per-user cache folder lives in the temp directory: point that at this test's own."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    return tmp_path
+    """The user's cache folder, pointed at this test's own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 def _cache_dir(root: Path) -> Path:
-    return root / f"_jinja2-cache-{os.getuid()}"
+    return root / "rl-grader" / "templates"
 
 
 def _env(folder: Path) -> Environment:
@@ -80,7 +80,12 @@ def test_a_failing_write_never_fails_a_render(temp_root, tmp_path, monkeypatch):
 
 
 def test_an_unsafe_cache_folder_means_no_cache(temp_root, tmp_path):
+    _cache_dir(temp_root).parent.mkdir(parents=True)
     _cache_dir(temp_root).symlink_to(tmp_path)  # someone planted a link where the folder would be
+    assert bytecode_cache() is None
+    _cache_dir(temp_root).unlink()
+    _cache_dir(temp_root).mkdir(mode=0o777)
+    os.chmod(_cache_dir(temp_root), 0o777)  # a folder others may write into
     assert bytecode_cache() is None
     (tmp_path / "t.html").write_text("ok")
     assert _env(tmp_path).get_template("t.html").render() == "ok"
