@@ -291,6 +291,12 @@ def render_html(result: GradeResult, *, baselines: dict[str, float] | None = Non
     return _environment().get_template("report.html.j2").render(**ctx)
 
 
+def preload() -> None:
+    """Load what :func:`render_html` needs on first use (Jinja and the compiled report templates),
+    e.g. while the last episodes run."""
+    _environment().get_template("report.html.j2")
+
+
 def render_inline_html(result: GradeResult) -> str:
     """A compact fragment for Jupyter: score, checks with hints, statistics (no plot, no videos)."""
     ctx = build_context(result, plot=False)

@@ -162,3 +162,49 @@ def test_a_fresh_worker_builds_one_environment_per_three_episodes_and_a_long_liv
         sizes.append(n)
     assert sizes == [2, 3, 4, 4] and len(built) == 4
     assert pool.size_for(spec, slots=1, fresh=2) == 1  # never more slots than seeds
+
+
+def test_no_worker_holds_seeds_it_has_no_environment_for():
+    """A fresh worker gets as many seeds as it builds environments; one with more built asks for
+    the difference; the rest of the queue goes, one seed at a time, to whoever frees a slot."""
+    from grader.engine import _Dispatch
+
+    plan = _Dispatch(list(range(10)), 2, 4, recheck=False)  # a fresh worker builds 2 environments here
+    assert [(i, a["seeds"]) for i, _, a in plan.start()] == [(0, [0, 2]), (1, [1, 3])]
+    assert plan.wanted(1, 2) == [(1, "seeds", {"seeds": [4, 5], "end": False})]  # a long-lived worker's pool of 4
+    assert plan.freed(0) == [(0, "seeds", {"seeds": [6], "end": False})]
+    assert plan.freed(0) == [(0, "seeds", {"seeds": [7], "end": False})]
+    assert plan.wanted(0, 3) == [(0, "seeds", {"seeds": [8, 9], "end": True}), (1, "seeds", {"seeds": [], "end": True})]
+    assert plan.freed(1) == [] and plan.wanted(1, 1) == []  # everyone has been told the end
+    assert plan.given == {0: 6, 1: 4}
+
+
+def test_a_long_lived_worker_asks_for_seeds_for_the_environments_it_added(tmp_path):
+    """Gradings on the same worker grow its pool (one environment per command): each asks for the
+    seeds its new environments need (or it would wait for them forever) and batches more states per
+    call, with the same returns."""
+    path = F.mlp(tmp_path / "m.onnx", hidden=32, scale=2.0)
+    seeds = list(range(12))  # a fresh worker builds 4 environments for them (grader.engine.fresh_envs)
+    with Engine(1) as engine:
+        engine.load(open(path, "rb").read(), task="lunarlander", episodes=len(seeds))
+        runs, calls = [], []
+        for _ in range(3):
+            runs.append(engine.evaluate(seeds))
+            calls.append(engine.stats["calls"])
+    assert runs[0] == runs[1] == runs[2]
+    assert calls[0] > calls[1] > calls[2]  # 4, then 5, then 6 states per call
+
+
+def test_on_idle_is_called_once_while_the_last_episodes_still_run():
+    from benchmarks import classgen as g
+
+    model = g.heuristic_model(3, 1.2)  # landers, hoverers and crashers: very different lengths
+    with Engine(2) as engine:
+        engine.load(model, task="lunarlander")
+        lengths = {s: n for s, (_, n) in engine.evaluate(range(30)).items()}
+        short, long = min(lengths, key=lengths.get), max(lengths, key=lengths.get)
+        assert lengths[long] > lengths[short] + 300
+        ended, at_idle = [], []
+        engine.evaluate([short, long], on_episode=lambda s, r, n: ended.append(s),
+                        on_idle=lambda: at_idle.append(list(ended)))
+    assert at_idle == [[short]] and ended == [short, long]  # worker 0 idle, worker 1 still playing
