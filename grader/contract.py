@@ -21,9 +21,10 @@ from grader.tasks import Episode, Task, Turn, get_task
 __all__ = ["Episode", "Task", "Turn", "actions_from_output", "get_task", "make_env", "play_episode"]
 
 
-def make_env(task: Task | str, *, render: bool = False) -> Any:
-    """The task's environment with its contract arguments (``render=True``: rgb_array for videos)."""
-    return get_task(task).make_env(render=render)
+def make_env(task: Task | str, *, render: bool = False, first_seed: int | None = None) -> Any:
+    """The task's environment with its contract arguments (``render=True``: rgb_array for videos;
+    ``first_seed``: the seed of its first episode, see :meth:`Task.make_env`)."""
+    return get_task(task).make_env(render=render, first_seed=first_seed)
 
 
 def play_episode(task: Task | str, env: Any, seed: int) -> Episode:

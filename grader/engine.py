@@ -385,12 +385,15 @@ class _Dispatch:
         self.given: dict[int, int] = {}  # seeds each worker was given to play in its pool
         self.fed: set[int] = set()  # workers that may still be sent seeds
 
+    def hand(self) -> dict[int, list[int]]:
+        """The seeds each worker starts with, dealt in turn (the queue is left as it is)."""
+        dealt = list(self.queue)[: self.n * (self.fresh + self.reserve)]
+        return {i: dealt[i::self.n] for i in range(self.n)}
+
     def start(self) -> list[tuple[int, str, dict]]:
-        first: dict[int, list[int]] = {i: [] for i in range(self.n)}
-        for _ in range(self.fresh + self.reserve):
-            for i in range(self.n):
-                if self.queue:
-                    first[i].append(self.queue.popleft())
+        first = self.hand()
+        for _ in range(sum(len(v) for v in first.values())):
+            self.queue.popleft()
         return [self._episodes(i, first[i]) for i in range(self.n) if first[i]]
 
     def freed(self, i: int) -> list[tuple[int, str, dict]]:
@@ -695,16 +698,22 @@ class Engine:
                 raise self._fail_all(range(len(self._workers)), f"the grading process sent a malformed reply ({exc})") from None
         self._loaded = {"task": args["task"], "device": device, "fixed_batch_one": replies[0]["fixed_batch_one"]}
 
-    def prepare(self, task: str, *, episodes: int | None = None) -> None:
+    def prepare(self, task: str, *, episodes: int | None = None, seeds: Sequence[int] | None = None) -> None:
         """Non-blocking: have the workers build the environments of ``task`` (for ``episodes``
-        episodes) and the first worker its probe states, as soon as they are up and while this
-        process goes on (e.g. with the static checks). Nothing is waited for; a failure shows in
-        the next command's reply."""
+        episodes, or the episodes of ``seeds``) and the first worker its probe states, as soon as
+        they are up and while this process goes on (e.g. with the static checks). With ``seeds``
+        (those the next :meth:`evaluate` plays), each worker is told the seeds it will start with,
+        and builds each environment ready for its first one (:class:`grader.worker.EnvPool`).
+        Nothing is waited for; a failure shows in the next command's reply."""
         spec = get_task(task)
+        if seeds is not None:
+            episodes = len(seeds)
         n = fresh_envs(spec.pool_size, int(episodes), self.n_workers) if episodes else 1
+        first = _Dispatch([int(s) for s in seeds], self.n_workers, spec.pool_size, recheck=False).hand() if seeds else {}
         for k, w in enumerate(self._workers):
             if w.alive():
-                w.send("prepare", {"task": spec.name, "envs": n, "probe": k == 0, "cpu_s": self._budget("probe_s") + 5})
+                w.send("prepare", {"task": spec.name, "envs": n, "probe": k == 0, "seeds": first.get(k, []),
+                                   "cpu_s": self._budget("probe_s") + 5})
 
     def probe(self, *, pool_size: int | None = None) -> dict[str, Any]:
         """Raw outputs on the probe states, one by one and at every batch size 1..pool_size (the

@@ -437,7 +437,7 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     run.result.checks.append(CheckResult(name="parses", passed=True,
                                          message=f"{label}: a {len(data) / 1024:.0f} kB ONNX model"))
     seeds, seed_set = resolve_seeds(run.rubric, run.options)
-    _engine(run, len(seeds)).prepare(run.task.name, episodes=len(seeds))  # meanwhile: envs, probe states
+    _engine(run, len(seeds)).prepare(run.task.name, seeds=seeds)  # meanwhile: envs, probe states
     static = C.static_checks(parsed, run.task)
     run.result.checks += [c for c in static if not c.blocking]
     blocking = next((c for c in static if c.blocking), None)

@@ -160,3 +160,58 @@ def test_a_missing_or_bad_probe_states_file_falls_back_to_the_rollout(tmp_path, 
     np.testing.assert_array_equal(probestates.probe_states(spec), fresh)
     probestates.write(spec)
     np.testing.assert_array_equal(probestates.shipped(spec), fresh)
+
+
+def _play(env, seed: int, actions) -> list:
+    episode = play_episode("mspacman", env, seed)
+    turn, turns = next(episode), []
+    for action in actions:
+        turns.append((turn.state.copy(), turn.reward, turn.done, turn.episode_return, turn.length))
+        if turn.done:
+            break
+        turn = episode.send(int(action))
+    return turns
+
+
+def _same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x[0], y[0]) and x[1:] == y[1:] for x, y in zip(a, b))
+
+
+def test_an_environment_built_for_its_first_seed_plays_that_episode_exactly_as_a_seeded_reset():
+    """MsPacman's environment built with ``first_seed`` skips the second ROM load of its first
+    episode; the episode (sticky actions included) is the same, state by state, and so is the next."""
+    actions = np.random.default_rng(7).integers(0, 5, 3000)
+    for seed, then in ((3, 2000004), (2000001, 11)):
+        usual = contract.make_env("mspacman")
+        ready = contract.make_env("mspacman", first_seed=seed)
+        resets = []
+        original = ready.reset
+        ready.reset = lambda **kw: resets.append(kw.get("seed")) or original(**kw)
+        assert _same(_play(usual, seed, actions), _play(ready, seed, actions))
+        assert resets == [None]  # the ROM load was skipped: a plain reset
+        assert _same(_play(usual, then, actions), _play(ready, then, actions))
+        assert resets == [None, then]
+
+
+def test_a_wrong_or_stale_first_seed_takes_the_usual_seeded_reset():
+    actions = np.random.default_rng(8).integers(0, 5, 400)
+    usual = _play(contract.make_env("mspacman"), 5, actions)
+    assert _same(usual, _play(contract.make_env("mspacman", first_seed=6), 5, actions))  # built for another seed
+    stepped = contract.make_env("mspacman", first_seed=5)
+    stepped.reset()
+    stepped.step(0)  # something ran since the load: it is no longer the state a seeded reset gives
+    assert _same(usual, _play(stepped, 5, actions))
+
+
+def test_the_environment_pool_builds_each_environment_for_the_seed_it_plays_first():
+    from grader.contract import get_task
+    from grader.worker import EnvPool
+
+    built = []
+    pool = EnvPool(factory=lambda spec, first_seed=None: built.append(first_seed) or object())
+    spec = get_task("mspacman")
+    pool.expect(spec, [40, 41])
+    pool.get(spec, 3)  # the third has no seed to expect
+    pool.expect(spec, [50, 51, 52, 53])
+    pool.get(spec, 4)  # environments 0-2 exist; the fourth plays seed 53 first
+    assert built == [40, 41, None, 53]

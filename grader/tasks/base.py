@@ -110,8 +110,12 @@ class Task:
         """The ONNX input signature, as shown in messages: ``[batch, 5, 44, 40]``."""
         return "[batch, " + ", ".join(str(d) for d in self.state_shape) + "]"
 
-    def make_env(self, *, render: bool = False) -> Any:
-        """The task's environment with its contract arguments (``render`` enables ``env.render()``)."""
+    def make_env(self, *, render: bool = False, first_seed: int | None = None) -> Any:
+        """The task's environment with its contract arguments (``render`` enables ``env.render()``).
+
+        ``first_seed`` is a hint: the seed of the first episode it will play. A task whose seeded
+        reset is costly may build the environment ready for that episode (MsPacman); the
+        episode is the same either way, and a wrong hint only costs the saving."""
         import gymnasium as gym
 
         return gym.make(self.env_id, render_mode="rgb_array" if render else None)
