@@ -28,7 +28,7 @@ def replay_plan(task: str, plan: list[tuple[int, list[int]]]) -> dict[int, tuple
     from grader.contract import get_task
 
     spec = get_task(task)
-    env = spec.make_env()
+    env = spec.make_env(first_seed=plan[0][0] if plan else None)  # ready for its first episode, as the grader's are
     out = {}
     for seed, actions in plan:
         episode = spec.play_episode(env, seed)

@@ -335,33 +335,33 @@ def _check_facts(v: Any) -> Any:
     return v
 
 
-EPISODES_PER_NEW_ENV = 3
-
-
 def fresh_envs(pool: int, episodes: int, n_workers: int) -> int:
-    """How many environments a worker with none should build to play its share of ``episodes``.
+    """How many environments a worker with none should build to play its share of ``episodes``:
+    the pool, but no more than its share (one that plays no episode is not built).
 
-    One per :data:`EPISODES_PER_NEW_ENV` episodes of its share, at most ``pool``: building an
-    environment costs about half an episode (MsPacman: 73 ms of CPU, an episode ~130 ms), while
-    each extra slot only makes the model's batches a little cheaper per state. Measured on the
-    default 10 MsPacman episodes (5 per worker): 2 environments each grade 6% faster than 4, 3 no
-    faster. A long-lived worker (``grade batch``, the site) keeps its environments and adds one
-    per command up to the pool (``grader.worker``), so that its later gradings batch fully."""
+    Each is built ready for the first seed it plays (:meth:`grader.engine.Engine.prepare` tells
+    the worker its first seeds): for MsPacman its construction is that episode's seeded reset, so
+    an environment that plays costs nothing extra, and a fuller batch makes each state's model call
+    cheaper (the DQN: 62 us a state in pairs, 40 in fours). Measured on the default 10 MsPacman
+    episodes: 4 environments a worker grade 7% faster than 2 (15 pairs), 3 no faster than 2.
+    (Before environments were built for their seeds, a build cost half an episode and 2 were
+    fastest.) A long-lived worker (``grade batch``, the site) keeps its environments and adds one
+    per command up to the pool (``grader.worker``)."""
     share = -(-episodes // max(1, n_workers))
-    return max(1, min(pool, -(-share // EPISODES_PER_NEW_ENV)))
+    return max(1, min(pool, share))
 
 
 class _Dispatch:
     """Which worker plays which seed in one :meth:`Engine.evaluate`, and which one rechecks.
 
     Each worker starts with as many seeds as a fresh worker builds environments
-    (:func:`fresh_envs`), plus a reserve of one when there are many (which spares it a round trip
-    per episode); a worker with more environments built asks for the difference (``want``). It
-    gets the next seed of the queue when one of its episodes ends; when the queue is empty every
-    worker still waiting is told so. So no worker holds seeds it has no environment for: given a
-    pool's worth each, the worker whose first episodes ended first took the rest of the queue,
-    while the other, with seeds still waiting behind its environments, played on alone (10
-    MsPacman episodes: one worker finished 0.45 s before the other in half the runs).
+    (:func:`fresh_envs`: the pool, at most its share), plus a reserve of one when there are many
+    (which spares it a round trip per episode), and gets the next seed of the queue when one of
+    its episodes ends; when the queue is empty every worker still waiting is told so. A worker
+    never holds more seeds than it has environments (and the reserve): when each was given a
+    pool's worth but built fewer, the worker whose first episodes ended first took the rest of the
+    queue while the other still had seeds waiting (10 MsPacman episodes: one worker finished
+    0.45 s before the other in half the runs).
 
     The reproducibility check (``recheck``): every worker keeps the states and actions of the
     first episode it finishes, and the first worker to finish computes that episode's decisions
@@ -408,17 +408,6 @@ class _Dispatch:
             self.fed.discard(i)
             return [(i, "seeds", {"seeds": [seed], "end": True})] + self._end_all()
         return self._end_all()
-
-    def wanted(self, i: int, k: int) -> list[tuple[int, str, dict]]:
-        """Worker ``i`` has ``k`` environments more than seeds: up to ``k`` seeds of the queue."""
-        if i not in self.fed:
-            return []  # the end is on its way to it
-        seeds = [self.queue.popleft() for _ in range(min(k, len(self.queue)))]
-        self.given[i] += len(seeds)
-        if self.queue:
-            return [(i, "seeds", {"seeds": seeds, "end": False})]
-        self.fed.discard(i)
-        return [(i, "seeds", {"seeds": seeds, "end": True})] + self._end_all()
 
     def finished(self, i: int, results: dict[int, tuple[float, int]]) -> list[tuple[int, str, dict]]:
         """Worker ``i`` answered its command: what it does next (nothing: it is done)."""
@@ -595,7 +584,7 @@ class Engine:
                         _expect(isinstance(value, dict) and isinstance(value.get("message"), str)
                                 and isinstance(value.get("traceback"), str), "bug: fields")
                         raise self._bug_all(indices, value["message"][:1000], value["traceback"][-20_000:])
-                    elif kind in ("episode", "alive", "want"):
+                    elif kind in ("episode", "alive"):
                         on_message(i, kind, value)
                     else:
                         raise MalformedMessage(f"unknown reply kind {kind[:32]!r}")
@@ -798,10 +787,6 @@ class Engine:
                 results[seed] = (float(ret), length)
                 on_episode(seed, float(ret), length)
                 send(plan.freed(i))
-            elif kind == "want":
-                _expect(type(value) is int and 1 <= value <= pool, "want: a count of environments")
-                _expect(plan.state.get(i) == "episodes", "want: not while playing episodes")
-                send(plan.wanted(i, value))
             else:
                 _expect(isinstance(value, dict) and all(_is_num(x) for x in value.values()), "alive: fields")
                 if plan.state.get(i) == "episodes":

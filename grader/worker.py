@@ -627,9 +627,8 @@ def serve(conn, limits: Limits = Limits()) -> None:
     """Serve commands until ``close`` or the socket ends.
 
     Replies: ``("ok", value)``, ``("fail", student-facing message)``, ``("bug", {"message",
-    "traceback"})``; during episodes also ``("episode", [seed, return, length])``,
-    ``("alive", stats)`` at least every :data:`HEARTBEAT_S`, and ``("want", k)`` at the start when
-    it has ``k`` environments more than seeds (the engine sends up to ``k`` more).
+    "traceback"})``; during episodes also ``("episode", [seed, return, length])`` and
+    ``("alive", stats)`` at least every :data:`HEARTBEAT_S`.
     """
     import onnxruntime  # import before the limits: it maps large shared libraries
 
@@ -739,8 +738,6 @@ def serve(conn, limits: Limits = Limits()) -> None:
                 n_envs = pool.size_for(spec, slots=min(int(args["pool_size"]), int(args.get("envs") or args["pool_size"])),
                                        fresh=int(args.get("fresh_envs") or args["pool_size"]))
                 trace.clear()
-                if args.get("more") and n_envs > len(given):  # environments built for more seeds than given
-                    channel.send("want", n_envs - len(given))
                 run_episodes(policy, spec, SeedFeed(conn, given) if args.get("more") else given,
                              envs=pool.get(spec, n_envs), on_episode=episode_done, on_step=heartbeat,
                              on_facts=facts.__setitem__ if args.get("diagnostics") else None,

@@ -123,7 +123,7 @@ def test_decisions_computed_again_alone_prove_a_rerun_and_catch_a_batch_trap(tmp
         assert C.check_recheck(done).passed
     with Engine(1) as engine:
         engine.load(open(batch_size_trap(tmp_path / "trap.onnx", trigger=8), "rb").read(), task="lunarlander")
-        engine.evaluate(range(24), recheck=True)  # 24 episodes: a pool of 8 (grader.engine.fresh_envs)
+        engine.evaluate(range(8), recheck=True)  # 8 episodes: a pool of 8 (grader.engine.fresh_envs)
         done = engine.last_recheck
     decision, batched, alone = done["differs"]
     assert batched == 0 and alone != 0 and done["decisions"] == decision + 1  # the trap acts 0 in a batch of 8
@@ -139,19 +139,19 @@ def test_returns_that_a_batch_one_rerun_does_not_reproduce_fail_the_submission(t
 
     with Engine(1) as engine:
         engine.load(open(batch_size_trap(tmp_path / "trap.onnx", trigger=8), "rb").read(), task="lunarlander")
-        scored = engine.evaluate(range(24))  # 24 episodes: a pool of 8 (grader.engine.fresh_envs)
+        scored = engine.evaluate(range(8))  # 8 episodes: a pool of 8 (grader.engine.fresh_envs)
         rerun = engine.rerun(range(8))
     check = C.check_rerun(scored, rerun, label=lambda s: f"episode {s + 1}")
     assert not check.passed and check.severity == "error"
     assert "re-run alone, episode" in check.message and check.hint
 
 
-def test_a_fresh_worker_builds_one_environment_per_three_episodes_and_a_long_lived_one_grows_its_pool():
+def test_a_fresh_worker_builds_its_pool_but_no_more_than_its_share_and_a_long_lived_one_grows_its_pool():
     from grader.contract import get_task
     from grader.engine import fresh_envs
     from grader.worker import EnvPool
 
-    assert [fresh_envs(4, 10, 2), fresh_envs(8, 100, 2), fresh_envs(4, 1, 2), fresh_envs(4, 30, 1)] == [2, 8, 1, 4]
+    assert [fresh_envs(4, 10, 2), fresh_envs(8, 100, 2), fresh_envs(4, 1, 2), fresh_envs(16, 5, 2)] == [4, 8, 1, 3]
     built = []
     pool = EnvPool(factory=lambda spec: built.append(spec.name) or object())
     spec = get_task("mspacman")
@@ -165,34 +165,26 @@ def test_a_fresh_worker_builds_one_environment_per_three_episodes_and_a_long_liv
 
 
 def test_no_worker_holds_seeds_it_has_no_environment_for():
-    """A fresh worker gets as many seeds as it builds environments; one with more built asks for
-    the difference; the rest of the queue goes, one seed at a time, to whoever frees a slot."""
-    from grader.engine import _Dispatch
+    """Each worker starts with at most as many seeds as it has environments (plus the reserve), so
+    the rest of the queue goes to whoever frees a slot first; then one seed at a time."""
+    from grader.contract import get_task
+    from grader.engine import _Dispatch, fresh_envs
+    from grader.worker import EnvPool
 
-    plan = _Dispatch(list(range(10)), 2, 4, recheck=False)  # a fresh worker builds 2 environments here
-    assert [(i, a["seeds"]) for i, _, a in plan.start()] == [(0, [0, 2]), (1, [1, 3])]
-    assert plan.wanted(1, 2) == [(1, "seeds", {"seeds": [4, 5], "end": False})]  # a long-lived worker's pool of 4
-    assert plan.freed(0) == [(0, "seeds", {"seeds": [6], "end": False})]
-    assert plan.freed(0) == [(0, "seeds", {"seeds": [7], "end": False})]
-    assert plan.wanted(0, 3) == [(0, "seeds", {"seeds": [8, 9], "end": True}), (1, "seeds", {"seeds": [], "end": True})]
-    assert plan.freed(1) == [] and plan.wanted(1, 1) == []  # everyone has been told the end
-    assert plan.given == {0: 6, 1: 4}
-
-
-def test_a_long_lived_worker_asks_for_seeds_for_the_environments_it_added(tmp_path):
-    """Gradings on the same worker grow its pool (one environment per command): each asks for the
-    seeds its new environments need (or it would wait for them forever) and batches more states per
-    call, with the same returns."""
-    path = F.mlp(tmp_path / "m.onnx", hidden=32, scale=2.0)
-    seeds = list(range(12))  # a fresh worker builds 4 environments for them (grader.engine.fresh_envs)
-    with Engine(1) as engine:
-        engine.load(open(path, "rb").read(), task="lunarlander", episodes=len(seeds))
-        runs, calls = [], []
-        for _ in range(3):
-            runs.append(engine.evaluate(seeds))
-            calls.append(engine.stats["calls"])
-    assert runs[0] == runs[1] == runs[2]
-    assert calls[0] > calls[1] > calls[2]  # 4, then 5, then 6 states per call
+    plan = _Dispatch(list(range(10)), 2, 4, recheck=False)
+    assert [(i, a["seeds"]) for i, _, a in plan.start()] == [(0, [0, 2, 4, 6]), (1, [1, 3, 5, 7])]
+    assert plan.freed(1) == [(1, "seeds", {"seeds": [8], "end": False})]
+    assert plan.freed(1) == [(1, "seeds", {"seeds": [9], "end": True}), (0, "seeds", {"seeds": [], "end": True})]
+    assert plan.freed(0) == [] and plan.given == {0: 4, 1: 6}
+    spec = get_task("lunarlander")
+    for n_seeds in (1, 3, 10, 33, 200):
+        for workers in (1, 2, 3):
+            for pool in (1, 4, 16):
+                plan = _Dispatch(list(range(n_seeds)), workers, pool, recheck=False)
+                fresh = fresh_envs(pool, n_seeds, workers)
+                built = EnvPool(factory=lambda spec, first_seed=None: object()).size_for(
+                    spec, slots=min(pool, n_seeds), fresh=fresh)  # what a fresh worker builds
+                assert all(len(seeds) <= built + plan.reserve for seeds in plan.hand().values())
 
 
 def test_on_idle_is_called_once_while_the_last_episodes_still_run():
