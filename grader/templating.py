@@ -5,8 +5,8 @@ function, so that escaping and undefined-variable behaviour are the same everywh
 
 Compiled templates are kept between runs in Jinja's bytecode cache
 (:class:`jinja2.FileSystemBytecodeCache`) in the user's cache folder,
-``$XDG_CACHE_HOME/rl-grader/templates`` (default ``~/.cache/...``), used only if it is this user's
-own, mode 0700 and not a link. Compiling the report's templates was a tenth of a second of CPU per
+``$XDG_CACHE_HOME/rl-grader/templates`` (default ``~/.cache/...``), made mode 0700 and used only
+if it is this user's own and not a link. Compiling the report's templates was a tenth of a second of CPU per
 `grade`; loading them is a few milliseconds. An entry is used only for the same template source
 (Jinja checks its checksum) and the same Jinja and Python, so an edited template is compiled
 again, never served stale. Where no such folder can be had, or the cache cannot be read or
@@ -22,18 +22,21 @@ from pathlib import Path
 
 
 def cache_dir() -> Path | None:
-    """The grader's per-user cache folder, created 0700; None when it is missing, not this user's
-    own, open to others or a link (e.g. planted by someone else)."""
+    """The grader's per-user cache folder, made 0700; None when it cannot be made, or is a link
+    or another user's (e.g. planted by someone else)."""
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     folder = root / "rl-grader" / "templates"
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            return None
+        if stat.S_IMODE(st.st_mode) != 0o700:  # ours, but open to others: close it
+            os.chmod(folder, 0o700)
+            st = os.lstat(folder)
     except (OSError, RuntimeError):  # RuntimeError: no home folder to expand
         return None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) != 0o700:
-        return None
-    return folder
+    return folder if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 else None
 
 
 def bytecode_cache():

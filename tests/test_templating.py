@@ -79,16 +79,26 @@ def test_a_failing_write_never_fails_a_render(temp_root, tmp_path, monkeypatch):
     assert _env(tmp_path).get_template("t.html").render() == "ok"
 
 
-def test_an_unsafe_cache_folder_means_no_cache(temp_root, tmp_path):
-    _cache_dir(temp_root).parent.mkdir(parents=True)
-    _cache_dir(temp_root).symlink_to(tmp_path)  # someone planted a link where the folder would be
-    assert bytecode_cache() is None
-    _cache_dir(temp_root).unlink()
-    _cache_dir(temp_root).mkdir(mode=0o777)
-    os.chmod(_cache_dir(temp_root), 0o777)  # a folder others may write into
+def test_a_planted_cache_folder_means_no_cache(temp_root, tmp_path):
+    folder = _cache_dir(temp_root)
+    folder.parent.mkdir(parents=True)
+    folder.symlink_to(tmp_path)  # someone planted a link where the folder would be
     assert bytecode_cache() is None
     (tmp_path / "t.html").write_text("ok")
     assert _env(tmp_path).get_template("t.html").render() == "ok"
+    folder.unlink()
+    folder.mkdir()
+    if os.getuid() == 0:  # another user's folder (only root can make one here)
+        os.chown(folder, 65534, 65534)
+        assert bytecode_cache() is None
+
+
+def test_an_own_cache_folder_open_to_others_is_closed_and_used(temp_root):
+    folder = _cache_dir(temp_root)
+    folder.mkdir(parents=True)
+    os.chmod(folder, 0o777)
+    assert bytecode_cache() is not None
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
 
 
 def test_the_report_environment_uses_the_cache():
