@@ -17,6 +17,7 @@ realistic states of the right shape, which is all the checks need of them.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,14 @@ def shipped(spec: Task, n: int = L.PROBE_STATES) -> np.ndarray | None:
     return states
 
 
-def probe_states(spec: Task, n: int = L.PROBE_STATES, env: Any = None) -> np.ndarray:
-    """The probe states: the shipped ones when usable (the default ``n`` only), else a rollout on ``env``."""
+def probe_states(spec: Task, n: int = L.PROBE_STATES, env: Any = None, *,
+                 env_factory: Callable[[], Any] | None = None) -> np.ndarray:
+    """The probe states: the shipped ones when usable (the default ``n`` only), else a rollout on
+    ``env`` (or on ``env_factory()``, called only then; else a new environment)."""
     states = shipped(spec, n) if n == L.PROBE_STATES else None
-    return states if states is not None else rollout(spec, n, env)
+    if states is not None:
+        return states
+    return rollout(spec, n, env if env is not None or env_factory is None else env_factory())
 
 
 def write(spec: Task) -> Path:

@@ -43,7 +43,7 @@ import numpy as np
 
 from grader import limits as L
 from grader.contract import Task, actions_from_output, get_task, make_env, play_episode
-from grader.probestates import probe_states, rollout, shipped
+from grader.probestates import probe_states
 
 HEARTBEAT_S = L.HEARTBEAT_S  # during episodes the worker reports progress at least this often
 PROBE_STATES = L.PROBE_STATES
@@ -194,9 +194,8 @@ class RandomPolicy:
 
 # --- probing --------------------------------------------------------------------------------------
 def _probe_states(spec: Task, pool: EnvPool) -> np.ndarray:
-    """The probe states: the shipped ones (no environment needed), else a rollout on a pool env."""
-    states = shipped(spec)
-    return states if states is not None else rollout(spec, env=pool.get(spec, 1)[0])
+    """The probe states (:func:`grader.probestates.probe_states`); a rollout, when needed, on a pool env."""
+    return probe_states(spec, env_factory=lambda: pool.get(spec, 1)[0])
 
 
 def probe_batch_sizes(pool_size: int, n_states: int = PROBE_STATES) -> list[int]:
