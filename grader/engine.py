@@ -800,13 +800,13 @@ class Engine:
                         "episodes: stats")
                 stats[i] = value
                 t_done[0] = time.monotonic()
-            following = plan.finished(i, results)
-            send(following)
-            busy_again = any(j == i for j, kind, _ in following if kind != "seeds")
-            if not busy_again and not idle_called[0] and any(s != "done" for s in plan.state.values()):
+            send(plan.finished(i, results))
+            if plan.state[i] != "done":
+                return True  # it was given the recheck
+            if not idle_called[0] and any(s != "done" for s in plan.state.values()):
                 idle_called[0] = True
                 on_idle()
-            return busy_again
+            return False
 
         def on_deadline() -> str:
             calls = sum(p.get("calls", 0) for p in progress.values())
