@@ -101,5 +101,12 @@ def test_an_own_cache_folder_open_to_others_is_closed_and_used(temp_root):
     assert oct(folder.stat().st_mode & 0o777) == "0o700"
 
 
-def test_the_report_environment_uses_the_cache():
-    assert jinja_env().bytecode_cache is not None or bytecode_cache() is None
+def test_the_report_environment_uses_the_cache(temp_root):
+    jinja_env.cache_clear()  # an environment made for this test's cache folder
+    try:
+        from grader import report
+
+        report.preload()  # the report's environment, as `grade` loads it
+        assert list(_cache_dir(temp_root).glob("__jinja2_*.cache"))  # the report's templates, compiled and kept
+    finally:
+        jinja_env.cache_clear()
