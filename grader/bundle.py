@@ -37,6 +37,7 @@ WEIGHT_SUFFIXES = (".pt", ".pth")
 SIDECAR_SUFFIX = ".data"  # torch: model.onnx -> model.onnx.data
 MAX_WEIGHTS = 3
 MODEL_NAME = "model.onnx"
+GENERIC_STEMS = frozenset({"model", "policy"})  # model.onnx, policy.pt: the names the course and the grader's hints give
 
 
 class Misfit(NamedTuple):
@@ -132,6 +133,26 @@ def _listing(folder: Path) -> list[str]:
         return []
 
 
+def class_folder_evidence(folder: Path) -> str:
+    """Why ``folder`` looks like a whole class's hand-ins rather than one student's ("" when it does
+    not): an LMS download, several student folders holding hand-ins, or several notebooks / models
+    under different names and none named model.onnx."""
+    from grader.lms import detect_layout
+
+    names = _listing(folder)
+    layout = detect_layout(names)
+    if layout != "plain":
+        return f"its entries are named as {layout.capitalize()}'s download of a whole class"
+    students = [n for n in names if (folder / n).is_dir() and not (folder / n).is_symlink()
+                and any(kind_of(m) in ("model", "notebook", "weights") for m in _listing(folder / n))]
+    if len(students) >= 2:
+        return f"{len(students)} folders in it hold hand-ins ({', '.join(students[:3])}{' ...' if len(students) > 3 else ''})"
+    stems = {stem_of(n) for n in names if kind_of(n) in ("model", "notebook")}
+    if len(stems) >= 2 and MODEL_NAME not in names and len([n for n in names if kind_of(n) == "notebook"]) != 1:
+        return f"it holds hand-ins under {len(stems)} different names ({', '.join(sorted(stems)[:3])} ...)"
+    return ""
+
+
 def bundle_folder(folder: Path, student: str, *, label: str | None = None) -> tuple[Bundle, list[Misfit]]:
     """One student's folder: its model, notebook and weights. Returns the bundle and the problems
     (several models with none named model.onnx, several notebooks, links, ...)."""
@@ -173,6 +194,10 @@ def bundle_files(folder: Path, student: str, names: list[str], *, label: str | N
                                "hand in exactly one .ipynb"))
     weights = by_kind["weights"][:MAX_WEIGHTS]
     notes = [f"{w}: more than {MAX_WEIGHTS} weight files; not used" for w in by_kind["weights"][MAX_WEIGHTS:]]
+    if model is None and notebook is None and weights:
+        # A checkpoint alone: graded as the model the student meant, so that the checks say what it
+        # is and how to export it (as `grade policy.pt` does), never a bare "nothing to grade".
+        model, weights = weights[0], []
     taken = [n for n in (notebook, model) if n]
     shown = " + ".join(taken) or "nothing to grade"
     bundle = Bundle(student=student, label=label or (f"{label_prefix} ({shown})" if label_prefix else shown),
@@ -208,11 +233,23 @@ def bundle_stem(folder: Path, stem: str, *, names: list[str] | None = None) -> t
 
 
 def gather(path: Path) -> tuple[Bundle, list[Misfit]]:
-    """The bundle ``grade PATH`` grades: a folder is one student's, a file goes with its stem."""
+    """The bundle ``grade PATH`` grades: a folder is one student's, a file goes with its stem, and
+    a notebook alone in its folder (the only ``.ipynb`` there, and every other hand-in file named
+    like it or as the course names them: ``model.onnx``, ``policy.pt``) stands for that folder
+    (``homework.ipynb`` + ``model.onnx`` + ``model.onnx.data``). A file named like another
+    student's (``bob.onnx``) is never taken."""
     path = Path(path)
     if path.is_dir():
         return bundle_folder(path, path.resolve().name or "submission")
     folder, name = path.parent, path.name
+    if kind_of(name) == "notebook" and _regular(path):
+        listing = [n for n in _listing(folder) if kind_of(n) is not None]
+        others = {stem_of(n) for n in listing if n != name}
+        if [n for n in listing if kind_of(n) == "notebook"] == [name] and others <= {stem_of(name), *GENERIC_STEMS}:
+            bundle, problems = bundle_folder(folder, stem_of(name), label=None)
+            if not problems and bundle.notebook == folder / name:
+                taken = " + ".join(p.name for p in (bundle.notebook, bundle.model, *bundle.weights) if p is not None)
+                return Bundle(**{**bundle.__dict__, "label": taken}), problems
     bundle, problems = bundle_stem(folder, stem_of(name))
     kind = kind_of(name)
     if kind in ("model", "notebook") and getattr(bundle, kind) != path:  # the very file named wins

@@ -113,6 +113,14 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
     if not path.exists():
         console.fail(f"no such file or folder: {path}" + _did_you_mean(str(path)))
         return EXIT_ERROR
+    if path.is_dir() and getattr(args, "gradescope", None) is None:
+        from grader.bundle import class_folder_evidence
+
+        why = class_folder_evidence(path)
+        if why:
+            console.fail(f"{path} looks like a class folder, not one student's hand-in: {why}. `grade` grades one "
+                         f"student; did you mean `grade batch {path}`?")
+            return EXIT_ERROR
     kwargs = dict(task=args.task, rubric=args.rubric, episodes=args.episodes, seeds=args.seeds, out=args.out,
                   workers=args.workers, device=args.device)
     try:

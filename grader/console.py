@@ -102,6 +102,8 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
     from rich.console import Console
     from rich.table import Table
 
+    from grader.scoring import NOT_HANDED_IN
+
     console = console or Console(highlight=False)
     seeds = SeedPolicy(result)
 
@@ -109,14 +111,18 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
         return _safe(seeds.scrub(str(text)))
 
     console.print(f"[bold]{safe(result.submission)}[/bold]  task: {safe(result.task or '?')}")
-    if result.checks:
+    if result.checks or any(p.detail == NOT_HANDED_IN for p in result.parts):
+        scored = {p.name: p for p in result.parts if p.kind == "notebook"}
         table = Table(show_header=False, box=None, padding=(0, 1))
         for c in result.checks:
-            mark = "[green]✓[/green]" if c.passed else ("[red]✗[/red]" if c.severity == "error" else "[yellow]![/yellow]")
+            part = scored.get(c.name)
             text = safe(c.message)
             if not c.passed and c.hint:
                 text += f"\n[dim]how to fix: {safe(c.hint)}[/dim]"
-            table.add_row(mark, f"[bold]{safe(c.name)}[/bold]", text)
+            table.add_row(check_mark(c, scored=part is not None), f"[bold]{safe(c.name)}[/bold]",
+                          _points_cell(part), text)
+        for name, part in missing_parts(result.parts).items():
+            table.add_row("[red]✗[/red]", f"[bold]{name}[/bold]", _points_cell(part), NOT_HANDED_IN)
         console.print(table)
     s = result.summary
     if s is not None:
@@ -138,6 +144,37 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
         console.print(selfcheck_note)
 
 
+def missing_parts(parts) -> dict:
+    """``notebook`` / ``model`` -> one ScorePart adding up that part's points, for the parts of the
+    assignment that were not handed in (one line each, not one per check)."""
+    from grader.result import ScorePart
+    from grader.scoring import NOT_HANDED_IN
+
+    out = {}
+    for kind, name in (("notebook", "notebook"), ("episodes", "model")):
+        gone = [p for p in parts if p.kind == kind and p.detail == NOT_HANDED_IN]
+        if gone:
+            out[name] = ScorePart(name=name, kind=kind, points=0.0, max_points=sum(p.max_points for p in gone),
+                                  detail=NOT_HANDED_IN, extra=gone[0].extra)
+    return out
+
+
+def check_mark(c, *, scored: bool) -> str:
+    """✓ passed; ✗ failed and blocking, or failed and costing points (a scored check); ! a warning."""
+    if c.passed:
+        return "[green]✓[/green]"
+    return "[red]✗[/red]" if c.severity == "error" or scored else "[yellow]![/yellow]"
+
+
+def _points_cell(part) -> str:
+    """``1/1`` for a scored check (its points of its maximum); empty for a check that scores nothing."""
+    from grader.scoring import fmt_points
+
+    if part is None:
+        return ""
+    return fmt_points(part.points, part.max_points).replace(" / ", "/") + (" extra" if part.extra else "")
+
+
 def _print_score(console: Console, result: GradeResult, safe) -> None:
     from grader.scoring import fmt_points
 
@@ -150,7 +187,7 @@ def _print_score(console: Console, result: GradeResult, safe) -> None:
         ep = next((fmt_points(p.points, p.max_points) for p in parts if p.kind == "episodes"), "")
         breakdown = f"  (notebook {nb}, episodes {ep})"
     if result.status == "graded":
-        band = f"  [{safe(result.band)}]" if result.band else ""
+        band = f"  \\[{safe(result.band)}]" if result.band else ""
         stat = f" on the {result.rubric.statistic} over {result.rubric.n_seeds} {result.rubric.seed_set} seeds" if result.rubric else ""
         console.print(f"[bold green]score: {points}[/bold green]{breakdown}{band}{stat}")
     elif result.status == "invalid":

@@ -233,6 +233,10 @@ def _notebook_stage(run: _Run) -> None:
             _set_task(run, get_task(name))
         else:
             _set_task(run, run.task)
+        if run.rubric.part_use("notebook") is None:
+            run.result.warnings.append(f"{run.sub.notebook.name}: the assignment {run.rubric.id!r} grades the model "
+                                       "only (the rubric has no notebook part); the notebook was not graded")
+            return
         module = run.task.notebook_module()
         if module is None:
             _invalid(run, CheckResult(name="task_detected", passed=False,
@@ -639,10 +643,40 @@ def _score(run: _Run) -> None:
         else:
             return  # no homework could be named: there is no maximum to show
     result.task = result.task or run.rubric.task
+    if result.status == "graded":
+        _required_parts(run)
     invalid = result.status != "graded"
-    result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid)
+    result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid,
+                                   handed_in=handed_in(run.sub))
     result.score, result.max_score = scoring.total(result.parts)
-    result.band = scoring.band(run.rubric, result.score, result.max_score) if result.status == "graded" else None
+    result.band = scoring.band_of_parts(run.rubric, result.parts) if result.status == "graded" else None
+
+
+def handed_in(sub: Submission) -> set[str]:
+    """The parts a submission holds: ``model`` (an ONNX file, or trained weights for the
+    notebook's network) and ``notebook``."""
+    parts = set()
+    if sub.model is not None or (sub.notebook is not None and sub.weights):
+        parts.add("model")
+    if sub.notebook is not None:
+        parts.add("notebook")
+    return parts
+
+
+PART_FILES = {"model": "the trained model (model.onnx, or the trained weights policy.pt beside the notebook)",
+              "notebook": "the notebook (homework.ipynb)"}
+
+
+def _required_parts(run: _Run) -> None:
+    """A hand-in without a part the rubric requires is invalid, saying which part and how to add it."""
+    have = handed_in(run.sub)
+    for part in ("notebook", "model"):
+        if run.rubric.part_use(part) == "required" and part not in have:
+            _invalid(run, CheckResult(
+                name=f"{part}_handed_in", passed=False,
+                message=f"{PART_FILES[part]} is not handed in, and the assignment {run.rubric.id!r} requires it",
+                hint=f"hand in {PART_FILES[part]} with the rest, in one folder"))
+            return
 
 
 def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = None) -> None:

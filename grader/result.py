@@ -87,6 +87,7 @@ class ScorePart(_Model):
     points: float
     max_points: float
     detail: str = ""
+    extra: bool = False  # extra credit: its points add to the score, never to the maximum
 
 
 class RubricInfo(_Model):

@@ -117,6 +117,29 @@ class Scoring(_Strict):
     points: float = Field(10.0, gt=0)
 
 
+PartUse = Literal["required", "optional", "extra"]
+
+
+class Parts(_Strict):
+    """What a hand-in is made of, and how each part counts (see :mod:`grader.scoring`).
+
+    * ``model``: the agent that plays the episodes -- an uploaded ONNX model, or the notebook's
+      network with the trained weights handed in beside it (``policy.pt``); it earns
+      ``scoring.points``.
+    * ``notebook``: the notebook checks of ``[notebook.points]``.
+
+    ``required`` parts count in the maximum, and a hand-in without one is invalid; ``optional``
+    parts count in the maximum and earn 0 when not handed in; ``extra`` parts (extra credit) are
+    added on top of a maximum that leaves them out. A part left out of the table is not graded.
+    ``bands`` names what the bands (and the leaderboard's bands) describe: ``model`` (what the
+    agent does in the episodes, the default) or ``total`` (all the points).
+    """
+
+    model: PartUse | None = "required"
+    notebook: PartUse | None = None
+    bands: Literal["model", "total"] = "model"
+
+
 class Band(_Strict):
     name: str
     min_fraction: float = Field(ge=0, le=1)
@@ -159,6 +182,8 @@ class Rubric(_Strict):
     )
     seeds: Seeds
     scoring: Scoring
+    parts: Parts | None = Field(None, description="what a hand-in is made of (default: a required model, and "
+                                                  "an optional notebook when [notebook.points] has points)")
     bands: list[Band] = []
     notebook: NotebookRubric = Field(default_factory=NotebookRubric)
     budgets: Budgets = Field(default_factory=Budgets)
@@ -175,6 +200,22 @@ class Rubric(_Strict):
         except UnknownTask as exc:
             raise ValueError(str(exc)) from None
         return v
+
+    @model_validator(mode="after")
+    def _parts_declared(self):
+        """The parts table filled in (an older rubric without one keeps its meaning), and consistent."""
+        if self.parts is None:
+            self.parts = Parts(notebook="optional" if self.notebook.points else None)
+        if self.parts.model is None and self.parts.notebook is None:
+            raise ValueError("parts: the assignment must have a model or a notebook part")
+        if self.parts.notebook is not None and not self.notebook.points:
+            raise ValueError(f"parts.notebook = {self.parts.notebook!r} but [notebook.points] scores no check")
+        if self.parts.notebook is None and self.notebook.points:
+            raise ValueError("[notebook.points] scores notebook checks but parts.notebook is not set "
+                             "(set it to \"required\", \"optional\" or \"extra\", or remove the points)")
+        if self.parts.bands == "model" and self.parts.model is None:
+            raise ValueError("parts.bands = \"model\" but the assignment has no model part (use bands = \"total\")")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -225,10 +266,20 @@ class Rubric(_Strict):
             )
         return seeds[: self.episodes]
 
+    def part_use(self, part: str) -> str | None:
+        """``required``, ``optional``, ``extra`` or None (not graded) for ``model`` or ``notebook``."""
+        return getattr(self.parts or Parts(), part)
+
+    @property
+    def part_points(self) -> dict[str, float]:
+        """Part -> the points it can earn, for the parts the assignment grades."""
+        points = {"notebook": float(sum(self.notebook.points.values())), "model": float(self.scoring.points)}
+        return {part: value for part, value in points.items() if self.part_use(part) is not None}
+
     @property
     def max_points(self) -> float:
-        """The most a submission can earn: the episode points plus every notebook check's points."""
-        return float(self.scoring.points) + float(sum(self.notebook.points.values()))
+        """The maximum: the points of every required and optional part (extra credit is on top)."""
+        return float(sum(v for part, v in self.part_points.items() if self.part_use(part) != "extra"))
 
     def materialize(self, *, grading_seeds: bool = True) -> "Rubric":
         """A copy that needs no other file: grading seeds inline, thresholds as numbers, the

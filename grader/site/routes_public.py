@@ -48,7 +48,7 @@ def leaderboard(request: Request, site: Site = Depends(get_site), session: Sessi
         rows.append({
             "rank": rank, "name": site.display_name(sid, roster), "me": sid == me,
             "score": A.score(a) or 0.0, "max": float(A.field(a, "max_score", default=None) or site.rubric.max_points),
-            "band": band_of(site.rubric, A.score(a) or 0.0, site.rubric.max_points) or "", "when": A.fmt_time(A.finished_at(a) or A.submitted(a)),
+            "band": A.band(a) or band_of(site.rubric, A.score(a) or 0.0, site.rubric.max_points) or "", "when": A.fmt_time(A.finished_at(a) or A.submitted(a)),
         })
     return site.render(request, "leaderboard.html", rows=rows, waiting=site.waiting(), version=site.version,
                        rubric=site.rubric, show_names=site.rubric.show_names)
