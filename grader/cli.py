@@ -114,7 +114,7 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
         console.fail(f"no such file or folder: {path}" + _did_you_mean(str(path)))
         return EXIT_ERROR
     if path.is_dir() and getattr(args, "gradescope", None) is None:
-        from grader.bundle import class_folder_evidence
+        from grader.classroom.classdir import class_folder_evidence
 
         why = class_folder_evidence(path)
         if why:

@@ -87,6 +87,27 @@ def scan_class(class_dir: str | Path, *, exclude: Path | None = None, layout: st
     return cf
 
 
+def class_folder_evidence(folder: Path) -> str:
+    """Why ``folder`` looks like a whole class's hand-ins rather than one student's ("" when it does
+    not): an LMS download, several student folders holding hand-ins, or several notebooks / models
+    under different names and none named model.onnx."""
+    from grader.classroom.lms import detect_layout
+    from grader.submission.bundle import MODEL_NAME, _listing, kind_of, stem_of
+
+    names = _listing(folder)
+    layout = detect_layout(names)
+    if layout != "plain":
+        return f"its entries are named as {layout.capitalize()}'s download of a whole class"
+    students = [n for n in names if (folder / n).is_dir() and not (folder / n).is_symlink()
+                and any(kind_of(m) in ("model", "notebook", "weights") for m in _listing(folder / n))]
+    if len(students) >= 2:
+        return f"{len(students)} folders in it hold hand-ins ({', '.join(students[:3])}{' ...' if len(students) > 3 else ''})"
+    stems = {stem_of(n) for n in names if kind_of(n) in ("model", "notebook")}
+    if len(stems) >= 2 and MODEL_NAME not in names and len([n for n in names if kind_of(n) == "notebook"]) != 1:
+        return f"it holds hand-ins under {len(stems)} different names ({', '.join(sorted(stems)[:3])} ...)"
+    return ""
+
+
 def _scan_plain(cf: ClassFolder, entries: list[tuple[str, bool]]) -> None:
     folders: set[str] = set()
     stems: dict[str, list[str]] = {}

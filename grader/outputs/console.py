@@ -102,7 +102,7 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
     from rich.console import Console
     from rich.table import Table
 
-    from grader.scoring import NOT_HANDED_IN
+    from grader.scoring.points import NOT_HANDED_IN
 
     console = console or Console(highlight=False)
     seeds = SeedPolicy(result)
@@ -148,7 +148,7 @@ def missing_parts(parts) -> dict:
     """``notebook`` / ``model`` -> one ScorePart adding up that part's points, for the parts of the
     assignment that were not handed in (one line each, not one per check)."""
     from grader.result import ScorePart
-    from grader.scoring import NOT_HANDED_IN
+    from grader.scoring.points import NOT_HANDED_IN
 
     out = {}
     for kind, name in (("notebook", "notebook"), ("episodes", "model")):
@@ -168,7 +168,7 @@ def check_mark(c, *, scored: bool) -> str:
 
 def _points_cell(part) -> str:
     """``1/1`` for a scored check (its points of its maximum); empty for a check that scores nothing."""
-    from grader.scoring import fmt_points
+    from grader.scoring.points import fmt_points
 
     if part is None:
         return ""

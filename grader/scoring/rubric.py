@@ -121,7 +121,7 @@ PartUse = Literal["required", "optional", "extra"]
 
 
 class Parts(_Strict):
-    """What a hand-in is made of, and how each part counts (see :mod:`grader.scoring`).
+    """What a hand-in is made of, and how each part counts (see :mod:`grader.scoring.points`).
 
     * ``model``: the agent that plays the episodes -- an uploaded ONNX model, or the notebook's
       network with the trained weights handed in beside it (``policy.pt``); it earns

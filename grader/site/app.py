@@ -57,8 +57,8 @@ async def sessions_and_headers(request: Request, call_next):
 def check_site_rubric(rubric) -> None:
     """The site takes one ONNX file per upload: a rubric whose maximum counts a notebook (a
     required or optional notebook part) would score students out of points the site can never
-    award, so it is refused, saying why (:class:`~grader.rubric.RubricError`)."""
-    from grader.rubric import RubricError
+    award, so it is refused, saying why (:class:`~grader.scoring.rubric.RubricError`)."""
+    from grader.scoring.rubric import RubricError
 
     use = rubric.part_use("notebook")
     if use in ("required", "optional"):
