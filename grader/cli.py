@@ -151,26 +151,8 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
     if args.json:
         print(result.to_json())
     else:
-        console.print_result(result, selfcheck_note=_selfcheck_note(result, args.rubric) if selfcheck else "")
+        console.print_result(result, operator=not selfcheck)
     return STATUS_EXIT[result.status]
-
-
-def _selfcheck_note(result, rubric_path: Path | None) -> str:
-    from grader.errors import SetupError
-    from grader.scoring.rubric import default_rubric_path, load_rubric
-    from grader.scoring.points import fmt_points
-
-    if result.task is None:
-        return ""
-    try:
-        rubric = load_rubric(rubric_path or default_rubric_path(result.task), selfcheck=True)
-    except SetupError:
-        return ""
-    n = result.rubric.n_seeds if result.rubric else "a few"
-    return (f"This was a self-check on {n} public seeds. The final grading runs the same checks and "
-            f"{rubric.episodes} episodes on seeds you do not see; the episodes earn up to "
-            f"{rubric.scoring.points:g} points from the {rubric.scoring.statistic} return ({rubric.scoring.zero} earns 0, "
-            f"{rubric.scoring.full} earns them all), out of {fmt_points(None, rubric.max_points).split('/ ')[1]} in all.")
 
 
 def _commands() -> list[str]:

@@ -249,6 +249,10 @@ def _notebook_stage(run: _Run) -> None:
         run.timings["notebook"] = time.perf_counter() - t0
     run.evidence = evidence
     for check in evidence.checks:
+        if check.name == "sandbox_isolation":  # how strong the sandbox was: the instructor's business
+            if not check.passed:
+                run.result.operator_notes.append(f"notebook sandbox: {check.message} ({check.hint})")
+            continue
         # Notebook checks cost their points; they never make the whole submission invalid.
         if check.severity == "error" and not check.passed:
             check = check.model_copy(update={"severity": "warning"})
@@ -352,9 +356,11 @@ def _start_engine(run: _Run) -> None:
 
 
 def _copy_engine_warnings(run: _Run) -> None:
-    for warning in run.engine.warnings:  # e.g. no bubblewrap: the weaker sandbox is said, never silent
-        if warning not in run.result.warnings:
-            run.result.warnings.append(warning)
+    """The engine's warnings (no bubblewrap: the weaker sandbox) are said, never silent, to the
+    instructor: :attr:`GradeResult.operator_notes`, which no student's output shows."""
+    for warning in run.engine.warnings:
+        if warning not in run.result.operator_notes:
+            run.result.operator_notes.append(warning)
 
 
 def _engine(run: _Run, n_seeds: int):
@@ -442,7 +448,7 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
                                          message=f"{label}: a {len(data) / 1024:.0f} kB ONNX model"))
     seeds, seed_set = resolve_seeds(run.rubric, run.options)
     _engine(run, len(seeds)).prepare(run.task.name, seeds=seeds)  # meanwhile: envs, probe states
-    static = C.static_checks(parsed, run.task)
+    static = [_say_sidecar(run, c, label) for c in C.static_checks(parsed, run.task)]
     run.result.checks += [c for c in static if not c.blocking]
     blocking = next((c for c in static if c.blocking), None)
     if blocking is not None:
@@ -468,6 +474,19 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     run.result.checks.append(reproducible)
     if reproducible.blocking:
         fail(run.result.checks.pop())
+
+
+def _say_sidecar(run: _Run, check: CheckResult, label: str) -> CheckResult:
+    """``no_external_data`` passes on the model as graded; when its weights came from the file
+    beside it (torch's two-file export, read by :mod:`grader.submission.bundle`), it says so, as the
+    bundle's note does, instead of "all weights are inside the file"."""
+    if check.name != "no_external_data" or not check.passed:
+        return check
+    note = next((n for n in run.sub.notes if n.startswith(f"{label}:") and "read from" in n), None)
+    if note is None:
+        return check
+    return check.model_copy(update={"message": "the weights were read from the external-data file beside the model "
+                                               "(torch's two-file export) and graded as one model"})
 
 
 def _videos_wanted(run: _Run) -> bool:
@@ -650,6 +669,24 @@ def _score(run: _Run) -> None:
                                    handed_in=handed_in(run.sub))
     result.score, result.max_score = scoring.total(result.parts)
     result.band = scoring.band_of_parts(run.rubric, result.parts) if result.status == "graded" else None
+    if run.options.selfcheck:
+        result.next_step = selfcheck_note(run.rubric, n_seeds=result.rubric.n_seeds if result.rubric else None)
+
+
+def _g(value: float | str) -> str:
+    return value if isinstance(value, str) else f"{value:.4g}"
+
+
+def selfcheck_note(rubric: Rubric, *, n_seeds: int | None) -> str:
+    """What the final grading runs, after a self-check (the terminal and Jupyter show it alike)."""
+    from grader.scoring.points import fmt_points
+
+    parts = ", ".join(f"{part} ({use})" for part in ("model", "notebook") if (use := rubric.part_use(part)))
+    return (f"This was a self-check on {n_seeds or 'a few'} public seeds. The final grading runs the same checks and "
+            f"{rubric.episodes} episodes on seeds you do not see; the episodes earn up to "
+            f"{rubric.scoring.points:g} points from the {rubric.scoring.statistic} return ({_g(rubric.scoring.zero)} earns 0, "
+            f"{_g(rubric.scoring.full)} earns them all), out of {fmt_points(None, rubric.max_points).split('/ ')[1]} in all. "
+            f"The assignment's parts: {parts}.")
 
 
 def handed_in(sub: Submission) -> set[str]:

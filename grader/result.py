@@ -182,7 +182,9 @@ class GradeResult(_Model):
     diagnostics: Diagnostics | None = None  # None when no episodes were played
     versions: dict[str, str] = {}
     device: str = "cpu"
-    warnings: list[str] = []
+    warnings: list[str] = []  # for the student: what they handed in, what was not graded
+    operator_notes: list[str] = []  # for the instructor only (the sandbox's strength): never in a student's output
+    next_step: str = ""  # a self-check: what the final grading runs (terminal and Jupyter alike)
     error: str | None = None  # what went wrong, in words, when status is error or invalid
     command: str = ""  # reproduces this result
     timings: dict[str, float] = {}

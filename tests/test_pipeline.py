@@ -100,23 +100,11 @@ def test_every_front_end_gives_the_same_checks_and_points(front_end, reference, 
     assert (checks, score, max_score, episodes) == expected
 
 
-def lunar_rubric_with_notebook(tmp_path: Path, *, use: str = "optional") -> Path:
-    """The shipped LunarLander rubric with its Keras notebook graded too (a [parts] notebook part)."""
-    text = (REPO / "rubrics" / "lunarlander.toml").read_text()
-    text = text.replace('baselines = "baselines/', f'baselines = "{REPO}/rubrics/baselines/')
-    text = text.replace('"../reference/', f'"{REPO}/reference/')
-    text = text.replace('[parts]\nmodel = "required"', f'[parts]\nmodel = "required"\nnotebook = "{use}"')
-    text += "\n[notebook.points]\ncells_parse = 1\nactor_input = 1\nactor_output = 2\n"
-    path = tmp_path / "lunarlander-notebook.toml"
-    path.write_text(text)
-    return path
-
-
 def test_a_notebook_and_its_model_are_one_submission_everywhere(tmp_path):
     """grade, grade check and grade batch grade the folder's notebook with its model: the same points."""
     from notebook_fixtures import LUNAR_CELLS, write_notebook
 
-    rubric = lunar_rubric_with_notebook(tmp_path)
+    rubric = S.lunar_rubric_with_notebook(tmp_path)
     folder = tmp_path / "class" / "alice"
     folder.mkdir(parents=True)
     write_notebook(folder / "homework.ipynb", LUNAR_CELLS, markdown="# LunarLander actor-critic")

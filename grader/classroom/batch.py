@@ -87,6 +87,9 @@ class BatchRun:
     behaviour_threshold: float = 0.95
     show_progress: bool = True
     roster_file: Path | None = None  # an LMS worksheet / gradebook: grades are also written in its format
+    lms_points: str = "scaled"  # scaled: to the LMS's maximum (Maximum Grade, Points Possible); raw: the rubric's
+    canvas_column: str | None = None  # the Canvas gradebook column to fill (default: detected, else a new one)
+    lms_export: Any = None  # grader.classroom.lms.ExportSummary of the LMS import file, set by the exports
     log: Any = None  # callable(str) for per-submission lines; default: print to stderr
 
     # filled in by run()
@@ -369,6 +372,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--behaviour-threshold", type=float, default=0.95,
                    help="flag two policies whose actions agree on at least this fraction of the probe states (default 0.95)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--lms-points", choices=("scaled", "raw"), default="scaled",
+                   help="LMS import file: scale points to the LMS's maximum (Moodle's Maximum Grade, Canvas's Points "
+                        "Possible; the default) or write the rubric's raw points")
+    p.add_argument("--canvas-column", metavar="HEADER",
+                   help="the Canvas gradebook column to fill, e.g. 'HW 3 (12345)' (default: the column titled like "
+                        "the rubric's title or id, else a new column)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -401,7 +410,7 @@ def run(args: argparse.Namespace) -> int:
                       force=args.force, retry_errors=args.retry_errors, video=not args.no_video, episodes=args.episodes,
                       backend=args.backend, address=args.address, layout=args.lms, reference_dir=args.reference,
                       behaviour_threshold=args.behaviour_threshold, show_progress=not args.no_progress,
-                      roster_file=args.roster)
+                      roster_file=args.roster, lms_points=args.lms_points, canvas_column=args.canvas_column)
     try:
         code = runner.run()
     except KeyboardInterrupt:
@@ -425,6 +434,10 @@ def _print_summary(runner: BatchRun) -> None:
         c.print("[bold yellow]entries that do not fit the layout:[/bold yellow]")
         for p in runner.folder.problems + (runner.roster.problems if runner.roster else []):
             c.print(f"  {escape(p.entry)}: {escape(p.reason)}")
+    if runner.folder.texts:
+        c.print(f"online text / link entries (read, not graded: the assignment grades files): "
+                f"{escape(', '.join(p.entry for p in runner.folder.texts[:5]))}"
+                + (f" ... and {len(runner.folder.texts) - 5} more" if len(runner.folder.texts) > 5 else ""))
     dup = runner.duplicates
     if dup.flags:
         c.print(f"[bold yellow]{len(dup.flags)} duplicate flags[/bold yellow] (see duplicates.csv):")
@@ -438,3 +451,26 @@ def _print_summary(runner: BatchRun) -> None:
                     f"converges); look at the highest agreements first or raise --behaviour-threshold[/yellow]")
     for name in ("grades.csv", "duplicates.csv", "problems.csv", "class.html", "gradebook.sqlite"):
         c.print(f"  {escape(str(runner.out / name))}")
+    _print_lms_export(c, runner)
+
+
+def _print_lms_export(c, runner: BatchRun) -> None:
+    """The LMS import file, the one the instructor needs next: where, what was scaled, which column."""
+    from rich.markup import escape
+
+    export = runner.lms_export
+    if export is None:
+        return
+    c.print(f"[bold]import into the LMS:[/bold] {escape(str(export.path))} ({len(export.written)} students)")
+    if export.scale:
+        c.print(f"  {escape(export.scale)}")
+    if export.column:
+        if export.new_column:
+            c.print(f"  [yellow]a new column {escape(repr(export.column))}: the gradebook has no assignment titled "
+                    f"like the rubric; to fill the existing assignment, pass --canvas-column 'NAME (ID)' with its "
+                    f"header[/yellow]")
+        else:
+            c.print(f"  filled the existing assignment column {escape(repr(export.column))}")
+    if export.missing:
+        c.print(f"  [yellow]{len(export.missing)} graded students are not in the roster file and cannot be "
+                f"imported: {escape(', '.join(export.missing[:5]))}[/yellow]")

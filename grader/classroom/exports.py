@@ -108,18 +108,28 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
     parts = {p.name: p for p in result.parts}
     tests = []
     for c in result.checks:
-        output = scrub(c.message + (f"\nHow to fix: {c.hint}" if not c.passed and c.hint else ""))
         part = parts.get(c.name) if c.name != EPISODES_PART else None
+        failed = not c.passed and (c.severity == "error" or part is not None)  # a warning is not a failed test
+        prefix = "" if c.passed or failed else f"{c.severity}: "
+        output = scrub(prefix + c.message + (f"\nHow to fix: {c.hint}" if not c.passed and c.hint else ""))
         if part is not None and c.passed and not graded:
             output += "\n(no points: the submission is invalid)"
         tests.append(GradescopeTest(name=c.name, score=part.points if part else None,
                                     max_score=part.max_points if part else None, output=output,
-                                    status="passed" if c.passed else "failed"))
+                                    status="failed" if failed else "passed"))
     checked = {c.name for c in result.checks}
-    for part in result.parts:  # scored checks that never ran (the notebook is missing, say)
-        if part.kind == "notebook" and part.name not in checked:
+    from grader.outputs.console import missing_parts
+    from grader.scoring.points import NOT_HANDED_IN
+
+    missing = missing_parts(result.parts)
+    if "notebook" in missing:  # one test for the part, not one per check it would have had
+        part = missing["notebook"]
+        tests.append(GradescopeTest(name="notebook", score=0.0, max_score=part.max_points, status="failed",
+                                    output=f"{NOT_HANDED_IN}: hand in the notebook (.ipynb) to earn these points"))
+    for part in result.parts:  # scored checks that never ran (the notebook stopped early, say)
+        if part.kind == "notebook" and part.name not in checked and part.detail != NOT_HANDED_IN:
             tests.append(GradescopeTest(name=part.name, score=0.0, max_score=part.max_points, status="failed",
-                                        output="not checked: " + (part.detail or "no notebook was handed in")))
+                                        output="not checked: " + (part.detail or "the notebook did not get this far")))
     s = result.summary
     if graded and result.episodes and episode_table != "none":
         rows = [f"{policy.label(e.seed)}: return {e.return_:.2f} in {e.length} steps" for e in result.episodes]
@@ -155,12 +165,12 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
     else:
         head = f"**Grader error: {total}** (not your fault; the course staff can see the log)\n\n{_md_literal(why)}"
     lines = [head]
-    failed = [c.name for c in result.checks if not c.passed]
+    failed = [t.name for t in tests if t.status == "failed" and t.name in checked]
     lines.append(f"{len(result.checks) - len(failed)} of {len(result.checks)} checks passed"
                  + (f"; failed: {', '.join(failed)}" if failed else "") + ".")
     if detail:
         lines.append(detail + ".")
-    if result.warnings:
+    if result.warnings:  # the student's warnings; operator notes (the sandbox's strength) never reach them
         lines.append("Warnings:\n\n" + _md_literal("\n".join(scrub(w) for w in result.warnings)))
     if report_note:
         lines.append(report_note)
@@ -220,6 +230,7 @@ class StudentRow:
     report: str | None = None  # link, relative to the output folder
     problems: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # LMS online text / link entries: read, not graded
 
     @property
     def status(self) -> str:
@@ -257,7 +268,8 @@ def collect(run: "BatchRun") -> list[StudentRow]:
     if run.roster is not None:
         for s in run.roster.students:
             rows[s.id] = StudentRow(id=s.id, name=s.name, email=s.email, on_roster=True)
-    found = sorted(set(run.attempts) | {p.student for p in run.folder.problems if p.student})
+    found = sorted(set(run.attempts) | {p.student for p in [*run.folder.problems, *getattr(run.folder, "texts", [])]
+                                         if p.student})
     for sid in found:
         if sid not in rows:
             rows[sid] = StudentRow(id=sid, name=run.folder.names.get(sid, ""),
@@ -270,6 +282,9 @@ def collect(run: "BatchRun") -> list[StudentRow]:
     for p in run.folder.problems:
         if p.student and p.student in rows:
             rows[p.student].problems.append(f"{p.entry}: {p.reason}")
+    for p in getattr(run.folder, "texts", []):
+        if p.student and p.student in rows:
+            rows[p.student].texts.append(p.reason.split(":")[0] + " handed in (not graded)")
     for r in rows.values():
         r.pseudonym = gb.pseudonym(r.id)
     return list(rows.values())
@@ -388,7 +403,7 @@ def _note(r: StudentRow) -> str:
     notes = []
     if r.result is not None and r.status != "graded":
         notes.append((r.result.error or "")[:300])
-    return "; ".join(notes + r.problems)
+    return "; ".join(notes + r.problems + r.texts)
 
 
 def _write_grades(run: "BatchRun", rows: list[StudentRow], max_points: float) -> None:
@@ -403,6 +418,41 @@ def _write_grades(run: "BatchRun", rows: list[StudentRow], max_points: float) ->
         for r in graded])
     if run.roster_file is None:
         return
+    _write_lms_import(run, rows, max_points)
+
+
+def lms_feedback(r: StudentRow, max_points: float) -> str:
+    """The feedback comment an LMS gets for one student: the score (and band), the episode
+    statistic, the failed checks with how to fix them, and the report's file name."""
+    from grader.scoring.points import fmt_points
+
+    result = r.result
+    if result is None:
+        return "not graded: " + "; ".join(r.problems + r.texts) if r.problems or r.texts else ""
+    lines = [f"{r.status}: {fmt_points(result.score, max_points)} points" + (f" ({result.band})" if result.band else "")]
+    s, info = result.summary, result.rubric
+    if s is not None and info is not None:
+        value = getattr(s, info.statistic, None)
+        if value is not None:
+            lines.append(f"{info.statistic} return {value:.1f} over {s.n} episodes ({info.zero_at:g} earns 0 points, "
+                         f"{info.full_at:g} full marks)")
+    if result.status != "graded" and result.error:
+        lines.append(result.error)
+    for c in result.checks:
+        if not c.passed and (c.blocking or any(p.name == c.name and p.kind == "notebook" for p in result.parts)):
+            lines.append(f"failed {c.name}: {c.message}" + (f" How to fix: {c.hint}" if c.hint else ""))
+    missing = sorted({"notebook" if p.kind == "notebook" else "model" for p in result.parts if p.detail == "not handed in"})
+    if missing:
+        lines.append("not handed in: " + ", ".join(missing))
+    lines += r.problems
+    if r.report:
+        lines.append(f"report: {r.report}")
+    return "\n".join(lines)
+
+
+def _write_lms_import(run: "BatchRun", rows: list[StudentRow], max_points: float) -> None:
+    """moodle_grades.csv / canvas_grades.csv from the LMS's own roster file; what was written (the
+    file, the scaling, the Canvas column) goes into ``run.lms_export`` for the summary."""
     from grader.classroom import lms
 
     kind = lms.detect_roster_kind(run.roster_file)
@@ -412,14 +462,19 @@ def _write_grades(run: "BatchRun", rows: list[StudentRow], max_points: float) ->
     grades = {}
     for r in rows:
         s = students.get(r.id)
-        if s is not None and r.result is not None:
-            feedback = f"{r.status}: {_num(r.points)} / {_num(max_points)}" + (f" ({_note(r)})" if _note(r) else "")
-            grades[s.lms_id] = (round(r.points, 2), feedback)
+        if s is not None and (r.result is not None or r.problems or r.texts):
+            points = round(r.points, 2) if r.result is not None else None
+            grades[s.lms_id] = (points, lms_feedback(r, max_points))
+    scale_from = max_points if getattr(run, "lms_points", "scaled") == "scaled" else None
     if kind == "moodle":
-        lms.write_moodle_worksheet(run.roster_file, grades, run.out / "moodle_grades.csv")
+        summary = lms.write_moodle_worksheet(run.roster_file, grades, run.out / "moodle_grades.csv",
+                                             scale_from=scale_from)
     else:
-        lms.write_canvas_gradebook(run.roster_file, run.rubric.title or run.rubric.id, grades,
-                                   run.out / "canvas_grades.csv", points_possible=max_points)
+        column = getattr(run, "canvas_column", None) or lms.existing_canvas_column(
+            run.roster_file, [run.rubric.title, run.rubric.id]) or run.rubric.title or run.rubric.id
+        summary = lms.write_canvas_gradebook(run.roster_file, column, grades, run.out / "canvas_grades.csv",
+                                             points_possible=max_points, scale_from=scale_from)
+    run.lms_export = summary
 
 
 def _num(value: float | None) -> str:

@@ -34,7 +34,8 @@ from pathlib import Path
 from grader.errors import SetupError
 from grader.classroom.exports import EPISODE_TABLE_CHOICES
 from grader.result import GradeResult
-from grader.resources import gradescope_templates_dir, package_dir, source_root
+from grader.resources import gradescope_templates_dir, package_dir
+from grader.resources import source_root as _package_root
 from grader.scoring.rubric import Rubric, RubricError, load_rubric, read_seeds_file
 
 if sys.version_info >= (3, 11):
@@ -206,7 +207,7 @@ def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) 
 def source_root(source: str | Path | None = None) -> Path:
     """The folder holding the project's ``pyproject.toml`` and ``grader/`` (``source``, else the one
     this package was imported from)."""
-    root = Path(source).resolve() if source is not None else source_root()
+    root = Path(source).resolve() if source is not None else _package_root()
     if not (root / "pyproject.toml").is_file() or not (root / "grader" / "__init__.py").is_file():
         where = f"--source {source}" if source is not None else f"the folder above {package_dir()}"
         raise SetupError(f"{where} is not the rl-grader source tree (it needs pyproject.toml and grader/); "

@@ -93,8 +93,9 @@ def _safe(text: object) -> str:
     return escape(clean_text(text, keep_newlines=True))
 
 
-def print_result(result: GradeResult, console: Console | None = None, *, selfcheck_note: str = "") -> None:
-    """The terminal summary: checks, episode statistics, videos, warnings and the composed score.
+def print_result(result: GradeResult, console: Console | None = None, *, operator: bool = False) -> None:
+    """The terminal summary: checks, episode statistics, videos, warnings and the composed score;
+    with ``operator`` (the instructor's ``grade``, not ``grade check``) the operator notes too.
 
     Every string that came from the submission goes through :func:`grader.outputs.textsafe.clean_text`,
     and hidden grading seeds are named by episode number (:class:`grader.outputs.seedpolicy.SeedPolicy`).
@@ -140,8 +141,11 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
     for w in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {safe(w)}")
     _print_score(console, result, safe)
-    if selfcheck_note:
-        console.print(selfcheck_note)
+    if result.next_step:
+        console.print(safe(result.next_step))
+    if operator:  # the instructor's own run (`grade`), never a student's self-check
+        for note in result.operator_notes:
+            console.print(f"[dim]for the instructor: {safe(note)}[/dim]")
 
 
 def missing_parts(parts) -> dict:

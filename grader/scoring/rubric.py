@@ -182,8 +182,8 @@ class Rubric(_Strict):
     )
     seeds: Seeds
     scoring: Scoring
-    parts: Parts | None = Field(None, description="what a hand-in is made of (default: a required model, and "
-                                                  "an optional notebook when [notebook.points] has points)")
+    parts: Parts | None = Field(None, description="what a hand-in is made of (default: a required model; with "
+                                                  "[notebook.points], an optional model and an optional notebook)")
     bands: list[Band] = []
     notebook: NotebookRubric = Field(default_factory=NotebookRubric)
     budgets: Budgets = Field(default_factory=Budgets)
@@ -204,8 +204,8 @@ class Rubric(_Strict):
     @model_validator(mode="after")
     def _parts_declared(self):
         """The parts table filled in (an older rubric without one keeps its meaning), and consistent."""
-        if self.parts is None:
-            self.parts = Parts(notebook="optional" if self.notebook.points else None)
+        if self.parts is None:  # as before parts were declared: whatever was handed in earns its points
+            self.parts = Parts(model="optional", notebook="optional") if self.notebook.points else Parts()
         if self.parts.model is None and self.parts.notebook is None:
             raise ValueError("parts: the assignment must have a model or a notebook part")
         if self.parts.notebook is not None and not self.notebook.points:
