@@ -524,7 +524,8 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
     result.rubric = RubricInfo(
         id=rubric.id, path=str(rubric.path.name if rubric.path else ""), sha256=rubric.sha256, seed_set=seed_set,
         n_seeds=len(seeds), statistic=rubric.scoring.statistic, zero_at=zero, full_at=full,
-        baselines=rubric.baseline_marks, fingerprint="" if run.options.selfcheck else rubric.fingerprint())
+        baselines=rubric.baseline_marks, fingerprint="" if run.options.selfcheck else rubric.fingerprint(),
+        baselines_on=rubric.baselines_on)
     return True
 
 

@@ -101,6 +101,7 @@ class RubricInfo(_Model):
     full_at: float
     baselines: dict[str, float] = {}  # baseline name -> its value of the statistic (for the report)
     fingerprint: str = ""  # Rubric.fingerprint(): what decided this grade
+    baselines_on: str = ""  # on which seeds the baselines were computed, in words ("" without a baselines file)
 
 
 class OutcomeStat(_Model):

@@ -397,6 +397,7 @@ def run(args: argparse.Namespace) -> int:
         console.fail("--backend ray needs --address HOST:PORT of the Ray head")
         return EXIT_ERROR
     rubric = load_rubric(args.rubric)  # validated as a whole, seeds and baselines read: before any submission
+    rubric.check_baselines_follow_seeds(command="grade batch")
     if args.episodes is not None and args.episodes > len(rubric.all_grading_seeds()):
         raise SetupError(f"--episodes {args.episodes}: rubric {rubric.id!r} has only {len(rubric.all_grading_seeds())} grading seeds")
     roster = None

@@ -301,6 +301,7 @@ def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table,
     if out.is_dir():
         raise SetupError(f"{out} is a folder; give the zip's file name, e.g. --out autograder.zip")
     bundle = bundle_rubric(Path(rubric), grading_seeds_file=grading_seeds_file)
+    bundle.rubric.check_baselines_follow_seeds(command="grade gradescope")  # thresholds on other seeds: refused
     root = source_root(source)
     entries: dict[str, tuple[bytes, int]] = {name: (raw, 0o644) for name, raw in bundle.files.items()}
     with tempfile.TemporaryDirectory(prefix="rl-grader-zip-") as tmp:

@@ -244,6 +244,9 @@ class Rubric(_Strict):
     # Set by load_rubric, not by the file.
     path: Path | None = Field(None, exclude=True)
     sha256: str = Field("", exclude=True)
+    # Set by materialize(): on which seeds the baselines were computed, in words, and whether they are the grading seeds.
+    baselines_on: str = Field("", exclude=True)
+    baselines_match: bool | None = Field(None, exclude=True)
 
     def resolve(self, relative: str) -> Path:
         base = self.path.parent if self.path else Path.cwd()
@@ -300,7 +303,11 @@ class Rubric(_Strict):
                 raise RubricError(f"{where}: {exc}") from None
         zero, full = self.thresholds()
         marks = dict(self.baseline_marks)
+        baselines_on, baselines_match = self.baselines_on, self.baselines_match
         if self.baselines:
+            baselines_on, baselines_match = self._baselines_seeds(grading)
+            if baselines_match is False and not any(isinstance(t, str) for t in (self.scoring.zero, self.scoring.full)):
+                baselines_match = None  # only the report's marks use them (and say on which seeds)
             for name, entry in self._baselines().entries.items():
                 value = getattr(entry.summary, self.scoring.statistic)
                 if value is not None:
@@ -309,7 +316,34 @@ class Rubric(_Strict):
         seeds = self.seeds if grading is None else self.seeds.model_copy(update={"grading": grading, "grading_file": None})
         out = self.model_copy(update={"scoring": scoring, "seeds": seeds, "baselines": None, "baseline_marks": marks})
         out.path, out.sha256 = self.path, self.sha256
+        out.baselines_on, out.baselines_match = baselines_on, baselines_match
         return out
+
+    def _baselines_seeds(self, grading: list[int] | None) -> tuple[str, bool | None]:
+        """(in words, on which seeds the baselines file was computed; whether those are this rubric's
+        first grading seeds: None when it cannot be told)."""
+        from grader.scoring.baselines import seeds_fingerprint
+
+        b = self._baselines()
+        if b.seeds_sha256 is None:
+            return f"{b.n_seeds} seeds not recorded in {self.baselines} (run `grade baselines` to record them)", None
+        if grading is None:  # a self-check without the private seeds file
+            return f"{b.n_seeds} grading seeds", None
+        if len(grading) >= b.n_seeds and seeds_fingerprint(grading[: b.n_seeds]) == b.seeds_sha256:
+            return f"the first {b.n_seeds} grading seeds of this rubric", True
+        return f"{b.n_seeds} other seeds than this rubric's grading seeds", False
+
+    def check_baselines_follow_seeds(self, *, command: str) -> None:
+        """Refuse (:class:`RubricError`) a materialised rubric whose thresholds name baselines
+        computed on other seeds than its grading seeds, saying which command computes them again.
+        ``command`` is the refusing command, for the message. (Baselines that only mark the report's
+        plot are kept; the report says on which seeds they were computed.)"""
+        if self.baselines_match is False:
+            where = self.path.name if self.path else self.id
+            raise RubricError(
+                f"`{command}`: the baselines of rubric {self.id!r} were computed on {self.baselines_on}, and its "
+                f"scoring thresholds name them. Compute them on its grading seeds: set "
+                f"`seeds.grading_file` in {where} to the private seeds file and run `grade baselines --rubric {where}`")
 
     def fingerprint(self) -> str:
         """sha256 of everything in the materialised rubric that decides a grade, and the grader's version.
