@@ -287,12 +287,16 @@ def _model_stage(run: _Run) -> None:
     elif "trained" in produced:
         _play_model(run, produced["trained"].data, label=produced["trained"].label, uploaded=False)
     elif run.sub.notebook is not None:
+        module = run.task.notebook_module() if run.task is not None else None
+        if getattr(module, "FRAMEWORK", "torch") == "keras":
+            how = "the exported actor (actor_model.export('model.onnx', format='onnx'))"
+        else:
+            how = "the exported model (model.onnx) or the trained weights (torch.save(policy.state_dict(), 'policy.pt'))"
         run.result.checks.append(CheckResult(
             name="model", passed=False, severity="warning",
             message="no trained model to play: no model.onnx, and no weights that load into the notebook's network; "
                     "the episodes earn no points",
-            hint="hand in the exported model (model.onnx) or the trained weights (torch.save(policy.state_dict(), "
-                 "'policy.pt')) with the notebook, under the notebook's name or in one folder"))
+            hint=f"hand in {how} with the notebook, in one folder"))
     else:
         why = "; ".join(run.layout_problems) or "no model and no notebook"
         _invalid(run, CheckResult(name="submission", passed=False, message=f"nothing to grade: {why}",
@@ -701,19 +705,24 @@ def handed_in(sub: Submission) -> set[str]:
     return parts
 
 
-PART_FILES = {"model": "the trained model (model.onnx, or the trained weights policy.pt beside the notebook)",
-              "notebook": "the notebook (homework.ipynb)"}
+def _part_files(run: _Run) -> dict[str, str]:
+    """How each part is handed in, in the words of the task's notebook framework."""
+    module = run.task.notebook_module() if run.task is not None else None
+    model = ("the trained model (model.onnx)" if getattr(module, "FRAMEWORK", "torch") == "keras" or module is None
+             else "the trained model (model.onnx, or the trained weights policy.pt beside the notebook)")
+    return {"model": model, "notebook": "the notebook (homework.ipynb)"}
 
 
 def _required_parts(run: _Run) -> None:
     """A hand-in without a part the rubric requires is invalid, saying which part and how to add it."""
     have = handed_in(run.sub)
+    files = _part_files(run)
     for part in ("notebook", "model"):
         if run.rubric.part_use(part) == "required" and part not in have:
             _invalid(run, CheckResult(
                 name=f"{part}_handed_in", passed=False,
-                message=f"{PART_FILES[part]} is not handed in, and the assignment {run.rubric.id!r} requires it",
-                hint=f"hand in {PART_FILES[part]} with the rest, in one folder"))
+                message=f"{files[part]} is not handed in, and the assignment {run.rubric.id!r} requires it",
+                hint=f"hand in {files[part]} with the rest, in one folder"))
             return
 
 
