@@ -428,3 +428,23 @@ def test_baselines_on_other_seeds_are_refused_where_thresholds_name_them(tmp_pat
         loaded.check_baselines_follow_seeds(command="grade serve")
     shipped = load_rubric(REPO / "rubrics" / "mspacman.toml")
     assert shipped.baselines_match is True and shipped.baselines_on == "the first 10 grading seeds of this rubric"
+
+
+# --- students can start ------------------------------------------------------------------------------
+def test_the_sites_selfcheck_page_gives_a_command_that_needs_no_rubrics_folder(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from grader.site.app import SiteConfig, create_app
+
+    pages = {}
+    for name, rubric in (("shipped", REPO / "rubrics" / "lunarlander.toml"),
+                         ("own", S.write_rubric(tmp_path / "own.toml"))):
+        config = SiteConfig(db=tmp_path / f"{name}.sqlite", rubric=load_rubric(rubric), data_dir=tmp_path / name,
+                            workers=0)
+        with TestClient(create_app(config)) as client:
+            pages[name] = client.get("/selfcheck").text
+    assert '<pre id="selfcheck-command">grade check model.onnx</pre>' in pages["shipped"]
+    assert "grade check model.onnx --task lunarlander --seeds 0-2" in pages["own"]
+    for page in pages.values():
+        assert "rubrics/" not in page and "wheel" in page and "Linux or macOS" in page
