@@ -448,3 +448,46 @@ def test_the_sites_selfcheck_page_gives_a_command_that_needs_no_rubrics_folder(t
     assert "grade check model.onnx --task lunarlander --seeds 0-2" in pages["own"]
     for page in pages.values():
         assert "rubrics/" not in page and "wheel" in page and "Linux or macOS" in page
+
+
+def test_gradescope_refuses_private_seeds_that_its_named_baselines_were_not_computed_on(tmp_path):
+    from grader.gradescope.autograder import build_autograder
+
+    (tmp_path / "private.seeds").write_text("5000000-5000009\n")
+    with pytest.raises(RubricError, match="grade baselines --rubric"):
+        build_autograder(rubric=REPO / "rubrics" / "mspacman.toml", out=tmp_path / "a.zip",
+                         grading_seeds_file=tmp_path / "private.seeds")
+    assert not (tmp_path / "a.zip").exists()
+
+
+# --- messages that agree -----------------------------------------------------------------------------
+def test_a_model_read_with_its_sidecar_says_so_in_its_check(tmp_path, capsys):
+    import onnx
+
+    folder = tmp_path / "alice"
+    folder.mkdir()
+    model = onnx.load_from_string(REFERENCE.read_bytes())
+    onnx.save_model(model, folder / "model.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=0)
+    result = _cli_json([str(folder), "--episodes", "2", "--no-video", "--json", "--out", str(tmp_path / "o")], capsys)
+    check = next(c for c in result.checks if c.name == "no_external_data")
+    assert check.passed and "read from the external-data file beside the model" in check.message
+    assert "all weights are inside the file" not in check.message
+
+
+def test_operator_notes_reach_the_instructor_never_the_student(tmp_path, capsys):
+    from rich.console import Console
+
+    from grader.outputs.console import print_result
+    from grader.outputs.report import render_html, render_inline_html
+
+    result = _cli_json([str(REFERENCE), "--episodes", "2", "--no-video", "--json", "--out", str(tmp_path / "o")], capsys)
+    result.operator_notes = ["the model ran without bubblewrap (test): the host's files visible"]
+    student, instructor = io.StringIO(), io.StringIO()
+    print_result(result, Console(file=student, width=200))
+    print_result(result, Console(file=instructor, width=200), operator=True)
+    assert "bubblewrap" not in student.getvalue() and "for the instructor: the model ran without bubblewrap" in instructor.getvalue()
+    from grader.classroom.exports import gradescope_results
+
+    for text in (render_inline_html(result), render_html(result), gradescope_results(result).model_dump_json()):
+        assert "bubblewrap" not in text

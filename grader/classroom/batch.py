@@ -435,6 +435,8 @@ def _print_summary(runner: BatchRun) -> None:
         c.print("[bold yellow]entries that do not fit the layout:[/bold yellow]")
         for p in runner.folder.problems + (runner.roster.problems if runner.roster else []):
             c.print(f"  {escape(p.entry)}: {escape(p.reason)}")
+    for note in s.get("operator_notes", []):
+        c.print(f"[yellow]for the instructor:[/yellow] {escape(note)}")
     if runner.folder.texts:
         c.print(f"online text / link entries (read, not graded: the assignment grades files): "
                 f"{escape(', '.join(p.entry for p in runner.folder.texts[:5]))}"

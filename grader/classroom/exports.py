@@ -496,6 +496,8 @@ def _write_class_html(run: "BatchRun", rows: list[StudentRow], problems: list, m
         "not_on_roster": sum(1 for r in rows if r.on_roster is False),
         "graded_now": sum(1 for a in run.attempts.values() if a.status == "queued"),
         "reused": sum(1 for a in run.attempts.values() if a.status != "queued"),
+        # the instructor's notes (the sandbox's strength), once each: never in a student's output
+        "operator_notes": sorted({n for r in rows if r.result is not None for n in r.result.operator_notes}),
     }
     from grader.tasks.diagnostics import class_summary
 
