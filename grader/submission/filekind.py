@@ -127,7 +127,7 @@ def _zeros(task_input_shape: str) -> str:
 
 def export_advice(task_input_shape: str) -> str:
     """The one-line torch export we recommend, for a task whose state has ``task_input_shape`` (e.g. ``"8"``)."""
-    return (f"torch.onnx.export(model.eval(), ({_zeros(task_input_shape)},), 'model.onnx', "
+    return (f"torch.onnx.export(model.eval(), {_zeros(task_input_shape)}, 'model.onnx', "
             "external_data=False)")
 
 
