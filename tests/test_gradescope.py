@@ -346,3 +346,17 @@ def test_run_autograder_grades_a_notebook_with_its_model(tmp_path):
     assert tests["cells_parse"]["score"] == 1 and tests["actor_output"]["max_score"] == 2
     assert tests["episode score"]["score"] == 10 and tests["episode score"]["max_score"] == 10
     assert data["score"] == 14 and data["output"].startswith("**Score 14 / 14**")
+
+
+def test_run_autograder_gives_a_checkpoint_alone_the_export_instructions(autograder_zip, tmp_path):
+    """A .pt handed in alone is graded as the model the student meant: invalid, with how to export it."""
+    torch = pytest.importorskip("torch")
+    buf = io.BytesIO()
+    torch.save({"actor.weight": torch.zeros(4, 8)}, buf)
+    root = gradescope_root(tmp_path, autograder_zip, {"policy.pt": buf.getvalue()})
+    data, _ = run_autograder(root)
+    validate_results(data)
+    assert data["score"] == 0 and data["output"].startswith("**Invalid submission: 0 / 10**")
+    parses = by_name(data)["parses"]
+    assert parses["status"] == "failed" and "PyTorch checkpoint" in parses["output"]
+    assert "torch.onnx.export(model.eval(), torch.zeros(1, 8), 'model.onnx', external_data=False)" in parses["output"]
