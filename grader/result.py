@@ -161,6 +161,25 @@ class Diagnostics(_Model):
     episodes: list[EpisodeDiagnostics] = []
 
 
+class DuplicateFlag(_Model):
+    """A sign of copying, always shown to the instructor: a reference model found by this grading
+    (``scope`` reference, every channel) or another student found by ``grade batch`` (class)."""
+
+    kind: Literal["identical", "same_weights", "behaviour"]
+    other: str  # "reference:<file>" or a student id
+    detail: str
+    scope: Literal["reference", "class"] = "reference"
+    action: Literal["flag", "invalid"] = "flag"  # what the rubric's [duplicates] made of it
+    cluster: int | None = None  # grade batch's cluster number (duplicates.csv)
+
+    @property
+    def text(self) -> str:
+        """The flag in words (the terminal, the report, Gradescope and the site say the same)."""
+        kind = {"identical": "identical file", "same_weights": "same weights", "behaviour": "same behaviour"}[self.kind]
+        what = "the submission is invalid" if self.action == "invalid" else "graded as usual"
+        return f"{kind} as {self.other}: {self.detail} ({what})"
+
+
 class GradeResult(_Model):
     """Everything known about one grading. ``status`` is graded, invalid or error."""
 
@@ -182,6 +201,7 @@ class GradeResult(_Model):
     versions: dict[str, str] = {}
     device: str = "cpu"
     warnings: list[str] = []
+    flags: list[DuplicateFlag] = []  # copies found (never scored; the rubric says whether they invalidate)
     error: str | None = None  # what went wrong, in words, when status is error or invalid
     command: str = ""  # reproduces this result
     timings: dict[str, float] = {}

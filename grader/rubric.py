@@ -146,6 +146,24 @@ class Budgets(_Strict):
     record_s: float = Field(L.BUDGET_RECORD_S, gt=0, le=3600)
 
 
+class DuplicatesRubric(_Strict):
+    """``[duplicates]``: what a copy of one of the rubric's reference models does to a grading."""
+
+    reference_copy: Literal["flag", "invalid"] = Field(
+        "flag", description="flag: graded as usual, flagged for the instructor; invalid: the submission is invalid")
+    reference_prints: str | None = Field(
+        None, description="JSON file of the references' weight prints, relative to the rubric (written by "
+                          "`grade gradescope`, whose zip ships no reference model)")
+
+
+class ReferencePrint(_Strict):
+    """A reference model as duplicate detection compares it (set by :meth:`Rubric.materialize`)."""
+
+    file: str
+    sha256: str
+    prints: list[list] | None = None  # grader.duplicates.weight_prints
+
+
 class Rubric(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     task: str = Field(description="a task plug-in's name (grader/tasks/)")
@@ -162,8 +180,12 @@ class Rubric(_Strict):
     bands: list[Band] = []
     notebook: NotebookRubric = Field(default_factory=NotebookRubric)
     budgets: Budgets = Field(default_factory=Budgets)
+    duplicates: DuplicatesRubric = Field(default_factory=DuplicatesRubric)
     # Filled in by materialize(): baseline name -> value of the scoring statistic (for the report).
     baseline_marks: dict[str, float] = Field(default_factory=dict)
+    # Filled in by materialize(): reference name -> its sha256 and weight prints (every channel
+    # compares a submission with them, also where the models themselves are not shipped).
+    reference_weights: dict[str, ReferencePrint] = Field(default_factory=dict)
 
     @field_validator("task")
     @classmethod
@@ -256,7 +278,8 @@ class Rubric(_Strict):
                     marks[name] = float(value)
         scoring = self.scoring.model_copy(update={"zero": zero, "full": full})
         seeds = self.seeds if grading is None else self.seeds.model_copy(update={"grading": grading, "grading_file": None})
-        out = self.model_copy(update={"scoring": scoring, "seeds": seeds, "baselines": None, "baseline_marks": marks})
+        out = self.model_copy(update={"scoring": scoring, "seeds": seeds, "baselines": None, "baseline_marks": marks,
+                                      "reference_weights": self.reference_weights or self.read_reference_weights()})
         out.path, out.sha256 = self.path, self.sha256
         return out
 
@@ -271,10 +294,37 @@ class Rubric(_Strict):
         from grader import __version__
 
         m = self if self.seeds.grading_file is None and self.baselines is None else self.materialize()
-        decides = m.model_dump(mode="json", exclude={"title", "show_names", "references", "baseline_marks", "bands"})
+        decides = m.model_dump(mode="json", exclude={"title", "show_names", "references", "baseline_marks", "bands",
+                                                      "reference_weights", "duplicates"})
+        decides["reference_copy"] = m.duplicates.reference_copy
         decides["bands"] = [b.model_dump(mode="json") for b in m.bands]
         decides["grader"] = __version__
         return hashlib.sha256(json.dumps(decides, sort_keys=True).encode()).hexdigest()
+
+    def read_reference_weights(self) -> dict[str, ReferencePrint]:
+        """The references' sha256 and weight prints: from ``duplicates.reference_prints`` when set,
+        else from the ``references`` models themselves (a missing or unreadable model is left
+        out: ``grade baselines`` is where a bad reference is an error)."""
+        import json
+
+        from grader.duplicates import weight_prints
+
+        if self.duplicates.reference_prints:
+            path = self.resolve(self.duplicates.reference_prints)
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                return {name: ReferencePrint.model_validate(entry) for name, entry in data.items()}
+            except (OSError, ValueError) as exc:
+                raise RubricError(f"duplicates.reference_prints: cannot read {path}: {exc}") from None
+        out = {}
+        for name, rel in self.references.items():
+            try:
+                data = self.resolve(rel).read_bytes()
+            except OSError:
+                continue
+            out[name] = ReferencePrint(file=Path(rel).name, sha256=hashlib.sha256(data).hexdigest(),
+                                       prints=weight_prints(data))
+        return out
 
     def threshold(self, value: float | str, *, statistic: str | None = None) -> float:
         """A threshold as a number: numbers pass through, names are looked up in the baselines."""

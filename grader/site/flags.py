@@ -1,13 +1,14 @@
 """Duplicate flags for the instructor's page, with :mod:`grader.duplicates`, the batch grader's rules.
 
 ``grade batch`` flags pairs of students whose files are ``identical`` (sha256), have the
-``same_weights`` (a canonical fingerprint of the weight tensors) or the same ``behaviour`` (argmax
+``same_weights`` (the weights the graph uses, tensor by tensor) or the same ``behaviour`` (argmax
 actions on a fixed probe set), and pairs of a student and a reference model. The site does the
 same over its own attempts under its rubric:
 
 * every distinct (student, file) among the attempts is a candidate;
-* the weight fingerprint comes from the attempt's ``extra`` (when the grading loop stored one),
-  else it is computed once from the stored upload and kept in ``site_fingerprints``;
+* the used weights' prints (:func:`grader.duplicates.weight_prints`) come from the attempt's
+  ``extra`` (when the grading loop stored them), else they are computed once from the stored
+  upload and kept in ``site_fingerprints``;
 * actions come from the attempt's ``extra`` when the grading loop stored them (same probe set);
   otherwise no behaviour flag is computed (it needs the sandboxed engine);
 * the task's reference models (``reference/models/*.onnx``) take part with their sha256 and
@@ -45,23 +46,36 @@ def reference_candidates(reference_dir: Path | None, rubric) -> list:
         return []
 
 
-def _weights(site: "Site", sha256: str, extra: dict, known: dict[str, str | None]) -> str | None:
-    if extra.get("weights_fingerprint"):
-        return extra["weights_fingerprint"]
-    if sha256 in known:
-        return known[sha256]
-    from grader.duplicates import weights_fingerprint
+def _weights(site: "Site", sha256: str, extra: dict, known: dict[str, str | None]) -> list | None:
+    """The upload's weight prints: from the attempt's ``extra``, else from ``site_fingerprints``
+    (JSON of the current version), else computed once from the stored upload and kept there."""
+    import json
 
+    from grader.duplicates import extra_for, prints_from_extra, weight_prints
+
+    prints = prints_from_extra(extra)
+    if prints:
+        return prints
+    try:
+        stored = prints_from_extra(json.loads(known.get(sha256) or "{}"))
+    except (ValueError, AttributeError):
+        stored = None  # an older fingerprint (a bare hash): computed again below
+    if stored is not None or (sha256 in known and known[sha256] == _NONE):
+        return stored
     path = site.uploads / f"{sha256}.onnx"  # derived from the hash: never a path from the database
     weights = None
     if len(sha256) == 64 and path.is_file():
         try:
-            weights = weights_fingerprint(path.read_bytes())
-        except Exception:  # noqa: BLE001 - an unreadable model simply has no fingerprint
+            weights = weight_prints(path.read_bytes())
+        except Exception:  # noqa: BLE001 - an unreadable model simply has no prints
             weights = None
-        site.store.set_fingerprint(sha256, weights)
-    known[sha256] = weights
+        text = json.dumps(extra_for(weights, None, "")) if weights else _NONE
+        site.store.set_fingerprint(sha256, text)
+        known[sha256] = text
     return weights
+
+
+_NONE = '{"none": true}'  # stored for an upload without usable weights: not recomputed on every page
 
 
 def attempt_flags(site: "Site", attempts: list) -> dict[int, list[dict]]:
