@@ -62,7 +62,7 @@ def actions(data: bytes, states: np.ndarray) -> np.ndarray:
 
 def flags(models: dict[str, bytes], states: np.ndarray, *, threshold: float, fixed: bool):
     """The duplicate report of the class on ``states``: the old rule (``fixed``) or the class's own."""
-    from grader import duplicates as D
+    from grader.classroom import duplicates as D
 
     cands = [D.Candidate(label=k, file=k, sha256=k, actions=actions(v, states)) for k, v in models.items()]
     saved = D.MIN_CLASS
@@ -74,8 +74,8 @@ def flags(models: dict[str, bytes], states: np.ndarray, *, threshold: float, fix
 
 
 def main(argv: list[str] | None = None) -> int:
-    from grader.duplicates import hidden_probe_set, probe_set
-    from grader.rubric import load_rubric
+    from grader.classroom.duplicates import hidden_probe_set, probe_set
+    from grader.scoring.rubric import load_rubric
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=100)

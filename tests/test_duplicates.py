@@ -65,8 +65,8 @@ def gamed_copy(data: bytes, lookup_states: np.ndarray) -> bytes:
 
 def public_probe_states() -> np.ndarray:
     """The fixed probe states that today's main compares behaviour on: anyone can regenerate them."""
-    from grader.contract import get_task
-    from grader.probestates import probe_states
+    from grader.tasks.contract import get_task
+    from grader.submission.probestates import probe_states
 
     return probe_states(get_task("lunarlander"), 512)
 
@@ -92,7 +92,7 @@ def test_the_gamed_copy_acts_differently_on_the_public_probe_states_only():
 
 # --- the used weights, tensor by tensor -------------------------------------------------------------
 def test_used_weights_see_through_extra_tensors_and_lookups():
-    from grader.duplicates import compare_weights, weight_prints
+    from grader.submission.weights import compare_weights, weight_prints
 
     original = g.random_mlp(1)
     gamed = gamed_copy(original, public_probe_states())
@@ -137,9 +137,9 @@ def test_batch_flags_a_gamed_copy(tmp_path):
 
 
 def test_hidden_probe_states_are_not_the_public_ones_and_the_gamed_copy_agrees_on_them():
-    from grader.duplicates import hidden_probe_set
-    from grader.engine import Engine
-    from grader.rubric import load_rubric
+    from grader.classroom.duplicates import hidden_probe_set
+    from grader.runtime.engine import Engine
+    from grader.scoring.rubric import load_rubric
 
     rubric = load_rubric(REPO / "rubrics" / "lunarlander.toml")
     states, probe_id = hidden_probe_set(rubric)
@@ -163,7 +163,7 @@ def test_hidden_probe_states_are_not_the_public_ones_and_the_gamed_copy_agrees_o
 def _class_of_similar_policies(n: int = 40, states: int = 512, seed: int = 0):
     """``n`` policies that each deviate from one common policy on 2-5 % of the states (trained on
     one notebook, they agree a lot), plus a copy of student 0 that deviates on one state from it."""
-    from grader.duplicates import Candidate
+    from grader.classroom.duplicates import Candidate
 
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 4, states)
@@ -180,7 +180,7 @@ def _class_of_similar_policies(n: int = 40, states: int = 512, seed: int = 0):
 
 
 def test_a_class_that_agrees_a_lot_flags_only_what_stands_out():
-    from grader.duplicates import find_duplicates
+    from grader.classroom.duplicates import find_duplicates
 
     cands = _class_of_similar_policies()
     agree = [(a.actions == b.actions).mean() for i, a in enumerate(cands) for b in cands[i + 1:]]
@@ -193,7 +193,8 @@ def test_a_class_that_agrees_a_lot_flags_only_what_stands_out():
 
 
 def test_identical_copies_make_one_cluster_ranked_by_evidence():
-    from grader.duplicates import Candidate, find_duplicates, weight_prints
+    from grader.classroom.duplicates import Candidate, find_duplicates
+    from grader.submission.weights import weight_prints
 
     cands = _class_of_similar_policies()
     same = cands[5].actions
@@ -211,7 +212,7 @@ def test_identical_copies_make_one_cluster_ranked_by_evidence():
 
 
 def test_a_small_class_keeps_the_fixed_threshold():
-    from grader.duplicates import MIN_CLASS, find_duplicates
+    from grader.classroom.duplicates import MIN_CLASS, find_duplicates
 
     cands = _class_of_similar_policies(n=MIN_CLASS - 2)
     report = find_duplicates(cands, threshold=0.99)
@@ -254,7 +255,7 @@ def test_a_rubric_can_make_a_reference_copy_invalid(tmp_path, capsys):
 
 
 def test_the_reference_copy_setting_changes_the_rubric_fingerprint(tmp_path):
-    from grader.rubric import load_rubric
+    from grader.scoring.rubric import load_rubric
 
     base = g.lunarlander_rubric(tmp_path / "a.toml")
     strict = tmp_path / "b.toml"

@@ -1,4 +1,4 @@
-"""Duplicate flags for the instructor's page, with :mod:`grader.duplicates`, the batch grader's rules.
+"""Duplicate flags for the instructor's page, with :mod:`grader.classroom.duplicates`, the batch grader's rules.
 
 ``grade batch`` flags pairs of students whose files are ``identical`` (sha256), have the
 ``same_weights`` (the weights the graph uses, tensor by tensor) or the same ``behaviour`` (argmax
@@ -6,7 +6,7 @@ actions on a fixed probe set), and pairs of a student and a reference model. The
 same over its own attempts under its rubric:
 
 * every distinct (student, file) among the attempts is a candidate;
-* the used weights' prints (:func:`grader.duplicates.weight_prints`) come from the attempt's
+* the used weights' prints (:func:`grader.classroom.duplicates.weight_prints`) come from the attempt's
   ``extra`` (when the grading loop stored them), else they are computed once from the stored
   upload and kept in ``site_fingerprints``;
 * actions come from the attempt's ``extra`` when the grading loop stored them (same probe set);
@@ -31,8 +31,8 @@ log = logging.getLogger("grader.site")
 
 
 def reference_candidates(reference_dir: Path | None, rubric) -> list:
-    """The task's reference models as :class:`grader.duplicates.Candidate` (sha256 and weights, no actions)."""
-    from grader.exports import reference_candidates as batch_references
+    """The task's reference models as :class:`grader.classroom.duplicates.Candidate` (sha256 and weights, no actions)."""
+    from grader.classroom.exports import reference_candidates as batch_references
 
     if reference_dir is None:
         from grader.resources import reference_models_dir
@@ -51,7 +51,8 @@ def _weights(site: "Site", sha256: str, extra: dict, known: dict[str, str | None
     (JSON of the current version), else computed once from the stored upload and kept there."""
     import json
 
-    from grader.duplicates import extra_for, prints_from_extra, weight_prints
+    from grader.classroom.duplicates import extra_for, prints_from_extra
+    from grader.submission.weights import weight_prints
 
     prints = prints_from_extra(extra)
     if prints:
@@ -86,7 +87,7 @@ def attempt_flags(site: "Site", attempts: list) -> dict[int, list[dict]]:
     label (a student id or ``reference:<file>``), a short form of it for the table and a sentence
     for tooltips and the CSV.
     """
-    from grader.duplicates import Candidate, actions_from_extra, find_duplicates
+    from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates
 
     mine = [a for a in attempts if A.rubric_id(a) == site.rubric.id and A.field(a, "sha256", default="")]
     if not mine:

@@ -1,9 +1,9 @@
 """The grading pool: a few slots, each driving one persistent sandboxed ``Engine(1)``.
 
 The gradebook is the queue (one source of truth). Each slot runs the grader's one claim -> grade
--> record loop (:func:`grader.slots.serve`): it claims the oldest queued attempt of this rubric
+-> record loop (:func:`grader.classroom.slots.serve`): it claims the oldest queued attempt of this rubric
 (``claim_next``, atomically queued -> running), grades the upload with the one pipeline
-through ``grade batch``'s job (:func:`grader.jobs.grade_job`) into ``<data>/reports/<id>/`` and records the result
+through ``grade batch``'s job (:func:`grader.classroom.jobs.grade_job`) into ``<data>/reports/<id>/`` and records the result
 (``finish``, with the probe actions the duplicate flags compare). The untrusted model only ever
 runs in the engine's child processes, which are killed and replaced when they hang, crash or
 exceed their limits; any exception in the server-side part becomes an ``error`` result, and the
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from grader.site import attempts as A
 
-from grader.seedpolicy import SeedPolicy
+from grader.outputs.seedpolicy import SeedPolicy
 
 log = logging.getLogger("grader.site")
 
@@ -44,7 +44,7 @@ def scrub_texts(result, engine=None) -> None:
 
 
 class GradingPool:
-    """A few grading slots over the site's gradebook, each running the shared loop (:func:`grader.slots.serve`)."""
+    """A few grading slots over the site's gradebook, each running the shared loop (:func:`grader.classroom.slots.serve`)."""
 
     def __init__(
         self,
@@ -57,7 +57,7 @@ class GradingPool:
         on_finish: Callable[[int], None] = lambda attempt_id: None,
         poll_s: float = 1.0,
     ):
-        from grader.rubric import rubric_key
+        from grader.scoring.rubric import rubric_key
 
         self.gradebook = gradebook
         self.rubric = rubric
@@ -77,7 +77,7 @@ class GradingPool:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        from grader.slots import serve
+        from grader.classroom.slots import serve
 
         for i in range(self.n_workers):
             t = threading.Thread(target=serve, args=(_SiteSource(self, i), _SiteGrader(self, i)),
@@ -111,8 +111,8 @@ class GradingPool:
             self._pending_wakes = max(0, self._pending_wakes - 1)
 
     def probe(self):
-        """The hidden probe set of the rubric (:func:`grader.duplicates.hidden_probe_set`, computed once)."""
-        from grader.duplicates import hidden_probe_set
+        """The hidden probe set of the rubric (:func:`grader.classroom.duplicates.hidden_probe_set`, computed once)."""
+        from grader.classroom.duplicates import hidden_probe_set
 
         with self._probe_lock:
             if self._probe is None:
@@ -164,11 +164,11 @@ class _SiteGrader:
         self.pool, self.index, self.engine = pool, index, None
 
     def grade(self, attempt):
-        """Grade one attempt with ``grade batch``'s job (:func:`grader.jobs.grade_job`): the one
+        """Grade one attempt with ``grade batch``'s job (:func:`grader.classroom.jobs.grade_job`): the one
         pipeline, the duplicate evidence, then the site's wording, written once."""
-        from grader.bundle import read_capped, submission_from_bytes
-        from grader.engine import Engine
-        from grader.jobs import JobOptions, grade_job
+        from grader.submission.bundle import read_capped, submission_from_bytes
+        from grader.runtime.engine import Engine
+        from grader.classroom.jobs import JobOptions, grade_job
         from grader.limits import MAX_MODEL_BYTES
         from grader.pipeline import Options
 

@@ -1,4 +1,4 @@
-"""Grading one job of a class: the submission's bytes in, an :class:`~grader.slots.Outcome` out.
+"""Grading one job of a class: the submission's bytes in, an :class:`~grader.classroom.slots.Outcome` out.
 
 Shared by every kind of slot -- ``grade batch``'s local threads and Ray actors, and the site's
 pool -- so that all of them grade with the same options, record the same duplicate evidence and
@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from grader.bundle import Submission
+from grader.submission.bundle import Submission
 from grader.pipeline import Decide, Options
 from grader.result import GradeResult
-from grader.rubric import Rubric
-from grader.slots import Outcome
+from grader.scoring.rubric import Rubric
+from grader.classroom.slots import Outcome
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,9 @@ class JobOptions:
 
     rubric: Rubric  # materialised: needs no other file
     options: Options
-    probe_states: np.ndarray | None  # the hidden probe set (grader.duplicates.hidden_probe_set)
+    probe_states: np.ndarray | None  # the hidden probe set (grader.classroom.duplicates.hidden_probe_set)
     probe_id: str = ""
+    gradescope: bool = False  # also write Gradescope's results.json (grade batch)
 
 
 def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path | None = None,
@@ -49,16 +50,19 @@ def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path |
         if decide is not None:
             decide(result, used_engine)
 
+    from grader.classroom.exports import gradescope_json
+
     result = grade_submission(sub, rubric=opts.rubric, options=opts.options, out=report, engine=engine,
-                              decide=last_word)
+                              decide=last_word, also_write={"results.json": gradescope_json} if opts.gradescope else None)
     return Outcome(result=result, report_dir=report, extra=evidence.get("extra"))
 
 
 def duplicate_evidence(result: GradeResult, sub: Submission, opts: JobOptions, engine: Any) -> dict | None:
     """The weights' prints and the probe actions of a graded submission (None otherwise); a
     model that fails on the probe states gets a warning in its result."""
-    from grader.duplicates import extra_for, weight_prints
-    from grader.engine import EngineFailure
+    from grader.classroom.duplicates import extra_for
+    from grader.submission.weights import weight_prints
+    from grader.runtime.engine import EngineFailure
 
     if result.status != "graded":
         return None

@@ -10,7 +10,8 @@ instructor page), grouped into clusters and ranked by strength:
   not one repeated value becomes a print (the sha256 of its sorted shape and its values rounded
   to :data:`ROUND_DECIMALS` decimals, sorted). Two models have the same weights when the prints
   they share hold at least :data:`SAME_WEIGHTS_SHARE` of the smaller model's used elements
-  (:func:`compare_weights`). Names, the order of tensors, unused extra tensors, opset/IR version,
+  (:func:`compare_weights`; :mod:`grader.submission.weights`, which every grading also uses to
+  compare a submission with the rubric's reference models). Names, the order of tensors, unused extra tensors, opset/IR version,
   transposed matrices (``Gemm(transB=1)`` vs ``MatMul``), permuted hidden units and tensors added
   around a copy (a lookup branch, a padded layer) do not hide a copy; weights perturbed by noise
   do (each perturbed tensor gets another print): the behaviour comparison catches those;
@@ -37,153 +38,38 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from grader.limits import MAX_TENSOR_ELEMENTS, PROBE_SET_SIZE
+from grader.limits import PROBE_SET_SIZE
+from grader.submission.weights import compare_weights
 
 BEHAVIOUR_THRESHOLD = 0.95  # a small class: the fixed agreement that flags a pair
 DEGENERATE_FRACTION = 0.9
-MIN_TENSOR_ELEMENTS = 16
-ROUND_DECIMALS = 4
-SAME_WEIGHTS_SHARE = 0.9  # of the smaller model's used elements, in identical tensors
 MIN_CLASS = 8  # policies with actions needed before the class's own distribution decides
 Z_MIN = 5.0  # robust z-score of log10(1 - agreement) below the class median that stands out
 MIN_AGREEMENT = 0.9  # never flag a pair below this agreement, whatever the class
 MIN_SCALE = 0.05  # the least spread assumed of log10(1 - agreement) in a class (12 %: a MAD of 0 flags nothing alone)
 COPY_AGREEMENT = 0.99  # behaviour this close (5 of 512 states differ) joins a cluster of copies
 PRINTS_VERSION = 2  # the gradebook's stored prints: recomputed when older
-FLOAT_TYPES = (1, 10, 11, 16)  # float, float16, double, bfloat16
-
-
-# --- the weights the graph uses --------------------------------------------------------------------
-def used_tensors(graph: Any) -> list:
-    """The TensorProtos that ``graph``'s outputs depend on: initializers read by a node on a path
-    to an output, Constant nodes' values on such paths, and the same inside used subgraphs (whose
-    names may also read the outer graph's initializers)."""
-    wanted = [o.name for o in graph.output]
-    return _used_in(graph, wanted, {})
-
-
-def _used_in(graph: Any, wanted: list[str], outer: dict[str, Any]) -> list:
-    inits = {**outer, **{t.name: t for t in graph.initializer}}
-    producer = {out: node for node in graph.node for out in node.output if out}
-    seen: set[str] = set()
-    done: set[int] = set()
-    tensors: list = []
-    stack = list(wanted)
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        node = producer.get(name)
-        if node is None:
-            if name in inits:
-                tensors.append(inits[name])
-            continue
-        if id(node) in done:
-            continue
-        done.add(id(node))
-        stack.extend(i for i in node.input if i)
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                tensors.append(attr.t)
-            tensors.extend(attr.tensors)
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                tensors += _used_in(sub, [o.name for o in sub.output], inits)
-                stack.extend(i for n in sub.node for i in n.input if i)  # outer names read inside
-    return tensors
-
-
-def tensor_print(tensor: Any) -> tuple[str, int] | None:
-    """``(print, elements)`` of one weight tensor, or None when it is no evidence of copying
-    (not float, small, one repeated value such as zero biases, external or malformed)."""
-    from onnx import numpy_helper
-
-    from grader.onnx_model import is_external, tensor_elements
-
-    n = tensor_elements(tensor)
-    if is_external(tensor) or tensor.data_type not in FLOAT_TYPES or not MIN_TENSOR_ELEMENTS <= n <= MAX_TENSOR_ELEMENTS:
-        return None
-    try:
-        values = numpy_helper.to_array(tensor).astype(np.float64).ravel()
-    except Exception:  # noqa: BLE001 - a malformed tensor is simply not compared
-        return None
-    values = np.sort(np.round(values, ROUND_DECIMALS) + 0.0).astype(np.float32)  # +0.0: no -0.0
-    if values.size != n or values[0] == values[-1] or not np.isfinite(values).all():
-        return None
-    digest = hashlib.sha256(f"{sorted(int(d) for d in tensor.dims)}:".encode() + values.tobytes()).hexdigest()
-    return digest[:24], n
-
-
-def weight_prints(data: bytes) -> list[list] | None:
-    """The prints ``[[print, elements], ...]`` (sorted) of the tensors ONNX bytes use, or None
-    (unparsable, no such tensors)."""
-    from grader.onnx_model import ModelLoadError, parse_model
-
-    try:
-        parsed = parse_model(data)
-    except ModelLoadError:
-        return None
-    return weight_prints_of(parsed.proto)
-
-
-def weight_prints_of(proto: Any) -> list[list] | None:
-    """:func:`weight_prints` of a parsed ModelProto."""
-    prints = [p for p in map(tensor_print, used_tensors(proto.graph)) if p is not None]
-    return sorted([list(p) for p in prints]) or None
-
-
-@dataclass(frozen=True)
-class WeightMatch:
-    """How much of two models' used weights is the same, tensor by tensor."""
-
-    shared: int  # elements in tensors both use
-    total_a: int
-    total_b: int
-    tensors: int  # shared tensors
-
-    @property
-    def share(self) -> float:
-        smaller = min(self.total_a, self.total_b)
-        return self.shared / smaller if smaller else 0.0
-
-    @property
-    def same(self) -> bool:
-        return self.shared >= MIN_TENSOR_ELEMENTS and self.share >= SAME_WEIGHTS_SHARE
-
-    def detail(self) -> str:
-        return (f"{self.tensors} identical weight tensors: {self.shared} of {min(self.total_a, self.total_b)} used "
-                f"parameters ({100 * self.share:.0f}%) of the smaller model")
-
-
-def compare_weights(a: list[list] | None, b: list[list] | None) -> WeightMatch | None:
-    """The tensors two lists of :func:`weight_prints` share (as a multiset), or None without prints."""
-    if not a or not b:
-        return None
-    ca, cb = Counter(p for p, _ in a), Counter(p for p, _ in b)
-    size = {p: int(n) for p, n in (*a, *b)}
-    common = ca & cb
-    return WeightMatch(shared=sum(size[p] * k for p, k in common.items()), total_a=sum(int(n) for _, n in a),
-                       total_b=sum(int(n) for _, n in b), tensors=sum(common.values()))
 
 
 # --- hidden probe states -----------------------------------------------------------------------------
 def hidden_probe_set(rubric: Any, n: int = PROBE_SET_SIZE, *, episodes: int = 3) -> tuple[np.ndarray, str]:
     """States no student can know in advance, and their id: every ``probe_stride``-th state of
-    random-action episodes on the rubric's first ``episodes`` grading seeds (then the next seeds
-    while states are missing), the actions drawn from a generator seeded by those seeds. Without
+    random-action episodes on the rubric's first ``episodes`` grading seeds (then the next seeds,
+    then seeds derived from them, while states are missing), the actions drawn from a generator
+    seeded by the grading seeds. Without
     the private grading seeds they cannot be regenerated, so a lookup cannot single them out.
 
     Random actions, not the reference models' play: on the benchmark class, the states of a good
     lander's episodes are the easy states on which every decent policy agrees (302 pairs over
     95 %, 262 still flagged by the class's distribution), while random play visits the varied
     states that tell policies apart (47 flags); see docs/batch.md."""
-    from grader.contract import get_task
+    from grader.tasks.contract import get_task
 
     spec = get_task(rubric.task)
     seeds = list(rubric.all_grading_seeds())
@@ -193,15 +79,16 @@ def hidden_probe_set(rubric: Any, n: int = PROBE_SET_SIZE, *, episodes: int = 3)
 
 
 def _rollout_states(spec: Any, seeds: list[int], n: int, *, first: int, rng_seed: int) -> np.ndarray:
-    """``n`` states of random play on ``seeds[:first]`` (as many from each), then further seeds."""
-    from grader.contract import make_env, play_episode
+    """``n`` states of random play on ``seeds[:first]`` (as many from each), then on the further
+    seeds, then on seeds derived from them (never known without them) while states are missing."""
+    from grader.tasks.contract import make_env, play_episode
 
     env = make_env(spec)
     rng = np.random.default_rng(rng_seed)
     per_seed = -(-n // max(1, min(first, len(seeds))))
     states: list[np.ndarray] = []
     try:
-        for seed in seeds:
+        for seed in _seed_stream(seeds, rng_seed):
             if len(states) >= n:
                 break
             episode = play_episode(spec, env, seed)
@@ -214,15 +101,22 @@ def _rollout_states(spec: Any, seeds: list[int], n: int, *, first: int, rng_seed
                 t += 1
     finally:
         env.close()
-    if len(states) < n:  # fewer grading seeds than the states need: never a smaller set
-        raise ValueError(f"the rubric's {len(seeds)} grading seeds give only {len(states)} probe states of {n}")
     return np.stack(states)
+
+
+def _seed_stream(seeds: list[int], key: int):
+    """The seeds, then an endless deterministic stream of seeds derived from them and ``key``."""
+    yield from seeds
+    k = 0
+    while True:
+        k += 1
+        yield int.from_bytes(hashlib.sha256(f"{key}:{k}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def probe_set(task: str, n: int = PROBE_SET_SIZE) -> tuple[np.ndarray, str]:
     """The fixed, public probe states of ``task`` (the runtime checks' rollout) and their id."""
-    from grader.contract import get_task
-    from grader.probestates import probe_states
+    from grader.tasks.contract import get_task
+    from grader.submission.probestates import probe_states
 
     states = probe_states(get_task(task), n)
     return states, hashlib.sha256(states.tobytes()).hexdigest()[:16]

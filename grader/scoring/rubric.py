@@ -161,7 +161,7 @@ class ReferencePrint(_Strict):
 
     file: str
     sha256: str
-    prints: list[list] | None = None  # grader.duplicates.weight_prints
+    prints: list[list] | None = None  # grader.classroom.duplicates.weight_prints
 
 
 class Rubric(_Strict):
@@ -307,7 +307,7 @@ class Rubric(_Strict):
         out: ``grade baselines`` is where a bad reference is an error)."""
         import json
 
-        from grader.duplicates import weight_prints
+        from grader.submission.weights import weight_prints
 
         if self.duplicates.reference_prints:
             path = self.resolve(self.duplicates.reference_prints)
@@ -343,7 +343,7 @@ class Rubric(_Strict):
         return float(stat)
 
     def _baselines(self):
-        from grader.baselines import BaselinesError, load_baselines
+        from grader.scoring.baselines import BaselinesError, load_baselines
 
         try:
             return load_baselines(self.resolve(self.baselines))
