@@ -265,3 +265,27 @@ def test_the_reference_copy_setting_changes_the_rubric_fingerprint(tmp_path):
     bad.write_text(base.read_text() + '\n[duplicates]\nreference_copy = "ignore"\n')
     with pytest.raises(Exception, match="reference_copy"):
         load_rubric(bad)
+
+
+# --- one writer of outputs ----------------------------------------------------------------------------
+def test_a_duplicate_check_warning_reaches_the_report_too(tmp_path):
+    """The job's duplicate evidence is decided before the outputs are written: its warning is in
+    result.json and in report.html alike (it used to be appended after the report was written)."""
+    import html
+
+    from grader.classroom.jobs import JobOptions, grade_job
+    from grader.pipeline import Options
+    from grader.runtime.engine import Engine
+    from grader.scoring.rubric import load_rubric
+    from grader.submission.bundle import submission_from_bytes
+
+    rubric = load_rubric(g.lunarlander_rubric(tmp_path / "r.toml", episodes=2))
+    not_states = np.zeros((4, 3), np.float32)  # not the task's states: the model fails on them
+    opts = JobOptions(rubric=rubric, options=Options(episodes=2, video=False, workers=1), probe_states=not_states,
+                      probe_id="x")
+    with Engine(1) as engine:
+        outcome = grade_job(submission_from_bytes("model.onnx", g.random_mlp(1)), opts, engine=engine,
+                            out=tmp_path / "out")
+    warning = next(w for w in outcome.result.warnings if w.startswith("duplicate check"))
+    assert warning in json.loads((tmp_path / "out" / "result.json").read_text())["warnings"]
+    assert warning in html.unescape((tmp_path / "out" / "report.html").read_text())

@@ -124,6 +124,9 @@ def graded(tmp_path_factory):
 def test_form_upload_is_graded_and_shown(graded):
     a = graded.attempt
     assert a.status == "graded" and a.student == "alice"
+    # graded by grade batch's own job (grader.classroom.jobs.grade_job): the same duplicate evidence,
+    # the used weights' prints and the actions on the rubric's hidden probe states
+    assert a.extra["prints_version"] == 2 and a.extra["weight_prints"] and len(a.extra["actions"]) > 100
     page = graded.alice.get(f"/attempts/{graded.aid}")
     assert page.status_code == 200
     assert 'id="score"' in page.text and f"{a.score:.2f}" in page.text
@@ -565,7 +568,7 @@ def test_admin_page_flags_a_copy_of_the_reference_model(env):
         assert "same weights with reference:lunarlander_seed.onnx" in copied and f"alice (#{ids['alice'][0]})" in copied
         own = row(ids["bob"][1])
         assert 'class="flagged"' not in own and 'class="flag ' not in own  # bob's own model: no flag
-        assert 'id="flag-count">2 flagged' in page
+        assert 'id="flag-count">2 flagged as duplicates, in 1 cluster<' in page  # alice, bob and the reference: one copy
         rows = {int(r["attempt_id"]): r for r in csv.DictReader(io.StringIO(admin.get("/admin/export.csv").text))}
         assert "identical with reference:lunarlander_seed.onnx" in rows[ids["alice"][0]]["flags"]
         assert rows[ids["bob"][1]]["flags"] == ""

@@ -82,10 +82,11 @@ _NONE = '{"none": true}'  # stored for an upload without usable weights: not rec
 def attempt_flags(site: "Site", attempts: list) -> dict[int, list[dict]]:
     """Attempt id -> its flags, for the attempts of the site's rubric.
 
-    Each flag is ``{"kind", "label", "other", "short", "text"}``: the kind (``identical``,
-    ``same_weights``, ``behaviour``), its label for the pill (``behaviour 97%``), the other side's
-    label (a student id or ``reference:<file>``), a short form of it for the table and a sentence
-    for tooltips and the CSV.
+    Each flag is ``{"kind", "label", "other", "short", "text", "cluster"}``: the kind
+    (``identical``, ``same_weights``, ``behaviour``), its label for the pill (``behaviour 97%``),
+    the other side's label (a student id or ``reference:<file>``), a short form of it for the
+    table, a sentence for tooltips and the CSV, and the number of its cluster (the batch's rules:
+    copies grouped, strongest evidence first).
     """
     from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates
 
@@ -122,5 +123,5 @@ def attempt_flags(site: "Site", attempts: list) -> dict[int, list[dict]]:
             label = f"{kind} {100 * f.agreement:.0f}%" if f.kind == "behaviour" and f.agreement else kind
             for aid in by_key.get((me.label, me.sha256), []):
                 out.setdefault(aid, []).append({"kind": f.kind, "label": label, "other": other.label, "short": short,
-                                                "text": text})
+                                                "text": text, "cluster": f.cluster})
     return out

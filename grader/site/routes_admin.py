@@ -46,6 +46,7 @@ def admin(request: Request, site: Site = Depends(get_site), session: Session = D
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     return site.render(request, "admin.html", rows=rows, counts=counts, n_students=len(roster), diag=_class_diagnostics(attempts),
                        n_flagged=sum(1 for r in rows if r["flags"]),
+                       n_clusters=len({f["cluster"] for fl in flags.values() for f in fl}),
                        busy=sorted(site.pool.busy.values()) if site.pool else [], rubric=site.rubric,
                        message=request.query_params.get("message", "")[:200])
 
