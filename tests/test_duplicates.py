@@ -220,14 +220,22 @@ def test_a_small_class_keeps_the_fixed_threshold():
 
 
 # --- the references in every channel ----------------------------------------------------------------
-def test_grade_alone_flags_an_unchanged_reference(tmp_path):
+def test_grade_alone_flags_an_unchanged_reference(tmp_path, capsys):
     out = tmp_path / "out"
     assert main([str(REFERENCE), "--episodes", "2", "--no-video", "--out", str(out)]) == 0
+    assert "flagged for the instructor: identical file as reference:lunarlander_improved.onnx" in \
+        " ".join(capsys.readouterr().out.split())
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "graded" and result["score"] > 0  # the rubric's default: flag, graded as usual
     assert [(f["kind"], f["other"], f["action"]) for f in result["flags"]] == \
         [("identical", "reference:lunarlander_improved.onnx", "flag")]
     assert "reference:lunarlander_improved.onnx" in (out / "report.html").read_text()
+    # the same words in Jupyter's inline view and the terminal
+    from grader.outputs.report import render_inline_html
+    from grader.result import GradeResult
+
+    graded = GradeResult.from_json((out / "result.json").read_text())
+    assert graded.flags[0].text in __import__("html").unescape(render_inline_html(graded))
 
 
 def test_grade_flags_a_gamed_reference_copy_by_its_weights(tmp_path):
@@ -289,3 +297,23 @@ def test_a_duplicate_check_warning_reaches_the_report_too(tmp_path):
     warning = next(w for w in outcome.result.warnings if w.startswith("duplicate check"))
     assert warning in json.loads((tmp_path / "out" / "result.json").read_text())["warnings"]
     assert warning in html.unescape((tmp_path / "out" / "report.html").read_text())
+
+
+def test_batch_makes_a_reference_copy_invalid_when_the_rubric_says_so(tmp_path):
+    d = tmp_path / "class"
+    g.write(d / "lazy.onnx", REFERENCE.read_bytes())
+    g.write(d / "own.onnx", g.random_mlp(3))
+    rubric = g.lunarlander_rubric(tmp_path / "r.toml", episodes=2)
+    rubric.write_text(rubric.read_text() + f'\n[references]\nreference = "{REFERENCE}"\n'
+                      '\n[duplicates]\nreference_copy = "invalid"\n')
+    assert main(["batch", str(d), "--rubric", str(rubric), "--out", str(tmp_path / "out"), "--no-video",
+                 "--no-progress"]) == 0
+    grades = {r["student_id"]: r for r in read_csv(tmp_path / "out" / "grades.csv")}
+    assert grades["lazy"]["status"] == "invalid" and "copy of the course's reference model" in grades["lazy"]["note"]
+    assert grades["own"]["status"] == "graded"
+    folder = next((tmp_path / "out" / "reports" / "lazy").iterdir())
+    flags = json.loads((folder / "result.json").read_text())["flags"]
+    assert [(f["kind"], f["other"], f["scope"], f["action"]) for f in flags] == \
+        [("identical", "reference:lunarlander_improved.onnx", "reference", "invalid")]  # once, not again as a class flag
+    pairs = {(f["kind"], f["student_a"], f["student_b"]) for f in read_csv(tmp_path / "out" / "duplicates.csv")}
+    assert ("identical", "lazy", "reference:lunarlander_improved.onnx") in pairs

@@ -449,7 +449,8 @@ def rewrite_flagged_outputs(run: "BatchRun", rows: list[StudentRow]) -> None:
             written = GradeResult.from_json((folder / "result.json").read_bytes())
         except (OSError, ValueError):
             continue
-        wanted = [f for f in r.result.flags if f.scope != "class"] + class_flags(run.duplicates, r.id)
+        own = [f for f in r.result.flags if f.scope != "class"]  # the grading's own (a reference copy)
+        wanted = own + [f for f in class_flags(run.duplicates, r.id) if f.other not in {o.other for o in own}]
         if written.flags == wanted:
             r.result = written
             continue
