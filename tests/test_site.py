@@ -576,6 +576,29 @@ def test_admin_page_flags_a_copy_of_the_reference_model(env):
         assert len(SiteStore(env.db).fingerprints()) == 3
 
 
+def test_a_copy_of_the_rubrics_own_reference_is_flagged_by_its_grading(env):
+    """A rubric's reference that is not among the shipped models: the grading (the one pipeline)
+    flags the copy, and the instructor's page shows that flag."""
+    own = env.root / "course_ref.onnx"
+    own.write_bytes(lunarlander_model_bytes(77))
+    path = env.root / "with_refs.toml"
+    path.write_text((env.root / "rubric.toml").read_text() + f'\n[references]\nours = "{own}"\n')
+    app = create_app(env.config(rubric=load_rubric(path)))
+    with TestClient(app) as c:
+        r = upload_bearer(c, env.tokens["alice"], own.read_bytes())
+        assert r.status_code == 202, r.text
+        attempt = wait_finished(env.db, r.json()["attempt_id"])
+        result = attempt.result()
+        assert attempt.status == "graded" and [(f.kind, f.other) for f in result.flags] == \
+            [("identical", "reference:course_ref.onnx")]
+        admin = TestClient(app)
+        login(admin, env.admin)
+        page = admin.get("/admin").text
+        row = re.search(rf'<tr id="attempt-{attempt.id}"[^>]*>(.*?)</tr>', page, re.S).group(0)
+        assert 'class="flagged"' in row and "ref. course_ref" in row
+        assert 'id="flag-count">1 flagged as duplicates, in 1 cluster<' in page
+
+
 def test_export_cells_are_spreadsheet_safe(tmp_path):
     env = make_env(tmp_path)
     SiteStore(env.db).upsert_student("carol", "=HYPERLINK(\"http://evil\")")

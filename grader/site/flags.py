@@ -124,4 +124,29 @@ def attempt_flags(site: "Site", attempts: list) -> dict[int, list[dict]]:
             for aid in by_key.get((me.label, me.sha256), []):
                 out.setdefault(aid, []).append({"kind": f.kind, "label": label, "other": other.label, "short": short,
                                                 "text": text, "cluster": f.cluster})
+    _grading_flags(mine, out)
     return out
+
+
+def _grading_flags(attempts: list, out: dict[int, list[dict]]) -> None:
+    """The flags each grading recorded itself (a copy of one of the rubric's reference models,
+    ``GradeResult.flags``), where the comparison above did not already find them (the rubric may
+    name references that are not among the site's shipped models)."""
+    from grader.result import GradeResult
+
+    for a in attempts:
+        text = A.field(a, "result_json", default=None)
+        if not text:
+            continue
+        try:
+            flags = GradeResult.from_json(text).flags
+        except ValueError:
+            continue
+        aid = A.attempt_id(a)
+        for flag in flags:
+            if any(f["other"] == flag.other for f in out.get(aid, [])):
+                continue
+            kind = flag.kind.replace("_", " ")
+            short = f"ref. {Path(flag.other.split(':', 1)[-1]).stem}"
+            out.setdefault(aid, []).append({"kind": flag.kind, "label": kind, "other": flag.other, "short": short,
+                                            "text": flag.text, "cluster": flag.other})
