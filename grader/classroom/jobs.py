@@ -40,6 +40,7 @@ def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path |
     The outcome's ``extra`` holds what duplicate detection compares: the used weights' prints of
     a handed-in model and, for a played model, its actions on the probe states, computed while
     the model is still loaded, before the outputs are written; then the caller's ``decide``."""
+    from grader.classroom.exports import gradescope_json
     from grader.pipeline import grade_submission
 
     report = out if out is not None else Path(workdir) / "report"
@@ -49,8 +50,6 @@ def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path |
         evidence["extra"] = duplicate_evidence(result, sub, opts, used_engine)
         if decide is not None:
             decide(result, used_engine)
-
-    from grader.classroom.exports import gradescope_json
 
     result = grade_submission(sub, rubric=opts.rubric, options=opts.options, out=report, engine=engine,
                               decide=last_word, also_write={"results.json": gradescope_json} if opts.gradescope else None)
