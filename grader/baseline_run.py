@@ -19,7 +19,8 @@ def compute_baselines(rubric, *, workers: int = 2, episodes: int | None = None, 
     from grader.tasks.contract import get_task
     from grader.runtime.engine import Engine
     from grader.limits import MAX_MODEL_BYTES
-    from grader.submission.onnx_model import ModelLoadError, parse_model
+    from grader.submission.onnx_model import parse_model
+    from grader.errors import ModelLoadError
     from grader.pipeline import Options, package_versions, resolve_seeds
     from grader.scoring.rubric import RubricError
     from grader.scoring.stats import summarize

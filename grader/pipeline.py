@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grader.errors import TaskDetectionError
 from grader.submission.bundle import NamedBytes, Submission
 from grader.errors import SetupError, SubmissionError
 from grader.limits import DEFAULT_WORKERS
@@ -294,7 +295,8 @@ def _model_stage(run: _Run) -> None:
 def _parse(run: _Run, data: bytes):
     """Parse and recognise the task; a CheckResult when the model is unusable."""
     from grader.submission import checks as C
-    from grader.submission.onnx_model import ModelLoadError, describe, parse_model
+    from grader.submission.onnx_model import describe, parse_model
+    from grader.errors import ModelLoadError
     from grader.tasks import get_task
 
     from grader.submission.filekind import describe_wrong_kind, sniff_file_kind
@@ -310,7 +312,7 @@ def _parse(run: _Run, data: bytes):
         return None, CheckResult(name="parses", passed=False, message=str(exc), hint=exc.hint)
     try:
         detected = C.detect_task(parsed)
-    except C.TaskDetectionError as exc:
+    except TaskDetectionError as exc:
         if run.task is None:
             return None, CheckResult(name="task", passed=False, message=str(exc), hint=C.expected_signatures())
         detected = run.task  # the homework is known: let the input check say what is wrong
@@ -366,7 +368,7 @@ def _engine(run: _Run, n_seeds: int):
 def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None) -> list[CheckResult] | CheckResult:
     """Load the model in the sandboxed workers and run the runtime checks (a failed check on failure)."""
     from grader.submission import checks as C
-    from grader.runtime.engine import EngineFailure
+    from grader.errors import EngineFailure
 
     engine = run.engine
     spec = run.task
@@ -471,7 +473,7 @@ def _videos_wanted(run: _Run) -> bool:
 
 
 def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
-    from grader.runtime.engine import EngineFailure
+    from grader.errors import EngineFailure
     from grader.scoring.stats import summarize
 
     t0 = time.perf_counter()
@@ -538,7 +540,7 @@ def _recheck_or_rerun(run: _Run) -> CheckResult:
 def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
     """The shortest scored episode re-run alone (a batch of 1); None when every episode was
     already played alone."""
-    from grader.runtime.engine import EngineFailure
+    from grader.errors import EngineFailure
 
     if getattr(run.engine, "played_alone", False):
         return None  # every episode ran one state per call: a re-run would repeat the same computation
@@ -583,7 +585,7 @@ def pick_video_episodes(episodes: Sequence[EpisodeResult]) -> list[tuple[str, Ep
 
 
 def _record_videos(run: _Run) -> list[VideoInfo]:
-    from grader.runtime.engine import EngineFailure
+    from grader.errors import EngineFailure
 
     result = run.result
     picks = pick_video_episodes(result.episodes)

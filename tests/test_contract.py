@@ -205,7 +205,7 @@ def test_a_wrong_or_stale_first_seed_takes_the_usual_seeded_reset():
 
 def test_the_environment_pool_builds_each_environment_for_the_seed_it_plays_first():
     from grader.tasks.contract import get_task
-    from grader.runtime.worker import EnvPool
+    from grader.runtime.episodes import EnvPool
 
     built = []
     pool = EnvPool(factory=lambda spec, first_seed=None: built.append(first_seed) or object())

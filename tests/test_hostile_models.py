@@ -172,7 +172,8 @@ def _budgets(**kw):
 
 
 def test_a_slow_model_fails_fast_on_the_per_decision_budget():
-    from grader.runtime.engine import Engine, EngineFailure
+    from grader.runtime.engine import Engine
+    from grader.errors import EngineFailure
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=0.01, decision_window=10))
@@ -202,7 +203,8 @@ def test_a_slow_model_graded_with_a_tiny_rubric_budget_is_invalid_in_seconds(tmp
 
 
 def test_one_call_over_the_hard_cap_is_stopped():
-    from grader.runtime.engine import Engine, EngineFailure
+    from grader.runtime.engine import Engine
+    from grader.errors import EngineFailure
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(call_max_s=0.05, decision_s=10))
@@ -216,7 +218,8 @@ def test_one_call_over_the_hard_cap_is_stopped():
 
 def test_the_episodes_wall_budget_holds_whatever_the_heartbeats():
     """Each call is within the per-call budgets and heartbeats keep coming: the wall budget still stops it."""
-    from grader.runtime.engine import Engine, EngineFailure
+    from grader.runtime.engine import Engine
+    from grader.errors import EngineFailure
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=10, call_max_s=30, episodes_wall_s=3))
@@ -230,7 +233,8 @@ def test_the_episodes_wall_budget_holds_whatever_the_heartbeats():
 
 
 def test_the_episodes_cpu_budget_is_enforced_by_the_worker_rlimit():
-    from grader.runtime.engine import Engine, EngineFailure
+    from grader.runtime.engine import Engine
+    from grader.errors import EngineFailure
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander",
@@ -306,7 +310,8 @@ def test_batch_sizes_of_a_shrinking_pool_are_checked(tmp_path, trigger):
 
 def test_duplicate_probe_actions_refuse_a_batch_size_dependent_model(tmp_path):
     from grader.classroom.duplicates import probe_set
-    from grader.runtime.engine import Engine, EngineFailure
+    from grader.runtime.engine import Engine
+    from grader.errors import EngineFailure
 
     states, _ = probe_set("lunarlander", 64)
     with Engine(1) as engine:
@@ -388,7 +393,8 @@ def _nested_if(depth: int):
 
 @pytest.mark.parametrize("bomb", ["nested_subgraphs", "value_info_flood"])
 def test_structure_bombs_are_refused_by_the_wire_scan(bomb, tmp_path):
-    from grader.submission.onnx_model import ModelLoadError, parse_model
+    from grader.submission.onnx_model import parse_model
+    from grader.errors import ModelLoadError
 
     if bomb == "nested_subgraphs":
         nodes, expect = _nested_if(8), "nests subgraphs more than 4 deep"

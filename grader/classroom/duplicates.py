@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -44,7 +43,8 @@ def weights_fingerprint(data: bytes) -> str | None:
     """The canonical weight fingerprint of ONNX bytes, or None (unparsable, no weights)."""
     from onnx import numpy_helper
 
-    from grader.submission.onnx_model import ModelLoadError, is_external, iter_tensors, parse_model, tensor_elements
+    from grader.submission.onnx_model import is_external, iter_tensors, parse_model, tensor_elements
+    from grader.errors import ModelLoadError
 
     try:
         parsed = parse_model(data)
@@ -128,9 +128,6 @@ class DuplicateReport:
     def students(self) -> set[str]:
         return {c.label for f in self.flags for c in (f.a, f.b) if not c.is_reference}
 
-    def for_student(self, label: str) -> list[Flag]:
-        return [f for f in self.flags if label in (f.a.label, f.b.label)]
-
 
 def find_duplicates(candidates: list[Candidate], *, threshold: float = BEHAVIOUR_THRESHOLD) -> DuplicateReport:
     """Flag pairs of candidates from different students (or a student and a reference)."""
@@ -192,6 +189,3 @@ def actions_from_extra(extra: dict, probe_id: str) -> np.ndarray | None:
         return decode_actions(extra["actions"])
     return None
 
-
-def dumps(report: DuplicateReport) -> str:
-    return json.dumps([f.row() for f in report.flags], indent=2)

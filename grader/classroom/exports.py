@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from grader.errors import TaskDetectionError
 from grader.result import GradeResult
 
 if TYPE_CHECKING:
@@ -280,8 +281,10 @@ def reference_candidates(ref_dir: Path | None, task: str, probe_states) -> list:
     weights' fingerprint and, with ``probe_states``, their actions (batch and site alike)."""
     from grader.submission import checks as C
     from grader.classroom.duplicates import Candidate, weights_fingerprint
-    from grader.runtime.engine import Engine, EngineFailure
-    from grader.submission.onnx_model import ModelLoadError, parse_model
+    from grader.runtime.engine import Engine
+    from grader.errors import EngineFailure
+    from grader.submission.onnx_model import parse_model
+    from grader.errors import ModelLoadError
 
     if ref_dir is None or not Path(ref_dir).is_dir():
         return []
@@ -295,7 +298,7 @@ def reference_candidates(ref_dir: Path | None, task: str, probe_states) -> list:
                 parsed = parse_model(data)
                 if C.detect_task(parsed).name != task:
                     continue
-            except (OSError, ModelLoadError, C.TaskDetectionError):
+            except (OSError, ModelLoadError, TaskDetectionError):
                 continue
             cand = Candidate(label=f"reference:{f.name}", file=str(f), sha256=parsed.sha256,
                              weights=weights_fingerprint(data), is_reference=True)

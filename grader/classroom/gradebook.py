@@ -215,11 +215,6 @@ class Gradebook:
         row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row["value"] if row else None
 
-    def set_meta(self, key: str, value: str) -> None:
-        with self._write() as db:
-            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                       (key, value))
-
     def pseudonym(self, student: str) -> str:
         """A stable leaderboard name such as ``swift-otter-3f9a``: an HMAC-SHA256 of the student id
         under this gradebook's secret (created once, stored in ``meta``), so it cannot be guessed
@@ -327,13 +322,6 @@ class Gradebook:
                     result.error, _now(), attempt_id,
                 ),
             )
-
-    def fail(self, attempt_id: int, message: str, *, submission: str = "", task: str | None = None) -> None:
-        """Finish an attempt with status ``error`` (the grader itself failed, not the submission)."""
-        a = self.get(attempt_id)
-        result = GradeResult(submission=submission or (a.file if a else ""), task=task, status="error", error=message,
-                             created=_now())
-        self.finish(attempt_id, result, None)
 
     # -- queries ---------------------------------------------------------------------------------
     def get(self, attempt_id: int) -> Attempt | None:

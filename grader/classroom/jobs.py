@@ -44,7 +44,7 @@ def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path) 
 
 def duplicate_evidence(result: GradeResult, sub: Submission, opts: JobOptions, engine: Any) -> dict | None:
     from grader.classroom.duplicates import extra_for, weights_fingerprint
-    from grader.runtime.engine import EngineFailure
+    from grader.errors import EngineFailure
 
     if result.status != "graded":
         return None

@@ -34,7 +34,7 @@ from pathlib import Path
 from grader.errors import SetupError
 from grader.classroom.exports import EPISODE_TABLE_CHOICES
 from grader.result import GradeResult
-from grader.resources import gradescope_templates_dir, package_dir, source_root
+from grader import resources
 from grader.scoring.rubric import Rubric, RubricError, load_rubric, read_seeds_file
 
 if sys.version_info >= (3, 11):
@@ -45,7 +45,7 @@ else:  # pragma: no cover
 ROOT_ENV = "GRADESCOPE_ROOT"  # replaces /autograder in setup.sh and run_autograder
 GRADE_ENV = "GRADESCOPE_GRADE"  # the grade command run_autograder runs (default: grade)
 EPISODES_ENV = "RL_GRADER_GRADESCOPE_EPISODES"  # visibility of the returns by episode, set by run_autograder
-TEMPLATES = gradescope_templates_dir()
+TEMPLATES = resources.gradescope_templates_dir()
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01: the wheel's own timestamps
 DEFAULT_TIMEOUT_S = 1200
@@ -206,9 +206,9 @@ def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) 
 def source_root(source: str | Path | None = None) -> Path:
     """The folder holding the project's ``pyproject.toml`` and ``grader/`` (``source``, else the one
     this package was imported from)."""
-    root = Path(source).resolve() if source is not None else source_root()
+    root = Path(source).resolve() if source is not None else resources.source_root()
     if not (root / "pyproject.toml").is_file() or not (root / "grader" / "__init__.py").is_file():
-        where = f"--source {source}" if source is not None else f"the folder above {package_dir()}"
+        where = f"--source {source}" if source is not None else f"the folder above {resources.package_dir()}"
         raise SetupError(f"{where} is not the rl-grader source tree (it needs pyproject.toml and grader/); "
                          "pass --source DIR, the folder of a checkout of the grader")
     return root

@@ -16,11 +16,7 @@ import sys
 from typing import Any
 
 from grader import limits as L
-
-
-class MalformedMessage(ValueError):
-    """Bytes on the channel that are not a well-formed grader message (never unpickled, never run)."""
-
+from grader.errors import MalformedMessage
 
 MAGIC = b"RLG1"
 _DTYPES = frozenset({"|b1", "|u1", "|i1", "<i2", "<i4", "<i8", "<u2", "<u4", "<u8", "<f2", "<f4", "<f8"})

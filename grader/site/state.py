@@ -15,7 +15,7 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ class SiteConfig:
     poll_s: float = 1.0
     title: str = ""
     reference_dir: Path | None = None  # reference models for the duplicate flags; None: the repository's reference/models
-    extra: dict = field(default_factory=dict)
 
 
 def _gradebook_class():

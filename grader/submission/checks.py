@@ -29,6 +29,7 @@ from grader.submission.onnx_model import (
     iter_tensors,
 )
 from grader.result import CheckResult
+from grader.errors import TaskDetectionError
 
 # Operators a policy network needs. Control flow (Loop, If, Scan), random generators, Resize,
 # Range and Tile are left out: they are never needed here and are how hostile models hang or
@@ -294,10 +295,6 @@ def static_checks(parsed: ParsedModel, spec: Task) -> list[CheckResult]:
 
 
 # --- task recognition ---------------------------------------------------------------------------
-class TaskDetectionError(ValueError):
-    pass
-
-
 def expected_signatures() -> str:
     from grader.tasks import signatures
 
@@ -329,7 +326,7 @@ def detect_task(parsed: ParsedModel) -> Task:
 # --- runtime checks -------------------------------------------------------------------------------
 @dataclass
 class Probe:
-    """What the worker computed on ``n`` contract states (see :func:`grader.runtime.worker.probe`).
+    """What the worker computed on ``n`` contract states (see :func:`grader.runtime.policy.probe`).
 
     ``batches`` holds ``[b, output or None, error]`` for every batch size ``b`` the episodes use
     (1..pool_size) and a few more; the batch of ``b`` holds the first ``b`` probe states (cycled),
@@ -345,10 +342,6 @@ class Probe:
     def batch(self) -> np.ndarray | None:
         """The output for all ``n`` states in one call (None when that call failed)."""
         return next((out for b, out, _ in self.batches if b == len(self.singles)), None)
-
-    @property
-    def batch_error(self) -> str:
-        return next((err for b, _, err in self.batches if b == len(self.singles)), "")
 
 
 def check_output_values(probe: Probe, spec: Task) -> CheckResult:

@@ -15,16 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from grader import limits as L
+from grader.errors import ModelLoadError
 from grader.limits import MAX_FILE_BYTES, MAX_NODES, MAX_TENSOR_ELEMENTS  # noqa: F401 - re-exported
 from grader.result import ModelInfo, TensorInfo
-
-
-class ModelLoadError(ValueError):
-    """The bytes are not a usable ONNX model; ``str(exc)`` is the student-facing message."""
-
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__(message)
-        self.hint = hint
 
 
 @dataclass
