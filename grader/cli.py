@@ -79,13 +79,10 @@ def _early_engine():
 
 def _size_engine(engine, args: argparse.Namespace):
     """``engine`` with as many workers as the command needs (no more than it has seeds)."""
-    n = args.workers
-    if args.seeds is not None:
-        n = min(n, len(args.seeds))
-    elif args.episodes is not None:
-        n = min(n, args.episodes)
+    from grader.runtime.dispatch import worker_count
+
     if engine is not None:
-        engine.resize(max(1, n))
+        engine.resize(worker_count(args.workers, len(args.seeds) if args.seeds is not None else args.episodes))
     return engine
 
 

@@ -205,7 +205,7 @@ def _bug(run: _Run, exc: BaseException) -> None:
 
 # --- the notebook ------------------------------------------------------------------------------------
 def _notebook_stage(run: _Run) -> None:
-    from grader.notebook.common import common_checks, detect_task, parse_notebook
+    from grader.notebook.common import common_checks, detect_notebook_task, parse_notebook
     from grader.tasks import all_tasks, get_task
 
     with tempfile.TemporaryDirectory(prefix="grader-nb-") as tmp:
@@ -217,7 +217,7 @@ def _notebook_stage(run: _Run) -> None:
             _invalid(run, CheckResult(name=exc.check, passed=False, message=exc.message, hint=exc.hint))
             return
         markers = {t.name: t.notebook_module().MARKERS for t in all_tasks() if t.notebook}
-        name, scores = detect_task(nb.text, markers)
+        name, scores = detect_notebook_task(nb.text, markers)
         if run.task is not None and not run.options.task and name is not None and name != run.task.name:
             _invalid(run, CheckResult(name="task_detected", passed=False,
                                       message=f"this notebook is the {name} homework, but the rubric "
@@ -293,7 +293,9 @@ def _model_stage(run: _Run) -> None:
 
 
 def _parse(run: _Run, data: bytes):
-    """Parse and recognise the task; a CheckResult when the model is unusable."""
+    """Parse the model and recognise its task: ``(parsed, task, None)``, or a CheckResult in the
+    third place when the model is unusable or is another homework's. It settles nothing: the
+    caller settles the task (:func:`_set_task`)."""
     from grader.submission import checks as C
     from grader.submission.onnx_model import describe, parse_model
     from grader.errors import ModelLoadError
@@ -305,29 +307,25 @@ def _parse(run: _Run, data: bytes):
     if kind not in ("onnx", "empty", "unknown"):
         shape = ", ".join(map(str, run.task.state_shape)) if run.task else "..."
         message, hint = describe_wrong_kind(kind, shape)
-        return None, CheckResult(name="parses", passed=False, message=message, hint=hint)
+        return None, None, CheckResult(name="parses", passed=False, message=message, hint=hint)
     try:
         parsed = parse_model(data)
     except ModelLoadError as exc:
-        return None, CheckResult(name="parses", passed=False, message=str(exc), hint=exc.hint)
+        return None, None, CheckResult(name="parses", passed=False, message=str(exc), hint=exc.hint)
     try:
         detected = C.detect_task(parsed)
     except TaskDetectionError as exc:
         if run.task is None:
-            return None, CheckResult(name="task", passed=False, message=str(exc), hint=C.expected_signatures())
+            return None, None, CheckResult(name="task", passed=False, message=str(exc), hint=C.expected_signatures())
         detected = run.task  # the homework is known: let the input check say what is wrong
-    if run.task is None:
-        _set_task(run, detected)
-    elif detected.name != run.task.name:
+    if run.task is not None and detected.name != run.task.name:
         expected = get_task(run.task.name)
-        return parsed, CheckResult(
+        return parsed, None, CheckResult(
             name="task", passed=False,
             message=f"the model takes {detected.input_signature}, a {detected.name} policy, but this is the {expected.name} homework",
             hint=f"hand in the {expected.name} model: its input is {expected.input_signature}")
-    else:
-        _set_task(run, run.task)
     run.result.model = describe(parsed)
-    return parsed, None
+    return parsed, run.task or detected, None
 
 
 def _start_engine(run: _Run) -> None:
@@ -335,17 +333,16 @@ def _start_engine(run: _Run) -> None:
     checks the submission (the engine does not wait for them until the model is loaded)."""
     if run.engine is not None or run.sub.problems or (run.sub.model is None and run.sub.notebook is None):
         return
-    n = run.options.workers
-    if run.options.seeds is not None:
-        n = min(n, len(run.options.seeds))
-    elif run.rubric is not None:
-        try:
-            n = min(n, len(resolve_seeds(run.rubric, run.options)[0]))
-        except RubricError:
-            pass  # said when the seeds are resolved
+    from grader.runtime.dispatch import worker_count
     from grader.runtime.engine import Engine
 
-    run.engine = Engine(max(1, n))
+    episodes = len(run.options.seeds) if run.options.seeds is not None else None
+    if episodes is None and run.rubric is not None:
+        try:
+            episodes = len(resolve_seeds(run.rubric, run.options)[0])
+        except RubricError:
+            pass  # said when the seeds are resolved
+    run.engine = Engine(worker_count(run.options.workers, episodes))
     run.own_engine = True
 
 
@@ -357,9 +354,10 @@ def _copy_engine_warnings(run: _Run) -> None:
 
 def _engine(run: _Run, n_seeds: int):
     if run.engine is None:
+        from grader.runtime.dispatch import worker_count
         from grader.runtime.engine import Engine
 
-        run.engine = Engine(max(1, min(run.options.workers, n_seeds)))
+        run.engine = Engine(worker_count(run.options.workers, n_seeds))
         run.own_engine = True
     _copy_engine_warnings(run)
     return run.engine
@@ -398,7 +396,7 @@ def _check_exported_network(run: _Run, model) -> None:
     from grader.submission import checks as C
 
     name = "network_onnx_export"
-    parsed, problem = _parse(run, model.data)
+    parsed, _, problem = _parse(run, model.data)  # the notebook stage settled the task
     if problem is None:
         static = C.static_checks(parsed, run.task)
         problem = next((c for c in static if c.blocking), None)
@@ -433,9 +431,10 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
                 "severity": "warning", "message": f"{label}: {check.message}"}))
 
     t0 = time.perf_counter()
-    parsed, problem = _parse(run, data)
+    parsed, task, problem = _parse(run, data)
     if problem is not None:
         return fail(problem)
+    _set_task(run, task)
     run.result.checks.append(CheckResult(name="parses", passed=True,
                                          message=f"{label}: a {len(data) / 1024:.0f} kB ONNX model"))
     seeds, seed_set = resolve_seeds(run.rubric, run.options)

@@ -55,7 +55,7 @@ from grader.result import GradeResult
 from grader.scoring.rubric import Rubric, RubricKey, load_rubric, rubric_key
 from grader.outputs.console import CountBar
 from grader.classroom.jobs import JobOptions, grade_job
-from grader.classroom.slots import Outcome, serve
+from grader.classroom.slots import JobOutcome, run_slot
 
 
 # --- what is graded, with which settings -----------------------------------------------------------
@@ -173,7 +173,7 @@ class BatchRun:
             return None, "the files changed while the class was being graded; run `grade batch` again"
         return sub, ""
 
-    def record(self, job: Job, outcome: Outcome) -> None:
+    def record(self, job: Job, outcome: JobOutcome) -> None:
         """Driver side of a finished grading (every backend): complete the report folder, move it
         into place, then finish the gradebook row in one transaction."""
         from grader.classroom.exports import write_gradescope
@@ -255,7 +255,7 @@ class BatchRun:
 
         def slot(i: int, grader) -> None:
             try:
-                serve(source, grader, stop=self._stop, name=f"{host}:slot{i}", task=self.rubric.task)
+                run_slot(source, grader, stop=self._stop, name=f"{host}:slot{i}", task=self.rubric.task)
             except BaseException as exc:  # noqa: BLE001 - surfaced by the main thread
                 errors.append(exc)
                 self._stop.set()
@@ -308,7 +308,7 @@ class _QueueSource:
     def idle(self) -> bool:
         return False  # a batch knows all its jobs up front
 
-    def record(self, job: Job, outcome: Outcome) -> None:
+    def record(self, job: Job, outcome: JobOutcome) -> None:
         self.run.record(job, outcome)
 
 
@@ -318,11 +318,11 @@ class _LocalGrader:
     def __init__(self, run: BatchRun, opts: JobOptions, engine: Any):
         self.run, self.opts, self.engine = run, opts, engine
 
-    def grade(self, job: Job) -> Outcome:
+    def grade(self, job: Job) -> JobOutcome:
         t = time.perf_counter()
         sub, problem = self.run.read_job(job)
         if sub is None:
-            return Outcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
+            return JobOutcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
         outcome = grade_job(sub, self.opts, engine=self.engine, workdir=self.run.new_workdir(job.attempt_id))
         outcome.wall_s = time.perf_counter() - t
         return outcome

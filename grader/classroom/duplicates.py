@@ -28,6 +28,7 @@ import base64
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -189,3 +190,42 @@ def actions_from_extra(extra: dict, probe_id: str) -> np.ndarray | None:
         return decode_actions(extra["actions"])
     return None
 
+
+def reference_candidates(ref_dir: Path | None, task: str, probe_states) -> list:
+    """The reference models of ``task`` in ``ref_dir`` as duplicate candidates: their sha256, their
+    weights' fingerprint and, with ``probe_states``, their actions (batch and site alike)."""
+    from grader.errors import EngineFailure, ModelLoadError, TaskDetectionError
+    from grader.runtime.engine import Engine
+    from grader.submission import checks as C
+    from grader.submission.onnx_model import parse_model
+
+    if ref_dir is None or not Path(ref_dir).is_dir():
+        return []
+    out = []
+    files = sorted(Path(ref_dir).glob("*.onnx"))
+    engine = None
+    try:
+        for f in files:
+            try:
+                data = f.read_bytes()
+                parsed = parse_model(data)
+                if C.detect_task(parsed).name != task:
+                    continue
+            except (OSError, ModelLoadError, TaskDetectionError):
+                continue
+            cand = Candidate(label=f"reference:{f.name}", file=str(f), sha256=parsed.sha256,
+                             weights=weights_fingerprint(data), is_reference=True)
+            if probe_states is not None:
+                try:
+                    engine = engine or Engine(1)
+                    engine.load(data, task=task)
+                    import numpy as np
+
+                    cand.actions = np.asarray(engine.actions(probe_states), dtype=np.uint8)
+                except EngineFailure:
+                    pass
+            out.append(cand)
+    finally:
+        if engine is not None:
+            engine.close()
+    return out

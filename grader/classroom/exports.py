@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from grader.errors import TaskDetectionError
 from grader.result import GradeResult
 
 if TYPE_CHECKING:
@@ -276,48 +275,6 @@ def collect(run: "BatchRun") -> list[StudentRow]:
     return list(rows.values())
 
 
-def reference_candidates(ref_dir: Path | None, task: str, probe_states) -> list:
-    """The reference models of ``task`` in ``ref_dir`` as duplicate candidates: their sha256, their
-    weights' fingerprint and, with ``probe_states``, their actions (batch and site alike)."""
-    from grader.submission import checks as C
-    from grader.classroom.duplicates import Candidate, weights_fingerprint
-    from grader.runtime.engine import Engine
-    from grader.errors import EngineFailure
-    from grader.submission.onnx_model import parse_model
-    from grader.errors import ModelLoadError
-
-    if ref_dir is None or not Path(ref_dir).is_dir():
-        return []
-    out = []
-    files = sorted(Path(ref_dir).glob("*.onnx"))
-    engine = None
-    try:
-        for f in files:
-            try:
-                data = f.read_bytes()
-                parsed = parse_model(data)
-                if C.detect_task(parsed).name != task:
-                    continue
-            except (OSError, ModelLoadError, TaskDetectionError):
-                continue
-            cand = Candidate(label=f"reference:{f.name}", file=str(f), sha256=parsed.sha256,
-                             weights=weights_fingerprint(data), is_reference=True)
-            if probe_states is not None:
-                try:
-                    engine = engine or Engine(1)
-                    engine.load(data, task=task)
-                    import numpy as np
-
-                    cand.actions = np.asarray(engine.actions(probe_states), dtype=np.uint8)
-                except EngineFailure:
-                    pass
-            out.append(cand)
-    finally:
-        if engine is not None:
-            engine.close()
-    return out
-
-
 def _score_svg(scores: list[float], max_score: float) -> str:
     import matplotlib
 
@@ -366,7 +323,7 @@ def write_exports(run: "BatchRun") -> None:
 
 
 def _flag_duplicates(run: "BatchRun", rows: list[StudentRow]):
-    from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates
+    from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates, reference_candidates
 
     candidates = []
     for sid, attempt in run.attempts.items():

@@ -135,7 +135,7 @@ def toml_dumps(data: dict, *, header: str = "") -> str:
 
 
 @dataclass
-class Bundle:
+class RubricBundle:
     """What goes into the zip besides the scripts and the wheel: file name -> bytes."""
 
     rubric_name: str
@@ -144,7 +144,7 @@ class Bundle:
     notes: list[str] = field(default_factory=list)
 
 
-def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) -> Bundle:
+def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) -> RubricBundle:
     """The rubric rewritten to need only files in the zip: its grading seeds (``--seeds-file``, or
     its own ``grading_file``) as a seeds file beside it, or inline as they were; its baselines file
     under ``baselines/``; no ``references`` (the reference models are not shipped). The result is
@@ -199,7 +199,7 @@ def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) 
         if problems:
             raise SetupError(f"internal error: the bundled rubric differs from {rubric_path} in its {', '.join(problems)}")
     bundled.path = None
-    return Bundle(rubric_name=name, rubric=bundled, files=files, notes=notes)
+    return RubricBundle(rubric_name=name, rubric=bundled, files=files, notes=notes)
 
 
 # --- the wheel --------------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ def build_autograder(*, rubric: Path, out: Path, grading_seeds_file: Path | None
                              episode_table=episode_table, timeout_s=timeout_s)[0]
 
 
-def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table, timeout_s) -> tuple[Path, Bundle]:
+def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table, timeout_s) -> tuple[Path, RubricBundle]:
     if episode_table not in EPISODE_TABLE_CHOICES:
         raise SetupError(f"episode_table must be one of {', '.join(EPISODE_TABLE_CHOICES)}, not {episode_table!r}")
     if timeout_s < 10:

@@ -80,7 +80,7 @@ def _describe(v: dict) -> tuple[list[str], list[str]]:
     return steps, hints
 
 
-def diagnose(frames: np.ndarray, outputs: list[np.ndarray]) -> Diagnosis:
+def diagnose_preprocessing(frames: np.ndarray, outputs: list[np.ndarray]) -> Diagnosis:
     """``frames`` (n, 210, 160, 3) uint8; ``outputs`` the student's arrays, one per frame."""
     ref = preprocess_frames(frames)
     shapes = {o.shape for o in outputs}

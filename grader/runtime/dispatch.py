@@ -6,6 +6,12 @@ from __future__ import annotations
 from collections import deque
 
 
+def worker_count(requested: int, episodes: int | None = None) -> int:
+    """How many workers play ``episodes`` episodes: the ``requested`` number, no more than there
+    are episodes (a worker without a seed would only cost its start), and at least one."""
+    return max(1, requested if episodes is None else min(requested, episodes))
+
+
 def fresh_envs(pool: int, episodes: int, n_workers: int) -> int:
     """How many environments a worker with none should build to play its share of ``episodes``:
     the pool, but no more than its share (one that plays no episode is not built).

@@ -35,9 +35,10 @@ from typing import Any
 
 from grader import limits as L
 from grader.errors import EngineBug, EngineFailure, MalformedMessage
+from grader.limits import WorkerLimits
 from grader.runtime.channel import decode, encode
 from grader.runtime.dispatch import Dispatch, fresh_envs
-from grader.runtime.isolation import WORKER_MODULE, Limits, isolation
+from grader.runtime.isolation import WORKER_MODULE, isolation
 from grader.runtime.process import INLINE_SEND_BYTES, WorkerProcess
 from grader.runtime.replies import check_facts, check_probe, check_recheck, check_text, expect, is_num
 
@@ -73,12 +74,12 @@ class Engine:
     ``worker_module``: the module whose ``main()`` the workers run (tests start test doubles).
     """
 
-    def __init__(self, workers: int = 1, *, limits: Limits | None = None, timeouts: Timeouts | None = None,
+    def __init__(self, workers: int = 1, *, limits: WorkerLimits | None = None, timeouts: Timeouts | None = None,
                  sandbox: str | None = None, worker_module: str = WORKER_MODULE):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.n_workers = workers
-        self.limits = limits or Limits()
+        self.limits = limits or WorkerLimits()
         self.timeouts = timeouts or Timeouts()
         self._sandbox = sandbox
         self._worker_module = worker_module

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from grader import limits as L
 from grader.errors import SetupError
+from grader.limits import WorkerLimits
 from grader.resources import source_root
-
-Limits = L.WorkerLimits
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ _ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL
 INSIDE_WORKDIR = "/tmp/work"  # the worker's empty working folder inside bubblewrap (a tmpfs)
 
 
-def worker_command(iso: Isolation, fd: int, workdir: str | None, limits: Limits, *,
+def worker_command(iso: Isolation, fd: int, workdir: str | None, limits: WorkerLimits, *,
                    module: str = WORKER_MODULE) -> tuple[list[str], dict[str, str], str]:
     """The argv, environment and working folder of a worker process talking over ``fd``: in
     bubblewrap (the package read-only, an empty tmpfs, uid nobody, no network) or, in the fallback,

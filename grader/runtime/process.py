@@ -16,8 +16,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from grader.errors import EngineBug
+from grader.limits import WorkerLimits
 from grader.runtime.channel import encode
-from grader.runtime.isolation import WORKER_MODULE, Isolation, Limits, worker_command
+from grader.runtime.isolation import WORKER_MODULE, Isolation, worker_command
 
 _launcher: ThreadPoolExecutor | None = None
 _launcher_lock = threading.Lock()
@@ -52,7 +53,7 @@ class WorkerProcess:
 
     ``module`` is the module whose ``main()`` it runs (tests start test doubles this way)."""
 
-    def __init__(self, iso: Isolation, limits: Limits, *, module: str = WORKER_MODULE):
+    def __init__(self, iso: Isolation, limits: WorkerLimits, *, module: str = WORKER_MODULE):
         self.iso = iso
         self.ready = False
         self.workdir = tempfile.mkdtemp(prefix="grader-worker-") if iso.mode == "fallback" else None

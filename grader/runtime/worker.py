@@ -39,6 +39,7 @@ import numpy as np
 
 from grader import limits as L
 from grader.errors import MalformedMessage, PolicyFailure
+from grader.limits import WorkerLimits
 from grader.runtime.channel import decode, encode
 from grader.runtime.episodes import EnvPool, SeedFeed, recheck, record_episode, run_episodes
 from grader.runtime.policy import (
@@ -55,9 +56,6 @@ from grader.tasks.contract import Task, get_task
 
 HEARTBEAT_S = L.HEARTBEAT_S  # during episodes the worker reports progress at least this often
 
-Limits = L.WorkerLimits  # the worker's resource limits (grader.limits)
-
-
 def _lower(limit: int, value: int) -> None:
     soft, hard = resource.getrlimit(limit)
     if hard == resource.RLIM_INFINITY or hard > value:
@@ -66,7 +64,7 @@ def _lower(limit: int, value: int) -> None:
         resource.setrlimit(limit, (hard, hard))
 
 
-def _apply_limits(limits: Limits) -> None:
+def _apply_limits(limits: WorkerLimits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _lower(resource.RLIMIT_AS, limits.memory_bytes)
     _lower(resource.RLIMIT_FSIZE, limits.file_bytes)
@@ -314,7 +312,7 @@ def _receive(conn: Any, channel: _Channel) -> tuple[str, dict[str, Any]] | None:
             channel.send("bug", {"message": f"malformed command: {exc}", "traceback": ""})
 
 
-def serve(conn: Any, limits: Limits = Limits(), *, server: type[WorkerServer] = WorkerServer) -> None:
+def serve(conn: Any, limits: WorkerLimits = WorkerLimits(), *, server: type[WorkerServer] = WorkerServer) -> None:
     """Serve commands until ``close`` or the socket ends.
 
     Replies: ``("ok", value)``, ``("fail", student-facing message)``, ``("bug", {"message",
@@ -347,7 +345,7 @@ def main(argv: Sequence[str] | None = None, *, server: type[WorkerServer] = Work
 
     argv = list(sys.argv[1:] if argv is None else argv)
     given = json.loads(argv[1]) if len(argv) > 1 else {}
-    limits = Limits(**{k: int(v) for k, v in given.items() if k in Limits.__dataclass_fields__})
+    limits = WorkerLimits(**{k: int(v) for k, v in given.items() if k in WorkerLimits.__dataclass_fields__})
     serve(Connection(int(argv[0])), limits, server=server)
 
 

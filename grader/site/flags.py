@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("grader.site")
 
 
-def reference_candidates(reference_dir: Path | None, rubric) -> list:
+def site_reference_candidates(reference_dir: Path | None, rubric) -> list:
     """The task's reference models as :class:`grader.classroom.duplicates.Candidate` (sha256 and weights, no actions)."""
-    from grader.classroom.exports import reference_candidates as batch_references
+    from grader.classroom.duplicates import reference_candidates
 
     if reference_dir is None:
         from grader.resources import reference_models_dir
@@ -39,7 +39,7 @@ def reference_candidates(reference_dir: Path | None, rubric) -> list:
         reference_dir = reference_models_dir()
     try:
         # No probe states: the site does not start an engine for the references.
-        return batch_references(Path(reference_dir), rubric.task, None)
+        return reference_candidates(Path(reference_dir), rubric.task, None)
     except Exception:  # noqa: BLE001 - flags are advice; the page must still show
         log.exception("reading the reference models failed")
         return []

@@ -242,9 +242,9 @@ class Site:
         """The task's reference models as duplicate candidates (sha256 and weights; computed once)."""
         with self._references_lock:
             if self._references is None:
-                from grader.site.flags import reference_candidates
+                from grader.site.flags import site_reference_candidates
 
-                self._references = reference_candidates(self.config.reference_dir, self.rubric)
+                self._references = site_reference_candidates(self.config.reference_dir, self.rubric)
             return self._references
 
 

@@ -66,7 +66,7 @@ def _episode(task, index: int, facts: Any, ret: float, known: set[str]) -> Episo
                               droughts=droughts)
 
 
-def diagnose(task, facts: list[Any], returns: list[float]) -> Diagnostics | None:
+def diagnose_episodes(task, facts: list[Any], returns: list[float]) -> Diagnostics | None:
     """The generic diagnostics of ``task``'s episodes (None when there are no facts at all)."""
     if not returns or not any(isinstance(f, dict) for f in facts):
         return None
