@@ -36,12 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.errors import TaskDetectionError
-from grader.submission.bundle import NamedBytes, Submission
-from grader.errors import SetupError, SubmissionError
+from grader.errors import SetupError, SubmissionError, TaskDetectionError
 from grader.limits import DEFAULT_WORKERS
 from grader.result import CheckResult, EpisodeResult, GradeResult, RubricInfo, VideoInfo
 from grader.scoring.rubric import Rubric, RubricError
+from grader.submission.bundle import NamedBytes, Submission
 
 log = logging.getLogger("grader")
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -296,12 +295,11 @@ def _parse(run: _Run, data: bytes):
     """Parse the model and recognise its task: ``(parsed, task, None)``, or a CheckResult in the
     third place when the model is unusable or is another homework's. It settles nothing: the
     caller settles the task (:func:`_set_task`)."""
-    from grader.submission import checks as C
-    from grader.submission.onnx_model import describe, parse_model
     from grader.errors import ModelLoadError
-    from grader.tasks import get_task
-
+    from grader.submission import checks as C
     from grader.submission.filekind import describe_wrong_kind, sniff_file_kind
+    from grader.submission.onnx_model import describe, parse_model
+    from grader.tasks import get_task
 
     kind = sniff_file_kind(data[:4096])
     if kind not in ("onnx", "empty", "unknown"):
@@ -365,8 +363,8 @@ def _engine(run: _Run, n_seeds: int):
 
 def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None) -> list[CheckResult] | CheckResult:
     """Load the model in the sandboxed workers and run the runtime checks (a failed check on failure)."""
-    from grader.submission import checks as C
     from grader.errors import EngineFailure
+    from grader.submission import checks as C
 
     engine = run.engine
     spec = run.task
@@ -527,8 +525,8 @@ def _recheck_or_rerun(run: _Run) -> CheckResult:
     """Without videos, the cheapest proof that the scored returns do not depend on the batching:
     the decisions of one scored episode computed again alone, which the engine did while the last
     episodes ran (``evaluate(recheck=True)``); else the shortest episode re-run alone here."""
-    from grader.submission import checks as C
     from grader.outputs.seedpolicy import SeedPolicy
+    from grader.submission import checks as C
 
     done = getattr(run.engine, "last_recheck", None)
     if done and not getattr(run.engine, "played_alone", False):
@@ -554,8 +552,8 @@ def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
 
 
 def _reproducible_check(run: _Run, rerun: dict | None) -> CheckResult:
-    from grader.submission import checks as C
     from grader.outputs.seedpolicy import SeedPolicy
+    from grader.submission import checks as C
 
     if rerun is None:
         return CheckResult(name="reproducible", passed=True,

@@ -9,11 +9,10 @@ import json
 import time
 from pathlib import Path
 
+import notebook_fixtures as F
 import numpy as np
 import pytest
 
-import notebook_fixtures as F
-from grader.tasks.mspacman import preprocess_frames
 from grader.errors import MissingDependency, SubmissionError
 from grader.notebook import lunarlander, mspacman
 from grader.notebook.astfilter import plan_cell
@@ -22,6 +21,7 @@ from grader.notebook.diagnose import diagnose_preprocessing
 from grader.notebook.protocol import parse_blobs, parse_report
 from grader.notebook.reader import CodeCell, _strip_magics
 from grader.notebook.sandbox import Limits
+from grader.tasks.mspacman import preprocess_frames
 
 BOUND_S = 30.0
 MARKERS = {"mspacman": mspacman.MARKERS, "lunarlander": lunarlander.MARKERS}

@@ -7,15 +7,14 @@ import pickle
 import uuid
 
 import numpy as np
-import pytest
-
 import onnx_fixtures as F
+import pytest
 from worker_doubles import faulty_engine, inject_fault
-from grader.runtime.engine import Engine
-from grader.errors import EngineBug, EngineFailure
+
+from grader.errors import EngineBug, EngineFailure, MalformedMessage
 from grader.notebook.sandbox import bwrap_status
 from grader.runtime.channel import MAGIC, decode, encode
-from grader.errors import MalformedMessage
+from grader.runtime.engine import Engine
 
 BWRAP_OK, BWRAP_WHY = bwrap_status()
 needs_bwrap = pytest.mark.skipif(not BWRAP_OK, reason=f"bubblewrap unusable here: {BWRAP_WHY}")
@@ -77,8 +76,8 @@ def test_videos_are_spread_over_the_workers_and_come_back_in_job_order(tmp_path)
 
 
 def test_videos_made_before_a_failure_are_kept_and_the_missing_ones_named(tmp_path, monkeypatch):
-    from grader.runtime.engine import Engine as E
     from grader.api import grade
+    from grader.runtime.engine import Engine as E
 
     def record_many(self, jobs, *, on_video):
         info = self.record_many_real(jobs[:1])[0]

@@ -43,19 +43,20 @@ from typing import Any
 
 import numpy as np
 
-from grader.submission.bundle import Bundle, Submission, read_bundle
 from grader.classroom.classdir import ClassFolder, scan_class
-from grader.classroom.roster import Roster
-from grader.errors import EXIT_ERROR, EXIT_GRADED as EXIT_OK, EXIT_INTERRUPTED, SetupError
 from grader.classroom.gradebook import Attempt, Gradebook
+from grader.classroom.jobs import JobOptions, grade_job
+from grader.classroom.roster import Roster
+from grader.classroom.slots import JobOutcome, run_slot
+from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, SetupError
+from grader.errors import EXIT_GRADED as EXIT_OK
 from grader.limits import DEFAULT_BATCH_SLOTS
+from grader.outputs.console import CountBar
 from grader.pipeline import Options
 from grader.resources import reference_models_dir
 from grader.result import GradeResult
 from grader.scoring.rubric import Rubric, RubricKey, load_rubric, rubric_key
-from grader.outputs.console import CountBar
-from grader.classroom.jobs import JobOptions, grade_job
-from grader.classroom.slots import JobOutcome, run_slot
+from grader.submission.bundle import Bundle, Submission, read_bundle
 
 
 # --- what is graded, with which settings -----------------------------------------------------------
@@ -128,7 +129,7 @@ class BatchRun:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.close()
-            raise SetupError(f"another `grade batch` is writing to {self.out}; wait for it or use another --out")
+            raise SetupError(f"another `grade batch` is writing to {self.out}; wait for it or use another --out") from None
         return f
 
     def prepare(self) -> list[Job]:
@@ -372,8 +373,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader.outputs import console
     from grader.classroom import lms
+    from grader.outputs import console
 
     if not args.class_dir.is_dir():
         console.fail(f"no such folder: {args.class_dir}")

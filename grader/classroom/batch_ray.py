@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grader.classroom.slots import JobOutcome
 from grader.errors import MissingDependency
 from grader.resources import package_dir
 from grader.result import GradeResult
-from grader.classroom.slots import JobOutcome
 
 if TYPE_CHECKING:
     from grader.classroom.batch import BatchRun, Job
@@ -46,7 +46,7 @@ class RayGrader:
 
         return {"node": socket.gethostname(), "pid": os.getpid(), "grader": grader.__file__}
 
-    def grade(self, sub, opts: "JobOptions") -> dict:
+    def grade(self, sub, opts: JobOptions) -> dict:
         from grader.classroom.jobs import grade_job
         from grader.runtime.engine import Engine
 
@@ -82,11 +82,11 @@ def _extract(tar_bytes: bytes, dest: Path) -> None:
 class _ActorSlot:
     """The driver side of one actor: a :class:`grader.classroom.slots.SlotGrader` for :func:`grader.classroom.slots.run_slot`."""
 
-    def __init__(self, run: "BatchRun", actor_cls: Any, opts_ref: Any):
+    def __init__(self, run: BatchRun, actor_cls: Any, opts_ref: Any):
         self.run, self.actor_cls, self.opts_ref = run, actor_cls, opts_ref
         self.actor = actor_cls.remote()
 
-    def grade(self, job: "Job") -> JobOutcome:
+    def grade(self, job: Job) -> JobOutcome:
         import ray
 
         t0 = time.perf_counter()
@@ -117,7 +117,7 @@ class _ActorSlot:
             pass
 
 
-def ray_graders(run: "BatchRun", opts: "JobOptions", *, n: int) -> list[_ActorSlot]:
+def ray_graders(run: BatchRun, opts: JobOptions, *, n: int) -> list[_ActorSlot]:
     """Connect to the cluster and start ``n`` actors (at most one per CPU of the cluster)."""
     try:
         import ray

@@ -131,7 +131,7 @@ class Attempt:
         return GradeResult.from_json(self.result_json) if self.result_json else None
 
     @classmethod
-    def _from_row(cls, row: sqlite3.Row) -> "Attempt":
+    def _from_row(cls, row: sqlite3.Row) -> Attempt:
         def loads(text):
             return json.loads(text) if text else None
 
@@ -204,7 +204,7 @@ class Gradebook:
             self._all.clear()
         self._local = threading.local()
 
-    def __enter__(self) -> "Gradebook":
+    def __enter__(self) -> Gradebook:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from grader.submission.bundle import Submission
+from grader.classroom.slots import JobOutcome
 from grader.pipeline import Options
 from grader.result import GradeResult
 from grader.scoring.rubric import Rubric
-from grader.classroom.slots import JobOutcome
+from grader.submission.bundle import Submission
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.errors import SetupError
-from grader.classroom.exports import EPISODE_TABLE_CHOICES
-from grader.result import GradeResult
 from grader import resources
+from grader.classroom.exports import EPISODE_TABLE_CHOICES
+from grader.errors import SetupError
+from grader.result import GradeResult
 from grader.scoring.rubric import Rubric, RubricError, load_rubric, read_seeds_file
 
 if sys.version_info >= (3, 11):

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.tasks.mspacman import FRAME_STACK, TASK as MSPACMAN, preprocess_frames
 from grader.errors import MissingDependency
 from grader.notebook import runcheck
 from grader.notebook.astfilter import CellPlan, defined_names
@@ -33,6 +32,8 @@ from grader.notebook.protocol import DefinitionsDone, Network, Preprocess, Repor
 from grader.notebook.sandbox import Limits, SandboxRun, run_in_sandbox
 from grader.resources import data_dir
 from grader.result import CheckResult
+from grader.tasks.mspacman import FRAME_STACK, preprocess_frames
+from grader.tasks.mspacman import TASK as MSPACMAN
 
 MARKERS: list[str] = [r"MsPacman", r"\bDQN\b", r"preprocess_observation", r"ReplayMemory", r"nn\.Conv2d", r"ale_py",
                       r"sequence_size", r"\bnn\.Module\b"]

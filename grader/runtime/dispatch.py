@@ -19,11 +19,9 @@ def fresh_envs(pool: int, episodes: int, n_workers: int) -> int:
     Each is built ready for the first seed it plays (:meth:`grader.runtime.engine.Engine.prepare` tells
     the worker its first seeds): for MsPacman its construction is that episode's seeded reset, so
     an environment that plays costs nothing extra, and a fuller batch makes each state's model call
-    cheaper (the DQN: 62 us a state in pairs, 40 in fours). Measured on the default 10 MsPacman
-    episodes: 4 environments a worker grade 7% faster than 2 (15 pairs), 3 no faster than 2.
-    (Before environments were built for their seeds, a build cost half an episode and 2 were
-    fastest.) A long-lived worker (``grade batch``, the site) keeps its environments and adds one
-    per command up to the pool (:class:`grader.runtime.episodes.EnvPool`)."""
+    cheaper; the whole pool is therefore worth building (figures: ``docs/engine.md``). A
+    long-lived worker (``grade batch``, the site) keeps its environments and adds one per command
+    up to the pool (:class:`grader.runtime.episodes.EnvPool`)."""
     share = -(-episodes // max(1, n_workers))
     return max(1, min(pool, share))
 
@@ -35,18 +33,14 @@ class Dispatch:
     (:func:`fresh_envs`: the pool, at most its share), plus a reserve of one when there are many
     (which spares it a round trip per episode), and gets the next seed of the queue when one of
     its episodes ends; when the queue is empty every worker still waiting is told so. A worker
-    never holds more seeds than it has environments (and the reserve): when each was given a
-    pool's worth but built fewer, the worker whose first episodes ended first took the rest of the
-    queue while the other still had seeds waiting (10 MsPacman episodes: one worker finished
-    0.45 s before the other in half the runs).
+    never holds more seeds than it has environments (and the reserve), so that no seed waits on a
+    busy worker while another is idle.
 
     The reproducibility check (``recheck``): every worker keeps the states and actions of the
     first episode it finishes, and the first worker to finish computes that episode's decisions
     again, one state per call (``recheck`` command, :func:`grader.runtime.episodes.recheck`), while the
-    others play their last episodes. (Re-playing the episode instead cost a MsPacman grading a
-    quarter of a second at its end: a seeded reset reloads the ROM, then every step again. Playing
-    it first on one worker, the others taking its share, was slower still: 10 episodes leave too
-    few seeds to rebalance.)
+    others play their last episodes: the check costs model calls only, no environment steps, and
+    overlaps the end of the episodes (why not a re-play: ``docs/decisions.md``).
 
     The methods return the messages to send, as ``(worker, kind, args)``; ``state`` says what
     each worker is doing (``"episodes"``, ``"recheck"`` or ``"done"``)."""

@@ -110,7 +110,7 @@ class Engine:
     def sandbox_mode(self) -> str:
         return self.isolation.mode
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -179,7 +179,7 @@ class Engine:
         """Wait for an ("ok", value) from each worker in ``indices``; raise EngineFailure/EngineBug otherwise.
 
         ``on_ok(i, value)`` returning True keeps waiting on worker ``i`` (it was given another command)."""
-        waiting = {self._workers[i].conn: i for i in indices}
+        waiting: dict[Any, int] = {self._workers[i].conn: i for i in indices}
         values: dict[int, Any] = {}
         while waiting:
             for conn in self._wait_any(list(waiting), indices, silence_s=silence_s, deadline=deadline,
@@ -280,7 +280,7 @@ class Engine:
             self.isolation = dataclasses.replace(self.isolation, verified=True)
 
     def _wait_ready(self, indices: Sequence[int]) -> None:
-        waiting = {self._workers[i].conn: i for i in indices if not self._workers[i].ready}
+        waiting: dict[Any, int] = {self._workers[i].conn: i for i in indices if not self._workers[i].ready}
         deadline = time.monotonic() + self.timeouts.load
         while waiting:
             ready = wait(list(waiting), timeout=max(0.0, deadline - time.monotonic()))
@@ -290,7 +290,7 @@ class Engine:
                 i = waiting.pop(conn)
                 w = self._workers[i]
                 try:
-                    kind, value = decode(conn.recv_bytes(L.CHANNEL_FROM_WORKER_BYTES), max_bytes=L.CHANNEL_FROM_WORKER_BYTES)
+                    kind, value = decode(w.conn.recv_bytes(L.CHANNEL_FROM_WORKER_BYTES), max_bytes=L.CHANNEL_FROM_WORKER_BYTES)
                     expect(kind == "ready", "the first message is not ready")
                     self._check_ready(w, value)
                 except (EOFError, OSError, MalformedMessage) as exc:
@@ -359,8 +359,7 @@ class Engine:
         """Raw outputs on the probe states, one by one and at every batch size 1..pool_size (the
         task's pool size by default) and a few more; the keyword arguments of
         :class:`grader.submission.checks.Probe`."""
-        self._require_loaded()
-        pool = pool_size or get_task(self._loaded["task"]).pool_size
+        pool = pool_size or get_task(self._require_loaded()["task"]).pool_size
         self._workers[0].send("probe", {"pool_size": int(pool), "cpu_s": self._budget("probe_s") + 5})
         raw = self._gather([0], **self._probe_wait())[0]
         try:
@@ -402,8 +401,7 @@ class Engine:
         ``on_idle()`` is called once, the first time a worker has nothing left to do while another
         still plays: a processor is free until the last episode ends (the pipeline loads there
         what its outputs need)."""
-        self._require_loaded()
-        task = self._loaded["task"]
+        task = self._require_loaded()["task"]
         seeds = [int(s) for s in seeds]
         pool = int(pool_size or get_task(task).pool_size)
         wall_s, cpu_s = self._budget("episodes_wall_s"), self._budget("episodes_cpu_s")
@@ -500,10 +498,10 @@ class Engine:
 
         from grader.runtime.policy import probe_batch_sizes
 
-        self._require_loaded()
+        task = self._require_loaded()["task"]
         states = np.ascontiguousarray(states, dtype=np.float32)
         if batch_sizes is None:
-            pool = get_task(self._loaded["task"]).pool_size
+            pool = get_task(task).pool_size
             batch_sizes = [b for b in probe_batch_sizes(pool) if b <= max(pool, 7)]
         sizes = [int(b) for b in batch_sizes]
         if not sizes or min(sizes) < 1:
@@ -528,7 +526,7 @@ class Engine:
         made before a failure are kept by a caller that stops at the failure. Returns, in the
         order of ``jobs``, ``{"return", "length", "frames"}``. Each video has the rubric's
         ``record_s`` budget (CPU, in the worker; wall, here: one budget per round of videos)."""
-        self._require_loaded()
+        task = self._require_loaded()["task"]
         budget = self._budget("record_s")
         indices = list(range(min(self.n_workers, len(jobs))))
         queue = list(range(len(jobs)))[::-1]
@@ -539,7 +537,7 @@ class Engine:
             if not queue:
                 return False
             k = doing[i] = queue.pop()
-            self._workers[i].send("record", {"task": self._loaded["task"], "seed": int(jobs[k][0]), "cpu_s": budget + 5})
+            self._workers[i].send("record", {"task": task, "seed": int(jobs[k][0]), "cpu_s": budget + 5})
             return True
 
         def on_ok(i: int, info: Any) -> bool:
@@ -571,6 +569,8 @@ class Engine:
         return self._gather(range(len(self._workers)), silence_s=self.timeouts.load,
                             deadline=time.monotonic() + self.timeouts.load)
 
-    def _require_loaded(self) -> None:
+    def _require_loaded(self) -> dict[str, Any]:
+        """What :meth:`load` loaded (``task``, ``device``, ``fixed_batch_one``)."""
         if self._loaded is None:
             raise RuntimeError("load a model first")
+        return self._loaded

@@ -121,11 +121,11 @@ def run_episodes(
 
     def finish(i: int, seed: int, turn: Any, slot: _Slot | None) -> None:
         nonlocal traces
-        if traces is not None and slot is not None:
+        if traces is not None and slot is not None and on_trace is not None:
             on_trace(seed, *traces[i])
             traces = None  # one episode is enough: stop recording the others
         results[seed] = (turn.episode_return, turn.length)
-        if track:
+        if on_facts is not None:
             on_facts(seed, _facts(slot.diag if slot else _Diag(spec.tracker(envs[i]), n_actions), turn))
         on_episode(seed, turn.episode_return, turn.length)
 
@@ -149,33 +149,43 @@ def run_episodes(
     while slots:
         on_step()
         order = sorted(slots)
-        states = np.stack([slots[i].turn.state for i in order])
-        seeds_now, steps_now = np.array([slots[i].seed for i in order]), np.array([slots[i].decisions for i in order])
-        if track:
-            actions, out = _act_observed(policy, states, seeds_now, steps_now)
-            out = out.tolist() if out is not None else None  # rows as lists: cheap to keep, one array at the end
-        else:
-            actions = policy.act(states, seeds_now, steps_now)
+        actions, out = _decide(policy, [slots[i] for i in order], track)
         for k, (i, action) in enumerate(zip(order, actions)):
             slot = slots[i]
-            a = int(action)
-            if traces is not None:
-                states_i, actions_i = traces[i]
-                states_i.append(slot.turn.state)
-                actions_i.append(a)
-            slot.turn = slot.episode.send(a)
-            slot.decisions += 1
-            if track:
-                d = slot.diag
-                d.counts[a] += 1
-                if out is not None:
-                    d.rows.append(out[k])
-                if d.per_step:
-                    d.tracker.step(slot.turn, slot.decisions)
+            _advance(slot, int(action), out[k] if out is not None else None,
+                     traces.get(i) if traces is not None else None, track)
             if slot.turn.done:
                 finish(i, slot.seed, slot.turn, slot)
                 start(i)
     return results
+
+
+def _decide(policy: Policy, slots: list[_Slot], track: bool) -> tuple[np.ndarray, list | None]:
+    """One policy call on the states of ``slots``: their actions and, when diagnostics are
+    tracked, the policy's output rows (as lists: cheap to keep, one array at the end)."""
+    states = np.stack([slot.turn.state for slot in slots])
+    seeds_now, steps_now = np.array([slot.seed for slot in slots]), np.array([slot.decisions for slot in slots])
+    if not track:
+        return policy.act(states, seeds_now, steps_now), None
+    actions, out = _act_observed(policy, states, seeds_now, steps_now)
+    return actions, (out.tolist() if out is not None else None)
+
+
+def _advance(slot: _Slot, action: int, row: list | None, trace: tuple[list, list] | None, track: bool) -> None:
+    """Play ``action`` in ``slot``'s episode, keeping the trace (the state it was chosen on) and
+    the diagnostics (the action's count, the output ``row``, the task's tracker)."""
+    if trace is not None:
+        trace[0].append(slot.turn.state)
+        trace[1].append(action)
+    slot.turn = slot.episode.send(action)
+    slot.decisions += 1
+    if track:
+        d = slot.diag
+        d.counts[action] += 1
+        if row is not None:
+            d.rows.append(row)
+        if d.per_step:
+            d.tracker.step(slot.turn, slot.decisions)
 
 
 def recheck(policy: Policy, seed: int, states: Sequence[np.ndarray], actions: Sequence[int]) -> dict[str, Any]:

@@ -33,10 +33,10 @@ def _launch(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
     with _launcher_lock:
         if _launcher is None:
             _launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grader-launcher")
-    return _launcher.submit(subprocess.Popen, cmd, **kwargs).result()
+    return _launcher.submit(lambda: subprocess.Popen(cmd, **kwargs)).result()
 
 
-_live: "weakref.WeakSet[WorkerProcess]" = weakref.WeakSet()
+_live: weakref.WeakSet[WorkerProcess] = weakref.WeakSet()
 
 
 @atexit.register

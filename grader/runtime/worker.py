@@ -117,10 +117,9 @@ class _Watchdog(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(0.05):
             meter = self.meter
-            started = meter.started if meter is not None else None
-            if started is None:
+            if meter is None or meter.started is None:
                 continue
-            elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - meter.started
             if elapsed > meter.budget.call_max_s:
                 try:
                     self.channel.send("fail", f"one call of the model took over {elapsed:.1f} s; the limit is "

@@ -45,7 +45,7 @@ def site_reference_candidates(reference_dir: Path | None, rubric) -> list:
         return []
 
 
-def _weights(site: "Site", sha256: str, extra: dict, known: dict[str, str | None]) -> str | None:
+def _weights(site: Site, sha256: str, extra: dict, known: dict[str, str | None]) -> str | None:
     if extra.get("weights_fingerprint"):
         return extra["weights_fingerprint"]
     if sha256 in known:
@@ -64,7 +64,7 @@ def _weights(site: "Site", sha256: str, extra: dict, known: dict[str, str | None
     return weights
 
 
-def attempt_flags(site: "Site", attempts: list) -> dict[int, list[dict]]:
+def attempt_flags(site: Site, attempts: list) -> dict[int, list[dict]]:
     """Attempt id -> its flags, for the attempts of the site's rubric.
 
     Each flag is ``{"kind", "label", "other", "short", "text"}``: the kind (``identical``,

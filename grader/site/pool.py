@@ -24,9 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from grader.site import attempts as A
-
 from grader.outputs.seedpolicy import SeedPolicy
+from grader.site import attempts as A
 
 log = logging.getLogger("grader.site")
 
@@ -176,13 +175,13 @@ class _SiteGrader:
 
     def grade(self, attempt):
         from grader.classroom.jobs import JobOptions, duplicate_evidence
-        from grader.submission.bundle import read_capped, submission_from_bytes
-        from grader.runtime.engine import Engine
-        from grader.outputs.fsutil import atomic_write
-        from grader.limits import MAX_MODEL_BYTES
-        from grader.pipeline import Options, grade_submission
-        from grader.outputs.report import write_report
         from grader.classroom.slots import JobOutcome
+        from grader.limits import MAX_MODEL_BYTES
+        from grader.outputs.fsutil import atomic_write
+        from grader.outputs.report import write_report
+        from grader.pipeline import Options, grade_submission
+        from grader.runtime.engine import Engine
+        from grader.submission.bundle import read_capped, submission_from_bytes
 
         t0 = time.monotonic()
         aid = A.attempt_id(attempt)

@@ -185,7 +185,7 @@ def bundle_files(folder: Path, student: str, names: list[str], *, label: str | N
 def _case_duplicates(by_kind: dict[str, list[str]]) -> list[Misfit]:
     """Drop (and report) names of one kind that differ only in case: ``frank.onnx`` / ``frank.ONNX``."""
     problems = []
-    for kind, names in by_kind.items():
+    for names in by_kind.values():
         seen: dict[str, str] = {}
         kept = []
         for name in names:
@@ -323,8 +323,8 @@ def inline_external_data(data: bytes, model_path: Path) -> bytes:
     import onnx
     from google.protobuf.message import DecodeError
 
-    from grader.submission.onnx_model import scan_structure
     from grader.errors import ModelLoadError
+    from grader.submission.onnx_model import scan_structure
 
     try:
         scan_structure(data)  # a structure bomb is never parsed here; the checks refuse it

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from grader.tasks import Task, all_tasks
+from grader.errors import TaskDetectionError
 from grader.limits import MAX_NODES, MAX_TENSOR_ELEMENTS
+from grader.result import CheckResult
 from grader.submission.onnx_model import (
     ParsedModel,
     constant_values,
@@ -28,8 +29,7 @@ from grader.submission.onnx_model import (
     iter_graphs,
     iter_tensors,
 )
-from grader.result import CheckResult
-from grader.errors import TaskDetectionError
+from grader.tasks import Task, all_tasks
 
 # Operators a policy network needs. Control flow (Loop, If, Scan), random generators, Resize,
 # Range and Tile are left out: they are never needed here and are how hostile models hang or
@@ -287,8 +287,8 @@ def static_checks(parsed: ParsedModel, spec: Task) -> list[CheckResult]:
         results.append(check(parsed))
         if results[-1].blocking:
             return results
-    for check in (check_input_signature, check_output_signature):
-        results.append(check(parsed, spec))
+    for check_task in (check_input_signature, check_output_signature):
+        results.append(check_task(parsed, spec))
         if results[-1].blocking:
             return results
     return results

@@ -11,6 +11,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from grader.result import ModelInfo, TensorInfo
 @dataclass
 class ParsedModel:
     data: bytes
-    proto: object  # onnx.ModelProto
+    proto: Any  # onnx.ModelProto (onnx ships no type information)
     sha256: str
 
 
