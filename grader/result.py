@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from grader.deadline import Late
+
 Status = Literal["graded", "invalid", "error"]
 Severity = Literal["error", "warning", "note"]
 
@@ -82,8 +84,8 @@ class VideoInfo(_Model):
 class ScorePart(_Model):
     """One scored part of a submission (see :mod:`grader.scoring`)."""
 
-    name: str  # a notebook check's name, or "episodes"
-    kind: Literal["notebook", "episodes"]
+    name: str  # a notebook check's name, "episodes", or "late"
+    kind: Literal["notebook", "episodes", "late"]
     points: float
     max_points: float
     detail: str = ""
@@ -175,6 +177,7 @@ class GradeResult(_Model):
     max_score: float = 0.0
     parts: list[ScorePart] = []  # how score and max_score were composed (grader.scoring)
     band: str | None = None
+    late: Late | None = None  # when the work was handed in against its deadline (the "late" part)
     rubric: RubricInfo | None = None
     model: ModelInfo | None = None
     videos: list[VideoInfo] = []

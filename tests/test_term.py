@@ -1,0 +1,323 @@
+"""A whole term: deadlines and late work, extensions, overrides, the feedback zips, ranking, the final evaluation."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from benchmarks import classgen as g
+from grader import deadline as D
+from grader.cli import main
+from grader.gradebook import Gradebook
+from grader.result import GradeResult
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE = REPO / "reference" / "models" / "lunarlander_improved.onnx"
+BOM = b"\xef\xbb\xbf"
+MSK = _dt.timezone(_dt.timedelta(hours=3))
+
+DEADLINE = """
+[deadline]
+due = "2025-12-01T23:59:00+03:00"
+late_penalty_per_day = 0.1
+late_max_days = 5
+timezone = "Europe/Moscow"
+extensions_file = "extensions.csv"
+"""
+
+# Moodle 4.x grading worksheet: "Last modified (submission)" in the site's zone, without an offset.
+WORKSHEET = [
+    'Identifier,"Full name","Email address",Status,Grade,"Maximum Grade","Grade can be changed",'
+    '"Last modified (submission)","Last modified (grade)","Feedback comments"',
+    '"Participant 1234567","Иван Петров",ivan@example.org,"Submitted for grading - Not graded",,10.00,Yes,'
+    '"Monday, 1 December 2025, 10:00 PM",-,',
+    '"Participant 1234568","Doe_Jane",jane@example.org,"Submitted for grading - Not graded",,10.00,Yes,'
+    '"Wednesday, 3 December 2025, 10:00 AM",-,',
+    '"Participant 1234569","Eve Adams",eve@example.org,"Submitted for grading - Not graded",,10.00,Yes,'
+    '"Tuesday, 2 December 2025, 11:00 AM",-,',
+    '"Participant 1234570","Max Mustermann",max@example.org,"Submitted for grading - Not graded",,10.00,Yes,'
+    '"Friday, 12 December 2025, 9:00 AM",-,',
+]
+FOLDERS = {"1234567": "Иван Петров", "1234568": "Doe Jane", "1234569": "Eve Adams", "1234570": "Max Mustermann"}
+
+
+def rubric_with_deadline(root: Path, extra: str = DEADLINE, *, rubric_id: str = "ll-term") -> Path:
+    path = g.lunarlander_rubric(root / "term.toml", episodes=3, rubric_id=rubric_id)
+    path.write_text(path.read_text().replace("full = 200.0", "full = 100.0") + extra)  # both models earn 10
+    (root / "extensions.csv").write_text("student_id,extension\nmoodle-1234569,2\n")
+    return path
+
+
+def read_csv_bytes(data: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+
+
+def grades(out: Path) -> dict[str, dict]:
+    with open(out / "grades.csv", newline="", encoding="utf-8") as f:
+        return {r["student_id"]: r for r in csv.DictReader(f)}
+
+
+def batch(*args) -> int:
+    return main(["batch", *map(str, args), "--no-video", "--no-progress"])
+
+
+# --- lateness, unit by unit ---------------------------------------------------------------------------
+def deadline(**kw) -> D.Deadline:
+    return D.Deadline(**({"due": "2025-12-01T23:59:00+03:00", "late_penalty_per_day": 0.1, "late_max_days": 5} | kw))
+
+
+@pytest.mark.parametrize("submitted, days", [
+    ("2025-12-01T23:59:00+03:00", 0),       # at the deadline: on time
+    ("2025-12-02T00:00:00+03:00", 1),       # a minute late: one started day
+    ("2025-12-02T23:59:00+03:00", 1),       # exactly a day late
+    ("2025-12-03T00:00:00+03:00", 2),
+    ("2025-12-01T21:30:00+00:00", 1),       # another zone: 00:30 in Moscow
+])
+def test_started_days_late(submitted, days):
+    late = D.lateness(deadline(), D.parse_iso(submitted, where="t", default_tz=None), source="test")
+    assert late.days_late == days
+    assert D.late_points(late, earned=10, maximum=10) == pytest.approx(-days * 1.0)
+
+
+def test_past_the_limit_earns_nothing_and_says_why():
+    late = D.lateness(deadline(), _dt.datetime(2025, 12, 12, 9, 0, tzinfo=MSK), source="test")
+    assert late.over_limit and late.days_late == 11
+    assert D.late_points(late, earned=7.5, maximum=10) == -7.5
+    assert "earns 0 points" in late.describe() and "5 days" in late.describe()
+
+
+def test_penalty_never_takes_the_total_below_zero():
+    late = D.lateness(deadline(late_penalty_per_day=0.5), _dt.datetime(2025, 12, 3, tzinfo=MSK), source="t")
+    assert D.late_points(late, earned=3.0, maximum=10) == -3.0
+
+
+def test_extensions_in_days_or_as_a_new_deadline(tmp_path):
+    f = tmp_path / "ext.csv"
+    f.write_text("# granted by email\nstudent_id,extension\nalice,2\nbob,2025-12-10T12:00:00\n")
+    ext = D.read_extensions(f, tz=MSK)
+    sub = _dt.datetime(2025, 12, 3, 12, 0, tzinfo=MSK)
+    assert D.lateness(deadline(), sub, source="t", extension=ext["alice"]).days_late == 0
+    assert D.lateness(deadline(), sub, source="t", extension=ext["bob"]).days_late == 0
+    assert D.lateness(deadline(), sub, source="t").days_late == 2
+    f.write_text("alice,2\nalice,3\n")
+    with pytest.raises(D.DeadlineError, match="two extensions"):
+        D.read_extensions(f, tz=MSK)
+
+
+def test_moodle_time_format_is_read_in_the_sites_zone():
+    from zoneinfo import ZoneInfo
+
+    t = D.parse_time("Monday, 2 December 2026, 10:15 AM", where="w", tz=ZoneInfo("Europe/Moscow"))
+    assert t == _dt.datetime(2026, 12, 2, 10, 15, tzinfo=ZoneInfo("Europe/Moscow"))
+    assert D.parse_time("-", where="w", tz=MSK) is None
+    with pytest.raises(D.DeadlineError, match="English"):
+        D.parse_time("понедельник, 2 декабря 2026, 10:15", where="w", tz=MSK)
+
+
+def test_a_due_time_without_offset_is_refused(tmp_path):
+    from grader.rubric import RubricError, load_rubric
+
+    path = g.lunarlander_rubric(tmp_path / "r.toml")
+    path.write_text(path.read_text() + '\n[deadline]\ndue = "2025-12-01T23:59:00"\n')
+    with pytest.raises(RubricError, match="offset"):
+        load_rubric(path)
+
+
+def test_the_deadline_is_not_in_the_fingerprint(tmp_path):
+    from grader.rubric import load_rubric
+
+    with_deadline = load_rubric(rubric_with_deadline(tmp_path, rubric_id="ll-test"))
+    (tmp_path / "plain.toml").write_text(with_deadline.path.read_text().split("[deadline]")[0])
+    plain = load_rubric(tmp_path / "plain.toml")
+    assert plain.fingerprint() == with_deadline.fingerprint()
+
+
+# --- a Moodle class with late work and an extension, through `grade batch` ------------------------------
+@pytest.fixture(scope="module")
+def moodle_term(tmp_path_factory):
+    root = tmp_path_factory.mktemp("moodle-term")
+    d = root / "download"
+    models = {"1234567": REFERENCE.read_bytes(), "1234568": g.heuristic_model(0), "1234569": g.heuristic_model(0),
+              "1234570": REFERENCE.read_bytes()}
+    for pid, name in FOLDERS.items():
+        g.write(d / f"{name}_{pid}_assignsubmission_file" / "model.onnx", models[pid])
+    worksheet = root / "Grades-RL-HW3.csv"
+    worksheet.write_bytes(BOM + ("\r\n".join(WORKSHEET) + "\r\n").encode())
+    rubric = rubric_with_deadline(root)
+    out = root / "out"
+    assert batch(d, "--rubric", rubric, "--roster", worksheet, "--out", out, "--reference", root) == 0
+    return root, d, worksheet, rubric, out
+
+
+def test_moodle_late_penalties_are_exact_on_every_export(moodle_term):
+    root, d, worksheet, rubric, out = moodle_term
+    by = grades(out)
+    ivan, jane, eve, mx = (by[f"moodle-{p}"] for p in ("1234567", "1234568", "1234569", "1234570"))
+    assert float(ivan["graded_points"]) == 10 and ivan["late_penalty"] == "0" and ivan["days_late"] == "0"
+    assert jane["late_penalty"] == "-2" and jane["days_late"] == "2" and float(jane["points"]) == 8
+    assert eve["late_penalty"] == "0" and eve["days_late"] == "0" and float(eve["points"]) == 10  # extension
+    assert mx["points"] == "0" and mx["days_late"] == "11" and mx["late_penalty"] == "-10"
+    assert "late" in jane["note"] and jane["submitted"].startswith("2025-12-03T10:00")
+    # the LMS file: the grade with the penalty, the feedback saying why
+    table = read_csv_bytes((out / "moodle_grades.csv").read_bytes())
+    header = table[0]
+    rows = {r[0]: r for r in table[1:]}
+    grade, fb = header.index("Grade"), header.index("Feedback comments")
+    assert rows["Participant 1234568"][grade] == "8.00"
+    assert "2 days late" in rows["Participant 1234568"][fb] and "late -2" in rows["Participant 1234568"][fb]
+    assert rows["Participant 1234570"][grade] == "0.00" and "earns 0 points" in rows["Participant 1234570"][fb]
+    assert "extension" in rows["Participant 1234569"][fb]
+    # the report folder: result.json and Gradescope's results.json carry the late part
+    gb = Gradebook(out / "gradebook.sqlite")
+    a = gb.best_by_student("ll-term")["moodle-1234568"]
+    result = a.result()
+    late = next(p for p in result.parts if p.kind == "late")
+    assert late.points == -2 and result.score == 8 and result.late.days_late == 2
+    gs = json.loads((out / a.report_path / "results.json").read_text())
+    assert gs["score"] == 8 and any(t["name"] == "late penalty" and t["score"] == -2 for t in gs["tests"])
+    assert sum(t.get("score") or 0 for t in gs["tests"]) == pytest.approx(gs["score"])
+    report = (out / a.report_path / "report.html").read_text()
+    assert "late −2.00" in report and "2 days late" in report
+    html = (out / "class.html").read_text()
+    assert "2 d late" in html
+
+
+def test_an_extension_granted_later_recomposes_the_grade(moodle_term, tmp_path):
+    root, d, worksheet, rubric, out = moodle_term
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    (root / "extensions.csv").write_text("student_id,extension\nmoodle-1234569,2\nmoodle-1234568,1\n")
+    try:
+        assert batch(d, "--rubric", rubric, "--roster", worksheet, "--out", copy, "--reference", root) == 0
+    finally:
+        (root / "extensions.csv").write_text("student_id,extension\nmoodle-1234569,2\n")
+    jane = grades(copy)["moodle-1234568"]
+    assert jane["days_late"] == "1" and jane["late_penalty"] == "-1" and float(jane["points"]) == 9
+
+
+def test_ties_on_points_break_on_the_statistic(moodle_term):
+    out = moodle_term[-1]
+    gb = Gradebook(out / "gradebook.sqlite")
+    best = gb.best_by_student("ll-term")
+    ivan, eve = best["moodle-1234567"].result(), best["moodle-1234569"].result()
+    assert ivan.score == eve.score == 10 and ivan.summary.mean != eve.summary.mean
+    html = (out / "class.html").read_text()
+    board = html[html.index("<h2>Leaderboard</h2>"):html.index("</table>", html.index("<h2>Leaderboard</h2>"))]
+    first, second = ("moodle-1234567", "moodle-1234569") if ivan.summary.mean > eve.summary.mean else \
+        ("moodle-1234569", "moodle-1234567")
+    assert board.index(first) < board.index(second)
+    assert f"[{ivan.summary.ci_low:.1f}, {ivan.summary.ci_high:.1f}]" in board  # the 95% interval is shown
+
+
+def test_feedback_zip_in_moodles_layout(moodle_term):
+    out = moodle_term[-1]
+    with zipfile.ZipFile(out / "feedback_moodle.zip") as z:
+        names = sorted(z.namelist())
+        assert names == sorted(f"{n.replace('_', ' ')}_{p}_assignsubmission_file/{f}"
+                               for p, n in FOLDERS.items() for f in ("feedback.txt", "report.html"))
+        # what Moodle's importer does with each path: split a part on "_" into fullname, participant id,
+        # plugin type and name; the participant id must be one of the assignment's
+        for name in names:
+            info = name.split("/")[0].split("_", 4)
+            assert len(info) >= 4 and info[1] in FOLDERS and (info[2], info[3]) == ("assignsubmission", "file")
+        text = z.read("Doe Jane_1234568_assignsubmission_file/feedback.txt").decode()
+        assert "8 / 10" in text and "2 days late" in text
+        report = z.read("Doe Jane_1234568_assignsubmission_file/report.html").decode()
+    seeds = [e.seed for e in Gradebook(out / "gradebook.sqlite").best_by_student("ll-term")["moodle-1234568"].result().episodes]
+    assert not any(f"seed {s}" in report for s in seeds) and "<video" not in report  # the hidden-seed policy
+    with zipfile.ZipFile(out / "feedback_reports.zip") as z:
+        assert "moodle-1234568/report.html" in z.namelist() and "moodle-1234568/feedback.txt" in z.namelist()
+        assert not any(n.endswith("result.json") for n in z.namelist())
+
+
+# --- overrides ----------------------------------------------------------------------------------------
+def test_an_override_survives_a_regrade_and_reaches_the_lms(moodle_term, tmp_path):
+    root, d, worksheet, rubric, out = moodle_term
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    overrides = tmp_path / "overrides.csv"
+    overrides.write_text("student_id,points,comment\nmoodle-1234570,5,\"Medical certificate, half marks\"\n")
+    assert batch(d, "--rubric", rubric, "--roster", worksheet, "--out", copy, "--reference", root,
+                 "--overrides", overrides) == 0
+    assert batch(d, "--rubric", rubric, "--roster", worksheet, "--out", copy, "--reference", root, "--force") == 0
+    mx = grades(copy)["moodle-1234570"]
+    assert mx["points"] == "5" and mx["graded_points"] == "0" and mx["override_comment"] == "Medical certificate, half marks"
+    assert "(overrides file overrides.csv)" in mx["override_by"]
+    table = read_csv_bytes((copy / "moodle_grades.csv").read_bytes())
+    row = next(r for r in table if r[0] == "Participant 1234570")
+    assert row[table[0].index("Grade")] == "5.00" and "Medical certificate" in row[table[0].index("Feedback comments")]
+    assert "Medical certificate" in (copy / "class.html").read_text()
+    with zipfile.ZipFile(copy / "feedback_moodle.zip") as z:
+        assert "Medical certificate" in z.read("Max Mustermann_1234570_assignsubmission_file/feedback.txt").decode()
+
+
+def test_an_override_is_flagged_when_the_grade_under_it_changes(tmp_path):
+    gb = Gradebook(tmp_path / "gb.sqlite")
+    o = gb.set_override("s1", "r", 7.0, "regrade request", set_by="me", graded_points=4.0)
+    assert o.drift(4.0) == "" and "changed from 4.00 to 6.00" in o.drift(6.0)
+    again = gb.set_override("s1", "r", 7.0, "regrade request", set_by="someone else", graded_points=6.0)
+    assert again.set_by == "me" and again.set_at == o.set_at  # the same override: its author and date kept
+    assert gb.clear_override("s1", "r") and gb.overrides("r") == {}
+
+
+def test_bad_overrides_file_stops_the_run_before_grading(tmp_path, capsys):
+    d = tmp_path / "class"
+    g.write(d / "s1.onnx", g.random_mlp(1))
+    rubric = g.lunarlander_rubric(tmp_path / "r.toml")
+    bad = tmp_path / "o.csv"
+    for text, why in (("s1,11,too much\n", "outside 0..10"), ("s1,5,\n", "needs a comment"), ("s1,five,x\n", "not a number")):
+        bad.write_text(text)
+        assert batch(d, "--rubric", rubric, "--out", tmp_path / "out", "--overrides", bad) == 1
+        assert why in capsys.readouterr().err
+    assert not (tmp_path / "out" / "gradebook.sqlite").exists()
+
+
+# --- Canvas: the _LATE_ flag ---------------------------------------------------------------------------
+CANVAS = [
+    "Student,ID,SIS User ID,SIS Login ID,Section,RL Homework (202)",
+    "    Points Possible,,,,,10.00",
+    '"Petrov, Ivan",1234,S001,ivan@example.org,Section A,',
+    '"O\'Brien, Pat",1235,S002,pbrien,Section A,',
+]
+
+
+def test_canvas_late_flag_costs_one_started_day(tmp_path):
+    d = tmp_path / "submissions"
+    g.write(d / "petrovivan_1234_5550001_model.onnx", REFERENCE.read_bytes())
+    g.write(d / "obrienpat_LATE_1235_5550002_model-1.onnx", REFERENCE.read_bytes())
+    gradebook = tmp_path / "canvas.csv"
+    gradebook.write_text("\n".join(CANVAS) + "\n")
+    rubric = rubric_with_deadline(tmp_path)
+    out = tmp_path / "out"
+    assert batch(d, "--rubric", rubric, "--roster", gradebook, "--out", out, "--reference", tmp_path) == 0
+    by = grades(out)
+    assert by["canvas-1234"]["late_penalty"] == "0" and float(by["canvas-1234"]["points"]) == 10
+    assert by["canvas-1235"]["late_penalty"] == "-1" and float(by["canvas-1235"]["points"]) == 9
+    table = read_csv_bytes((out / "canvas_grades.csv").read_bytes())
+    col = table[0].index("RL Homework (202)") if "RL Homework (202)" in table[0] else len(table[0]) - 1
+    assert {r[1]: r[col] for r in table[2:]} == {"1234": "10.00", "1235": "9.00"}
+    assert not (out / "feedback_moodle.zip").exists() and (out / "feedback_reports.zip").exists()
+
+
+def test_file_time_is_the_last_resort(tmp_path):
+    import os
+
+    d = tmp_path / "class"
+    g.write(d / "s1.onnx", REFERENCE.read_bytes())
+    late = _dt.datetime(2025, 12, 2, 12, 0, tzinfo=MSK).timestamp()
+    os.utime(d / "s1.onnx", (late, late))
+    rubric = rubric_with_deadline(tmp_path)
+    out = tmp_path / "out"
+    assert batch(d, "--rubric", rubric, "--out", out, "--reference", tmp_path) == 0
+    s1 = grades(out)["s1"]
+    assert s1["days_late"] == "1" and s1["late_penalty"] == "-1"
+    assert "file time" in GradeResult.from_json(
+        (out / Gradebook(out / "gradebook.sqlite").best_by_student("ll-term")["s1"].report_path / "result.json").read_text()
+    ).late.source
