@@ -54,6 +54,7 @@ from grader.resources import reference_models_dir
 from grader.result import GradeResult
 from grader.rubric import Rubric, RubricKey, load_rubric, rubric_key
 from grader.console import CountBar
+from grader.final import archive_submission
 from grader.jobs import JobOptions, grade_job
 from grader.slots import Outcome, serve
 
@@ -146,7 +147,9 @@ class BatchRun:
         self.gradebook.requeue_running()  # left by a killed run (we hold the folder's lock)
         jobs: list[Job] = []
         for bundle in self.folder.bundles:
-            digest = read_bundle(bundle).digest()
+            sub = read_bundle(bundle)
+            digest = sub.digest()
+            archive_submission(self.out, sub, digest)  # kept for `grade final` (a later download replaces the folder)
             aid = self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=self.force)
             attempt = self.gradebook.get(aid)
             late = self.late.get(bundle.student)

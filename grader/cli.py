@@ -23,6 +23,8 @@ from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "baselines": ("grader.baseline_run", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
     "batch": ("grader.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
+    "final": ("grader.final", "After the deadline: grade each student's last (or best) submission again on the rubric's "
+                              "fresh private [final] seeds, into OUT/final (grades, LMS files, final leaderboard)."),
     "gradescope": ("grader.gradescope", "Build a Gradescope autograder zip (setup.sh, run_autograder, rubric, the grader's wheel)."),
     "serve": ("grader.site.server", "Run the course leaderboard website (uploads, grading queue, leaderboard)."),
     "tokens": ("grader.site.tokens", "Create login tokens for the students of a roster CSV (and the instructor)."),

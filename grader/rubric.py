@@ -331,6 +331,7 @@ class Rubric(_Strict):
         seeds = self.final_seeds()
         out = self.model_copy(update={
             "id": f"{self.id}.final"[:64], "episodes": len(seeds),
+            "title": f"{self.title or self.id}: final evaluation",
             "seeds": self.seeds.model_copy(update={"grading": seeds, "grading_file": None}),
         })
         out.path, out.sha256 = self.path, self.sha256

@@ -321,3 +321,73 @@ def test_file_time_is_the_last_resort(tmp_path):
     assert "file time" in GradeResult.from_json(
         (out / Gradebook(out / "gradebook.sqlite").best_by_student("ll-term")["s1"].report_path / "result.json").read_text()
     ).late.source
+
+
+# --- the final evaluation ------------------------------------------------------------------------------
+def final_rubric(root: Path, choose: str) -> Path:
+    path = g.lunarlander_rubric(root / "term.toml", episodes=3, rubric_id="ll-term")
+    path.write_text(path.read_text() + f'\n[final]\nseeds = "5000-5099"\nepisodes = 3\nchoose = "{choose}"\n')
+    return path
+
+
+@pytest.fixture(scope="module")
+def term_with_two_downloads(tmp_path_factory):
+    root = tmp_path_factory.mktemp("final")
+    d = root / "class"
+    g.write(d / "s1.onnx", g.heuristic_model(0))
+    g.write(d / "s2.onnx", REFERENCE.read_bytes())
+    rubric = final_rubric(root, "last")
+    out = root / "out"
+    assert batch(d, "--rubric", rubric, "--out", out, "--reference", root) == 0
+    g.write(d / "s1.onnx", g.random_mlp(3))  # the second download: s1 handed in a worse model later
+    assert batch(d, "--rubric", rubric, "--out", out, "--reference", root) == 0
+    shutil.rmtree(d)  # the class folder is gone by the end of the term: the final evaluation needs none
+    return root, rubric, out
+
+
+def final(*args) -> int:
+    return main(["final", *map(str, args), "--no-video", "--no-progress"])
+
+
+def test_final_evaluation_on_fresh_seeds_of_the_last_submission(term_with_two_downloads):
+    root, rubric, out = term_with_two_downloads
+    term = grades(out)
+    assert final(out, "--rubric", rubric, "--reference", root) == 0
+    gb = Gradebook(out / "gradebook.sqlite")
+    finals = gb.best_by_student("ll-term.final")
+    terms = gb.best_by_student("ll-term")
+    assert set(finals) == {"s1", "s2"}
+    for sid in ("s1", "s2"):
+        r = finals[sid].result()
+        assert [e.seed for e in r.episodes] == [5000, 5001, 5002] and r.rubric.n_seeds == 3
+    # s1's last upload (the random policy), not its best: the same bytes as its latest term attempt
+    last = max((a for a in gb.attempts("s1", rubric_id="ll-term")), key=lambda a: a.id)
+    assert finals["s1"].sha256 == last.sha256 != terms["s1"].sha256
+    s2_term, s2_final = terms["s2"].result(), finals["s2"].result()
+    assert [e.return_ for e in s2_final.episodes] != [e.return_ for e in s2_term.episodes]  # new returns
+    by = grades(out / "final")
+    assert set(by) == {"s1", "s2"} and float(by["s1"]["points"]) == pytest.approx(finals["s1"].score, abs=0.005)
+    assert grades(out) == term  # the term's exports are left as they were
+    html = (out / "final" / "class.html").read_text()
+    assert "final evaluation" in html and "[5000" not in html
+    assert (out / "final" / "feedback_reports.zip").is_file()
+    assert final(out, "--rubric", rubric, "--reference", root) == 0  # again: nothing to grade, the same grades
+    assert grades(out / "final") == by
+
+
+def test_final_evaluation_of_the_best_submission(term_with_two_downloads, tmp_path):
+    root, _, out = term_with_two_downloads
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    rubric = final_rubric(tmp_path, "best")
+    assert final(copy, "--rubric", rubric, "--reference", root, "--force") == 0
+    gb = Gradebook(copy / "gradebook.sqlite")
+    assert gb.best_by_student("ll-term.final")["s1"].sha256 == gb.best_by_student("ll-term")["s1"].sha256
+
+
+def test_final_seeds_must_be_fresh(tmp_path, capsys):
+    path = g.lunarlander_rubric(tmp_path / "r.toml")
+    path.write_text(path.read_text() + '\n[final]\nseeds = "1050-1060"\n')
+    (tmp_path / "out").mkdir()
+    assert final(tmp_path / "out", "--rubric", path) == 1
+    assert "fresh seeds" in capsys.readouterr().err
