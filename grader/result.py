@@ -6,7 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from grader.deadline import Late
 
 Status = Literal["graded", "invalid", "error"]
 Severity = Literal["error", "warning", "note"]
@@ -82,7 +81,7 @@ class VideoInfo(_Model):
 
 
 class ScorePart(_Model):
-    """One scored part of a submission (see :mod:`grader.scoring`)."""
+    """One scored part of a submission (see :mod:`grader.scoring.points`)."""
 
     name: str  # a notebook check's name, "episodes", or "late"
     kind: Literal["notebook", "episodes", "late"]
@@ -163,6 +162,33 @@ class Diagnostics(_Model):
     episodes: list[EpisodeDiagnostics] = []
 
 
+class Late(_Model):
+    """When a submission was handed in against its deadline; stored in ``result.json`` as ``late``."""
+
+    submitted: str | None  # ISO time, None when the channel does not know it
+    due: str  # the student's deadline (with any extension)
+    source: str  # where the submission time came from
+    days_late: int = 0  # started days after the deadline (0: on time)
+    extension: str = ""  # the extension in words, when the student has one
+    fraction: float = 0.0  # of the maximum lost (before the cap at the points earned)
+    over_limit: bool = False  # later than late_max_days: 0 points
+    max_days: int = 0  # the rubric's late_max_days
+
+    def describe(self) -> str:
+        """The part's detail, in words (no seed, nothing hidden: students see it)."""
+        ext = f" (with an extension: {self.extension})" if self.extension else ""
+        if self.submitted is None:
+            return f"submission time unknown ({self.source}): no late penalty; due {self.due}{ext}"
+        if self.days_late == 0:
+            return f"on time: submitted {self.submitted} ({self.source}), due {self.due}{ext}"
+        days = f"{self.days_late} day{'s' if self.days_late != 1 else ''} late"
+        if self.over_limit:
+            return (f"submitted {self.submitted} ({self.source}), {days}: late work is accepted for {self.max_days} "
+                    f"days after {self.due}{ext}, so the submission earns 0 points")
+        return (f"submitted {self.submitted} ({self.source}), {days} after {self.due}{ext}: "
+                f"-{100 * self.fraction:g}% of the maximum")
+
+
 class GradeResult(_Model):
     """Everything known about one grading. ``status`` is graded, invalid or error."""
 
@@ -175,7 +201,7 @@ class GradeResult(_Model):
     summary: Summary | None = None
     score: float = 0.0
     max_score: float = 0.0
-    parts: list[ScorePart] = []  # how score and max_score were composed (grader.scoring)
+    parts: list[ScorePart] = []  # how score and max_score were composed (grader.scoring.points)
     band: str | None = None
     late: Late | None = None  # when the work was handed in against its deadline (the "late" part)
     rubric: RubricInfo | None = None

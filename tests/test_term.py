@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks import classgen as g
-from grader import deadline as D
+from grader.classroom import handins as H
+from grader.scoring import deadline as D
 from grader.cli import main
-from grader.gradebook import Gradebook
+from grader.classroom.gradebook import Gradebook
 from grader.result import GradeResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,7 +123,7 @@ def test_moodle_time_format_is_read_in_the_sites_zone():
 
 
 def test_a_due_time_without_offset_is_refused(tmp_path):
-    from grader.rubric import RubricError, load_rubric
+    from grader.scoring.rubric import RubricError, load_rubric
 
     path = g.lunarlander_rubric(tmp_path / "r.toml")
     path.write_text(path.read_text() + '\n[deadline]\ndue = "2025-12-01T23:59:00"\n')
@@ -131,7 +132,7 @@ def test_a_due_time_without_offset_is_refused(tmp_path):
 
 
 def test_the_deadline_is_not_in_the_fingerprint(tmp_path):
-    from grader.rubric import load_rubric
+    from grader.scoring.rubric import load_rubric
 
     with_deadline = load_rubric(rubric_with_deadline(tmp_path, rubric_id="ll-test"))
     (tmp_path / "plain.toml").write_text(with_deadline.path.read_text().split("[deadline]")[0])
