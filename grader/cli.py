@@ -125,7 +125,9 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
             if selfcheck:
                 result = check(path, progress=progress, engine=engine, **kwargs)
             else:
-                result = grade(path, video=not args.no_video, progress=progress, engine=engine, **kwargs)
+                result = grade(path, video=not args.no_video, progress=progress, engine=engine,
+                               submitted=getattr(args, "submitted", None), student=getattr(args, "student", None),
+                               **kwargs)
     except SetupError as exc:
         console.fail(str(exc))
         return EXIT_ERROR
@@ -187,6 +189,9 @@ def _make_main_parser() -> argparse.ArgumentParser:
     add_grade_arguments(p)
     p.add_argument("--version", action="version", version=f"rl-grader {_version()}")
     p.add_argument("--gradescope", type=Path, metavar="FILE", help="also write Gradescope's results.json to FILE")
+    p.add_argument("--submitted", metavar="TIME", help="when the work was handed in (ISO 8601): with a rubric "
+                                                         "[deadline], the score gets its late part")
+    p.add_argument("--student", metavar="ID", help="the student's id, to find an extension (with --submitted)")
     return p
 
 

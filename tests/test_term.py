@@ -392,3 +392,42 @@ def test_final_seeds_must_be_fresh(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     assert final(tmp_path / "out", "--rubric", path) == 1
     assert "fresh seeds" in capsys.readouterr().err
+
+
+# --- the other channels: `grade --submitted`, Gradescope's metadata --------------------------------------
+def test_grade_with_a_submission_time_shows_the_late_part_on_every_output(tmp_path, capsys):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(REFERENCE.read_bytes())
+    rubric = rubric_with_deadline(tmp_path)
+    gs = tmp_path / "results.json"
+    code = main([str(model), "--rubric", str(rubric), "--episodes", "3", "--no-video", "--out", str(tmp_path / "o"),
+                 "--submitted", "2025-12-02T12:00:00+03:00", "--gradescope", str(gs)])
+    assert code == 0
+    terminal = capsys.readouterr().out
+    assert "late: -1" in terminal and "1 day late" in terminal
+    result = GradeResult.from_json((tmp_path / "o" / "result.json").read_text())
+    assert result.score == 9 and result.late.days_late == 1 and result.late.source == "given"
+    data = json.loads(gs.read_text())
+    assert data["score"] == 9 and any(t["name"] == "late penalty" and t["score"] == -1 for t in data["tests"])
+    # an extension found by the student's id
+    code = main([str(model), "--rubric", str(rubric), "--episodes", "3", "--no-video", "--out", str(tmp_path / "p"),
+                 "--submitted", "2025-12-02T12:00:00+03:00", "--student", "moodle-1234569"])
+    assert code == 0 and GradeResult.from_json((tmp_path / "p" / "result.json").read_text()).score == 10
+
+
+def test_run_autograder_passes_gradescopes_submission_time(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.setenv("GRADESCOPE_ROOT", str(tmp_path))
+    path = REPO / "grader" / "gradescope" / "templates" / "gradescope_run_autograder.py"
+    spec = importlib.util.spec_from_file_location("run_autograder_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.hand_in_args() == []  # no metadata: no time
+    meta = {"id": 1, "created_at": "2018-07-01T14:22:32.365935-07:00",
+            "assignment": {"due_date": "2018-07-31T23:00:00.000000-07:00", "late_due_date": None},
+            "users": [{"email": "student@example.com", "id": 1234, "name": "Student User"}], "previous_submissions": []}
+    (tmp_path / "submission_metadata.json").write_text(json.dumps(meta))
+    assert module.hand_in_args() == ["--submitted", meta["created_at"], "--student", "student@example.com"]
+    (tmp_path / "submission_metadata.json").write_text(json.dumps(meta | {"created_at": "--rubric=/etc/passwd"}))
+    assert module.hand_in_args() == []
