@@ -431,3 +431,132 @@ def test_run_autograder_passes_gradescopes_submission_time(tmp_path, monkeypatch
     assert module.hand_in_args() == ["--submitted", meta["created_at"], "--student", "student@example.com"]
     (tmp_path / "submission_metadata.json").write_text(json.dumps(meta | {"created_at": "--rubric=/etc/passwd"}))
     assert module.hand_in_args() == []
+
+
+# --- the site: upload time, overrides, ranking, the final board ---------------------------------------
+def _site_env(root: Path, extra: str = ""):
+    import sys as _sys
+
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from site_helpers import make_tokens, write_rubric
+
+    from grader.scoring.rubric import load_rubric
+    from grader.site.app import SiteConfig
+
+    db = root / "class.sqlite"
+    tokens, admin = make_tokens(db, [("alice", "Alice"), ("bob", "Bob")])
+    path = write_rubric(root / "rubric.toml")
+    path.write_text(path.read_text() + extra)
+    rubric = load_rubric(path)
+    config = SiteConfig(db=db, rubric=rubric, data_dir=root / "data", workers=0, video=False, uploads_per_hour=100,
+                        poll_s=0.2)
+    return db, tokens, admin, rubric, config
+
+
+def _client(app):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    return TestClient(app)
+
+
+def _graded(db: Path, student: str, rubric_id: str, score: float, mean: float, sha: str) -> int:
+    from grader.result import Summary
+
+    class Key:
+        id, sha256 = rubric_id, f"key-{rubric_id}"
+
+    gb = Gradebook(db)
+    aid = gb.enqueue(student, f"/nowhere/{sha}.onnx", sha, Key)
+    assert gb.claim(aid) is not None
+    summary = Summary(n=3, mean=mean, std=5.0, median=mean, iqm=mean, ci_low=mean - 4, ci_high=mean + 4,
+                      success_rate=None, min=mean - 9, max=mean + 9)
+    gb.finish(aid, GradeResult(submission="m.onnx", task="lunarlander", status="graded", score=score, max_score=10.0,
+                               summary=summary), None)
+    return aid
+
+
+def test_site_ranks_ties_overrides_and_shows_the_final_board(tmp_path):
+    import sys as _sys
+
+    from grader.site.app import create_app
+
+    db, tokens, admin_token, rubric, config = _site_env(tmp_path)
+    _graded(db, "alice", rubric.id, 10.0, 250.0, "a1")
+    _graded(db, "bob", rubric.id, 10.0, 300.5, "b1")
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from site_helpers import csrf_from
+
+    with _client(create_app(config)) as client:
+        board = client.get("/").text
+        assert board.index("300.5") < board.index("250.0") and "[296.5, 304.5]" in board  # tie broken, CI shown
+        assert 'id="boards"' not in board  # no final evaluation yet
+        page = client.get("/login")
+        r = client.post("/login", data={"token": admin_token, "csrf": csrf_from(page.text)})
+        csrf = csrf_from(r.text)
+        r = client.post("/admin/override", data={"csrf": csrf, "student": "alice", "points": "7.5",
+                                                 "comment": "regrade request accepted"}, follow_redirects=False)
+        assert r.status_code == 303
+        assert client.post("/admin/override", data={"csrf": csrf, "student": "alice", "points": "75",
+                                                    "comment": "x"}).status_code == 400
+        assert client.post("/admin/override", data={"csrf": "wrong", "student": "alice", "points": "5",
+                                                    "comment": "x"}).status_code == 403
+        admin = client.get("/admin").text
+        assert "regrade request accepted" in admin and "instructor (site)" in admin
+        by_stat = client.get("/admin?sort=stat").text
+        standing = by_stat[by_stat.index('id="standing-table"'):]
+        assert standing.index("standing-bob") < standing.index("standing-alice")
+        rows = list(csv.DictReader(io.StringIO(client.get("/admin/export.csv?best=1").text)))
+        alice = next(r for r in rows if r["student"] == "alice")
+        assert alice["override_points"] == "7.5" and alice["override_comment"] == "regrade request accepted"
+        _graded(db, "alice", f"{rubric.id}.final", 8.0, 190.0, "a1")
+        _graded(db, "bob", f"{rubric.id}.final", 10.0, 280.0, "b1")
+        final = client.get("/?board=final").text
+        assert "Final leaderboard" in final and final.index("280.0") < final.index("190.0")
+        assert 'href="/?board=term"' in final and 'href="/?board=final"' in client.get("/").text
+    assert Gradebook(db).overrides(rubric.id)["alice"].points == 7.5
+
+
+def test_site_upload_after_the_deadline_gets_its_late_part(tmp_path):
+    import sys as _sys
+
+    from grader.site.pool import GradingPool
+
+    db, tokens, admin, rubric, config = _site_env(
+        tmp_path, '\n[deadline]\ndue = "2025-12-01T23:59:00+03:00"\nlate_penalty_per_day = 0.1\nlate_max_days = 3\n')
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from site_helpers import lunarlander_model_bytes
+
+    class Key:
+        id, sha256 = rubric.id, "k"
+
+    gb = Gradebook(db)
+    upload = tmp_path / "upload.onnx"
+    upload.write_bytes(lunarlander_model_bytes(1))
+    aid = gb.enqueue("alice", str(upload), "sha", Key)
+    pool = GradingPool(gradebook=gb, rubric=rubric, data_dir=tmp_path / "data", workers=1, video=False)
+    late = pool.late_for(gb.get(aid))
+    assert late.source == "upload time" and late.over_limit and "earns 0 points" in late.describe()
+    # through the site: an upload now is long past the deadline
+    from dataclasses import replace as _replace
+
+    from grader.site.app import create_app
+
+    with _client(create_app(_replace(config, workers=1))) as client:
+        r = client.post("/upload", headers={"Authorization": f"Bearer {tokens['bob']}"},
+                        files={"file": ("model.onnx", REFERENCE.read_bytes(), "application/octet-stream")})
+        assert r.status_code == 202, r.text
+        bob = r.json()["attempt_id"]
+        from site_helpers import csrf_from, wait_for
+
+        a = wait_for(lambda: (x := Gradebook(db).get(bob)).is_finished and x, timeout=120, what="the grading")
+        result = a.result()
+        assert result.status == "graded" and result.score == 0 and result.late.over_limit
+        page = client.get("/login")
+        client.post("/login", data={"token": tokens["bob"], "csrf": csrf_from(page.text)})
+        shown = client.get(f"/attempts/{bob}").text
+        assert 'id="late"' in shown and "earns 0 points" in shown
