@@ -174,6 +174,13 @@ class Late(_Model):
     over_limit: bool = False  # later than late_max_days: 0 points
     max_days: int = 0  # the rubric's late_max_days
 
+    def same_penalty(self, other: "Late | None") -> bool:
+        """Whether ``other`` costs the same and says the same deadline (the hand-in time may differ
+        by seconds, e.g. a file re-extracted from a new download, as long as the penalty does not)."""
+        keys = ("due", "days_late", "extension", "fraction", "over_limit", "max_days")
+        return other is not None and (self.submitted is None) == (other.submitted is None) and \
+            all(getattr(self, k) == getattr(other, k) for k in keys)
+
     def describe(self) -> str:
         """The part's detail, in words (no seed, nothing hidden: students see it)."""
         ext = f" (with an extension: {self.extension})" if self.extension else ""

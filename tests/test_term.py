@@ -560,3 +560,38 @@ def test_site_upload_after_the_deadline_gets_its_late_part(tmp_path):
         client.post("/login", data={"token": tokens["bob"], "csrf": csrf_from(page.text)})
         shown = client.get(f"/attempts/{bob}").text
         assert 'id="late"' in shown and "earns 0 points" in shown
+
+
+def test_an_override_whose_grade_changed_is_flagged_for_review(moodle_term, tmp_path):
+    root, d, worksheet, rubric, out = moodle_term
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    overrides = tmp_path / "overrides.csv"
+    overrides.write_text("moodle-1234570,5,Medical certificate\n")
+    assert batch(d, "--rubric", rubric, "--roster", worksheet, "--out", copy, "--reference", root,
+                 "--overrides", overrides) == 0
+    assert "REVIEW" not in grades(copy)["moodle-1234570"]["note"]
+    on_time = tmp_path / "worksheet.csv"  # Moodle's worksheet corrected: Max handed in on time after all
+    on_time.write_bytes(worksheet.read_bytes().replace(b"Friday, 12 December 2025, 9:00 AM", b"Monday, 1 December 2025, 9:00 AM"))
+    assert batch(d, "--rubric", rubric, "--roster", on_time, "--out", copy, "--reference", root) == 0
+    mx = grades(copy)["moodle-1234570"]
+    assert mx["points"] == "5" and mx["graded_points"] == "10"  # the override stands ...
+    assert "REVIEW" in mx["note"] and "changed from 0.00 to 10.00" in mx["note"]  # ... flagged for a look
+    assert "review: the graded points under this override changed" in (copy / "class.html").read_text()
+
+
+def test_a_roster_with_submission_times_and_extensions(tmp_path):
+    d = tmp_path / "class"
+    for sid in ("ann", "ben", "cy"):
+        g.write(d / f"{sid}.onnx", REFERENCE.read_bytes())
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student_id,name,email,submitted,extension\n"
+                      "ann,Ann,ann@x.org,2025-12-01T20:00:00+03:00,\n"
+                      "ben,Ben,ben@x.org,2025-12-03 12:00,\n"                      # no offset: the rubric's zone
+                      "cy,Cy,cy@x.org,2025-12-03T12:00:00+03:00,2025-12-04T00:00:00+03:00\n")
+    rubric = rubric_with_deadline(tmp_path)
+    out = tmp_path / "out"
+    assert batch(d, "--rubric", rubric, "--roster", roster, "--out", out, "--reference", tmp_path) == 0
+    by = grades(out)
+    assert [by[s]["days_late"] for s in ("ann", "ben", "cy")] == ["0", "2", "0"]
+    assert by["ben"]["late_penalty"] == "-2" and by["ben"]["submitted"] == "2025-12-03T12:00+03:00"

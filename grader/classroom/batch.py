@@ -392,7 +392,9 @@ def _late_changed(attempt: Attempt, late: Any) -> bool:
         return False
     if result is None or result.status == "error":
         return False
-    return result.late != late
+    if result.late is None or late is None:
+        return (result.late is None) != (late is None)
+    return not result.late.same_penalty(late)
 
 
 def _spawn_engines(n: int) -> list:

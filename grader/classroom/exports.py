@@ -226,6 +226,7 @@ class StudentRow:
     problems: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     override: Any = None  # grader.classroom.gradebook.Override: the instructor's points, which win
+    override_drift: str = ""  # why the override needs a look: the grade under it changed
 
     @property
     def status(self) -> str:
@@ -300,9 +301,7 @@ def collect(run: "BatchRun") -> list[StudentRow]:
     for sid, o in overrides.items():
         if sid in rows:
             rows[sid].override = o
-            drift = o.drift(rows[sid].graded_points)
-            if drift:
-                rows[sid].problems.append(drift)
+            rows[sid].override_drift = o.drift(rows[sid].graded_points)
     for r in rows.values():
         r.pseudonym = gb.pseudonym(r.id)
     return list(rows.values())
@@ -452,7 +451,7 @@ def _note(r: StudentRow) -> str:
     if late is not None and late.points < 0:
         notes.append(f"late: {late.detail}")
     if r.override is not None:
-        notes.append(f"override: {r.override.comment}")
+        notes.append(f"override: {r.override.comment}" + (f" (REVIEW: {r.override_drift})" if r.override_drift else ""))
     return "; ".join(notes + r.problems)
 
 
