@@ -221,16 +221,20 @@ def test_feedback_zip_in_moodles_layout(moodle_term):
     out = moodle_term[-1]
     with zipfile.ZipFile(out / "feedback_moodle.zip") as z:
         names = sorted(z.namelist())
-        assert names == sorted(f"{n.replace('_', ' ')}_{p}_assignsubmission_file/{f}"
+        assert names == sorted(f"{n.replace('_', ' ')}_{p}_assignsubmission_file_/{f}"
                                for p, n in FOLDERS.items() for f in ("feedback.txt", "report.html"))
-        # what Moodle's importer does with each path: split a part on "_" into fullname, participant id,
-        # plugin type and name; the participant id must be one of the assignment's
         for name in names:
+            # Moodle >= 4.1: each path part split on "_" into at most 5: fullname, participant id, plugin
+            # type and name; the participant id must be one of the assignment's
             info = name.split("/")[0].split("_", 4)
             assert len(info) >= 4 and info[1] in FOLDERS and (info[2], info[3]) == ("assignsubmission", "file")
-        text = z.read("Doe Jane_1234568_assignsubmission_file/feedback.txt").decode()
+            # Moodle 3.1 - 4.0: the whole path split on "_" into 5, the file name after the fourth "_"
+            old = ("/import/" + name).split("_", 4)
+            assert len(old) == 5 and old[1] in FOLDERS and old[3] == "file" and old[4].lstrip("/") in (
+                "feedback.txt", "report.html")
+        text = z.read("Doe Jane_1234568_assignsubmission_file_/feedback.txt").decode()
         assert "8 / 10" in text and "2 days late" in text
-        report = z.read("Doe Jane_1234568_assignsubmission_file/report.html").decode()
+        report = z.read("Doe Jane_1234568_assignsubmission_file_/report.html").decode()
     seeds = [e.seed for e in Gradebook(out / "gradebook.sqlite").best_by_student("ll-term")["moodle-1234568"].result().episodes]
     assert not any(f"seed {s}" in report for s in seeds) and "<video" not in report  # the hidden-seed policy
     with zipfile.ZipFile(out / "feedback_reports.zip") as z:
@@ -256,7 +260,7 @@ def test_an_override_survives_a_regrade_and_reaches_the_lms(moodle_term, tmp_pat
     assert row[table[0].index("Grade")] == "5.00" and "Medical certificate" in row[table[0].index("Feedback comments")]
     assert "Medical certificate" in (copy / "class.html").read_text()
     with zipfile.ZipFile(copy / "feedback_moodle.zip") as z:
-        assert "Medical certificate" in z.read("Max Mustermann_1234570_assignsubmission_file/feedback.txt").decode()
+        assert "Medical certificate" in z.read("Max Mustermann_1234570_assignsubmission_file_/feedback.txt").decode()
 
 
 def test_an_override_is_flagged_when_the_grade_under_it_changes(tmp_path):

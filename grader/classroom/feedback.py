@@ -5,8 +5,10 @@
 * ``feedback_moodle.zip``: what Moodle's "Upload multiple feedback files in a zip" imports. Moodle
   (``mod/assign/feedback/file/importziplib.php``) walks each path, splits a part on ``_`` into
   ``fullname_participantid_plugintype_pluginname[_rest]`` and matches the participant id; we use the
-  folder names of Moodle's own download (``Full Name_1234567_assignsubmission_file/``, the full name
-  with ``_`` as a space), each holding ``report.html`` and ``feedback.txt``.
+  folder names of Moodle's own download with the trailing ``_`` (``Full Name_1234567_assignsubmission_file_/``,
+  the full name with ``_`` as a space), each holding ``report.html`` and ``feedback.txt``. Moodle 4.1
+  and later read folders with or without that ``_``; before 4.1 the importer split the whole path
+  into at most five parts and needed it (without it the file name fused with the plugin name).
 * ``feedback_reports.zip``: one folder per student id (``<student_id>/report.html`` and
   ``feedback.txt``) for LMSs without such an import.
 
@@ -71,9 +73,10 @@ def student_report_html(result) -> str:
 
 
 def moodle_folder(full_name: str, participant_id: str) -> str:
-    """The folder name Moodle's download gives a participant, which its feedback import matches."""
+    """The folder name Moodle's download gives a participant (3.1 to 4.0 style, which every version's
+    feedback import reads)."""
     name = _FILENAME_BAD.sub("", clean_text(full_name).replace("_", " ")).strip() or "Participant"
-    return f"{name}_{participant_id}_assignsubmission_file"
+    return f"{name}_{participant_id}_assignsubmission_file_"
 
 
 def _add(z: zipfile.ZipFile, name: str, data: str) -> None:
