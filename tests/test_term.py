@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks import classgen as g
-from grader.classroom import handins as H
-from grader.scoring import deadline as D
-from grader.cli import main
 from grader.classroom.gradebook import Gradebook
+from grader.cli import main
 from grader.result import GradeResult
+from grader.scoring import deadline as D
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "reference" / "models" / "lunarlander_improved.onnx"
@@ -35,16 +34,16 @@ extensions_file = "extensions.csv"
 
 # Moodle 4.x grading worksheet: "Last modified (submission)" in the site's zone, without an offset.
 WORKSHEET = [
-    'Identifier,"Full name","Email address",Status,Grade,"Maximum Grade","Grade can be changed",'
-    '"Last modified (submission)","Last modified (grade)","Feedback comments"',
-    '"Participant 1234567","Иван Петров",ivan@example.org,"Submitted for grading - Not graded",,10.00,Yes,'
-    '"Monday, 1 December 2025, 10:00 PM",-,',
-    '"Participant 1234568","Doe_Jane",jane@example.org,"Submitted for grading - Not graded",,10.00,Yes,'
-    '"Wednesday, 3 December 2025, 10:00 AM",-,',
-    '"Participant 1234569","Eve Adams",eve@example.org,"Submitted for grading - Not graded",,10.00,Yes,'
-    '"Tuesday, 2 December 2025, 11:00 AM",-,',
-    '"Participant 1234570","Max Mustermann",max@example.org,"Submitted for grading - Not graded",,10.00,Yes,'
-    '"Friday, 12 December 2025, 9:00 AM",-,',
+    ('Identifier,"Full name","Email address",Status,Grade,"Maximum Grade","Grade can be changed",'
+     '"Last modified (submission)","Last modified (grade)","Feedback comments"'),
+    ('"Participant 1234567","Иван Петров",ivan@example.org,"Submitted for grading - Not graded",,10.00,Yes,'
+     '"Monday, 1 December 2025, 10:00 PM",-,'),
+    ('"Participant 1234568","Doe_Jane",jane@example.org,"Submitted for grading - Not graded",,10.00,Yes,'
+     '"Wednesday, 3 December 2025, 10:00 AM",-,'),
+    ('"Participant 1234569","Eve Adams",eve@example.org,"Submitted for grading - Not graded",,10.00,Yes,'
+     '"Tuesday, 2 December 2025, 11:00 AM",-,'),
+    ('"Participant 1234570","Max Mustermann",max@example.org,"Submitted for grading - Not graded",,10.00,Yes,'
+     '"Friday, 12 December 2025, 9:00 AM",-,'),
 ]
 FOLDERS = {"1234567": "Иван Петров", "1234568": "Doe Jane", "1234569": "Eve Adams", "1234570": "Max Mustermann"}
 
@@ -158,7 +157,7 @@ def moodle_term(tmp_path_factory):
 
 
 def test_moodle_late_penalties_are_exact_on_every_export(moodle_term):
-    root, d, worksheet, rubric, out = moodle_term
+    out = moodle_term[-1]
     by = grades(out)
     ivan, jane, eve, mx = (by[f"moodle-{p}"] for p in ("1234567", "1234568", "1234569", "1234570"))
     assert float(ivan["graded_points"]) == 10 and ivan["late_penalty"] == "0" and ivan["days_late"] == "0"
@@ -304,6 +303,7 @@ def test_canvas_late_flag_costs_one_started_day(tmp_path):
     assert batch(d, "--rubric", rubric, "--roster", gradebook, "--out", out, "--reference", tmp_path) == 0
     by = grades(out)
     assert by["canvas-1234"]["late_penalty"] == "0" and float(by["canvas-1234"]["points"]) == 10
+    assert by["canvas-1234"]["days_late"] == "0" and by["canvas-1235"]["days_late"] == "1"
     assert by["canvas-1235"]["late_penalty"] == "-1" and float(by["canvas-1235"]["points"]) == 9
     table = read_csv_bytes((out / "canvas_grades.csv").read_bytes())
     col = table[0].index("RL Homework (202)") if "RL Homework (202)" in table[0] else len(table[0]) - 1
@@ -489,7 +489,7 @@ def test_site_ranks_ties_overrides_and_shows_the_final_board(tmp_path):
 
     from grader.site.app import create_app
 
-    db, tokens, admin_token, rubric, config = _site_env(tmp_path)
+    db, _, admin_token, rubric, config = _site_env(tmp_path)
     _graded(db, "alice", rubric.id, 10.0, 250.0, "a1")
     _graded(db, "bob", rubric.id, 10.0, 300.5, "b1")
     _sys.path.insert(0, str(Path(__file__).parent))
@@ -530,7 +530,7 @@ def test_site_upload_after_the_deadline_gets_its_late_part(tmp_path):
 
     from grader.site.pool import GradingPool
 
-    db, tokens, admin, rubric, config = _site_env(
+    db, tokens, _, rubric, config = _site_env(
         tmp_path, '\n[deadline]\ndue = "2025-12-01T23:59:00+03:00"\nlate_penalty_per_day = 0.1\nlate_max_days = 3\n')
     _sys.path.insert(0, str(Path(__file__).parent))
     from site_helpers import lunarlander_model_bytes
@@ -599,3 +599,28 @@ def test_a_roster_with_submission_times_and_extensions(tmp_path):
     by = grades(out)
     assert [by[s]["days_late"] for s in ("ann", "ben", "cy")] == ["0", "2", "0"]
     assert by["ben"]["late_penalty"] == "-2" and by["ben"]["submitted"] == "2025-12-03T12:00+03:00"
+
+
+def test_final_evaluation_from_the_sites_gradebook(tmp_path):
+    from grader.scoring.rubric import load_rubric, rubric_key
+
+    rubric_path = final_rubric(tmp_path, "last")
+    key = rubric_key(load_rubric(rubric_path))
+    upload = tmp_path / "data" / "uploads"
+    upload.mkdir(parents=True)
+    data = REFERENCE.read_bytes()
+    import hashlib
+
+    sha = hashlib.sha256(data).hexdigest()
+    (upload / f"{sha}.onnx").write_bytes(data)
+    db = tmp_path / "class.sqlite"
+    gb = Gradebook(db)
+    aid = gb.enqueue("alice", str(upload / f"{sha}.onnx"), sha, key)  # as the site enqueues an upload
+    gb.claim(aid)
+    gb.finish(aid, GradeResult(submission="model.onnx", task="lunarlander", status="graded", score=10.0,
+                               max_score=10.0), None)
+    out = tmp_path / "out"
+    assert final(out, "--rubric", rubric_path, "--gradebook", db, "--reference", tmp_path) == 0
+    r = Gradebook(db).best_by_student("ll-term.final")["alice"].result()
+    assert r.status == "graded" and [e.seed for e in r.episodes] == [5000, 5001, 5002]
+    assert grades(out / "final")["alice"]["status"] == "graded"

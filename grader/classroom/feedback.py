@@ -20,6 +20,7 @@ grading seeds, is never included.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import zipfile
 from pathlib import Path
@@ -30,6 +31,7 @@ from grader.outputs.textsafe import clean_text
 if TYPE_CHECKING:
     from grader.classroom.exports import StudentRow
 
+log = logging.getLogger("grader.feedback")
 MOODLE_ZIP = "feedback_moodle.zip"
 REPORTS_ZIP = "feedback_reports.zip"
 _FILENAME_BAD = re.compile(r"[\\/:*?\"<>|\x00-\x1f\x7f]")
@@ -40,7 +42,7 @@ def _num(v: float) -> str:
     return f"{v:.2f}".rstrip("0").rstrip(".")
 
 
-def feedback_text(row: "StudentRow", max_points: float) -> str:
+def feedback_text(row: StudentRow, max_points: float) -> str:
     """What the student reads beside the grade: status, points, parts, lateness, the override."""
     from grader.outputs.seedpolicy import SeedPolicy
 
@@ -86,17 +88,17 @@ def _add(z: zipfile.ZipFile, name: str, data: str) -> None:
     z.writestr(info, data.encode("utf-8"))
 
 
-def _files(row: "StudentRow", max_points: float) -> dict[str, str]:
+def _files(row: StudentRow, max_points: float) -> dict[str, str]:
     files = {"feedback.txt": feedback_text(row, max_points) + "\n"}
     if row.result is not None:
         try:
             files["report.html"] = student_report_html(row.result)
         except Exception:  # noqa: BLE001 - a report that cannot be rendered: the text still goes out
-            pass
+            log.exception("the feedback report of %s could not be rendered; feedback.txt only", row.id)
     return files
 
 
-def write_feedback_zips(out: Path, rows: list["StudentRow"], *, max_points: float,
+def write_feedback_zips(out: Path, rows: list[StudentRow], *, max_points: float,
                         moodle_names: dict[str, str] | None = None) -> list[Path]:
     """``feedback_reports.zip`` (by student id) for every graded student, and ``feedback_moodle.zip``
     when the students are Moodle participants (keys ``moodle-<id>``; ``moodle_names`` gives their full

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from grader.classroom.archive import load_archived
-from grader.submission.bundle import Bundle, Submission, read_capped, submission_from_bytes
-from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, SetupError
 from grader.classroom.gradebook import Attempt, Gradebook
+from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, SetupError
 from grader.limits import DEFAULT_BATCH_SLOTS, MAX_MODEL_BYTES
 from grader.resources import reference_models_dir
+from grader.submission.bundle import Bundle, Submission, read_capped, submission_from_bytes
 
 FINAL_DIR = "final"
 
@@ -139,10 +139,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader.outputs import console
     from grader.classroom import lms
     from grader.classroom.batch import _print_summary
     from grader.errors import EXIT_GRADED
+    from grader.outputs import console
     from grader.scoring.rubric import load_rubric
 
     if args.workers < 1:

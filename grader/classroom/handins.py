@@ -24,7 +24,7 @@ class HandIn:
 
     submitted: _dt.datetime | None
     source: Source
-    late_flag: bool = False
+    late_flag: bool | None = None  # Canvas: True for _LATE_, False for a name without it; None elsewhere
 
 
 def roster_times(path: Path, kind: str, *, tz: _dt.tzinfo) -> tuple[dict[str, HandIn], dict[str, Extension]]:

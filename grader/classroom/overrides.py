@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.errors import SetupError
 from grader.classroom.roster import valid_student_id
+from grader.errors import SetupError
 
 MAX_COMMENT = 2000
 

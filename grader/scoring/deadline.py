@@ -171,19 +171,20 @@ def read_extensions(path: Path, *, tz: _dt.tzinfo) -> dict[str, Extension]:
 # --- lateness ----------------------------------------------------------------------------------------
 
 def lateness(deadline: Deadline, submitted: _dt.datetime | None, *, source: Source,
-             extension: Extension | None = None, late_flag: bool = False) -> Late:
-    """The lateness of one submission. ``late_flag`` (Canvas's ``_LATE_``) without a time counts as one
-    started day late; a time always wins over the flag."""
+             extension: Extension | None = None, late_flag: bool | None = None) -> Late:
+    """The lateness of one submission. Without a time, ``late_flag`` (Canvas's ``_LATE_``: True, or
+    False when the channel would have flagged late work) decides: late counts as one started day,
+    unflagged as on time; a time always wins over the flag."""
     due = deadline.due_at()
     own_due = extension.applied_to(due) if extension is not None else due
     ext_text = ""
     if extension is not None:
         ext_text = f"due {_fmt(own_due)}" if extension.due is not None else f"{extension.days:g} days"
-    if submitted is None and not late_flag:
+    if submitted is None and late_flag is None:
         return Late(submitted=None, due=_fmt(own_due), source=source, extension=ext_text)
-    if submitted is None:  # late by Canvas's word, by how much it does not say
-        days = 1
-        shown = "after the deadline"
+    if submitted is None:  # late (or not) by Canvas's word; by how much it does not say
+        days = 1 if late_flag else 0
+        shown = "after Canvas's due date" if late_flag else "before Canvas's due date"
     else:
         seconds = (submitted - own_due).total_seconds()
         days = 0 if seconds <= 0 else math.ceil(seconds / DAY_S - 1e-9)
@@ -213,7 +214,8 @@ class Deadlines:
     deadline: Deadline
     extensions: dict[str, Extension]
 
-    def late(self, student: str, submitted: _dt.datetime | None, *, source: Source, late_flag: bool = False) -> Late:
+    def late(self, student: str, submitted: _dt.datetime | None, *, source: Source,
+             late_flag: bool | None = None) -> Late:
         return lateness(self.deadline, submitted, source=source, extension=self.extensions.get(student),
                         late_flag=late_flag)
 
