@@ -534,9 +534,18 @@ def _write_class_html(run: "BatchRun", rows: list[StudentRow], problems: list, m
         problems=problems, dup=run.duplicates, summary=run.summary, roster=run.roster is not None,
         not_on_roster=[r for r in rows if r.on_roster is False],
         missing=[r for r in rows if r.on_roster and r.result is None],
-        show_names=run.rubric.show_names, class_dir=str(run.class_dir),
+        show_names=run.rubric.show_names, class_dir=str(run.class_dir), other_board=_other_board(run),
     )
     atomic_write(run.out / "class.html", html)
+
+
+def _other_board(run: "BatchRun") -> tuple[str, str] | None:
+    """The leaderboard beside this one: the term's from the final evaluation, the final one from the term."""
+    if run.final:
+        return "the term's leaderboard", "../class.html"
+    if (run.out / "final" / "class.html").is_file():
+        return "the final evaluation", "final/class.html"
+    return None
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
