@@ -65,6 +65,7 @@ class Options:
     sandbox: str | None = None  # notebook sandbox: auto | bwrap | fallback
     task: str | None = None  # the caller's choice of task (else the rubric's, else recognised)
     command: str = ""  # how this grading was asked for (shown as the reproducing command)
+    late: Any = None  # grader.result.Late: when the channel knows the hand-in time (the "late" part)
 
 
 @dataclass
@@ -639,7 +640,9 @@ def _score(run: _Run) -> None:
             return  # no homework could be named: there is no maximum to show
     result.task = result.task or run.rubric.task
     invalid = result.status != "graded"
-    result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid)
+    result.late = run.options.late
+    result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid,
+                                   late=result.late)
     result.score, result.max_score = scoring.total(result.parts)
     result.band = scoring.band(run.rubric, result.score, result.max_score) if result.status == "graded" else None
 

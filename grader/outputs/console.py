@@ -152,6 +152,9 @@ def _print_score(console: Console, result: GradeResult, safe) -> None:
         nb = fmt_points(sum(p.points for p in notebook), sum(p.max_points for p in notebook))
         ep = next((fmt_points(p.points, p.max_points) for p in parts if p.kind == "episodes"), "")
         breakdown = f"  (notebook {nb}, episodes {ep})"
+    late = next((p for p in result.parts if p.kind == "late"), None)
+    if late is not None and late.points:
+        breakdown += f"  (late: {late.points:g})"
     if result.status == "graded":
         band = f"  [{safe(result.band)}]" if result.band else ""
         stat = f" on the {result.rubric.statistic} over {result.rubric.n_seeds} {result.rubric.seed_set} seeds" if result.rubric else ""
@@ -160,6 +163,8 @@ def _print_score(console: Console, result: GradeResult, safe) -> None:
         console.print(f"[bold red]invalid submission ({points}):[/bold red] {safe(result.error or 'a check failed')}")
     else:
         console.print(f"[bold red]grader error:[/bold red] {safe(result.error or 'unknown')}")
+    if late is not None:
+        console.print(f"{'[yellow]' if late.points else ''}late: {safe(late.detail)}{'[/yellow]' if late.points else ''}")
 
 
 class CountBar:

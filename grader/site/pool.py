@@ -84,6 +84,15 @@ class GradingPool:
         self._probe: tuple | None = None
         self._probe_lock = threading.Lock()
         self.busy: dict[int, int] = {}  # slot index -> attempt id being graded
+        from grader.scoring.deadline import deadlines_of
+
+        self.deadlines = deadlines_of(rubric)  # the rubric's [deadline] and extensions file (None: no deadline)
+
+    def late_for(self, attempt):
+        """The upload's lateness: its upload time against the student's deadline (None: no deadline)."""
+        if self.deadlines is None:
+            return None
+        return self.deadlines.late(A.student(attempt), A.submitted(attempt), source="upload time")
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -191,7 +200,8 @@ class _SiteGrader:
         data = read_capped(Path(A.file_path(attempt)), MAX_MODEL_BYTES)
         sub = submission_from_bytes("model.onnx", data, student=A.student(attempt), label=f"attempt {aid}")
         states, probe_id = self.pool.probe()
-        opts = JobOptions(rubric=self.pool.rubric, options=Options(video=self.pool.video, report=False, workers=1),
+        opts = JobOptions(rubric=self.pool.rubric, options=Options(video=self.pool.video, report=False, workers=1,
+                                                                   late=self.pool.late_for(attempt)),
                           probe_states=states, probe_id=probe_id)
         if self.engine is None:
             self.engine = Engine(1)
