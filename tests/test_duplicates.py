@@ -65,8 +65,8 @@ def gamed_copy(data: bytes, lookup_states: np.ndarray) -> bytes:
 
 def public_probe_states() -> np.ndarray:
     """The fixed probe states that today's main compares behaviour on: anyone can regenerate them."""
-    from grader.tasks.contract import get_task
     from grader.submission.probestates import probe_states
+    from grader.tasks.contract import get_task
 
     return probe_states(get_task("lunarlander"), 512)
 

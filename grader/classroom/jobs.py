@@ -1,4 +1,4 @@
-"""Grading one job of a class: the submission's bytes in, an :class:`~grader.classroom.slots.Outcome` out.
+"""Grading one job of a class: the submission's bytes in, an :class:`~grader.classroom.slots.JobOutcome` out.
 
 Shared by every kind of slot -- ``grade batch``'s local threads and Ray actors, and the site's
 pool -- so that all of them grade with the same options, record the same duplicate evidence and
@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from grader.submission.bundle import Submission
+from grader.classroom.slots import JobOutcome
 from grader.pipeline import Decide, Options
 from grader.result import GradeResult
 from grader.scoring.rubric import Rubric
-from grader.classroom.slots import Outcome
+from grader.submission.bundle import Submission
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class JobOptions:
 
 
 def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path | None = None,
-              out: Path | None = None, decide: Decide | None = None) -> Outcome:
+              out: Path | None = None, decide: Decide | None = None) -> JobOutcome:
     """Grade one submission into ``out`` (default ``workdir/report``): local slots, Ray actors and
     the site alike.
 
@@ -43,7 +43,12 @@ def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path |
     from grader.classroom.exports import gradescope_json
     from grader.pipeline import grade_submission
 
-    report = out if out is not None else Path(workdir) / "report"
+    if out is not None:
+        report = Path(out)
+    elif workdir is not None:
+        report = Path(workdir) / "report"
+    else:
+        raise TypeError("grade_job needs the output folder (out) or a work folder (workdir)")
     evidence: dict[str, Any] = {}
 
     def last_word(result: GradeResult, used_engine: Any) -> None:
@@ -53,15 +58,15 @@ def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path |
 
     result = grade_submission(sub, rubric=opts.rubric, options=opts.options, out=report, engine=engine,
                               decide=last_word, also_write={"results.json": gradescope_json} if opts.gradescope else None)
-    return Outcome(result=result, report_dir=report, extra=evidence.get("extra"))
+    return JobOutcome(result=result, report_dir=report, extra=evidence.get("extra"))
 
 
 def duplicate_evidence(result: GradeResult, sub: Submission, opts: JobOptions, engine: Any) -> dict | None:
     """The weights' prints and the probe actions of a graded submission (None otherwise); a
     model that fails on the probe states gets a warning in its result."""
     from grader.classroom.duplicates import extra_for
+    from grader.errors import EngineFailure
     from grader.submission.weights import weight_prints
-    from grader.runtime.engine import EngineFailure
 
     if result.status != "graded":
         return None

@@ -31,10 +31,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.errors import SetupError
-from grader.classroom.exports import EPISODE_TABLE_CHOICES
-from grader.result import GradeResult
 from grader import resources
+from grader.classroom.exports import EPISODE_TABLE_CHOICES
+from grader.errors import SetupError
+from grader.result import GradeResult
 from grader.scoring.rubric import Rubric, RubricError, load_rubric, read_seeds_file
 
 if sys.version_info >= (3, 11):
@@ -135,7 +135,7 @@ def toml_dumps(data: dict, *, header: str = "") -> str:
 
 
 @dataclass
-class Bundle:
+class RubricBundle:
     """What goes into the zip besides the scripts and the wheel: file name -> bytes."""
 
     rubric_name: str
@@ -158,11 +158,11 @@ def _bundle_reference_prints(original: Rubric, data: dict, files: dict[str, byte
     data.setdefault("duplicates", {})["reference_prints"] = REFERENCE_PRINTS
 
 
-def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) -> Bundle:
+def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) -> RubricBundle:
     """The rubric rewritten to need only files in the zip: its grading seeds (``--seeds-file``, or
     its own ``grading_file``) as a seeds file beside it, or inline as they were; its baselines file
     under ``baselines/``; no ``references`` (the reference models are not shipped), but their weight
-prints in ``reference_prints.json``, so a copy of a reference is flagged there too. The result is
+    prints in ``reference_prints.json``, so a copy of a reference is flagged there too. The result is
     validated: same seeds, same scoring, thresholds that resolve."""
     rubric_path = Path(rubric_path)
     original = load_rubric(rubric_path, materialize=False)  # its own files, as the instructor wrote them
@@ -216,7 +216,7 @@ prints in ``reference_prints.json``, so a copy of a reference is flagged there t
         if problems:
             raise SetupError(f"internal error: the bundled rubric differs from {rubric_path} in its {', '.join(problems)}")
     bundled.path = None
-    return Bundle(rubric_name=name, rubric=bundled, files=files, notes=notes)
+    return RubricBundle(rubric_name=name, rubric=bundled, files=files, notes=notes)
 
 
 # --- the wheel --------------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ def build_autograder(*, rubric: Path, out: Path, grading_seeds_file: Path | None
                              episode_table=episode_table, timeout_s=timeout_s)[0]
 
 
-def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table, timeout_s) -> tuple[Path, Bundle]:
+def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table, timeout_s) -> tuple[Path, RubricBundle]:
     if episode_table not in EPISODE_TABLE_CHOICES:
         raise SetupError(f"episode_table must be one of {', '.join(EPISODE_TABLE_CHOICES)}, not {episode_table!r}")
     if timeout_s < 10:

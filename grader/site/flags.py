@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("grader.site")
 
 
-def reference_candidates(reference_dir: Path | None, rubric) -> list:
+def site_reference_candidates(reference_dir: Path | None, rubric) -> list:
     """The task's reference models as :class:`grader.classroom.duplicates.Candidate` (sha256 and weights, no actions)."""
-    from grader.classroom.exports import reference_candidates as batch_references
+    from grader.classroom.duplicates import reference_candidates
 
     if reference_dir is None:
         from grader.resources import reference_models_dir
@@ -40,13 +40,13 @@ def reference_candidates(reference_dir: Path | None, rubric) -> list:
         reference_dir = reference_models_dir()
     try:
         # No probe states: the site does not start an engine for the references.
-        return batch_references(Path(reference_dir), rubric.task, None)
+        return reference_candidates(Path(reference_dir), rubric.task, None)
     except Exception:  # noqa: BLE001 - flags are advice; the page must still show
         log.exception("reading the reference models failed")
         return []
 
 
-def _weights(site: "Site", sha256: str, extra: dict, known: dict[str, str | None]) -> list | None:
+def _weights(site: Site, sha256: str, extra: dict, known: dict[str, str | None]) -> list | None:
     """The upload's weight prints: from the attempt's ``extra``, else from ``site_fingerprints``
     (JSON of the current version), else computed once from the stored upload and kept there."""
     import json
@@ -79,7 +79,7 @@ def _weights(site: "Site", sha256: str, extra: dict, known: dict[str, str | None
 _NONE = '{"none": true}'  # stored for an upload without usable weights: not recomputed on every page
 
 
-def attempt_flags(site: "Site", attempts: list) -> dict[int, list[dict]]:
+def attempt_flags(site: Site, attempts: list) -> dict[int, list[dict]]:
     """Attempt id -> its flags, for the attempts of the site's rubric.
 
     Each flag is ``{"kind", "label", "other", "short", "text", "cluster"}``: the kind

@@ -1,13 +1,13 @@
 """The grading pool: a few slots, each driving one persistent sandboxed ``Engine(1)``.
 
 The gradebook is the queue (one source of truth). Each slot runs the grader's one claim -> grade
--> record loop (:func:`grader.classroom.slots.serve`): it claims the oldest queued attempt of this rubric
-(``claim_next``, atomically queued -> running), grades the upload with the one pipeline
-through ``grade batch``'s job (:func:`grader.classroom.jobs.grade_job`) into ``<data>/reports/<id>/`` and records the result
-(``finish``, with the probe actions the duplicate flags compare). The untrusted model only ever
-runs in the engine's child processes, which are killed and replaced when they hang, crash or
-exceed their limits; any exception in the server-side part becomes an ``error`` result, and the
-slot carries on.
+-> record loop (:func:`grader.classroom.slots.run_slot`): it claims the oldest queued attempt of this rubric
+(``claim_next``, atomically queued -> running), grades the upload through ``grade batch``'s job
+(:func:`grader.classroom.jobs.grade_job`: the one pipeline, the course's late part from the upload
+time) into ``<data>/reports/<id>/`` and records the result (``finish``, with the probe actions the
+duplicate flags compare). The untrusted model only ever runs in the engine's child processes,
+which are killed and replaced when they hang, crash or exceed their limits; any exception in the
+server-side part becomes an ``error`` result, and the slot carries on.
 
 On shutdown the threads stop claiming; an attempt interrupted mid-grading stays ``running``
 and is requeued (``requeue_running``) when the site starts again.
@@ -23,12 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from grader.outputs.seedpolicy import SeedPolicy
 from grader.site import attempts as A
 
-from grader.outputs.seedpolicy import SeedPolicy
-
 log = logging.getLogger("grader.site")
-
 
 
 def scrub_texts(result, engine=None) -> None:
@@ -44,7 +42,7 @@ def scrub_texts(result, engine=None) -> None:
 
 
 class GradingPool:
-    """A few grading slots over the site's gradebook, each running the shared loop (:func:`grader.classroom.slots.serve`)."""
+    """A few grading slots over the site's gradebook, each running the shared loop (:func:`grader.classroom.slots.run_slot`)."""
 
     def __init__(
         self,
@@ -74,13 +72,22 @@ class GradingPool:
         self._probe: tuple | None = None
         self._probe_lock = threading.Lock()
         self.busy: dict[int, int] = {}  # slot index -> attempt id being graded
+        from grader.scoring.deadline import deadlines_of
+
+        self.deadlines = deadlines_of(rubric)  # the rubric's [deadline] and extensions file (None: no deadline)
+
+    def late_for(self, attempt):
+        """The upload's lateness: its upload time against the student's deadline (None: no deadline)."""
+        if self.deadlines is None:
+            return None
+        return self.deadlines.late(A.student(attempt), A.submitted(attempt), source="upload time")
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        from grader.classroom.slots import serve
+        from grader.classroom.slots import run_slot
 
         for i in range(self.n_workers):
-            t = threading.Thread(target=serve, args=(_SiteSource(self, i), _SiteGrader(self, i)),
+            t = threading.Thread(target=run_slot, args=(_SiteSource(self, i), _SiteGrader(self, i)),
                                  kwargs={"stop": self._stop, "name": f"site-{os.getpid()}-{i}", "task": self.rubric.task},
                                  name=f"grading-{i}", daemon=True)
             t.start()
@@ -165,12 +172,12 @@ class _SiteGrader:
 
     def grade(self, attempt):
         """Grade one attempt with ``grade batch``'s job (:func:`grader.classroom.jobs.grade_job`): the one
-        pipeline, the duplicate evidence, then the site's wording, written once."""
-        from grader.submission.bundle import read_capped, submission_from_bytes
-        from grader.runtime.engine import Engine
+        pipeline (with the course's late part), the duplicate evidence, then the site's wording, written once."""
         from grader.classroom.jobs import JobOptions, grade_job
         from grader.limits import MAX_MODEL_BYTES
         from grader.pipeline import Options
+        from grader.runtime.engine import Engine
+        from grader.submission.bundle import read_capped, submission_from_bytes
 
         t0 = time.monotonic()
         aid = A.attempt_id(attempt)
@@ -181,7 +188,7 @@ class _SiteGrader:
         sub = submission_from_bytes("model.onnx", data, student=A.student(attempt), label=f"attempt {aid}")
         states, probe_id = self.pool.probe()
         opts = JobOptions(rubric=self.pool.rubric, options=Options(video=self.pool.video, report=True, workers=1,
-                                                                   video_names="label"),
+                                                                   video_names="label", late=self.pool.late_for(attempt)),
                           probe_states=states, probe_id=probe_id)
         if self.engine is None:
             self.engine = Engine(1)
