@@ -13,8 +13,11 @@ bundle, :mod:`grader.submission.bundle`). It runs, in order:
    path as an upload (:func:`_play_model`); the untrained export of the notebook's network is
    checked the same way, without episodes;
 4. **score** -- :func:`grader.scoring.points.compose`, the one function that adds up points;
-5. **outputs** -- ``result.json``, ``report.html``, videos and logs, written through
-   :class:`~grader.outputs.fsutil.OutputDir` (never through a link the folder arrived with).
+5. **decide** -- the caller's last word (``decide``): ``grade batch``'s duplicate evidence, the
+   site's wording;
+6. **outputs** -- ``result.json``, ``report.html``, logs (videos were recorded in step 3), written
+   once by :func:`write_outputs` through :class:`~grader.outputs.fsutil.OutputDir` (never through a link
+   the folder arrived with).
 
 Whose fault (:mod:`grader.errors`): a bad submission is a result with status ``invalid``; the
 instructor's set-up (a bad rubric, a missing optional dependency) raises :class:`SetupError`;
@@ -31,16 +34,16 @@ import shlex
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.submission.bundle import NamedBytes, Submission
-from grader.errors import SetupError, SubmissionError
+from grader.errors import SetupError, SubmissionError, TaskDetectionError
 from grader.limits import DEFAULT_WORKERS
 from grader.result import CheckResult, EpisodeResult, GradeResult, RubricInfo, VideoInfo
 from grader.scoring.rubric import Rubric, RubricError
+from grader.submission.bundle import NamedBytes, Submission
 
 log = logging.getLogger("grader")
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -65,6 +68,8 @@ class Options:
     sandbox: str | None = None  # notebook sandbox: auto | bwrap | fallback
     task: str | None = None  # the caller's choice of task (else the rubric's, else recognised)
     command: str = ""  # how this grading was asked for (shown as the reproducing command)
+    video_names: str = "seed"  # seed: best_seed3.mp4 / best_episode3.mp4 (hidden seeds); label: best.mp4 (the site)
+    late: Any = None  # grader.result.Late: when the channel knows the hand-in time (the "late" part)
 
 
 @dataclass
@@ -112,12 +117,21 @@ def resolve_seeds(rubric: Rubric, options: Options) -> tuple[list[int], str]:
 
 
 # --- the entry point ---------------------------------------------------------------------------------
+Decide = Callable[[GradeResult, Any], None]  # (result, engine): the caller's last word before the outputs
+AlsoWrite = Mapping[str, Callable[[GradeResult], str]]  # file name -> its text, from the decided result
+
+
 def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: Options = Options(),
                      out: str | Path | None = None, engine: Any = None, progress: Progress = no_progress,
-                     warnings: Sequence[str] = ()) -> GradeResult:
+                     warnings: Sequence[str] = (), decide: Decide | None = None,
+                     also_write: AlsoWrite | None = None) -> GradeResult:
     """Grade one submission; write its outputs into ``out`` (nothing is written when it is None).
 
-    Raises :class:`SetupError` for the instructor's set-up only; every other outcome is a result.
+    ``decide(result, engine)`` is the caller's part (the duplicate evidence of ``grade batch``,
+    the site's wording): it runs after the grading, with the model still loaded in ``engine``,
+    and before :func:`write_outputs` writes ``result.json``, the report and ``also_write``'s files
+    (``grade batch``: Gradescope's ``results.json``), once. Raises
+    :class:`SetupError` for the instructor's set-up only; every other outcome is a result.
     """
     from grader.outputs.fsutil import OutputDir
 
@@ -132,6 +146,8 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
     try:
         _start_engine(run)
         _stages(run)
+        if decide is not None:
+            decide(run.result, run.engine)
     except SetupError:
         raise
     except Exception as exc:  # noqa: BLE001 - the grader's own bug: never the student's fault
@@ -142,7 +158,7 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
     run.timings["total"] = time.perf_counter() - t0
     run.result.timings = {k: round(v, 3) for k, v in run.timings.items()}
     if out_dir is not None:
-        write_outputs(run.result, out_dir, report=options.report, evidence=run.evidence)
+        write_outputs(run.result, out_dir, report=options.report, evidence=run.evidence, also_write=also_write)
     return run.result
 
 
@@ -204,7 +220,7 @@ def _bug(run: _Run, exc: BaseException) -> None:
 
 # --- the notebook ------------------------------------------------------------------------------------
 def _notebook_stage(run: _Run) -> None:
-    from grader.notebook.common import common_checks, detect_task, parse_notebook
+    from grader.notebook.common import common_checks, detect_notebook_task, parse_notebook
     from grader.tasks import all_tasks, get_task
 
     with tempfile.TemporaryDirectory(prefix="grader-nb-") as tmp:
@@ -216,7 +232,7 @@ def _notebook_stage(run: _Run) -> None:
             _invalid(run, CheckResult(name=exc.check, passed=False, message=exc.message, hint=exc.hint))
             return
         markers = {t.name: t.notebook_module().MARKERS for t in all_tasks() if t.notebook}
-        name, scores = detect_task(nb.text, markers)
+        name, scores = detect_notebook_task(nb.text, markers)
         if run.task is not None and not run.options.task and name is not None and name != run.task.name:
             _invalid(run, CheckResult(name="task_detected", passed=False,
                                       message=f"this notebook is the {name} homework, but the rubric "
@@ -304,40 +320,38 @@ def _model_stage(run: _Run) -> None:
 
 
 def _parse(run: _Run, data: bytes):
-    """Parse and recognise the task; a CheckResult when the model is unusable."""
+    """Parse the model and recognise its task: ``(parsed, task, None)``, or a CheckResult in the
+    third place when the model is unusable or is another homework's. It settles nothing: the
+    caller settles the task (:func:`_set_task`)."""
+    from grader.errors import ModelLoadError
     from grader.submission import checks as C
-    from grader.submission.onnx_model import ModelLoadError, describe, parse_model
-    from grader.tasks import get_task
-
     from grader.submission.filekind import describe_wrong_kind, sniff_file_kind
+    from grader.submission.onnx_model import describe, parse_model
+    from grader.tasks import get_task
 
     kind = sniff_file_kind(data[:4096])
     if kind not in ("onnx", "empty", "unknown"):
         shape = ", ".join(map(str, run.task.state_shape)) if run.task else "..."
         message, hint = describe_wrong_kind(kind, shape)
-        return None, CheckResult(name="parses", passed=False, message=message, hint=hint)
+        return None, None, CheckResult(name="parses", passed=False, message=message, hint=hint)
     try:
         parsed = parse_model(data)
     except ModelLoadError as exc:
-        return None, CheckResult(name="parses", passed=False, message=str(exc), hint=exc.hint)
+        return None, None, CheckResult(name="parses", passed=False, message=str(exc), hint=exc.hint)
     try:
         detected = C.detect_task(parsed)
-    except C.TaskDetectionError as exc:
+    except TaskDetectionError as exc:
         if run.task is None:
-            return None, CheckResult(name="task", passed=False, message=str(exc), hint=C.expected_signatures())
+            return None, None, CheckResult(name="task", passed=False, message=str(exc), hint=C.expected_signatures())
         detected = run.task  # the homework is known: let the input check say what is wrong
-    if run.task is None:
-        _set_task(run, detected)
-    elif detected.name != run.task.name:
+    if run.task is not None and detected.name != run.task.name:
         expected = get_task(run.task.name)
-        return parsed, CheckResult(
+        return parsed, None, CheckResult(
             name="task", passed=False,
             message=f"the model takes {detected.input_signature}, a {detected.name} policy, but this is the {expected.name} homework",
             hint=f"hand in the {expected.name} model: its input is {expected.input_signature}")
-    else:
-        _set_task(run, run.task)
     run.result.model = describe(parsed)
-    return parsed, None
+    return parsed, run.task or detected, None
 
 
 def _start_engine(run: _Run) -> None:
@@ -345,17 +359,16 @@ def _start_engine(run: _Run) -> None:
     checks the submission (the engine does not wait for them until the model is loaded)."""
     if run.engine is not None or run.sub.problems or (run.sub.model is None and run.sub.notebook is None):
         return
-    n = run.options.workers
-    if run.options.seeds is not None:
-        n = min(n, len(run.options.seeds))
-    elif run.rubric is not None:
-        try:
-            n = min(n, len(resolve_seeds(run.rubric, run.options)[0]))
-        except RubricError:
-            pass  # said when the seeds are resolved
+    from grader.runtime.dispatch import worker_count
     from grader.runtime.engine import Engine
 
-    run.engine = Engine(max(1, n))
+    episodes = len(run.options.seeds) if run.options.seeds is not None else None
+    if episodes is None and run.rubric is not None:
+        try:
+            episodes = len(resolve_seeds(run.rubric, run.options)[0])
+        except RubricError:
+            pass  # said when the seeds are resolved
+    run.engine = Engine(worker_count(run.options.workers, episodes))
     run.own_engine = True
 
 
@@ -369,9 +382,10 @@ def _copy_engine_warnings(run: _Run) -> None:
 
 def _engine(run: _Run, n_seeds: int):
     if run.engine is None:
+        from grader.runtime.dispatch import worker_count
         from grader.runtime.engine import Engine
 
-        run.engine = Engine(max(1, min(run.options.workers, n_seeds)))
+        run.engine = Engine(worker_count(run.options.workers, n_seeds))
         run.own_engine = True
     _copy_engine_warnings(run)
     return run.engine
@@ -379,8 +393,8 @@ def _engine(run: _Run, n_seeds: int):
 
 def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None) -> list[CheckResult] | CheckResult:
     """Load the model in the sandboxed workers and run the runtime checks (a failed check on failure)."""
+    from grader.errors import EngineFailure
     from grader.submission import checks as C
-    from grader.runtime.engine import EngineFailure
 
     engine = run.engine
     spec = run.task
@@ -410,7 +424,7 @@ def _check_exported_network(run: _Run, model) -> None:
     from grader.submission import checks as C
 
     name = "network_onnx_export"
-    parsed, problem = _parse(run, model.data)
+    parsed, _, problem = _parse(run, model.data)  # the notebook stage settled the task
     if problem is None:
         static = C.static_checks(parsed, run.task)
         problem = next((c for c in static if c.blocking), None)
@@ -445,11 +459,14 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
                 "severity": "warning", "message": f"{label}: {check.message}"}))
 
     t0 = time.perf_counter()
-    parsed, problem = _parse(run, data)
+    parsed, task, problem = _parse(run, data)
     if problem is not None:
         return fail(problem)
+    _set_task(run, task)
     run.result.checks.append(CheckResult(name="parses", passed=True,
                                          message=f"{label}: a {len(data) / 1024:.0f} kB ONNX model"))
+    if _reference_copy(run, parsed, label=label):
+        return None
     seeds, seed_set = resolve_seeds(run.rubric, run.options)
     _engine(run, len(seeds)).prepare(run.task.name, seeds=seeds)  # meanwhile: envs, probe states
     static = [_say_sidecar(run, c, label) for c in C.static_checks(parsed, run.task)]
@@ -493,12 +510,44 @@ def _say_sidecar(run: _Run, check: CheckResult, label: str) -> CheckResult:
                                                "(torch's two-file export) and graded as one model"})
 
 
+def _reference_copy(run: _Run, parsed, *, label: str) -> bool:
+    """Compare the model with the rubric's reference models (the same file, or the same used
+    weights); record a flag for each match. True when the rubric's ``[duplicates]
+    reference_copy = "invalid"`` made the submission invalid."""
+    from grader.result import DuplicateFlag
+    from grader.submission.weights import compare_weights, weight_prints_of
+
+    references = run.rubric.reference_weights if run.rubric is not None else {}
+    if not references:
+        return False
+    action = run.rubric.duplicates.reference_copy
+    prints = weight_prints_of(parsed.proto)
+    for ref in references.values():
+        if ref.sha256 == parsed.sha256:
+            kind, detail = "identical", f"the same file as the reference model {ref.file} (sha256)"
+        else:
+            match = compare_weights(prints, ref.prints)
+            if match is None or not match.same:
+                continue
+            kind, detail = "same_weights", f"the weights of the reference model {ref.file}: {match.detail()}"
+        run.result.flags.append(DuplicateFlag(kind=kind, other=f"reference:{ref.file}", detail=detail, action=action))
+    if not run.result.flags or action != "invalid":
+        return False
+    flag = run.result.flags[0]
+    _invalid(run, CheckResult(
+        name="reference_copy", passed=False,
+        message=f"{label} is a copy of the course's reference model {flag.other.split(':', 1)[1]} ({flag.detail}); "
+                "a reference model is not a hand-in",
+        hint="hand in the model you trained yourself"))
+    return True
+
+
 def _videos_wanted(run: _Run) -> bool:
     return bool(run.options.video and run.out is not None)
 
 
 def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
-    from grader.runtime.engine import EngineFailure
+    from grader.errors import EngineFailure
     from grader.scoring.stats import summarize
 
     t0 = time.perf_counter()
@@ -554,8 +603,8 @@ def _recheck_or_rerun(run: _Run) -> CheckResult:
     """Without videos, the cheapest proof that the scored returns do not depend on the batching:
     the decisions of one scored episode computed again alone, which the engine did while the last
     episodes ran (``evaluate(recheck=True)``); else the shortest episode re-run alone here."""
-    from grader.submission import checks as C
     from grader.outputs.seedpolicy import SeedPolicy
+    from grader.submission import checks as C
 
     done = getattr(run.engine, "last_recheck", None)
     if done and not getattr(run.engine, "played_alone", False):
@@ -566,7 +615,7 @@ def _recheck_or_rerun(run: _Run) -> CheckResult:
 def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
     """The shortest scored episode re-run alone (a batch of 1); None when every episode was
     already played alone."""
-    from grader.runtime.engine import EngineFailure
+    from grader.errors import EngineFailure
 
     if getattr(run.engine, "played_alone", False):
         return None  # every episode ran one state per call: a re-run would repeat the same computation
@@ -581,8 +630,8 @@ def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
 
 
 def _reproducible_check(run: _Run, rerun: dict | None) -> CheckResult:
-    from grader.submission import checks as C
     from grader.outputs.seedpolicy import SeedPolicy
+    from grader.submission import checks as C
 
     if rerun is None:
         return CheckResult(name="reproducible", passed=True,
@@ -611,7 +660,7 @@ def pick_video_episodes(episodes: Sequence[EpisodeResult]) -> list[tuple[str, Ep
 
 
 def _record_videos(run: _Run) -> list[VideoInfo]:
-    from grader.runtime.engine import EngineFailure
+    from grader.errors import EngineFailure
 
     result = run.result
     picks = pick_video_episodes(result.episodes)
@@ -619,7 +668,8 @@ def _record_videos(run: _Run) -> list[VideoInfo]:
     number = {e.seed: i + 1 for i, e in enumerate(result.episodes)}
     private = run.out.private_dir()  # made by us: nothing can be planted at the recorder's path
     # Grading seeds are private: the report links the videos, so their names must not show them.
-    names = [f"{label}_episode{number[ep.seed]}.mp4" if hidden else f"{label}_seed{ep.seed}.mp4" for label, ep in picks]
+    names = [f"{label}.mp4" if run.options.video_names == "label" else
+             f"{label}_episode{number[ep.seed]}.mp4" if hidden else f"{label}_seed{ep.seed}.mp4" for label, ep in picks]
     made: dict[int, VideoInfo] = {}
 
     def on_video(k: int, info: dict) -> None:
@@ -670,8 +720,9 @@ def _score(run: _Run) -> None:
     if result.status == "graded":
         _required_parts(run)
     invalid = result.status != "graded"
+    result.late = run.options.late
     result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid,
-                                   handed_in=handed_in(run.sub))
+                                   late=result.late, handed_in=handed_in(run.sub))
     result.score, result.max_score = scoring.total(result.parts)
     result.band = scoring.band_of_parts(run.rubric, result.parts) if result.status == "graded" else None
     if run.options.selfcheck:
@@ -726,8 +777,14 @@ def _required_parts(run: _Run) -> None:
             return
 
 
-def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = None) -> None:
-    """result.json, the report and the notebook's logs, into an :class:`~grader.outputs.fsutil.OutputDir`."""
+def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = None,
+                  also_write: AlsoWrite | None = None) -> None:
+    """The one writer of a grading's outputs, into an :class:`~grader.outputs.fsutil.OutputDir`:
+    the notebook's logs, the report, the caller's ``also_write`` files (``grade batch``:
+    Gradescope's ``results.json``) and, last, ``result.json`` (a folder with it is complete).
+    Every caller has decided everything in ``result`` before (``grade_submission``'s ``decide``;
+    ``grade batch``'s class-level flags, which rewrite the outputs of the flagged students through
+    this function once)."""
     if evidence is not None:
         for name, data in evidence.logs.items():
             if data:
@@ -736,6 +793,8 @@ def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = Non
         from grader.outputs.report import write_report
 
         write_report(result, out.path)
+    for name, render in (also_write or {}).items():
+        out.write_text(name, render(result))
     out.write_text("result.json", result.to_json())
 
 

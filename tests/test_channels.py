@@ -16,8 +16,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 import site_helpers as S
+
 from grader.cli import main
 from grader.result import GradeResult
 from grader.scoring.rubric import RubricError, load_rubric
@@ -354,7 +354,7 @@ def test_moodle_grades_are_scaled_to_the_maximum_grade_unless_raw(tmp_path, raw)
     assert "moodle_grades.csv" in summary  # the summary names the import file
     assert ("scaled from the rubric's maximum of 10 to Moodle's Maximum Grade 100" in summary) is not raw
     feedback = rows[0]["Feedback comments"]
-    assert "graded: 10 / 10 points (solved)" in feedback and "mean return" in feedback and "report: " in feedback
+    assert "graded: 10 / 10 (solved)" in feedback and "mean return" in feedback and "report: " in feedback
 
 
 def test_a_long_online_text_cell_does_not_refuse_the_worksheet(tmp_path):

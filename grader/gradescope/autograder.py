@@ -31,11 +31,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.errors import SetupError
+from grader import resources
 from grader.classroom.exports import EPISODE_TABLE_CHOICES
+from grader.errors import SetupError
 from grader.result import GradeResult
-from grader.resources import gradescope_templates_dir, package_dir
-from grader.resources import source_root as _package_root
 from grader.scoring.rubric import Rubric, RubricError, load_rubric, read_seeds_file
 
 if sys.version_info >= (3, 11):
@@ -46,7 +45,7 @@ else:  # pragma: no cover
 ROOT_ENV = "GRADESCOPE_ROOT"  # replaces /autograder in setup.sh and run_autograder
 GRADE_ENV = "GRADESCOPE_GRADE"  # the grade command run_autograder runs (default: grade)
 EPISODES_ENV = "RL_GRADER_GRADESCOPE_EPISODES"  # visibility of the returns by episode, set by run_autograder
-TEMPLATES = gradescope_templates_dir()
+TEMPLATES = resources.gradescope_templates_dir()
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01: the wheel's own timestamps
 DEFAULT_TIMEOUT_S = 1200
@@ -136,7 +135,7 @@ def toml_dumps(data: dict, *, header: str = "") -> str:
 
 
 @dataclass
-class Bundle:
+class RubricBundle:
     """What goes into the zip besides the scripts and the wheel: file name -> bytes."""
 
     rubric_name: str
@@ -145,10 +144,25 @@ class Bundle:
     notes: list[str] = field(default_factory=list)
 
 
-def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) -> Bundle:
+REFERENCE_PRINTS = "reference_prints.json"
+
+
+def _bundle_reference_prints(original: Rubric, data: dict, files: dict[str, bytes]) -> None:
+    """The references' sha256 and weight prints (not the models) beside the rubric, so that
+    ``run_autograder`` flags a handed-in copy of a reference model as every channel does."""
+    weights = original.reference_weights or original.read_reference_weights()
+    if not weights:
+        return
+    files[REFERENCE_PRINTS] = json.dumps({k: v.model_dump(mode="json") for k, v in weights.items()},
+                                         sort_keys=True).encode("utf-8")
+    data.setdefault("duplicates", {})["reference_prints"] = REFERENCE_PRINTS
+
+
+def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) -> RubricBundle:
     """The rubric rewritten to need only files in the zip: its grading seeds (``--seeds-file``, or
     its own ``grading_file``) as a seeds file beside it, or inline as they were; its baselines file
-    under ``baselines/``; no ``references`` (the reference models are not shipped). The result is
+    under ``baselines/``; no ``references`` (the reference models are not shipped), but their weight
+    prints in ``reference_prints.json``, so a copy of a reference is flagged there too. The result is
     validated: same seeds, same scoring, thresholds that resolve."""
     rubric_path = Path(rubric_path)
     original = load_rubric(rubric_path, materialize=False)  # its own files, as the instructor wrote them
@@ -178,6 +192,7 @@ def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) 
                              f"({src}); run `grade baselines --rubric {rubric_path}` first")
         files[f"baselines/{src.name}"] = src.read_bytes()
         data["baselines"] = f"baselines/{src.name}"
+    _bundle_reference_prints(original, data, files)
     header = (f"Rubric {original.id!r} for the Gradescope autograder, written by `grade gradescope` from "
               f"{rubric_path.name}\n(sha256 {original.sha256[:16]}...): the same rubric, with paths inside the zip.")
     files[name] = toml_dumps(data, header=header).encode("utf-8")
@@ -194,22 +209,23 @@ def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) 
             problems.append("public seeds")
         if bundled.thresholds() != expected.thresholds() or bundled.scoring != expected.scoring:
             problems.append("scoring")
-        if bundled.model_dump(exclude={"seeds", "baselines", "references"}) != \
-                expected.model_dump(exclude={"seeds", "baselines", "references"}):
+        if bundled.model_dump(exclude={"seeds", "baselines", "references", "duplicates"}) != \
+                expected.model_dump(exclude={"seeds", "baselines", "references", "duplicates"}) or \
+                bundled.duplicates.reference_copy != expected.duplicates.reference_copy:
             problems.append("settings")
         if problems:
             raise SetupError(f"internal error: the bundled rubric differs from {rubric_path} in its {', '.join(problems)}")
     bundled.path = None
-    return Bundle(rubric_name=name, rubric=bundled, files=files, notes=notes)
+    return RubricBundle(rubric_name=name, rubric=bundled, files=files, notes=notes)
 
 
 # --- the wheel --------------------------------------------------------------------------------------
 def source_root(source: str | Path | None = None) -> Path:
     """The folder holding the project's ``pyproject.toml`` and ``grader/`` (``source``, else the one
     this package was imported from)."""
-    root = Path(source).resolve() if source is not None else _package_root()
+    root = Path(source).resolve() if source is not None else resources.source_root()
     if not (root / "pyproject.toml").is_file() or not (root / "grader" / "__init__.py").is_file():
-        where = f"--source {source}" if source is not None else f"the folder above {package_dir()}"
+        where = f"--source {source}" if source is not None else f"the folder above {resources.package_dir()}"
         raise SetupError(f"{where} is not the rl-grader source tree (it needs pyproject.toml and grader/); "
                          "pass --source DIR, the folder of a checkout of the grader")
     return root
@@ -292,7 +308,7 @@ def build_autograder(*, rubric: Path, out: Path, grading_seeds_file: Path | None
                              episode_table=episode_table, timeout_s=timeout_s)[0]
 
 
-def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table, timeout_s) -> tuple[Path, Bundle]:
+def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table, timeout_s) -> tuple[Path, RubricBundle]:
     if episode_table not in EPISODE_TABLE_CHOICES:
         raise SetupError(f"episode_table must be one of {', '.join(EPISODE_TABLE_CHOICES)}, not {episode_table!r}")
     if timeout_s < 10:

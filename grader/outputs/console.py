@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from grader.outputs.seedpolicy import SeedPolicy
 from grader.outputs.textsafe import clean_text
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from rich.console import Console
+    from rich.progress import TaskID
 
     from grader.result import GradeResult
 
@@ -43,7 +46,7 @@ def __getattr__(name: str) -> Any:
 _STDERR: list = []
 
 
-def _stderr() -> "Console":
+def _stderr() -> Console:
     if not _STDERR:
         from rich.console import Console
 
@@ -73,7 +76,7 @@ def progress_bar(enabled: bool = True) -> Iterator:
     stderr = _stderr()
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn(), console=stderr, transient=True)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
     with bar:
         def update(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
@@ -101,7 +104,6 @@ def print_result(result: GradeResult, console: Console | None = None, *, operato
     and hidden grading seeds are named by episode number (:class:`grader.outputs.seedpolicy.SeedPolicy`).
     """
     from rich.console import Console
-    from rich.table import Table
 
     from grader.scoring.points import NOT_HANDED_IN
 
@@ -113,18 +115,7 @@ def print_result(result: GradeResult, console: Console | None = None, *, operato
 
     console.print(f"[bold]{safe(result.submission)}[/bold]  task: {safe(result.task or '?')}")
     if result.checks or any(p.detail == NOT_HANDED_IN for p in result.parts):
-        scored = {p.name: p for p in result.parts if p.kind == "notebook"}
-        table = Table(show_header=False, box=None, padding=(0, 1))
-        for c in result.checks:
-            part = scored.get(c.name)
-            text = safe(c.message)
-            if not c.passed and c.hint:
-                text += f"\n[dim]how to fix: {safe(c.hint)}[/dim]"
-            table.add_row(check_mark(c, scored=part is not None), f"[bold]{safe(c.name)}[/bold]",
-                          _points_cell(part), text)
-        for name, part in missing_parts(result.parts).items():
-            table.add_row("[red]✗[/red]", f"[bold]{name}[/bold]", _points_cell(part), NOT_HANDED_IN)
-        console.print(table)
+        console.print(_checks_table(result, safe))
     s = result.summary
     if s is not None:
         line = (f"episodes: {s.n}  mean {s.mean:.1f} ± {s.std:.1f}  median {s.median:.1f}  IQM {s.iqm:.1f}  "
@@ -140,12 +131,34 @@ def print_result(result: GradeResult, console: Console | None = None, *, operato
         console.print(f"video {v.label}: {seeds.label(v.seed)}, return {v.scored_return:.1f}, {ok}  ({safe(v.path)})")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {safe(w)}")
+    for f in result.flags:
+        console.print(f"[bold red]flagged for the instructor:[/bold red] {safe(f.text)}")
     _print_score(console, result, safe)
     if result.next_step:
         console.print(safe(result.next_step))
     if operator:  # the instructor's own run (`grade`), never a student's self-check
         for note in result.operator_notes:
             console.print(f"[dim]for the instructor: {safe(note)}[/dim]")
+
+
+def _checks_table(result: GradeResult, safe):
+    """The checks, one row each (mark, name, points of a scored check, message and hint), then one
+    row per part of the assignment that was not handed in."""
+    from rich.table import Table
+
+    from grader.scoring.points import NOT_HANDED_IN
+
+    scored = {p.name: p for p in result.parts if p.kind == "notebook"}
+    table = Table(show_header=False, box=None, padding=(0, 1))
+    for c in result.checks:
+        part = scored.get(c.name)
+        text = safe(c.message)
+        if not c.passed and c.hint:
+            text += f"\n[dim]how to fix: {safe(c.hint)}[/dim]"
+        table.add_row(check_mark(c, scored=part is not None), f"[bold]{safe(c.name)}[/bold]", _points_cell(part), text)
+    for name, part in missing_parts(result.parts).items():
+        table.add_row("[red]✗[/red]", f"[bold]{name}[/bold]", _points_cell(part), NOT_HANDED_IN)
+    return table
 
 
 def missing_parts(parts) -> dict:
@@ -190,6 +203,9 @@ def _print_score(console: Console, result: GradeResult, safe) -> None:
         nb = fmt_points(sum(p.points for p in notebook), sum(p.max_points for p in notebook))
         ep = next((fmt_points(p.points, p.max_points) for p in parts if p.kind == "episodes"), "")
         breakdown = f"  (notebook {nb}, episodes {ep})"
+    late = next((p for p in result.parts if p.kind == "late"), None)
+    if late is not None and late.points:
+        breakdown += f"  (late: {late.points:g})"
     if result.status == "graded":
         band = f"  \\[{safe(result.band)}]" if result.band else ""
         stat = f" on the {result.rubric.statistic} over {result.rubric.n_seeds} {result.rubric.seed_set} seeds" if result.rubric else ""
@@ -198,6 +214,8 @@ def _print_score(console: Console, result: GradeResult, safe) -> None:
         console.print(f"[bold red]invalid submission ({points}):[/bold red] {safe(result.error or 'a check failed')}")
     else:
         console.print(f"[bold red]grader error:[/bold red] {safe(result.error or 'unknown')}")
+    if late is not None:
+        console.print(f"{'[yellow]' if late.points else ''}late: {safe(late.detail)}{'[/yellow]' if late.points else ''}")
 
 
 class CountBar:
@@ -212,7 +230,7 @@ class CountBar:
         self.live = enabled and (self.console.is_terminal or _forced())
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "CountBar":
+    def __enter__(self) -> CountBar:
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -232,9 +250,10 @@ class CountBar:
             else:
                 print(f"[{self.done}/{self.total}] {clean_text(line)}", file=sys.stderr, flush=True)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self.live:
-            self.progress.__exit__(*exc)
+            self.progress.__exit__(exc_type, exc, tb)
 
 
 def fail(message: str) -> None:

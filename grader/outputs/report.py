@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from grader.outputs.fsutil import atomic_write
-from grader.result import GradeResult
 from grader.resources import templates_dir
+from grader.result import GradeResult
 
 TEMPLATES_DIR = templates_dir()
 REPORT_NAME = "report.html"
@@ -171,7 +171,7 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
         checks.append({"name": name, "mark": "✗", "cls": "fail", "message": NOT_HANDED_IN, "hint": "",
                        "severity": "error", "passed": False, "points": part.points, "max_points": part.max_points})
     failed = [c for c in checks if c["cls"] == "fail" and (c["severity"] == "error" or result.status != "graded")]
-    n_pass = sum(c["passed"] for c in checks)
+    n_pass = sum(bool(c["passed"]) for c in checks)
 
     # Episodes, ranked labels for the videos.
     video_by_seed = {v.seed: v.label for v in result.videos}
@@ -191,7 +191,7 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
     from grader.tasks.diagnostics import outcome_of
 
     diag = _diagnostics_context(result, plot=plot)
-    if diag:
+    if diag and result.diagnostics is not None:
         for e, d in zip(episodes, result.diagnostics.episodes):
             e["outcome"] = diag["labels"].get(d.outcome, d.outcome)
     video_paths = video_paths or {}
@@ -242,6 +242,7 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
         "baselines": baseline_rows,
         "warnings": [scrub(w) for w in result.warnings],
         "next_step": scrub(result.next_step),
+        "flags": [scrub(f.text) for f in result.flags],
         "command": scrub(result.command),
         "seed_text": seed_text,
         "versions": sorted(result.versions.items()),
@@ -269,7 +270,8 @@ def _diagnostics_context(result: GradeResult, *, plot: bool) -> dict[str, Any] |
             ("Lives over the median episode", P.lives_svg(d, length)),
         ) if svg]
     return {"summary": list(d.summary), "hint": d.hint, "collapse": d.collapse,
-            "collapsed": d.collapsed, "confidence": d.confidence.text if d.confidence else "", "notes": list(d.notes), "outcomes": [o for o in d.outcomes if o.count],
+            "collapsed": d.collapsed, "confidence": d.confidence.text if d.confidence else "", "notes": list(d.notes),
+            "outcomes": [o for o in d.outcomes if o.count],
             "labels": {o.key: o.label for o in d.outcomes}, "plots": plots}
 
 

@@ -34,9 +34,7 @@ def default_data_dir(db: Path) -> Path:
 
 def build_config(args: argparse.Namespace):
     from grader.scoring.rubric import load_rubric
-    from grader.site.app import SiteConfig
-
-    from grader.site.app import check_site_rubric
+    from grader.site.app import SiteConfig, check_site_rubric
 
     rubric = load_rubric(args.rubric)  # validated as a whole, its seeds and baselines read: before any upload
     check_site_rubric(rubric)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from grader.errors import ExternalDataError
 from grader.limits import MAX_MODEL_BYTES, MAX_NOTEBOOK_BYTES, MAX_WEIGHT_BYTES
 
 MODEL_SUFFIXES = (".onnx",)
@@ -189,7 +190,7 @@ def bundle_files(folder: Path, student: str, names: list[str], *, label: str | N
 def _case_duplicates(by_kind: dict[str, list[str]]) -> list[Misfit]:
     """Drop (and report) names of one kind that differ only in case: ``frank.onnx`` / ``frank.ONNX``."""
     problems = []
-    for kind, names in by_kind.items():
+    for names in by_kind.values():
         seen: dict[str, str] = {}
         kept = []
         for name in names:
@@ -212,6 +213,23 @@ def bundle_stem(folder: Path, stem: str, *, names: list[str] | None = None) -> t
     return bundle, problems
 
 
+def _notebook_alone(path: Path) -> Bundle | None:
+    """The folder's bundle when ``path`` is the only notebook in it and every other hand-in file
+    there is named like it or as the course names them (:data:`GENERIC_STEMS`); else None."""
+    folder, name = path.parent, path.name
+    if kind_of(name) != "notebook" or not _regular(path):
+        return None
+    listing = [n for n in _listing(folder) if kind_of(n) is not None]
+    stems = {stem_of(n) for n in listing if n != name}
+    if [n for n in listing if kind_of(n) == "notebook"] != [name] or not stems <= {stem_of(name), *GENERIC_STEMS}:
+        return None
+    bundle, problems = bundle_folder(folder, stem_of(name), label=None)
+    if problems or bundle.notebook != folder / name:
+        return None
+    taken = " + ".join(p.name for p in (bundle.notebook, bundle.model, *bundle.weights) if p is not None)
+    return Bundle(**{**bundle.__dict__, "label": taken})
+
+
 def gather(path: Path) -> tuple[Bundle, list[Misfit]]:
     """The bundle ``grade PATH`` grades: a folder is one student's, a file goes with its stem, and
     a notebook alone in its folder (the only ``.ipynb`` there, and every other hand-in file named
@@ -222,14 +240,9 @@ def gather(path: Path) -> tuple[Bundle, list[Misfit]]:
     if path.is_dir():
         return bundle_folder(path, path.resolve().name or "submission")
     folder, name = path.parent, path.name
-    if kind_of(name) == "notebook" and _regular(path):
-        listing = [n for n in _listing(folder) if kind_of(n) is not None]
-        others = {stem_of(n) for n in listing if n != name}
-        if [n for n in listing if kind_of(n) == "notebook"] == [name] and others <= {stem_of(name), *GENERIC_STEMS}:
-            bundle, problems = bundle_folder(folder, stem_of(name), label=None)
-            if not problems and bundle.notebook == folder / name:
-                taken = " + ".join(p.name for p in (bundle.notebook, bundle.model, *bundle.weights) if p is not None)
-                return Bundle(**{**bundle.__dict__, "label": taken}), problems
+    alone = _notebook_alone(path)
+    if alone is not None:
+        return alone, []
     bundle, problems = bundle_stem(folder, stem_of(name))
     kind = kind_of(name)
     if kind in ("model", "notebook") and getattr(bundle, kind) != path:  # the very file named wins
@@ -323,12 +336,6 @@ def submission_from_bytes(name: str, data: bytes, *, student: str = "", label: s
 
 
 # --- torch's external-data sidecar --------------------------------------------------------------------
-class ExternalDataError(ValueError):
-    def __init__(self, message: str, hint: str):
-        super().__init__(message)
-        self.message, self.hint = message, hint
-
-
 _EXPORT_HINT = ("export into one file: torch.onnx.export(..., external_data=False), or hand in model.onnx "
                 "together with the model.onnx.data file torch wrote beside it")
 
@@ -345,7 +352,8 @@ def inline_external_data(data: bytes, model_path: Path) -> bytes:
     import onnx
     from google.protobuf.message import DecodeError
 
-    from grader.submission.onnx_model import ModelLoadError, scan_structure
+    from grader.errors import ModelLoadError
+    from grader.submission.onnx_model import scan_structure
 
     try:
         scan_structure(data)  # a structure bomb is never parsed here; the checks refuse it
