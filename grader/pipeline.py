@@ -174,10 +174,10 @@ def _chosen_task(run: _Run):
 def _set_task(run: _Run, task) -> None:
     from grader.rubric import default_rubric_path, load_rubric
 
-    run.task = task
-    run.result.task = task.name
+    run.task = task  # the input contract the model is graded under (MsPacman: the lesson's, or raw frames)
+    run.result.task = task.homework_name  # the homework: its rubric, baselines, every front end
     if run.rubric is None:
-        run.rubric = load_rubric(default_rubric_path(task.name), selfcheck=run.options.selfcheck)
+        run.rubric = load_rubric(default_rubric_path(task.homework_name), selfcheck=run.options.selfcheck)
 
 
 def _invalid(run: _Run, check: CheckResult) -> None:
@@ -217,7 +217,7 @@ def _notebook_stage(run: _Run) -> None:
             return
         markers = {t.name: t.notebook_module().MARKERS for t in all_tasks() if t.notebook}
         name, scores = detect_task(nb.text, markers)
-        if run.task is not None and not run.options.task and name is not None and name != run.task.name:
+        if run.task is not None and not run.options.task and name is not None and name != run.task.homework_name:
             _invalid(run, CheckResult(name="task_detected", passed=False,
                                       message=f"this notebook is the {name} homework, but the rubric "
                                               f"{run.rubric.id!r} grades {run.task.name}",
@@ -316,14 +316,15 @@ def _parse(run: _Run, data: bytes):
         detected = run.task  # the homework is known: let the input check say what is wrong
     if run.task is None:
         _set_task(run, detected)
-    elif detected.name != run.task.name:
-        expected = get_task(run.task.name)
+    elif detected.homework_name != run.task.homework_name:
+        expected = get_task(run.task.homework_name)
         return parsed, CheckResult(
             name="task", passed=False,
-            message=f"the model takes {detected.input_signature}, a {detected.name} policy, but this is the {expected.name} homework",
+            message=f"the model takes {detected.input_signature}, a {detected.homework_name} policy, but this is the "
+                    f"{expected.name} homework",
             hint=f"hand in the {expected.name} model: its input is {expected.input_signature}")
     else:
-        _set_task(run, run.task)
+        _set_task(run, detected)  # one of the homework's input contracts: the model's own
     run.result.model = describe(parsed)
     return parsed, None
 
@@ -384,7 +385,7 @@ def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None)
     except EngineFailure as exc:
         shape = ", ".join(map(str, spec.state_shape))
         return CheckResult(name="runs", passed=False, message=f"the model fails on a contract state: {exc}",
-                           hint=f"run it yourself with onnxruntime on a float32 state of shape [1, {shape}]: "
+                           hint=f"run it yourself with onnxruntime on a {spec.input_dtype} state of shape [1, {shape}]: "
                                 "it must return the action scores without errors")
     checks += C.runtime_checks(C.Probe(**probe_raw), spec)
     failed = [c for c in checks if c.blocking]

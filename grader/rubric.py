@@ -171,9 +171,12 @@ class Rubric(_Strict):
         from grader.tasks import UnknownTask, get_task
 
         try:
-            get_task(v)
+            task = get_task(v)
         except UnknownTask as exc:
             raise ValueError(str(exc)) from None
+        if task.homework_name != v:  # a rubric grades a homework, whichever of its input contracts a model takes
+            raise ValueError(f"{v!r} is an input contract of the {task.homework_name} homework: the rubric's task is "
+                             f"{task.homework_name!r}")
         return v
 
     @model_validator(mode="after")
@@ -368,7 +371,7 @@ def default_rubric_path(task: str) -> Path:
     """The shipped rubric of ``task`` (works from a checkout and from an installed wheel)."""
     from grader.tasks import get_task
 
-    path = _default_rubric_path(get_task(task).name)
+    path = _default_rubric_path(get_task(task).homework_name)
     if not path.is_file():
         raise RubricError(f"task {task!r} ships no default rubric ({path} is missing); pass --rubric FILE")
     return path

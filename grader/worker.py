@@ -150,6 +150,7 @@ class OnnxPolicy:
         self.input_name = inp.name
         self.output_name = self.session.get_outputs()[0].name
         self.fixed_batch_one = inp.shape[0] == 1
+        self.input_dtype = np.dtype(spec.input_dtype)  # float32 states, or a raw-frame contract's uint8
 
     def _run(self, states: np.ndarray) -> np.ndarray:
         try:
@@ -164,7 +165,7 @@ class OnnxPolicy:
 
     def raw(self, states: np.ndarray) -> np.ndarray:
         """The model's output for a batch, run state by state if the batch is fixed at 1."""
-        states = np.ascontiguousarray(states, dtype=np.float32)
+        states = np.ascontiguousarray(states, dtype=self.input_dtype)
         if self.fixed_batch_one and len(states) != 1:
             return np.concatenate([self.raw(s[None]) for s in states])
         return self._run(states)
@@ -271,20 +272,25 @@ class EnvPool:
 
     def __init__(self, factory: Callable[..., Any] = make_env) -> None:
         self._envs: dict[str, list[Any]] = {}
-        self._served: dict[str, int] = {}  # episodes commands played per task
-        self._first: dict[str, list[int]] = {}  # per task: the seeds environments 0, 1, ... play first
+        self._served: dict[str, int] = {}  # episodes commands played per environment
+        self._first: dict[str, list[int]] = {}  # per environment: the seeds environments 0, 1, ... play first
         self.factory = factory
 
+    @staticmethod
+    def _key(spec: Task) -> str:
+        """The input contracts of one homework share its environments (the same ``make_env``)."""
+        return f"{spec.homework_name}:{spec.env_id}"
+
     def expect(self, spec: Task, seeds: Sequence[int]) -> None:
-        self._first[spec.name] = [int(s) for s in seeds]
+        self._first[self._key(spec)] = [int(s) for s in seeds]
 
     def _build(self, spec: Task, envs: list[Any]) -> None:
-        first = self._first.get(spec.name, [])
+        first = self._first.get(self._key(spec), [])
         k = len(envs)
         envs.append(self.factory(spec, first_seed=first[k]) if k < len(first) else self.factory(spec))
 
     def get(self, spec: Task, n: int) -> list[Any]:
-        envs = self._envs.setdefault(spec.name, [])
+        envs = self._envs.setdefault(self._key(spec), [])
         while len(envs) < n:
             self._build(spec, envs)
         return envs[:n]
@@ -294,15 +300,15 @@ class EnvPool:
         for the first episodes command, ``fresh`` (see :func:`grader.engine.fresh_envs`) or those
         already built if more; for every later one, one more than those built, so that a
         long-lived worker's pool grows to the full batch over its first commands."""
-        built = len(self._envs.get(spec.name, []))
-        served = self._served.get(spec.name, 0)
-        self._served[spec.name] = served + 1
+        built = len(self._envs.get(self._key(spec), []))
+        served = self._served.get(self._key(spec), 0)
+        self._served[self._key(spec)] = served + 1
         return max(1, min(slots, max(fresh, built + (1 if served else 0))))
 
     def fill_while_idle(self, spec: Task, n: int, conn: Any) -> None:
         """Build up to ``n`` environments, one at a time, for as long as no command is waiting:
         a command (the probe, the episodes) is answered first, and the episodes build the rest."""
-        envs = self._envs.setdefault(spec.name, [])
+        envs = self._envs.setdefault(self._key(spec), [])
         while len(envs) < n and not conn.poll(0):
             self._build(spec, envs)
 
@@ -381,7 +387,7 @@ def run_episodes(
     while slots:
         on_step()
         order = sorted(slots)
-        states = np.stack([slots[i].turn.state for i in order])
+        states = spec.stack_states([slots[i].turn.state for i in order])
         seeds_now, steps_now = np.array([slots[i].seed for i in order]), np.array([slots[i].decisions for i in order])
         if track:
             actions, out = _act_observed(policy, states, seeds_now, steps_now)
@@ -420,7 +426,7 @@ def recheck(policy: Policy, seed: int, states: Sequence[np.ndarray], actions: Se
     ``{"seed", "decisions", "differs"}``: ``differs`` is ``[decision, batched action, alone]`` at
     the first difference (``decisions`` then counts up to it), None when every action agrees."""
     for t, (state, taken) in enumerate(zip(states, actions)):
-        alone = int(policy.act(np.asarray(state)[None], np.array([seed]), np.array([t]))[0])
+        alone = int(policy.act(np.asarray(state)[None], np.array([seed]), np.array([t]))[0])  # a raw stack: [1, K, ...]
         if alone != int(taken):
             return {"seed": int(seed), "decisions": t + 1, "differs": [t, int(taken), alone]}
     return {"seed": int(seed), "decisions": len(actions), "differs": None}
@@ -750,7 +756,7 @@ def serve(conn, limits: Limits = Limits()) -> None:
                              else {"seed": None, "decisions": 0, "differs": None})
                 trace.clear()
             elif command == "actions":
-                states = np.asarray(args["states"], dtype=np.float32)
+                states = np.asarray(args["states"], dtype=getattr(policy, "input_dtype", np.float32))
                 sizes = [int(b) for b in args.get("batch_sizes") or [len(states)]]
                 channel.send("ok", actions_at_batch_sizes(policy, states, sizes))
             elif command == "record":
