@@ -8,7 +8,7 @@ so that the preprocessing is exactly known:
 
 * :func:`lesson_inside`: the lesson's preprocessing (the channel mean truncated to uint8, rows
   1..170, 2 rows of 150 above and below, every 4th pixel, a stack of 5), computed as the grader
-  computes it (:func:`grader.contract.preprocess_frames`): the float32 mean as a sum divided by 3,
+  computes it (:func:`grader.tasks.contract.preprocess_frames`): the float32 mean as a sum divided by 3,
   cast to uint8. In front of the strong reference it plays exactly the reference's episodes.
 * :func:`scaled_inside`: another preprocessing, as a student following the homework might write
   it: the mean of the channels *not* truncated and scaled to 0..1, borders of 150/255, a stack of

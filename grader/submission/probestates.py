@@ -4,7 +4,7 @@ They come from a fixed-seed random rollout under the task's own protocol (:func:
 same for every model. The rollout costs a MsPacman worker about 0.1 s of its start-up (a seeded
 reset reloads the ROM, then the opening steps), on the critical path of every ``grade`` (the
 probe must pass before the episodes start). So the states are also shipped with the grader, one
-file per task (``grader/data/probe_<task>.npz``, written by ``python -m grader.probestates``),
+file per task (``grader/data/probe_<task>.npz``, written by ``python -m grader.submission.probestates``),
 and :func:`probe_states` reads the file when it holds states of the right shape and type.
 
 A family of contracts shares one rollout (:meth:`grader.tasks.Task.probe_source`): MsPacman's
@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 
 from grader import limits as L
-from grader.contract import Task, get_task, make_env, play_episode
+from grader.resources import data_dir
+from grader.tasks.contract import Task, get_task, make_env, play_episode
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = data_dir()
 
 
 def shipped_path(spec: Task) -> Path:
@@ -141,7 +142,7 @@ def write(spec: Task) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m grader.probestates [TASK ...]``: rewrite the shipped files (default: every
+    """``python -m grader.submission.probestates [TASK ...]``: rewrite the shipped files (default: every
     contract's probe source)."""
     from grader.tasks import all_contracts
 
