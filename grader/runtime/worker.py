@@ -252,6 +252,35 @@ def actions_at_batch_sizes(policy: Policy, states: np.ndarray, batch_sizes: Sequ
     return passes[0]
 
 
+MAX_TENSORS = 64  # intermediate tensors one "tensors" command returns at most
+
+
+def tensors(model_bytes: bytes, states: np.ndarray, *, size: int) -> list[np.ndarray]:
+    """The numeric intermediate tensors of ``size`` elements that the model computes on ``states``
+    (each node output exposed as a graph output; at most :data:`MAX_TENSORS`)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load_from_string(model_bytes)
+    known = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        model.graph.output.extend(onnx.ValueInfoProto(name=out) for out in node.output if out and out not in known)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        outs = session.run(names, {session.get_inputs()[0].name: states})
+    except MemoryError:
+        raise PolicyFailure("the model tried to allocate more memory than the grader allows") from None
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors on a model are the model's
+        raise PolicyFailure(_short(exc)) from None
+    found = [np.asarray(o) for o in outs if isinstance(o, np.ndarray) and o.size == size
+             and (np.issubdtype(o.dtype, np.floating) or np.issubdtype(o.dtype, np.integer))]
+    return found[:MAX_TENSORS]
+
+
 # --- episodes ------------------------------------------------------------------------------------
 @dataclass
 class _Slot:
@@ -759,6 +788,8 @@ def serve(conn, limits: Limits = Limits()) -> None:
                 states = np.asarray(args["states"], dtype=getattr(policy, "input_dtype", np.float32))
                 sizes = [int(b) for b in args.get("batch_sizes") or [len(states)]]
                 channel.send("ok", actions_at_batch_sizes(policy, states, sizes))
+            elif command == "tensors":
+                channel.send("ok", tensors(args["model"], args["states"], size=int(args["size"])))
             elif command == "record":
                 path = os.path.join(os.getcwd(), "video.mp4")
                 try:

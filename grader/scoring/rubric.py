@@ -130,6 +130,8 @@ class NotebookRubric(_Strict):
     memory_mb: int = Field(3072, ge=256, le=65536)
     file_size_mb: int = Field(128, ge=1, le=65536, description="largest file the notebook's code may write")
     processes: int = Field(64, ge=8, le=4096, description="processes and threads the notebook's code may run")
+    lesson_preprocessing: bool = Field(False, description="the notebook's preprocessing must be the lesson's; by default "
+                                       "a deliberate change passes when the model handed in agrees with it")
 
 
 class Budgets(_Strict):
