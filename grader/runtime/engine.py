@@ -865,6 +865,17 @@ class Engine:
             raise self._fail_all([0], "the grading process sent a malformed reply (actions)")
         return out
 
+    def fits(self, states: Any) -> bool:
+        """Whether ``states`` are a batch of the loaded model's input contract (shape and type): a
+        class's duplicate-detection probe set is the homework's main contract's; a model under
+        another contract (MsPacman's raw frames) needs the same frames in its own form."""
+        import numpy as np
+
+        if self._loaded is None:
+            return False
+        spec = get_task(self._loaded["task"])
+        return tuple(np.shape(states)[1:]) == tuple(spec.state_shape)
+
     def tensors(self, model: bytes, states: Any, *, size: int) -> list[Any]:
         """Every intermediate tensor of ``size`` elements that ``model`` computes on ``states``, in
         the sandboxed worker (:func:`grader.runtime.worker.tensors`): how the notebook checks find
