@@ -70,7 +70,7 @@ def main() -> None:
         raw_path.write_bytes(raw_bytes)
         with Engine(args.workers) as engine:
             engine_time(engine, lesson_bytes, "mspacman", seeds[:1])  # warm: imports, first environments
-            for run in range(args.runs):
+            for _ in range(args.runs):
                 t, a = engine_time(engine, lesson_bytes, "mspacman", seeds)
                 times["engine lesson"].append(t)
                 t, b = engine_time(engine, raw_bytes, "mspacman_raw5", seeds)

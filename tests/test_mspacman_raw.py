@@ -264,6 +264,7 @@ def _via_site(model: Path, rubric: Path, tmp: Path):
     import warnings
 
     import site_helpers as S
+
     from grader.classroom.gradebook import Gradebook
     from grader.scoring.rubric import load_rubric
     from grader.site.app import SiteConfig, create_app
@@ -450,6 +451,7 @@ def test_a_changed_preprocessing_in_a_notebook_is_graded_with_its_model_through_
     handed in with a model that preprocesses as the lesson does loses preprocess_values."""
     pytest.importorskip("torch")
     import notebook_fixtures as NF
+
     from grader.api import grade
 
     rubric = _rubric(tmp_path / "rubric.toml")
@@ -469,3 +471,14 @@ def test_a_changed_preprocessing_in_a_notebook_is_graded_with_its_model_through_
     bad = {c.name: c for c in results["inconsistent"].checks}["preprocess_values"]
     assert not bad.passed and bad.severity == "warning" and "differently" in bad.message
     assert results["inconsistent"].status == "graded"  # notebook checks cost their points, never invalidate
+
+
+def test_a_stack_of_another_depth_in_params_is_a_note_when_the_preprocessing_is_the_students():
+    from grader.notebook import mspacman as NB
+    from grader.notebook.protocol import DefinitionsDone
+
+    done = DefinitionsDone(ev="definitions_done", params={"sequence_size": 4, "n_actions": 5})
+    (own,) = NB._params_check(done, lesson_required=False)
+    assert own.passed and own.severity == "note" and "the last 4 raw frames" in own.message
+    (lesson,) = NB._params_check(done, lesson_required=True)
+    assert not lesson.passed and lesson.severity == "warning"

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from grader.tasks.mspacman import FRAME_STACK, TASK as MSPACMAN, preprocess_frames
 from grader.errors import MissingDependency
 from grader.notebook import runcheck
 from grader.notebook.astfilter import CellPlan, defined_names
@@ -35,6 +34,8 @@ from grader.notebook.protocol import DefinitionsDone, Network, Preprocess, Repor
 from grader.notebook.sandbox import Limits, SandboxRun, run_in_sandbox
 from grader.resources import data_dir
 from grader.result import CheckResult
+from grader.tasks.mspacman import FRAME_STACK, preprocess_frames
+from grader.tasks.mspacman import TASK as MSPACMAN
 
 MARKERS: list[str] = [r"MsPacman", r"\bDQN\b", r"preprocess_observation", r"ReplayMemory", r"nn\.Conv2d", r"ale_py",
                       r"sequence_size", r"\bnn\.Module\b"]
@@ -117,8 +118,9 @@ def collect(nb: ParsedNotebook, *, limits: Limits, sandbox: str | None, weights:
     """Run the notebook's definitions in the sandbox and judge what they produce (see the module docstring).
 
     ``lesson_preprocessing`` (the rubric's ``[notebook] lesson_preprocessing``, which the pipeline
-    passes; the shipped rubric says false): the preprocessing must be the lesson's. Otherwise a deliberate change is described, and whether it agrees with
-    the model handed in is judged once that model is known (:func:`resolve`).
+    passes; the shipped rubric says false): the preprocessing must be the lesson's. Otherwise a
+    deliberate change is described, and whether it agrees with the model handed in is judged once
+    that model is known (:func:`resolve`).
 
     Raises :class:`MissingDependency` when torch is not installed for the grader (never the student's fault).
     """
@@ -152,7 +154,7 @@ def judge(nb: ParsedNotebook, run: SandboxRun, limits: Limits, names: dict[str, 
         functions, classes = defined_names(nb.plans)
         checks += _preprocess_checks(report.last(Preprocess), functions, classes, lesson_required=lesson_required,
                                      pending=pending if pending is not None else [])
-        checks += _params_check(report.last(DefinitionsDone))
+        checks += _params_check(report.last(DefinitionsDone), lesson_required=lesson_required)
         checks += _network_checks(report.last(Network), classes, run)
         checks += _weights_check(report, names)
         reason = runcheck.death_reason(run, limits) or "the sandbox stopped before this check"
@@ -413,9 +415,15 @@ def resolve(pending: PendingPreprocess | None, *, task: Any, tensors: Any = None
 
 
 # --- params and network -------------------------------------------------------------------------
-def _params_check(done: DefinitionsDone | None) -> list[CheckResult]:
+def _params_check(done: DefinitionsDone | None, *, lesson_required: bool = True) -> list[CheckResult]:
     if done is None:
         return []
+    own_stack = done.params is not None and not lesson_required and done.params.get("n_actions") in (None, MSPACMAN.n_actions)
+    if own_stack and done.params.get("sequence_size") not in (None, FRAME_STACK):
+        seq = done.params.get("sequence_size")
+        return [check("params", True, f"params: sequence_size={seq}, n_actions=5: a stack of {seq} frames; the graded "
+                      f"model must then take the last {seq} raw frames, its preprocessing inside (docs/mspacman.md)",
+                      "", severity="note")]
     if done.params is None:
         return [check("params", False, "no `params` dict found (the lesson keeps the hyper-parameters there)",
                       "keep the lesson's params dict", severity="note")]

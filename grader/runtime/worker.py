@@ -253,6 +253,7 @@ def actions_at_batch_sizes(policy: Policy, states: np.ndarray, batch_sizes: Sequ
 
 
 MAX_TENSORS = 64  # intermediate tensors one "tensors" command returns at most
+MAX_TENSOR_BYTES = L.CHANNEL_FROM_WORKER_BYTES // 2  # and their bytes together
 
 
 def tensors(model_bytes: bytes, states: np.ndarray, *, size: int) -> list[np.ndarray]:
@@ -276,9 +277,15 @@ def tensors(model_bytes: bytes, states: np.ndarray, *, size: int) -> list[np.nda
         raise PolicyFailure("the model tried to allocate more memory than the grader allows") from None
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors on a model are the model's
         raise PolicyFailure(_short(exc)) from None
-    found = [np.asarray(o) for o in outs if isinstance(o, np.ndarray) and o.size == size
-             and (np.issubdtype(o.dtype, np.floating) or np.issubdtype(o.dtype, np.integer))]
-    return found[:MAX_TENSORS]
+    found, nbytes = [], 0
+    for o in outs:
+        if isinstance(o, np.ndarray) and o.size == size and (np.issubdtype(o.dtype, np.floating)
+                                                             or np.issubdtype(o.dtype, np.integer)):
+            nbytes += o.nbytes
+            if len(found) == MAX_TENSORS or nbytes > MAX_TENSOR_BYTES:
+                break
+            found.append(o)
+    return found
 
 
 # --- episodes ------------------------------------------------------------------------------------

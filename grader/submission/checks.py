@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from grader.tasks import Task, all_contracts
 from grader.limits import MAX_NODES, MAX_TENSOR_ELEMENTS
+from grader.result import CheckResult
 from grader.submission.onnx_model import (
     ParsedModel,
     constant_values,
@@ -28,7 +28,7 @@ from grader.submission.onnx_model import (
     iter_graphs,
     iter_tensors,
 )
-from grader.result import CheckResult
+from grader.tasks import Task, all_contracts
 
 # Operators a policy network needs, and a preprocessing inside the model (MsPacman's raw-frame
 # contract: reductions, slicing, padding, casts, arithmetic, and Resize, whose output size must be

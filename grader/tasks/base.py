@@ -128,7 +128,7 @@ class Task:
         entry for contracts that differ only in a size the student chooses."""
         return self.input_signature
 
-    def probe_source(self) -> "Task":
+    def probe_source(self) -> Task:
         """The contract whose probe rollout (and shipped file) gives this one's probe states:
         itself, or for a family of contracts the largest (see :meth:`probe_view`)."""
         return self
