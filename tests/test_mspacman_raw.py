@@ -482,3 +482,31 @@ def test_a_stack_of_another_depth_in_params_is_a_note_when_the_preprocessing_is_
     assert own.passed and own.severity == "note" and "the last 4 raw frames" in own.message
     (lesson,) = NB._params_check(done, lesson_required=True)
     assert not lesson.passed and lesson.severity == "warning"
+
+
+def test_gradescope_grades_a_raw_frame_model_with_the_homeworks_rubric(models, tmp_path):
+    """The MsPacman autograder zip grades the strong reference with the lesson's preprocessing
+    inside: the reference's returns on the first grading seeds (the baselines file's)."""
+    import re
+    import zipfile
+
+    from grader.gradescope.autograder import build_autograder
+    from grader.result import GradeResult
+    from tests.test_gradescope import run_autograder, validate_results
+
+    zip_path = build_autograder(rubric=RUBRIC, out=tmp_path / "autograder.zip")
+    root = tmp_path / "autograder"
+    for sub in ("source", "submission", "results"):
+        (root / sub).mkdir(parents=True)
+    with zipfile.ZipFile(zip_path) as z:
+        z.extractall(root / "source")
+    rubric = root / "source" / "mspacman.toml"
+    rubric.write_text(re.sub(r"(?m)^episodes = \d+$", "episodes = 2", rubric.read_text()))
+    (root / "submission" / "model.onnx").write_bytes(models["lesson_inside"].read_bytes())
+    data, _ = run_autograder(root, timeout=300)
+    validate_results(data)
+    graded = GradeResult.from_json((root / "results" / "report" / "result.json").read_text())
+    assert graded.status == "graded" and graded.task == "mspacman", graded.error
+    reference = json.loads((REPO / "rubrics" / "baselines" / "mspacman.json").read_text())["entries"]["reference"]
+    assert [e.return_ for e in graded.episodes] == reference["returns"][:2]
+    assert data["score"] == pytest.approx(graded.score)
