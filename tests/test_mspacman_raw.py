@@ -398,7 +398,7 @@ def _scaled(frame: np.ndarray) -> np.ndarray:
 
 def _pending(fn, *, lesson_required: bool = False):
     from grader.notebook import mspacman as NB
-    from grader.notebook.diagnose import diagnose
+    from grader.notebook.diagnose import diagnose_preprocessing as diagnose
 
     with np.load(NB.FRAMES_FILE) as d:
         frames = d["frames"][list(NB.PREPROCESS_FRAMES)]

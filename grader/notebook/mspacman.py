@@ -28,7 +28,7 @@ from grader.errors import MissingDependency
 from grader.notebook import runcheck
 from grader.notebook.astfilter import CellPlan, defined_names
 from grader.notebook.common import ParsedNotebook, check
-from grader.notebook.diagnose import diagnose, follows_frames
+from grader.notebook.diagnose import diagnose_preprocessing, follows_frames
 from grader.notebook.evidence import NotebookEvidence, ProducedModel
 from grader.notebook.protocol import DefinitionsDone, Network, Preprocess, Report, Weights
 from grader.notebook.sandbox import Limits, SandboxRun, run_in_sandbox
@@ -209,7 +209,7 @@ def _preprocess_checks(pre: Preprocess | None, functions: set[str], classes: set
         return _fail_all(PREPROCESS_CHECKS, f"{pre.name} returns {first.type} of dtype {first.dtype} and shape "
                          f"{tuple(first.shape)}, which is not a numeric array of at most 60000 values",
                          "return the (44, 40) float32 frame (a torch tensor or a numpy array)")
-    diag = diagnose(frames, outputs)
+    diag = diagnose_preprocessing(frames, outputs)
     genuine = follows_frames(frames, outputs, diag)
     if lesson_required or diag.matches:
         values = _values_check(pre.name, frames, diag)
