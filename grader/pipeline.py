@@ -711,6 +711,7 @@ def _score(run: _Run) -> None:
         else:
             return  # no homework could be named: there is no maximum to show
     result.task = result.task or run.rubric.task
+    result.set_scored_under(run.rubric)
     invalid = result.status != "graded"
     result.late = run.options.late
     result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid,
