@@ -6,7 +6,7 @@ them with matplotlib cost a fifth of a whole `grade --no-video` of 100 LunarLand
 (importing it, 0.27 s of CPU while the workers start, and 0.14 s of drawing after the episodes;
 measured side by side, README "Benchmarks"), so they are written here as SVG elements instead.
 matplotlib stays where a plot is drawn once, off the grading path (the class page of
-:mod:`grader.exports`, the training curves of ``reference/``).
+:mod:`grader.classroom.exports`, the training curves of ``reference/``).
 
 Coordinates are pixels of a ``viewBox``; the page scales the chart to its width. Every text
 goes through :func:`html.escape`, and :meth:`Canvas.svg` refuses (returns ``""``) a chart that

@@ -1,4 +1,4 @@
-"""The report's diagnostics plots, as inline SVG (:mod:`grader.svgplot`), drawn from numbers only.
+"""The report's diagnostics plots, as inline SVG (:mod:`grader.outputs.svgplot`), drawn from numbers only.
 
 * :func:`outcomes_svg` -- one bar per outcome (episodes that ended that way);
 * :func:`actions_svg` -- how often each action was chosen, overall and per episode;
@@ -8,14 +8,14 @@
 
 Episodes are numbered (their place in ``result.episodes``), never named by seed. All text in the
 plots is ours: outcome and action labels come from the task plug-ins, numbers from the result;
-:mod:`grader.svgplot` escapes it all the same. Each function returns ``""`` when it has nothing
+:mod:`grader.outputs.svgplot` escapes it all the same. Each function returns ``""`` when it has nothing
 to show.
 """
 
 from __future__ import annotations
 
 from grader.result import Diagnostics
-from grader.svgplot import BAD, GOOD, PALETTE, Canvas, Scale, jitter, nice_ticks, number
+from grader.outputs.svgplot import BAD, GOOD, PALETTE, Canvas, Scale, jitter, nice_ticks, number
 
 WIDTH = 760
 RIGHT = WIDTH - 24

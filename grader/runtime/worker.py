@@ -1,6 +1,6 @@
 """The sandboxed worker process: the only place a submitted model is run.
 
-A worker is a fresh interpreter (``python -I``) started by :mod:`grader.engine`, inside
+A worker is a fresh interpreter (``python -I``) started by :mod:`grader.runtime.engine`, inside
 bubblewrap where it works (no network, uid 65534, a read-only view of the system and the venv,
 a private tmpfs ``/tmp`` and an empty working directory in it) and otherwise as a plain process
 in an empty private folder. It sets its own resource limits (address space, file size, open
@@ -19,9 +19,9 @@ unpickled: a worker taken over by a hostile model can send the parent only data.
 and :class:`PolicyFailure` (NaN, a bad output, a budget exceeded), are the model's: they come back
 as ``fail`` with a student-facing message. Anything else is a bug of the grader (or of an
 environment) and comes back as ``bug`` with the traceback, so the engine can raise
-:class:`grader.engine.EngineBug` instead of blaming the student.
+:class:`grader.runtime.engine.EngineBug` instead of blaming the student.
 
-Episodes are played by :func:`grader.contract.play_episode`; this module only decides how the
+Episodes are played by :func:`grader.tasks.contract.play_episode`; this module only decides how the
 actions of many episodes are computed together, and how long they may take.
 """
 
@@ -42,8 +42,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from grader import limits as L
-from grader.contract import Task, actions_from_output, get_task, make_env, play_episode
-from grader.probestates import probe_states
+from grader.tasks.contract import Task, actions_from_output, get_task, make_env, play_episode
+from grader.submission.probestates import probe_states
 
 HEARTBEAT_S = L.HEARTBEAT_S  # during episodes the worker reports progress at least this often
 PROBE_STATES = L.PROBE_STATES
@@ -57,8 +57,8 @@ class BudgetExceeded(PolicyFailure):
     """The model is slower than the rubric's budgets allow; the message says by how much."""
 
 
-# --- the channel: grader.channel (re-exported: the worker's side of it) ----------------------------
-from grader.channel import MAGIC, MalformedMessage, decode, encode  # noqa: E402,F401
+# --- the channel: grader.runtime.channel (re-exported: the worker's side of it) ----------------------------
+from grader.runtime.channel import MAGIC, MalformedMessage, decode, encode  # noqa: E402,F401
 
 
 # --- policies ---------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ class RandomPolicy:
 
 # --- probing --------------------------------------------------------------------------------------
 def _probe_states(spec: Task, pool: EnvPool) -> np.ndarray:
-    """The probe states (:func:`grader.probestates.probe_states`); a rollout, when needed, on a pool env."""
+    """The probe states (:func:`grader.submission.probestates.probe_states`); a rollout, when needed, on a pool env."""
     return probe_states(spec, env_factory=lambda: pool.get(spec, 1)[0])
 
 
@@ -291,7 +291,7 @@ class EnvPool:
 
     def size_for(self, spec: Task, *, slots: int, fresh: int) -> int:
         """How many environments the next episodes of ``spec`` step together, at most ``slots``:
-        for the first episodes command, ``fresh`` (see :func:`grader.engine.fresh_envs`) or those
+        for the first episodes command, ``fresh`` (see :func:`grader.runtime.engine.fresh_envs`) or those
         already built if more; for every later one, one more than those built, so that a
         long-lived worker's pool grows to the full batch over its first commands."""
         built = len(self._envs.get(spec.name, []))
@@ -503,7 +503,7 @@ class SeedFeed:
 
 def record_episode(policy: Policy, spec: Task, seed: int, path: str) -> dict[str, Any]:
     """Replay one seed with rendering on and write it as an H.264 MP4; returns return/frames."""
-    from grader.video import FrameRecorder
+    from grader.runtime.video import FrameRecorder
 
     with FrameRecorder(make_env(spec, render=True, first_seed=seed), path, fps=spec.video_fps,
                        stride=spec.video_stride) as env:
@@ -796,7 +796,7 @@ class _PickleBomb:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the worker process: ``python -I -c '...main()' FD [LIMITS_JSON]`` (see grader.engine)."""
+    """Entry point of the worker process: ``python -I -c '...main()' FD [LIMITS_JSON]`` (see grader.runtime.engine)."""
     from multiprocessing.connection import Connection
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -339,7 +339,7 @@ def inline_external_data(data: bytes, model_name: str, *, sidecars: Mapping[str,
     import onnx
     from google.protobuf.message import DecodeError
 
-    from grader.onnx_model import ModelLoadError, scan_structure
+    from grader.submission.onnx_model import ModelLoadError, scan_structure
 
     try:
         scan_structure(data)  # a structure bomb is never parsed here; the checks refuse it
@@ -348,7 +348,7 @@ def inline_external_data(data: bytes, model_name: str, *, sidecars: Mapping[str,
         return data
     except (DecodeError, RuntimeError, ValueError, TypeError):
         return data  # not parseable: the checks will say so
-    from grader.onnx_model import iter_tensors
+    from grader.submission.onnx_model import iter_tensors
 
     external = [t for t in iter_tensors(proto) if t.data_location == onnx.TensorProto.EXTERNAL]
     if not external:

@@ -1,7 +1,7 @@
 """Diagnostics: what each scored episode did, and what that says about the policy.
 
 The facts are collected in the worker during the one scored play of each episode
-(:func:`grader.worker.run_episodes` with ``on_facts``: the actions chosen, the policy's confidence,
+(:func:`grader.runtime.worker.run_episodes` with ``on_facts``: the actions chosen, the policy's confidence,
 and the task's own :class:`~grader.tasks.base.Tracker`); they reach the parent as small plain
 data per episode. This module turns them into a :class:`grader.result.Diagnostics`: outcome
 counts and shares with the mean return per outcome, action usage per episode and overall, a

@@ -2,7 +2,7 @@
 
 Nothing here runs the model. Parsing is pure protobuf deserialisation of a size-capped byte
 string (``onnx.load_from_string`` does not touch the file system), so a hostile file can at
-worst be rejected. Running happens only in a limited child process (:mod:`grader.worker`).
+worst be rejected. Running happens only in a limited child process (:mod:`grader.runtime.worker`).
 """
 
 from __future__ import annotations

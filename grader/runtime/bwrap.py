@@ -1,5 +1,5 @@
 """bubblewrap and network namespaces: the isolation primitives shared by the notebook sandbox
-(:mod:`grader.notebook.sandbox`) and the engine's model workers (:mod:`grader.engine`).
+(:mod:`grader.notebook.sandbox`) and the engine's model workers (:mod:`grader.runtime.engine`).
 
 :func:`bwrap_status` says whether bubblewrap can start this interpreter as uid 65534 (probed once
 per process); :func:`bwrap_base` is the read-only view of the system both sandboxes start from;

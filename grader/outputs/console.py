@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from grader.seedpolicy import SeedPolicy
-from grader.textsafe import clean_text
+from grader.outputs.seedpolicy import SeedPolicy
+from grader.outputs.textsafe import clean_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -96,8 +96,8 @@ def _safe(text: object) -> str:
 def print_result(result: GradeResult, console: Console | None = None, *, selfcheck_note: str = "") -> None:
     """The terminal summary: checks, episode statistics, videos, warnings and the composed score.
 
-    Every string that came from the submission goes through :func:`grader.textsafe.clean_text`,
-    and hidden grading seeds are named by episode number (:class:`grader.seedpolicy.SeedPolicy`).
+    Every string that came from the submission goes through :func:`grader.outputs.textsafe.clean_text`,
+    and hidden grading seeds are named by episode number (:class:`grader.outputs.seedpolicy.SeedPolicy`).
     """
     from rich.console import Console
     from rich.table import Table
@@ -139,7 +139,7 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
 
 
 def _print_score(console: Console, result: GradeResult, safe) -> None:
-    from grader.scoring import fmt_points
+    from grader.scoring.points import fmt_points
 
     points = fmt_points(result.score, result.max_score) if result.max_score else "—"
     parts = [p for p in result.parts if p.max_points > 0]

@@ -18,7 +18,7 @@ import numpy as np
 
 from grader.tasks import Task, all_tasks
 from grader.limits import MAX_NODES, MAX_TENSOR_ELEMENTS
-from grader.onnx_model import (
+from grader.submission.onnx_model import (
     ParsedModel,
     constant_values,
     count_operators,
@@ -266,7 +266,7 @@ def check_output_signature(parsed: ParsedModel, spec: Task) -> CheckResult:
 
 
 def _tensor_info(vi):
-    from grader.onnx_model import _value_info
+    from grader.submission.onnx_model import _value_info
 
     return _value_info(vi)
 
@@ -329,7 +329,7 @@ def detect_task(parsed: ParsedModel) -> Task:
 # --- runtime checks -------------------------------------------------------------------------------
 @dataclass
 class Probe:
-    """What the worker computed on ``n`` contract states (see :func:`grader.worker.probe`).
+    """What the worker computed on ``n`` contract states (see :func:`grader.runtime.worker.probe`).
 
     ``batches`` holds ``[b, output or None, error]`` for every batch size ``b`` the episodes use
     (1..pool_size) and a few more; the batch of ``b`` holds the first ``b`` probe states (cycled),
@@ -394,7 +394,7 @@ def check_probabilities(probe: Probe, spec: Task) -> CheckResult:
 
 def _batch_gap(alone: np.ndarray, batch: np.ndarray, spec: Task) -> tuple[int, float]:
     """(actions that change, largest relative difference of the outputs) between two stacks of rows."""
-    from grader.contract import actions_from_output
+    from grader.tasks.contract import actions_from_output
 
     differ = int(np.sum(actions_from_output(alone, spec.n_actions) != actions_from_output(batch, spec.n_actions)))
     if np.issubdtype(alone.dtype, np.floating):

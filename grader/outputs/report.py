@@ -21,10 +21,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from grader.fsutil import atomic_write
+from grader.outputs.fsutil import atomic_write
 from grader.result import GradeResult
+from grader.resources import templates_dir
 
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATES_DIR = templates_dir()
 REPORT_NAME = "report.html"
 
 SEED_SET_TEXT = {
@@ -35,8 +36,8 @@ SEED_SET_TEXT = {
 
 
 def _environment():
-    """The shared Jinja environment (:func:`grader.templating.jinja_env`) with the report's filters."""
-    from grader.templating import jinja_env
+    """The shared Jinja environment (:func:`grader.outputs.templating.jinja_env`) with the report's filters."""
+    from grader.outputs.templating import jinja_env
 
     env = jinja_env()
     env.filters.setdefault("num", _num)
@@ -57,7 +58,7 @@ def _num(value: Any, digits: int = 1) -> str:
     return text.replace("-", "−")
 
 
-from grader.seedpolicy import SeedPolicy  # noqa: E402,F401  (the report's naming rule)
+from grader.outputs.seedpolicy import SeedPolicy  # noqa: E402,F401  (the report's naming rule)
 
 
 # --- baselines ---------------------------------------------------------------------------------------
@@ -78,12 +79,12 @@ def returns_plot_svg(returns: list[float], *, zero: float | None = None, full: f
                      statistic: tuple[str, float] | None = None, baselines: dict[str, float] | None = None,
                      success: float | None = None) -> str:
     """A histogram of the returns with a strip of the individual episodes, as an inline ``<svg>``
-    (:mod:`grader.svgplot`: plain SVG elements, every label escaped).
+    (:mod:`grader.outputs.svgplot`: plain SVG elements, every label escaped).
 
     Vertical lines mark the rubric's zero and full-marks thresholds, the scored statistic and the
     baselines; the successful region (returns at or above ``success``) is shaded.
     """
-    from grader.svgplot import Canvas, Scale, jitter, nice_ticks
+    from grader.outputs.svgplot import Canvas, Scale, jitter, nice_ticks
 
     values = sorted(float(r) for r in returns if math.isfinite(r))
     if not values:
@@ -155,7 +156,7 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
     scrub = seeds.scrub
     rubric = result.rubric
     checks = []
-    parts = {p.name: p for p in result.parts if p.kind == "notebook"}  # the one score (grader.scoring)
+    parts = {p.name: p for p in result.parts if p.kind == "notebook"}  # the one score (grader.scoring.points)
     for c in result.checks:
         mark, cls = _check_mark(c)
         part = parts.get(c.name)
@@ -180,7 +181,7 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
             baselines=baselines, success=_success_threshold(result.task) if result.summary and result.summary.success_rate is not None else None,
         )
 
-    from grader.diagnostics import outcome_of
+    from grader.tasks.diagnostics import outcome_of
 
     diag = _diagnostics_context(result, plot=plot)
     if diag:
@@ -245,7 +246,7 @@ def _diagnostics_context(result: GradeResult, *, plot: bool) -> dict[str, Any] |
     d = result.diagnostics
     if d is None or not result.episodes:
         return None
-    from grader import diagplots as P
+    from grader.outputs import diagplots as P
 
     # The texts are the task's, built from counts and numbered episodes: no seed is ever in them (and
     # scrubbing would turn a count that happens to equal a hidden seed into an episode number).

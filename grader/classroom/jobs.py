@@ -1,4 +1,4 @@
-"""Grading one job of a class: the submission's bytes in, an :class:`~grader.slots.Outcome` out.
+"""Grading one job of a class: the submission's bytes in, an :class:`~grader.classroom.slots.Outcome` out.
 
 Shared by every kind of slot -- ``grade batch``'s local threads and Ray actors, and the site's
 pool -- so that all of them grade with the same options and record the same duplicate evidence.
@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from grader.bundle import Submission
+from grader.submission.bundle import Submission
 from grader.pipeline import Options
 from grader.result import GradeResult
-from grader.rubric import Rubric
-from grader.slots import Outcome
+from grader.scoring.rubric import Rubric
+from grader.classroom.slots import Outcome
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path) 
 
 
 def duplicate_evidence(result: GradeResult, sub: Submission, opts: JobOptions, engine: Any) -> dict | None:
-    from grader.duplicates import extra_for, weights_fingerprint
-    from grader.engine import EngineFailure
+    from grader.classroom.duplicates import extra_for, weights_fingerprint
+    from grader.runtime.engine import EngineFailure
 
     if result.status != "graded":
         return None

@@ -9,8 +9,8 @@ Layouts (detected, or named with ``--lms``):
 * ``canvas``: Canvas's download names (``lastfirst_1234_567_model.onnx``, ``_LATE_`` for late
   work); the student is ``canvas-<user id>``.
 
-Each student's files become one :class:`~grader.bundle.Bundle` by the one rule of
-:mod:`grader.bundle` (a folder is one student's; flat files go with their stem). Student ids are
+Each student's files become one :class:`~grader.submission.bundle.Bundle` by the one rule of
+:mod:`grader.submission.bundle` (a folder is one student's; flat files go with their stem). Student ids are
 untrusted: they must match :data:`STUDENT_ID_RE`, not start with a dot and not contain ``..``;
 only validated ids are ever used in output paths. Links are refused (a link could lead out of
 the class folder, or make one folder count for two students), and so is anything that is not a
@@ -25,9 +25,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.bundle import Bundle, bundle_files, bundle_folder, bundle_stem, kind_of, stem_of
+from grader.submission.bundle import Bundle, bundle_files, bundle_folder, bundle_stem, kind_of, stem_of
 from grader.errors import SetupError
-from grader.roster import Problem, valid_student_id
+from grader.classroom.roster import Problem, valid_student_id
 
 LAYOUTS = ("auto", "plain", "moodle", "canvas")
 
@@ -59,7 +59,7 @@ def _is_link_or_odd(p: Path) -> str:
 
 def scan_class(class_dir: str | Path, *, exclude: Path | None = None, layout: str = "auto") -> ClassFolder:
     """Find every student's bundle in ``class_dir``; ``exclude`` is a folder to leave out (the output)."""
-    from grader import lms
+    from grader.classroom import lms
 
     if layout not in LAYOUTS:
         raise SetupError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
@@ -129,7 +129,7 @@ def _add(cf: ClassFolder, bundle: Bundle, problems: list, *, prefix: str) -> Non
 
 
 def _scan_lms(cf: ClassFolder, entries: list[tuple[str, bool]]) -> None:
-    from grader import lms
+    from grader.classroom import lms
 
     flat: dict[str, list[tuple[str, str]]] = {}
     for name, is_dir in entries:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from grader.result import CheckResult, ScorePart, Summary
 
 if TYPE_CHECKING:
-    from grader.rubric import Rubric
+    from grader.scoring.rubric import Rubric
 
 EPISODES_PART = "episodes"
 

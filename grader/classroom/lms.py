@@ -25,7 +25,7 @@ Pure functions; nothing here grades. The formats were checked against the LMSs' 
 
 Student keys are ``moodle-<participant id>`` and ``canvas-<user id>`` (``canvas-anon-<id>`` for
 anonymous grading): built from digits only, so they always satisfy
-:func:`grader.roster.valid_student_id` whatever the file names hold.
+:func:`grader.classroom.roster.valid_student_id` whatever the file names hold.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Mapping, Sequence
 
-from grader.roster import Roster, RosterStudent, valid_student_id
+from grader.classroom.roster import Roster, RosterStudent, valid_student_id
 from grader.errors import SetupError
-from grader.fsutil import atomic_write
-from grader.textsafe import clean_text, csv_cell
+from grader.outputs.fsutil import atomic_write
+from grader.outputs.textsafe import clean_text, csv_cell
 
 Layout = Literal["moodle", "canvas", "plain"]
 RosterKind = Literal["moodle", "canvas", "generic"]
@@ -206,7 +206,7 @@ def parse_entry(name: str, layout: Layout, *, is_dir: bool | None = None) -> Lms
     ``is_dir`` (when known) rules out a folder name for Canvas and a file name for a Moodle folder.
     Names with a path separator, a control character, a leading dot or ``..`` as a component are
     never parsed; the ``student_key`` is built from digits only. ``plain`` names are not LMS names
-    (``grader.classdir`` reads them): always None.
+    (``grader.classroom.classdir`` reads them): always None.
     """
     if layout not in ("moodle", "canvas", "plain"):
         raise ValueError(f"unknown layout {layout!r}")
@@ -469,13 +469,13 @@ def detect_roster_kind(path: str | Path) -> RosterKind:
 
 def read_lms_roster(path: str | Path) -> tuple[RosterKind, list[LmsStudent]]:
     """Any roster ``--roster`` accepts: the kind (see :func:`detect_roster_kind`) and its students; a
-    generic roster is read by :func:`grader.roster.read_roster` (its problems raise)."""
+    generic roster is read by :func:`grader.classroom.roster.read_roster` (its problems raise)."""
     kind = detect_roster_kind(path)
     if kind == "moodle":
         return kind, read_moodle_worksheet(path)
     if kind == "canvas":
         return kind, read_canvas_gradebook(path)
-    from grader.roster import RosterError, read_roster
+    from grader.classroom.roster import RosterError, read_roster
 
     try:
         roster = read_roster(path)
@@ -489,7 +489,7 @@ def read_lms_roster(path: str | Path) -> tuple[RosterKind, list[LmsStudent]]:
 
 
 def to_roster(students: Sequence[LmsStudent]) -> Roster:
-    """The students as a :class:`grader.roster.Roster` (ids are the student keys), for ``grade batch``."""
+    """The students as a :class:`grader.classroom.roster.Roster` (ids are the student keys), for ``grade batch``."""
     return Roster(students=[RosterStudent(s.student_key, s.name, s.email) for s in students])
 
 

@@ -4,9 +4,9 @@ flags) and a Gradescope ``results.json`` per submission.
 
 ``grades.csv`` has one row per roster student (roster order), or per found student (sorted) when
 there is no roster: the points of the student's one graded bundle (notebook, model and weights
-together, composed by :func:`grader.scoring.compose`) out of the rubric's maximum. With an LMS's
+together, composed by :func:`grader.scoring.points.compose`) out of the rubric's maximum. With an LMS's
 own roster (Moodle's grading worksheet, Canvas's gradebook), the LMS's import file is written
-too: ``moodle_grades.csv`` / ``canvas_grades.csv`` (:mod:`grader.lms`).
+too: ``moodle_grades.csv`` / ``canvas_grades.csv`` (:mod:`grader.classroom.lms`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from grader.result import GradeResult
 
 if TYPE_CHECKING:
-    from grader.batch import BatchRun
+    from grader.classroom.batch import BatchRun
 
 GRADES_COLUMNS = ["student_id", "name", "email", "points", "max_points", "status", "files", "note"]
 DUPLICATES_COLUMNS = ["kind", "student_a", "file_a", "student_b", "file_b", "agreement", "detail"]
@@ -89,7 +89,7 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
     grading seed are scrubbed, and nothing in it names one.
 
     * one test per check (``passed``/``failed``, its message and hint); a scored notebook check
-      carries its points from ``result.parts`` (the one score, :mod:`grader.scoring`);
+      carries its points from ``result.parts`` (the one score, :mod:`grader.scoring.points`);
     * ``episode score``: the episodes' part, out of its maximum even when the submission is invalid;
     * ``returns by episode``: the return of each episode, numbered, never by seed, with visibility
       ``episode_table`` (``after_published`` or ``after_due_date``; ``none`` leaves it out). Per the spec,
@@ -97,8 +97,8 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
     * the top-level ``score`` is ``result.score`` and equals the sum of the tests' scores, out of
       ``result.max_score``; ``output`` (Markdown) is the summary and ``report_note``.
     """
-    from grader.scoring import EPISODES_PART, fmt_points
-    from grader.seedpolicy import SeedPolicy
+    from grader.scoring.points import EPISODES_PART, fmt_points
+    from grader.outputs.seedpolicy import SeedPolicy
 
     if episode_table not in EPISODE_TABLE_CHOICES:
         raise ValueError(f"episode_table must be one of {', '.join(EPISODE_TABLE_CHOICES)}, not {episode_table!r}")
@@ -197,7 +197,7 @@ def _leaderboard(result: GradeResult) -> list[GradescopeLeaderboardEntry]:
 
 def write_gradescope(result: GradeResult, path: Path, **options) -> GradescopeResults:
     """Write :func:`gradescope_results` (``options`` go to it) to ``path`` atomically."""
-    from grader.fsutil import atomic_write
+    from grader.outputs.fsutil import atomic_write
 
     gs = gradescope_results(result, **options)
     atomic_write(path, gs.model_dump_json(indent=2, exclude_none=True) + "\n")
@@ -278,10 +278,10 @@ def collect(run: "BatchRun") -> list[StudentRow]:
 def reference_candidates(ref_dir: Path | None, task: str, probe_states) -> list:
     """The reference models of ``task`` in ``ref_dir`` as duplicate candidates: their sha256, their
     weights' fingerprint and, with ``probe_states``, their actions (batch and site alike)."""
-    from grader import checks as C
-    from grader.duplicates import Candidate, weights_fingerprint
-    from grader.engine import Engine, EngineFailure
-    from grader.onnx_model import ModelLoadError, parse_model
+    from grader.submission import checks as C
+    from grader.classroom.duplicates import Candidate, weights_fingerprint
+    from grader.runtime.engine import Engine, EngineFailure
+    from grader.submission.onnx_model import ModelLoadError, parse_model
 
     if ref_dir is None or not Path(ref_dir).is_dir():
         return []
@@ -363,7 +363,7 @@ def write_exports(run: "BatchRun") -> None:
 
 
 def _flag_duplicates(run: "BatchRun", rows: list[StudentRow]):
-    from grader.duplicates import Candidate, actions_from_extra, find_duplicates
+    from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates
 
     candidates = []
     for sid, attempt in run.attempts.items():
@@ -403,7 +403,7 @@ def _write_grades(run: "BatchRun", rows: list[StudentRow], max_points: float) ->
         for r in graded])
     if run.roster_file is None:
         return
-    from grader import lms
+    from grader.classroom import lms
 
     kind = lms.detect_roster_kind(run.roster_file)
     if kind == "generic":
@@ -428,8 +428,8 @@ def _num(value: float | None) -> str:
 
 
 def _write_class_html(run: "BatchRun", rows: list[StudentRow], problems: list, max_points: float) -> None:
-    from grader.fsutil import atomic_write
-    from grader.templating import jinja_env
+    from grader.outputs.fsutil import atomic_write
+    from grader.outputs.templating import jinja_env
 
     board = sorted([r for r in rows if r.result is not None],
                    key=lambda r: (-r.points, -(r.mean_return if r.mean_return is not None else -1e9), r.id))
@@ -442,7 +442,7 @@ def _write_class_html(run: "BatchRun", rows: list[StudentRow], problems: list, m
         "graded_now": sum(1 for a in run.attempts.values() if a.status == "queued"),
         "reused": sum(1 for a in run.attempts.values() if a.status != "queued"),
     }
-    from grader.diagnostics import class_summary
+    from grader.tasks.diagnostics import class_summary
 
     diag = class_summary([(r.id, r.result) for r in rows])  # the class's outcomes and collapsed policies
     by_id = {r.id: r for r in rows}
@@ -459,9 +459,9 @@ def _write_class_html(run: "BatchRun", rows: list[StudentRow], problems: list, m
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    """A CSV whose every cell is spreadsheet-safe (:func:`grader.textsafe.csv_cell`), written atomically."""
-    from grader.fsutil import atomic_write
-    from grader.textsafe import csv_cell
+    """A CSV whose every cell is spreadsheet-safe (:func:`grader.outputs.textsafe.csv_cell`), written atomically."""
+    from grader.outputs.fsutil import atomic_write
+    from grader.outputs.textsafe import csv_cell
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")

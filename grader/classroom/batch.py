@@ -6,20 +6,20 @@
 
 Design (see ``docs/batch.md``):
 
-* :mod:`grader.classdir` finds the submissions (folder-per-student or flat files) and the layout
+* :mod:`grader.classroom.classdir` finds the submissions (folder-per-student or flat files) and the layout
   problems; the roster adds "no submission" and "not on the roster" students.
-* Every file becomes an attempt in the gradebook (:mod:`grader.gradebook`, ``DIR/gradebook.sqlite``)
+* Every file becomes an attempt in the gradebook (:mod:`grader.classroom.gradebook`, ``DIR/gradebook.sqlite``)
   keyed by (student, sha256, rubric key); finished attempts are reused unless ``--force``.
 * ``--workers N`` grading slots run at once. A slot is a thread of this process holding a persistent
-  one-worker :class:`~grader.engine.Engine`; the model runs in the engine's sandboxed child process,
+  one-worker :class:`~grader.runtime.engine.Engine`; the model runs in the engine's sandboxed child process,
   so a hostile or hanging model only costs its own row (the engine kills and replaces the worker).
-  With ``--backend ray`` the slots are Ray actors (:mod:`grader.batch_ray`); the driver still writes
+  With ``--backend ray`` the slots are Ray actors (:mod:`grader.classroom.batch_ray`); the driver still writes
   the gradebook and the reports.
 * Each submission's report is written into ``DIR/reports/.tmp-*`` and renamed to
   ``DIR/reports/<student>/<kind>-<sha12>/`` only when complete (``result.json`` written last); the
   gradebook row is then finished in one transaction. A killed run leaves at most ``running`` rows
   (requeued on the next run) and ``.tmp-*`` folders (deleted on the next run).
-* At the end: duplicate detection (:mod:`grader.duplicates`) and the exports (:mod:`grader.exports`):
+* At the end: duplicate detection (:mod:`grader.classroom.duplicates`) and the exports (:mod:`grader.classroom.exports`):
   ``grades.csv``, ``duplicates.csv``, ``problems.csv``, ``class.html`` and a Gradescope
   ``results.json`` in every report folder.
 """
@@ -43,19 +43,19 @@ from typing import Any
 
 import numpy as np
 
-from grader.bundle import Bundle, Submission, read_bundle
-from grader.classdir import ClassFolder, scan_class
-from grader.roster import Roster
+from grader.submission.bundle import Bundle, Submission, read_bundle
+from grader.classroom.classdir import ClassFolder, scan_class
+from grader.classroom.roster import Roster
 from grader.errors import EXIT_ERROR, EXIT_GRADED as EXIT_OK, EXIT_INTERRUPTED, SetupError
-from grader.gradebook import Attempt, Gradebook
+from grader.classroom.gradebook import Attempt, Gradebook
 from grader.limits import DEFAULT_BATCH_SLOTS
 from grader.pipeline import Options
 from grader.resources import reference_models_dir
 from grader.result import GradeResult
-from grader.rubric import Rubric, RubricKey, load_rubric, rubric_key
-from grader.console import CountBar
-from grader.jobs import JobOptions, grade_job
-from grader.slots import Outcome, serve
+from grader.scoring.rubric import Rubric, RubricKey, load_rubric, rubric_key
+from grader.outputs.console import CountBar
+from grader.classroom.jobs import JobOptions, grade_job
+from grader.classroom.slots import Outcome, serve
 
 
 # --- what is graded, with which settings -----------------------------------------------------------
@@ -101,7 +101,7 @@ class BatchRun:
     probe_id: str = ""
     elapsed: float = 0.0
     summary: dict = field(default_factory=dict)  # set by the exports
-    duplicates: Any = None  # a grader.duplicates.DuplicateReport, set by the exports
+    duplicates: Any = None  # a grader.classroom.duplicates.DuplicateReport, set by the exports
     bar: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -111,7 +111,7 @@ class BatchRun:
         return self.out / "reports"
 
     def _say(self, text: str) -> None:
-        from grader.textsafe import clean_text
+        from grader.outputs.textsafe import clean_text
 
         (self.log or (lambda s: print(s, file=sys.stderr, flush=True)))(clean_text(text))
 
@@ -176,8 +176,8 @@ class BatchRun:
     def record(self, job: Job, outcome: Outcome) -> None:
         """Driver side of a finished grading (every backend): complete the report folder, move it
         into place, then finish the gradebook row in one transaction."""
-        from grader.exports import write_gradescope
-        from grader.fsutil import atomic_write
+        from grader.classroom.exports import write_gradescope
+        from grader.outputs.fsutil import atomic_write
 
         result = outcome.result
         report_dir = outcome.report_dir
@@ -198,14 +198,14 @@ class BatchRun:
             shutil.rmtree(report_dir.parent, ignore_errors=True)
         if result.status != "graded":
             self.failures += 1
-        from grader.scoring import fmt_points
+        from grader.scoring.points import fmt_points
 
         detail = fmt_points(result.score, result.max_score) if result.status == "graded" else (result.error or "")[:100]
         self.bar.advance(self.failures, f"{job.label}: {result.status} {detail} ({outcome.wall_s:.1f} s)")
 
     # -- the whole run ----------------------------------------------------------------------------
     def run(self) -> int:
-        from grader.duplicates import probe_set
+        from grader.classroom.duplicates import probe_set
 
         lock = self._lock()
         try:
@@ -222,7 +222,7 @@ class BatchRun:
             with CountBar(total, reused, label="grading", enabled=self.show_progress) as bar:
                 self.bar = bar
                 if self.backend == "ray":
-                    from grader.batch_ray import ray_graders
+                    from grader.classroom.batch_ray import ray_graders
 
                     graders = ray_graders(self, opts, n=min(self.workers, len(jobs)))
                 else:
@@ -231,14 +231,14 @@ class BatchRun:
                     self._run_slots(jobs, graders)
                 finally:
                     if self.backend == "ray":
-                        from grader.batch_ray import shutdown
+                        from grader.classroom.batch_ray import shutdown
 
                         shutdown()
             self.elapsed = time.perf_counter() - t0
             if self.interrupted:
                 self._say("interrupted: finished rows are saved; run the same command again to continue")
                 return EXIT_INTERRUPTED
-            from grader.exports import write_exports
+            from grader.classroom.exports import write_exports
 
             write_exports(self)
             return EXIT_OK
@@ -335,7 +335,7 @@ class _LocalGrader:
 def _spawn_engines(n: int) -> list:
     """One single-worker engine per slot, started with SIGINT ignored (from the main thread), so a
     Ctrl-C stops the batch cleanly instead of killing the sandboxed workers mid-episode."""
-    from grader.engine import Engine
+    from grader.runtime.engine import Engine
 
     if threading.current_thread() is not threading.main_thread():
         return [Engine(1) for _ in range(n)]
@@ -372,7 +372,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader import console, lms
+    from grader.outputs import console
+    from grader.classroom import lms
 
     if not args.class_dir.is_dir():
         console.fail(f"no such folder: {args.class_dir}")
@@ -391,7 +392,7 @@ def run(args: argparse.Namespace) -> int:
         raise SetupError(f"--episodes {args.episodes}: rubric {rubric.id!r} has only {len(rubric.all_grading_seeds())} grading seeds")
     roster = None
     if args.roster:
-        from grader.roster import read_roster
+        from grader.classroom.roster import read_roster
 
         kind, students = lms.read_lms_roster(args.roster)
         roster = read_roster(args.roster) if kind == "generic" else lms.to_roster(students)

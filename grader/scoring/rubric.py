@@ -293,7 +293,7 @@ class Rubric(_Strict):
         return float(stat)
 
     def _baselines(self):
-        from grader.baselines import BaselinesError, load_baselines
+        from grader.scoring.baselines import BaselinesError, load_baselines
 
         try:
             return load_baselines(self.resolve(self.baselines))

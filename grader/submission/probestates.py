@@ -4,7 +4,7 @@ They come from a fixed-seed random rollout under the task's own protocol (:func:
 same for every model. The rollout costs a MsPacman worker about 0.1 s of its start-up (a seeded
 reset reloads the ROM, then the opening steps), on the critical path of every ``grade`` (the
 probe must pass before the episodes start). So the states are also shipped with the grader, one
-file per task (``grader/data/probe_<task>.npz``, written by ``python -m grader.probestates``),
+file per task (``grader/data/probe_<task>.npz``, written by ``python -m grader.submission.probestates``),
 and :func:`probe_states` reads the file when it holds states of the right shape and type.
 
 The file is a cache, never a second definition: a test checks that each shipped file equals a
@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from grader import limits as L
-from grader.contract import Task, get_task, make_env, play_episode
+from grader.resources import data_dir
+from grader.tasks.contract import Task, get_task, make_env, play_episode
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = data_dir()
 
 
 def shipped_path(spec: Task) -> Path:
@@ -86,7 +87,7 @@ def write(spec: Task) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m grader.probestates [TASK ...]``: rewrite the shipped files (default: every task)."""
+    """``python -m grader.submission.probestates [TASK ...]``: rewrite the shipped files (default: every task)."""
     from grader.tasks import task_names
 
     for name in (argv if argv is not None else sys.argv[1:]) or task_names():

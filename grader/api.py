@@ -1,9 +1,9 @@
 """The Python API: :func:`grade` and :func:`check` on a path (a file or a student's folder).
 
-Both gather the bundle with the one rule (:func:`grader.bundle.gather`), read it, and hand it to
+Both gather the bundle with the one rule (:func:`grader.submission.bundle.gather`), read it, and hand it to
 the one pipeline (:func:`grader.pipeline.grade_submission`). Neither raises for a bad submission:
 it comes back as a :class:`~grader.result.GradeResult` with status ``invalid``. They raise
-:class:`~grader.errors.SetupError` (e.g. :class:`~grader.rubric.RubricError`) for the
+:class:`~grader.errors.SetupError` (e.g. :class:`~grader.scoring.rubric.RubricError`) for the
 instructor's set-up only.
 """
 
@@ -14,11 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from grader.bundle import gather, read_bundle
+from grader.submission.bundle import gather, read_bundle
 from grader.limits import DEFAULT_WORKERS
 from grader.pipeline import Options, Progress, grade_submission, no_progress, reproduce_command
 from grader.result import GradeResult
-from grader.rubric import Rubric, load_rubric
+from grader.scoring.rubric import Rubric, load_rubric
 
 
 def default_out_dir(submission: Path) -> Path:

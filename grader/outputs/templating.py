@@ -62,7 +62,7 @@ def bytecode_cache():
 
 
 @lru_cache(maxsize=None)
-def jinja_env(package: str = "grader", folder: str = "templates"):
+def jinja_env(package: str = "grader.outputs", folder: str = "templates"):
     """An environment loading ``package``'s ``folder`` (package data, so it works from a wheel)."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 

@@ -10,7 +10,7 @@ rubric, its grading seeds file when it has one, the baselines file it names, and
 a wheel; nothing else (no tests, no reference agents). Entries are sorted with fixed timestamps,
 so the same inputs give the same bytes.
 
-The results themselves are built by :func:`grader.exports.gradescope_results`, the one builder,
+The results themselves are built by :func:`grader.classroom.exports.gradescope_results`, the one builder,
 through :func:`write_results`. ``GRADESCOPE_ROOT`` replaces ``/autograder`` (for tests) and
 ``GRADESCOPE_GRADE`` the ``grade`` command that ``run_autograder`` runs. Details: docs/gradescope.md.
 """
@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.errors import SetupError
-from grader.exports import EPISODE_TABLE_CHOICES
+from grader.classroom.exports import EPISODE_TABLE_CHOICES
 from grader.result import GradeResult
-from grader.rubric import Rubric, RubricError, load_rubric, read_seeds_file
+from grader.resources import gradescope_templates_dir, package_dir, source_root
+from grader.scoring.rubric import Rubric, RubricError, load_rubric, read_seeds_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,7 +45,7 @@ else:  # pragma: no cover
 ROOT_ENV = "GRADESCOPE_ROOT"  # replaces /autograder in setup.sh and run_autograder
 GRADE_ENV = "GRADESCOPE_GRADE"  # the grade command run_autograder runs (default: grade)
 EPISODES_ENV = "RL_GRADER_GRADESCOPE_EPISODES"  # visibility of the returns by episode, set by run_autograder
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = gradescope_templates_dir()
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01: the wheel's own timestamps
 DEFAULT_TIMEOUT_S = 1200
@@ -62,11 +63,11 @@ def max_points(rubric: Rubric) -> float:
 def write_results(result: GradeResult, path: str | Path, *, episode_table: str | None = None):
     """Write Gradescope's ``results.json`` for ``result`` to ``path`` (atomically).
 
-    The points are the result's own (:mod:`grader.scoring`): an invalid submission shows 0 out of
+    The points are the result's own (:mod:`grader.scoring.points`): an invalid submission shows 0 out of
     the rubric's maximum. ``episode_table`` is the visibility of the returns by episode (default
     ``$RL_GRADER_GRADESCOPE_EPISODES``, else ``after_published``). Returns what was written.
     """
-    from grader.exports import write_gradescope
+    from grader.classroom.exports import write_gradescope
 
     if episode_table is None:
         episode_table = os.environ.get(EPISODES_ENV) or "after_published"
@@ -205,9 +206,9 @@ def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) 
 def source_root(source: str | Path | None = None) -> Path:
     """The folder holding the project's ``pyproject.toml`` and ``grader/`` (``source``, else the one
     this package was imported from)."""
-    root = Path(source).resolve() if source is not None else Path(__file__).resolve().parent.parent
+    root = Path(source).resolve() if source is not None else source_root()
     if not (root / "pyproject.toml").is_file() or not (root / "grader" / "__init__.py").is_file():
-        where = f"--source {source}" if source is not None else f"the folder above {Path(__file__).resolve().parent}"
+        where = f"--source {source}" if source is not None else f"the folder above {package_dir()}"
         raise SetupError(f"{where} is not the rl-grader source tree (it needs pyproject.toml and grader/); "
                          "pass --source DIR, the folder of a checkout of the grader")
     return root
@@ -284,7 +285,7 @@ def build_autograder(*, rubric: Path, out: Path, grading_seeds_file: Path | None
     episode in results.json (``after_published``, ``after_due_date`` or ``none``); ``timeout_s`` how
     long run_autograder lets one grading run. The student's upload is graded as one submission
     (model, notebook and weights together, by the grader's one rule). Raises :class:`~grader.errors.SetupError` (or
-    :class:`~grader.rubric.RubricError`) saying what to fix.
+    :class:`~grader.scoring.rubric.RubricError`) saying what to fix.
     """
     return _build_autograder(rubric=rubric, out=out, grading_seeds_file=grading_seeds_file, source=source,
                              episode_table=episode_table, timeout_s=timeout_s)[0]
@@ -309,7 +310,7 @@ def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table,
               "max_points": max_points(bundle.rubric)}
     entries["run_autograder"] = (run_autograder_script(config).encode("utf-8"), 0o755)
     entries["setup.sh"] = ((TEMPLATES / "gradescope_setup.sh").read_bytes(), 0o755)
-    from grader.fsutil import atomic_write
+    from grader.outputs.fsutil import atomic_write
 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, _zip_bytes(entries))
@@ -329,7 +330,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader import console
+    from grader.outputs import console
 
     try:
         out, bundle = _build_autograder(rubric=args.rubric, out=args.out, grading_seeds_file=args.seeds_file,

@@ -1,8 +1,8 @@
 """``grade batch --backend ray --address HOST:PORT``: the grading slots are Ray actors.
 
-Each actor (``num_cpus=1``) holds a persistent one-worker :class:`~grader.engine.Engine`, like a
+Each actor (``num_cpus=1``) holds a persistent one-worker :class:`~grader.runtime.engine.Engine`, like a
 local slot, so the sandbox is the same on every node. The driver runs the same claim -> grade ->
-record loop as local slots (:func:`grader.slots.serve`), one thread per actor: it claims the
+record loop as local slots (:func:`grader.classroom.slots.serve`), one thread per actor: it claims the
 gradebook rows, reads each bundle and sends its bytes (nodes need no access to the class folder),
 receives the result, the probe actions and the report folder as a tar archive, and records exactly
 as the local backend does. Resume, ``--force`` and the exports are therefore identical.
@@ -24,14 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grader.errors import MissingDependency
+from grader.resources import package_dir
 from grader.result import GradeResult
-from grader.slots import Outcome
+from grader.classroom.slots import Outcome
 
 if TYPE_CHECKING:
-    from grader.batch import BatchRun, Job
-    from grader.jobs import JobOptions
+    from grader.classroom.batch import BatchRun, Job
+    from grader.classroom.jobs import JobOptions
 
-GRADER_DIR = Path(__file__).resolve().parent
+GRADER_DIR = package_dir()
 
 
 class RayGrader:
@@ -46,8 +47,8 @@ class RayGrader:
         return {"node": socket.gethostname(), "pid": os.getpid(), "grader": grader.__file__}
 
     def grade(self, sub, opts: "JobOptions") -> dict:
-        from grader.jobs import grade_job
-        from grader.engine import Engine
+        from grader.classroom.jobs import grade_job
+        from grader.runtime.engine import Engine
 
         if self.engine is None:
             self.engine = Engine(1)
@@ -79,7 +80,7 @@ def _extract(tar_bytes: bytes, dest: Path) -> None:
 
 
 class _ActorSlot:
-    """The driver side of one actor: a :class:`grader.slots.SlotGrader` for :func:`grader.slots.serve`."""
+    """The driver side of one actor: a :class:`grader.classroom.slots.SlotGrader` for :func:`grader.classroom.slots.serve`."""
 
     def __init__(self, run: "BatchRun", actor_cls: Any, opts_ref: Any):
         self.run, self.actor_cls, self.opts_ref = run, actor_cls, opts_ref

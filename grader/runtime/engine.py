@@ -1,17 +1,17 @@
 """The evaluation engine: persistent sandboxed worker processes that play seeded episodes.
 
-``Engine`` starts ``workers`` processes (``python -I``, see :mod:`grader.worker`) inside
+``Engine`` starts ``workers`` processes (``python -I``, see :mod:`grader.runtime.worker`) inside
 bubblewrap where it works, else as plain processes with a visible warning (:attr:`Engine.warnings`);
 it loads a model into each and spreads the seeds over them; each worker steps a pool of
 environments together. Results are keyed by seed, so the per-episode returns do not depend on
 the number of workers, the pool size or the order in which episodes finish.
 
 Every command has a wall timeout of silence (a backstop) and the rubric's budgets
-(:class:`grader.rubric.Budgets`): the worker times every model call (mean over a window, a hard
+(:class:`grader.scoring.rubric.Budgets`): the worker times every model call (mean over a window, a hard
 cap per call) and runs under RLIMIT_CPU sized from the budget; the engine stops the episodes phase
 at its wall budget whatever the heartbeats say, and sums the workers' CPU time. A worker that
 hangs, dies or exceeds its limits is killed and replaced. What comes back over the socket is
-plain data (:func:`grader.worker.decode`), validated here; never a pickle.
+plain data (:func:`grader.runtime.worker.decode`), validated here; never a pickle.
 
 Errors: :class:`EngineFailure` is the model's fault (its message is student-facing);
 :class:`EngineBug` is the grader's own (it carries the worker's traceback).
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from grader import limits as L
-from grader.channel import MalformedMessage, decode, encode
+from grader.runtime.channel import MalformedMessage, decode, encode
 from grader.errors import GraderBug, SetupError
 
 # Nothing here imports numpy, the task registry or the worker's module when this module is
@@ -98,7 +98,7 @@ def isolation(mode: str | None = None, *, probe: bool = True) -> Isolation:
     makes the engine run the real probe and fall back (:meth:`Engine._ensure_ready`)."""
     import shutil
 
-    from grader.bwrap import bwrap_has_size, bwrap_status, requested_mode, unshare_net_prefix
+    from grader.runtime.bwrap import bwrap_has_size, bwrap_status, requested_mode, unshare_net_prefix
 
     wanted = requested_mode(mode)
     if not probe and wanted in ("auto", "bwrap") and shutil.which("bwrap"):
@@ -116,10 +116,12 @@ def isolation(mode: str | None = None, *, probe: bool = True) -> Isolation:
 
 def _source_root() -> str:
     """The folder holding the ``grader`` package the parent runs (a checkout or site-packages)."""
-    return str(Path(__file__).resolve().parent.parent)
+    from grader.resources import source_root
+
+    return str(source_root())
 
 
-_BOOT = "import sys; sys.path.insert(0, {root!r}); from grader.worker import main; main()"
+_BOOT = "import sys; sys.path.insert(0, {root!r}); from grader.runtime.worker import main; main()"
 _ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "SDL_AUDIODRIVER": "dummy"}
 INSIDE_WORKDIR = "/tmp/work"  # the worker's empty working folder inside bubblewrap (a tmpfs)
@@ -132,7 +134,7 @@ def _worker_command(iso: Isolation, fd: int, workdir: str | None, limits: Limits
     root = _source_root()
     boot = [sys.executable, "-I", "-c", _BOOT.format(root=root), str(fd), json.dumps(dataclasses.asdict(limits))]
     if iso.mode == "bwrap":
-        from grader.bwrap import NOBODY, bwrap_base, python_roots
+        from grader.runtime.bwrap import NOBODY, bwrap_base, python_roots
 
         size = ["--size", str(L.WORKER_TMPFS_BYTES)] if iso.tmpfs_size else []
         cmd = bwrap_base([*size, "--tmpfs", "/tmp"])
@@ -145,7 +147,7 @@ def _worker_command(iso: Isolation, fd: int, workdir: str | None, limits: Limits
         for k, v in env.items():
             cmd += ["--setenv", k, v]
         return cmd + ["--", *boot], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "/"
-    from grader.bwrap import unshare_net_prefix
+    from grader.runtime.bwrap import unshare_net_prefix
 
     assert workdir is not None
     work, home = os.path.join(workdir, "work"), os.path.join(workdir, "home")
@@ -339,14 +341,14 @@ def fresh_envs(pool: int, episodes: int, n_workers: int) -> int:
     """How many environments a worker with none should build to play its share of ``episodes``:
     the pool, but no more than its share (one that plays no episode is not built).
 
-    Each is built ready for the first seed it plays (:meth:`grader.engine.Engine.prepare` tells
+    Each is built ready for the first seed it plays (:meth:`grader.runtime.engine.Engine.prepare` tells
     the worker its first seeds): for MsPacman its construction is that episode's seeded reset, so
     an environment that plays costs nothing extra, and a fuller batch makes each state's model call
     cheaper (the DQN: 62 us a state in pairs, 40 in fours). Measured on the default 10 MsPacman
     episodes: 4 environments a worker grade 7% faster than 2 (15 pairs), 3 no faster than 2.
     (Before environments were built for their seeds, a build cost half an episode and 2 were
     fastest.) A long-lived worker (``grade batch``, the site) keeps its environments and adds one
-    per command up to the pool (``grader.worker``)."""
+    per command up to the pool (``grader.runtime.worker``)."""
     share = -(-episodes // max(1, n_workers))
     return max(1, min(pool, share))
 
@@ -365,7 +367,7 @@ class _Dispatch:
 
     The reproducibility check (``recheck``): every worker keeps the states and actions of the
     first episode it finishes, and the first worker to finish computes that episode's decisions
-    again, one state per call (``recheck`` command, :func:`grader.worker.recheck`), while the
+    again, one state per call (``recheck`` command, :func:`grader.runtime.worker.recheck`), while the
     others play their last episodes. (Re-playing the episode instead cost a MsPacman grading a
     quarter of a second at its end: a seeded reset reloads the ROM, then every step again. Playing
     it first on one worker, the others taking its share, was slower still: 10 episodes leave too
@@ -595,7 +597,7 @@ class Engine:
     def _check_ready(self, w: _Worker, value: Any) -> None:
         _expect(isinstance(value, dict) and type(value.get("uid")) is int, "ready: fields")
         if self.isolation.mode == "bwrap":
-            from grader.bwrap import NOBODY
+            from grader.runtime.bwrap import NOBODY
 
             _expect(value["uid"] == NOBODY and value.get("mode") == "bwrap", "ready: not in the sandbox")
         w.ready = True
@@ -649,7 +651,7 @@ class Engine:
 
     def _budget(self, name: str) -> float:
         if self._budgets is None:
-            from grader.rubric import Budgets
+            from grader.scoring.rubric import Budgets
 
             self._budgets = Budgets()
         return float(getattr(self._budgets, name))
@@ -659,11 +661,11 @@ class Engine:
              episodes: int | None = None) -> None:
         """Load an ONNX model (or ``None`` for the random policy) into every worker.
 
-        ``budgets`` (a :class:`grader.rubric.Budgets`, e.g. ``rubric.budgets``; default: the
+        ``budgets`` (a :class:`grader.scoring.rubric.Budgets`, e.g. ``rubric.budgets``; default: the
         defaults of :mod:`grader.limits`) bounds every later command on this model. ``episodes``
         (how many the next :meth:`evaluate` plays) lets each worker build its environments right
         after the session, while the first worker runs the probe."""
-        from grader.rubric import Budgets
+        from grader.scoring.rubric import Budgets
 
         self._ensure_ready()
         self._budgets = budgets if budgets is not None else Budgets()
@@ -692,7 +694,7 @@ class Engine:
         episodes, or the episodes of ``seeds``) and the first worker its probe states, as soon as
         they are up and while this process goes on (e.g. with the static checks). With ``seeds``
         (those the next :meth:`evaluate` plays), each worker is told the seeds it will start with,
-        and builds each environment ready for its first one (:class:`grader.worker.EnvPool`).
+        and builds each environment ready for its first one (:class:`grader.runtime.worker.EnvPool`).
         Nothing is waited for; a failure shows in the next command's reply."""
         spec = get_task(task)
         if seeds is not None:
@@ -707,7 +709,7 @@ class Engine:
     def probe(self, *, pool_size: int | None = None) -> dict[str, Any]:
         """Raw outputs on the probe states, one by one and at every batch size 1..pool_size (the
         task's pool size by default) and a few more; the keyword arguments of
-        :class:`grader.checks.Probe`."""
+        :class:`grader.submission.checks.Probe`."""
         self._require_loaded()
         pool = pool_size or get_task(self._loaded["task"]).pool_size
         self._workers[0].send("probe", {"pool_size": int(pool), "cpu_s": self._budget("probe_s") + 5})
@@ -743,8 +745,8 @@ class Engine:
 
         ``recheck``: the decisions of one episode are also computed again alone, one state per
         call, while the other workers finish (see :class:`_Dispatch`); the outcome is in
-        :attr:`last_recheck` (``{"seed", "decisions", "differs"}``, see :func:`grader.worker.recheck`;
-        judge it with :func:`grader.checks.check_recheck`). When each worker played a single
+        :attr:`last_recheck` (``{"seed", "decisions", "differs"}``, see :func:`grader.runtime.worker.recheck`;
+        judge it with :func:`grader.submission.checks.check_recheck`). When each worker played a single
         episode (:attr:`played_alone`), every episode already ran one state per call, exactly as a
         re-run would: there is nothing to check and :attr:`last_recheck` stays None.
 
@@ -835,7 +837,7 @@ class Engine:
 
     def rerun(self, seeds: Sequence[int]) -> dict[int, tuple[float, int]]:
         """Play ``seeds`` again with a batch of 1 (one state per model call): the scored returns
-        must be reproduced exactly (compare with :func:`grader.checks.check_rerun`)."""
+        must be reproduced exactly (compare with :func:`grader.submission.checks.check_rerun`)."""
         return self.evaluate(seeds, pool_size=1)
 
     def actions(self, states: Any, *, batch_sizes: Sequence[int] | None = None) -> Any:
@@ -847,7 +849,7 @@ class Engine:
         in episodes and another on the duplicate-detection probe set."""
         import numpy as np
 
-        from grader.worker import probe_batch_sizes
+        from grader.runtime.worker import probe_batch_sizes
 
         self._require_loaded()
         states = np.ascontiguousarray(states, dtype=np.float32)

@@ -44,7 +44,7 @@ def weights_fingerprint(data: bytes) -> str | None:
     """The canonical weight fingerprint of ONNX bytes, or None (unparsable, no weights)."""
     from onnx import numpy_helper
 
-    from grader.onnx_model import ModelLoadError, is_external, iter_tensors, parse_model, tensor_elements
+    from grader.submission.onnx_model import ModelLoadError, is_external, iter_tensors, parse_model, tensor_elements
 
     try:
         parsed = parse_model(data)
@@ -69,8 +69,8 @@ def weights_fingerprint(data: bytes) -> str | None:
 
 def probe_set(task: str, n: int = PROBE_SET_SIZE) -> tuple[np.ndarray, str]:
     """The fixed probe states for behavioural comparison and an id (sha256 of their bytes)."""
-    from grader.contract import get_task
-    from grader.probestates import probe_states
+    from grader.tasks.contract import get_task
+    from grader.submission.probestates import probe_states
 
     states = probe_states(get_task(task), n)
     return states, hashlib.sha256(states.tobytes()).hexdigest()[:16]
