@@ -18,8 +18,8 @@ import onnx
 import pytest
 
 import onnx_fixtures as F
-from grader.bundle import gather, read_bundle
-from grader.classdir import scan_class
+from grader.submission.bundle import gather, read_bundle
+from grader.classroom.classdir import scan_class
 from grader.cli import main
 
 _opened: list[str] | None = None
