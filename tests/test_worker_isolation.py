@@ -26,7 +26,7 @@ def test_the_worker_runs_in_bubblewrap_as_nobody_without_network_in_an_empty_pri
     try:
         checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         secret = os.path.join(checkout, "tests", os.path.basename(__file__))
-        package = os.path.join(checkout, "grader", "worker.py")
+        package = os.path.join(checkout, "grader", "runtime", "worker.py")
         with Engine(2, sandbox="auto") as engine:
             assert engine.sandbox_mode == "bwrap" and engine.warnings == []
             infos = engine.info(paths=[secret, os.path.join(checkout, "rubrics"), package, marker])

@@ -40,6 +40,7 @@ from grader.runtime.bwrap import (  # noqa: F401 - re-exported: the sandbox's pr
     requested_mode,
     unshare_net_prefix,
 )
+from grader.runtime.bwrap import SEAL, writable_places
 from grader.runtime.bwrap import bwrap_base as _bwrap_base
 from grader.notebook.protocol import Blobs, Report, parse_blobs, parse_report
 
@@ -55,7 +56,8 @@ class Limits:
     output_bytes: int = 1 << 20  # stdout / stderr kept for the report (each)
     flood_bytes: int = 64 << 20  # beyond this much output the child is killed
     channel_bytes: int = 4 << 20  # JSON report channel cap
-    scratch_mb: int = 256  # the disk quota: the working folder and /tmp (each, under bubblewrap)
+    scratch_mb: int = 256  # the disk quota: the working folder, /tmp and /dev/shm together (under bubblewrap)
+    scratch_files: int = 4096  # files and folders the code may create there (tmpfs nr_inodes)
     model_bytes: int = 100 << 20  # each exported ONNX file sent back
     poll_s: float = 0.2  # how often the process count and the scratch usage are checked
 
@@ -93,6 +95,7 @@ class SandboxRun:
     scratch: str = ""  # how the disk quota is enforced, in words
     quota_hit: bool = False  # the child wrote more than the quota (host scratch) and was stopped
     models_overflow: bool = False  # more model bytes than allowed were sent
+    host_scratch: bool = False  # the scratch is a host folder the grader measures (fallback, old bubblewrap)
 
     @property
     def signal_name(self) -> str | None:
@@ -237,18 +240,26 @@ def _child_argv(root: str, fd: int, blob_fd: int) -> list[str]:
 
 
 def _bwrap_command(workdir: Path, limits: Limits, run: SandboxRun, fds: tuple[int, int]) -> list[str]:
+    """bubblewrap's command line; the writable places are ``/sandbox``, ``/tmp`` and ``/dev/shm``,
+    bounded together in bytes and files (:func:`grader.runtime.bwrap.writable_places`)."""
     env = dict(_ENV, GRADER_SANDBOX_MODE="bwrap")
-    if bwrap_has_size():
-        size = ["--size", str(limits.scratch_mb << 20)]
-        tmp = [*size, "--tmpfs", "/tmp"]
-        scratch = [*size, "--tmpfs", INSIDE, "--ro-bind", str(workdir / "in"), INSIDE + "/in"]
-        run.scratch = f"tmpfs of {limits.scratch_mb} MB for the working folder and for /tmp"
+    (workdir / "scratch").mkdir(exist_ok=True)
+    places = writable_places([INSIDE, "/tmp", "/dev/shm"], size_bytes=limits.scratch_mb << 20, files=limits.scratch_files,
+                             mountpoint=str(workdir / "scratch"))
+    prefix: list[str] = []
+    if places is not None:
+        prefix, tmp, shm, own = places.prefix, places.binds["/tmp"], places.binds["/dev/shm"], places.binds[INSIDE]
+        run.scratch = places.note
     else:
-        (workdir / "tmp").mkdir(exist_ok=True)
-        tmp = ["--bind", str(workdir / "tmp"), "/tmp"]
-        scratch = ["--bind", str(workdir), INSIDE, "--ro-bind", str(workdir / "in"), INSIDE + "/in"]
+        for name in ("tmp", "shm"):
+            (workdir / name).mkdir(exist_ok=True)
+        tmp, shm = ["--bind", str(workdir / "tmp"), "/tmp"], ["--bind", str(workdir / "shm"), "/dev/shm"]
+        own = ["--bind", str(workdir), INSIDE]
+        run.host_scratch = True
         run.scratch = f"{limits.scratch_mb} MB measured on the host (this bubblewrap has no --size)"
-    cmd = _bwrap_base(tmp) + scratch + ["--uid", str(NOBODY), "--gid", str(NOBODY), "--chdir", INSIDE, "--clearenv"]
+    scratch = [*own, "--ro-bind", str(workdir / "in"), INSIDE + "/in"]
+    cmd = prefix + _bwrap_base(tmp, shm=shm) + scratch + SEAL
+    cmd += ["--uid", str(NOBODY), "--gid", str(NOBODY), "--chdir", INSIDE, "--clearenv"]
     for k, v in env.items():
         cmd += ["--setenv", k, v]
     return cmd + ["--", *_child_argv("", *fds)]
@@ -331,7 +342,7 @@ def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) ->
         cmd, env, cwd = _bwrap_command(workdir, limits, run, (w_fd, wb_fd)), dict(_ENV), "/"
     else:
         cmd, env, drop_uid = _fallback_command(workdir, limits, run, (w_fd, wb_fd), why, is_root)
-    host_scratch = run.mode == "fallback" or not bwrap_has_size()
+    host_scratch = run.mode == "fallback" or run.host_scratch
     nproc_limit = _process_limit(run, limits, cg, is_root, drop_uid)
     start = time.monotonic()
     try:

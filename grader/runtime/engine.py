@@ -134,14 +134,17 @@ def _worker_command(iso: Isolation, fd: int, workdir: str | None, limits: Limits
     root = _source_root()
     boot = [sys.executable, "-I", "-c", _BOOT.format(root=root), str(fd), json.dumps(dataclasses.asdict(limits))]
     if iso.mode == "bwrap":
-        from grader.runtime.bwrap import NOBODY, bwrap_base, python_roots
+        from grader.runtime.bwrap import NOBODY, SEAL, Writable, bwrap_base, python_roots, writable_places
 
-        size = ["--size", str(L.WORKER_TMPFS_BYTES)] if iso.tmpfs_size else []
-        cmd = bwrap_base([*size, "--tmpfs", "/tmp"])
+        places = writable_places(["/tmp", "/dev/shm"], size_bytes=L.WORKER_TMPFS_BYTES, files=L.WORKER_TMPFS_FILES,
+                                 mountpoint=workdir)
+        if places is None:  # a bubblewrap without --size: plain tmpfs (what the worker writes is the grader's)
+            places = Writable(binds={d: ["--tmpfs", d] for d in ("/tmp", "/dev/shm")})
+        cmd = places.prefix + bwrap_base(places.binds["/tmp"], shm=places.binds["/dev/shm"])
         pkg = os.path.join(root, "grader")
         if not any(pkg == r or pkg.startswith(r + "/") for r in python_roots()):
             cmd += ["--ro-bind", pkg, pkg]  # only the package: not the checkout's rubrics or tests
-        cmd += ["--dir", INSIDE_WORKDIR, "--dir", "/tmp/home", "--chdir", INSIDE_WORKDIR, "--uid", str(NOBODY), "--gid", str(NOBODY),
+        cmd += ["--dir", INSIDE_WORKDIR, "--dir", "/tmp/home", *SEAL, "--chdir", INSIDE_WORKDIR, "--uid", str(NOBODY), "--gid", str(NOBODY),
                 "--clearenv"]
         env = dict(_ENV, HOME="/tmp/home", TMPDIR="/tmp", GRADER_WORKER_MODE="bwrap")
         for k, v in env.items():
@@ -189,7 +192,7 @@ class _Worker:
     def __init__(self, iso: Isolation, limits: Limits):
         self.iso = iso
         self.ready = False
-        self.workdir = tempfile.mkdtemp(prefix="grader-worker-") if iso.mode == "fallback" else None
+        self.workdir = tempfile.mkdtemp(prefix="grader-worker-")  # fallback: its folder; bwrap: the scratch's mount point
         self.stderr = tempfile.TemporaryFile()
         parent, child = socket.socketpair()
         cmd, env, cwd = _worker_command(iso, child.fileno(), self.workdir, limits)
