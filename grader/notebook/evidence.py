@@ -37,3 +37,4 @@ class NotebookEvidence:
     checks: list[CheckResult] = field(default_factory=list)  # points=None, max_points=None
     models: list[ProducedModel] = field(default_factory=list)
     logs: dict[str, bytes] = field(default_factory=dict)  # file name -> capped content
+    not_run: str | None = None  # the code was not run, and why: a set-up problem (no bubblewrap), never the student's

@@ -31,6 +31,7 @@ from grader.notebook.diagnose import diagnose, follows_frames
 from grader.notebook.evidence import NotebookEvidence, ProducedModel
 from grader.notebook.protocol import DefinitionsDone, Network, Preprocess, Report, Weights
 from grader.notebook.sandbox import Limits, SandboxRun, run_in_sandbox
+from grader.runtime.bwrap import INSTALL_BWRAP
 from grader.resources import data_dir
 from grader.result import CheckResult
 
@@ -122,17 +123,22 @@ def collect(nb: ParsedNotebook, *, limits: Limits, sandbox: str | None, weights:
         run = run_in_sandbox(work, limits, mode=sandbox)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return NotebookEvidence(checks=judge(nb, run, limits, names), models=_models(run, names), logs=runcheck.logs(run))
+    return NotebookEvidence(checks=judge(nb, run, limits, names), models=_models(run, names), logs=runcheck.logs(run),
+                            not_run=run.launch_error if run.refused else None)
 
 
 def judge(nb: ParsedNotebook, run: SandboxRun, limits: Limits, names: dict[str, str]) -> list[CheckResult]:
     """Every check of a MsPacman notebook from one sandbox run (points left to the pipeline)."""
     report = run.report
     report.expect_statements([(p.cell.number, st.line) for p in nb.plans for st in p.run])
+    if run.refused:  # nothing ran: a set-up problem (the pipeline makes the result an error, not the student's)
+        hint = f"the course staff installs bubblewrap ({INSTALL_BWRAP}) and grades again"
+        checks = [check("sandbox_isolation", False, run.launch_error, hint, severity="warning")]
+        return checks + _not_checked(checks, run.launch_error.split(". ")[0], hint)
     checks = [runcheck.isolation_check(run, limits), runcheck.sandbox_check(run, limits)]
     if run.launch_error:  # nothing ran
         return checks + _not_checked(checks, run.launch_error,
-                                     "install bubblewrap (apt-get install -y bubblewrap) or use the fallback sandbox")
+                                     f"install bubblewrap ({INSTALL_BWRAP}) on the grading machine")
     checks.append(runcheck.definitions_check(run, limits))
     if report.trusted:
         functions, classes = defined_names(nb.plans)

@@ -1,4 +1,10 @@
-"""Running untrusted notebook code: bubblewrap when available, rlimits (+ ``unshare --net``) otherwise.
+"""Running untrusted notebook code: in bubblewrap; without it, only when explicitly allowed.
+
+Without a usable bubblewrap the code is **not run** (:attr:`SandboxRun.refused`, with
+:func:`grader.runtime.bwrap.refusal` saying what to install), unless the weaker sandbox is asked for
+(``GRADER_SANDBOX=fallback``) or allowed (``GRADER_ALLOW_UNSANDBOXED=1``: bubblewrap where it
+works, the fallback where not; for a machine that is itself one submission's container, such as
+Gradescope's). The fallback: rlimits, ``unshare --net``, uid 65534 when root, a clean environment.
 
 The caller prepares ``WORK/in/`` (the runner, the job, the probe inputs, this one submission's
 files); the child is ``python -I -u in/runner.py in/job.json FD BLOB_FD``, unbuffered so that
@@ -36,6 +42,8 @@ from grader.runtime.bwrap import (  # noqa: F401 - re-exported: the sandbox's pr
     bwrap_has_size,
     bwrap_status,
     python_roots,
+    refusal,
+    unsandboxed_allowed,
     readable_by_others,
     requested_mode,
     unshare_net_prefix,
@@ -96,6 +104,7 @@ class SandboxRun:
     quota_hit: bool = False  # the child wrote more than the quota (host scratch) and was stopped
     models_overflow: bool = False  # more model bytes than allowed were sent
     host_scratch: bool = False  # the scratch is a host folder the grader measures (fallback, old bubblewrap)
+    refused: bool = False  # nothing ran: no usable bubblewrap, and running without it was not allowed
 
     @property
     def signal_name(self) -> str | None:
@@ -330,8 +339,8 @@ def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) ->
     wanted = requested_mode(mode)
     ok, why = bwrap_status() if wanted in ("auto", "bwrap") else (False, "the weaker sandbox was requested")
     run = SandboxRun(mode="bwrap" if ok else "fallback", process_limit=limits.processes)
-    if wanted == "bwrap" and not ok:
-        run.launch_error = f"the bubblewrap sandbox was required but {why}"
+    if not ok and not (wanted == "fallback" or (wanted == "auto" and unsandboxed_allowed())):
+        run.launch_error, run.refused = refusal(why, required=wanted == "bwrap"), True
         return run
     r_fd, w_fd = os.pipe()
     rb_fd, wb_fd = os.pipe()

@@ -31,6 +31,8 @@ from functools import lru_cache
 from pathlib import Path
 
 SANDBOX_ENV_VAR = "GRADER_SANDBOX"  # auto (default) | bwrap | fallback
+ALLOW_UNSANDBOXED_ENV_VAR = "GRADER_ALLOW_UNSANDBOXED"  # 1: notebook code may run without bubblewrap
+INSTALL_BWRAP = "apt-get install -y bubblewrap (Debian/Ubuntu; dnf install bubblewrap on Fedora)"
 MODES = ("auto", "bwrap", "fallback")
 NOBODY = 65534
 
@@ -40,6 +42,21 @@ def requested_mode(mode: str | None) -> str:
     if mode not in MODES:
         raise ValueError(f"sandbox mode must be one of {', '.join(MODES)}, not {mode!r}")
     return mode
+
+
+def unsandboxed_allowed() -> bool:
+    """``GRADER_ALLOW_UNSANDBOXED=1``: notebook code may run in the fallback where bubblewrap is
+    unusable (a machine that is itself one submission's container). Off by default."""
+    return os.environ.get(ALLOW_UNSANDBOXED_ENV_VAR, "").strip().lower() in ("1", "yes", "true")
+
+
+def refusal(why: str, *, required: bool = False) -> str:
+    """Why a notebook's code was not run, and what the instructor can do (a set-up problem)."""
+    if required:
+        return f"the notebook's code was not run: the bubblewrap sandbox was required but {why}"
+    return (f"the notebook's code was not run: {why}, and student code never runs unisolated by default. "
+            f"Install bubblewrap ({INSTALL_BWRAP}) and grade again; only on a machine that is itself one "
+            f"submission's throw-away container, set {ALLOW_UNSANDBOXED_ENV_VAR}=1 to run it in the weaker sandbox")
 
 
 def python_roots() -> list[str]:
