@@ -34,7 +34,8 @@ from pathlib import Path
 from grader.errors import SetupError
 from grader.classroom.exports import EPISODE_TABLE_CHOICES
 from grader.result import GradeResult
-from grader.resources import gradescope_templates_dir, package_dir, source_root
+from grader.resources import gradescope_templates_dir, package_dir
+from grader.resources import source_root as _running_source_root
 from grader.scoring.rubric import Rubric, RubricError, load_rubric, read_seeds_file
 
 if sys.version_info >= (3, 11):
@@ -206,12 +207,25 @@ def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) 
 def source_root(source: str | Path | None = None) -> Path:
     """The folder holding the project's ``pyproject.toml`` and ``grader/`` (``source``, else the one
     this package was imported from)."""
-    root = Path(source).resolve() if source is not None else source_root()
+    root = Path(source).resolve() if source is not None else _running_source_root()
     if not (root / "pyproject.toml").is_file() or not (root / "grader" / "__init__.py").is_file():
         where = f"--source {source}" if source is not None else f"the folder above {package_dir()}"
         raise SetupError(f"{where} is not the rl-grader source tree (it needs pyproject.toml and grader/); "
                          "pass --source DIR, the folder of a checkout of the grader")
     return root
+
+
+def shipped_data(source: Path) -> set[str]:
+    """The wheel paths of the shipped rubrics, baselines and models: pyproject.toml's explicit list
+    (``grader._data.*`` package data, by name; a glob there would ship whatever lies in the folder)."""
+    conf = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8")).get("tool", {}).get("setuptools", {})
+    out = set()
+    for package, names in conf.get("package-data", {}).items():
+        if package.startswith("grader._data"):
+            if any(ch in name for name in names for ch in "*?["):
+                raise SetupError(f"pyproject.toml: package data of {package} must be listed by name, not {names}")
+            out |= {package.replace(".", "/") + "/" + name for name in names}
+    return out
 
 
 def build_wheel(source: Path, dest: Path) -> Path:
@@ -245,9 +259,14 @@ def build_wheel(source: Path, dest: Path) -> Path:
                              f"install the build backend into this environment and retry: "
                              f"{sys.executable} -m pip install 'setuptools>=77'")
         with zipfile.ZipFile(wheels[0]) as z:
-            stray = [n for n in z.namelist() if not n.startswith(("grader/", "rl_grader-"))]
+            names = z.namelist()
+        stray = [n for n in names if not n.startswith(("grader/", "rl_grader-"))]
         if stray:
             raise SetupError(f"internal error: the wheel holds files outside grader/: {', '.join(stray[:5])}")
+        unlisted = sorted(set(n for n in names if n.startswith("grader/_data/")) - shipped_data(stage))
+        if unlisted:
+            raise SetupError(f"the wheel would hold data files that pyproject.toml does not list as shipped: "
+                             f"{', '.join(unlisted[:5])}; list them under [tool.setuptools.package-data] by name")
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / wheels[0].name
         shutil.copyfile(wheels[0], target)
@@ -301,7 +320,8 @@ def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table,
         raise SetupError(f"{out} is a folder; give the zip's file name, e.g. --out autograder.zip")
     bundle = bundle_rubric(Path(rubric), grading_seeds_file=grading_seeds_file)
     root = source_root(source)
-    entries: dict[str, tuple[bytes, int]] = {name: (raw, 0o644) for name, raw in bundle.files.items()}
+    # the rubric, its seeds and baselines: readable by the grader's user only (setup.sh also closes source/)
+    entries: dict[str, tuple[bytes, int]] = {name: (raw, 0o600) for name, raw in bundle.files.items()}
     with tempfile.TemporaryDirectory(prefix="rl-grader-zip-") as tmp:
         wheel = build_wheel(root, Path(tmp))
         entries[wheel.name] = (wheel.read_bytes(), 0o644)
