@@ -93,3 +93,51 @@ def test_in_batch_the_row_is_an_error_that_keeps_the_model_grade(tmp_path):
     episodes = next(p for p in result["parts"] if p["kind"] == "episodes")
     assert episodes["detail"].startswith("mean") and result["score"] >= episodes["points"]  # kept in the total
     assert "the model was graded" in result["error"]
+
+
+WORKER_PROBE = """
+import json, os, sys
+os.environ["GRADER_TEST_SECRET"] = "s3cret-token"
+from grader.runtime.engine import Engine
+with Engine(1, sandbox="fallback") as engine:
+    info = engine.info(paths=[sys.argv[1]])[0]
+    pid = engine._workers[0].process.pid
+    environ = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
+    print(json.dumps({"uid": info["uid"], "exists": info["exists"], "warnings": engine.warnings,
+                      "secret_in_env": "s3cret-token" in environ}))
+"""
+
+
+def test_the_model_workers_fallback_runs_as_another_user_without_the_graders_environment(tmp_path):
+    """The workers' fallback follows the notebook's rule: uid 65534 when the grader is root and that
+    user can read the interpreter, and never the grader's environment variables."""
+    import shutil
+    import tempfile
+
+    system_python = Path("/usr/bin/python3")
+    if os.geteuid() != 0 or not system_python.is_file():
+        pytest.skip("needs root and a system Python readable by uid 65534 (/usr/bin/python3)")
+    root = Path(tempfile.mkdtemp(prefix="grader-fallback-uid-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        venv = root / "venv"
+        subprocess.run([str(system_python), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+        site = next(venv.glob("lib/python3*/site-packages"))
+        deps = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
+        (site / "zz_grader.pth").write_text(f"{deps}\n{REPO}\n")
+        private = tmp_path / "private"
+        private.mkdir(mode=0o700)
+        (private / "seeds.txt").write_text("424242\n")
+        r = subprocess.run([str(venv / "bin" / "python"), "-c", WORKER_PROBE, str(private / "seeds.txt")],
+                           capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(root)})
+        assert r.returncode == 0, r.stderr[-3000:]
+        seen = json.loads(r.stdout.strip().splitlines()[-1])
+        from grader.runtime.bwrap import readable_by_others
+
+        if not readable_by_others(str(REPO / "grader")):
+            pytest.skip("this checkout is not readable by uid 65534")
+        assert seen["uid"] == 65534 and seen["exists"] == [False], seen
+        assert not seen["secret_in_env"]
+        assert any("as uid 65534" in w for w in seen["warnings"]), seen["warnings"]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

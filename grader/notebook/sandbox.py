@@ -41,6 +41,7 @@ from grader.runtime.bwrap import (  # noqa: F401 - re-exported: the sandbox's pr
     SANDBOX_ENV_VAR,
     bwrap_has_size,
     bwrap_status,
+    fallback_uid,
     python_roots,
     refusal,
     unsandboxed_allowed,
@@ -276,12 +277,11 @@ def _bwrap_command(workdir: Path, limits: Limits, run: SandboxRun, fds: tuple[in
 
 def _fallback_command(workdir: Path, limits: Limits, run: SandboxRun, fds: tuple[int, int], why: str,
                       is_root: bool) -> tuple[list[str], dict, int | None]:
-    prefix = unshare_net_prefix()
     env = dict(_ENV, GRADER_SANDBOX_MODE="fallback", TMPDIR=str(workdir / "tmp"), HOME=str(workdir / "tmp"))
     (workdir / "tmp").mkdir(exist_ok=True)
-    drop_uid = None
-    if is_root and all(readable_by_others(r) for r in python_roots()):
-        drop_uid = NOBODY
+    drop_uid = fallback_uid() if is_root else None  # the same rule as the model workers' fallback
+    prefix = unshare_net_prefix(drop_uid)
+    if drop_uid is not None:
         for p in [workdir, *workdir.rglob("*")]:
             writable = p == workdir or p == workdir / "tmp"
             os.chmod(p, (0o777 if writable else 0o555) if p.is_dir() else 0o444)

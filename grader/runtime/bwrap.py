@@ -93,6 +93,14 @@ def readable_by_others(path: str) -> bool:
 SEAL = ["--remount-ro", "/"]  # after the last mount: bubblewrap's own root tmpfs becomes read-only
 
 
+def fallback_uid(*extra_roots: str) -> int | None:
+    """The uid the weaker sandbox (no bubblewrap) runs code as: 65534 when this process is root and
+    that user can read the interpreter (and ``extra_roots``); None (this process's user) otherwise."""
+    if os.geteuid() != 0:
+        return None
+    return NOBODY if all(readable_by_others(r) for r in [*python_roots(), *extra_roots]) else None
+
+
 def bwrap_base(tmp: list[str] | None = None, *, shm: list[str] | None = None) -> list[str]:
     """The read-only system view; ``tmp`` mounts /tmp and ``shm`` /dev/shm (default: unsized tmpfs,
     for the probe). ``/dev`` is sealed read-only after ``shm``; the caller appends :data:`SEAL`
@@ -142,14 +150,17 @@ def bwrap_status() -> tuple[bool, str]:
     return True, "ok"
 
 
-@lru_cache(maxsize=1)
-def unshare_net_prefix() -> list[str]:
-    exe = shutil.which("unshare")
-    if not exe:
+@lru_cache(maxsize=4)
+def unshare_net_prefix(uid: int | None = None) -> list[str]:
+    """A command prefix that cuts the network off (an empty network namespace) for a process that
+    runs as ``uid`` (None: this process's user; a root grader dropping to 65534 needs a user
+    namespace for it); ``[]`` when none works here."""
+    if not shutil.which("unshare"):
         return []
-    for prefix in (["unshare", "--net"], ["unshare", "--user", "--map-root-user", "--net"]):
+    drop = {"user": uid, "group": uid, "extra_groups": []} if uid is not None and os.geteuid() == 0 else {}
+    for prefix in (["unshare", "--net"], ["unshare", "--user", "--net"], ["unshare", "--user", "--map-root-user", "--net"]):
         try:
-            if subprocess.run(prefix + ["true"], capture_output=True, timeout=10).returncode == 0:
+            if subprocess.run(prefix + ["true"], capture_output=True, timeout=10, **drop).returncode == 0:
                 return prefix
         except (OSError, subprocess.TimeoutExpired):
             pass

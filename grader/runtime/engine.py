@@ -86,6 +86,7 @@ class Isolation:
     warnings: tuple[str, ...] = ()
     verified: bool = True  # False: bwrap is tried without the probe; the first worker's "ready" proves it
     tmpfs_size: bool = True  # bwrap takes --size (0.8 and later)
+    uid: int | None = None  # fallback: the uid workers run as (65534 when the grader is root), None: the grader's
 
 
 def isolation(mode: str | None = None, *, probe: bool = True) -> Isolation:
@@ -108,10 +109,14 @@ def isolation(mode: str | None = None, *, probe: bool = True) -> Isolation:
         return Isolation("bwrap", tmpfs_size=bwrap_has_size())
     if wanted == "bwrap":
         raise SetupError(f"the bubblewrap sandbox was required for the model workers but {why}")
-    net = "cut off with `unshare --net`" if unshare_net_prefix() else "NOT cut off (unshare failed)"
+    from grader.runtime.bwrap import fallback_uid
+
+    uid = fallback_uid(_source_root())
+    net = "cut off with `unshare --net`" if unshare_net_prefix(uid) else "NOT cut off (unshare failed)"
+    who = f"as uid {uid}" if uid is not None else "as the grader's user"
     return Isolation("fallback", (
-        f"the model ran without bubblewrap ({why}): as the grader's user, with the host's files visible "
-        f"(resource limits and an empty working folder only); network {net}",))
+        f"the model ran without bubblewrap ({why}): {who}, with the host's files visible "
+        f"(resource limits, a clean environment and an empty working folder only); network {net}",), uid=uid)
 
 
 def _source_root() -> str:
@@ -156,8 +161,12 @@ def _worker_command(iso: Isolation, fd: int, workdir: str | None, limits: Limits
     work, home = os.path.join(workdir, "work"), os.path.join(workdir, "home")
     os.makedirs(work, exist_ok=True)
     os.makedirs(home, exist_ok=True)
+    if iso.uid is not None:  # the worker drops to this uid: its own folders only are writable for it
+        os.chmod(workdir, 0o711)
+        for d in (work, home):
+            os.chown(d, iso.uid, iso.uid)
     env = dict(_ENV, HOME=home, TMPDIR=home, GRADER_WORKER_MODE="fallback")
-    return unshare_net_prefix() + boot, env, work
+    return unshare_net_prefix(iso.uid) + boot, env, work
 
 
 _launcher: ThreadPoolExecutor | None = None
@@ -197,8 +206,9 @@ class _Worker:
         parent, child = socket.socketpair()
         cmd, env, cwd = _worker_command(iso, child.fileno(), self.workdir, limits)
         try:
+            user = {"user": iso.uid, "group": iso.uid, "extra_groups": []} if iso.mode == "fallback" and iso.uid is not None else {}
             self.process = _launch(cmd, env=env, cwd=cwd, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=self.stderr, start_new_session=True)
+                                   stdout=subprocess.DEVNULL, stderr=self.stderr, start_new_session=True, **user)
         except OSError as exc:
             parent.close()
             raise EngineBug(f"could not start a worker process ({self.iso.mode}): {exc}") from None
