@@ -182,17 +182,15 @@ class Writable:
     note: str = ""
 
 
-def _helper_prefix(mounts: list[dict]) -> list[str]:
-    import json
-
-    return [sys.executable, "-I", "-S", str(SCRATCH_HELPER), json.dumps({"mounts": mounts}), "--"]
+def _helper_prefix(path: str, size_bytes: int, files: int, dirs: list[str]) -> list[str]:
+    return [sys.executable, "-I", "-S", str(SCRATCH_HELPER), path, str(size_bytes), str(files), ",".join(dirs), "--"]
 
 
 @lru_cache(maxsize=1)
 def scratch_mounts_work() -> tuple[bool, str]:
     """(works, why not): the helper can mount a bounded tmpfs here (unprivileged user namespaces)."""
     with tempfile.TemporaryDirectory(prefix="grader-scratch-probe-") as mountpoint:
-        cmd = _helper_prefix([{"path": mountpoint, "size": 1 << 20, "inodes": 16, "dirs": ["t"]}])
+        cmd = _helper_prefix(mountpoint, 1 << 20, 16, ["t"])
         try:
             r = subprocess.run(cmd + [shutil.which("true") or "/bin/true"], capture_output=True, timeout=30,
                                stdin=subprocess.DEVNULL)
@@ -215,8 +213,7 @@ def writable_places(places: list[str], *, size_bytes: int, files: int, mountpoin
     if ok:
         host = mountpoint
         names = {dest: _place_name(dest) for dest in places}
-        mount = {"path": host, "size": size_bytes, "inodes": files, "dirs": list(names.values())}  # folders count
-        return Writable(prefix=_helper_prefix([mount]), files_bounded=True,
+        return Writable(prefix=_helper_prefix(host, size_bytes, files, list(names.values())), files_bounded=True,
                         binds={d: ["--bind", f"{host}/{n}", d] for d, n in names.items()},
                         note=f"one tmpfs of {mb} MB and {files} files in all for {', '.join(places)}")
     if bwrap_has_size():

@@ -1,16 +1,15 @@
 """Mount the sandbox's writable places, bounded in bytes *and* files, then exec bubblewrap.
 
-Run as a script, before bubblewrap: ``python -I -S scratchns.py SPEC -- bwrap ...``. It enters a
-new user and mount namespace (its own, invisible to the host; the mounts vanish with it), mounts
-one tmpfs per entry of ``SPEC`` (JSON: ``{"mounts": [{"path": P, "size": BYTES, "inodes": N,
-"dirs": [...]}]}``) with ``size=`` and ``nr_inodes=`` (which bubblewrap's ``--size`` cannot set),
-makes the ``dirs`` in it, and execs the rest of its command line. bubblewrap then binds those
-folders into the sandbox. Standard library only; nothing of the grader is imported. Exit status
-125 with a message on stderr when a step fails (the caller's probe then uses ``--size`` alone).
+Run as a script, before bubblewrap: ``python -I -S scratchns.py PATH BYTES FILES DIR,DIR -- bwrap
+...``. It enters a new user and mount namespace (its own, invisible to the host; the mount vanishes
+with it), mounts a tmpfs on the empty folder ``PATH`` with ``size=BYTES`` and ``nr_inodes=FILES``
+(which bubblewrap's ``--size`` cannot set), makes the folders ``DIR`` in it, and execs the rest of
+its command line. bubblewrap then binds those folders into the sandbox. Standard library only
+(ctypes; no json: it starts in about 20 ms); nothing of the grader is imported. Exit status 125
+with a message on stderr when a step fails (the caller's probe then uses ``--size`` alone).
 """
 
 import ctypes
-import json
 import os
 import sys
 
@@ -35,24 +34,23 @@ def _enter_namespaces(libc) -> None:
         _fail("make / private", ctypes.get_errno())
 
 
-def _mount(libc, mount: dict) -> None:
-    options = f"size={int(mount['size'])},nr_inodes={int(mount['inodes'])},mode=0700".encode()
-    if libc.mount(b"tmpfs", os.fsencode(mount["path"]), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
-        _fail(f"mount a tmpfs on {mount['path']}", ctypes.get_errno())
-    for d in mount.get("dirs", []):
-        os.mkdir(os.path.join(mount["path"], d), 0o700)
+def _mount(libc, path: str, size: int, inodes: int, dirs: list[str]) -> None:
+    options = f"size={size},nr_inodes={inodes},mode=0700".encode()
+    if libc.mount(b"tmpfs", os.fsencode(path), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
+        _fail(f"mount a tmpfs on {path}", ctypes.get_errno())
+    for d in dirs:
+        os.mkdir(os.path.join(path, d), 0o700)
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) < 3 or argv[1] != "--":
-        sys.stderr.write("usage: scratchns.py SPEC -- COMMAND ...\n")
+    if len(argv) < 6 or argv[4] != "--":
+        sys.stderr.write("usage: scratchns.py PATH BYTES FILES DIR,DIR -- COMMAND ...\n")
         sys.exit(2)
-    spec = json.loads(argv[0])
+    path, size, inodes, dirs = argv[0], int(argv[1]), int(argv[2]), [d for d in argv[3].split(",") if d]
     libc = ctypes.CDLL(None, use_errno=True)
     _enter_namespaces(libc)
-    for mount in spec["mounts"]:
-        _mount(libc, mount)
-    os.execvp(argv[2], argv[2:])
+    _mount(libc, path, size, inodes, dirs)
+    os.execvp(argv[5], argv[5:])
 
 
 if __name__ == "__main__":
