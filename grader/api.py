@@ -14,11 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from grader.submission.bundle import gather, read_bundle
 from grader.limits import DEFAULT_WORKERS
 from grader.pipeline import Options, Progress, grade_submission, no_progress, reproduce_command
 from grader.result import GradeResult
 from grader.scoring.rubric import Rubric, load_rubric
+from grader.submission.bundle import gather, read_bundle
 
 
 def default_out_dir(submission: Path) -> Path:

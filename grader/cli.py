@@ -16,6 +16,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
 
@@ -30,7 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # usage errors are the caller's, exit 1 not 2
+    def error(self, message: str) -> NoReturn:  # usage errors are the caller's, exit 1 not 2
         self.print_usage(sys.stderr)
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
@@ -68,8 +69,8 @@ def _early_engine():
     builds the command line, imports the grader, reads and checks the submission. The default
     number is started; :func:`_size_engine` fits it to the command line. None when the engine
     cannot start (e.g. a bad $GRADER_SANDBOX): the pipeline's own engine then reports why."""
-    from grader.runtime.engine import Engine
     from grader.limits import DEFAULT_WORKERS
+    from grader.runtime.engine import Engine
 
     try:
         return Engine(DEFAULT_WORKERS)
@@ -79,13 +80,10 @@ def _early_engine():
 
 def _size_engine(engine, args: argparse.Namespace):
     """``engine`` with as many workers as the command needs (no more than it has seeds)."""
-    n = args.workers
-    if args.seeds is not None:
-        n = min(n, len(args.seeds))
-    elif args.episodes is not None:
-        n = min(n, args.episodes)
+    from grader.runtime.dispatch import worker_count
+
     if engine is not None:
-        engine.resize(max(1, n))
+        engine.resize(worker_count(args.workers, len(args.seeds) if args.seeds is not None else args.episodes))
     return engine
 
 
@@ -100,8 +98,8 @@ def _run_grade(args: argparse.Namespace, *, selfcheck: bool, engine=None) -> int
 
 
 def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
-    from grader.outputs import console
     from grader.errors import SetupError
+    from grader.outputs import console
 
     if args.episodes is not None and args.episodes < 1:
         console.fail("--episodes must be at least 1")
@@ -149,8 +147,8 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
 
 def _selfcheck_note(result, rubric_path: Path | None) -> str:
     from grader.errors import SetupError
-    from grader.scoring.rubric import default_rubric_path, load_rubric
     from grader.scoring.points import fmt_points
+    from grader.scoring.rubric import default_rubric_path, load_rubric
 
     if result.task is None:
         return ""
@@ -209,8 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         module.add_arguments(p)
         p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
         args = p.parse_args(argv[1:])
-        from grader.outputs import console
         from grader.errors import SetupError
+        from grader.outputs import console
 
         try:
             return int(module.run(args))

@@ -195,6 +195,6 @@ class GradeResult(_Model):
         return self.model_dump_json(by_alias=True, indent=2)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> "GradeResult":
+    def from_json(cls, text: str | bytes) -> GradeResult:
         return cls.model_validate_json(text)
 

@@ -5,7 +5,7 @@ notebook's ``/sandbox``) until a write fails, then creates empty files until tha
 effect observed: bubblewrap's own root and ``/dev`` refuse every write (read-only), and the
 writable places stop at the configured bytes and files, together. Both sandboxes are tested
 through their real command lines (the notebook's :func:`grader.notebook.sandbox._bwrap_command`
-and the engine's :func:`grader.runtime.engine._worker_command`), with only the program after
+and the engine's :func:`grader.runtime.isolation.worker_command`), with only the program after
 bubblewrap's ``--`` replaced by the attack, and the notebook once end to end.
 """
 
@@ -100,12 +100,13 @@ def test_the_model_workers_sandbox_bounds_every_writable_place(tmp_path, monkeyp
     if not scratch_mounts_work()[0]:
         pytest.skip("no unprivileged user namespaces: the file count cannot be bounded here " + scratch_mounts_work()[1])
     from grader import limits as L
-    from grader.runtime import engine
+    from grader.limits import WorkerLimits
+    from grader.runtime import isolation
 
     monkeypatch.setattr(L, "WORKER_TMPFS_BYTES", 8 * MB)
     monkeypatch.setattr(L, "WORKER_TMPFS_FILES", 300)
     workdir = tempfile.mkdtemp(dir=tmp_path)
-    cmd, env, cwd = engine._worker_command(engine.Isolation("bwrap"), 3, workdir, engine.Limits())
+    cmd, env, cwd = isolation.worker_command(isolation.Isolation("bwrap"), 3, workdir, WorkerLimits())
     seen = _run_attack(cmd, env, cwd, ["/", "/dev", "/tmp", "/dev/shm"], 4 * 8 * MB, 3000)
     _assert_bounded(seen, sealed=["/", "/dev"], writable=["/tmp", "/dev/shm"], size=8 * MB, files=300)
     assert os.listdir(workdir) == []  # the tmpfs lived in the helper's namespace only

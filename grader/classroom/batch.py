@@ -43,19 +43,20 @@ from typing import Any
 
 import numpy as np
 
-from grader.submission.bundle import Bundle, Submission, read_bundle
 from grader.classroom.classdir import ClassFolder, scan_class
-from grader.classroom.roster import Roster
-from grader.errors import EXIT_ERROR, EXIT_GRADED as EXIT_OK, EXIT_INTERRUPTED, SetupError
 from grader.classroom.gradebook import Attempt, Gradebook
+from grader.classroom.jobs import JobOptions, grade_job
+from grader.classroom.roster import Roster
+from grader.classroom.slots import JobOutcome, run_slot
+from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, SetupError
+from grader.errors import EXIT_GRADED as EXIT_OK
 from grader.limits import DEFAULT_BATCH_SLOTS
+from grader.outputs.console import CountBar
 from grader.pipeline import Options
 from grader.resources import reference_models_dir
 from grader.result import GradeResult
 from grader.scoring.rubric import Rubric, RubricKey, load_rubric, rubric_key
-from grader.outputs.console import CountBar
-from grader.classroom.jobs import JobOptions, grade_job
-from grader.classroom.slots import Outcome, serve
+from grader.submission.bundle import Bundle, Submission, read_bundle
 
 
 # --- what is graded, with which settings -----------------------------------------------------------
@@ -128,7 +129,7 @@ class BatchRun:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.close()
-            raise SetupError(f"another `grade batch` is writing to {self.out}; wait for it or use another --out")
+            raise SetupError(f"another `grade batch` is writing to {self.out}; wait for it or use another --out") from None
         return f
 
     def prepare(self) -> list[Job]:
@@ -173,7 +174,7 @@ class BatchRun:
             return None, "the files changed while the class was being graded; run `grade batch` again"
         return sub, ""
 
-    def record(self, job: Job, outcome: Outcome) -> None:
+    def record(self, job: Job, outcome: JobOutcome) -> None:
         """Driver side of a finished grading (every backend): complete the report folder, move it
         into place, then finish the gradebook row in one transaction."""
         from grader.classroom.exports import write_gradescope
@@ -255,7 +256,7 @@ class BatchRun:
 
         def slot(i: int, grader) -> None:
             try:
-                serve(source, grader, stop=self._stop, name=f"{host}:slot{i}", task=self.rubric.task)
+                run_slot(source, grader, stop=self._stop, name=f"{host}:slot{i}", task=self.rubric.task)
             except BaseException as exc:  # noqa: BLE001 - surfaced by the main thread
                 errors.append(exc)
                 self._stop.set()
@@ -308,7 +309,7 @@ class _QueueSource:
     def idle(self) -> bool:
         return False  # a batch knows all its jobs up front
 
-    def record(self, job: Job, outcome: Outcome) -> None:
+    def record(self, job: Job, outcome: JobOutcome) -> None:
         self.run.record(job, outcome)
 
 
@@ -318,11 +319,11 @@ class _LocalGrader:
     def __init__(self, run: BatchRun, opts: JobOptions, engine: Any):
         self.run, self.opts, self.engine = run, opts, engine
 
-    def grade(self, job: Job) -> Outcome:
+    def grade(self, job: Job) -> JobOutcome:
         t = time.perf_counter()
         sub, problem = self.run.read_job(job)
         if sub is None:
-            return Outcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
+            return JobOutcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
         outcome = grade_job(sub, self.opts, engine=self.engine, workdir=self.run.new_workdir(job.attempt_id))
         outcome.wall_s = time.perf_counter() - t
         return outcome
@@ -372,8 +373,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader.outputs import console
     from grader.classroom import lms
+    from grader.outputs import console
 
     if not args.class_dir.is_dir():
         console.fail(f"no such folder: {args.class_dir}")

@@ -25,9 +25,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.submission.bundle import Bundle, bundle_files, bundle_folder, bundle_stem, kind_of, stem_of
-from grader.errors import SetupError
 from grader.classroom.roster import Problem, valid_student_id
+from grader.errors import SetupError
+from grader.submission.bundle import Bundle, bundle_files, bundle_folder, bundle_stem, kind_of, stem_of
 
 LAYOUTS = ("auto", "plain", "moodle", "canvas")
 

@@ -97,8 +97,8 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
     * the top-level ``score`` is ``result.score`` and equals the sum of the tests' scores, out of
       ``result.max_score``; ``output`` (Markdown) is the summary and ``report_note``.
     """
-    from grader.scoring.points import EPISODES_PART, fmt_points
     from grader.outputs.seedpolicy import SeedPolicy
+    from grader.scoring.points import EPISODES_PART, fmt_points
 
     if episode_table not in EPISODE_TABLE_CHOICES:
         raise ValueError(f"episode_table must be one of {', '.join(EPISODE_TABLE_CHOICES)}, not {episode_table!r}")
@@ -250,7 +250,7 @@ def _report_link(out: Path, report_path: str | None) -> str | None:
     return None
 
 
-def collect(run: "BatchRun") -> list[StudentRow]:
+def collect(run: BatchRun) -> list[StudentRow]:
     """One row per student: roster students (roster order) then found students not on it."""
     gb = run.gradebook
     rows: dict[str, StudentRow] = {}
@@ -273,46 +273,6 @@ def collect(run: "BatchRun") -> list[StudentRow]:
     for r in rows.values():
         r.pseudonym = gb.pseudonym(r.id)
     return list(rows.values())
-
-
-def reference_candidates(ref_dir: Path | None, task: str, probe_states) -> list:
-    """The reference models of ``task`` in ``ref_dir`` as duplicate candidates: their sha256, their
-    weights' fingerprint and, with ``probe_states``, their actions (batch and site alike)."""
-    from grader.submission import checks as C
-    from grader.classroom.duplicates import Candidate, weights_fingerprint
-    from grader.runtime.engine import Engine, EngineFailure
-    from grader.submission.onnx_model import ModelLoadError, parse_model
-
-    if ref_dir is None or not Path(ref_dir).is_dir():
-        return []
-    out = []
-    files = sorted(Path(ref_dir).glob("*.onnx"))
-    engine = None
-    try:
-        for f in files:
-            try:
-                data = f.read_bytes()
-                parsed = parse_model(data)
-                if C.detect_task(parsed).name != task:
-                    continue
-            except (OSError, ModelLoadError, C.TaskDetectionError):
-                continue
-            cand = Candidate(label=f"reference:{f.name}", file=str(f), sha256=parsed.sha256,
-                             weights=weights_fingerprint(data), is_reference=True)
-            if probe_states is not None:
-                try:
-                    engine = engine or Engine(1)
-                    engine.load(data, task=task)
-                    import numpy as np
-
-                    cand.actions = np.asarray(engine.actions(probe_states), dtype=np.uint8)
-                except EngineFailure:
-                    pass
-            out.append(cand)
-    finally:
-        if engine is not None:
-            engine.close()
-    return out
 
 
 def _score_svg(scores: list[float], max_score: float) -> str:
@@ -350,7 +310,7 @@ def check_pass_rates(rows: list[StudentRow]) -> list[dict]:
     return [{"name": n, "passed": passed[n], "total": seen[n], "rate": passed[n] / seen[n]} for n in order]
 
 
-def write_exports(run: "BatchRun") -> None:
+def write_exports(run: BatchRun) -> None:
     rows = collect(run)
     run.duplicates = _flag_duplicates(run, rows)
     max_points = run.rubric.max_points
@@ -362,8 +322,8 @@ def write_exports(run: "BatchRun") -> None:
     _write_class_html(run, rows, problems, max_points)
 
 
-def _flag_duplicates(run: "BatchRun", rows: list[StudentRow]):
-    from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates
+def _flag_duplicates(run: BatchRun, rows: list[StudentRow]):
+    from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates, reference_candidates
 
     candidates = []
     for sid, attempt in run.attempts.items():
@@ -391,7 +351,7 @@ def _note(r: StudentRow) -> str:
     return "; ".join(notes + r.problems)
 
 
-def _write_grades(run: "BatchRun", rows: list[StudentRow], max_points: float) -> None:
+def _write_grades(run: BatchRun, rows: list[StudentRow], max_points: float) -> None:
     """grades.csv (generic, keeps the roster's email), and the LMS's own import file when the
     roster was its worksheet / gradebook."""
     with_roster = run.roster is not None
@@ -427,7 +387,7 @@ def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def _write_class_html(run: "BatchRun", rows: list[StudentRow], problems: list, max_points: float) -> None:
+def _write_class_html(run: BatchRun, rows: list[StudentRow], problems: list, max_points: float) -> None:
     from grader.outputs.fsutil import atomic_write
     from grader.outputs.templating import jinja_env
 

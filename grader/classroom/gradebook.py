@@ -131,7 +131,7 @@ class Attempt:
         return GradeResult.from_json(self.result_json) if self.result_json else None
 
     @classmethod
-    def _from_row(cls, row: sqlite3.Row) -> "Attempt":
+    def _from_row(cls, row: sqlite3.Row) -> Attempt:
         def loads(text):
             return json.loads(text) if text else None
 
@@ -204,7 +204,7 @@ class Gradebook:
             self._all.clear()
         self._local = threading.local()
 
-    def __enter__(self) -> "Gradebook":
+    def __enter__(self) -> Gradebook:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -214,11 +214,6 @@ class Gradebook:
     def meta(self, key: str) -> str | None:
         row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row["value"] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._write() as db:
-            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                       (key, value))
 
     def pseudonym(self, student: str) -> str:
         """A stable leaderboard name such as ``swift-otter-3f9a``: an HMAC-SHA256 of the student id
@@ -327,13 +322,6 @@ class Gradebook:
                     result.error, _now(), attempt_id,
                 ),
             )
-
-    def fail(self, attempt_id: int, message: str, *, submission: str = "", task: str | None = None) -> None:
-        """Finish an attempt with status ``error`` (the grader itself failed, not the submission)."""
-        a = self.get(attempt_id)
-        result = GradeResult(submission=submission or (a.file if a else ""), task=task, status="error", error=message,
-                             created=_now())
-        self.finish(attempt_id, result, None)
 
     # -- queries ---------------------------------------------------------------------------------
     def get(self, attempt_id: int) -> Attempt | None:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 EPISODES_PART = "episodes"
 
 
-def compose(rubric: "Rubric", *, checks: Sequence[CheckResult], summary: Summary | None, invalid: bool) -> list[ScorePart]:
+def compose(rubric: Rubric, *, checks: Sequence[CheckResult], summary: Summary | None, invalid: bool) -> list[ScorePart]:
     """The scored parts of a submission, in the rubric's order: notebook checks, then episodes."""
     by_name = {c.name: c for c in checks}
     parts = []
@@ -51,7 +51,7 @@ def total(parts: Sequence[ScorePart]) -> tuple[float, float]:
     return sum(p.points for p in parts), sum(p.max_points for p in parts)
 
 
-def band(rubric: "Rubric", points: float, maximum: float) -> str | None:
+def band(rubric: Rubric, points: float, maximum: float) -> str | None:
     """The rubric's band for a fraction ``points / maximum`` of the marks."""
     fraction = points / maximum if maximum > 0 else 0.0
     for b in sorted(rubric.bands, key=lambda b: -b.min_fraction):

@@ -18,13 +18,16 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grader import limits as L
 from grader.errors import SetupError
 from grader.resources import default_rubric_path as _default_rubric_path
+
+if TYPE_CHECKING:
+    from grader.scoring.baselines import BaselinesFile
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -214,6 +217,8 @@ class Rubric(_Strict):
     def all_grading_seeds(self) -> list[int]:
         if self.seeds.grading_file:
             return read_seeds_file(self.resolve(self.seeds.grading_file))
+        if self.seeds.grading is None:  # Seeds' validator requires one of the two
+            raise RubricError(f"rubric {self.id!r}: no grading seeds")
         return parse_seeds(self.seeds.grading, where="seeds.grading")
 
     def grading_seeds(self) -> list[int]:
@@ -230,7 +235,7 @@ class Rubric(_Strict):
         """The most a submission can earn: the episode points plus every notebook check's points."""
         return float(self.scoring.points) + float(sum(self.notebook.points.values()))
 
-    def materialize(self, *, grading_seeds: bool = True) -> "Rubric":
+    def materialize(self, *, grading_seeds: bool = True) -> Rubric:
         """A copy that needs no other file: grading seeds inline, thresholds as numbers, the
         baselines' values kept for the report. Raises :class:`RubricError` naming the key.
 
@@ -250,7 +255,7 @@ class Rubric(_Strict):
         zero, full = self.thresholds()
         marks = dict(self.baseline_marks)
         if self.baselines:
-            for name, entry in self._baselines().entries.items():
+            for name, entry in self._baselines(self.baselines).entries.items():
                 value = getattr(entry.summary, self.scoring.statistic)
                 if value is not None:
                     marks[name] = float(value)
@@ -282,7 +287,7 @@ class Rubric(_Strict):
             return float(value)
         if not self.baselines:
             raise RubricError(f"rubric {self.id!r}: scoring names baseline {value!r} but the rubric sets no `baselines` file")
-        baselines = self._baselines()
+        baselines = self._baselines(self.baselines)
         entry = baselines.entries.get(value)
         if entry is None:
             known = ", ".join(sorted(baselines.entries)) or "none"
@@ -292,11 +297,12 @@ class Rubric(_Strict):
             raise RubricError(f"baseline {value!r} has no {statistic or self.scoring.statistic}")
         return float(stat)
 
-    def _baselines(self):
+    def _baselines(self, relative: str) -> BaselinesFile:
+        """The baselines file named by ``relative`` (the rubric's ``baselines`` key)."""
         from grader.scoring.baselines import BaselinesError, load_baselines
 
         try:
-            return load_baselines(self.resolve(self.baselines))
+            return load_baselines(self.resolve(relative))
         except BaselinesError as exc:
             raise RubricError(f"rubric {self.id!r}, key `baselines`: {exc}") from None
 

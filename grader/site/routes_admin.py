@@ -16,13 +16,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from grader.outputs.textsafe import csv_cell
 from grader.site import attempts as A
 from grader.site.auth import csrf_ok
 from grader.site.flags import attempt_flags
 from grader.site.forms import small_form
 from grader.site.state import Site, attempt_row, get_session, get_site, require_admin
 from grader.site.store import ADMIN_USER, Session, TokenError
-from grader.outputs.textsafe import csv_cell
 
 router = APIRouter()
 

@@ -18,7 +18,6 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from grader.scoring.points import band as band_of
-
 from grader.site import attempts as A
 from grader.site.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, csrf_ok
 from grader.site.forms import small_form

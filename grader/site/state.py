@@ -15,7 +15,7 @@ import logging
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,6 @@ class SiteConfig:
     poll_s: float = 1.0
     title: str = ""
     reference_dir: Path | None = None  # reference models for the duplicate flags; None: the repository's reference/models
-    extra: dict = field(default_factory=dict)
 
 
 def _gradebook_class():
@@ -243,9 +242,9 @@ class Site:
         """The task's reference models as duplicate candidates (sha256 and weights; computed once)."""
         with self._references_lock:
             if self._references is None:
-                from grader.site.flags import reference_candidates
+                from grader.site.flags import site_reference_candidates
 
-                self._references = reference_candidates(self.config.reference_dir, self.rubric)
+                self._references = site_reference_candidates(self.config.reference_dir, self.rubric)
             return self._references
 
 
