@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -134,6 +133,7 @@ def test_a_notebook_filling_dev_shm_is_stopped_at_the_quota(tmp_path):
     """End to end: the notebook's definitions write into /dev/shm until it fails; the quota stops it."""
     pytest.importorskip("torch")
     import notebook_fixtures as F
+
     from grader.notebook import mspacman
     from grader.notebook.common import parse_notebook
     from grader.notebook.sandbox import Limits

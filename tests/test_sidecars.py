@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 import onnx
+import onnx_fixtures as F
 import pytest
 
-import onnx_fixtures as F
-from grader.submission.bundle import gather, read_bundle
 from grader.classroom.classdir import scan_class
 from grader.cli import main
+from grader.submission.bundle import gather, read_bundle
 
 _opened: list[str] | None = None
 
@@ -82,7 +82,7 @@ def test_a_lms_renamed_sidecar_travels_with_its_model(tmp_path, torch_export, na
     sub, opened = _read_recording(bundle)
     assert not sub.problems, sub.problems
     assert b"model.onnx.data" not in sub.model.data and data[:64] in sub.model.data  # inlined
-    assert str((tmp_path / names["data"])) in opened
+    assert str(tmp_path / names["data"]) in opened
 
 
 def test_canvas_flat_download_graded_and_a_classmate_pointing_at_it_refused(tmp_path, torch_export):
@@ -154,7 +154,7 @@ def test_a_flat_class_folder_keeps_each_students_sidecar_to_themselves(tmp_path)
     assert not bob.problems and bob.model is not None
     alice, opened = _read_recording(bundles["alice"])
     assert "not one of this submission's files" in alice.problems[0][1]
-    assert str((d / "bob.onnx.data")) not in opened
+    assert str(d / "bob.onnx.data") not in opened
 
 
 def test_a_link_as_sidecar_is_refused_unread(tmp_path):
@@ -167,12 +167,12 @@ def test_a_link_as_sidecar_is_refused_unread(tmp_path):
     bundle, _ = gather(d / "alice.onnx")
     sub, opened = _read_recording(bundle)
     assert "a link or not a regular file" in sub.problems[0][1], sub.problems
-    assert str((d / "bob.onnx")) not in opened
+    assert str(d / "bob.onnx") not in opened
     # in a class folder, the link is not the student's file at all
     (alice,) = [b for b in scan_class(d).bundles if b.student == "alice"]
     sub, opened = _read_recording(alice)
     assert "not one of this submission's files" in sub.problems[0][1]
-    assert str((d / "bob.onnx")) not in opened
+    assert str(d / "bob.onnx") not in opened
 
 
 def test_in_a_students_own_folder_any_own_file_is_the_sidecar(tmp_path, torch_export):

@@ -16,10 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import notebook_fixtures as F
 import onnx_fixtures as O
+import pytest
 
 pytest.importorskip("torch")  # the MsPacman notebook's checks build its network
 

@@ -30,9 +30,9 @@ from grader.notebook.diagnose import diagnose_preprocessing, follows_frames
 from grader.notebook.evidence import NotebookEvidence, ProducedModel
 from grader.notebook.protocol import DefinitionsDone, Network, Preprocess, Report, Weights
 from grader.notebook.sandbox import Limits, SandboxRun, run_in_sandbox
-from grader.runtime.bwrap import INSTALL_BWRAP
 from grader.resources import data_dir
 from grader.result import CheckResult
+from grader.runtime.bwrap import INSTALL_BWRAP
 from grader.tasks.mspacman import FRAME_STACK, preprocess_frames
 from grader.tasks.mspacman import TASK as MSPACMAN
 

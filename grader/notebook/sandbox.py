@@ -40,17 +40,18 @@ from grader.runtime.bwrap import (  # noqa: F401 - re-exported: the sandbox's pr
     MODES,
     NOBODY,
     SANDBOX_ENV_VAR,
+    SEAL,
     bwrap_has_size,
     bwrap_status,
     fallback_uid,
     python_roots,
-    refusal,
-    unsandboxed_allowed,
     readable_by_others,
+    refusal,
     requested_mode,
+    unsandboxed_allowed,
     unshare_net_prefix,
+    writable_places,
 )
-from grader.runtime.bwrap import SEAL, writable_places
 from grader.runtime.bwrap import bwrap_base as _bwrap_base
 
 INSIDE = "/sandbox"  # where the work folder appears inside bubblewrap

@@ -157,10 +157,11 @@ def unshare_net_prefix(uid: int | None = None) -> list[str]:
     namespace for it); ``[]`` when none works here."""
     if not shutil.which("unshare"):
         return []
-    drop = {"user": uid, "group": uid, "extra_groups": []} if uid is not None and os.geteuid() == 0 else {}
+    as_uid = uid if uid is not None and os.geteuid() == 0 else None  # probed as the user the code will run as
     for prefix in (["unshare", "--net"], ["unshare", "--user", "--net"], ["unshare", "--user", "--map-root-user", "--net"]):
         try:
-            if subprocess.run(prefix + ["true"], capture_output=True, timeout=10, **drop).returncode == 0:
+            if subprocess.run(prefix + ["true"], capture_output=True, timeout=10, user=as_uid, group=as_uid,
+                              extra_groups=None if as_uid is None else []).returncode == 0:
                 return prefix
         except (OSError, subprocess.TimeoutExpired):
             pass

@@ -56,7 +56,8 @@ class WorkerProcess:
     def __init__(self, iso: Isolation, limits: WorkerLimits, *, module: str = WORKER_MODULE):
         self.iso = iso
         self.ready = False
-        self.workdir = tempfile.mkdtemp(prefix="grader-worker-")  # fallback: its folder; bwrap: the scratch's mount point
+        # fallback: the worker's folder; bubblewrap: the empty folder its bounded scratch is mounted on
+        self.workdir: str | None = tempfile.mkdtemp(prefix="grader-worker-")
         self.stderr = tempfile.TemporaryFile()
         parent, child = socket.socketpair()
         cmd, env, cwd = worker_command(iso, child.fileno(), self.workdir, limits, module=module)

@@ -27,9 +27,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, NamedTuple
+from typing import NamedTuple
 
 from grader.errors import ExternalDataError
 from grader.limits import MAX_MODEL_BYTES, MAX_NOTEBOOK_BYTES, MAX_WEIGHT_BYTES
