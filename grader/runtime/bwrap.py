@@ -32,7 +32,7 @@ from pathlib import Path
 
 SANDBOX_ENV_VAR = "GRADER_SANDBOX"  # auto (default) | bwrap | fallback
 ALLOW_UNSANDBOXED_ENV_VAR = "GRADER_ALLOW_UNSANDBOXED"  # 1: notebook code may run without bubblewrap
-INSTALL_BWRAP = "apt-get install -y bubblewrap (Debian/Ubuntu; dnf install bubblewrap on Fedora)"
+INSTALL_BWRAP = "apt-get install -y bubblewrap on Debian/Ubuntu, dnf install bubblewrap on Fedora"
 MODES = ("auto", "bwrap", "fallback")
 NOBODY = 65534
 
