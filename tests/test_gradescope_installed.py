@@ -90,6 +90,7 @@ def _install(root: Path, zip_path: Path) -> Path:
 THIEF = '''class Thief:
     import os, glob
     print("uid", os.getuid())
+    print("interfaces", sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]))
     for path in {paths!r}:
         try:
             print("read", path, open(path).read()[:2000] if os.path.isfile(path) else os.listdir(path))
@@ -134,6 +135,8 @@ def test_installed_zip_runs_student_code_as_another_user_that_cannot_read_the_se
         results = json.loads((root / "results" / "results.json").read_text())
         printed = (root / "results" / "report" / "notebook_stdout.txt").read_text()
         assert "uid 65534" in printed, (printed, results)
+        if shutil.which("unshare"):  # the network is cut off for the dropped uid too (an empty namespace)
+            assert "interfaces ['lo']" in printed, printed
         for path in (rubric, secret, root / "source"):
             assert f"refused {path} PermissionError" in printed, printed
         assert "424242" not in printed and "424242" not in json.dumps(results)

@@ -103,7 +103,8 @@ with Engine(1, sandbox="fallback") as engine:
     pid = engine._workers[0].process.pid
     environ = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
     print(json.dumps({"uid": info["uid"], "exists": info["exists"], "warnings": engine.warnings,
-                      "secret_in_env": "s3cret-token" in environ}))
+                      "secret_in_env": "s3cret-token" in environ,
+                      "own_netns": info["netns"] != os.readlink("/proc/self/ns/net")}))
 """
 
 
@@ -137,6 +138,7 @@ def test_the_model_workers_fallback_runs_as_another_user_without_the_graders_env
             pytest.skip("this checkout is not readable by uid 65534")
         assert seen["uid"] == 65534 and seen["exists"] == [False], seen
         assert not seen["secret_in_env"]
+        assert seen["own_netns"] or shutil.which("unshare") is None  # the network cut off for the dropped uid too
         assert any("as uid 65534" in w for w in seen["warnings"]), seen["warnings"]
     finally:
         shutil.rmtree(root, ignore_errors=True)

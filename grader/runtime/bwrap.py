@@ -154,17 +154,21 @@ def bwrap_status() -> tuple[bool, str]:
 def unshare_net_prefix(uid: int | None = None) -> list[str]:
     """A command prefix that cuts the network off (an empty network namespace) for a process that
     runs as ``uid`` (None: this process's user; a root grader dropping to 65534 needs a user
-    namespace for it); ``[]`` when none works here."""
-    if not shutil.which("unshare"):
+    namespace for it); ``[]`` when none works here. Probed once with this interpreter, as that
+    user, by absolute paths (the child's PATH is not the grader's)."""
+    exe = shutil.which("unshare")
+    if not exe:
         return []
-    as_uid = uid if uid is not None and os.geteuid() == 0 else None  # probed as the user the code will run as
-    for prefix in (["unshare", "--net"], ["unshare", "--user", "--net"], ["unshare", "--user", "--map-root-user", "--net"]):
+    as_uid = uid if uid is not None and os.geteuid() == 0 else None
+    for flags in (["--net"], ["--user", "--net"], ["--user", "--map-root-user", "--net"]):
         try:
-            if subprocess.run(prefix + ["true"], capture_output=True, timeout=10, user=as_uid, group=as_uid,
-                              extra_groups=None if as_uid is None else []).returncode == 0:
-                return prefix
+            r = subprocess.run([exe, *flags, sys.executable, "-I", "-S", "-c", ""], capture_output=True, timeout=30,
+                               stdin=subprocess.DEVNULL, user=as_uid, group=as_uid,
+                               extra_groups=None if as_uid is None else [])
         except (OSError, subprocess.TimeoutExpired):
-            pass
+            continue
+        if r.returncode == 0:
+            return [exe, *flags]
     return []
 
 
