@@ -24,6 +24,8 @@ from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "baselines": ("grader.baseline_run", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
     "batch": ("grader.classroom.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
+    "final": ("grader.classroom.final", "After the deadline: grade each student's last (or best) submission again on the rubric's "
+                                        "fresh private [final] seeds, into OUT/final (grades, LMS files, final leaderboard)."),
     "gradescope": ("grader.gradescope.autograder", "Build a Gradescope autograder zip (setup.sh, run_autograder, rubric, the grader's wheel)."),
     "serve": ("grader.site.server", "Run the course leaderboard website (uploads, grading queue, leaderboard)."),
     "tokens": ("grader.site.tokens", "Create login tokens for the students of a roster CSV (and the instructor)."),
@@ -121,7 +123,9 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
             if selfcheck:
                 result = check(path, progress=progress, engine=engine, **kwargs)
             else:
-                result = grade(path, video=not args.no_video, progress=progress, engine=engine, **kwargs)
+                result = grade(path, video=not args.no_video, progress=progress, engine=engine,
+                               submitted=getattr(args, "submitted", None), student=getattr(args, "student", None),
+                               **kwargs)
     except SetupError as exc:
         console.fail(str(exc))
         return EXIT_ERROR
@@ -183,6 +187,9 @@ def _make_main_parser() -> argparse.ArgumentParser:
     add_grade_arguments(p)
     p.add_argument("--version", action="version", version=f"rl-grader {_version()}")
     p.add_argument("--gradescope", type=Path, metavar="FILE", help="also write Gradescope's results.json to FILE")
+    p.add_argument("--submitted", metavar="TIME", help="when the work was handed in (ISO 8601): with a rubric "
+                                                         "[deadline], the score gets its late part")
+    p.add_argument("--student", metavar="ID", help="the student's id, to find an extension (with --submitted)")
     return p
 
 
