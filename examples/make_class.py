@@ -9,8 +9,8 @@ reference models so that nothing is downloaded or trained:
 | ``boris`` | the course notebook's agent | graded, partial points |
 | ``chen`` | a truncated file (an upload that broke off) | invalid: "protobuf parse failed", re-export |
 | ``dana`` | a copy of ada's file | graded, flagged *identical* with ada |
-| ``emil`` | ``homework.ipynb`` and ``model.onnx`` in one folder | one submission: notebook points + episodes |
-| ``fatima.ipynb`` | a notebook only (flat file) | notebook points; "no trained model to play" |
+| ``emil`` | ``homework.ipynb`` and ``model.onnx`` in one folder | one submission: the model's episodes (the shipped rubric grades the model only; the notebook is noted, not graded) |
+| ``fatima.ipynb`` | a notebook only (flat file) | invalid: the required model is not handed in |
 | ``gleb`` | torch's default export: ``model.onnx`` + ``model.onnx.data`` | graded: the sidecar is read and inlined |
 | ``hana`` | ``policy.pt``, a PyTorch checkpoint, renamed ``model.onnx`` | invalid: "a PyTorch checkpoint", how to export |
 

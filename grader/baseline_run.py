@@ -55,8 +55,10 @@ def compute_baselines(rubric, *, workers: int = 2, episodes: int | None = None, 
                 policy=label, sha256=hashlib.sha256(data).hexdigest() if data else None,
                 summary=summarize(returns, success_threshold=spec.success_threshold), returns=returns,
             )
+    from grader.scoring.baselines import seeds_fingerprint
+
     return BaselinesFile(
-        task=spec.name, rubric_id=rubric.id, seed_set="grading", n_seeds=len(seeds),
+        task=spec.name, rubric_id=rubric.id, seed_set="grading", n_seeds=len(seeds), seeds_sha256=seeds_fingerprint(seeds),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), versions=package_versions(),
         entries=entries,
     )

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NoReturn
 from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
 
 if TYPE_CHECKING:
-    from grader.result import GradeResult
+    pass
 
 # Sub-commands: name -> (module, help). Each module has add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -116,6 +116,14 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
     if not path.exists():
         console.fail(f"no such file or folder: {path}" + _did_you_mean(str(path)))
         return EXIT_ERROR
+    if path.is_dir() and getattr(args, "gradescope", None) is None:
+        from grader.classroom.classdir import class_folder_evidence
+
+        why = class_folder_evidence(path)
+        if why:
+            console.fail(f"{path} looks like a class folder, not one student's hand-in: {why}. `grade` grades one "
+                         f"student; did you mean `grade batch {path}`?")
+            return EXIT_ERROR
     kwargs = dict(task=args.task, rubric=args.rubric, episodes=args.episodes, seeds=args.seeds, out=args.out,
                   workers=args.workers, device=args.device)
     try:
@@ -148,22 +156,8 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
     if args.json:
         print(result.to_json())
     else:
-        console.print_result(result, selfcheck_note=_selfcheck_note(result) if selfcheck else "")
+        console.print_result(result, operator=not selfcheck)
     return STATUS_EXIT[result.status]
-
-
-def _selfcheck_note(result: GradeResult) -> str:
-    """What the final grading runs, from the rubric the self-check was scored under."""
-    from grader.scoring.points import fmt_points
-
-    rubric = result.scored_under
-    if result.task is None or rubric is None:
-        return ""
-    n = result.rubric.n_seeds if result.rubric else "a few"
-    return (f"This was a self-check on {n} public seeds. The final grading runs the same checks and "
-            f"{rubric.episodes} episodes on seeds you do not see; the episodes earn up to "
-            f"{rubric.scoring.points:g} points from the {rubric.scoring.statistic} return ({rubric.scoring.zero} earns 0, "
-            f"{rubric.scoring.full} earns them all), out of {fmt_points(None, rubric.max_points).split('/ ')[1]} in all.")
 
 
 def _commands() -> list[str]:

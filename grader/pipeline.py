@@ -270,6 +270,10 @@ def _notebook_stage(run: _Run) -> None:
             _set_task(run, get_task(name))
         else:
             _set_task(run, run.task)
+        if run.rubric.part_use("notebook") is None:
+            run.result.warnings.append(f"{run.sub.notebook.name}: the assignment {run.rubric.id!r} grades the model "
+                                       "only (the rubric has no notebook part); the notebook was not graded")
+            return
         module = run.task.notebook_module()
         if module is None:
             _invalid(run, CheckResult(name="task_detected", passed=False,
@@ -285,6 +289,10 @@ def _notebook_stage(run: _Run) -> None:
         run.timings["notebook"] = time.perf_counter() - t0
     run.evidence = evidence
     for check in evidence.checks:
+        if check.name == "sandbox_isolation":  # how strong the sandbox was: the instructor's business
+            if not check.passed:
+                run.result.operator_notes.append(f"notebook sandbox: {check.message} ({check.hint})")
+            continue
         # Notebook checks cost their points; they never make the whole submission invalid.
         if check.severity == "error" and not check.passed:
             check = check.model_copy(update={"severity": "warning"})
@@ -319,12 +327,16 @@ def _model_stage(run: _Run) -> None:
     elif "trained" in produced:
         _play_model(run, produced["trained"].data, label=produced["trained"].label, uploaded=False)
     elif run.sub.notebook is not None:
+        module = run.task.notebook_module() if run.task is not None else None
+        if getattr(module, "FRAMEWORK", "torch") == "keras":
+            how = "the exported actor (actor_model.export('model.onnx', format='onnx'))"
+        else:
+            how = "the exported model (model.onnx) or the trained weights (torch.save(policy.state_dict(), 'policy.pt'))"
         run.result.checks.append(CheckResult(
             name="model", passed=False, severity="warning",
             message="no trained model to play: no model.onnx, and no weights that load into the notebook's network; "
                     "the episodes earn no points",
-            hint="hand in the exported model (model.onnx) or the trained weights (torch.save(policy.state_dict(), "
-                 "'policy.pt')) with the notebook, under the notebook's name or in one folder"))
+            hint=f"hand in {how} with the notebook, in one folder"))
     else:
         why = "; ".join(run.layout_problems) or "no model and no notebook"
         _invalid(run, CheckResult(name="submission", passed=False, message=f"nothing to grade: {why}",
@@ -386,9 +398,11 @@ def _start_engine(run: _Run) -> None:
 
 
 def _copy_engine_warnings(run: _Run) -> None:
-    for warning in run.engine.warnings:  # e.g. no bubblewrap: the weaker sandbox is said, never silent
-        if warning not in run.result.warnings:
-            run.result.warnings.append(warning)
+    """The engine's warnings (no bubblewrap: the weaker sandbox) are said, never silent, to the
+    instructor: :attr:`GradeResult.operator_notes`, which no student's output shows."""
+    for warning in run.engine.warnings:
+        if warning not in run.result.operator_notes:
+            run.result.operator_notes.append(warning)
 
 
 def _engine(run: _Run, n_seeds: int):
@@ -480,7 +494,7 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
         return None
     seeds, seed_set = resolve_seeds(run.rubric, run.options)
     _engine(run, len(seeds)).prepare(run.task.name, seeds=seeds)  # meanwhile: envs, probe states
-    static = C.static_checks(parsed, run.task)
+    static = [_say_sidecar(run, c, label) for c in C.static_checks(parsed, run.task)]
     run.result.checks += [c for c in static if not c.blocking]
     blocking = next((c for c in static if c.blocking), None)
     if blocking is not None:
@@ -507,6 +521,19 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     run.result.checks.append(reproducible)
     if reproducible.blocking:
         fail(run.result.checks.pop())
+
+
+def _say_sidecar(run: _Run, check: CheckResult, label: str) -> CheckResult:
+    """``no_external_data`` passes on the model as graded; when its weights came from the file
+    beside it (torch's two-file export, read by :mod:`grader.submission.bundle`), it says so, as the
+    bundle's note does, instead of "all weights are inside the file"."""
+    if check.name != "no_external_data" or not check.passed:
+        return check
+    note = next((n for n in run.sub.notes if n.startswith(f"{label}:") and "read from" in n), None)
+    if note is None:
+        return check
+    return check.model_copy(update={"message": "the weights were read from the external-data file beside the model "
+                                               "(torch's two-file export) and graded as one model"})
 
 
 def _reference_copy(run: _Run, parsed, *, label: str) -> bool:
@@ -592,7 +619,8 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
     result.rubric = RubricInfo(
         id=rubric.id, path=str(rubric.path.name if rubric.path else ""), sha256=rubric.sha256, seed_set=seed_set,
         n_seeds=len(seeds), statistic=rubric.scoring.statistic, zero_at=zero, full_at=full,
-        baselines=rubric.baseline_marks, fingerprint="" if run.options.selfcheck else rubric.fingerprint())
+        baselines=rubric.baseline_marks, fingerprint="" if run.options.selfcheck else rubric.fingerprint(),
+        baselines_on=rubric.baselines_on)
     return True
 
 
@@ -731,13 +759,64 @@ def _score(run: _Run) -> None:
         else:
             return  # no homework could be named: there is no maximum to show
     result.task = result.task or run.rubric.task
-    result.set_scored_under(run.rubric)
+    if result.status == "graded":
+        _required_parts(run)
     invalid = result.status != "graded"
     result.late = run.options.late
     result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid,
-                                   late=result.late)
+                                   late=result.late, handed_in=handed_in(run.sub))
     result.score, result.max_score = scoring.total(result.parts)
-    result.band = scoring.band(run.rubric, result.score, result.max_score) if result.status == "graded" else None
+    result.band = scoring.band_of_parts(run.rubric, result.parts) if result.status == "graded" else None
+    if run.options.selfcheck:
+        result.next_step = selfcheck_note(run.rubric, n_seeds=result.rubric.n_seeds if result.rubric else None)
+
+
+def _g(value: float | str) -> str:
+    return value if isinstance(value, str) else f"{value:.4g}"
+
+
+def selfcheck_note(rubric: Rubric, *, n_seeds: int | None) -> str:
+    """What the final grading runs, after a self-check (the terminal and Jupyter show it alike)."""
+    from grader.scoring.points import fmt_points
+
+    parts = ", ".join(f"{part} ({use})" for part in ("model", "notebook") if (use := rubric.part_use(part)))
+    return (f"This was a self-check on {n_seeds or 'a few'} public seeds. The final grading runs the same checks and "
+            f"{rubric.episodes} episodes on seeds you do not see; the episodes earn up to "
+            f"{rubric.scoring.points:g} points from the {rubric.scoring.statistic} return ({_g(rubric.scoring.zero)} earns 0, "
+            f"{_g(rubric.scoring.full)} earns them all), out of {fmt_points(None, rubric.max_points).split('/ ')[1]} in all. "
+            f"The assignment's parts: {parts}.")
+
+
+def handed_in(sub: Submission) -> set[str]:
+    """The parts a submission holds: ``model`` (an ONNX file, or trained weights for the
+    notebook's network) and ``notebook``."""
+    parts = set()
+    if sub.model is not None or (sub.notebook is not None and sub.weights):
+        parts.add("model")
+    if sub.notebook is not None:
+        parts.add("notebook")
+    return parts
+
+
+def _part_files(run: _Run) -> dict[str, str]:
+    """How each part is handed in, in the words of the task's notebook framework."""
+    module = run.task.notebook_module() if run.task is not None else None
+    model = ("the trained model (model.onnx)" if getattr(module, "FRAMEWORK", "torch") == "keras" or module is None
+             else "the trained model (model.onnx, or the trained weights policy.pt beside the notebook)")
+    return {"model": model, "notebook": "the notebook (homework.ipynb)"}
+
+
+def _required_parts(run: _Run) -> None:
+    """A hand-in without a part the rubric requires is invalid, saying which part and how to add it."""
+    have = handed_in(run.sub)
+    files = _part_files(run)
+    for part in ("notebook", "model"):
+        if run.rubric.part_use(part) == "required" and part not in have:
+            _invalid(run, CheckResult(
+                name=f"{part}_handed_in", passed=False,
+                message=f"{files[part]} is not handed in, and the assignment {run.rubric.id!r} requires it",
+                hint=f"hand in {files[part]} with the rest, in one folder"))
+            return
 
 
 def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = None,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from grader.scoring.rubric import Rubric
+    pass
 
 Status = Literal["graded", "invalid", "error"]
 Severity = Literal["error", "warning", "note"]
@@ -90,6 +90,7 @@ class ScorePart(_Model):
     points: float
     max_points: float
     detail: str = ""
+    extra: bool = False  # extra credit: its points add to the score, never to the maximum
 
 
 class RubricInfo(_Model):
@@ -103,6 +104,7 @@ class RubricInfo(_Model):
     full_at: float
     baselines: dict[str, float] = {}  # baseline name -> its value of the statistic (for the report)
     fingerprint: str = ""  # Rubric.fingerprint(): what decided this grade
+    baselines_on: str = ""  # on which seeds the baselines were computed, in words ("" without a baselines file)
 
 
 class OutcomeStat(_Model):
@@ -238,23 +240,14 @@ class GradeResult(_Model):
     diagnostics: Diagnostics | None = None  # None when no episodes were played
     versions: dict[str, str] = {}
     device: str = "cpu"
-    warnings: list[str] = []
+    warnings: list[str] = []  # for the student: what they handed in, what was not graded
+    operator_notes: list[str] = []  # for the instructor only (the sandbox's strength): never in a student's output
+    next_step: str = ""  # a self-check: what the final grading runs (terminal and Jupyter alike)
     flags: list[DuplicateFlag] = []  # copies found (never scored; the rubric says whether they invalidate)
     error: str | None = None  # what went wrong, in words, when status is error or invalid
     command: str = ""  # reproduces this result
     timings: dict[str, float] = {}
     created: str = ""
-    # The rubric object this result was scored under, for the caller in this process: it is
-    # settled once by the pipeline, never serialised, and None in a result read back from JSON.
-    _rubric: Rubric | None = PrivateAttr(default=None)
-
-    @property
-    def scored_under(self) -> Rubric | None:
-        return self._rubric
-
-    def set_scored_under(self, rubric: Rubric) -> None:
-        self._rubric = rubric
-
     @property
     def failed_checks(self) -> list[CheckResult]:
         return [c for c in self.checks if c.blocking]

@@ -124,3 +124,22 @@ def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.2):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def lunar_rubric_with_notebook(tmp_path: Path, *, use: str = "optional") -> Path:
+    """The shipped LunarLander rubric with its Keras notebook graded too (``[parts] notebook = use``
+    and the notebook checks' points), beside a copy of its baselines file."""
+    import shutil
+
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_path / "baselines").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(repo / "rubrics" / "baselines" / "lunarlander.json", tmp_path / "baselines" / "lunarlander.json")
+    text = (repo / "rubrics" / "lunarlander.toml").read_text()
+    text = text.replace('"../reference/', f'"{repo}/reference/')
+    text = text.replace('[parts]\nmodel = "required"', f'[parts]\nmodel = "required"\nnotebook = "{use}"')
+    assert f'notebook = "{use}"' in text
+    text += "\n[notebook.points]\ncells_parse = 1\nactor_input = 1\nactor_output = 2\n"
+    path = tmp_path / "lunarlander-notebook.toml"
+    path.write_text(text)
+    return path
+

@@ -215,8 +215,9 @@ def test_grades_csv(graded):
         assert 0 <= float(by[sid]["points"]) <= 10 and by[sid]["max_points"] == "10"
     for sid in ("bad", "loopbomb", "extdata"):
         assert by[sid]["status"] == "invalid" and float(by[sid]["points"]) == 0 and by[sid]["note"]
-    # a notebook with no actor and no model: gradable, 0 points, and the note says what is missing
-    assert by["nb"]["status"] == "graded" and float(by["nb"]["points"]) == 0
+    # a notebook with no model, and the assignment is the model: invalid, 0 points, the note says what is missing
+    assert by["nb"]["status"] == "invalid" and float(by["nb"]["points"]) == 0
+    assert "trained model" in by["nb"]["note"] and "not handed in" in by["nb"]["note"]
     assert by["missing"]["status"] == "no submission"
     assert by["twofiles"]["status"] == "layout problem" and "model.onnx" in by["twofiles"]["note"]
     assert by["good1"]["points"] == by["copy"]["points"]

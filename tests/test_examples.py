@@ -38,9 +38,12 @@ def test_grade_batch_on_the_example_class(tmp_path):
         rows = {r["student_id"]: r for r in csv.DictReader(f)}
     assert {sid: r["status"] for sid, r in rows.items()} == {
         "ada": "graded", "boris": "graded", "chen": "invalid", "dana": "graded", "emil": "graded",
-        "fatima": "graded", "gleb": "graded", "hana": "invalid", "ivan": "no submission"}
-    assert rows["boris"]["name"] == "Борис Петров" and all(r["max_points"] == "14" for r in rows.values())
-    assert float(rows["ada"]["points"]) == 10 and float(rows["emil"]["points"]) > float(rows["boris"]["points"])
+        "fatima": "invalid", "gleb": "graded", "hana": "invalid", "ivan": "no submission"}
+    # the LunarLander assignment is the ONNX model: 10 points; a notebook is not graded, and a notebook
+    # without a model lacks the required part
+    assert rows["boris"]["name"] == "Борис Петров" and all(r["max_points"] == "10" for r in rows.values())
+    assert float(rows["ada"]["points"]) == 10 and 0 < float(rows["emil"]["points"]) < 10
+    assert "trained model (model.onnx) is not handed in" in rows["fatima"]["note"]
     assert "PyTorch checkpoint" in rows["hana"]["note"] and "protobuf" in rows["chen"]["note"]
     assert rows["gleb"]["points"] == rows["ada"]["points"]  # the sidecar export is the same model
     with open(out / "duplicates.csv", newline="") as f:

@@ -195,8 +195,8 @@ def test_run_autograder_grades_the_reference_model(autograder_zip, tmp_path):
     assert data["score"] == pytest.approx(graded.score) and data["score"] > 9
     tests = by_name(data)
     assert tests["episode score"]["max_score"] == 10 and tests["episode score"]["score"] == pytest.approx(graded.score)
-    # the notebook's scored checks are part of the rubric: 0 of their points without a notebook, never left out
-    assert tests["cells_parse"]["score"] == 0 and tests["cells_parse"]["max_score"] == 1
+    # the LunarLander assignment is the model: no notebook test, and no operator note reaches the student
+    assert "cells_parse" not in tests and "notebook" not in tests and "bubblewrap" not in json.dumps(data)
     assert tests["episode score"]["visibility"] == "visible"
     assert all(tests[c.name]["status"] == "passed" and tests[c.name]["visibility"] == "visible"
                for c in graded.checks if c.passed)
@@ -206,7 +206,7 @@ def test_run_autograder_grades_the_reference_model(autograder_zip, tmp_path):
     text = json.dumps(data)
     assert not any(str(s) in text for s in GRADING_SEEDS[:EPISODES])
     assert data["stdout_visibility"] == "hidden" and data["output_format"] == "md"
-    assert data["output"].startswith(f"**Score {graded.score:g} / 14**") and "report" in data["output"]
+    assert data["output"].startswith(f"**Score {graded.score:g} / 10**") and "report" in data["output"]
     assert [e.name for e in gs.leaderboard][:2] == ["Score", "Mean return"]
     # the instructor's log (stdout, hidden from students) has the returns by seed
     assert f"seed {GRADING_SEEDS[0]}:" in log
@@ -227,7 +227,7 @@ def test_run_autograder_random_bytes_score_zero_out_of_the_rubric(autograder_zip
     assert tests["episode score"]["score"] == 0 and tests["episode score"]["max_score"] == 10
     assert tests["parses"]["status"] == "failed" and "ONNX" in tests["parses"]["output"]
     assert "How to fix" in tests["parses"]["output"] and "returns by episode" not in tests
-    assert data["output"].startswith("**Invalid submission: 0 / 14**")
+    assert data["output"].startswith("**Invalid submission: 0 / 10**")
 
 
 @pytest.mark.parametrize("files, expected", [
@@ -242,7 +242,7 @@ def test_run_autograder_without_one_model(autograder_zip, tmp_path, files, expec
     assert data["score"] == 0 and expected in data["output"]
     failed = [t for t in data["tests"] if expected in t.get("output", "")]
     assert failed and failed[0]["status"] == "failed"
-    assert sum(t.get("max_score", 0) for t in data["tests"]) == 14  # 0 out of the rubric's maximum
+    assert sum(t.get("max_score", 0) for t in data["tests"]) == 10  # 0 out of the rubric's maximum
 
 
 def test_run_autograder_refuses_links(autograder_zip, tmp_path):
@@ -260,7 +260,7 @@ def test_run_autograder_picks_model_onnx_and_survives_a_broken_grader(autograder
     assert proc.returncode == 0 and "grading" in proc.stdout
     data = json.loads((root / "results" / "results.json").read_text())
     validate_results(data)
-    assert data["score"] == 0 and data["tests"][0]["max_score"] == 14 and "exit status 3" in data["output"]
+    assert data["score"] == 0 and data["tests"][0]["max_score"] == 10 and "exit status 3" in data["output"]
 
 
 # --- grade --gradescope FILE and the builder ------------------------------------------------------------
@@ -339,7 +339,9 @@ def test_episode_table_visibility_and_markdown_safety(tmp_path, monkeypatch):
 def test_run_autograder_grades_a_notebook_with_its_model(tmp_path):
     from notebook_fixtures import LUNAR_CELLS, write_notebook
 
-    zip_path = build_autograder(rubric=RUBRIC, out=tmp_path / "nb.zip")
+    from tests.site_helpers import lunar_rubric_with_notebook
+
+    zip_path = build_autograder(rubric=lunar_rubric_with_notebook(tmp_path / "rubric"), out=tmp_path / "nb.zip")
     write_notebook(tmp_path / "hw.ipynb", LUNAR_CELLS, markdown="# LunarLander actor-critic")
     root = gradescope_root(tmp_path, zip_path, {"hw.ipynb": (tmp_path / "hw.ipynb").read_bytes(),
                                                 "model.onnx": REFERENCE.read_bytes()})
@@ -349,3 +351,17 @@ def test_run_autograder_grades_a_notebook_with_its_model(tmp_path):
     assert tests["cells_parse"]["score"] == 1 and tests["actor_output"]["max_score"] == 2
     assert tests["episode score"]["score"] == 10 and tests["episode score"]["max_score"] == 10
     assert data["score"] == 14 and data["output"].startswith("**Score 14 / 14**")
+
+
+def test_run_autograder_gives_a_checkpoint_alone_the_export_instructions(autograder_zip, tmp_path):
+    """A .pt handed in alone is graded as the model the student meant: invalid, with how to export it."""
+    torch = pytest.importorskip("torch")
+    buf = io.BytesIO()
+    torch.save({"actor.weight": torch.zeros(4, 8)}, buf)
+    root = gradescope_root(tmp_path, autograder_zip, {"policy.pt": buf.getvalue()})
+    data, _ = run_autograder(root)
+    validate_results(data)
+    assert data["score"] == 0 and data["output"].startswith("**Invalid submission: 0 / 10**")
+    parses = by_name(data)["parses"]
+    assert parses["status"] == "failed" and "PyTorch checkpoint" in parses["output"]
+    assert "torch.onnx.export(model.eval(), torch.zeros(1, 8), 'model.onnx', external_data=False)" in parses["output"]

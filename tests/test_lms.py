@@ -524,7 +524,7 @@ def test_moodle_download_and_worksheet_round_trip_through_grade_batch(tmp_path, 
     rows = {r[0]: r for r in parse_csv(written)[1:]}
     header = parse_csv(written)[0]
     grade_col, feedback_col = header.index("Grade"), header.index("Feedback comments")
-    assert float(rows["Participant 1234567"][grade_col]) == 10.0  # the reference: all episode points
+    assert float(rows["Participant 1234567"][grade_col]) == 100.0  # the reference: all points, scaled to Maximum Grade 100
     assert rows["Participant 1234568"][grade_col] == "0.00" and "invalid" in rows["Participant 1234568"][feedback_col]
     assert rows["Participant 1234569"][grade_col] == ""  # no submission: left for the instructor
     generic = list(csv.DictReader(io.StringIO((out / "grades.csv").read_text(encoding="utf-8"))))
@@ -550,6 +550,6 @@ def test_canvas_download_and_gradebook_round_trip_through_grade_batch(tmp_path, 
     header = table[0]
     assert header[:5] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
     column = header.index(next(h for h in header[5:] if h.startswith("LunarLander") or h.startswith("lunarlander")))
-    assert table[1][0].strip() == "Points Possible" and float(table[1][column]) == 14
+    assert table[1][0].strip() == "Points Possible" and float(table[1][column]) == 10
     by_id = {r[1]: r for r in table[2:]}
     assert float(by_id["1234"][column]) == 10.0 and float(by_id["1235"][column]) == 10.0

@@ -513,7 +513,7 @@ def test_wrong_files_are_refused_at_once_and_do_not_cost_an_upload(env):
             body = r.json()
             assert body["kind"] == kind and words in body["error"], (name, body)
             assert "external_data=False" in body["hint"] or kind in ("zip",), (name, body)
-        assert "torch.onnx.export(model.eval(), torch.zeros(1, 8), 'model.onnx', external_data=False, dynamo=False)" in \
+        assert "torch.onnx.export(model.eval(), torch.zeros(1, 8), 'model.onnx', external_data=False)" in \
             upload_bearer(c, env.tokens["alice"], _torch_checkpoint()).json()["hint"]
         # through the form: a page that says what the file is and how to fix it
         csrf = login(c, env.tokens["alice"])

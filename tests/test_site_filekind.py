@@ -80,7 +80,7 @@ def test_every_kind_has_a_message_with_a_fix():
         assert message and hint, kind
     message, hint = describe_wrong_kind("torch_zip", "8")
     assert "PyTorch checkpoint" in message
-    assert "torch.onnx.export(model.eval(), torch.zeros(1, 8), 'model.onnx', external_data=False, dynamo=False)" in hint
+    assert "torch.onnx.export(model.eval(), torch.zeros(1, 8), 'model.onnx', external_data=False)" in hint
     assert "torch.zeros(1, 5, 44, 40)" in export_advice("5, 44, 40")
     assert "model.onnx" in describe_wrong_kind("notebook", "8")[1]
     message, hint = external_data_message("8")

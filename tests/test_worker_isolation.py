@@ -103,7 +103,9 @@ def test_without_bubblewrap_the_fallback_is_said_in_the_result(tmp_path):
         assert info["cwd_entries"] == [] and info["cwd"] != os.getcwd()
         result = grade(F.mlp(tmp_path / "m.onnx"), episodes=2, out=tmp_path / "o", video=False, report=False, engine=engine)
     assert result.status == "graded"
-    assert any("without bubblewrap" in w for w in result.warnings)
+    # said to the instructor (operator notes), never in the student's warnings
+    assert any("without bubblewrap" in w for w in result.operator_notes)
+    assert not any("bubblewrap" in w for w in result.warnings)
 
 
 # --- the channel: plain data, validated; never a pickle -----------------------------------------

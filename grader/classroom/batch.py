@@ -90,6 +90,9 @@ class BatchRun:
     behaviour_threshold: float = 0.95
     show_progress: bool = True
     roster_file: Path | None = None  # an LMS worksheet / gradebook: grades are also written in its format
+    lms_points: str = "scaled"  # scaled: to the LMS's maximum (Maximum Grade, Points Possible); raw: the rubric's
+    canvas_column: str | None = None  # the Canvas gradebook column to fill (default: detected, else a new one)
+    lms_export: Any = None  # grader.classroom.lms.ExportSummary of the LMS import file, set by the exports
     overrides_file: Path | None = None  # student_id,points,comment: recorded in the gradebook before the exports
     final: bool = False  # `grade final`: the final evaluation (exports into out/final, the final leaderboard)
     log: Any = None  # callable(str) for per-submission lines; default: print to stderr
@@ -441,6 +444,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CSV of student_id,points,comment: the instructor's points, recorded in the gradebook "
                         "(they survive regrades; empty points remove one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--lms-points", choices=("scaled", "raw"), default="scaled",
+                   help="LMS import file: scale points to the LMS's maximum (Moodle's Maximum Grade, Canvas's Points "
+                        "Possible; the default) or write the rubric's raw points")
+    p.add_argument("--canvas-column", metavar="HEADER",
+                   help="the Canvas gradebook column to fill, e.g. 'HW 3 (12345)' (default: the column titled like "
+                        "the rubric's title or id, else a new column)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -460,6 +469,7 @@ def run(args: argparse.Namespace) -> int:
         console.fail("--backend ray needs --address HOST:PORT of the Ray head")
         return EXIT_ERROR
     rubric = load_rubric(args.rubric)  # validated as a whole, seeds and baselines read: before any submission
+    rubric.check_baselines_follow_seeds(command="grade batch")
     if args.overrides is not None:
         from grader.classroom.overrides import read_overrides
 
@@ -477,7 +487,8 @@ def run(args: argparse.Namespace) -> int:
                       force=args.force, retry_errors=args.retry_errors, video=not args.no_video, episodes=args.episodes,
                       backend=args.backend, address=args.address, layout=args.lms, reference_dir=args.reference,
                       behaviour_threshold=args.behaviour_threshold, show_progress=not args.no_progress,
-                      roster_file=args.roster, overrides_file=args.overrides)
+                      roster_file=args.roster, overrides_file=args.overrides, lms_points=args.lms_points,
+                      canvas_column=args.canvas_column)
     try:
         code = runner.run()
     except KeyboardInterrupt:
@@ -501,6 +512,12 @@ def _print_summary(runner: BatchRun) -> None:
         c.print("[bold yellow]entries that do not fit the layout:[/bold yellow]")
         for p in runner.folder.problems + (runner.roster.problems if runner.roster else []):
             c.print(f"  {escape(p.entry)}: {escape(p.reason)}")
+    for note in s.get("operator_notes", []):
+        c.print(f"[yellow]for the instructor:[/yellow] {escape(note)}")
+    if runner.folder.texts:
+        c.print(f"online text / link entries (read, not graded: the assignment grades files): "
+                f"{escape(', '.join(p.entry for p in runner.folder.texts[:5]))}"
+                + (f" ... and {len(runner.folder.texts) - 5} more" if len(runner.folder.texts) > 5 else ""))
     dup = runner.duplicates
     if dup.flags:
         c.print(f"[bold yellow]{len(dup.clusters)} duplicate clusters[/bold yellow] ({len(dup.flags)} flagged pairs; "
@@ -512,3 +529,26 @@ def _print_summary(runner: BatchRun) -> None:
     for name in ("grades.csv", "duplicates.csv", "problems.csv", "class.html", "feedback_reports.zip",
                  *(["feedback_moodle.zip"] if (runner.out / "feedback_moodle.zip").is_file() else []), "gradebook.sqlite"):
         c.print(f"  {escape(str(runner.out / name))}")
+    _print_lms_export(c, runner)
+
+
+def _print_lms_export(c, runner: BatchRun) -> None:
+    """The LMS import file, the one the instructor needs next: where, what was scaled, which column."""
+    from rich.markup import escape
+
+    export = runner.lms_export
+    if export is None:
+        return
+    c.print(f"[bold]import into the LMS:[/bold] {escape(str(export.path))} ({len(export.written)} students)")
+    if export.scale:
+        c.print(f"  {escape(export.scale)}")
+    if export.column:
+        if export.new_column:
+            c.print(f"  [yellow]a new column {escape(repr(export.column))}: the gradebook has no assignment titled "
+                    f"like the rubric; to fill the existing assignment, pass --canvas-column 'NAME (ID)' with its "
+                    f"header[/yellow]")
+        else:
+            c.print(f"  filled the existing assignment column {escape(repr(export.column))}")
+    if export.missing:
+        c.print(f"  [yellow]{len(export.missing)} graded students are not in the roster file and cannot be "
+                f"imported: {escape(', '.join(export.missing[:5]))}[/yellow]")

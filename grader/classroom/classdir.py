@@ -39,6 +39,7 @@ class ClassFolder:
     bundles: list[Bundle] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)  # student -> name the LMS gave (display)
+    texts: list[Problem] = field(default_factory=list)  # LMS online text / link entries: read, not graded
     late_flags: set[str] = field(default_factory=set)  # students whose files Canvas named _LATE_
 
     @property
@@ -88,6 +89,27 @@ def scan_class(class_dir: str | Path, *, exclude: Path | None = None, layout: st
     return cf
 
 
+def class_folder_evidence(folder: Path) -> str:
+    """Why ``folder`` looks like a whole class's hand-ins rather than one student's ("" when it does
+    not): an LMS download, several student folders holding hand-ins, or several notebooks / models
+    under different names and none named model.onnx."""
+    from grader.classroom.lms import detect_layout
+    from grader.submission.bundle import MODEL_NAME, _listing, kind_of, stem_of
+
+    names = _listing(folder)
+    layout = detect_layout(names)
+    if layout != "plain":
+        return f"its entries are named as {layout.capitalize()}'s download of a whole class"
+    students = [n for n in names if (folder / n).is_dir() and not (folder / n).is_symlink()
+                and any(kind_of(m) in ("model", "notebook", "weights") for m in _listing(folder / n))]
+    if len(students) >= 2:
+        return f"{len(students)} folders in it hold hand-ins ({', '.join(students[:3])}{' ...' if len(students) > 3 else ''})"
+    stems = {stem_of(n) for n in names if kind_of(n) in ("model", "notebook")}
+    if len(stems) >= 2 and MODEL_NAME not in names and len([n for n in names if kind_of(n) == "notebook"]) != 1:
+        return f"it holds hand-ins under {len(stems)} different names ({', '.join(sorted(stems)[:3])} ...)"
+    return ""
+
+
 def _scan_plain(cf: ClassFolder, entries: list[tuple[str, bool]]) -> None:
     folders: set[str] = set()
     stems: dict[str, list[str]] = {}
@@ -133,6 +155,7 @@ def _scan_lms(cf: ClassFolder, entries: list[tuple[str, bool]]) -> None:
     from grader.classroom import lms
 
     flat: dict[str, list[tuple[str, str]]] = {}
+    folders: dict[str, list[str]] = {}
     for name, is_dir in entries:
         entry = lms.parse_entry(name, cf.layout, is_dir=is_dir)
         if entry is None:
@@ -143,14 +166,51 @@ def _scan_lms(cf: ClassFolder, entries: list[tuple[str, bool]]) -> None:
         cf.names.setdefault(entry.student_key, entry.display_name)
         if entry.late:
             cf.late_flags.add(entry.student_key)
-        if entry.is_folder:
-            bundle, problems = bundle_folder(cf.root / name, entry.student_key, label=None)
-            _add(cf, bundle, problems, prefix=f"{name}/")
+        if entry.plugin not in ("file", "upload"):
+            cf.texts.append(Problem(name, _text_entry_reason(entry.plugin), entry.student_key))
+        elif entry.is_folder:
+            folders.setdefault(entry.student_key, []).append(name)
         else:
             flat.setdefault(entry.student_key, []).append((name, entry.canonical_file_name or name))
+    for key, names in sorted(folders.items()):
+        name = _one_folder(cf, key, names)
+        bundle, problems = bundle_folder(cf.root / name, key, label=None)
+        _add(cf, bundle, problems, prefix=f"{name}/")
     for key, files in sorted(flat.items()):
         if any(b.student == key for b in cf.bundles):
             cf.problems += [Problem(n, f"student {key} also has a folder; the folder's files are graded", key) for n, _ in files]
             continue
         bundle, problems = bundle_files(cf.root, key, [n for n, _ in files], display=dict(files))
         _add(cf, bundle, problems, prefix="")
+
+
+def _text_entry_reason(plugin: str) -> str:
+    """What an LMS entry that is not a file upload is (Moodle's online text, Canvas's text or link)."""
+    what = {"onlinetext": "Moodle online text", "text": "Canvas text entry", "link": "Canvas website URL"}.get(
+        plugin, f"LMS {plugin} entry")
+    return f"{what}: read, not graded (the assignment grades uploaded files)"
+
+
+def _newest_file(folder: Path) -> float:
+    """The latest modification time of the hand-in files in ``folder`` (0 when it has none)."""
+    times = []
+    for e in os.scandir(folder):
+        if kind_of(e.name) is not None and e.is_file(follow_symlinks=False):
+            times.append(e.stat(follow_symlinks=False).st_mtime)
+    return max(times, default=0.0)
+
+
+def _one_folder(cf: ClassFolder, key: str, names: list[str]) -> str:
+    """One folder per participant. Two (``..._file`` and ``..._file_``: two downloads unzipped into
+    one folder) are a problem, and one rule picks the graded one: the folder whose newest hand-in
+    file is the newest; on a tie, the name Moodle 4.1 and later writes (``..._file``, no trailing
+    ``_``). The other is listed, never graded silently."""
+    if len(names) == 1:
+        return names[0]
+    ranked = sorted(names, key=lambda n: (_newest_file(cf.root / n), not n.endswith("_")), reverse=True)
+    kept = ranked[0]
+    for other in ranked[1:]:
+        cf.problems.append(Problem(other + "/", f"a second entry for {key} (two downloads in one folder?); only "
+                                   f"{kept}/ is graded (the newer files; see docs/lms.md)", key))
+    return kept
+

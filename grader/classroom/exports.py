@@ -110,18 +110,28 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
     parts = {p.name: p for p in result.parts}
     tests = []
     for c in result.checks:
-        output = scrub(c.message + (f"\nHow to fix: {c.hint}" if not c.passed and c.hint else ""))
         part = parts.get(c.name) if c.name != EPISODES_PART else None
+        failed = not c.passed and (c.severity == "error" or part is not None)  # a warning is not a failed test
+        prefix = "" if c.passed or failed else f"{c.severity}: "
+        output = scrub(prefix + c.message + (f"\nHow to fix: {c.hint}" if not c.passed and c.hint else ""))
         if part is not None and c.passed and not graded:
             output += "\n(no points: the submission is invalid)"
         tests.append(GradescopeTest(name=c.name, score=part.points if part else None,
                                     max_score=part.max_points if part else None, output=output,
-                                    status="passed" if c.passed else "failed"))
+                                    status="failed" if failed else "passed"))
     checked = {c.name for c in result.checks}
-    for part in result.parts:  # scored checks that never ran (the notebook is missing, say)
-        if part.kind == "notebook" and part.name not in checked:
+    from grader.outputs.console import missing_parts
+    from grader.scoring.points import NOT_HANDED_IN
+
+    missing = missing_parts(result.parts)
+    if "notebook" in missing:  # one test for the part, not one per check it would have had
+        part = missing["notebook"]
+        tests.append(GradescopeTest(name="notebook", score=0.0, max_score=part.max_points, status="failed",
+                                    output=f"{NOT_HANDED_IN}: hand in the notebook (.ipynb) to earn these points"))
+    for part in result.parts:  # scored checks that never ran (the notebook stopped early, say)
+        if part.kind == "notebook" and part.name not in checked and part.detail != NOT_HANDED_IN:
             tests.append(GradescopeTest(name=part.name, score=0.0, max_score=part.max_points, status="failed",
-                                        output="not checked: " + (part.detail or "no notebook was handed in")))
+                                        output="not checked: " + (part.detail or "the notebook did not get this far")))
     s = result.summary
     if graded and result.episodes and episode_table != "none":
         rows = [f"{policy.label(e.seed)}: return {e.return_:.2f} in {e.length} steps" for e in result.episodes]
@@ -162,12 +172,12 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
     else:
         head = f"**Grader error: {total}** (not your fault; the course staff can see the log)\n\n{_md_literal(why)}"
     lines = [head]
-    failed = [c.name for c in result.checks if not c.passed]
+    failed = [t.name for t in tests if t.status == "failed" and t.name in checked]
     lines.append(f"{len(result.checks) - len(failed)} of {len(result.checks)} checks passed"
                  + (f"; failed: {', '.join(failed)}" if failed else "") + ".")
     if detail:
         lines.append(detail + ".")
-    if result.warnings:
+    if result.warnings:  # the student's warnings; operator notes (the sandbox's strength) never reach them
         lines.append("Warnings:\n\n" + _md_literal("\n".join(scrub(w) for w in result.warnings)))
     if report_note:
         lines.append(report_note)
@@ -241,6 +251,7 @@ class StudentRow:
     report: str | None = None  # link, relative to the output folder
     problems: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # LMS online text / link entries: read, not graded
     override: Any = None  # grader.classroom.gradebook.Override: the instructor's points, which win
     override_drift: str = ""  # why the override needs a look: the grade under it changed
 
@@ -300,7 +311,8 @@ def collect(run: BatchRun) -> list[StudentRow]:
     if run.roster is not None:
         for s in run.roster.students:
             rows[s.id] = StudentRow(id=s.id, name=s.name, email=s.email, on_roster=True)
-    found = sorted(set(run.attempts) | {p.student for p in run.folder.problems if p.student})
+    found = sorted(set(run.attempts) | {p.student for p in [*run.folder.problems, *getattr(run.folder, "texts", [])]
+                                         if p.student})
     for sid in found:
         if sid not in rows:
             rows[sid] = StudentRow(id=sid, name=run.folder.names.get(sid, ""),
@@ -313,6 +325,9 @@ def collect(run: BatchRun) -> list[StudentRow]:
     for p in run.folder.problems:
         if p.student and p.student in rows:
             rows[p.student].problems.append(f"{p.entry}: {p.reason}")
+    for p in getattr(run.folder, "texts", []):
+        if p.student and p.student in rows:
+            rows[p.student].texts.append(p.reason.split(":")[0] + " handed in (not graded)")
     overrides = gb.overrides(run.rubric.id)
     for sid, o in overrides.items():
         if sid in rows:
@@ -492,7 +507,7 @@ def _note(r: StudentRow) -> str:
         notes.append(f"late: {late.detail}")
     if r.override is not None:
         notes.append(f"override: {r.override.comment}" + (f" (REVIEW: {r.override_drift})" if r.override_drift else ""))
-    return "; ".join(notes + r.problems)
+    return "; ".join(notes + r.problems + r.texts)
 
 
 def _late_cells(r: StudentRow) -> dict[str, str]:
@@ -523,6 +538,46 @@ def _write_grades(run: BatchRun, rows: list[StudentRow], max_points: float) -> N
         for r in graded])
     if run.roster_file is None:
         return
+    _write_lms_import(run, rows, max_points)
+
+
+def lms_feedback(r: StudentRow, max_points: float) -> str:
+    """The feedback comment an LMS gets for one student: :func:`grader.classroom.feedback.feedback_text`
+    (the points with the band, the parts, lateness, an override), then the episode statistic, each
+    failed check with how to fix it, the parts not handed in, what did not fit the layout, and the
+    report's file name. Hidden grading seeds are scrubbed, as in every student output."""
+    from grader.classroom.feedback import feedback_text
+    from grader.outputs.seedpolicy import SeedPolicy
+    from grader.scoring.points import NOT_HANDED_IN
+
+    result = r.result
+    if result is None and r.override is None:
+        return "not graded: " + "; ".join(r.problems + r.texts) if r.problems or r.texts else ""
+    lines = [feedback_text(r, max_points)]
+    if result is not None:
+        scrub = SeedPolicy(result).scrub
+        s, info = result.summary, result.rubric
+        value = getattr(s, info.statistic, None) if s is not None and info is not None else None
+        if value is not None:
+            lines.append(f"{info.statistic} return {value:.1f} over {s.n} episodes ({info.zero_at:g} earns 0 points, "
+                         f"{info.full_at:g} full marks)")
+        scored = {p.name for p in result.parts if p.kind == "notebook"}
+        for c in result.checks:
+            if not c.passed and (c.blocking or c.name in scored):
+                lines.append(scrub(f"failed {c.name}: {c.message}" + (f" How to fix: {c.hint}" if c.hint else "")))
+        missing = sorted({"notebook" if p.kind == "notebook" else "model"
+                          for p in result.parts if p.detail == NOT_HANDED_IN})
+        if missing:
+            lines.append(f"{NOT_HANDED_IN}: " + ", ".join(missing))
+    lines += r.problems + r.texts
+    if r.report:
+        lines.append(f"report: {r.report}")
+    return "\n".join(lines)
+
+
+def _write_lms_import(run: BatchRun, rows: list[StudentRow], max_points: float) -> None:
+    """moodle_grades.csv / canvas_grades.csv from the LMS's own roster file; what was written (the
+    file, the scaling, the Canvas column) goes into ``run.lms_export`` for the summary."""
     from grader.classroom import lms
 
     kind = lms.detect_roster_kind(run.roster_file)
@@ -532,15 +587,19 @@ def _write_grades(run: BatchRun, rows: list[StudentRow], max_points: float) -> N
     grades = {}
     for r in rows:
         s = students.get(r.id)
-        if s is not None and (r.result is not None or r.override is not None):
-            from grader.classroom.feedback import feedback_text
-
-            grades[s.lms_id] = (round(r.points, 2), feedback_text(r, max_points))
+        if s is not None and (r.result is not None or r.override is not None or r.problems or r.texts):
+            graded = r.result is not None or r.override is not None
+            grades[s.lms_id] = (round(r.points, 2) if graded else None, lms_feedback(r, max_points))
+    scale_from = max_points if getattr(run, "lms_points", "scaled") == "scaled" else None
     if kind == "moodle":
-        lms.write_moodle_worksheet(run.roster_file, grades, run.out / "moodle_grades.csv")
+        summary = lms.write_moodle_worksheet(run.roster_file, grades, run.out / "moodle_grades.csv",
+                                             scale_from=scale_from)
     else:
-        lms.write_canvas_gradebook(run.roster_file, run.rubric.title or run.rubric.id, grades,
-                                   run.out / "canvas_grades.csv", points_possible=max_points)
+        column = getattr(run, "canvas_column", None) or lms.existing_canvas_column(
+            run.roster_file, [run.rubric.title, run.rubric.id]) or run.rubric.title or run.rubric.id
+        summary = lms.write_canvas_gradebook(run.roster_file, column, grades, run.out / "canvas_grades.csv",
+                                             points_possible=max_points, scale_from=scale_from)
+    run.lms_export = summary
 
 
 def _num(value: float | None) -> str:
@@ -562,6 +621,8 @@ def _write_class_html(run: BatchRun, rows: list[StudentRow], problems: list, max
         "not_on_roster": sum(1 for r in rows if r.on_roster is False),
         "graded_now": sum(1 for a in run.attempts.values() if a.status == "queued"),
         "reused": sum(1 for a in run.attempts.values() if a.status != "queued"),
+        # the instructor's notes (the sandbox's strength), once each: never in a student's output
+        "operator_notes": sorted({n for r in rows if r.result is not None for n in r.result.operator_notes}),
     }
     from grader.tasks.diagnostics import class_summary
 

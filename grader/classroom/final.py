@@ -139,6 +139,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", type=Path, default=reference_models_dir(),
                    help="folder of reference models compared for duplicates (default: the shipped ones)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--lms-points", choices=("scaled", "raw"), default="scaled",
+                   help="LMS import file: points scaled to the LMS's maximum (default) or the rubric's raw points")
+    p.add_argument("--canvas-column", metavar="HEADER", help="the Canvas gradebook column to fill (as for `grade batch`)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         class_dir=args.out, out=args.out / FINAL_DIR, rubric=final_rubric, roster=roster, workers=args.workers,
         force=args.force, video=not args.no_video, reference_dir=args.reference, show_progress=not args.no_progress,
         roster_file=args.roster, overrides_file=args.overrides, final=True, term_out=args.out,
+        lms_points=args.lms_points, canvas_column=args.canvas_column,
         gradebook_path=gradebook, term_rubric=term_rubric)
     try:
         code = runner.run()

@@ -277,9 +277,17 @@ def _newline(text: str) -> str:
     return "\r\n" if end > 0 and text[end - 1] == "\r" else "\n"
 
 
+def _allow_long_cells() -> None:
+    """Let the csv module read any cell that fits the file cap: its default field limit (128 KiB)
+    would refuse a whole worksheet for one student's long online text."""
+    if csv.field_size_limit() < MAX_CSV_BYTES:
+        csv.field_size_limit(MAX_CSV_BYTES)
+
+
 def _read_table(path: str | Path, *, delimiters: Sequence[str] = (",",)) -> _Table:
     path = Path(path)
     text, bom = _decode(path)
+    _allow_long_cells()
     delimiter = _sniff_delimiter(text) if len(delimiters) > 1 else delimiters[0]
     newline = _newline(text)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
@@ -503,6 +511,9 @@ class ExportSummary:
     path: Path
     written: list[str]
     missing: list[str]
+    scale: str = ""  # how points were scaled to the LMS's maximum ("" when they were not)
+    column: str = ""  # Canvas: the assignment column filled
+    new_column: bool = False  # Canvas: a column the gradebook did not have (Canvas creates an assignment)
 
 
 def format_points(points: float) -> str:
@@ -563,14 +574,34 @@ def _moodle_max_grade(table: _Table) -> int | None:
     return table.header.index(MOODLE_MAX_GRADE) if MOODLE_MAX_GRADE in table.header else None
 
 
+def scale_points(points: float | None, *, rubric_max: float | None, lms_max: float | None) -> float | None:
+    """``points`` out of ``rubric_max`` as the same fraction of ``lms_max`` (2 decimals); unchanged
+    when either maximum is unknown or not positive."""
+    if points is None or not rubric_max or not lms_max or rubric_max <= 0 or lms_max <= 0:
+        return points
+    return round(points / rubric_max * lms_max, 2)
+
+
+def _scale_note(rubric_max: float, maxima: set[float], lms: str, column: str) -> str:
+    if not maxima:
+        return ""
+    shown = ", ".join(f"{m:g}" for m in sorted(maxima))
+    if maxima == {rubric_max}:
+        return f"the {lms} maximum ({column} {shown}) is the rubric's: points written as they are"
+    return (f"points scaled from the rubric's maximum of {rubric_max:g} to {lms}'s {column} {shown} "
+            f"(--lms-points raw writes the rubric's points)")
+
+
 def write_moodle_worksheet(template_rows_or_path: str | Path | Sequence[LmsStudent], grades: Grades,
-                           out_path: str | Path) -> ExportSummary:
+                           out_path: str | Path, *, scale_from: float | None = None) -> ExportSummary:
     """The grading worksheet with ``Grade`` (and ``Feedback comments``, when the worksheet has it) filled
     in for the students in ``grades`` (``lms_id -> (points, feedback)``); every other cell, row and the
     column order as in the template; the template's BOM and line endings kept (a BOM when given rows).
 
     ``None`` points leave the grade empty (Moodle skips it); empty feedback keeps the template's.
-    Raises :class:`LmsFormatError` when a grade exceeds the worksheet's ``Maximum Grade`` (Moodle would
+    With ``scale_from`` (the rubric's maximum), points are scaled to each row's ``Maximum Grade``
+    (7 of 10 becomes 70 of 100); without it they are written as given. Raises
+    :class:`LmsFormatError` when a grade exceeds the worksheet's ``Maximum Grade`` (Moodle would
     skip it silently) or the assignment uses a scale.
     """
     table, students = _moodle_template(template_rows_or_path)
@@ -580,11 +611,14 @@ def write_moodle_worksheet(template_rows_or_path: str | Path | Sequence[LmsStude
     fb_col = table.header.index(MOODLE_FEEDBACK) if MOODLE_FEEDBACK in table.header else None
     max_col = _moodle_max_grade(table)
     todo = _grades(grades)
-    rows, written = [], []
+    rows, written, maxima = [], [], set()
     for student, (line, row) in zip(students, table.records):
         out = [c if h in _MOODLE_READ else _defuse(c) for h, c in zip(table.header, row)]
         if student.lms_id in todo:
             points, feedback = todo[student.lms_id]
+            if scale_from is not None and max_col is not None and (top := _parse_number(row[max_col])) is not None:
+                points = scale_points(points, rubric_max=scale_from, lms_max=top)
+                maxima.add(top)
             _check_max(table, line, row, max_col, points)
             out[grade_col] = "" if points is None else format_points(points)
             if fb_col is not None and feedback.strip():
@@ -592,7 +626,8 @@ def write_moodle_worksheet(template_rows_or_path: str | Path | Sequence[LmsStude
             written.append(student.lms_id)
         rows.append(out)
     _write_table(out_path, table.header, rows, bom=table.bom, newline=table.newline)
-    return ExportSummary(Path(out_path), written, sorted(set(todo) - set(written), key=_id_sort))
+    scale = _scale_note(scale_from, maxima, "Moodle", "Maximum Grade") if scale_from else ""
+    return ExportSummary(Path(out_path), written, sorted(set(todo) - set(written), key=_id_sort), scale=scale)
 
 
 def _check_max(table: _Table, line: int, row: list[str], max_col: int | None, points: float | None) -> None:
@@ -602,7 +637,8 @@ def _check_max(table: _Table, line: int, row: list[str], max_col: int | None, po
     if top is not None and round(points, 2) > top + 1e-9:
         raise LmsFormatError(f"{table.path}, line {line}: {format_points(points)} points but the assignment's "
                              f"Maximum Grade is {row[max_col]}; Moodle would skip this grade: set the maximum "
-                             "grade in Moodle to the rubric's points and download the worksheet again")
+                             "grade in Moodle to the rubric's points and download the worksheet again (or "
+                             "leave out --lms-points raw: points are then scaled to the Maximum Grade)")
 
 
 def _id_sort(key: str) -> tuple[int, str]:
@@ -617,10 +653,35 @@ def _canvas_column(table: _Table, lay: _CanvasLayout, wanted: str) -> int | None
         if table.header[i] == wanted:
             return i
     titled = [i for i in candidates if (m := _CANVAS_TITLE_ID.match(table.header[i])) and m.group("title") == wanted]
+    if not titled:  # the same title with other case or spacing ("hw 3" for "HW  3")
+        key = _title_key(wanted)
+        titled = [i for i in candidates if _title_key(_CANVAS_TITLE_ID.sub(r"\g<title>", table.header[i])) == key]
     if len(titled) > 1:
         raise LmsFormatError(f"{table.path}, line 1: {len(titled)} assignments are titled {_show(wanted)}; give the "
                              f"exact column header, e.g. {_show(table.header[titled[0]])}")
     return titled[0] if titled else None
+
+
+def _title_key(title: str) -> str:
+    return " ".join(title.casefold().split())
+
+
+def existing_canvas_column(template_path: str | Path, names: Sequence[str]) -> str | None:
+    """The header of the gradebook's assignment column titled like one of ``names`` (the exact
+    header, or its title before ``(id)``, case and spacing aside), first name first; None when the
+    gradebook has none."""
+    table = _read_table(template_path, delimiters=(",", ";"))
+    lay = _canvas_layout(table)
+    for name in names:
+        if not name or not name.strip():
+            continue
+        try:
+            col = _canvas_column(table, lay, name)
+        except LmsFormatError:
+            continue  # ambiguous title: not a detection
+        if col is not None:
+            return table.header[col]
+    return None
 
 
 def _check_column_name(name: str) -> None:
@@ -672,8 +733,17 @@ def _canvas_rows(table: _Table, lay: _CanvasLayout, col: int | None, todo: dict[
     return [points_row] + rows, written
 
 
+def _canvas_points_possible(table: _Table, col: int | None) -> float | None:
+    if col is None:
+        return None
+    for _, row in table.records:
+        if _canvas_kind(row) == "points":
+            return _parse_number(row[col]) if col < len(row) else None
+    return None
+
+
 def write_canvas_gradebook(template_path: str | Path, assignment_column: str, grades: Grades, out_path: str | Path,
-                           *, points_possible: float | None = None) -> ExportSummary:
+                           *, points_possible: float | None = None, scale_from: float | None = None) -> ExportSummary:
     """Canvas's import CSV: the template's identity columns (Student, ID, [SIS User ID], SIS Login ID,
     ..., Section), its Points Possible row and one column for the assignment.
 
@@ -681,14 +751,22 @@ def write_canvas_gradebook(template_path: str | Path, assignment_column: str, gr
     the gradebook has no such column it becomes a new column with that name (Canvas offers to create
     the assignment on import; ``points_possible`` fills its Points Possible cell). Students not in
     ``grades``, or with ``None`` points, keep the template's cell (empty for a new column), which Canvas
-    reads as "no change". The separator, BOM and line endings of the template are kept.
+    reads as "no change". The separator, BOM and line endings of the template are kept. With
+    ``scale_from`` (the rubric's maximum), points are scaled to an existing column's Points
+    Possible (7 of 10 becomes 70 of 100).
     """
     table = _read_table(template_path, delimiters=(",", ";"))
     lay = _canvas_layout(table)
     col = _canvas_target(table, lay, assignment_column)
     todo = _grades(grades)
+    possible = _canvas_points_possible(table, col)
+    scale = ""
+    if scale_from is not None and possible is not None and possible > 0:
+        todo = {k: (scale_points(p, rubric_max=scale_from, lms_max=possible), f) for k, (p, f) in todo.items()}
+        scale = _scale_note(scale_from, {possible}, "Canvas", "Points Possible")
     new_points = "" if points_possible is None else format_points(points_possible)
     rows, written = _canvas_rows(table, lay, col, todo, new_points)
     header = table.header[: lay.identity] + [table.header[col] if col is not None else assignment_column]
     _write_table(out_path, header, rows, bom=table.bom, newline=table.newline, delimiter=table.delimiter)
-    return ExportSummary(Path(out_path), written, sorted(set(todo) - set(written), key=_id_sort))
+    return ExportSummary(Path(out_path), written, sorted(set(todo) - set(written), key=_id_sort), scale=scale,
+                         column=header[-1], new_column=col is None)

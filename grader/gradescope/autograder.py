@@ -335,6 +335,7 @@ def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table,
     if out.is_dir():
         raise SetupError(f"{out} is a folder; give the zip's file name, e.g. --out autograder.zip")
     bundle = bundle_rubric(Path(rubric), grading_seeds_file=grading_seeds_file)
+    bundle.rubric.check_baselines_follow_seeds(command="grade gradescope")  # thresholds on other seeds: refused
     root = source_root(source)
     # the rubric, its seeds and baselines: readable by the grader's user only (setup.sh also closes source/)
     entries: dict[str, tuple[bytes, int]] = {name: (raw, 0o600) for name, raw in bundle.files.items()}

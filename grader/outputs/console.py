@@ -96,14 +96,16 @@ def _safe(text: object) -> str:
     return escape(clean_text(text, keep_newlines=True))
 
 
-def print_result(result: GradeResult, console: Console | None = None, *, selfcheck_note: str = "") -> None:
-    """The terminal summary: checks, episode statistics, videos, warnings and the composed score.
+def print_result(result: GradeResult, console: Console | None = None, *, operator: bool = False) -> None:
+    """The terminal summary: checks, episode statistics, videos, warnings and the composed score;
+    with ``operator`` (the instructor's ``grade``, not ``grade check``) the operator notes too.
 
     Every string that came from the submission goes through :func:`grader.outputs.textsafe.clean_text`,
     and hidden grading seeds are named by episode number (:class:`grader.outputs.seedpolicy.SeedPolicy`).
     """
     from rich.console import Console
-    from rich.table import Table
+
+    from grader.scoring.points import NOT_HANDED_IN
 
     console = console or Console(highlight=False)
     seeds = SeedPolicy(result)
@@ -112,15 +114,8 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
         return _safe(seeds.scrub(str(text)))
 
     console.print(f"[bold]{safe(result.submission)}[/bold]  task: {safe(result.task or '?')}")
-    if result.checks:
-        table = Table(show_header=False, box=None, padding=(0, 1))
-        for c in result.checks:
-            mark = "[green]✓[/green]" if c.passed else ("[red]✗[/red]" if c.severity == "error" else "[yellow]![/yellow]")
-            text = safe(c.message)
-            if not c.passed and c.hint:
-                text += f"\n[dim]how to fix: {safe(c.hint)}[/dim]"
-            table.add_row(mark, f"[bold]{safe(c.name)}[/bold]", text)
-        console.print(table)
+    if result.checks or any(p.detail == NOT_HANDED_IN for p in result.parts):
+        console.print(_checks_table(result, safe))
     s = result.summary
     if s is not None:
         line = (f"episodes: {s.n}  mean {s.mean:.1f} ± {s.std:.1f}  median {s.median:.1f}  IQM {s.iqm:.1f}  "
@@ -139,8 +134,62 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
     for f in result.flags:
         console.print(f"[bold red]flagged for the instructor:[/bold red] {safe(f.text)}")
     _print_score(console, result, safe)
-    if selfcheck_note:
-        console.print(selfcheck_note)
+    if result.next_step:
+        console.print(safe(result.next_step))
+    if operator:  # the instructor's own run (`grade`), never a student's self-check
+        for note in result.operator_notes:
+            console.print(f"[dim]for the instructor: {safe(note)}[/dim]")
+
+
+def _checks_table(result: GradeResult, safe):
+    """The checks, one row each (mark, name, points of a scored check, message and hint), then one
+    row per part of the assignment that was not handed in."""
+    from rich.table import Table
+
+    from grader.scoring.points import NOT_HANDED_IN
+
+    scored = {p.name: p for p in result.parts if p.kind == "notebook"}
+    table = Table(show_header=False, box=None, padding=(0, 1))
+    for c in result.checks:
+        part = scored.get(c.name)
+        text = safe(c.message)
+        if not c.passed and c.hint:
+            text += f"\n[dim]how to fix: {safe(c.hint)}[/dim]"
+        table.add_row(check_mark(c, scored=part is not None), f"[bold]{safe(c.name)}[/bold]", _points_cell(part), text)
+    for name, part in missing_parts(result.parts).items():
+        table.add_row("[red]✗[/red]", f"[bold]{name}[/bold]", _points_cell(part), NOT_HANDED_IN)
+    return table
+
+
+def missing_parts(parts) -> dict:
+    """``notebook`` / ``model`` -> one ScorePart adding up that part's points, for the parts of the
+    assignment that were not handed in (one line each, not one per check)."""
+    from grader.result import ScorePart
+    from grader.scoring.points import NOT_HANDED_IN
+
+    out = {}
+    for kind, name in (("notebook", "notebook"), ("episodes", "model")):
+        gone = [p for p in parts if p.kind == kind and p.detail == NOT_HANDED_IN]
+        if gone:
+            out[name] = ScorePart(name=name, kind=kind, points=0.0, max_points=sum(p.max_points for p in gone),
+                                  detail=NOT_HANDED_IN, extra=gone[0].extra)
+    return out
+
+
+def check_mark(c, *, scored: bool) -> str:
+    """✓ passed; ✗ failed and blocking, or failed and costing points (a scored check); ! a warning."""
+    if c.passed:
+        return "[green]✓[/green]"
+    return "[red]✗[/red]" if c.severity == "error" or scored else "[yellow]![/yellow]"
+
+
+def _points_cell(part) -> str:
+    """``1/1`` for a scored check (its points of its maximum); empty for a check that scores nothing."""
+    from grader.scoring.points import fmt_points
+
+    if part is None:
+        return ""
+    return fmt_points(part.points, part.max_points).replace(" / ", "/") + (" extra" if part.extra else "")
 
 
 def _print_score(console: Console, result: GradeResult, safe) -> None:
@@ -158,7 +207,7 @@ def _print_score(console: Console, result: GradeResult, safe) -> None:
     if late is not None and late.points:
         breakdown += f"  (late: {late.points:g})"
     if result.status == "graded":
-        band = f"  [{safe(result.band)}]" if result.band else ""
+        band = f"  \\[{safe(result.band)}]" if result.band else ""
         stat = f" on the {result.rubric.statistic} over {result.rubric.n_seeds} {result.rubric.seed_set} seeds" if result.rubric else ""
         console.print(f"[bold green]score: {points}[/bold green]{breakdown}{band}{stat}")
     elif result.status == "invalid":

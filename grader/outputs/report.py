@@ -141,10 +141,11 @@ def returns_plot_svg(returns: list[float], *, zero: float | None = None, full: f
 
 
 # --- the context -------------------------------------------------------------------------------------
-def _check_mark(check) -> tuple[str, str]:
+def _check_mark(check, *, scored: bool = False) -> tuple[str, str]:
+    """✓ passed; ✗ failed and blocking, or failed and costing points; ! a warning (as the terminal)."""
     if check.passed:
         return "✓", "pass"
-    if check.severity == "error":
+    if check.severity == "error" or scored:
         return "✗", "fail"
     return "!", "warn"
 
@@ -158,12 +159,18 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
     checks = []
     parts = {p.name: p for p in result.parts if p.kind == "notebook"}  # the one score (grader.scoring.points)
     for c in result.checks:
-        mark, cls = _check_mark(c)
         part = parts.get(c.name)
+        mark, cls = _check_mark(c, scored=part is not None)
         checks.append({"name": c.name, "mark": mark, "cls": cls, "message": scrub(c.message),
                        "hint": scrub(c.hint), "severity": c.severity, "passed": c.passed,
                        "points": part.points if part else None, "max_points": part.max_points if part else None})
-    failed = [c for c in checks if c["cls"] == "fail"]
+    from grader.outputs.console import missing_parts
+    from grader.scoring.points import NOT_HANDED_IN
+
+    for name, part in missing_parts(result.parts).items():  # one row per part not handed in
+        checks.append({"name": name, "mark": "✗", "cls": "fail", "message": NOT_HANDED_IN, "hint": "",
+                       "severity": "error", "passed": False, "points": part.points, "max_points": part.max_points})
+    failed = [c for c in checks if c["cls"] == "fail" and (c["severity"] == "error" or result.status != "graded")]
     n_pass = sum(bool(c["passed"]) for c in checks)
 
     # Episodes, ranked labels for the videos.
@@ -234,6 +241,7 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
         "operators": operators,
         "baselines": baseline_rows,
         "warnings": [scrub(w) for w in result.warnings],
+        "next_step": scrub(result.next_step),
         "flags": [scrub(f.text) for f in result.flags],
         "command": scrub(result.command),
         "seed_text": seed_text,

@@ -31,9 +31,18 @@ class BaselinesFile(BaseModel):
     rubric_id: str
     seed_set: str  # which seeds: "grading" (the rubric's grading seeds) or "public"
     n_seeds: int
+    seeds_sha256: str | None = None  # seeds_fingerprint() of the seeds played (None: written before it was kept)
     created: str
     versions: dict[str, str]
     entries: dict[str, BaselineEntry]
+
+
+def seeds_fingerprint(seeds) -> str:
+    """sha256 of a list of seeds (in order): says which seeds a baseline was computed on without
+    showing them (grading seeds are private)."""
+    import hashlib
+
+    return hashlib.sha256(",".join(str(int(s)) for s in seeds).encode()).hexdigest()
 
 
 @lru_cache(maxsize=16)

@@ -121,6 +121,29 @@ class Scoring(_Strict):
     points: float = Field(10.0, gt=0)
 
 
+PartUse = Literal["required", "optional", "extra"]
+
+
+class Parts(_Strict):
+    """What a hand-in is made of, and how each part counts (see :mod:`grader.scoring.points`).
+
+    * ``model``: the agent that plays the episodes -- an uploaded ONNX model, or the notebook's
+      network with the trained weights handed in beside it (``policy.pt``); it earns
+      ``scoring.points``.
+    * ``notebook``: the notebook checks of ``[notebook.points]``.
+
+    ``required`` parts count in the maximum, and a hand-in without one is invalid; ``optional``
+    parts count in the maximum and earn 0 when not handed in; ``extra`` parts (extra credit) are
+    added on top of a maximum that leaves them out. A part left out of the table is not graded.
+    ``bands`` names what the bands (and the leaderboard's bands) describe: ``model`` (what the
+    agent does in the episodes, the default) or ``total`` (all the points).
+    """
+
+    model: PartUse | None = "required"
+    notebook: PartUse | None = None
+    bands: Literal["model", "total"] = "model"
+
+
 class Band(_Strict):
     name: str
     min_fraction: float = Field(ge=0, le=1)
@@ -208,6 +231,8 @@ class Rubric(_Strict):
     )
     seeds: Seeds
     scoring: Scoring
+    parts: Parts | None = Field(None, description="what a hand-in is made of (default: a required model; with "
+                                                  "[notebook.points], an optional model and an optional notebook)")
     bands: list[Band] = []
     notebook: NotebookRubric = Field(default_factory=NotebookRubric)
     budgets: Budgets = Field(default_factory=Budgets)
@@ -233,6 +258,22 @@ class Rubric(_Strict):
             raise ValueError(f"{v!r} is an input contract of the {task.homework_name} homework: the rubric's task is "
                              f"{task.homework_name!r}")
         return v
+
+    @model_validator(mode="after")
+    def _parts_declared(self):
+        """The parts table filled in (an older rubric without one keeps its meaning), and consistent."""
+        if self.parts is None:  # as before parts were declared: whatever was handed in earns its points
+            self.parts = Parts(model="optional", notebook="optional") if self.notebook.points else Parts()
+        if self.parts.model is None and self.parts.notebook is None:
+            raise ValueError("parts: the assignment must have a model or a notebook part")
+        if self.parts.notebook is not None and not self.notebook.points:
+            raise ValueError(f"parts.notebook = {self.parts.notebook!r} but [notebook.points] scores no check")
+        if self.parts.notebook is None and self.notebook.points:
+            raise ValueError("[notebook.points] scores notebook checks but parts.notebook is not set "
+                             "(set it to \"required\", \"optional\" or \"extra\", or remove the points)")
+        if self.parts.bands == "model" and self.parts.model is None:
+            raise ValueError("parts.bands = \"model\" but the assignment has no model part (use bands = \"total\")")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -261,6 +302,9 @@ class Rubric(_Strict):
     # Set by load_rubric, not by the file.
     path: Path | None = Field(None, exclude=True)
     sha256: str = Field("", exclude=True)
+    # Set by materialize(): on which seeds the baselines were computed, in words, and whether they are the grading seeds.
+    baselines_on: str = Field("", exclude=True)
+    baselines_match: bool | None = Field(None, exclude=True)
 
     def resolve(self, relative: str) -> Path:
         base = self.path.parent if self.path else Path.cwd()
@@ -285,10 +329,20 @@ class Rubric(_Strict):
             )
         return seeds[: self.episodes]
 
+    def part_use(self, part: str) -> str | None:
+        """``required``, ``optional``, ``extra`` or None (not graded) for ``model`` or ``notebook``."""
+        return getattr(self.parts or Parts(), part)
+
+    @property
+    def part_points(self) -> dict[str, float]:
+        """Part -> the points it can earn, for the parts the assignment grades."""
+        points = {"notebook": float(sum(self.notebook.points.values())), "model": float(self.scoring.points)}
+        return {part: value for part, value in points.items() if self.part_use(part) is not None}
+
     @property
     def max_points(self) -> float:
-        """The most a submission can earn: the episode points plus every notebook check's points."""
-        return float(self.scoring.points) + float(sum(self.notebook.points.values()))
+        """The maximum: the points of every required and optional part (extra credit is on top)."""
+        return float(sum(v for part, v in self.part_points.items() if self.part_use(part) != "extra"))
 
     def materialize(self, *, grading_seeds: bool = True) -> Rubric:
         """A copy that needs no other file: grading seeds inline, thresholds as numbers, the
@@ -309,7 +363,11 @@ class Rubric(_Strict):
                 raise RubricError(f"{where}: {exc}") from None
         zero, full = self.thresholds()
         marks = dict(self.baseline_marks)
+        baselines_on, baselines_match = self.baselines_on, self.baselines_match
         if self.baselines:
+            baselines_on, baselines_match = self._baselines_seeds(grading)
+            if baselines_match is False and not any(isinstance(t, str) for t in (self.scoring.zero, self.scoring.full)):
+                baselines_match = None  # only the report's marks use them (and say on which seeds)
             for name, entry in self._baselines(self.baselines).entries.items():
                 value = getattr(entry.summary, self.scoring.statistic)
                 if value is not None:
@@ -319,7 +377,36 @@ class Rubric(_Strict):
         out = self.model_copy(update={"scoring": scoring, "seeds": seeds, "baselines": None, "baseline_marks": marks,
                                       "reference_weights": self.reference_weights or self.read_reference_weights()})
         out.path, out.sha256 = self.path, self.sha256
+        out.baselines_on, out.baselines_match = baselines_on, baselines_match
         return out
+
+    def _baselines_seeds(self, grading: list[int] | None) -> tuple[str, bool | None]:
+        """(in words, on which seeds the baselines file was computed; whether those are this rubric's
+        first grading seeds: None when it cannot be told)."""
+        from grader.scoring.baselines import seeds_fingerprint
+
+        if not self.baselines:
+            return "", None
+        b = self._baselines(self.baselines)
+        if b.seeds_sha256 is None:
+            return f"{b.n_seeds} seeds not recorded in {self.baselines} (run `grade baselines` to record them)", None
+        if grading is None:  # a self-check without the private seeds file
+            return f"{b.n_seeds} grading seeds", None
+        if len(grading) >= b.n_seeds and seeds_fingerprint(grading[: b.n_seeds]) == b.seeds_sha256:
+            return f"the first {b.n_seeds} grading seeds of this rubric", True
+        return f"{b.n_seeds} other seeds than this rubric's grading seeds", False
+
+    def check_baselines_follow_seeds(self, *, command: str) -> None:
+        """Refuse (:class:`RubricError`) a materialised rubric whose thresholds name baselines
+        computed on other seeds than its grading seeds, saying which command computes them again.
+        ``command`` is the refusing command, for the message. (Baselines that only mark the report's
+        plot are kept; the report says on which seeds they were computed.)"""
+        if self.baselines_match is False:
+            where = self.path.name if self.path else self.id
+            raise RubricError(
+                f"`{command}`: the baselines of rubric {self.id!r} were computed on {self.baselines_on}, and its "
+                f"scoring thresholds name them. Compute them on its grading seeds: set "
+                f"`seeds.grading_file` in {where} to the private seeds file and run `grade baselines --rubric {where}`")
 
     def fingerprint(self) -> str:
         """sha256 of everything in the materialised rubric that decides a grade, and the grader's version.

@@ -54,7 +54,23 @@ async def sessions_and_headers(request: Request, call_next):
     return response
 
 
+def check_site_rubric(rubric) -> None:
+    """The site takes one ONNX file per upload: a rubric whose maximum counts a notebook (a
+    required or optional notebook part) would score students out of points the site can never
+    award, so it is refused, saying why (:class:`~grader.scoring.rubric.RubricError`)."""
+    from grader.scoring.rubric import RubricError
+
+    use = rubric.part_use("notebook")
+    if use in ("required", "optional"):
+        raise RubricError(f"rubric {rubric.id!r}: its notebook part is {use} (it counts in the maximum of "
+                          f"{rubric.max_points:g} points), but the site takes ONNX uploads only; serve a rubric whose "
+                          "[parts] has no notebook (or notebook = \"extra\"), and grade notebooks with `grade batch`")
+    if rubric.part_use("model") is None:
+        raise RubricError(f"rubric {rubric.id!r} has no model part, and the site grades uploaded models only")
+
+
 def create_app(config: SiteConfig) -> FastAPI:
+    check_site_rubric(config.rubric)
     app = FastAPI(title="grader site", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.site = Site(config)
     app.middleware("http")(sessions_and_headers)

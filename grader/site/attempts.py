@@ -42,6 +42,24 @@ def score(a: Any) -> float | None:
     return None if s is None else float(s)
 
 
+def band(a: Any) -> str:
+    """The band the grading gave (``GradeResult.band`` in the stored result), or ""."""
+    stored = field(a, "band", default=None)
+    if stored:
+        return str(stored)
+    text = field(a, "result_json", default=None)
+    if not text:
+        return ""
+    import json
+
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError):
+        return ""
+    value = data.get("band") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
 def rubric_id(a: Any) -> str:
     return str(field(a, "rubric", "rubric_id", default=""))
 

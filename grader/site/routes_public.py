@@ -50,7 +50,8 @@ def leaderboard(request: Request, board: str = "term", site: Site = Depends(get_
         rows.append({
             "rank": rank, "name": site.display_name(sid, roster), "me": sid == me,
             "score": A.score(a) or 0.0, "max": float(A.field(a, "max_score", default=None) or site.rubric.max_points),
-            "band": band_of(site.rubric, A.score(a) or 0.0, site.rubric.max_points) or "", "when": A.fmt_time(A.finished_at(a) or A.submitted(a)),
+            "band": A.band(a) or band_of(site.rubric, A.score(a) or 0.0, site.rubric.max_points) or "",
+            "when": A.fmt_time(A.finished_at(a) or A.submitted(a)),
             "mean": summary_value(a, "mean"), "ci_low": summary_value(a, "ci_low"), "ci_high": summary_value(a, "ci_high"),
         })
     return site.render(request, "leaderboard.html", rows=rows, waiting=site.waiting(), version=site.version,
@@ -70,7 +71,30 @@ def selfcheck(request: Request, site: Site = Depends(get_site)):
     except Exception:  # noqa: BLE001
         zero, full = r.scoring.zero, r.scoring.full
     return site.render(request, "selfcheck.html", rubric=r, public_seeds=seed_ranges(r.public_seeds()), zero=zero, full=full,
-                       uploads_per_hour=site.config.uploads_per_hour)
+                       uploads_per_hour=site.config.uploads_per_hour, command=selfcheck_command(r),
+                       shipped=is_shipped_rubric(r))
+
+
+def is_shipped_rubric(rubric) -> bool:
+    """Whether ``rubric`` is the one the grader ships for its task (byte for byte): students have it
+    with the grader, so ``grade check model.onnx`` uses it without any ``--rubric``."""
+    import hashlib
+
+    from grader.scoring.rubric import default_rubric_path
+
+    try:
+        return hashlib.sha256(default_rubric_path(rubric.task).read_bytes()).hexdigest() == rubric.sha256
+    except Exception:  # noqa: BLE001 - no shipped rubric for the task: not the shipped one
+        return False
+
+
+def selfcheck_command(rubric) -> str:
+    """The self-check a student can run with the installed grader alone (no ``rubrics/`` folder):
+    the shipped rubric needs no option; another rubric's public seeds are named explicitly."""
+    if is_shipped_rubric(rubric):
+        return "grade check model.onnx"
+    seeds = rubric.public_seeds()[: rubric.selfcheck_episodes]
+    return f"grade check model.onnx --task {rubric.task} --seeds {seed_ranges(seeds).replace(' ', '')}"
 
 
 def seed_ranges(seeds: list[int]) -> str:

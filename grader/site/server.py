@@ -34,9 +34,11 @@ def default_data_dir(db: Path) -> Path:
 
 def build_config(args: argparse.Namespace):
     from grader.scoring.rubric import load_rubric
-    from grader.site.app import SiteConfig
+    from grader.site.app import SiteConfig, check_site_rubric
 
     rubric = load_rubric(args.rubric)  # validated as a whole, its seeds and baselines read: before any upload
+    check_site_rubric(rubric)
+    rubric.check_baselines_follow_seeds(command="grade serve")
     return SiteConfig(db=args.db, rubric=rubric, data_dir=args.data or default_data_dir(args.db), workers=args.workers,
                       uploads_per_hour=args.uploads_per_hour, video=not args.no_video, cookie_secure=args.cookie_secure,
                       reference_dir=getattr(args, "reference", None))

@@ -290,7 +290,7 @@ def attempt_row(a, rubric=None) -> dict[str, Any]:
     status = A.status(a)
     score = A.score(a)
     max_score = A.field(a, "max_score", default=None)
-    band = A.field(a, "band", default="") or ""
+    band = A.band(a)
     if not band and status == "graded" and score is not None and rubric is not None:
         from grader.scoring.points import band as band_of
 

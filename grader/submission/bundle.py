@@ -41,6 +41,7 @@ WEIGHT_SUFFIXES = (".pt", ".pth")
 SIDECAR_SUFFIX = ".data"  # torch: model.onnx -> model.onnx.data
 MAX_WEIGHTS = 3
 MODEL_NAME = "model.onnx"
+GENERIC_STEMS = frozenset({"model", "policy"})  # model.onnx, policy.pt: the names the course and the grader's hints give
 
 
 class Misfit(NamedTuple):
@@ -184,6 +185,10 @@ def bundle_files(folder: Path, student: str, names: list[str], *, label: str | N
                                "hand in exactly one .ipynb"))
     weights = by_kind["weights"][:MAX_WEIGHTS]
     notes = [f"{w}: more than {MAX_WEIGHTS} weight files; not used" for w in by_kind["weights"][MAX_WEIGHTS:]]
+    if model is None and notebook is None and weights:
+        # A checkpoint alone: graded as the model the student meant, so that the checks say what it
+        # is and how to export it (as `grade policy.pt` does), never a bare "nothing to grade".
+        model, weights = weights[0], []
     taken = [n for n in (notebook, model) if n]
     shown = " + ".join(taken) or "nothing to grade"
     bundle = Bundle(student=student, label=label or (f"{label_prefix} ({shown})" if label_prefix else shown),
@@ -218,12 +223,36 @@ def bundle_stem(folder: Path, stem: str, *, names: list[str] | None = None) -> t
     return bundle, problems
 
 
+def _notebook_alone(path: Path) -> Bundle | None:
+    """The folder's bundle when ``path`` is the only notebook in it and every other hand-in file
+    there is named like it or as the course names them (:data:`GENERIC_STEMS`); else None."""
+    folder, name = path.parent, path.name
+    if kind_of(name) != "notebook" or not _regular(path):
+        return None
+    listing = [n for n in _listing(folder) if kind_of(n) is not None]
+    stems = {stem_of(n) for n in listing if n != name}
+    if [n for n in listing if kind_of(n) == "notebook"] != [name] or not stems <= {stem_of(name), *GENERIC_STEMS}:
+        return None
+    bundle, problems = bundle_folder(folder, stem_of(name), label=None)
+    if problems or bundle.notebook != folder / name:
+        return None
+    taken = " + ".join(p.name for p in (bundle.notebook, bundle.model, *bundle.weights) if p is not None)
+    return Bundle(**{**bundle.__dict__, "label": taken})
+
+
 def gather(path: Path) -> tuple[Bundle, list[Misfit]]:
-    """The bundle ``grade PATH`` grades: a folder is one student's, a file goes with its stem."""
+    """The bundle ``grade PATH`` grades: a folder is one student's, a file goes with its stem, and
+    a notebook alone in its folder (the only ``.ipynb`` there, and every other hand-in file named
+    like it or as the course names them: ``model.onnx``, ``policy.pt``) stands for that folder
+    (``homework.ipynb`` + ``model.onnx`` + ``model.onnx.data``). A file named like another
+    student's (``bob.onnx``) is never taken."""
     path = Path(path)
     if path.is_dir():
         return bundle_folder(path, path.resolve().name or "submission")
     folder, name = path.parent, path.name
+    alone = _notebook_alone(path)
+    if alone is not None:
+        return alone, []
     bundle, problems = bundle_stem(folder, stem_of(name))
     kind = kind_of(name)
     if kind in ("model", "notebook") and getattr(bundle, kind) != path:  # the very file named wins

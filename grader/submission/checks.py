@@ -131,6 +131,23 @@ def _probe_supported_versions() -> tuple[int, int]:
 
 
 # --- static checks ----------------------------------------------------------------------------
+def framework_of(parsed: ParsedModel) -> str | None:
+    """``torch`` or ``keras`` from the exporter that wrote the model (ONNX's producer name), else None:
+    hints then speak the student's framework."""
+    producer = (getattr(parsed.proto, "producer_name", "") or "").lower()
+    if "pytorch" in producer or "torch" in producer:
+        return "torch"
+    if any(k in producer for k in ("keras", "tf2onnx", "tensorflow", "tf")):
+        return "keras"
+    return None
+
+
+def _in_framework(parsed: ParsedModel, *, torch: str, keras: str) -> str:
+    """The hint for the student's framework; both (torch first) when it cannot be told."""
+    framework = framework_of(parsed)
+    return {"torch": torch, "keras": keras}.get(framework or "", f"{torch}; in Keras: {keras}")
+
+
 def check_no_external_data(parsed: ParsedModel) -> CheckResult:
     name = "no_external_data"
     for tensor in iter_tensors(parsed.proto):
@@ -162,8 +179,9 @@ def check_versions(parsed: ParsedModel) -> CheckResult:
         return _fail(
             name,
             f"ONNX IR version {proto.ir_version} is outside the supported {MIN_IR}..{max_ir}",
-            f"export with torch.onnx.export or keras' Model.export; a model built with onnx.helper can set "
-            f"model.ir_version = {max_ir} before saving",
+            _in_framework(parsed, torch="export again with torch.onnx.export from the course's torch version",
+                          keras="export again with Model.export(format='onnx') or tf2onnx")
+            + f"; a model built with onnx.helper can set model.ir_version = {max_ir} before saving",
         )
     if opset is None or not MIN_OPSET <= opset <= max_opset:
         return _fail(
@@ -338,8 +356,10 @@ def check_output_signature(parsed: ParsedModel, spec: Task) -> CheckResult:
         if len(dims) == 2 and dims[1] == 1:  # one number per state: the value head
             return _fail(name, f"output {info.name!r} has shape {_fmt(dims)}: one value per state, which is the "
                                f"critic (the value estimate), not the policy; expected {expected}",
-                         f"export the actor, whose last layer has {spec.n_actions} units (one per action): e.g. "
-                         "keras.Model(inputs, action) / actor_model.export(...), or in torch the policy head only")
+                         f"export the actor, whose last layer has {spec.n_actions} units (one per action): "
+                         + _in_framework(parsed, torch="torch.onnx.export the policy network (or a module returning "
+                                                       "only the action scores), not the critic",
+                                         keras="keras.Model(inputs, action) / actor_model.export(...)"))
         return _fail(name, f"output {info.name!r} has shape {_fmt(dims)}; expected {expected}",
                      f"the last layer must have {spec.n_actions} units, one per action")
     if info.dtype in ("int64", "int32"):

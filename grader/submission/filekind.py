@@ -129,7 +129,7 @@ def _zeros(task_input_shape: str) -> str:
 def export_advice(task_input_shape: str) -> str:
     """The one-line torch export we recommend, for a task whose state has ``task_input_shape`` (e.g. ``"8"``)."""
     return (f"torch.onnx.export(model.eval(), {_zeros(task_input_shape)}, 'model.onnx', "
-            "external_data=False, dynamo=False)")
+            "external_data=False)")
 
 
 def describe_wrong_kind(kind: str, task_input_shape: str) -> tuple[str, str]:

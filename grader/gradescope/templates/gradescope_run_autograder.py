@@ -49,7 +49,8 @@ def find_submission(folder):
         notes.append(f"grading the folder {entries[0].name}/ (the only entry of the upload)")
         folder = entries[0]
         entries = [e for e in sorted(folder.iterdir()) if not e.name.startswith(".") and e.name not in SKIPPED_DIRS]
-    if not any(e.name.lower().endswith((".onnx", ".ipynb")) for e in entries):
+    # A checkpoint (.pt / .pth) alone goes to the grader too: it says what the file is and how to export it.
+    if not any(e.name.lower().endswith((".onnx", ".ipynb", ".pt", ".pth")) for e in entries):
         if any(e.name.lower().endswith(SIDECAR_ENDINGS) for e in entries):
             raise Problem("only an external-data file was handed in, no .onnx model; upload model.onnx with it")
         raise Problem("no .onnx model (or .ipynb notebook) was handed in; upload model.onnx")
