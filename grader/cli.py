@@ -23,6 +23,8 @@ from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "baselines": ("grader.baseline_run", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
     "batch": ("grader.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
+    "doctor": ("grader.doctor", "Check this machine before grading: versions against the lock and the baselines, the "
+                                "sandbox, onnxruntime, and the dynamics replayed against the baselines files."),
     "gradescope": ("grader.gradescope", "Build a Gradescope autograder zip (setup.sh, run_autograder, rubric, the grader's wheel)."),
     "serve": ("grader.site.server", "Run the course leaderboard website (uploads, grading queue, leaderboard)."),
     "tokens": ("grader.site.tokens", "Create login tokens for the students of a roster CSV (and the instructor)."),
