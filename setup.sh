@@ -16,7 +16,7 @@ fi
 . .venv/bin/activate
 pip_quiet=(--quiet --disable-pip-version-check)
 # Every package comes from the lock (lock/*.txt, docs/environment.md): exact versions, hashes checked,
-# the same on every supported Python. `python3 lock/update.py` updates it.
+# the same on every supported Python. `python3 tools/update_lock.py` updates it.
 if [[ $want_tests == 1 ]]; then
   lock=lock/requirements.txt
   # torch first, on its own: its CPU build is a separate download (an unpinned torch pulls a CUDA build

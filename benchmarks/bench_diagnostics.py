@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.engine import Engine  # noqa: E402
+from grader.runtime.engine import Engine  # noqa: E402
 
 DEFAULT_MODELS = {"lunarlander": ROOT / "reference/models/lunarlander_improved.onnx",
                   "mspacman": ROOT / "reference/models/mspacman_dqn.onnx"}
@@ -60,8 +60,8 @@ def bench_grading(task: str, model: Path, episodes: int, repeats: int, workers: 
     outside the episodes: the summary in the parent and the report's diagnostics section (plots)."""
     import tempfile
 
-    from grader.grading import grade
-    from grader.report import render_html
+    from grader.api import grade
+    from grader.outputs.report import render_html
     from grader.tasks import get_task
 
     with tempfile.TemporaryDirectory() as tmp:

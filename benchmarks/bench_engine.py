@@ -10,7 +10,7 @@ Three ways to play the same episodes with the same model, timed first inside thi
   lesson do it (the lesson's torch preprocessing of each frame when torch is installed);
 * floor: the recorded actions of those episodes replayed with no inference at all, split over
   the same number of processes as the engine: what stepping the environments costs;
-* engine: ``grader.engine.Engine`` (persistent sandboxed workers, env pools, batched inference).
+* engine: ``grader.runtime.engine.Engine`` (persistent sandboxed workers, env pools, batched inference).
 
 then as whole processes (start-up, imports, sandbox, outputs and exit included), ``--runs``
 times each, interleaved, medians:
@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.course_loop import per_step_loop  # noqa: E402
 from benchmarks.floor import replay_plan, save_actions  # noqa: E402
-from grader.contract import get_task  # noqa: E402
-from grader.engine import Engine  # noqa: E402
+from grader.tasks.contract import get_task  # noqa: E402
+from grader.runtime.engine import Engine  # noqa: E402
 
 DEFAULT_MODELS = {"lunarlander": ROOT / "reference/models/lunarlander_improved.onnx",
                   "mspacman": ROOT / "reference/models/mspacman_dqn.onnx"}

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from grader.contract import make_env  # noqa: E402
+from grader.tasks.contract import make_env  # noqa: E402
 
 
 def per_step_loop(model_path: str, task: str, seeds: list[int], *, use_torch: bool = True) -> tuple[dict, dict]:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import json
 
-    from grader.rubric import parse_seeds
+    from grader.scoring.rubric import parse_seeds
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model")

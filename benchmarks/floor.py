@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 
 def replay_plan(task: str, plan: list[tuple[int, list[int]]]) -> dict[int, tuple[float, int]]:
     """Play each (seed, recorded actions) under the task's protocol, with no inference: the floor's work."""
-    from grader.contract import get_task
+    from grader.tasks.contract import get_task
 
     spec = get_task(task)
     env = spec.make_env(first_seed=plan[0][0] if plan else None)  # ready for its first episode, as the grader's are
@@ -92,8 +92,8 @@ def save_actions(out: Path, task: str, seeds: list[int], results: dict, actions:
 
 
 def record(model: Path, task: str, seeds: list[int], out: Path) -> None:
-    from grader.contract import get_task
-    from grader.worker import EnvPool, OnnxPolicy, run_episodes
+    from grader.tasks.contract import get_task
+    from grader.runtime.worker import EnvPool, OnnxPolicy, run_episodes
 
     spec = get_task(task)
     inner = OnnxPolicy(model.read_bytes(), spec)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", type=Path, help="result.json of `grade` on the same seeds: exit 1 if a return differs")
     args = ap.parse_args(argv)
     if args.cmd == "record":
-        from grader.rubric import parse_seeds
+        from grader.scoring.rubric import parse_seeds
 
         record(args.model, args.task, parse_seeds(args.seeds, where="--seeds"), args.out)
         return 0

@@ -2,8 +2,8 @@
 
 Python API: ``grade(path, ...)`` grades an ONNX file or a notebook, ``check(path)`` is the
 student's self-check; both return a :class:`GradeResult` (which renders as HTML in Jupyter).
-The task contracts live in :mod:`grader.contract`, the checks in :mod:`grader.checks`, and
-episodes run in :mod:`grader.engine` / :mod:`grader.worker`.
+The task contracts live in :mod:`grader.tasks.contract`, the checks in :mod:`grader.submission.checks`, and
+episodes run in :mod:`grader.runtime.engine` / :mod:`grader.runtime.worker`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _register_jupyter_display() -> None:
     shell = get_ipython()
     if shell is None:
         return
-    from grader.report import render_inline_html
+    from grader.outputs.report import render_inline_html
     from grader.result import GradeResult
 
     shell.display_formatter.formatters["text/html"].for_type(GradeResult, render_inline_html)
@@ -29,7 +29,7 @@ def _register_jupyter_display() -> None:
 
 def __getattr__(name: str):  # lazy: `import grader` stays cheap for the workers
     if name in ("grade", "check"):
-        from grader import grading
+        from grader import api as grading
 
         _register_jupyter_display()
         return getattr(grading, name)

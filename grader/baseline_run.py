@@ -1,11 +1,11 @@
 """``grade baselines --rubric R``: play the random policy and the rubric's reference models on its
-grading seeds, and write the baselines file (:mod:`grader.baselines`) that thresholds can name."""
+grading seeds, and write the baselines file (:mod:`grader.scoring.baselines`) that thresholds can name."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from grader.baselines import BaselineEntry, BaselinesFile
+from grader.scoring.baselines import BaselineEntry, BaselinesFile
 
 
 # --- `grade baselines`: compute and write the file ---------------------------------------------
@@ -14,15 +14,15 @@ def compute_baselines(rubric, *, workers: int = 2, episodes: int | None = None, 
     import datetime as dt
     import hashlib
 
-    from grader import checks as C
-    from grader.bundle import read_capped
-    from grader.contract import get_task
-    from grader.engine import Engine
+    from grader.submission import checks as C
+    from grader.submission.bundle import read_capped
+    from grader.tasks.contract import get_task
+    from grader.runtime.engine import Engine
     from grader.limits import MAX_MODEL_BYTES
-    from grader.onnx_model import ModelLoadError, parse_model
+    from grader.submission.onnx_model import ModelLoadError, parse_model
     from grader.pipeline import Options, package_versions, resolve_seeds
-    from grader.rubric import RubricError
-    from grader.stats import summarize
+    from grader.scoring.rubric import RubricError
+    from grader.scoring.stats import summarize
 
     spec = get_task(rubric.task)
     seeds, _ = resolve_seeds(rubric, Options(episodes=episodes))  # more episodes than seeds: an error, never fewer
@@ -71,8 +71,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from rich.table import Table
 
-    from grader import console
-    from grader.rubric import RubricError, load_rubric
+    from grader.outputs import console
+    from grader.scoring.rubric import RubricError, load_rubric
 
     if args.episodes is not None and args.episodes < 1:
         console.fail("--episodes must be at least 1")
@@ -87,7 +87,7 @@ def run(args) -> int:
     except RubricError as exc:
         console.fail(str(exc))
         return 1
-    from grader.fsutil import atomic_write
+    from grader.outputs.fsutil import atomic_write
 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, result.model_dump_json(indent=2))

@@ -22,10 +22,10 @@ from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
 # Sub-commands: name -> (module, help). Each module has add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "baselines": ("grader.baseline_run", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
-    "batch": ("grader.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
-    "doctor": ("grader.doctor", "Check this machine before grading: versions against the lock and the baselines, the "
-                                "sandbox, onnxruntime, and the dynamics replayed against the baselines files."),
-    "gradescope": ("grader.gradescope", "Build a Gradescope autograder zip (setup.sh, run_autograder, rubric, the grader's wheel)."),
+    "batch": ("grader.classroom.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
+    "doctor": ("grader.runtime.doctor", "Check this machine before grading: versions against the lock and the baselines, the "
+                                        "sandbox, onnxruntime, and the dynamics replayed against the baselines files."),
+    "gradescope": ("grader.gradescope.autograder", "Build a Gradescope autograder zip (setup.sh, run_autograder, rubric, the grader's wheel)."),
     "serve": ("grader.site.server", "Run the course leaderboard website (uploads, grading queue, leaderboard)."),
     "tokens": ("grader.site.tokens", "Create login tokens for the students of a roster CSV (and the instructor)."),
 }
@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _seeds_arg(text: str) -> list[int]:
-    from grader.rubric import RubricError, parse_seeds
+    from grader.scoring.rubric import RubricError, parse_seeds
 
     try:
         return parse_seeds(text, where="--seeds")
@@ -70,7 +70,7 @@ def _early_engine():
     builds the command line, imports the grader, reads and checks the submission. The default
     number is started; :func:`_size_engine` fits it to the command line. None when the engine
     cannot start (e.g. a bad $GRADER_SANDBOX): the pipeline's own engine then reports why."""
-    from grader.engine import Engine
+    from grader.runtime.engine import Engine
     from grader.limits import DEFAULT_WORKERS
 
     try:
@@ -102,7 +102,7 @@ def _run_grade(args: argparse.Namespace, *, selfcheck: bool, engine=None) -> int
 
 
 def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
-    from grader import console
+    from grader.outputs import console
     from grader.errors import SetupError
 
     if args.episodes is not None and args.episodes < 1:
@@ -119,7 +119,7 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
                   workers=args.workers, device=args.device)
     try:
         engine = _size_engine(engine, args)
-        from grader.grading import check, grade
+        from grader.api import check, grade
 
         with console.progress_bar(enabled=True) as progress:
             if selfcheck:
@@ -135,7 +135,7 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
     if args.debug and result.status == "error":
         print(result.error, file=sys.stderr)
     if getattr(args, "gradescope", None) is not None:  # grade --gradescope FILE
-        from grader.gradescope import write_results
+        from grader.gradescope.autograder import write_results
 
         try:
             write_results(result, args.gradescope)
@@ -151,8 +151,8 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
 
 def _selfcheck_note(result, rubric_path: Path | None) -> str:
     from grader.errors import SetupError
-    from grader.rubric import default_rubric_path, load_rubric
-    from grader.scoring import fmt_points
+    from grader.scoring.rubric import default_rubric_path, load_rubric
+    from grader.scoring.points import fmt_points
 
     if result.task is None:
         return ""
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         module.add_arguments(p)
         p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
         args = p.parse_args(argv[1:])
-        from grader import console
+        from grader.outputs import console
         from grader.errors import SetupError
 
         try:
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and not argv[0].startswith("-") and not Path(argv[0]).exists():
         hint = _did_you_mean(argv[0])
         if hint:
-            from grader import console
+            from grader.outputs import console
 
             console.fail(f"{argv[0]!r} is neither a command nor a file{hint}")
             return EXIT_ERROR

@@ -3,7 +3,7 @@
 Everything that bounds what a submission may cost (bytes, nodes, tensor elements, memory, time)
 and the engine's defaults lives here; the modules that enforce them import these names. The
 per-submission time budgets can be overridden by a rubric's ``[budgets]`` table
-(:class:`grader.rubric.Budgets`, whose defaults are the ``BUDGET_*`` values below).
+(:class:`grader.scoring.rubric.Budgets`, whose defaults are the ``BUDGET_*`` values below).
 """
 
 from __future__ import annotations
@@ -11,20 +11,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-# --- reading an ONNX file (grader.onnx_model, before anything large is built) -------------------
+# --- reading an ONNX file (grader.submission.onnx_model, before anything large is built) -------------------
 MAX_FILE_BYTES = 64 * 1024 * 1024  # the lesson's DQN is 7 MB; ONNX's own protobuf cap is 2 GB
 MAX_NODES = 5_000  # nodes in all graphs together; a policy network needs a few dozen
 MAX_PROTO_ENTRIES = 200_000  # protobuf fields visited by the pre-parse scan (graph entries, attributes)
 MAX_SUBGRAPH_DEPTH = 4  # graphs nested in node attributes (Loop/If/Scan are refused anyway)
 MAX_TENSOR_ELEMENTS = 50_000_000  # per shape-like constant: stops ConstantOfShape/Expand bombs
 
-# --- probing (grader.worker.probe, grader.checks) ----------------------------------------------------
+# --- probing (grader.runtime.worker.probe, grader.submission.checks) ----------------------------------------------------
 PROBE_STATES = 16  # contract states the runtime checks look at
 PROBE_SEED = 12345
 EXTRA_PROBE_BATCH_SIZES = (2, 3, 7, 16)  # besides 1..pool_size, which the episodes use
-PROBE_SET_SIZE = 512  # duplicate detection's behavioural probe set (grader.duplicates)
+PROBE_SET_SIZE = 512  # duplicate detection's behavioural probe set (grader.classroom.duplicates)
 
-# --- worker processes (grader.engine, grader.worker) ----------------------------------------------
+# --- worker processes (grader.runtime.engine, grader.runtime.worker) ----------------------------------------------
 WORKER_MEMORY_BYTES = 4 * 2**30  # RLIMIT_AS of a worker
 WORKER_FILE_BYTES = 256 * 2**20  # RLIMIT_FSIZE: the largest file a worker writes (a video)
 WORKER_OPEN_FILES = 256  # RLIMIT_NOFILE
@@ -54,7 +54,7 @@ BUDGET_LOAD_S = 60.0  # creating the onnxruntime session
 BUDGET_PROBE_S = 60.0  # the probe (runtime checks) and the duplicate-detection actions
 BUDGET_RECORD_S = 600.0  # one video re-run
 
-# --- what a submission may be (grader.bundle) ----------------------------------------------------
+# --- what a submission may be (grader.submission.bundle) ----------------------------------------------------
 MAX_MODEL_BYTES = MAX_FILE_BYTES  # a model with its external-data file inlined, in all
 MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
 MAX_WEIGHT_BYTES = 200 * 1024 * 1024  # a state_dict handed in beside a notebook
@@ -62,7 +62,7 @@ MAX_WEIGHT_BYTES = 200 * 1024 * 1024  # a state_dict handed in beside a notebook
 # --- defaults of the commands --------------------------------------------------------------------
 DEFAULT_BATCH_SLOTS = max(1, os.cpu_count() or 1)  # submissions graded at once by `grade batch`
 
-# Diagnostics of one episode, worker -> parent (grader.engine._check_facts): plain JSON, bounded.
+# Diagnostics of one episode, worker -> parent (grader.runtime.engine._check_facts): plain JSON, bounded.
 FACTS_BYTES = 16_384
 FACTS_DEPTH = 5
 

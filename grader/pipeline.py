@@ -1,8 +1,8 @@
 """The one grading pipeline behind every front end.
 
 ``grade``, ``grade check``, ``grade batch`` (local slots and Ray actors) and the site all call
-:func:`grade_submission` on a :class:`~grader.bundle.Submission` (the bytes of one student's
-bundle, :mod:`grader.bundle`). It runs, in order:
+:func:`grade_submission` on a :class:`~grader.submission.bundle.Submission` (the bytes of one student's
+bundle, :mod:`grader.submission.bundle`). It runs, in order:
 
 1. **read** -- the bundle was read once, capped (reading problems make it invalid);
 2. **notebook** -- when there is one: parsed, its task recognised, its definitions run in the
@@ -12,9 +12,9 @@ bundle, :mod:`grader.bundle`). It runs, in order:
    the seeds, videos recorded. A model the notebook's code exported goes through exactly the same
    path as an upload (:func:`_play_model`); the untrained export of the notebook's network is
    checked the same way, without episodes;
-4. **score** -- :func:`grader.scoring.compose`, the one function that adds up points;
+4. **score** -- :func:`grader.scoring.points.compose`, the one function that adds up points;
 5. **outputs** -- ``result.json``, ``report.html``, videos and logs, written through
-   :class:`~grader.fsutil.OutputDir` (never through a link the folder arrived with).
+   :class:`~grader.outputs.fsutil.OutputDir` (never through a link the folder arrived with).
 
 Whose fault (:mod:`grader.errors`): a bad submission is a result with status ``invalid``; the
 instructor's set-up (a bad rubric, a missing optional dependency) raises :class:`SetupError`;
@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.bundle import NamedBytes, Submission
+from grader.submission.bundle import NamedBytes, Submission
 from grader.errors import SetupError, SubmissionError
 from grader.limits import DEFAULT_WORKERS
 from grader.result import CheckResult, EpisodeResult, GradeResult, RubricInfo, VideoInfo
-from grader.rubric import Rubric, RubricError
+from grader.scoring.rubric import Rubric, RubricError
 
 log = logging.getLogger("grader")
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -82,7 +82,7 @@ class _Run:
     result: GradeResult = field(default=None)  # type: ignore[assignment]
     evidence: Any = None  # grader.notebook.evidence.NotebookEvidence
     invalid: bool = False
-    layout_problems: list[str] = field(default_factory=list)  # how the files were gathered (grader.bundle)
+    layout_problems: list[str] = field(default_factory=list)  # how the files were gathered (grader.submission.bundle)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -90,7 +90,7 @@ def package_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for dist in ("gymnasium", "ale-py", "onnxruntime", "onnx", "numpy", "rl-grader"):
+    for dist in ("gymnasium", "box2d", "ale-py", "onnxruntime", "onnx", "numpy", "rl-grader"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -119,7 +119,7 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
 
     Raises :class:`SetupError` for the instructor's set-up only; every other outcome is a result.
     """
-    from grader.fsutil import OutputDir
+    from grader.outputs.fsutil import OutputDir
 
     out_dir = OutputDir(out) if out is not None else None
     run = _Run(sub=sub, options=options, rubric=rubric, progress=progress, out=out_dir, engine=engine)
@@ -172,7 +172,7 @@ def _chosen_task(run: _Run):
 
 
 def _set_task(run: _Run, task) -> None:
-    from grader.rubric import default_rubric_path, load_rubric
+    from grader.scoring.rubric import default_rubric_path, load_rubric
 
     run.task = task
     run.result.task = task.name
@@ -293,11 +293,11 @@ def _model_stage(run: _Run) -> None:
 
 def _parse(run: _Run, data: bytes):
     """Parse and recognise the task; a CheckResult when the model is unusable."""
-    from grader import checks as C
-    from grader.onnx_model import ModelLoadError, describe, parse_model
+    from grader.submission import checks as C
+    from grader.submission.onnx_model import ModelLoadError, describe, parse_model
     from grader.tasks import get_task
 
-    from grader.filekind import describe_wrong_kind, sniff_file_kind
+    from grader.submission.filekind import describe_wrong_kind, sniff_file_kind
 
     kind = sniff_file_kind(data[:4096])
     if kind not in ("onnx", "empty", "unknown"):
@@ -341,7 +341,7 @@ def _start_engine(run: _Run) -> None:
             n = min(n, len(resolve_seeds(run.rubric, run.options)[0]))
         except RubricError:
             pass  # said when the seeds are resolved
-    from grader.engine import Engine
+    from grader.runtime.engine import Engine
 
     run.engine = Engine(max(1, n))
     run.own_engine = True
@@ -355,7 +355,7 @@ def _copy_engine_warnings(run: _Run) -> None:
 
 def _engine(run: _Run, n_seeds: int):
     if run.engine is None:
-        from grader.engine import Engine
+        from grader.runtime.engine import Engine
 
         run.engine = Engine(max(1, min(run.options.workers, n_seeds)))
         run.own_engine = True
@@ -365,8 +365,8 @@ def _engine(run: _Run, n_seeds: int):
 
 def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None) -> list[CheckResult] | CheckResult:
     """Load the model in the sandboxed workers and run the runtime checks (a failed check on failure)."""
-    from grader import checks as C
-    from grader.engine import EngineFailure
+    from grader.submission import checks as C
+    from grader.runtime.engine import EngineFailure
 
     engine = run.engine
     spec = run.task
@@ -393,7 +393,7 @@ def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None)
 
 def _check_exported_network(run: _Run, model) -> None:
     """The notebook's network exported with fresh weights: every model check, no episodes."""
-    from grader import checks as C
+    from grader.submission import checks as C
 
     name = "network_onnx_export"
     parsed, problem = _parse(run, model.data)
@@ -421,7 +421,7 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     A failure invalidates the submission when the model was handed in (``uploaded``); a model the
     notebook produced only loses the episode points.
     """
-    from grader import checks as C
+    from grader.submission import checks as C
 
     def fail(check: CheckResult) -> None:
         if uploaded:
@@ -471,8 +471,8 @@ def _videos_wanted(run: _Run) -> bool:
 
 
 def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
-    from grader.engine import EngineFailure
-    from grader.stats import summarize
+    from grader.runtime.engine import EngineFailure
+    from grader.scoring.stats import summarize
 
     t0 = time.perf_counter()
     done = [0]
@@ -510,12 +510,12 @@ def _preload_outputs(run: _Run) -> None:
     episodes (``Engine.evaluate``'s ``on_idle``): the imports and template loading then are not on
     the way to the grade (20-40 ms at the end of every grading). A failure here is left to the
     real work to report."""
-    from grader import stats
+    from grader.scoring import stats
 
     try:
         stats.preload()
         if run.out is not None and run.options.report:
-            from grader import report
+            from grader.outputs import report
 
             report.preload()
     except Exception:  # noqa: BLE001 - the same step fails again, and is reported, where it is needed
@@ -526,8 +526,8 @@ def _recheck_or_rerun(run: _Run) -> CheckResult:
     """Without videos, the cheapest proof that the scored returns do not depend on the batching:
     the decisions of one scored episode computed again alone, which the engine did while the last
     episodes ran (``evaluate(recheck=True)``); else the shortest episode re-run alone here."""
-    from grader import checks as C
-    from grader.seedpolicy import SeedPolicy
+    from grader.submission import checks as C
+    from grader.outputs.seedpolicy import SeedPolicy
 
     done = getattr(run.engine, "last_recheck", None)
     if done and not getattr(run.engine, "played_alone", False):
@@ -538,7 +538,7 @@ def _recheck_or_rerun(run: _Run) -> CheckResult:
 def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
     """The shortest scored episode re-run alone (a batch of 1); None when every episode was
     already played alone."""
-    from grader.engine import EngineFailure
+    from grader.runtime.engine import EngineFailure
 
     if getattr(run.engine, "played_alone", False):
         return None  # every episode ran one state per call: a re-run would repeat the same computation
@@ -553,8 +553,8 @@ def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
 
 
 def _reproducible_check(run: _Run, rerun: dict | None) -> CheckResult:
-    from grader import checks as C
-    from grader.seedpolicy import SeedPolicy
+    from grader.submission import checks as C
+    from grader.outputs.seedpolicy import SeedPolicy
 
     if rerun is None:
         return CheckResult(name="reproducible", passed=True,
@@ -583,7 +583,7 @@ def pick_video_episodes(episodes: Sequence[EpisodeResult]) -> list[tuple[str, Ep
 
 
 def _record_videos(run: _Run) -> list[VideoInfo]:
-    from grader.engine import EngineFailure
+    from grader.runtime.engine import EngineFailure
 
     result = run.result
     picks = pick_video_episodes(result.episodes)
@@ -630,7 +630,7 @@ def _resolve_device(device: str, result: GradeResult) -> str:
 
 # --- score and outputs -------------------------------------------------------------------------------
 def _score(run: _Run) -> None:
-    from grader import scoring
+    from grader.scoring import points as scoring
 
     result = run.result
     if run.rubric is None:
@@ -646,13 +646,13 @@ def _score(run: _Run) -> None:
 
 
 def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = None) -> None:
-    """result.json, the report and the notebook's logs, into an :class:`~grader.fsutil.OutputDir`."""
+    """result.json, the report and the notebook's logs, into an :class:`~grader.outputs.fsutil.OutputDir`."""
     if evidence is not None:
         for name, data in evidence.logs.items():
             if data:
                 out.write_bytes(Path(name).name, data)
     if report:
-        from grader.report import write_report
+        from grader.outputs.report import write_report
 
         write_report(result, out.path)
     out.write_text("result.json", result.to_json())

@@ -1,4 +1,5 @@
-"""Where the shipped files are: the default rubrics and the reference models.
+"""Where the shipped files are: the default rubrics and the reference models, the package's own
+data (probe states, frames), its templates, and the folder holding the package.
 
 In a checkout (or an editable install) they are the repository's ``rubrics/`` and
 ``reference/models/``. An installed wheel carries the same files as package data under
@@ -21,12 +22,42 @@ def _root() -> Path:
     return _PACKAGE / "_data"
 
 
+def package_dir() -> Path:
+    """The ``grader`` package's folder (in a checkout or in site-packages)."""
+    return _PACKAGE
+
+
+def source_root() -> Path:
+    """The folder holding the ``grader`` package: what a worker puts on its ``sys.path``."""
+    return _CHECKOUT
+
+
+def data_dir() -> Path:
+    """The package's data files: the shipped probe states and the MsPacman probe frames."""
+    return _PACKAGE / "data"
+
+
+def templates_dir() -> Path:
+    """The report's and the class page's Jinja templates (:mod:`grader.outputs.templating`)."""
+    return _PACKAGE / "outputs" / "templates"
+
+
+def gradescope_templates_dir() -> Path:
+    """The Gradescope zip's ``setup.sh`` and ``run_autograder`` templates."""
+    return _PACKAGE / "gradescope" / "templates"
+
+
 def rubrics_dir() -> Path:
     return _root() / "rubrics"
 
 
 def reference_models_dir() -> Path:
     return _root() / "reference" / "models"
+
+
+def lock_dir() -> Path:
+    """The lock files (``lock/*.txt``, docs/environment.md): the checkout's, or the wheel's copy."""
+    return _root() / "lock"
 
 
 def default_rubric_path(task_name: str) -> Path:

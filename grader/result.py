@@ -80,7 +80,7 @@ class VideoInfo(_Model):
 
 
 class ScorePart(_Model):
-    """One scored part of a submission (see :mod:`grader.scoring`)."""
+    """One scored part of a submission (see :mod:`grader.scoring.points`)."""
 
     name: str  # a notebook check's name, or "episodes"
     kind: Literal["notebook", "episodes"]
@@ -173,7 +173,7 @@ class GradeResult(_Model):
     summary: Summary | None = None
     score: float = 0.0
     max_score: float = 0.0
-    parts: list[ScorePart] = []  # how score and max_score were composed (grader.scoring)
+    parts: list[ScorePart] = []  # how score and max_score were composed (grader.scoring.points)
     band: str | None = None
     rubric: RubricInfo | None = None
     model: ModelInfo | None = None

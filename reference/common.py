@@ -3,7 +3,7 @@ ONNX export and verification, and evaluation through the task contract.
 
 Nothing here knows about a particular algorithm; ``reference.dqn`` and ``reference.actor_critic``
 both build on it. The environment, the MsPacman preprocessing and the episode protocol are NOT
-here: they come from :mod:`grader.contract`, the project's single implementation of the contract.
+here: they come from :mod:`grader.tasks.contract`, the project's single implementation of the contract.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from grader.contract import Task, actions_from_output, get_task, make_env, play_episode
+from grader.tasks.contract import Task, actions_from_output, get_task, make_env, play_episode
 
 # Seeds the reference models are scored on in their model cards. Training never resets an env
 # with a seed in this range (trainers use seeds below 1_000_000).
@@ -293,7 +293,7 @@ class OnnxPolicy:
 def evaluate(policy: Callable[[np.ndarray], np.ndarray], task: Task | str, seeds: Iterable[int],
              n_envs: int = 8) -> np.ndarray:
     """Episode returns of ``policy`` (a batch of states -> a batch of actions) on ``seeds``, one
-    seeded episode each under :func:`grader.contract.play_episode`. Episodes run ``n_envs`` at a
+    seeded episode each under :func:`grader.tasks.contract.play_episode`. Episodes run ``n_envs`` at a
     time so the policy is called on batches; each return depends only on its own seed.
     """
     spec = get_task(task) if isinstance(task, str) else task

@@ -47,7 +47,7 @@ def lunarlander_model(path: Path, *, outputs: int = 4, seed: int = 0, input_name
 
 def write_rubric(folder: Path, *, with_baselines: bool = True) -> Path:
     """A LunarLander rubric on 6 distinctive grading seeds, with a baselines file."""
-    from grader.stats import summarize
+    from grader.scoring.stats import summarize
 
     folder.mkdir(parents=True, exist_ok=True)
     lines = [

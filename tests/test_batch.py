@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from benchmarks import classgen as g
-from grader.classdir import scan_class
-from grader.roster import read_roster, valid_student_id
+from grader.classroom.classdir import scan_class
+from grader.classroom.roster import read_roster, valid_student_id
 from grader.cli import main
-from grader.exports import GRADES_COLUMNS, GradescopeResults
-from grader.gradebook import Gradebook
+from grader.classroom.exports import GRADES_COLUMNS, GradescopeResults
+from grader.classroom.gradebook import Gradebook
 from grader.result import GradeResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -351,7 +351,7 @@ def test_bad_inputs(tmp_path, capsys):
 
 
 def test_csv_cells_are_defused(tmp_path):
-    from grader.textsafe import csv_cell
+    from grader.outputs.textsafe import csv_cell
 
     assert csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and csv_cell("-1.5") == "-1.5" and csv_cell("ok") == "ok"
     # what a spreadsheet evaluates: arithmetic that looks numeric, and references
@@ -503,7 +503,7 @@ def test_ray_backend(graded, ray_head, tmp_path):
 
 
 def test_gradescope_results_never_name_hidden_grading_seeds():
-    from grader.exports import gradescope_results
+    from grader.classroom.exports import gradescope_results
     from grader.result import CheckResult, EpisodeResult, GradeResult, RubricInfo
 
     seeds = [7301955, 7301956]

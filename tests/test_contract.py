@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from grader import contract
-from grader.contract import actions_from_output, play_episode
+from grader.tasks import contract
+from grader.tasks.contract import actions_from_output, play_episode
 from grader.tasks.mspacman import DEATH_STEPS, OPENING_STEPS, preprocess_frames
 
 
@@ -127,22 +127,22 @@ def test_actions_from_output_rejects(output):
         actions_from_output(output, 4)
 
 
-# --- the shipped probe states (grader/probestates.py) ------------------------------------------------
+# --- the shipped probe states (grader/submission/probestates.py) ------------------------------------------------
 @pytest.mark.parametrize("name", __import__("grader.tasks", fromlist=["task_names"]).task_names())
 def test_the_shipped_probe_states_are_a_fresh_rollout(name):
     """The shipped file is a cache of the rollout with the installed packages, never a second definition."""
-    from grader import probestates
+    from grader.submission import probestates
     from grader.tasks import get_task
 
     spec = get_task(name)
     states = probestates.shipped(spec)
-    assert states is not None, f"no usable {probestates.shipped_path(spec)}: run python -m grader.probestates {name}"
+    assert states is not None, f"no usable {probestates.shipped_path(spec)}: run python -m grader.submission.probestates {name}"
     np.testing.assert_array_equal(states, probestates.rollout(spec),
-                                  err_msg=f"stale probe states: run python -m grader.probestates {name}")
+                                  err_msg=f"stale probe states: run python -m grader.submission.probestates {name}")
 
 
 def test_a_missing_or_bad_probe_states_file_falls_back_to_the_rollout(tmp_path, monkeypatch):
-    from grader import probestates
+    from grader.submission import probestates
     from grader.tasks import get_task
 
     spec = get_task("lunarlander")
@@ -204,8 +204,8 @@ def test_a_wrong_or_stale_first_seed_takes_the_usual_seeded_reset():
 
 
 def test_the_environment_pool_builds_each_environment_for_the_seed_it_plays_first():
-    from grader.contract import get_task
-    from grader.worker import EnvPool
+    from grader.tasks.contract import get_task
+    from grader.runtime.worker import EnvPool
 
     built = []
     pool = EnvPool(factory=lambda spec, first_seed=None: built.append(first_seed) or object())

@@ -17,8 +17,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnx_fixtures as F
-from grader.engine import Engine
-from grader.grading import grade
+from grader.runtime.engine import Engine
+from grader.api import grade
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "reference" / "models" / "lunarlander_improved.onnx"
@@ -164,9 +164,9 @@ def test_diagnostics_on_or_off_give_the_same_returns(tmp_path):
 
 
 def test_forged_facts_are_refused_or_ignored():
-    from grader.engine import _check_facts
+    from grader.runtime.engine import _check_facts
     from grader.tasks import get_task
-    from grader.worker import MalformedMessage
+    from grader.runtime.worker import MalformedMessage
 
     for bad in ([1, 2], {"a": np.zeros(3)}, {"a": b"x"}, {"a": "x" * 20_000}, {"a": [[[[[[[1]]]]]]]}):
         with pytest.raises(MalformedMessage):
@@ -181,8 +181,8 @@ def test_forged_facts_are_refused_or_ignored():
 def test_report_terminal_and_json_show_the_diagnostics_without_hidden_seeds(tmp_path):
     from rich.console import Console
 
-    from grader.console import print_result
-    from grader.report import render_html
+    from grader.outputs.console import print_result
+    from grader.outputs.report import render_html
     from grader.result import GradeResult, VideoInfo
 
     result = grade(hover_policy(tmp_path / "hover.onnx"), episodes=2, video=False, report=True, out=tmp_path / "out")
@@ -207,7 +207,7 @@ def test_report_terminal_and_json_show_the_diagnostics_without_hidden_seeds(tmp_
 
 
 def test_the_lives_timeline_plot(tmp_path):
-    from grader import diagplots
+    from grader.outputs import diagplots
     from grader.tasks import get_task
 
     facts = [{"actions": [10, 50, 20, 20, 0], "decisions": 100, "measure": "gap", "confidence": 0.5,
@@ -220,7 +220,7 @@ def test_the_lives_timeline_plot(tmp_path):
 
 
 def test_class_summary_names_the_common_failure(tmp_path):
-    from grader.diagnostics import class_summary
+    from grader.tasks.diagnostics import class_summary
 
     hover, _ = _diag(hover_policy(tmp_path / "h.onnx"), [0, 1])
     noop, _ = _diag(constant_policy(tmp_path / "n.onnx", 0), [0, 1])
@@ -234,7 +234,7 @@ def test_plots_escape_their_labels_and_are_the_same_every_time():
     markup, and the same diagnostics give byte-identical charts."""
     import re
 
-    from grader import diagplots
+    from grader.outputs import diagplots
     from grader.result import ActionUsage, Diagnostics, EpisodeDiagnostics, LifeLoss, OutcomeStat
 
     evil = '<script>alert(1)</script>" onload="x'

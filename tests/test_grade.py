@@ -9,9 +9,9 @@ import pytest
 import onnx_fixtures as F
 import torch_fixtures as T
 from conftest import run_cli
-from grader.grading import check, grade
+from grader.api import check, grade
 from grader.result import GradeResult
-from grader.rubric import RubricError, load_rubric
+from grader.scoring.rubric import RubricError, load_rubric
 
 REQUIRED_SUMMARY = {"mean", "std", "median", "iqm", "ci_low", "ci_high", "success_rate"}
 REQUIRED_VERSIONS = {"python", "gymnasium", "ale-py", "onnxruntime", "numpy", "rl-grader"}
@@ -176,8 +176,8 @@ def test_rubric_errors_point_at_the_key(tmp_path, text, where):
 
 
 def write_baselines(path, **means):
-    from grader.baselines import BaselineEntry, BaselinesFile
-    from grader.stats import summarize
+    from grader.scoring.baselines import BaselineEntry, BaselinesFile
+    from grader.scoring.stats import summarize
 
     entries = {name: BaselineEntry(policy=name, summary=summarize([m, m], success_threshold=200), returns=[m, m])
                for name, m in means.items()}

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from grader.errors import SetupError
-from grader.exports import GradescopeResults, gradescope_results
-from grader.gradescope import build_autograder, bundle_rubric, toml_dumps, write_results
+from grader.classroom.exports import GradescopeResults, gradescope_results
+from grader.gradescope.autograder import build_autograder, bundle_rubric, toml_dumps, write_results
 from grader.result import CheckResult, EpisodeResult, GradeResult, RubricInfo, Summary
-from grader.rubric import load_rubric
+from grader.scoring.rubric import load_rubric
 
 from tests import onnx_fixtures as F
 
@@ -119,7 +119,7 @@ def test_zip_holds_exactly_the_autograder(autograder_zip, tmp_path):
         wheel = zipfile.ZipFile(io.BytesIO(z.read("rl_grader-0.1.0-py3-none-any.whl")))
         z.extractall(tmp_path / "x")
     wheel_names = wheel.namelist()
-    assert "grader/gradescope.py" in wheel_names and "grader/data/mspacman_frames.npz" in wheel_names
+    assert "grader/gradescope/autograder.py" in wheel_names and "grader/data/mspacman_frames.npz" in wheel_names
     assert all(n.startswith(("grader/", "rl_grader-0.1.0.dist-info/")) for n in wheel_names), \
         [n for n in wheel_names if not n.startswith("grader/")][:5]  # no reference agents, no tests
     metadata = wheel.read("rl_grader-0.1.0.dist-info/METADATA").decode()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from grader.cli import main
-from grader.grading import grade
+from grader.api import grade
 from tests import onnx_fixtures as F
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ def test_a_link_planted_in_the_output_folder_is_never_written_through(tmp_path, 
     out = tmp_path / "model.onnx.grading"
     out.mkdir()
     (out / planted).symlink_to(victim)
-    from grader.fsutil import OutputDirError
+    from grader.outputs.fsutil import OutputDirError
 
     with pytest.raises(OutputDirError, match="did not write"):  # the default folder, beside the submission
         grade(model, seeds=[0, 1, 2], video=True)
@@ -90,7 +90,7 @@ def test_control_characters_from_a_model_never_reach_the_terminal(tmp_path, caps
 
 
 def test_the_terminal_never_prints_hidden_grading_seeds(tmp_path, capsys):
-    from grader.rubric import load_rubric
+    from grader.scoring.rubric import load_rubric
 
     seeds = load_rubric(REPO / "rubrics" / "lunarlander.toml").grading_seeds()[:3]
     model = tmp_path / "model.onnx"

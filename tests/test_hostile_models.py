@@ -154,8 +154,8 @@ def test_runtime_memory_bomb_is_stopped_by_the_worker_limit(tmp_path):
 
 
 def test_oversized_file_is_refused_before_parsing(tmp_path, monkeypatch):
-    from grader import onnx_model
-    from grader.grading import grade
+    from grader.submission import onnx_model
+    from grader.api import grade
 
     monkeypatch.setattr(onnx_model, "MAX_FILE_BYTES", 1000)
     path = tmp_path / "model.onnx"
@@ -166,13 +166,13 @@ def test_oversized_file_is_refused_before_parsing(tmp_path, monkeypatch):
 
 # --- budgets: a slow model is stopped, fast, with how slow it was ------------------------------
 def _budgets(**kw):
-    from grader.rubric import Budgets
+    from grader.scoring.rubric import Budgets
 
     return Budgets(**kw)
 
 
 def test_a_slow_model_fails_fast_on_the_per_decision_budget():
-    from grader.engine import Engine, EngineFailure
+    from grader.runtime.engine import Engine, EngineFailure
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=0.01, decision_window=10))
@@ -186,8 +186,8 @@ def test_a_slow_model_fails_fast_on_the_per_decision_budget():
 
 
 def test_a_slow_model_graded_with_a_tiny_rubric_budget_is_invalid_in_seconds(tmp_path):
-    from grader.grading import grade
-    from grader.rubric import default_rubric_path, load_rubric
+    from grader.api import grade
+    from grader.scoring.rubric import default_rubric_path, load_rubric
 
     rubric = load_rubric(default_rubric_path("lunarlander"))
     rubric = rubric.model_copy(update={"budgets": _budgets(decision_s=0.01, decision_window=10)})
@@ -202,7 +202,7 @@ def test_a_slow_model_graded_with_a_tiny_rubric_budget_is_invalid_in_seconds(tmp
 
 
 def test_one_call_over_the_hard_cap_is_stopped():
-    from grader.engine import Engine, EngineFailure
+    from grader.runtime.engine import Engine, EngineFailure
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(call_max_s=0.05, decision_s=10))
@@ -216,7 +216,7 @@ def test_one_call_over_the_hard_cap_is_stopped():
 
 def test_the_episodes_wall_budget_holds_whatever_the_heartbeats():
     """Each call is within the per-call budgets and heartbeats keep coming: the wall budget still stops it."""
-    from grader.engine import Engine, EngineFailure
+    from grader.runtime.engine import Engine, EngineFailure
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=10, call_max_s=30, episodes_wall_s=3))
@@ -230,7 +230,7 @@ def test_the_episodes_wall_budget_holds_whatever_the_heartbeats():
 
 
 def test_the_episodes_cpu_budget_is_enforced_by_the_worker_rlimit():
-    from grader.engine import Engine, EngineFailure
+    from grader.runtime.engine import Engine, EngineFailure
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander",
@@ -242,7 +242,7 @@ def test_the_episodes_cpu_budget_is_enforced_by_the_worker_rlimit():
 
 
 def test_rubric_budgets_table_is_validated(tmp_path):
-    from grader.rubric import RubricError, load_rubric
+    from grader.scoring.rubric import RubricError, load_rubric
 
     text = Path_rubric = tmp_path / "r.toml"
     text.write_text('id = "x"\ntask = "lunarlander"\nepisodes = 1\n[seeds]\npublic = "0-1"\ngrading = "10-11"\n'
@@ -280,7 +280,7 @@ def batch_size_trap(path, trigger: int = 8) -> str:
 
 
 def test_output_that_depends_on_the_batch_size_only_at_the_pool_size_fails(tmp_path):
-    from grader.contract import get_task
+    from grader.tasks.contract import get_task
 
     pool = get_task("lunarlander").pool_size
     path = batch_size_trap(tmp_path / "trap.onnx", trigger=pool)
@@ -294,9 +294,9 @@ def test_output_that_depends_on_the_batch_size_only_at_the_pool_size_fails(tmp_p
 
 @pytest.mark.parametrize("trigger", [3, 5])
 def test_batch_sizes_of_a_shrinking_pool_are_checked(tmp_path, trigger):
-    from grader import checks as C
-    from grader.contract import get_task
-    from grader.engine import Engine
+    from grader.submission import checks as C
+    from grader.tasks.contract import get_task
+    from grader.runtime.engine import Engine
 
     with Engine(1) as engine:
         engine.load(open(batch_size_trap(tmp_path / "t.onnx", trigger), "rb").read(), task="lunarlander")
@@ -305,8 +305,8 @@ def test_batch_sizes_of_a_shrinking_pool_are_checked(tmp_path, trigger):
 
 
 def test_duplicate_probe_actions_refuse_a_batch_size_dependent_model(tmp_path):
-    from grader.duplicates import probe_set
-    from grader.engine import Engine, EngineFailure
+    from grader.classroom.duplicates import probe_set
+    from grader.runtime.engine import Engine, EngineFailure
 
     states, _ = probe_set("lunarlander", 64)
     with Engine(1) as engine:
@@ -351,7 +351,7 @@ def test_a_flood_of_two_million_nodes_is_refused_in_a_fraction_of_a_second(tmp_p
     assert path.stat().st_size > 20 * 2**20
     code = (
         "import json, resource, sys, time\n"
-        "from grader.grading import grade\n"
+        "from grader.api import grade\n"
         "t = time.perf_counter()\n"
         f"r = grade({str(path)!r}, task='lunarlander', out={str(tmp_path / 'out')!r}, video=False, report=False)\n"
         # VmHWM, this process's own peak: ru_maxrss would carry the forking pytest's peak across exec
@@ -367,7 +367,7 @@ def test_a_flood_of_two_million_nodes_is_refused_in_a_fraction_of_a_second(tmp_p
 
 
 def test_the_wire_scan_agrees_with_protobuf_on_real_models(tmp_path):
-    from grader.onnx_model import scan_structure
+    from grader.submission.onnx_model import scan_structure
 
     for path in (F.mlp(tmp_path / "a.onnx"), F.conv_policy(tmp_path / "b.onnx"), F.loop_bomb(tmp_path / "c.onnx")):
         model = onnx.load(path)
@@ -388,7 +388,7 @@ def _nested_if(depth: int):
 
 @pytest.mark.parametrize("bomb", ["nested_subgraphs", "value_info_flood"])
 def test_structure_bombs_are_refused_by_the_wire_scan(bomb, tmp_path):
-    from grader.onnx_model import ModelLoadError, parse_model
+    from grader.submission.onnx_model import ModelLoadError, parse_model
 
     if bomb == "nested_subgraphs":
         nodes, expect = _nested_if(8), "nests subgraphs more than 4 deep"

@@ -1,4 +1,4 @@
-"""grader.lms: Moodle and Canvas download names, their rosters, and the grade files they import.
+"""grader.classroom.lms: Moodle and Canvas download names, their rosters, and the grade files they import.
 
 The fixtures are written here byte for byte in the shapes the LMSs produce (BOM, CRLF, quoting,
 Cyrillic names, a name with a comma, the Canvas Points Possible and Manual Posting rows).
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.roster import valid_student_id
+from grader.classroom.roster import valid_student_id
 from grader.errors import SetupError
-from grader.lms import (
+from grader.classroom.lms import (
     LmsFormatError,
     detect_layout,
     detect_roster_kind,

@@ -18,7 +18,7 @@ from grader.errors import SubmissionError
 from grader.notebook import mspacman
 from grader.notebook.common import common_checks, parse_notebook
 from grader.notebook.sandbox import Limits, bwrap_status
-from grader.rubric import default_rubric_path, load_rubric
+from grader.scoring.rubric import default_rubric_path, load_rubric
 
 BOUND_S = 30.0
 CANARY = "canary: other student's work\n"

@@ -40,7 +40,7 @@ def test_the_wheel_holds_one_package_and_the_shipped_data(wheel):
     assert tops == {"grader"}  # no generic top-level "reference" package
     for needed in ("grader/_data/rubrics/lunarlander.toml", "grader/_data/rubrics/baselines/mspacman.json",
                    "grader/_data/rubrics/cartpole.toml", "grader/_data/reference/models/lunarlander_improved.onnx",
-                   "grader/templates/report.html.j2", "grader/site/templates/base.html", "grader/data/mspacman_frames.npz"):
+                   "grader/outputs/templates/report.html.j2", "grader/site/templates/base.html", "grader/data/mspacman_frames.npz"):
         assert needed in names, needed
 
 

@@ -14,9 +14,9 @@ import pytest
 import site_helpers as S
 from grader.cli import main
 from grader.errors import SetupError
-from grader.grading import check, grade
+from grader.api import check, grade
 from grader.result import GradeResult
-from grader.rubric import RubricError, load_rubric
+from grader.scoring.rubric import RubricError, load_rubric
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = ",".join(map(str, S.GRADING_SEEDS))
@@ -61,7 +61,7 @@ def _via_site(folder: Path, rubric: Path, tmp: Path) -> GradeResult:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
-    from grader.gradebook import Gradebook
+    from grader.classroom.gradebook import Gradebook
     from grader.site.app import SiteConfig, create_app
 
     db = tmp / "site.sqlite"
@@ -135,7 +135,7 @@ def test_a_flat_file_never_takes_another_students_files(tmp_path):
 
 # --- one score ---------------------------------------------------------------------------------------
 def test_no_output_shows_more_than_the_maximum_and_invalid_is_zero_of_it(tmp_path):
-    from grader.exports import gradescope_results
+    from grader.classroom.exports import gradescope_results
 
     rubric = REPO / "rubrics" / "mspacman.toml"  # 11 notebook points + 10 episode points
     bad = tmp_path / "bad.onnx"
@@ -155,7 +155,7 @@ def test_no_output_shows_more_than_the_maximum_and_invalid_is_zero_of_it(tmp_pat
 
 # --- grades follow their inputs ---------------------------------------------------------------------
 def test_changing_the_seeds_file_or_the_baselines_regrades(tmp_path):
-    from grader.rubric import rubric_key
+    from grader.scoring.rubric import rubric_key
 
     (tmp_path / "private.seeds").write_text("500-509\n")
     (tmp_path / "baselines.json").write_text(json.dumps(_baselines(-300.0)))
@@ -176,7 +176,7 @@ def test_changing_the_seeds_file_or_the_baselines_regrades(tmp_path):
 
 
 def _baselines(random_mean: float) -> dict:
-    from grader.stats import summarize
+    from grader.scoring.stats import summarize
 
     summary = json.loads(summarize([random_mean, random_mean], success_threshold=200).model_dump_json())
     return {"task": "lunarlander", "rubric_id": "x", "seed_set": "grading", "n_seeds": 2, "created": "now",
@@ -269,12 +269,12 @@ def test_nothing_outside_a_task_module_names_a_task():
 
 # --- errors by whose fault they are -------------------------------------------------------------------
 def test_a_grader_bug_is_an_error_with_a_log_not_invalid(tmp_path, monkeypatch):
-    import grader.checks
+    import grader.submission.checks
 
     def broken(*args, **kwargs):
         raise RuntimeError("a bug in the grader's own checks")
 
-    monkeypatch.setattr(grader.checks, "static_checks", broken)
+    monkeypatch.setattr(grader.submission.checks, "static_checks", broken)
     result = grade(REPO / "reference" / "models" / "lunarlander_improved.onnx", out=tmp_path / "out", episodes=2)
     assert result.status == "error" and "not a problem with the submission" in result.error
     log = (tmp_path / "out" / "grader_error.log").read_text()

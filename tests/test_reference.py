@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
-import grader.contract as contract  # noqa: E402
+import grader.tasks.contract as contract  # noqa: E402
 import grader.tasks.mspacman as mspacman_task  # noqa: E402
 from grader.tasks.lunarlander import TASK as LUNARLANDER  # noqa: E402
 from grader.tasks.mspacman import TASK as MSPACMAN  # noqa: E402
@@ -51,7 +51,7 @@ def _play_one(path, spec, seed):
 
 def _passes_every_grader_check(path, spec, seed, out=None):
     """The grader itself: every check passes and an episode is played."""
-    from grader.grading import grade
+    from grader.api import grade
 
     result = grade(path, task=spec.name, seeds=[seed], workers=1, video=False, report=False,
                    out=out or path.parent / "grading")

@@ -7,10 +7,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-from grader.grading import grade
-from grader.report import SeedPolicy, baseline_values, render_inline_html, returns_plot_svg, write_report
+from grader.api import grade
+from grader.outputs.report import SeedPolicy, baseline_values, render_inline_html, returns_plot_svg, write_report
 from grader.result import CheckResult, GradeResult
-from grader.rubric import load_rubric
+from grader.scoring.rubric import load_rubric
 from report_fixtures import (EVIL_INPUT, EVIL_NAME, EVIL_OUTPUT, EVIL_PRODUCER, GRADING_SEEDS, lunarlander_model, write_rubric)
 
 
@@ -122,7 +122,7 @@ def test_output_folder(graded):
     assert result.status == "graded", result.error
     names = sorted(p.name for p in out.iterdir())
     assert "report.html" in names and "result.json" in names
-    # only the grader's own marker (grader.fsutil.MARKER) is hidden; no temporary file is left
+    # only the grader's own marker (grader.outputs.fsutil.MARKER) is hidden; no temporary file is left
     assert [n for n in names if n.startswith(".") or n.endswith(".part")] == [".rl-grader-output"], names
     assert len(result.videos) >= 2
     for v in result.videos:
@@ -244,7 +244,7 @@ def test_videos_decode_with_right_frame_counts(graded):
     import imageio.v3 as iio
 
     from grader.tasks import get_task
-    from grader.video import frame_count
+    from grader.runtime.video import frame_count
 
     STRIDE = get_task("lunarlander").video_stride
     assert STRIDE == 2  # 50 Hz physics shown at 25 fps
@@ -265,7 +265,7 @@ def test_frame_recorder_keeps_every_stride_th_step_and_the_last(tmp_path, stride
     import gymnasium as gym
     import imageio.v3 as iio
 
-    from grader.video import FrameRecorder, frame_count
+    from grader.runtime.video import FrameRecorder, frame_count
 
     path = tmp_path / "v.mp4"
     with FrameRecorder(gym.make("CartPole-v1", render_mode="rgb_array"), str(path), fps=25, stride=stride) as env:
@@ -303,7 +303,7 @@ def test_baselines_marked(graded):
 
 
 def test_baselines_absent_is_fine_and_a_broken_file_is_refused_at_load(graded, tmp_path):
-    from grader.rubric import RubricError
+    from grader.scoring.rubric import RubricError
 
     result, out, html, root, _ = graded
     rubric = load_rubric(write_rubric(tmp_path / "nob", with_baselines=False))

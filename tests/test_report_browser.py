@@ -5,7 +5,7 @@ import pytest
 
 import onnx_fixtures as F
 from conftest import ARTIFACTS
-from grader.grading import grade
+from grader.api import grade
 
 pytestmark = pytest.mark.browser
 

@@ -42,9 +42,9 @@ with warnings.catch_warnings():  # starlette's "httpx is deprecated for the test
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient  # noqa: E402
 
-from grader.gradebook import Gradebook  # noqa: E402
+from grader.classroom.gradebook import Gradebook  # noqa: E402
 from grader.result import GradeResult  # noqa: E402
-from grader.rubric import load_rubric  # noqa: E402
+from grader.scoring.rubric import load_rubric  # noqa: E402
 from grader.site.app import SiteConfig, create_app  # noqa: E402
 from grader.site.auth import SESSION_COOKIE  # noqa: E402
 from grader.site.store import SiteStore  # noqa: E402

@@ -24,9 +24,9 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 sys.path.insert(0, str(Path(__file__).parent))
 from site_helpers import GRADING_SEEDS, lunarlander_model_bytes, make_tokens, running_server, write_rubric  # noqa: E402
 
-from grader.gradebook import Gradebook  # noqa: E402
+from grader.classroom.gradebook import Gradebook  # noqa: E402
 from grader.result import GradeResult  # noqa: E402
-from grader.rubric import load_rubric  # noqa: E402
+from grader.scoring.rubric import load_rubric  # noqa: E402
 from grader.site.app import SiteConfig  # noqa: E402
 
 

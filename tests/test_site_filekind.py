@@ -1,4 +1,4 @@
-"""grader.filekind: what a handed-in file is, from its first bytes, and the advice for each kind."""
+"""grader.submission.filekind: what a handed-in file is, from its first bytes, and the advice for each kind."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from site_helpers import lunarlander_model_bytes  # noqa: E402
 
-from grader.filekind import (  # noqa: E402
+from grader.submission.filekind import (  # noqa: E402
     HEAD_BYTES,
     KINDS,
     describe_wrong_kind,

@@ -1,4 +1,4 @@
-"""The compiled-template cache (grader.templating): used when it is valid, never stale, never fatal."""
+"""The compiled-template cache (grader.outputs.templating): used when it is valid, never stale, never fatal."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from jinja2 import Environment, FileSystemLoader
 
-from grader.templating import bytecode_cache, jinja_env
+from grader.outputs.templating import bytecode_cache, jinja_env
 
 
 @pytest.fixture()
@@ -104,7 +104,7 @@ def test_an_own_cache_folder_open_to_others_is_closed_and_used(temp_root):
 def test_the_report_environment_uses_the_cache(temp_root):
     jinja_env.cache_clear()  # an environment made for this test's cache folder
     try:
-        from grader import report
+        from grader.outputs import report
 
         report.preload()  # the report's environment, as `grade` loads it
         assert list(_cache_dir(temp_root).glob("__jinja2_*.cache"))  # the report's templates, compiled and kept

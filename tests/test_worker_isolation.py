@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import onnx_fixtures as F
-from grader.engine import Engine, EngineBug, EngineFailure
+from grader.runtime.engine import Engine, EngineBug, EngineFailure
 from grader.notebook.sandbox import bwrap_status
-from grader.worker import MAGIC, MalformedMessage, decode, encode
+from grader.runtime.worker import MAGIC, MalformedMessage, decode, encode
 
 BWRAP_OK, BWRAP_WHY = bwrap_status()
 needs_bwrap = pytest.mark.skipif(not BWRAP_OK, reason=f"bubblewrap unusable here: {BWRAP_WHY}")
@@ -74,8 +74,8 @@ def test_videos_are_spread_over_the_workers_and_come_back_in_job_order(tmp_path)
 
 
 def test_videos_made_before_a_failure_are_kept_and_the_missing_ones_named(tmp_path, monkeypatch):
-    from grader.engine import Engine as E
-    from grader.grading import grade
+    from grader.runtime.engine import Engine as E
+    from grader.api import grade
 
     def record_many(self, jobs, *, on_video):
         info = self.record_many_real(jobs[:1])[0]
@@ -92,7 +92,7 @@ def test_videos_made_before_a_failure_are_kept_and_the_missing_ones_named(tmp_pa
 
 
 def test_without_bubblewrap_the_fallback_is_said_in_the_result(tmp_path):
-    from grader.grading import grade
+    from grader.api import grade
 
     with Engine(1, sandbox="fallback") as engine:
         assert engine.sandbox_mode == "fallback"
@@ -192,7 +192,7 @@ def test_the_models_own_runtime_failure_stays_the_models_fault(tmp_path):
 def test_a_stream_of_heartbeats_does_not_push_back_the_budget(tmp_path):
     import time
 
-    from grader.rubric import Budgets
+    from grader.scoring.rubric import Budgets
 
     with Engine(1) as engine:
         engine.load(open(F.mlp(tmp_path / "m.onnx"), "rb").read(), task="lunarlander", budgets=Budgets(probe_s=2))
@@ -222,8 +222,8 @@ def test_the_engine_module_imports_neither_numpy_nor_the_tasks():
     import subprocess
     import sys
 
-    code = ("import sys, grader.engine as e; w = e.Engine(1); w.close(); "
-            "print(sorted(m for m in ('numpy', 'grader.tasks', 'grader.worker', 'pydantic') if m in sys.modules))")
+    code = ("import sys, grader.runtime.engine as e; w = e.Engine(1); w.close(); "
+            "print(sorted(m for m in ('numpy', 'grader.tasks', 'grader.runtime.worker', 'pydantic') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.strip() == "[]"
 

@@ -31,12 +31,13 @@ from grader.notebook.diagnose import diagnose, follows_frames
 from grader.notebook.evidence import NotebookEvidence, ProducedModel
 from grader.notebook.protocol import DefinitionsDone, Network, Preprocess, Report, Weights
 from grader.notebook.sandbox import Limits, SandboxRun, run_in_sandbox
+from grader.resources import data_dir
 from grader.result import CheckResult
 
 MARKERS: list[str] = [r"MsPacman", r"\bDQN\b", r"preprocess_observation", r"ReplayMemory", r"nn\.Conv2d", r"ale_py",
                       r"sequence_size", r"\bnn\.Module\b"]
 
-FRAMES_FILE = Path(__file__).resolve().parent.parent / "data" / "mspacman_frames.npz"
+FRAMES_FILE = data_dir() / "mspacman_frames.npz"
 RUNNER = Path(__file__).resolve().parent / "_runner.py"
 PREPROCESS_FRAMES = (0, 2, 4, 6, 7)  # of the 8 shipped frames: what the preprocessing probe is asked about
 NETWORK_FRAMES = (1, 3, 5)  # the network states are built from these only

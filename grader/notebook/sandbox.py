@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.bwrap import (  # noqa: F401 - re-exported: the sandbox's primitives live there
+from grader.runtime.bwrap import (  # noqa: F401 - re-exported: the sandbox's primitives live there
     MODES,
     NOBODY,
     SANDBOX_ENV_VAR,
@@ -40,7 +40,7 @@ from grader.bwrap import (  # noqa: F401 - re-exported: the sandbox's primitives
     requested_mode,
     unshare_net_prefix,
 )
-from grader.bwrap import bwrap_base as _bwrap_base
+from grader.runtime.bwrap import bwrap_base as _bwrap_base
 from grader.notebook.protocol import Blobs, Report, parse_blobs, parse_report
 
 INSIDE = "/sandbox"  # where the work folder appears inside bubblewrap
@@ -61,7 +61,7 @@ class Limits:
 
     @classmethod
     def from_rubric(cls, nb_rubric) -> "Limits":
-        """The limits of a rubric's ``[notebook]`` table (``grader.rubric.NotebookRubric``); None: defaults."""
+        """The limits of a rubric's ``[notebook]`` table (``grader.scoring.rubric.NotebookRubric``); None: defaults."""
         limits = cls()
         if nb_rubric is not None:
             limits.timeout_s = float(nb_rubric.timeout_s)

@@ -1,4 +1,4 @@
-"""Duplicate flags for the instructor's page, with :mod:`grader.duplicates`, the batch grader's rules.
+"""Duplicate flags for the instructor's page, with :mod:`grader.classroom.duplicates`, the batch grader's rules.
 
 ``grade batch`` flags pairs of students whose files are ``identical`` (sha256), have the
 ``same_weights`` (a canonical fingerprint of the weight tensors) or the same ``behaviour`` (argmax
@@ -30,8 +30,8 @@ log = logging.getLogger("grader.site")
 
 
 def reference_candidates(reference_dir: Path | None, rubric) -> list:
-    """The task's reference models as :class:`grader.duplicates.Candidate` (sha256 and weights, no actions)."""
-    from grader.exports import reference_candidates as batch_references
+    """The task's reference models as :class:`grader.classroom.duplicates.Candidate` (sha256 and weights, no actions)."""
+    from grader.classroom.exports import reference_candidates as batch_references
 
     if reference_dir is None:
         from grader.resources import reference_models_dir
@@ -50,7 +50,7 @@ def _weights(site: "Site", sha256: str, extra: dict, known: dict[str, str | None
         return extra["weights_fingerprint"]
     if sha256 in known:
         return known[sha256]
-    from grader.duplicates import weights_fingerprint
+    from grader.classroom.duplicates import weights_fingerprint
 
     path = site.uploads / f"{sha256}.onnx"  # derived from the hash: never a path from the database
     weights = None
@@ -72,7 +72,7 @@ def attempt_flags(site: "Site", attempts: list) -> dict[int, list[dict]]:
     label (a student id or ``reference:<file>``), a short form of it for the table and a sentence
     for tooltips and the CSV.
     """
-    from grader.duplicates import Candidate, actions_from_extra, find_duplicates
+    from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates
 
     mine = [a for a in attempts if A.rubric_id(a) == site.rubric.id and A.field(a, "sha256", default="")]
     if not mine:

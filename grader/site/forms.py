@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from grader.filekind import EXTERNAL_DATA_WINDOW, HEAD_BYTES, uses_external_data
+from grader.submission.filekind import EXTERNAL_DATA_WINDOW, HEAD_BYTES, uses_external_data
 
 FORM_FIELD_CAP = 4096  # bytes of a non-file form field
 MULTIPART_OVERHEAD = 64 * 1024

@@ -1,7 +1,7 @@
 """The grading pool: a few slots, each driving one persistent sandboxed ``Engine(1)``.
 
 The gradebook is the queue (one source of truth). Each slot runs the grader's one claim -> grade
--> record loop (:func:`grader.slots.serve`): it claims the oldest queued attempt of this rubric
+-> record loop (:func:`grader.classroom.slots.serve`): it claims the oldest queued attempt of this rubric
 (``claim_next``, atomically queued -> running), grades the upload with the one pipeline
 (:func:`grader.pipeline.grade_submission`) into ``<data>/reports/<id>/`` and records the result
 (``finish``, with the probe actions the duplicate flags compare). The untrusted model only ever
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from grader.site import attempts as A
 
-from grader.seedpolicy import SeedPolicy
+from grader.outputs.seedpolicy import SeedPolicy
 
 log = logging.getLogger("grader.site")
 
@@ -55,7 +55,7 @@ def postprocess(result, out_dir: Path) -> None:
 
 
 class GradingPool:
-    """A few grading slots over the site's gradebook, each running the shared loop (:func:`grader.slots.serve`)."""
+    """A few grading slots over the site's gradebook, each running the shared loop (:func:`grader.classroom.slots.serve`)."""
 
     def __init__(
         self,
@@ -68,7 +68,7 @@ class GradingPool:
         on_finish: Callable[[int], None] = lambda attempt_id: None,
         poll_s: float = 1.0,
     ):
-        from grader.rubric import rubric_key
+        from grader.scoring.rubric import rubric_key
 
         self.gradebook = gradebook
         self.rubric = rubric
@@ -88,7 +88,7 @@ class GradingPool:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        from grader.slots import serve
+        from grader.classroom.slots import serve
 
         for i in range(self.n_workers):
             t = threading.Thread(target=serve, args=(_SiteSource(self, i), _SiteGrader(self, i)),
@@ -123,7 +123,7 @@ class GradingPool:
 
     def probe(self):
         """The duplicate-detection probe set of the rubric's task (computed once)."""
-        from grader.duplicates import probe_set
+        from grader.classroom.duplicates import probe_set
 
         with self._probe_lock:
             if self._probe is None:
@@ -175,14 +175,14 @@ class _SiteGrader:
         self.pool, self.index, self.engine = pool, index, None
 
     def grade(self, attempt):
-        from grader.jobs import JobOptions, duplicate_evidence
-        from grader.bundle import read_capped, submission_from_bytes
-        from grader.engine import Engine
-        from grader.fsutil import atomic_write
+        from grader.classroom.jobs import JobOptions, duplicate_evidence
+        from grader.submission.bundle import read_capped, submission_from_bytes
+        from grader.runtime.engine import Engine
+        from grader.outputs.fsutil import atomic_write
         from grader.limits import MAX_MODEL_BYTES
         from grader.pipeline import Options, grade_submission
-        from grader.report import write_report
-        from grader.slots import Outcome
+        from grader.outputs.report import write_report
+        from grader.classroom.slots import Outcome
 
         t0 = time.monotonic()
         aid = A.attempt_id(attempt)

@@ -1,6 +1,6 @@
 """The instructor's pages (instructor token only).
 
-    GET  /admin                     every submission, with the duplicate flags of grader.duplicates
+    GET  /admin                     every submission, with the duplicate flags of grader.classroom.duplicates
     POST /admin/regrade/{id}        queue a submission again (CSRF field)
     POST /admin/token               a new token for one student (CSRF field; ends their sessions)
     GET  /admin/export.csv[?best=1] all submissions, or each student's best
@@ -22,7 +22,7 @@ from grader.site.flags import attempt_flags
 from grader.site.forms import small_form
 from grader.site.state import Site, attempt_row, get_session, get_site, require_admin
 from grader.site.store import ADMIN_USER, Session, TokenError
-from grader.textsafe import csv_cell
+from grader.outputs.textsafe import csv_cell
 
 router = APIRouter()
 
@@ -52,7 +52,7 @@ def admin(request: Request, site: Site = Depends(get_site), session: Session = D
 
 def _class_diagnostics(attempts) -> dict:
     """The class's outcomes and collapsed policies, from each student's latest graded attempt."""
-    from grader.diagnostics import class_summary
+    from grader.tasks.diagnostics import class_summary
 
     latest: dict[str, object] = {}
     for a in attempts:  # oldest first: a later attempt replaces an earlier one

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from grader.scoring import band as band_of
+from grader.scoring.points import band as band_of
 
 from grader.site import attempts as A
 from grader.site.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, csrf_ok

@@ -8,7 +8,7 @@
 
 An upload that is not an ONNX model (a PyTorch checkpoint, a notebook, a zip, ...) is refused
 with 415 before it is queued, so it does not count against the hourly limit; see
-:mod:`grader.filekind`.
+:mod:`grader.submission.filekind`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from grader.filekind import ONNX, describe_wrong_kind, external_data_message, sniff_file_kind
+from grader.submission.filekind import ONNX, describe_wrong_kind, external_data_message, sniff_file_kind
 from grader.site import attempts as A
 from grader.site.auth import csrf_ok
 from grader.site.forms import MULTIPART_OVERHEAD, BadForm, TooLarge, receive

@@ -33,7 +33,7 @@ def default_data_dir(db: Path) -> Path:
 
 
 def build_config(args: argparse.Namespace):
-    from grader.rubric import load_rubric
+    from grader.scoring.rubric import load_rubric
     from grader.site.app import SiteConfig
 
     rubric = load_rubric(args.rubric)  # validated as a whole, its seeds and baselines read: before any upload
@@ -43,8 +43,8 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader import console
-    from grader.rubric import RubricError
+    from grader.outputs import console
+    from grader.scoring.rubric import RubricError
     from grader.site import require_web
 
     problem = require_web()

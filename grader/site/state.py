@@ -37,7 +37,7 @@ HEADINGS = {400: "Bad request", 401: "Log in first", 403: "Forbidden", 404: "Not
 @dataclass
 class SiteConfig:
     db: Path
-    rubric: Any  # grader.rubric.Rubric
+    rubric: Any  # grader.scoring.rubric.Rubric
     data_dir: Path
     workers: int = 1
     uploads_per_hour: int = 6
@@ -52,14 +52,14 @@ class SiteConfig:
 
 
 def _gradebook_class():
-    from grader.gradebook import Gradebook
+    from grader.classroom.gradebook import Gradebook
 
     return Gradebook
 
 
 def templates():
     """The site's Jinja environment: the shared factory's, with the site's filters added once."""
-    from grader.templating import jinja_env
+    from grader.outputs.templating import jinja_env
 
     env = jinja_env("grader.site", "templates")
     env.filters.setdefault("pct_step", _pct_step)
@@ -84,11 +84,11 @@ class Site:
     """State shared by the routes: stores, signer, the grading pool and a version counter."""
 
     def __init__(self, config: SiteConfig):
-        from grader.onnx_model import MAX_FILE_BYTES
+        from grader.submission.onnx_model import MAX_FILE_BYTES
 
         self.config = config
         self.rubric = config.rubric
-        from grader.rubric import rubric_key
+        from grader.scoring.rubric import rubric_key
 
         self.key = rubric_key(config.rubric)  # the gradebook key: the same as `grade batch` uses
         self.data_dir = Path(config.data_dir).resolve()
@@ -251,7 +251,7 @@ class Site:
 
 def _input_shape(rubric) -> str:
     try:
-        from grader.contract import get_task
+        from grader.tasks.contract import get_task
 
         return ", ".join(str(d) for d in get_task(rubric.task).state_shape)
     except Exception:  # noqa: BLE001 - only used in advice
@@ -265,7 +265,7 @@ def attempt_row(a, rubric=None) -> dict[str, Any]:
     max_score = A.field(a, "max_score", default=None)
     band = A.field(a, "band", default="") or ""
     if not band and status == "graded" and score is not None and rubric is not None:
-        from grader.scoring import band as band_of
+        from grader.scoring.points import band as band_of
 
         band = band_of(rubric, score, rubric.max_points) or ""
     return {

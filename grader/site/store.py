@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.roster import valid_student_id
+from grader.classroom.roster import valid_student_id
 
 ADMIN_USER = "*admin*"  # cannot collide with a student id (valid_student_id forbids '*')
 

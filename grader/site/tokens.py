@@ -6,7 +6,7 @@
 
 Only the SHA-256 of a token is stored, so a token is printed once, when it is created; rerunning
 with the same (or a longer) roster prints only the new students' tokens and lists on stderr
-those who already have one. The roster is read by :func:`grader.roster.read_roster`, the same
+those who already have one. The roster is read by :func:`grader.classroom.roster.read_roster`, the same
 reader as ``grade batch --roster``: ``id`` first, then optional ``name`` (shown when the rubric sets
 show_names) and ``email``; the leaderboard's pseudonym comes from the gradebook. A roster with a bad
 or repeated id creates no token at all.
@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader import console
-    from grader.roster import RosterError, read_roster
+    from grader.outputs import console
+    from grader.classroom.roster import RosterError, read_roster
     from grader.site.store import SiteStore, TokenError
 
     if args.roster is None and not args.regenerate and not args.admin:

@@ -149,8 +149,8 @@ class Task:
 
         ``facts`` are what the worker collected for each episode (in the order of ``returns``);
         the generic part (outcome counts, actions, collapse, confidence) is
-        :func:`grader.diagnostics.diagnose`; a task refines it in :meth:`refine`."""
-        from grader.diagnostics import diagnose
+        :func:`grader.tasks.diagnostics.diagnose`; a task refines it in :meth:`refine`."""
+        from grader.tasks.diagnostics import diagnose
 
         diag = diagnose(self, facts, returns)
         return self.refine(diag) if diag is not None else None

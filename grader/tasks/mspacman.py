@@ -117,7 +117,7 @@ class MsPacman(Task):
                          f"decisions without scoring (the longest {longest}): the agent gets stuck, often against a "
                          "wall; train longer, and check that the frames it sees change when it moves")
         diag.notes.append("the level reached is not reported: the emulator does not expose it (no verified RAM address)")
-        from grader.diagnostics import summary_lines
+        from grader.tasks.diagnostics import summary_lines
 
         diag.summary = summary_lines(self, diag)
         return diag

@@ -6,7 +6,7 @@ networks (64-64 tanh MLPs), an entropy bonus, gradient-norm clipping, vectorised
 update (clipped PPO objective, GAE(lambda) advantages, several epochs of minibatches per rollout,
 learning rate annealed linearly to 0 over the step or time budget, whichever runs out first).
 
-Training episodes are played through :func:`grader.contract.play_episode`, seeded from
+Training episodes are played through :func:`grader.tasks.contract.play_episode`, seeded from
 ``seed * 100_003 + episode`` (mod 1_000_000), so training never sees the held-out seeds
 1_000_000.. used to score the model.
 """
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from grader.contract import make_env, play_episode
+from grader.tasks.contract import make_env, play_episode
 from grader.tasks.lunarlander import TASK as LUNARLANDER
 from reference.common import (
     Progress,

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from grader.contract import make_env, play_episode
+from grader.tasks.contract import make_env, play_episode
 from grader.tasks.lunarlander import TASK as LUNARLANDER
 from reference.common import Progress, arg, plot_curves, save_checkpoint, save_json, seed_everything
 

@@ -8,8 +8,8 @@ gradient clamping to [-1, 1], and the lesson's reward shaping (log base 1000 of 
 -0.43 when a life is lost, +10 when the game is won).
 
 The environment, the frame preprocessing and the episode protocol (80 LEFT steps, 36 NOOP steps
-after a lost life) are the grader's own: :func:`grader.contract.make_env`,
-:func:`grader.tasks.mspacman.preprocess_frames` and :func:`grader.contract.play_episode`.
+after a lost life) are the grader's own: :func:`grader.tasks.contract.make_env`,
+:func:`grader.tasks.mspacman.preprocess_frames` and :func:`grader.tasks.contract.play_episode`.
 
 Usage::
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from grader.contract import make_env, play_episode
+from grader.tasks.contract import make_env, play_episode
 from grader.tasks.mspacman import TASK as MSPACMAN, preprocess_frames  # noqa: F401  (re-exported)
 from reference.common import (
     Progress,

@@ -14,7 +14,7 @@ every validation seed; see ``reference/README.md``.) What makes it fast per CPU-
 
 The algorithm, top to bottom:
 
-* ``n_envs`` MsPacman envs, each playing seeded :func:`grader.contract.play_episode` episodes back
+* ``n_envs`` MsPacman envs, each playing seeded :func:`grader.tasks.contract.play_episode` episodes back
   to back (80 LEFT steps, 36 NOOPs after a lost life: the protocol the grader scores). Training
   seeds are ``seed * 100_003 + episode`` mod 900_000: below the validation seeds (900_000..) and
   the held-out seeds (1_000_000..; the rubric's grading seeds are 2_000_000..).
@@ -54,7 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from grader.contract import make_env, play_episode
+from grader.tasks.contract import make_env, play_episode
 from grader.tasks.mspacman import TASK as MSPACMAN
 from reference.common import (
     Progress,

@@ -1,0 +1,440 @@
+"""``grade batch CLASS_DIR``: grade a whole class in parallel, resumably, into a gradebook.
+
+    grade batch CLASS_DIR --rubric rubrics/lunarlander.toml [--roster roster.csv] [--out DIR]
+                [--workers N] [--force] [--retry-errors] [--backend local|ray] [--address HOST:PORT]
+                [--no-video] [--episodes N] [--reference DIR] [--behaviour-threshold F] [--no-progress]
+
+Design (see ``docs/batch.md``):
+
+* :mod:`grader.classroom.classdir` finds the submissions (folder-per-student or flat files) and the layout
+  problems; the roster adds "no submission" and "not on the roster" students.
+* Every file becomes an attempt in the gradebook (:mod:`grader.classroom.gradebook`, ``DIR/gradebook.sqlite``)
+  keyed by (student, sha256, rubric key); finished attempts are reused unless ``--force``.
+* ``--workers N`` grading slots run at once. A slot is a thread of this process holding a persistent
+  one-worker :class:`~grader.runtime.engine.Engine`; the model runs in the engine's sandboxed child process,
+  so a hostile or hanging model only costs its own row (the engine kills and replaces the worker).
+  With ``--backend ray`` the slots are Ray actors (:mod:`grader.classroom.batch_ray`); the driver still writes
+  the gradebook and the reports.
+* Each submission's report is written into ``DIR/reports/.tmp-*`` and renamed to
+  ``DIR/reports/<student>/<kind>-<sha12>/`` only when complete (``result.json`` written last); the
+  gradebook row is then finished in one transaction. A killed run leaves at most ``running`` rows
+  (requeued on the next run) and ``.tmp-*`` folders (deleted on the next run).
+* At the end: duplicate detection (:mod:`grader.classroom.duplicates`) and the exports (:mod:`grader.classroom.exports`):
+  ``grades.csv``, ``duplicates.csv``, ``problems.csv``, ``class.html`` and a Gradescope
+  ``results.json`` in every report folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import queue
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grader.submission.bundle import Bundle, Submission, read_bundle
+from grader.classroom.classdir import ClassFolder, scan_class
+from grader.classroom.roster import Roster
+from grader.errors import EXIT_ERROR, EXIT_GRADED as EXIT_OK, EXIT_INTERRUPTED, SetupError
+from grader.classroom.gradebook import Attempt, Gradebook
+from grader.limits import DEFAULT_BATCH_SLOTS
+from grader.pipeline import Options
+from grader.resources import reference_models_dir
+from grader.result import GradeResult
+from grader.scoring.rubric import Rubric, RubricKey, load_rubric, rubric_key
+from grader.outputs.console import CountBar
+from grader.classroom.jobs import JobOptions, grade_job
+from grader.classroom.slots import Outcome, serve
+
+
+# --- what is graded, with which settings -----------------------------------------------------------
+@dataclass
+class Job:
+    attempt_id: int
+    student: str
+    label: str
+    digest: str
+    bundle: Bundle
+
+
+# --- the runner ------------------------------------------------------------------------------------
+@dataclass
+class BatchRun:
+    class_dir: Path
+    out: Path
+    rubric: Rubric
+    roster: Roster | None = None
+    workers: int = DEFAULT_BATCH_SLOTS
+    force: bool = False
+    retry_errors: bool = False
+    video: bool = True
+    episodes: int | None = None
+    backend: str = "local"
+    address: str | None = None
+    layout: str = "auto"
+    reference_dir: Path | None = field(default_factory=reference_models_dir)
+    behaviour_threshold: float = 0.95
+    show_progress: bool = True
+    roster_file: Path | None = None  # an LMS worksheet / gradebook: grades are also written in its format
+    log: Any = None  # callable(str) for per-submission lines; default: print to stderr
+
+    # filled in by run()
+    folder: ClassFolder | None = None
+    key: RubricKey | None = None
+    gradebook: Gradebook | None = None
+    attempts: dict[str, Attempt] = field(default_factory=dict)  # student -> attempt
+    bundles: dict[str, Bundle] = field(default_factory=dict)
+    failures: int = 0
+    interrupted: bool = False
+    probe_states: np.ndarray | None = None  # the duplicate-detection probe set
+    probe_id: str = ""
+    elapsed: float = 0.0
+    summary: dict = field(default_factory=dict)  # set by the exports
+    duplicates: Any = None  # a grader.classroom.duplicates.DuplicateReport, set by the exports
+    bar: Any = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    # -- set-up ---------------------------------------------------------------------------------
+    @property
+    def reports_dir(self) -> Path:
+        return self.out / "reports"
+
+    def _say(self, text: str) -> None:
+        from grader.outputs.textsafe import clean_text
+
+        (self.log or (lambda s: print(s, file=sys.stderr, flush=True)))(clean_text(text))
+
+    def _cleanup_temp(self) -> None:
+        if self.reports_dir.is_dir():
+            for p in self.reports_dir.iterdir():
+                if p.name.startswith((".tmp-", ".trash-")):
+                    shutil.rmtree(p, ignore_errors=True)
+
+    def _lock(self):
+        self.out.mkdir(parents=True, exist_ok=True)
+        f = open(self.out / ".batch.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise SetupError(f"another `grade batch` is writing to {self.out}; wait for it or use another --out")
+        return f
+
+    def prepare(self) -> list[Job]:
+        """Scan, enqueue every student's bundle, return the jobs still to grade."""
+        self.folder = scan_class(self.class_dir, exclude=self.out, layout=self.layout)
+        self.key = rubric_key(self.rubric, self.episodes)
+        self.gradebook = Gradebook(self.out / "gradebook.sqlite")
+        self._cleanup_temp()
+        self.gradebook.requeue_running()  # left by a killed run (we hold the folder's lock)
+        jobs: list[Job] = []
+        for bundle in self.folder.bundles:
+            digest = read_bundle(bundle).digest()
+            aid = self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=self.force)
+            attempt = self.gradebook.get(aid)
+            if attempt.status == "error" and self.retry_errors:
+                self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=True)
+                attempt = self.gradebook.get(aid)
+            self.attempts[bundle.student] = attempt
+            self.bundles[bundle.student] = bundle
+            if attempt.status == "queued":
+                jobs.append(Job(aid, bundle.student, bundle.label, digest, bundle))
+        return jobs
+
+    def job_options(self, probe_states: np.ndarray | None) -> JobOptions:
+        options = Options(episodes=self.episodes, video=self.video, report=True, workers=1)
+        return JobOptions(rubric=self.rubric, options=options, probe_states=probe_states, probe_id=self.probe_id)
+
+    # -- per submission -------------------------------------------------------------------------
+    def new_workdir(self, attempt_id: int) -> Path:
+        self.reports_dir.mkdir(parents=True, exist_ok=True)
+        d = self.reports_dir / f".tmp-{attempt_id}-{uuid.uuid4().hex[:8]}"
+        d.mkdir()
+        return d
+
+    def final_dir(self, job: Job) -> Path:
+        return self.reports_dir / job.student / f"{job.digest[:12]}"
+
+    def read_job(self, job: Job) -> tuple[Submission | None, str]:
+        """The bundle's bytes now; None and why when they changed since the run started."""
+        sub = read_bundle(job.bundle)
+        if sub.digest() != job.digest:
+            return None, "the files changed while the class was being graded; run `grade batch` again"
+        return sub, ""
+
+    def record(self, job: Job, outcome: Outcome) -> None:
+        """Driver side of a finished grading (every backend): complete the report folder, move it
+        into place, then finish the gradebook row in one transaction."""
+        from grader.classroom.exports import write_gradescope
+        from grader.outputs.fsutil import atomic_write
+
+        result = outcome.result
+        report_dir = outcome.report_dir
+        if report_dir is None:
+            report_dir = self.new_workdir(job.attempt_id) / "report"
+        report_dir.mkdir(parents=True, exist_ok=True)
+        write_gradescope(result, report_dir / "results.json")
+        atomic_write(report_dir / "result.json", result.to_json())  # last: a folder with result.json is complete
+        final = self.final_dir(job)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            trash = self.reports_dir / f".trash-{uuid.uuid4().hex[:8]}"
+            os.rename(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.rename(report_dir, final)
+        self.gradebook.finish(job.attempt_id, result, final, extra=outcome.extra, wall_s=outcome.wall_s)
+        if report_dir.parent.name.startswith(".tmp-"):
+            shutil.rmtree(report_dir.parent, ignore_errors=True)
+        if result.status != "graded":
+            self.failures += 1
+        from grader.scoring.points import fmt_points
+
+        detail = fmt_points(result.score, result.max_score) if result.status == "graded" else (result.error or "")[:100]
+        self.bar.advance(self.failures, f"{job.label}: {result.status} {detail} ({outcome.wall_s:.1f} s)")
+
+    # -- the whole run ----------------------------------------------------------------------------
+    def run(self) -> int:
+        from grader.classroom.duplicates import probe_set
+
+        lock = self._lock()
+        try:
+            jobs = self.prepare()
+            total = len(self.attempts)
+            reused = total - len(jobs)
+            has_models = bool(self.attempts)
+            self.probe_states, self.probe_id = probe_set(self.rubric.task) if has_models else (None, "")
+            opts = self.job_options(self.probe_states)
+            self._say(f"{total} submissions from {len(self.folder.students)} students in {self.class_dir}"
+                      f" ({self.folder.layout} layout; {reused} already graded, {len(jobs)} to grade; "
+                      f"{len(self.folder.problems)} layout problems)")
+            t0 = time.perf_counter()
+            with CountBar(total, reused, label="grading", enabled=self.show_progress) as bar:
+                self.bar = bar
+                if self.backend == "ray":
+                    from grader.classroom.batch_ray import ray_graders
+
+                    graders = ray_graders(self, opts, n=min(self.workers, len(jobs)))
+                else:
+                    graders = [_LocalGrader(self, opts, engine) for engine in _spawn_engines(min(self.workers, len(jobs)))]
+                try:
+                    self._run_slots(jobs, graders)
+                finally:
+                    if self.backend == "ray":
+                        from grader.classroom.batch_ray import shutdown
+
+                        shutdown()
+            self.elapsed = time.perf_counter() - t0
+            if self.interrupted:
+                self._say("interrupted: finished rows are saved; run the same command again to continue")
+                return EXIT_INTERRUPTED
+            from grader.classroom.exports import write_exports
+
+            write_exports(self)
+            return EXIT_OK
+        finally:
+            if self.gradebook is not None:
+                self.gradebook.close()
+            lock.close()
+
+    def _run_slots(self, jobs: list[Job], graders: list) -> None:
+        """One thread per grader, each running the shared claim -> grade -> record loop."""
+        source = _QueueSource(self, jobs)
+        host = f"{socket.gethostname()}:{os.getpid()}"
+        errors: list[BaseException] = []
+
+        def slot(i: int, grader) -> None:
+            try:
+                serve(source, grader, stop=self._stop, name=f"{host}:slot{i}", task=self.rubric.task)
+            except BaseException as exc:  # noqa: BLE001 - surfaced by the main thread
+                errors.append(exc)
+                self._stop.set()
+
+        threads = [threading.Thread(target=slot, args=(i, g), name=f"grading-slot-{i}", daemon=True)
+                   for i, g in enumerate(graders)]
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            def on_sigint(signum, frame):  # stop first, so that no slot records a grading the Ctrl-C broke
+                self._stop.set()
+                raise KeyboardInterrupt
+
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.5)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self._stop.set()
+            for t in threads:
+                t.join(timeout=10)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if errors:
+            raise errors[0]
+
+
+class _QueueSource:
+    """Jobs of one batch run: claimed in the gradebook, recorded by the run."""
+
+    def __init__(self, run: BatchRun, jobs: list[Job]):
+        self.run = run
+        self.todo: queue.Queue[Job] = queue.Queue()
+        for j in jobs:
+            self.todo.put(j)
+
+    def claim(self, slot: str) -> Job | None:
+        while True:
+            try:
+                job = self.todo.get_nowait()
+            except queue.Empty:
+                return None
+            if self.run.gradebook.claim(job.attempt_id, worker=slot) is not None:
+                return job
+
+    def idle(self) -> bool:
+        return False  # a batch knows all its jobs up front
+
+    def record(self, job: Job, outcome: Outcome) -> None:
+        self.run.record(job, outcome)
+
+
+class _LocalGrader:
+    """A local slot: grades in this process's thread, the model in the slot's persistent engine."""
+
+    def __init__(self, run: BatchRun, opts: JobOptions, engine: Any):
+        self.run, self.opts, self.engine = run, opts, engine
+
+    def grade(self, job: Job) -> Outcome:
+        t = time.perf_counter()
+        sub, problem = self.run.read_job(job)
+        if sub is None:
+            return Outcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
+        outcome = grade_job(sub, self.opts, engine=self.engine, workdir=self.run.new_workdir(job.attempt_id))
+        outcome.wall_s = time.perf_counter() - t
+        return outcome
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+
+def _spawn_engines(n: int) -> list:
+    """One single-worker engine per slot, started with SIGINT ignored (from the main thread), so a
+    Ctrl-C stops the batch cleanly instead of killing the sandboxed workers mid-episode."""
+    from grader.runtime.engine import Engine
+
+    if threading.current_thread() is not threading.main_thread():
+        return [Engine(1) for _ in range(n)]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return [Engine(1) for _ in range(n)]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# --- command line --------------------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("class_dir", type=Path, help="folder with one sub-folder or file per student (or an LMS download)")
+    p.add_argument("--rubric", type=Path, required=True, help="rubric TOML, e.g. rubrics/lunarlander.toml")
+    p.add_argument("--roster", type=Path, help="roster: id,name,email CSV, Moodle's grading worksheet or Canvas's "
+                                               "gradebook export (grades are written back in its format too)")
+    p.add_argument("--lms", choices=("auto", "plain", "moodle", "canvas"), default="auto",
+                   help="layout of CLASS_DIR: plain ids, Moodle's or Canvas's download names (default: detected)")
+    p.add_argument("--out", type=Path, help="output folder (default: CLASS_DIR.grading beside it)")
+    p.add_argument("--workers", type=int, default=DEFAULT_BATCH_SLOTS,
+                   help=f"submissions graded at once (default: {DEFAULT_BATCH_SLOTS}, the cores)")
+    p.add_argument("--force", action="store_true", help="regrade submissions already in the gradebook")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="regrade only the submissions whose last grading was a grader error (status error)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="where to grade (default local)")
+    p.add_argument("--address", help="Ray cluster address HOST:PORT (with --backend ray)")
+    p.add_argument("--no-video", action="store_true", help="skip the MP4 videos")
+    p.add_argument("--episodes", type=int, help="override the rubric's number of episodes (a separate gradebook key)")
+    p.add_argument("--reference", type=Path, default=reference_models_dir(),
+                   help="folder of reference models compared for duplicates (default: the shipped ones)")
+    p.add_argument("--behaviour-threshold", type=float, default=0.95,
+                   help="flag two policies whose actions agree on at least this fraction of the probe states (default 0.95)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from grader.outputs import console
+    from grader.classroom import lms
+
+    if not args.class_dir.is_dir():
+        console.fail(f"no such folder: {args.class_dir}")
+        return EXIT_ERROR
+    if args.workers < 1 or (args.episodes is not None and args.episodes < 1):
+        console.fail("--workers and --episodes must be at least 1")
+        return EXIT_ERROR
+    if not 0.5 <= args.behaviour_threshold <= 1.0:
+        console.fail("--behaviour-threshold must be between 0.5 and 1")
+        return EXIT_ERROR
+    if args.backend == "ray" and not args.address:
+        console.fail("--backend ray needs --address HOST:PORT of the Ray head")
+        return EXIT_ERROR
+    rubric = load_rubric(args.rubric)  # validated as a whole, seeds and baselines read: before any submission
+    if args.episodes is not None and args.episodes > len(rubric.all_grading_seeds()):
+        raise SetupError(f"--episodes {args.episodes}: rubric {rubric.id!r} has only {len(rubric.all_grading_seeds())} grading seeds")
+    roster = None
+    if args.roster:
+        from grader.classroom.roster import read_roster
+
+        kind, students = lms.read_lms_roster(args.roster)
+        roster = read_roster(args.roster) if kind == "generic" else lms.to_roster(students)
+    out = args.out or args.class_dir.resolve().with_name(args.class_dir.resolve().name + ".grading")
+    runner = BatchRun(class_dir=args.class_dir, out=out, rubric=rubric, roster=roster, workers=args.workers,
+                      force=args.force, retry_errors=args.retry_errors, video=not args.no_video, episodes=args.episodes,
+                      backend=args.backend, address=args.address, layout=args.lms, reference_dir=args.reference,
+                      behaviour_threshold=args.behaviour_threshold, show_progress=not args.no_progress,
+                      roster_file=args.roster)
+    try:
+        code = runner.run()
+    except KeyboardInterrupt:
+        console.fail("interrupted: finished rows are saved; run the same command again to continue")
+        return EXIT_INTERRUPTED
+    if code == EXIT_OK:
+        _print_summary(runner)
+    return code
+
+
+def _print_summary(runner: BatchRun) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    c = Console(highlight=False, soft_wrap=True)
+    s = runner.summary
+    c.print(f"[bold]{s['students']} students[/bold]: {s['graded']} graded, {s['invalid']} invalid, {s['error']} errors, "
+            f"{s['no_submission']} without a submission, {s['not_on_roster']} not on the roster "
+            f"(graded now: {s['graded_now']}, reused: {s['reused']}, {runner.elapsed:.0f} s)")
+    if runner.folder.problems or (runner.roster and runner.roster.problems):
+        c.print("[bold yellow]entries that do not fit the layout:[/bold yellow]")
+        for p in runner.folder.problems + (runner.roster.problems if runner.roster else []):
+            c.print(f"  {escape(p.entry)}: {escape(p.reason)}")
+    dup = runner.duplicates
+    if dup.flags:
+        c.print(f"[bold yellow]{len(dup.flags)} duplicate flags[/bold yellow] (see duplicates.csv):")
+        for f in dup.flags[:20]:
+            c.print(f"  {f.kind}: {escape(f.a.label)} ~ {escape(f.b.label)}" + (f" ({100 * f.agreement:.1f}%)" if f.agreement is not None else ""))
+        if len(dup.flags) > 20:
+            c.print(f"  ... and {len(dup.flags) - 20} more")
+        n_behaviour = sum(f.kind == "behaviour" for f in dup.flags)
+        if n_behaviour > max(5, len(runner.attempts) // 2):
+            c.print(f"[yellow]{n_behaviour} behaviour flags: policies of this class agree a lot anyway (similar training "
+                    f"converges); look at the highest agreements first or raise --behaviour-threshold[/yellow]")
+    for name in ("grades.csv", "duplicates.csv", "problems.csv", "class.html", "gradebook.sqlite"):
+        c.print(f"  {escape(str(runner.out / name))}")

@@ -1,0 +1,142 @@
+"""``grade batch --backend ray --address HOST:PORT``: the grading slots are Ray actors.
+
+Each actor (``num_cpus=1``) holds a persistent one-worker :class:`~grader.runtime.engine.Engine`, like a
+local slot, so the sandbox is the same on every node. The driver runs the same claim -> grade ->
+record loop as local slots (:func:`grader.classroom.slots.serve`), one thread per actor: it claims the
+gradebook rows, reads each bundle and sends its bytes (nodes need no access to the class folder),
+receives the result, the probe actions and the report folder as a tar archive, and records exactly
+as the local backend does. Resume, ``--force`` and the exports are therefore identical.
+
+The ``grader`` package is shipped to the cluster with ``runtime_env={"py_modules": [...]}``, so the
+nodes run the driver's code. An actor or node that dies costs only its current submission, which is
+recorded as a grader ``error`` (rerun with ``--retry-errors``), and the actor is replaced.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from grader.errors import MissingDependency
+from grader.resources import package_dir
+from grader.result import GradeResult
+from grader.classroom.slots import Outcome
+
+if TYPE_CHECKING:
+    from grader.classroom.batch import BatchRun, Job
+    from grader.classroom.jobs import JobOptions
+
+GRADER_DIR = package_dir()
+
+
+class RayGrader:
+    """The remote side: one persistent engine, grades the submissions it is sent one at a time."""
+
+    def __init__(self) -> None:
+        self.engine = None
+
+    def where(self) -> dict:
+        import grader
+
+        return {"node": socket.gethostname(), "pid": os.getpid(), "grader": grader.__file__}
+
+    def grade(self, sub, opts: "JobOptions") -> dict:
+        from grader.classroom.jobs import grade_job
+        from grader.runtime.engine import Engine
+
+        if self.engine is None:
+            self.engine = Engine(1)
+        with tempfile.TemporaryDirectory(prefix="grader-ray-") as tmp:
+            outcome = grade_job(sub, opts, engine=self.engine, workdir=Path(tmp))
+            report = outcome.report_dir
+            report.mkdir(exist_ok=True)
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+                tar.add(report, arcname=".")
+        return {"result": outcome.result.to_json(), "extra": outcome.extra, "tar": buf.getvalue(), "node": socket.gethostname()}
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+
+
+def _extract(tar_bytes: bytes, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:gz") as tar:
+        try:
+            tar.extractall(dest, filter="data")
+        except TypeError:  # Python < 3.10.12 without extraction filters
+            for m in tar.getmembers():
+                if m.name.startswith("/") or ".." in Path(m.name).parts or not (m.isfile() or m.isdir()):
+                    raise ValueError(f"unsafe member in a report archive: {m.name!r}") from None
+            tar.extractall(dest)
+
+
+class _ActorSlot:
+    """The driver side of one actor: a :class:`grader.classroom.slots.SlotGrader` for :func:`grader.classroom.slots.serve`."""
+
+    def __init__(self, run: "BatchRun", actor_cls: Any, opts_ref: Any):
+        self.run, self.actor_cls, self.opts_ref = run, actor_cls, opts_ref
+        self.actor = actor_cls.remote()
+
+    def grade(self, job: "Job") -> Outcome:
+        import ray
+
+        t0 = time.perf_counter()
+        sub, problem = self.run.read_job(job)
+        if sub is None:
+            return Outcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
+        workdir = self.run.new_workdir(job.attempt_id)
+        try:
+            out = ray.get(self.actor.grade.remote(sub, self.opts_ref))
+        except ray.exceptions.RayActorError as exc:
+            self.actor = self.actor_cls.remote()  # replace the dead actor; this row is the grader's error
+            result = GradeResult(submission=job.label, task=self.run.rubric.task, status="error",
+                                 error=f"the Ray grading actor died ({type(exc).__name__}); rerun this submission")
+            return Outcome(result, workdir / "report", wall_s=time.perf_counter() - t0)
+        _extract(out["tar"], workdir / "report")
+        return Outcome(GradeResult.from_json(out["result"]), workdir / "report", out["extra"], time.perf_counter() - t0)
+
+    def close(self) -> None:
+        import ray
+
+        try:
+            ray.get(self.actor.close.remote(), timeout=20)
+        except Exception:  # noqa: BLE001 - a dead actor: killed below
+            pass
+        try:
+            ray.kill(self.actor)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def ray_graders(run: "BatchRun", opts: "JobOptions", *, n: int) -> list[_ActorSlot]:
+    """Connect to the cluster and start ``n`` actors (at most one per CPU of the cluster)."""
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependency("--backend ray", install="pip install 'rl-grader[ray]'") from None
+    ray.init(address=run.address, runtime_env={"py_modules": [str(GRADER_DIR)], "excludes": ["__pycache__"]},
+             logging_level="ERROR", log_to_driver=False, configure_logging=False)
+    if n < 1:
+        return []
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    actor_cls = ray.remote(num_cpus=1, max_restarts=0)(RayGrader)
+    opts_ref = ray.put(opts)
+    return [_ActorSlot(run, actor_cls, opts_ref) for _ in range(max(1, min(n, cpus)))]
+
+
+def shutdown() -> None:
+    try:
+        import ray
+
+        ray.shutdown()
+    except ImportError:
+        pass

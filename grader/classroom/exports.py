@@ -1,0 +1,471 @@
+"""Exports of a batch run: ``grades.csv`` (LMS import), ``duplicates.csv``, ``problems.csv``,
+``class.html`` (leaderboard, score distribution, check pass rates, layout problems, duplicate
+flags) and a Gradescope ``results.json`` per submission.
+
+``grades.csv`` has one row per roster student (roster order), or per found student (sorted) when
+there is no roster: the points of the student's one graded bundle (notebook, model and weights
+together, composed by :func:`grader.scoring.points.compose`) out of the rubric's maximum. With an LMS's
+own roster (Moodle's grading worksheet, Canvas's gradebook), the LMS's import file is written
+too: ``moodle_grades.csv`` / ``canvas_grades.csv`` (:mod:`grader.classroom.lms`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from grader.result import GradeResult
+
+if TYPE_CHECKING:
+    from grader.classroom.batch import BatchRun
+
+GRADES_COLUMNS = ["student_id", "name", "email", "points", "max_points", "status", "files", "note"]
+DUPLICATES_COLUMNS = ["kind", "student_a", "file_a", "student_b", "file_b", "agreement", "detail"]
+PROBLEMS_COLUMNS = ["entry", "student", "reason"]
+
+
+# --- Gradescope ------------------------------------------------------------------------------------
+# The one builder of Gradescope's results.json (https://gradescope-autograders.readthedocs.io/en/latest/specs/):
+# `grade batch`, `grade --gradescope FILE` and the autograder zip of `grade gradescope` all use it.
+Visibility = Literal["visible", "hidden", "after_due_date", "after_published"]
+TextFormat = Literal["text", "html", "simple_format", "md", "ansi"]
+EPISODE_TABLE_CHOICES = ("after_published", "after_due_date", "none")  # never "visible": see gradescope_results
+
+
+class _GS(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GradescopeTest(_GS):
+    name: str
+    score: float | None = None
+    max_score: float | None = None
+    output: str = ""
+    status: Literal["passed", "failed"] | None = None
+    visibility: Visibility = "visible"
+    output_format: TextFormat | None = None
+    name_format: TextFormat | None = None
+    number: str | None = None
+    tags: list[str] | None = None
+    extra_data: dict | None = None
+
+
+class GradescopeLeaderboardEntry(_GS):
+    name: str
+    value: float | str
+    order: Literal["asc", "desc"] | None = None
+
+
+class GradescopeResults(_GS):
+    """The Gradescope autograder ``results.json`` format (every top-level field of the spec)."""
+
+    score: float
+    output: str = ""
+    output_format: TextFormat | None = None
+    test_output_format: TextFormat | None = None
+    test_name_format: TextFormat | None = None
+    execution_time: float | None = None
+    visibility: Visibility = "visible"
+    stdout_visibility: Visibility | None = None
+    extra_data: dict | None = None
+    tests: list[GradescopeTest] = []
+    leaderboard: list[GradescopeLeaderboardEntry] = []
+
+
+def _md_literal(text: str) -> str:
+    """Text shown verbatim in Markdown (an indented code block): student-controlled text is never markup."""
+    return "\n".join("    " + line for line in (text or "").splitlines() or [""])
+
+
+def gradescope_results(result: GradeResult, *, episode_table: str = "after_published",
+                       report_note: str = "") -> GradescopeResults:
+    """Gradescope's ``results.json`` for ``result``. Students see it: texts that could name a hidden
+    grading seed are scrubbed, and nothing in it names one.
+
+    * one test per check (``passed``/``failed``, its message and hint); a scored notebook check
+      carries its points from ``result.parts`` (the one score, :mod:`grader.scoring.points`);
+    * ``episode score``: the episodes' part, out of its maximum even when the submission is invalid;
+    * ``returns by episode``: the return of each episode, numbered, never by seed, with visibility
+      ``episode_table`` (``after_published`` or ``after_due_date``; ``none`` leaves it out). Per the spec,
+      students do not see their total score while a test is not visible to them;
+    * the top-level ``score`` is ``result.score`` and equals the sum of the tests' scores, out of
+      ``result.max_score``; ``output`` (Markdown) is the summary and ``report_note``.
+    """
+    from grader.scoring.points import EPISODES_PART, fmt_points
+    from grader.outputs.seedpolicy import SeedPolicy
+
+    if episode_table not in EPISODE_TABLE_CHOICES:
+        raise ValueError(f"episode_table must be one of {', '.join(EPISODE_TABLE_CHOICES)}, not {episode_table!r}")
+    policy = SeedPolicy(result)
+    scrub = policy.scrub
+    graded = result.status == "graded"
+    parts = {p.name: p for p in result.parts}
+    tests = []
+    for c in result.checks:
+        output = scrub(c.message + (f"\nHow to fix: {c.hint}" if not c.passed and c.hint else ""))
+        part = parts.get(c.name) if c.name != EPISODES_PART else None
+        if part is not None and c.passed and not graded:
+            output += "\n(no points: the submission is invalid)"
+        tests.append(GradescopeTest(name=c.name, score=part.points if part else None,
+                                    max_score=part.max_points if part else None, output=output,
+                                    status="passed" if c.passed else "failed"))
+    checked = {c.name for c in result.checks}
+    for part in result.parts:  # scored checks that never ran (the notebook is missing, say)
+        if part.kind == "notebook" and part.name not in checked:
+            tests.append(GradescopeTest(name=part.name, score=0.0, max_score=part.max_points, status="failed",
+                                        output="not checked: " + (part.detail or "no notebook was handed in")))
+    s = result.summary
+    if graded and result.episodes and episode_table != "none":
+        rows = [f"{policy.label(e.seed)}: return {e.return_:.2f} in {e.length} steps" for e in result.episodes]
+        tests.append(GradescopeTest(name="returns by episode", output="\n".join(rows), status="passed",
+                                    visibility="visible" if not policy.hidden else episode_table))
+    episodes = parts.get(EPISODES_PART)
+    detail, why = "", ""
+    if graded and s is not None:
+        detail = (f"{s.n} episodes: mean return {s.mean:.1f} ± {s.std:.1f}, median {s.median:.1f}, "
+                  f"95% CI [{s.ci_low:.1f}, {s.ci_high:.1f}]")
+        if s.success_rate is not None:
+            detail += f", success rate {100 * s.success_rate:.0f}%"
+        if result.rubric:
+            detail += f"; points from the {result.rubric.statistic} ({result.rubric.zero_at:g} earns 0, " \
+                      f"{result.rubric.full_at:g} earns full marks)"
+            if policy.hidden:
+                detail += f"; the {result.rubric.n_seeds} grading seeds are not shown"
+    elif not graded:
+        first_failed = next((c for c in result.checks if c.blocking), None)
+        why = scrub(result.error or (first_failed.message if first_failed else "")) or (
+            "a check failed" if result.status == "invalid" else "the grader failed")
+    if episodes is not None:
+        output = detail or (("Not graded: the submission is invalid: " if result.status == "invalid"
+                             else "Not graded: grader error: ") + why if not graded else episodes.detail)
+        tests.append(GradescopeTest(name="episode score", score=episodes.points, max_score=episodes.max_points,
+                                    output=output, status="passed" if episodes.points > 0 else "failed"))
+    board = _leaderboard(result)
+    total = fmt_points(result.score, result.max_score)
+    if graded:
+        head = f"**Score {total}**" + (f" ({result.band})" if result.band else "")
+    elif result.status == "invalid":
+        head = f"**Invalid submission: {total}**\n\n{_md_literal(why)}"
+    else:
+        head = f"**Grader error: {total}** (not your fault; the course staff can see the log)\n\n{_md_literal(why)}"
+    lines = [head]
+    failed = [c.name for c in result.checks if not c.passed]
+    lines.append(f"{len(result.checks) - len(failed)} of {len(result.checks)} checks passed"
+                 + (f"; failed: {', '.join(failed)}" if failed else "") + ".")
+    if detail:
+        lines.append(detail + ".")
+    if result.warnings:
+        lines.append("Warnings:\n\n" + _md_literal("\n".join(scrub(w) for w in result.warnings)))
+    if report_note:
+        lines.append(report_note)
+    execution = result.timings.get("total")
+    return GradescopeResults(
+        score=result.score, output="\n\n".join(lines), output_format="md", test_output_format="text",
+        test_name_format="text", execution_time=None if execution is None else max(1, round(execution)),
+        stdout_visibility="hidden",
+        extra_data={"status": result.status, "max_score": result.max_score,
+                    "rubric": result.rubric.id if result.rubric else None,
+                    "rubric_sha256": result.rubric.sha256 if result.rubric else None,
+                    "model_sha256": result.model.sha256 if result.model else None,
+                    "grader": result.versions.get("rl-grader")},
+        tests=tests, leaderboard=board)
+
+
+def _leaderboard(result: GradeResult) -> list[GradescopeLeaderboardEntry]:
+    s = result.summary
+    board = [GradescopeLeaderboardEntry(name="Score", value=result.score, order="desc")]
+    if s is None:
+        return board
+    stat_name = result.rubric.statistic if result.rubric else "mean"
+    stat = getattr(s, stat_name, None)
+    label = {"mean": "Mean return", "median": "Median return", "iqm": "IQM return", "ci_low": "CI low (return)",
+             "success_rate": "Success rate"}.get(stat_name, stat_name)
+    if stat is not None and stat_name != "success_rate":
+        board.append(GradescopeLeaderboardEntry(name=label, value=round(stat, 2), order="desc"))
+    if stat_name != "mean":
+        board.append(GradescopeLeaderboardEntry(name="Mean return", value=round(s.mean, 2), order="desc"))
+    if s.success_rate is not None:
+        board.append(GradescopeLeaderboardEntry(name="Success rate", value=round(s.success_rate, 4), order="desc"))
+    return board
+
+
+def write_gradescope(result: GradeResult, path: Path, **options) -> GradescopeResults:
+    """Write :func:`gradescope_results` (``options`` go to it) to ``path`` atomically."""
+    from grader.outputs.fsutil import atomic_write
+
+    gs = gradescope_results(result, **options)
+    atomic_write(path, gs.model_dump_json(indent=2, exclude_none=True) + "\n")
+    return gs
+
+
+# --- the class view ----------------------------------------------------------------------------------
+@dataclass
+class StudentRow:
+    """One student of the class: their graded bundle (at most one attempt), problems and flags."""
+
+    id: str
+    name: str = ""
+    email: str = ""
+    pseudonym: str = ""
+    on_roster: bool | None = None  # None: no roster
+    label: str = ""  # the files graded, as shown
+    attempt_status: str | None = None
+    result: GradeResult | None = None
+    report: str | None = None  # link, relative to the output folder
+    problems: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.attempt_status is not None:
+            return self.attempt_status
+        return "layout problem" if self.problems else "no submission"
+
+    @property
+    def points(self) -> float:
+        return self.result.score if self.result is not None else 0.0
+
+    @property
+    def max_points(self) -> float | None:
+        return self.result.max_score if self.result is not None else None
+
+    @property
+    def mean_return(self) -> float | None:
+        return self.result.summary.mean if self.result is not None and self.result.summary else None
+
+
+def _report_link(out: Path, report_path: str | None) -> str | None:
+    if not report_path:
+        return None
+    base = out / report_path
+    for name in ("report.html", "result.json"):
+        if (base / name).is_file():
+            return f"{report_path}/{name}"
+    return None
+
+
+def collect(run: "BatchRun") -> list[StudentRow]:
+    """One row per student: roster students (roster order) then found students not on it."""
+    gb = run.gradebook
+    rows: dict[str, StudentRow] = {}
+    if run.roster is not None:
+        for s in run.roster.students:
+            rows[s.id] = StudentRow(id=s.id, name=s.name, email=s.email, on_roster=True)
+    found = sorted(set(run.attempts) | {p.student for p in run.folder.problems if p.student})
+    for sid in found:
+        if sid not in rows:
+            rows[sid] = StudentRow(id=sid, name=run.folder.names.get(sid, ""),
+                                   on_roster=False if run.roster is not None else None)
+    for sid, attempt in run.attempts.items():
+        a = gb.get(attempt.id)
+        row = rows[sid]
+        row.label, row.attempt_status = a.file, a.status
+        row.result, row.report = a.result(), _report_link(run.out, a.report_path)
+    for p in run.folder.problems:
+        if p.student and p.student in rows:
+            rows[p.student].problems.append(f"{p.entry}: {p.reason}")
+    for r in rows.values():
+        r.pseudonym = gb.pseudonym(r.id)
+    return list(rows.values())
+
+
+def reference_candidates(ref_dir: Path | None, task: str, probe_states) -> list:
+    """The reference models of ``task`` in ``ref_dir`` as duplicate candidates: their sha256, their
+    weights' fingerprint and, with ``probe_states``, their actions (batch and site alike)."""
+    from grader.submission import checks as C
+    from grader.classroom.duplicates import Candidate, weights_fingerprint
+    from grader.runtime.engine import Engine, EngineFailure
+    from grader.submission.onnx_model import ModelLoadError, parse_model
+
+    if ref_dir is None or not Path(ref_dir).is_dir():
+        return []
+    out = []
+    files = sorted(Path(ref_dir).glob("*.onnx"))
+    engine = None
+    try:
+        for f in files:
+            try:
+                data = f.read_bytes()
+                parsed = parse_model(data)
+                if C.detect_task(parsed).name != task:
+                    continue
+            except (OSError, ModelLoadError, C.TaskDetectionError):
+                continue
+            cand = Candidate(label=f"reference:{f.name}", file=str(f), sha256=parsed.sha256,
+                             weights=weights_fingerprint(data), is_reference=True)
+            if probe_states is not None:
+                try:
+                    engine = engine or Engine(1)
+                    engine.load(data, task=task)
+                    import numpy as np
+
+                    cand.actions = np.asarray(engine.actions(probe_states), dtype=np.uint8)
+                except EngineFailure:
+                    pass
+            out.append(cand)
+    finally:
+        if engine is not None:
+            engine.close()
+    return out
+
+
+def _score_svg(scores: list[float], max_score: float) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.6), dpi=100)
+    bins = 20
+    ax.hist(scores, bins=bins, range=(0, max_score or 1), color="#4a78b5", edgecolor="white")
+    ax.set_xlabel("points")
+    ax.set_ylabel("students")
+    ax.set_xlim(0, max_score or 1)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.find("<svg"):]
+
+
+def check_pass_rates(rows: list[StudentRow]) -> list[dict]:
+    passed: Counter = Counter()
+    seen: Counter = Counter()
+    order: list[str] = []
+    for r in rows:
+        if r.result is not None:
+            for c in r.result.checks:
+                if c.name not in seen:
+                    order.append(c.name)
+                seen[c.name] += 1
+                passed[c.name] += c.passed
+    return [{"name": n, "passed": passed[n], "total": seen[n], "rate": passed[n] / seen[n]} for n in order]
+
+
+def write_exports(run: "BatchRun") -> None:
+    rows = collect(run)
+    run.duplicates = _flag_duplicates(run, rows)
+    max_points = run.rubric.max_points
+    _write_grades(run, rows, max_points)
+    _write_csv(run.out / "duplicates.csv", DUPLICATES_COLUMNS, [f.row() for f in run.duplicates.flags])
+    problems = run.folder.problems + (run.roster.problems if run.roster else [])
+    _write_csv(run.out / "problems.csv", PROBLEMS_COLUMNS,
+               [{"entry": p.entry, "student": p.student or "", "reason": p.reason} for p in problems])
+    _write_class_html(run, rows, problems, max_points)
+
+
+def _flag_duplicates(run: "BatchRun", rows: list[StudentRow]):
+    from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates
+
+    candidates = []
+    for sid, attempt in run.attempts.items():
+        a = run.gradebook.get(attempt.id)
+        result = a.result()
+        # "identical" compares the graded model's bytes (the attempt's digest covers the whole bundle)
+        sha = result.model.sha256 if result is not None and result.model is not None else a.sha256
+        candidates.append(Candidate(label=sid, file=a.file, sha256=sha, weights=a.extra.get("weights_fingerprint"),
+                                    actions=actions_from_extra(a.extra, run.probe_id)))
+    candidates += reference_candidates(run.reference_dir, run.rubric.task, run.probe_states)
+    dup = find_duplicates(candidates, threshold=run.behaviour_threshold)
+    by_student = defaultdict(list)
+    for f in dup.flags:
+        for me, other in ((f.a, f.b), (f.b, f.a)):
+            by_student[me.label].append(f"{f.kind} with {other.label}" + (f" ({100 * f.agreement:.1f}%)" if f.agreement else ""))
+    for r in rows:
+        r.flags = by_student.get(r.id, [])
+    return dup
+
+
+def _note(r: StudentRow) -> str:
+    notes = []
+    if r.result is not None and r.status != "graded":
+        notes.append((r.result.error or "")[:300])
+    return "; ".join(notes + r.problems)
+
+
+def _write_grades(run: "BatchRun", rows: list[StudentRow], max_points: float) -> None:
+    """grades.csv (generic, keeps the roster's email), and the LMS's own import file when the
+    roster was its worksheet / gradebook."""
+    with_roster = run.roster is not None
+    cols = [c for c in GRADES_COLUMNS if with_roster or c not in ("name", "email")]
+    graded = [r for r in rows if r.on_roster is not False]
+    _write_csv(run.out / "grades.csv", cols, [
+        {"student_id": r.id, "name": r.name, "email": r.email, "points": _num(r.points), "max_points": _num(max_points),
+         "status": r.status, "files": r.label, "note": _note(r)}
+        for r in graded])
+    if run.roster_file is None:
+        return
+    from grader.classroom import lms
+
+    kind = lms.detect_roster_kind(run.roster_file)
+    if kind == "generic":
+        return
+    students = {s.student_key: s for s in lms.read_lms_roster(run.roster_file)[1]}
+    grades = {}
+    for r in rows:
+        s = students.get(r.id)
+        if s is not None and r.result is not None:
+            feedback = f"{r.status}: {_num(r.points)} / {_num(max_points)}" + (f" ({_note(r)})" if _note(r) else "")
+            grades[s.lms_id] = (round(r.points, 2), feedback)
+    if kind == "moodle":
+        lms.write_moodle_worksheet(run.roster_file, grades, run.out / "moodle_grades.csv")
+    else:
+        lms.write_canvas_gradebook(run.roster_file, run.rubric.title or run.rubric.id, grades,
+                                   run.out / "canvas_grades.csv", points_possible=max_points)
+
+
+def _num(value: float | None) -> str:
+    """Points as people read them: 2 decimals at most."""
+    return "" if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _write_class_html(run: "BatchRun", rows: list[StudentRow], problems: list, max_points: float) -> None:
+    from grader.outputs.fsutil import atomic_write
+    from grader.outputs.templating import jinja_env
+
+    board = sorted([r for r in rows if r.result is not None],
+                   key=lambda r: (-r.points, -(r.mean_return if r.mean_return is not None else -1e9), r.id))
+    scores = [r.points for r in board if r.status in ("graded", "invalid")]
+    counts = Counter(r.status for r in rows)
+    run.summary = {
+        "students": len(rows), "graded": counts["graded"], "invalid": counts["invalid"], "error": counts["error"],
+        "no_submission": counts["no submission"] + counts["layout problem"],
+        "not_on_roster": sum(1 for r in rows if r.on_roster is False),
+        "graded_now": sum(1 for a in run.attempts.values() if a.status == "queued"),
+        "reused": sum(1 for a in run.attempts.values() if a.status != "queued"),
+    }
+    from grader.tasks.diagnostics import class_summary
+
+    diag = class_summary([(r.id, r.result) for r in rows])  # the class's outcomes and collapsed policies
+    by_id = {r.id: r for r in rows}
+    diag["collapsed"] = [by_id[i] for i in diag["collapsed"]]
+    html = jinja_env().get_template("class.html").render(diag=diag,
+        rubric=run.rubric, key=run.key, rows=rows, board=board, max_points=max_points, num=_num,
+        svg=_score_svg(scores, max_points) if scores else "", checks=check_pass_rates(rows),
+        problems=problems, dup=run.duplicates, summary=run.summary, roster=run.roster is not None,
+        not_on_roster=[r for r in rows if r.on_roster is False],
+        missing=[r for r in rows if r.on_roster and r.result is None],
+        show_names=run.rubric.show_names, class_dir=str(run.class_dir),
+    )
+    atomic_write(run.out / "class.html", html)
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """A CSV whose every cell is spreadsheet-safe (:func:`grader.outputs.textsafe.csv_cell`), written atomically."""
+    from grader.outputs.fsutil import atomic_write
+    from grader.outputs.textsafe import csv_cell
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: csv_cell(v) for k, v in r.items()})
+    atomic_write(path, buf.getvalue())

@@ -1,0 +1,2 @@
+"""Gradescope: the autograder zip and ``results.json`` (``autograder``), with the zip's
+``setup.sh`` and ``run_autograder`` templates (``templates/``)."""

@@ -1,0 +1,68 @@
+"""One score: how a submission's points are composed from the rubric.
+
+:func:`compose` is the only place points are added up. A submission earns
+
+* for each notebook check the rubric scores (``[notebook.points]``): its points when the check
+  passed, else 0 (a check that never ran earns 0);
+* for the episodes: ``scoring.points * clip((statistic - zero) / (full - zero), 0, 1)``, 0 when
+  no model was played.
+
+The maximum is always the rubric's maximum (:attr:`Rubric.max_points`), whatever happened, and an
+invalid submission earns 0 of it. Every output (terminal, result.json, report, grades.csv,
+Gradescope, class page, site) shows these numbers: 2 decimals for people, full precision in JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from grader.result import CheckResult, ScorePart, Summary
+
+if TYPE_CHECKING:
+    from grader.scoring.rubric import Rubric
+
+EPISODES_PART = "episodes"
+
+
+def compose(rubric: "Rubric", *, checks: Sequence[CheckResult], summary: Summary | None, invalid: bool) -> list[ScorePart]:
+    """The scored parts of a submission, in the rubric's order: notebook checks, then episodes."""
+    by_name = {c.name: c for c in checks}
+    parts = []
+    for name, points in rubric.notebook.points.items():
+        check = by_name.get(name)
+        earned = float(points) if (check is not None and check.passed and not invalid) else 0.0
+        detail = "not run" if check is None else ("passed" if check.passed else "failed")
+        parts.append(ScorePart(name=name, kind="notebook", points=earned, max_points=float(points), detail=detail))
+    episode_points, detail = 0.0, "no model was played"
+    if summary is not None:
+        value = getattr(summary, rubric.scoring.statistic)
+        if value is not None:
+            zero, full = rubric.thresholds()
+            episode_points = 0.0 if invalid else rubric.points_for(value)
+            detail = f"{rubric.scoring.statistic} {value:.2f} (0 points at {zero:g}, full at {full:g})"
+    parts.append(ScorePart(name=EPISODES_PART, kind="episodes", points=episode_points,
+                           max_points=float(rubric.scoring.points), detail=detail))
+    return parts
+
+
+def total(parts: Sequence[ScorePart]) -> tuple[float, float]:
+    """(points, maximum) of the parts."""
+    return sum(p.points for p in parts), sum(p.max_points for p in parts)
+
+
+def band(rubric: "Rubric", points: float, maximum: float) -> str | None:
+    """The rubric's band for a fraction ``points / maximum`` of the marks."""
+    fraction = points / maximum if maximum > 0 else 0.0
+    for b in sorted(rubric.bands, key=lambda b: -b.min_fraction):
+        if fraction >= b.min_fraction - 1e-9:
+            return b.name
+    return None
+
+
+def fmt_points(points: float | None, maximum: float | None) -> str:
+    """``"7.25 / 10"``: what people see (2 decimals, trailing zeros dropped)."""
+    def num(v: float | None) -> str:
+        return "—" if v is None else f"{v:.2f}".rstrip("0").rstrip(".")
+
+    return f"{num(points)} / {num(maximum)}"

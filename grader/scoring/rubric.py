@@ -1,0 +1,374 @@
+"""Rubrics: which seeds to play, how many episodes, and how a statistic becomes points.
+
+A rubric is a TOML file validated by pydantic; an unknown or wrong key is rejected with a
+message naming the file and the key. Seeds are written as ``"A-B"`` (inclusive ranges), lists of
+numbers and ranges, or a ``grading_file`` holding them: instructors keep their grading seeds in
+a private file beside the rubric, students see only the public seeds.
+
+Scoring is linear: ``points * clip((stat - zero) / (full - zero), 0, 1)`` where ``zero`` and
+``full`` are numbers or names of baselines (``random``, ``reference``, ...) resolved through the
+rubric's baselines file, so a rubric can say "zero at random play, full at the reference agent".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from grader import limits as L
+from grader.errors import SetupError
+from grader.resources import default_rubric_path as _default_rubric_path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Statistic = Literal["mean", "median", "iqm", "ci_low", "success_rate"]
+MAX_SEEDS = 100_000
+
+
+class RubricError(SetupError, ValueError):
+    """A rubric or seed specification is invalid (the instructor's input); the message says where and why."""
+
+
+def parse_seeds(spec: str | int | list, *, where: str = "seeds") -> list[int]:
+    """Parse ``"0-9"``, ``"1, 5, 10-12"``, ``7`` or ``[1, "3-4"]`` into a list of seeds.
+
+    Seeds are non-negative integers below 2**31; the order is kept, duplicates are rejected.
+    """
+    items: list = spec if isinstance(spec, list) else [spec]
+    seeds: list[int] = []
+    for item in items:
+        if isinstance(item, bool):
+            raise RubricError(f"{where}: {item!r} is not a seed")
+        if isinstance(item, int):
+            seeds.append(item)
+            continue
+        if not isinstance(item, str):
+            raise RubricError(f"{where}: {item!r} is not a seed or a range like '0-99'")
+        for part in re.split(r"[,\s]+", item.strip()):
+            if not part:
+                continue
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+            if not m:
+                raise RubricError(f"{where}: {part!r} is not a seed or a range like '0-99'")
+            lo = int(m.group(1))
+            hi = int(m.group(2)) if m.group(2) is not None else lo
+            if hi < lo:
+                raise RubricError(f"{where}: range {part!r} ends before it starts")
+            if hi - lo + 1 + len(seeds) > MAX_SEEDS:
+                raise RubricError(f"{where}: more than {MAX_SEEDS} seeds")
+            seeds.extend(range(lo, hi + 1))
+    for s in seeds:
+        if not 0 <= s < 2**31:
+            raise RubricError(f"{where}: seed {s} is outside 0..2**31-1")
+    if len(set(seeds)) != len(seeds):
+        raise RubricError(f"{where}: a seed is listed twice")
+    if not seeds:
+        raise RubricError(f"{where}: no seeds given")
+    return seeds
+
+
+def read_seeds_file(path: Path) -> list[int]:
+    """Seeds from a text file: numbers and ranges separated by commas or white space; ``#`` comments."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise RubricError(f"cannot read the grading seeds file {path}: {exc.strerror}") from None
+    text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    return parse_seeds(text, where=str(path))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Seeds(_Strict):
+    public: str | list[int | str] = Field(description="self-check seeds, shown to students")
+    grading: str | list[int | str] | None = Field(None, description="grading seeds, if not in a file")
+    grading_file: str | None = Field(None, description="file of grading seeds, relative to the rubric")
+
+    @field_validator("public", "grading")
+    @classmethod
+    def _parse(cls, v):
+        if v is not None:
+            parse_seeds(v)
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.grading is None and self.grading_file is None:
+            raise ValueError("give either seeds.grading or seeds.grading_file")
+        return self
+
+
+class Scoring(_Strict):
+    statistic: Statistic = "mean"
+    zero: float | str = Field(description="statistic value that earns 0 points, or a baseline name")
+    full: float | str = Field(description="statistic value that earns full points, or a baseline name")
+    points: float = Field(10.0, gt=0)
+
+
+class Band(_Strict):
+    name: str
+    min_fraction: float = Field(ge=0, le=1)
+
+
+class NotebookRubric(_Strict):
+    """How a notebook is graded: points per notebook check and the sandbox limits."""
+
+    points: dict[str, float] = Field(default_factory=dict, description="check name -> points")
+    timeout_s: float = Field(60.0, gt=0, le=3600)
+    memory_mb: int = Field(3072, ge=256, le=65536)
+    file_size_mb: int = Field(128, ge=1, le=65536, description="largest file the notebook's code may write")
+    processes: int = Field(64, ge=8, le=4096, description="processes and threads the notebook's code may run")
+
+
+class Budgets(_Strict):
+    """What a model may cost while it is graded (defaults: :mod:`grader.limits`); over budget, it fails."""
+
+    decision_s: float = Field(L.BUDGET_DECISION_S, gt=0, le=60,
+                              description="mean wall time of one policy call (one decision for the pool), over decision_window calls")
+    decision_window: int = Field(L.BUDGET_DECISION_WINDOW, ge=1, le=100_000)
+    call_max_s: float = Field(L.BUDGET_CALL_MAX_S, gt=0, le=600, description="hard cap on any single policy call")
+    episodes_wall_s: float = Field(L.BUDGET_EPISODES_WALL_S, gt=0, le=86_400, description="wall time of the episodes phase")
+    episodes_cpu_s: float = Field(L.BUDGET_EPISODES_CPU_S, gt=0, le=86_400, description="CPU time of the episodes phase")
+    load_s: float = Field(L.BUDGET_LOAD_S, gt=0, le=3600)
+    probe_s: float = Field(L.BUDGET_PROBE_S, gt=0, le=3600)
+    record_s: float = Field(L.BUDGET_RECORD_S, gt=0, le=3600)
+
+
+class Rubric(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    task: str = Field(description="a task plug-in's name (grader/tasks/)")
+    title: str = ""
+    episodes: int = Field(gt=0, le=MAX_SEEDS, description="grading episodes, one per seed")
+    selfcheck_episodes: int = Field(5, gt=0, le=1000)
+    baselines: str | None = Field(None, description="baselines JSON file, relative to the rubric")
+    show_names: bool = Field(False, description="leaderboards show names instead of pseudonyms")
+    references: dict[str, str] = Field(
+        default_factory=dict, description="baseline name -> reference ONNX file (relative to the rubric) for `grade baselines`"
+    )
+    seeds: Seeds
+    scoring: Scoring
+    bands: list[Band] = []
+    notebook: NotebookRubric = Field(default_factory=NotebookRubric)
+    budgets: Budgets = Field(default_factory=Budgets)
+    # Filled in by materialize(): baseline name -> value of the scoring statistic (for the report).
+    baseline_marks: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        from grader.tasks import UnknownTask, get_task
+
+        try:
+            get_task(v)
+        except UnknownTask as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        """Checks of the whole rubric that need no other file (the rest: :meth:`materialize`)."""
+        public = parse_seeds(self.seeds.public, where="seeds.public")
+        if self.selfcheck_episodes > len(public):
+            if "selfcheck_episodes" not in self.model_fields_set:  # the default: as many as there are
+                self.selfcheck_episodes = len(public)
+                return self._consistent_grading(public)
+            raise ValueError(f"selfcheck_episodes = {self.selfcheck_episodes} but seeds.public has only {len(public)} seeds")
+        return self._consistent_grading(public)
+
+    def _consistent_grading(self, public: list[int]):
+        if self.seeds.grading is not None and self.seeds.grading_file is None:
+            self._check_grading(parse_seeds(self.seeds.grading, where="seeds.grading"), public, "seeds.grading")
+        return self
+
+    def _check_grading(self, grading: list[int], public: list[int], where: str) -> None:
+        if self.episodes > len(grading):
+            raise ValueError(f"episodes = {self.episodes} but {where} has only {len(grading)} seeds")
+        overlap = sorted(set(grading) & set(public))
+        if overlap:
+            raise ValueError(f"{where} and seeds.public share {len(overlap)} seeds (e.g. {overlap[0]}): "
+                             "students would see grading seeds")
+
+    # Set by load_rubric, not by the file.
+    path: Path | None = Field(None, exclude=True)
+    sha256: str = Field("", exclude=True)
+
+    def resolve(self, relative: str) -> Path:
+        base = self.path.parent if self.path else Path.cwd()
+        return (base / relative).resolve()
+
+    def public_seeds(self) -> list[int]:
+        return parse_seeds(self.seeds.public, where="seeds.public")
+
+    def all_grading_seeds(self) -> list[int]:
+        if self.seeds.grading_file:
+            return read_seeds_file(self.resolve(self.seeds.grading_file))
+        return parse_seeds(self.seeds.grading, where="seeds.grading")
+
+    def grading_seeds(self) -> list[int]:
+        """The first ``episodes`` grading seeds."""
+        seeds = self.all_grading_seeds()
+        if len(seeds) < self.episodes:
+            raise RubricError(
+                f"rubric {self.id!r} asks for {self.episodes} episodes but has only {len(seeds)} grading seeds"
+            )
+        return seeds[: self.episodes]
+
+    @property
+    def max_points(self) -> float:
+        """The most a submission can earn: the episode points plus every notebook check's points."""
+        return float(self.scoring.points) + float(sum(self.notebook.points.values()))
+
+    def materialize(self, *, grading_seeds: bool = True) -> "Rubric":
+        """A copy that needs no other file: grading seeds inline, thresholds as numbers, the
+        baselines' values kept for the report. Raises :class:`RubricError` naming the key.
+
+        ``grading_seeds=False`` is the student's self-check: it plays public seeds only, so a
+        private seeds file the student does not have is left unread (everything else is checked).
+        """
+        where = f"{self.path.name if self.path else self.id}"
+        if not grading_seeds and self.seeds.grading_file and not self.resolve(self.seeds.grading_file).is_file():
+            grading = None
+        else:
+            grading = self.all_grading_seeds()
+            try:
+                self._check_grading(grading, self.public_seeds(),
+                                    "seeds.grading_file" if self.seeds.grading_file else "seeds.grading")
+            except ValueError as exc:
+                raise RubricError(f"{where}: {exc}") from None
+        zero, full = self.thresholds()
+        marks = dict(self.baseline_marks)
+        if self.baselines:
+            for name, entry in self._baselines().entries.items():
+                value = getattr(entry.summary, self.scoring.statistic)
+                if value is not None:
+                    marks[name] = float(value)
+        scoring = self.scoring.model_copy(update={"zero": zero, "full": full})
+        seeds = self.seeds if grading is None else self.seeds.model_copy(update={"grading": grading, "grading_file": None})
+        out = self.model_copy(update={"scoring": scoring, "seeds": seeds, "baselines": None, "baseline_marks": marks})
+        out.path, out.sha256 = self.path, self.sha256
+        return out
+
+    def fingerprint(self) -> str:
+        """sha256 of everything in the materialised rubric that decides a grade, and the grader's version.
+
+        Changing the grading seeds (inline or in the seeds file), a baseline a threshold names, the
+        scoring, the episodes or the notebook points changes it; comments and key order do not.
+        """
+        import json
+
+        from grader import __version__
+
+        m = self if self.seeds.grading_file is None and self.baselines is None else self.materialize()
+        decides = m.model_dump(mode="json", exclude={"title", "show_names", "references", "baseline_marks", "bands"})
+        decides["bands"] = [b.model_dump(mode="json") for b in m.bands]
+        decides["grader"] = __version__
+        return hashlib.sha256(json.dumps(decides, sort_keys=True).encode()).hexdigest()
+
+    def threshold(self, value: float | str, *, statistic: str | None = None) -> float:
+        """A threshold as a number: numbers pass through, names are looked up in the baselines."""
+        if not isinstance(value, str):
+            return float(value)
+        if not self.baselines:
+            raise RubricError(f"rubric {self.id!r}: scoring names baseline {value!r} but the rubric sets no `baselines` file")
+        baselines = self._baselines()
+        entry = baselines.entries.get(value)
+        if entry is None:
+            known = ", ".join(sorted(baselines.entries)) or "none"
+            raise RubricError(f"baseline {value!r} is not in {self.baselines} (it has: {known}); run `grade baselines`")
+        stat = getattr(entry.summary, statistic or self.scoring.statistic)
+        if stat is None:
+            raise RubricError(f"baseline {value!r} has no {statistic or self.scoring.statistic}")
+        return float(stat)
+
+    def _baselines(self):
+        from grader.scoring.baselines import BaselinesError, load_baselines
+
+        try:
+            return load_baselines(self.resolve(self.baselines))
+        except BaselinesError as exc:
+            raise RubricError(f"rubric {self.id!r}, key `baselines`: {exc}") from None
+
+    def thresholds(self) -> tuple[float, float]:
+        zero, full = self.threshold(self.scoring.zero), self.threshold(self.scoring.full)
+        if math.isclose(zero, full) or full < zero:
+            raise RubricError(f"rubric {self.id!r}: the full-marks threshold ({full:g}) must be above zero ({zero:g})")
+        return zero, full
+
+    def points_for(self, statistic_value: float) -> float:
+        zero, full = self.thresholds()
+        fraction = min(1.0, max(0.0, (statistic_value - zero) / (full - zero)))
+        return round(self.scoring.points * fraction, 4)
+
+
+
+@dataclass(frozen=True)
+class RubricKey:
+    """What the gradebook keys an attempt on besides the submission's bytes (for ``grade batch``
+    and the site alike): the rubric's id and its fingerprint (the materialised rubric, the grader's
+    version, and any ``--episodes`` override). The gradebook's ``rubric_sha256`` column holds it."""
+
+    id: str
+    sha256: str
+
+
+def rubric_key(rubric: Rubric, episodes: int | None = None) -> RubricKey:
+    fingerprint = rubric.fingerprint()
+    if episodes is None:
+        return RubricKey(rubric.id, fingerprint)
+    return RubricKey(rubric.id, hashlib.sha256(f"{fingerprint}\nepisodes={episodes}".encode()).hexdigest())
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid rubric"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key (check its spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_rubric(path: str | Path, *, materialize: bool = True, selfcheck: bool = False) -> Rubric:
+    """Read and validate a rubric TOML file as a whole; raises :class:`RubricError` with a readable message.
+
+    With ``materialize`` (the default) the result is :meth:`Rubric.materialize`'d: its seeds file
+    and baselines file are read and checked now, before any submission is touched. ``grade
+    baselines`` loads without it (it writes the baselines file the thresholds may name).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RubricError(f"cannot read rubric {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise RubricError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        rubric = Rubric.model_validate(data)
+    except ValidationError as exc:
+        raise RubricError(_format_validation_error(path, exc)) from None
+    rubric.path = path.resolve()
+    rubric.sha256 = hashlib.sha256(raw).hexdigest()
+    return rubric.materialize(grading_seeds=not selfcheck) if materialize else rubric
+
+
+def default_rubric_path(task: str) -> Path:
+    """The shipped rubric of ``task`` (works from a checkout and from an installed wheel)."""
+    from grader.tasks import get_task
+
+    path = _default_rubric_path(get_task(task).name)
+    if not path.is_file():
+        raise RubricError(f"task {task!r} ships no default rubric ({path} is missing); pass --rubric FILE")
+    return path

@@ -1,0 +1,376 @@
+"""What one student handed in: the one rule that gathers a submission's files, and reading them.
+
+A submission is a *bundle* of one student's files: an ONNX model, a notebook, trained weights
+(``*.pt`` / ``*.pth``). Every front end gathers it with the same two rules:
+
+* **a folder is one student's submission** (``CLASS_DIR/alice/``, or ``grade DIR``): its model
+  (``model.onnx``, or its only ``*.onnx``), its notebook (exactly one ``*.ipynb``) and up to
+  :data:`MAX_WEIGHTS` weight files;
+* **a file is graded with the files that share its stem** (``alice.ipynb`` with ``alice.onnx``
+  and ``alice.pt``): in a flat class folder, another student's files are never taken. Files
+  beside it under other names are not part of the submission; :attr:`Bundle.notes` says so, with
+  how to include them.
+
+Reading (:func:`read_bundle`) happens once, capped, without following links out of the folder;
+the bytes are what is graded (so a file that changes afterwards cannot change the grade), and
+their digest keys the gradebook. torch's default export writes ``model.onnx`` plus
+``model.onnx.data``: the sidecar is read only when it is a regular file named exactly as the model
+names it, beside the model, within the size cap, and its bytes are inlined into the model in
+memory (:func:`inline_external_data`). Anything else about external data stays refused by the
+checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from grader.limits import MAX_MODEL_BYTES, MAX_NOTEBOOK_BYTES, MAX_WEIGHT_BYTES
+
+MODEL_SUFFIXES = (".onnx",)
+NOTEBOOK_SUFFIXES = (".ipynb",)
+WEIGHT_SUFFIXES = (".pt", ".pth")
+SIDECAR_SUFFIX = ".data"  # torch: model.onnx -> model.onnx.data
+MAX_WEIGHTS = 3
+MODEL_NAME = "model.onnx"
+
+
+class Misfit(NamedTuple):
+    """A file (or the folder itself, ``entry == ""``) that does not fit the bundle rule, and why."""
+
+    entry: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.entry}: {self.reason}" if self.entry else self.reason
+
+
+def kind_of(name: str) -> str | None:
+    """``model``, ``notebook``, ``weights``, ``sidecar`` or None, from a file name's suffix (any case)."""
+    low = name.lower()
+    if low.endswith(".onnx" + SIDECAR_SUFFIX):
+        return "sidecar"
+    for kind, suffixes in (("model", MODEL_SUFFIXES), ("notebook", NOTEBOOK_SUFFIXES), ("weights", WEIGHT_SUFFIXES)):
+        if low.endswith(suffixes):
+            return kind
+    return None
+
+
+def stem_of(name: str) -> str:
+    """``alice`` for ``alice.onnx``, ``alice.ipynb``, ``alice.pt`` and ``alice.onnx.data``."""
+    if kind_of(name) == "sidecar":
+        name = name[: -len(SIDECAR_SUFFIX)]
+    return os.path.splitext(name)[0]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """The files of one submission (paths; nothing read yet)."""
+
+    student: str
+    label: str  # how the submission is shown: "alice/" or "alice.ipynb + alice.onnx"
+    model: Path | None = None
+    notebook: Path | None = None
+    weights: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = ()  # what was near it and not taken, and why
+
+    @property
+    def empty(self) -> bool:
+        return self.model is None and self.notebook is None
+
+    @property
+    def kind(self) -> str:
+        return "+".join(k for k, p in (("notebook", self.notebook), ("model", self.model)) if p is not None) or "empty"
+
+
+@dataclass(frozen=True)
+class NamedBytes:
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A bundle's bytes, as graded. ``problems`` are reading failures: the submission's fault."""
+
+    student: str
+    label: str
+    model: NamedBytes | None = None
+    notebook: NamedBytes | None = None
+    weights: tuple[NamedBytes, ...] = ()
+    notes: tuple[str, ...] = ()
+    problems: tuple[tuple[str, str, str], ...] = ()  # (check name, message, hint)
+
+    def digest(self) -> str:
+        """sha256 over every graded byte, by role: what the gradebook keys an attempt on."""
+        h = hashlib.sha256()
+        for role, item in (("model", self.model), ("notebook", self.notebook), *(("weights", w) for w in self.weights)):
+            if item is not None:
+                h.update(f"{role}\0{item.name}\0{len(item.data)}\0".encode())
+                h.update(hashlib.sha256(item.data).digest())
+        for problem in self.problems:
+            h.update(("problem\0" + "\0".join(problem)).encode())
+        return h.hexdigest()
+
+
+# --- gathering -------------------------------------------------------------------------------------
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(folder) if not e.name.startswith("."))
+    except OSError:
+        return []
+
+
+def bundle_folder(folder: Path, student: str, *, label: str | None = None) -> tuple[Bundle, list[Misfit]]:
+    """One student's folder: its model, notebook and weights. Returns the bundle and the problems
+    (several models with none named model.onnx, several notebooks, links, ...)."""
+    return bundle_files(folder, student, _listing(folder), label=label, label_prefix=f"{folder.name}/")
+
+
+def bundle_files(folder: Path, student: str, names: list[str], *, label: str | None = None,
+                 label_prefix: str = "", display: dict[str, str] | None = None) -> tuple[Bundle, list[Misfit]]:
+    """The named files of ``folder``, all one student's (a folder, or an LMS's prefixed files).
+
+    ``display`` maps a file name to the name the student gave it (an LMS prefixes its own); the
+    model may then be the one displayed as ``model.onnx``.
+    """
+    display = display or {}
+    by_kind: dict[str, list[str]] = {"model": [], "notebook": [], "weights": [], "sidecar": []}
+    problems: list[Misfit] = []
+    for name in names:
+        kind = kind_of(display.get(name, name))
+        if kind is None:
+            continue
+        if not _regular(folder / name):
+            problems.append(Misfit(name, "not a regular file (a link, a folder or a device); not graded"))
+            continue
+        by_kind[kind].append(name)
+    problems += _case_duplicates(by_kind)
+    model = None
+    models = by_kind["model"]
+    named = [m for m in models if display.get(m, m) == MODEL_NAME]
+    if named:
+        model = named[0]
+    elif len(models) == 1:
+        model = models[0]
+    elif models:
+        problems.append(Misfit("", f"{len(models)} .onnx files and none is named model.onnx ({', '.join(models[:4])}); "
+                               "which one to grade is unclear: keep one, or name it model.onnx"))
+    notebook = by_kind["notebook"][0] if len(by_kind["notebook"]) == 1 else None
+    if len(by_kind["notebook"]) > 1:
+        problems.append(Misfit("", f"{len(by_kind['notebook'])} notebooks ({', '.join(by_kind['notebook'][:4])}); "
+                               "hand in exactly one .ipynb"))
+    weights = by_kind["weights"][:MAX_WEIGHTS]
+    notes = [f"{w}: more than {MAX_WEIGHTS} weight files; not used" for w in by_kind["weights"][MAX_WEIGHTS:]]
+    taken = [n for n in (notebook, model) if n]
+    shown = " + ".join(taken) or "nothing to grade"
+    bundle = Bundle(student=student, label=label or (f"{label_prefix} ({shown})" if label_prefix else shown),
+                    model=folder / model if model else None, notebook=folder / notebook if notebook else None,
+                    weights=tuple(folder / w for w in weights), notes=tuple(notes))
+    return bundle, problems
+
+
+def _case_duplicates(by_kind: dict[str, list[str]]) -> list[Misfit]:
+    """Drop (and report) names of one kind that differ only in case: ``frank.onnx`` / ``frank.ONNX``."""
+    problems = []
+    for kind, names in by_kind.items():
+        seen: dict[str, str] = {}
+        kept = []
+        for name in names:
+            first = seen.setdefault(name.lower(), name)
+            if first is name:
+                kept.append(name)
+            else:
+                problems.append(Misfit(name, f"differs from {first} only in case; keep one (only {first} is graded)"))
+        names[:] = kept
+    return problems
+
+
+def bundle_stem(folder: Path, stem: str, *, names: list[str] | None = None) -> tuple[Bundle, list[Misfit]]:
+    """The files of ``folder`` whose stem is exactly ``stem`` (a flat class folder, or ``grade FILE``)."""
+    names = _listing(folder) if names is None else names
+    mine = [n for n in names if kind_of(n) is not None and stem_of(n) == stem]
+    bundle, problems = bundle_files(folder, stem, mine)
+    if not bundle.label or bundle.label == "nothing to grade":
+        bundle = Bundle(**{**bundle.__dict__, "label": stem})
+    return bundle, problems
+
+
+def gather(path: Path) -> tuple[Bundle, list[Misfit]]:
+    """The bundle ``grade PATH`` grades: a folder is one student's, a file goes with its stem."""
+    path = Path(path)
+    if path.is_dir():
+        return bundle_folder(path, path.resolve().name or "submission")
+    folder, name = path.parent, path.name
+    bundle, problems = bundle_stem(folder, stem_of(name))
+    kind = kind_of(name)
+    if kind in ("model", "notebook") and getattr(bundle, kind) != path:  # the very file named wins
+        bundle = Bundle(**{**bundle.__dict__, kind: path})
+    if kind in ("weights", None) and bundle.empty:  # `grade policy.pt`: graded as the model the student meant
+        bundle = Bundle(**{**bundle.__dict__, "model": path, "weights": (), "label": name})
+    taken = {p.name for p in (bundle.model, bundle.notebook, *bundle.weights) if p is not None}
+    if name not in taken and kind_of(name) in ("model", "notebook"):
+        taken.add(name)
+    others = [n for n in _listing(folder) if kind_of(n) in ("model", "notebook", "weights") and n not in taken
+              and stem_of(n) != stem_of(name)]
+    if bundle.notebook is not None and others:
+        note = (f"{', '.join(others[:3])}{' ...' if len(others) > 3 else ''} beside the notebook "
+                f"{'is' if len(others) == 1 else 'are'} not part of this submission (another name): to grade "
+                f"them together, grade the folder (grade {folder.name or '.'}/) or give them the notebook's name "
+                f"({stem_of(name)}.onnx, {stem_of(name)}.pt)")
+        bundle = Bundle(**{**bundle.__dict__, "notes": bundle.notes + (note,)})
+    return bundle, problems
+
+
+# --- reading -----------------------------------------------------------------------------------------
+def read_capped(path: Path, cap: int) -> bytes:
+    """The bytes of a regular file (a link is refused), at most ``cap`` + 1 of them (so that an
+    oversized file is detected without reading it all)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(21, "not a regular file")
+        chunks, total = [], 0
+        while total <= cap:
+            b = os.read(fd, min(1 << 20, cap + 1 - total))
+            if not b:
+                break
+            chunks.append(b)
+            total += len(b)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_bundle(bundle: Bundle) -> Submission:
+    """Read every file of ``bundle`` (capped); problems become part of the submission, never raised."""
+    problems: list[tuple[str, str, str]] = []
+
+    def read(path: Path, cap: int, what: str) -> bytes | None:
+        try:
+            data = read_capped(path, cap)
+        except OSError as exc:
+            problems.append(("readable", f"cannot read {path.name}: {exc.strerror or exc}",
+                             "hand in a plain file (not a link or a folder) that you can open"))
+            return None
+        if len(data) > cap:
+            problems.append(("size", f"{path.name} is over the {cap >> 20} MB limit for {what}",
+                             "hand in only the exported network / the notebook, without data or checkpoints"))
+            return None
+        return data
+
+    model = notebook = None
+    notes = list(bundle.notes)
+    if bundle.model is not None:
+        data = read(bundle.model, MAX_MODEL_BYTES, "models")
+        if data is not None:
+            try:
+                inlined = inline_external_data(data, bundle.model)
+            except ExternalDataError as exc:
+                problems.append(("no_external_data", exc.message, exc.hint))
+                inlined = None
+            if inlined is not None and inlined is not data:
+                notes.append(f"{bundle.model.name}: its weights were read from the file it names beside it "
+                             "(torch's default export) and graded as one model")
+            data = inlined
+        model = NamedBytes(bundle.model.name, data) if data is not None else None
+    if bundle.notebook is not None:
+        data = read(bundle.notebook, MAX_NOTEBOOK_BYTES, "notebooks")
+        notebook = NamedBytes(bundle.notebook.name, data) if data is not None else None
+    weights = []
+    for w in bundle.weights:
+        data = read(w, MAX_WEIGHT_BYTES, "weights")
+        if data is not None:
+            weights.append(NamedBytes(w.name, data))
+    return Submission(student=bundle.student, label=bundle.label, model=model, notebook=notebook,
+                      weights=tuple(weights), notes=tuple(notes), problems=tuple(problems))
+
+
+def submission_from_bytes(name: str, data: bytes, *, student: str = "", label: str | None = None) -> Submission:
+    """A one-file submission (an upload): a model or a notebook by its suffix, a model otherwise."""
+    item = NamedBytes(name, data)
+    if kind_of(name) == "notebook":
+        return Submission(student=student, label=label or name, notebook=item)
+    return Submission(student=student, label=label or name, model=item)
+
+
+# --- torch's external-data sidecar --------------------------------------------------------------------
+class ExternalDataError(ValueError):
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+_EXPORT_HINT = ("export into one file: torch.onnx.export(..., external_data=False), or hand in model.onnx "
+                "together with the model.onnx.data file torch wrote beside it")
+
+
+def inline_external_data(data: bytes, model_path: Path) -> bytes:
+    """``data`` with the tensors kept in a sidecar file read from beside ``model_path`` and inlined.
+
+    Returns ``data`` unchanged when no tensor uses external data. Raises :class:`ExternalDataError`
+    (the student's fault) for a location that is not a plain file name, a missing file, a link,
+    a file over the cap, or an offset/length outside the file.
+    """
+    if b"location" not in data:  # cheap: external data entries carry the key "location"
+        return data
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    from grader.submission.onnx_model import ModelLoadError, scan_structure
+
+    try:
+        scan_structure(data)  # a structure bomb is never parsed here; the checks refuse it
+        proto = onnx.load_from_string(data)
+    except ModelLoadError:
+        return data
+    except (DecodeError, RuntimeError, ValueError, TypeError):
+        return data  # not parseable: the checks will say so
+    from grader.submission.onnx_model import iter_tensors
+
+    external = [t for t in iter_tensors(proto) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if not external:
+        return data
+    folder = model_path.parent
+    cache: dict[str, bytes] = {}
+    total = len(data)
+    for tensor in external:
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        if not location or "/" in location or "\\" in location or location in (".", "..") or "\x00" in location:
+            raise ExternalDataError(f"tensor {tensor.name[:80]!r} keeps its data in {location[:80]!r}, which is not "
+                                    "a file name beside the model", _EXPORT_HINT)
+        if location not in cache:
+            path = folder / location
+            if not _regular(path):
+                raise ExternalDataError(f"the model keeps its weights in {location}, which is not beside it "
+                                        "(or is a link)", _EXPORT_HINT)
+            blob = read_capped(path, MAX_MODEL_BYTES)
+            total += len(blob)
+            if total > MAX_MODEL_BYTES:
+                raise ExternalDataError(f"the model and {location} are over the {MAX_MODEL_BYTES >> 20} MB limit",
+                                        "a policy network needs far less: export only the network")
+            cache[location] = blob
+        blob = cache[location]
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else len(blob) - offset
+        except ValueError:
+            raise ExternalDataError(f"tensor {tensor.name[:80]!r} has a malformed offset or length", _EXPORT_HINT) from None
+        if offset < 0 or length < 0 or offset + length > len(blob):
+            raise ExternalDataError(f"tensor {tensor.name[:80]!r} points outside {location}", _EXPORT_HINT)
+        tensor.raw_data = blob[offset: offset + length]
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    return proto.SerializeToString()
