@@ -361,7 +361,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-errors", action="store_true",
                    help="regrade only the submissions whose last grading was a grader error (status error)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="where to grade (default local)")
-    p.add_argument("--address", help="Ray cluster address HOST:PORT (with --backend ray)")
+    p.add_argument("--address", help="Ray cluster address HOST:PORT (with --backend ray; without it a local Ray "
+                                     "of its own is started on this machine and stopped at the end)")
     p.add_argument("--no-video", action="store_true", help="skip the MP4 videos")
     p.add_argument("--episodes", type=int, help="override the rubric's number of episodes (a separate gradebook key)")
     p.add_argument("--reference", type=Path, default=reference_models_dir(),
@@ -369,6 +370,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--behaviour-threshold", type=float, default=0.95,
                    help="flag two policies whose actions agree on at least this fraction of the probe states (default 0.95)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _warn_versions(rubric_path: Path) -> None:
+    """Say at start when this machine's packages differ from those that made the rubric's baselines."""
+    from grader.runtime.doctor import baselines_version_warning
+
+    warning = baselines_version_warning(rubric_path)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -384,10 +394,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0.5 <= args.behaviour_threshold <= 1.0:
         console.fail("--behaviour-threshold must be between 0.5 and 1")
         return EXIT_ERROR
-    if args.backend == "ray" and not args.address:
-        console.fail("--backend ray needs --address HOST:PORT of the Ray head")
-        return EXIT_ERROR
     rubric = load_rubric(args.rubric)  # validated as a whole, seeds and baselines read: before any submission
+    _warn_versions(args.rubric)
     if args.episodes is not None and args.episodes > len(rubric.all_grading_seeds()):
         raise SetupError(f"--episodes {args.episodes}: rubric {rubric.id!r} has only {len(rubric.all_grading_seeds())} grading seeds")
     roster = None

@@ -126,16 +126,18 @@ def version_drift(recorded: dict[str, str], installed: dict[str, str] | None = N
     return drift
 
 
-def baselines_version_warning(rubric) -> str | None:
+def baselines_version_warning(rubric_path: Path) -> str | None:
     """A warning for ``grade batch`` / ``grade serve`` when this machine's decisive packages differ
     from those that made the rubric's baselines file; None when they agree (or there is no file)."""
-    if not getattr(rubric, "baselines", None):
-        return None
-    try:
-        from grader.scoring.baselines import load_baselines
+    from grader.scoring.baselines import load_baselines
+    from grader.scoring.rubric import load_rubric
 
+    try:
+        rubric = load_rubric(rubric_path, materialize=False)
+        if not rubric.baselines:
+            return None
         recorded = load_baselines(rubric.resolve(rubric.baselines)).versions
-    except Exception:  # a missing or broken file is reported where the rubric is read
+    except Exception:  # noqa: BLE001 - a missing or broken file is reported where the rubric is read
         return None
     drift = version_drift(recorded)
     if not drift:
