@@ -226,7 +226,7 @@ def build_wheel(source: Path, dest: Path) -> Path:
         readme = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8")).get("project", {}).get("readme")
         if isinstance(readme, str) and (source / readme).is_file():
             shutil.copyfile(source / readme, stage / readme)
-        for folder in ("grader", "rubrics", "reference/models"):
+        for folder in ("grader", "rubrics", "reference/models", "lock"):
             if (source / folder).is_dir():  # a tree without them fails in pip, with its message below
                 shutil.copytree(source / folder, stage / folder, ignore=ignore)
         out = Path(tmp) / "wheel"
@@ -252,6 +252,44 @@ def build_wheel(source: Path, dest: Path) -> Path:
         target = dest / wheels[0].name
         shutil.copyfile(wheels[0], target)
         return target
+
+
+# --- what setup.sh installs ------------------------------------------------------------------------
+LOCK_ENTRY = "requirements.lock"  # in the zip: the lock's subset the rubric needs (docs/environment.md)
+TORCH_PIN = re.compile(r"^# unhashed: (torch==\S+)", re.M)
+
+
+@dataclass
+class Install:
+    """What the zip's setup.sh installs: the lock file's bytes, the torch pin (None: no torch) and
+    what each is for, in words for the builder's summary."""
+
+    lock: bytes
+    torch: str | None
+    parts: list[str]
+
+
+def install_for(rubric: Rubric, root: Path) -> Install:
+    """The lock subset that grades every part of ``rubric``: the grader alone, or with torch (the CPU
+    build, pinned in the lock) when the rubric has notebook checks. Raises :class:`SetupError` when
+    the source tree's lock cannot install a part: a zip never silently grades less than its rubric."""
+    notebook_points = float(sum(rubric.notebook.points.values()))
+    name = "notebooks.txt" if notebook_points > 0 else "grader.txt"
+    path = root / "lock" / name
+    if not path.is_file():
+        raise SetupError(f"the grader's lock has no {path.relative_to(root)}, which the zip's setup.sh installs to "
+                         f"grade {'notebooks' if notebook_points else 'models'}; run `python3 tools/update_lock.py` "
+                         "in the grader's source tree (docs/environment.md)")
+    data = path.read_bytes()
+    torch = TORCH_PIN.search(data.decode("utf-8"))
+    parts = [f"ONNX models ({rubric.scoring.points:g} points) with the grader from {path.name}"]
+    if notebook_points:
+        if torch is None:
+            raise SetupError(f"rubric {rubric.id!r} grades notebooks ({notebook_points:g} points), but "
+                             f"{path.relative_to(root)} pins no torch, without which every notebook gets 0; "
+                             "run `python3 tools/update_lock.py`")
+        parts.append(f"notebooks ({notebook_points:g} points) with {torch[1]} (CPU build)")
+    return Install(lock=data, torch=torch[1] if notebook_points else None, parts=parts)
 
 
 # --- the zip ----------------------------------------------------------------------------------------
@@ -302,6 +340,8 @@ def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table,
     bundle = bundle_rubric(Path(rubric), grading_seeds_file=grading_seeds_file)
     root = source_root(source)
     entries: dict[str, tuple[bytes, int]] = {name: (raw, 0o644) for name, raw in bundle.files.items()}
+    install = install_for(bundle.rubric, root)
+    entries[LOCK_ENTRY] = (install.lock, 0o644)
     with tempfile.TemporaryDirectory(prefix="rl-grader-zip-") as tmp:
         wheel = build_wheel(root, Path(tmp))
         entries[wheel.name] = (wheel.read_bytes(), 0o644)
@@ -314,6 +354,7 @@ def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table,
 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, _zip_bytes(entries))
+    bundle.notes[:0] = [f"setup.sh installs what grades {part}" for part in install.parts]
     return out, bundle
 
 
