@@ -25,6 +25,8 @@ UV_VERSION = "0.13.9"
 TOOLS = ROOT / ".lock-tools"
 # The oldest supported Python: the universal resolution covers it and every newer one.
 PYTHON_FLOOR = "3.10"
+# The Pythons the lock is verified on (docs/environment.md): 3.10 is the Gradescope image's.
+SUPPORTED_PYTHONS = ("3.10", "3.11", "3.12")
 TORCH_PIN = LOCK_DIR / "torch.pin"
 UNHASHED_PREFIX = "# unhashed: "
 # Packages whose version can change a grade (the simulated dynamics and the policy's arithmetic),
@@ -117,10 +119,37 @@ def report_changes(old: dict, new: dict) -> None:
         print(line)
 
 
+def other_pythons() -> list[tuple[str, str]]:
+    """(version, interpreter) of each supported Python found on this machine (pyenv's, or on PATH)."""
+    import shutil
+
+    found = []
+    for version in SUPPORTED_PYTHONS:
+        pyenv = sorted((Path.home() / ".pyenv" / "versions").glob(f"{version}.*/bin/python"))
+        exe = str(pyenv[-1]) if pyenv else shutil.which(f"python{version}")
+        if exe:
+            found.append((version, exe))
+    return found
+
+
+def verify_on(version: str, python: str) -> list[list[str]]:
+    """Commands that install the grader subset of the lock into a fresh venv of ``python`` and run
+    ``grade doctor`` there (the dynamics, on that Python)."""
+    venv = TOOLS / f"venv-{version}"
+    return [["rm", "-rf", str(venv)], [python, "-m", "venv", str(venv)],
+            [str(venv / "bin" / "pip"), "install", "-q", "--require-hashes", "--no-deps", "-r", "lock/grader.txt"],
+            [str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "."],
+            [str(venv / "bin" / "grade"), "doctor", "--lock", "lock/grader.txt"]]
+
+
 def verify() -> int:
-    """Reinstall .venv from the new lock, then run grade doctor and the engine benchmark."""
-    for cmd in (["./setup.sh", "--test"], [".venv/bin/grade", "doctor"],
-                [".venv/bin/python", "benchmarks/bench_engine.py"]):
+    """Reinstall .venv from the new lock, run grade doctor and the engine benchmark; then install the
+    lock on each other supported Python found here and run grade doctor there."""
+    commands = [["./setup.sh", "--test"], [".venv/bin/grade", "doctor"],
+                [".venv/bin/python", "benchmarks/bench_engine.py"]]
+    for version, python in other_pythons():
+        commands += verify_on(version, python)
+    for cmd in commands:
         print("$", " ".join(cmd), flush=True)
         rc = subprocess.run(cmd, cwd=ROOT).returncode
         if rc:
