@@ -54,9 +54,9 @@ def flood(runs: int) -> None:
 def bombs(runs: int) -> None:
     """Structure bombs handed straight to parse_model."""
     from onnx import TensorProto, helper
+    from test_hostile_models import _nested_if, _varint
 
     from grader.submission.onnx_model import ModelLoadError, parse_model
-    from test_hostile_models import _nested_if, _varint
 
     def model(nodes, extra=b""):
         graph = helper.make_graph(nodes, "bomb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 8])],

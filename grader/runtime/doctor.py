@@ -229,8 +229,8 @@ def picks_of(n: int, k: int) -> list[int]:
 
 def check_dynamics(rubric_path: Path, *, per_entry: int = DEFAULT_REPLAYS, workers: int = 2) -> list[Finding]:
     """Replay the rubric's baselines entries on a few of their seeds; every return must be identical."""
-    from grader.scoring.baselines import load_baselines
     from grader.runtime.engine import Engine
+    from grader.scoring.baselines import load_baselines
     from grader.scoring.rubric import load_rubric
 
     rubric = load_rubric(rubric_path, materialize=False)
