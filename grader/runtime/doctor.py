@@ -229,7 +229,7 @@ def picks_of(n: int, k: int) -> list[int]:
 
 def check_dynamics(rubric_path: Path, *, per_entry: int = DEFAULT_REPLAYS, workers: int = 2) -> list[Finding]:
     """Replay the rubric's baselines entries on a few of their seeds; every return must be identical."""
-    from grader.runtime.engine import Engine
+    from grader.runtime.engine import Engine, EngineFailure
     from grader.scoring.baselines import load_baselines
     from grader.scoring.rubric import load_rubric
 
@@ -241,8 +241,12 @@ def check_dynamics(rubric_path: Path, *, per_entry: int = DEFAULT_REPLAYS, worke
     played = 0
     with Engine(workers) as engine:
         for name, data, seeds, expected in plan:
-            engine.load(data, task=rubric.task)
-            got = engine.evaluate(seeds)
+            try:
+                engine.load(data, task=rubric.task)
+                got = engine.evaluate(seeds)
+            except EngineFailure as exc:
+                out.append(Finding("fail", rubric.task, f"{rubric.id}: {name} could not be replayed: {exc}"))
+                continue
             for seed, want in zip(seeds, expected):
                 ret = got[seed][0]
                 played += 1
