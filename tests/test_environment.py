@@ -177,3 +177,29 @@ def test_a_version_other_than_the_baselines_is_named_for_batch_and_serve(tmp_pat
     capsys.readouterr()
     main(["batch", str(class_dir), "--rubric", str(rubric), "--no-progress", "--out", str(tmp_path / "out")])
     assert "warning: the installed packages that decide returns differ" in capsys.readouterr().err
+
+
+def _update_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_lock", REPO / "tools" / "update_lock.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_update_tool_says_which_grades_could_change(capsys):
+    tool = _update_tool()
+    old = tool.pins(LOCK)
+    new = dict(old)
+    new[("ale-py", "")] = "0.13.0"
+    new[("rich", "")] = "99.0.0"
+    tool.report_changes(old, new)
+    out = capsys.readouterr().out
+    assert re.search(r"ale-py: 0\.12\.1 -> 0\.13\.0 +GRADES COULD CHANGE: mspacman", out), out
+    assert re.search(r"(?m)^  rich: \S+ -> 99\.0\.0$", out), out  # not a package that decides returns
+    forked = dict(old)
+    forked[("numpy", "python_full_version >= '3.11'")] = "2.4.6"
+    problems = tool.check_decisive_single_version(forked)
+    assert len(problems) == 1 and problems[0].startswith("numpy resolves to 2.2.6, 2.4.6 across Pythons")
+    assert tool.check_decisive_single_version(old) == []
