@@ -269,27 +269,40 @@ class Install:
     parts: list[str]
 
 
+def runs_torch(task: str) -> bool:
+    """Whether grading ``task``'s notebooks runs their torch code: its notebook module says so with
+    ``RUNS_TORCH``; a module that does not say is taken to need torch (never grade less)."""
+    from grader.tasks.contract import get_task
+
+    module = get_task(task).notebook_module()
+    return module is not None and bool(getattr(module, "RUNS_TORCH", True))
+
+
 def install_for(rubric: Rubric, root: Path) -> Install:
     """The lock subset that grades every part of ``rubric``: the grader alone, or with torch (the CPU
-    build, pinned in the lock) when the rubric has notebook checks. Raises :class:`SetupError` when
-    the source tree's lock cannot install a part: a zip never silently grades less than its rubric."""
+    build, pinned in the lock) when the rubric has notebook checks that run the notebook's torch
+    code. Raises :class:`SetupError` when the source tree's lock cannot install a part: a zip never
+    silently grades less than its rubric."""
     notebook_points = float(sum(rubric.notebook.points.values()))
-    name = "notebooks.txt" if notebook_points > 0 else "grader.txt"
+    torch_needed = notebook_points > 0 and runs_torch(rubric.task)
+    name = "notebooks.txt" if torch_needed else "grader.txt"
     path = root / "lock" / name
     if not path.is_file():
         raise SetupError(f"the grader's lock has no {path.relative_to(root)}, which the zip's setup.sh installs to "
-                         f"grade {'notebooks' if notebook_points else 'models'}; run `python3 tools/update_lock.py` "
+                         f"grade {'notebooks' if torch_needed else 'models'}; run `python3 tools/update_lock.py` "
                          "in the grader's source tree (docs/environment.md)")
     data = path.read_bytes()
     torch = TORCH_PIN.search(data.decode("utf-8"))
     parts = [f"ONNX models ({rubric.scoring.points:g} points) with the grader from {path.name}"]
-    if notebook_points:
+    if notebook_points and not torch_needed:
+        parts.append(f"notebooks ({notebook_points:g} points), read without running them: no torch")
+    if torch_needed:
         if torch is None:
             raise SetupError(f"rubric {rubric.id!r} grades notebooks ({notebook_points:g} points), but "
                              f"{path.relative_to(root)} pins no torch, without which every notebook gets 0; "
                              "run `python3 tools/update_lock.py`")
         parts.append(f"notebooks ({notebook_points:g} points) with {torch[1]} (CPU build)")
-    return Install(lock=data, torch=torch[1] if notebook_points else None, parts=parts)
+    return Install(lock=data, torch=torch[1] if torch_needed else None, parts=parts)
 
 
 # --- the zip ----------------------------------------------------------------------------------------
