@@ -2,8 +2,10 @@
 
 Python API: ``grade(path, ...)`` grades an ONNX file or a notebook, ``check(path)`` is the
 student's self-check; both return a :class:`GradeResult` (which renders as HTML in Jupyter).
-The task contracts live in :mod:`grader.tasks.contract`, the checks in :mod:`grader.submission.checks`, and
-episodes run in :mod:`grader.runtime.engine` / :mod:`grader.runtime.worker`.
+The packages are the stages of a grading (``docs/architecture.md``): what each homework is
+(:mod:`grader.tasks`), what was handed in and its checks (:mod:`grader.submission`), where a model
+runs (:mod:`grader.runtime`), how points are made (:mod:`grader.scoring`), what people read
+(:mod:`grader.outputs`), grading a class (:mod:`grader.classroom`), Gradescope and the site.
 """
 
 from __future__ import annotations

@@ -14,15 +14,16 @@ def compute_baselines(rubric, *, workers: int = 2, episodes: int | None = None, 
     import datetime as dt
     import hashlib
 
-    from grader.submission import checks as C
-    from grader.submission.bundle import read_capped
-    from grader.tasks.contract import get_task
-    from grader.runtime.engine import Engine
+    from grader.errors import ModelLoadError
     from grader.limits import MAX_MODEL_BYTES
-    from grader.submission.onnx_model import ModelLoadError, parse_model
     from grader.pipeline import Options, package_versions, resolve_seeds
+    from grader.runtime.engine import Engine
     from grader.scoring.rubric import RubricError
     from grader.scoring.stats import summarize
+    from grader.submission import checks as C
+    from grader.submission.bundle import read_capped
+    from grader.submission.onnx_model import parse_model
+    from grader.tasks.contract import get_task
 
     spec = get_task(rubric.task)
     seeds, _ = resolve_seeds(rubric, Options(episodes=episodes))  # more episodes than seeds: an error, never fewer
@@ -43,7 +44,7 @@ def compute_baselines(rubric, *, workers: int = 2, episodes: int | None = None, 
             engine.load(data, task=spec.name)
             done = [0]
 
-            def tick(seed: int, ret: float, length: int, name=name) -> None:
+            def tick(seed: int, ret: float, length: int, name: str = name, done: list[int] = done) -> None:
                 done[0] += 1
                 if progress:
                     progress(name, done[0], len(seeds))

@@ -16,6 +16,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
 
@@ -23,8 +24,10 @@ from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "baselines": ("grader.baseline_run", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
     "batch": ("grader.classroom.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
-    "doctor": ("grader.runtime.doctor", "Check this machine before grading: versions against the lock and the baselines, the "
-                                        "sandbox, onnxruntime, and the dynamics replayed against the baselines files."),
+    "doctor": ("grader.doctor", "Check this machine before grading: versions against the lock and the baselines, the "
+                                "sandbox, onnxruntime, and the dynamics replayed against the baselines files."),
+    "final": ("grader.classroom.final", "After the deadline: grade each student's last (or best) submission again on the rubric's "
+                                        "fresh private [final] seeds, into OUT/final (grades, LMS files, final leaderboard)."),
     "gradescope": ("grader.gradescope.autograder", "Build a Gradescope autograder zip (setup.sh, run_autograder, rubric, the grader's wheel)."),
     "serve": ("grader.site.server", "Run the course leaderboard website (uploads, grading queue, leaderboard)."),
     "tokens": ("grader.site.tokens", "Create login tokens for the students of a roster CSV (and the instructor)."),
@@ -32,7 +35,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # usage errors are the caller's, exit 1 not 2
+    def error(self, message: str) -> NoReturn:  # usage errors are the caller's, exit 1 not 2
         self.print_usage(sys.stderr)
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
@@ -70,8 +73,8 @@ def _early_engine():
     builds the command line, imports the grader, reads and checks the submission. The default
     number is started; :func:`_size_engine` fits it to the command line. None when the engine
     cannot start (e.g. a bad $GRADER_SANDBOX): the pipeline's own engine then reports why."""
-    from grader.runtime.engine import Engine
     from grader.limits import DEFAULT_WORKERS
+    from grader.runtime.engine import Engine
 
     try:
         return Engine(DEFAULT_WORKERS)
@@ -81,13 +84,10 @@ def _early_engine():
 
 def _size_engine(engine, args: argparse.Namespace):
     """``engine`` with as many workers as the command needs (no more than it has seeds)."""
-    n = args.workers
-    if args.seeds is not None:
-        n = min(n, len(args.seeds))
-    elif args.episodes is not None:
-        n = min(n, args.episodes)
+    from grader.runtime.dispatch import worker_count
+
     if engine is not None:
-        engine.resize(max(1, n))
+        engine.resize(worker_count(args.workers, len(args.seeds) if args.seeds is not None else args.episodes))
     return engine
 
 
@@ -102,8 +102,8 @@ def _run_grade(args: argparse.Namespace, *, selfcheck: bool, engine=None) -> int
 
 
 def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
-    from grader.outputs import console
     from grader.errors import SetupError
+    from grader.outputs import console
 
     if args.episodes is not None and args.episodes < 1:
         console.fail("--episodes must be at least 1")
@@ -125,7 +125,9 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
             if selfcheck:
                 result = check(path, progress=progress, engine=engine, **kwargs)
             else:
-                result = grade(path, video=not args.no_video, progress=progress, engine=engine, **kwargs)
+                result = grade(path, video=not args.no_video, progress=progress, engine=engine,
+                               submitted=getattr(args, "submitted", None), student=getattr(args, "student", None),
+                               **kwargs)
     except SetupError as exc:
         console.fail(str(exc))
         return EXIT_ERROR
@@ -151,8 +153,8 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
 
 def _selfcheck_note(result, rubric_path: Path | None) -> str:
     from grader.errors import SetupError
-    from grader.scoring.rubric import default_rubric_path, load_rubric
     from grader.scoring.points import fmt_points
+    from grader.scoring.rubric import default_rubric_path, load_rubric
 
     if result.task is None:
         return ""
@@ -187,6 +189,9 @@ def _make_main_parser() -> argparse.ArgumentParser:
     add_grade_arguments(p)
     p.add_argument("--version", action="version", version=f"rl-grader {_version()}")
     p.add_argument("--gradescope", type=Path, metavar="FILE", help="also write Gradescope's results.json to FILE")
+    p.add_argument("--submitted", metavar="TIME", help="when the work was handed in (ISO 8601): with a rubric "
+                                                         "[deadline], the score gets its late part")
+    p.add_argument("--student", metavar="ID", help="the student's id, to find an extension (with --submitted)")
     return p
 
 
@@ -211,8 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         module.add_arguments(p)
         p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
         args = p.parse_args(argv[1:])
-        from grader.outputs import console
         from grader.errors import SetupError
+        from grader.outputs import console
 
         try:
             return int(module.run(args))

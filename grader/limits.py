@@ -18,7 +18,7 @@ MAX_PROTO_ENTRIES = 200_000  # protobuf fields visited by the pre-parse scan (gr
 MAX_SUBGRAPH_DEPTH = 4  # graphs nested in node attributes (Loop/If/Scan are refused anyway)
 MAX_TENSOR_ELEMENTS = 50_000_000  # per shape-like constant: stops ConstantOfShape/Expand bombs
 
-# --- probing (grader.runtime.worker.probe, grader.submission.checks) ----------------------------------------------------
+# --- probing (grader.runtime.policy.probe, grader.submission.checks) ----------------------------------------------------
 PROBE_STATES = 16  # contract states the runtime checks look at
 PROBE_SEED = 12345
 EXTRA_PROBE_BATCH_SIZES = (2, 3, 7, 16)  # besides 1..pool_size, which the episodes use
@@ -54,6 +54,21 @@ BUDGET_LOAD_S = 60.0  # creating the onnxruntime session
 BUDGET_PROBE_S = 60.0  # the probe (runtime checks) and the duplicate-detection actions
 BUDGET_RECORD_S = 600.0  # one video re-run
 
+
+@dataclass(frozen=True)
+class ModelBudgets:
+    """What a model may cost, as the engine reads it: these defaults, or a rubric's ``[budgets]``
+    table (:class:`grader.scoring.rubric.Budgets`, validated, with the same fields)."""
+
+    decision_s: float = BUDGET_DECISION_S
+    decision_window: int = BUDGET_DECISION_WINDOW
+    call_max_s: float = BUDGET_CALL_MAX_S
+    episodes_wall_s: float = BUDGET_EPISODES_WALL_S
+    episodes_cpu_s: float = BUDGET_EPISODES_CPU_S
+    load_s: float = BUDGET_LOAD_S
+    probe_s: float = BUDGET_PROBE_S
+    record_s: float = BUDGET_RECORD_S
+
 # --- what a submission may be (grader.submission.bundle) ----------------------------------------------------
 MAX_MODEL_BYTES = MAX_FILE_BYTES  # a model with its external-data file inlined, in all
 MAX_NOTEBOOK_BYTES = 64 * 1024 * 1024
@@ -62,7 +77,7 @@ MAX_WEIGHT_BYTES = 200 * 1024 * 1024  # a state_dict handed in beside a notebook
 # --- defaults of the commands --------------------------------------------------------------------
 DEFAULT_BATCH_SLOTS = max(1, os.cpu_count() or 1)  # submissions graded at once by `grade batch`
 
-# Diagnostics of one episode, worker -> parent (grader.runtime.engine._check_facts): plain JSON, bounded.
+# Diagnostics of one episode, worker -> parent (grader.runtime.replies.check_facts): plain JSON, bounded.
 FACTS_BYTES = 16_384
 FACTS_DEPTH = 5
 

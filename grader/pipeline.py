@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.submission.bundle import NamedBytes, Submission
-from grader.errors import SetupError, SubmissionError
+from grader.errors import SetupError, SubmissionError, TaskDetectionError
 from grader.limits import DEFAULT_WORKERS
 from grader.result import CheckResult, EpisodeResult, GradeResult, RubricInfo, VideoInfo
 from grader.scoring.rubric import Rubric, RubricError
+from grader.submission.bundle import NamedBytes, Submission
 
 log = logging.getLogger("grader")
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -65,6 +65,7 @@ class Options:
     sandbox: str | None = None  # notebook sandbox: auto | bwrap | fallback
     task: str | None = None  # the caller's choice of task (else the rubric's, else recognised)
     command: str = ""  # how this grading was asked for (shown as the reproducing command)
+    late: Any = None  # grader.result.Late: when the channel knows the hand-in time (the "late" part)
 
 
 @dataclass
@@ -204,7 +205,7 @@ def _bug(run: _Run, exc: BaseException) -> None:
 
 # --- the notebook ------------------------------------------------------------------------------------
 def _notebook_stage(run: _Run) -> None:
-    from grader.notebook.common import common_checks, detect_task, parse_notebook
+    from grader.notebook.common import common_checks, detect_notebook_task, parse_notebook
     from grader.tasks import all_tasks, get_task
 
     with tempfile.TemporaryDirectory(prefix="grader-nb-") as tmp:
@@ -216,7 +217,7 @@ def _notebook_stage(run: _Run) -> None:
             _invalid(run, CheckResult(name=exc.check, passed=False, message=exc.message, hint=exc.hint))
             return
         markers = {t.name: t.notebook_module().MARKERS for t in all_tasks() if t.notebook}
-        name, scores = detect_task(nb.text, markers)
+        name, scores = detect_notebook_task(nb.text, markers)
         if run.task is not None and not run.options.task and name is not None and name != run.task.name:
             _invalid(run, CheckResult(name="task_detected", passed=False,
                                       message=f"this notebook is the {name} homework, but the rubric "
@@ -292,40 +293,38 @@ def _model_stage(run: _Run) -> None:
 
 
 def _parse(run: _Run, data: bytes):
-    """Parse and recognise the task; a CheckResult when the model is unusable."""
+    """Parse the model and recognise its task: ``(parsed, task, None)``, or a CheckResult in the
+    third place when the model is unusable or is another homework's. It settles nothing: the
+    caller settles the task (:func:`_set_task`)."""
+    from grader.errors import ModelLoadError
     from grader.submission import checks as C
-    from grader.submission.onnx_model import ModelLoadError, describe, parse_model
-    from grader.tasks import get_task
-
     from grader.submission.filekind import describe_wrong_kind, sniff_file_kind
+    from grader.submission.onnx_model import describe, parse_model
+    from grader.tasks import get_task
 
     kind = sniff_file_kind(data[:4096])
     if kind not in ("onnx", "empty", "unknown"):
         shape = ", ".join(map(str, run.task.state_shape)) if run.task else "..."
         message, hint = describe_wrong_kind(kind, shape)
-        return None, CheckResult(name="parses", passed=False, message=message, hint=hint)
+        return None, None, CheckResult(name="parses", passed=False, message=message, hint=hint)
     try:
         parsed = parse_model(data)
     except ModelLoadError as exc:
-        return None, CheckResult(name="parses", passed=False, message=str(exc), hint=exc.hint)
+        return None, None, CheckResult(name="parses", passed=False, message=str(exc), hint=exc.hint)
     try:
         detected = C.detect_task(parsed)
-    except C.TaskDetectionError as exc:
+    except TaskDetectionError as exc:
         if run.task is None:
-            return None, CheckResult(name="task", passed=False, message=str(exc), hint=C.expected_signatures())
+            return None, None, CheckResult(name="task", passed=False, message=str(exc), hint=C.expected_signatures())
         detected = run.task  # the homework is known: let the input check say what is wrong
-    if run.task is None:
-        _set_task(run, detected)
-    elif detected.name != run.task.name:
+    if run.task is not None and detected.name != run.task.name:
         expected = get_task(run.task.name)
-        return parsed, CheckResult(
+        return parsed, None, CheckResult(
             name="task", passed=False,
             message=f"the model takes {detected.input_signature}, a {detected.name} policy, but this is the {expected.name} homework",
             hint=f"hand in the {expected.name} model: its input is {expected.input_signature}")
-    else:
-        _set_task(run, run.task)
     run.result.model = describe(parsed)
-    return parsed, None
+    return parsed, run.task or detected, None
 
 
 def _start_engine(run: _Run) -> None:
@@ -333,17 +332,16 @@ def _start_engine(run: _Run) -> None:
     checks the submission (the engine does not wait for them until the model is loaded)."""
     if run.engine is not None or run.sub.problems or (run.sub.model is None and run.sub.notebook is None):
         return
-    n = run.options.workers
-    if run.options.seeds is not None:
-        n = min(n, len(run.options.seeds))
-    elif run.rubric is not None:
-        try:
-            n = min(n, len(resolve_seeds(run.rubric, run.options)[0]))
-        except RubricError:
-            pass  # said when the seeds are resolved
+    from grader.runtime.dispatch import worker_count
     from grader.runtime.engine import Engine
 
-    run.engine = Engine(max(1, n))
+    episodes = len(run.options.seeds) if run.options.seeds is not None else None
+    if episodes is None and run.rubric is not None:
+        try:
+            episodes = len(resolve_seeds(run.rubric, run.options)[0])
+        except RubricError:
+            pass  # said when the seeds are resolved
+    run.engine = Engine(worker_count(run.options.workers, episodes))
     run.own_engine = True
 
 
@@ -355,9 +353,10 @@ def _copy_engine_warnings(run: _Run) -> None:
 
 def _engine(run: _Run, n_seeds: int):
     if run.engine is None:
+        from grader.runtime.dispatch import worker_count
         from grader.runtime.engine import Engine
 
-        run.engine = Engine(max(1, min(run.options.workers, n_seeds)))
+        run.engine = Engine(worker_count(run.options.workers, n_seeds))
         run.own_engine = True
     _copy_engine_warnings(run)
     return run.engine
@@ -365,8 +364,8 @@ def _engine(run: _Run, n_seeds: int):
 
 def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None) -> list[CheckResult] | CheckResult:
     """Load the model in the sandboxed workers and run the runtime checks (a failed check on failure)."""
+    from grader.errors import EngineFailure
     from grader.submission import checks as C
-    from grader.runtime.engine import EngineFailure
 
     engine = run.engine
     spec = run.task
@@ -396,7 +395,7 @@ def _check_exported_network(run: _Run, model) -> None:
     from grader.submission import checks as C
 
     name = "network_onnx_export"
-    parsed, problem = _parse(run, model.data)
+    parsed, _, problem = _parse(run, model.data)  # the notebook stage settled the task
     if problem is None:
         static = C.static_checks(parsed, run.task)
         problem = next((c for c in static if c.blocking), None)
@@ -431,9 +430,10 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
                 "severity": "warning", "message": f"{label}: {check.message}"}))
 
     t0 = time.perf_counter()
-    parsed, problem = _parse(run, data)
+    parsed, task, problem = _parse(run, data)
     if problem is not None:
         return fail(problem)
+    _set_task(run, task)
     run.result.checks.append(CheckResult(name="parses", passed=True,
                                          message=f"{label}: a {len(data) / 1024:.0f} kB ONNX model"))
     seeds, seed_set = resolve_seeds(run.rubric, run.options)
@@ -471,7 +471,7 @@ def _videos_wanted(run: _Run) -> bool:
 
 
 def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
-    from grader.runtime.engine import EngineFailure
+    from grader.errors import EngineFailure
     from grader.scoring.stats import summarize
 
     t0 = time.perf_counter()
@@ -526,8 +526,8 @@ def _recheck_or_rerun(run: _Run) -> CheckResult:
     """Without videos, the cheapest proof that the scored returns do not depend on the batching:
     the decisions of one scored episode computed again alone, which the engine did while the last
     episodes ran (``evaluate(recheck=True)``); else the shortest episode re-run alone here."""
-    from grader.submission import checks as C
     from grader.outputs.seedpolicy import SeedPolicy
+    from grader.submission import checks as C
 
     done = getattr(run.engine, "last_recheck", None)
     if done and not getattr(run.engine, "played_alone", False):
@@ -538,7 +538,7 @@ def _recheck_or_rerun(run: _Run) -> CheckResult:
 def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
     """The shortest scored episode re-run alone (a batch of 1); None when every episode was
     already played alone."""
-    from grader.runtime.engine import EngineFailure
+    from grader.errors import EngineFailure
 
     if getattr(run.engine, "played_alone", False):
         return None  # every episode ran one state per call: a re-run would repeat the same computation
@@ -553,8 +553,8 @@ def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
 
 
 def _reproducible_check(run: _Run, rerun: dict | None) -> CheckResult:
-    from grader.submission import checks as C
     from grader.outputs.seedpolicy import SeedPolicy
+    from grader.submission import checks as C
 
     if rerun is None:
         return CheckResult(name="reproducible", passed=True,
@@ -583,7 +583,7 @@ def pick_video_episodes(episodes: Sequence[EpisodeResult]) -> list[tuple[str, Ep
 
 
 def _record_videos(run: _Run) -> list[VideoInfo]:
-    from grader.runtime.engine import EngineFailure
+    from grader.errors import EngineFailure
 
     result = run.result
     picks = pick_video_episodes(result.episodes)
@@ -640,7 +640,9 @@ def _score(run: _Run) -> None:
             return  # no homework could be named: there is no maximum to show
     result.task = result.task or run.rubric.task
     invalid = result.status != "graded"
-    result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid)
+    result.late = run.options.late
+    result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid,
+                                   late=result.late)
     result.score, result.max_score = scoring.total(result.parts)
     result.band = scoring.band(run.rubric, result.score, result.max_score) if result.status == "graded" else None
 

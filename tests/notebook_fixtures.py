@@ -214,7 +214,8 @@ LUNAR_CELLS = [
     'seed = 7\ngamma = 0.98\nmax_steps_per_episode = 1000\nenv = gym.make("LunarLander-v3")\nenv.reset(seed=seed)\n',
     'num_inputs = 8\nnum_actions = 4\nnum_hidden = 64\n\ninputs = layers.Input(shape=(num_inputs,))\n'
     'common = layers.Dense(num_hidden, activation="relu")(inputs)\naction = layers.Dense(num_actions, activation="softmax")(common)\n'
-    'critic = layers.Dense(1)(common)\nactor_model = keras.Model(inputs=inputs, outputs=action)\ncritic_model = keras.Model(inputs=inputs, outputs=critic)\n',
+    'critic = layers.Dense(1)(common)\nactor_model = keras.Model(inputs=inputs, outputs=action)\n'
+    'critic_model = keras.Model(inputs=inputs, outputs=critic)\n',
     'while True:\n    state = env.reset()[0]\n    break\n',
     'actor_model.export("model.onnx", format="onnx")\n',
 ]

@@ -4,9 +4,8 @@ import hashlib
 import json
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
-
 from conftest import run_cli
+from onnx import TensorProto, helper, numpy_helper
 
 
 def constant_action_model(path, action: int) -> str:

@@ -20,10 +20,10 @@ import pytest
 
 from benchmarks import classgen as g
 from grader.classroom.classdir import scan_class
-from grader.classroom.roster import read_roster, valid_student_id
-from grader.cli import main
 from grader.classroom.exports import GRADES_COLUMNS, GradescopeResults
 from grader.classroom.gradebook import Gradebook
+from grader.classroom.roster import read_roster, valid_student_id
+from grader.cli import main
 from grader.result import GradeResult
 
 REPO = Path(__file__).resolve().parent.parent

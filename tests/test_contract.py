@@ -186,7 +186,7 @@ def test_an_environment_built_for_its_first_seed_plays_that_episode_exactly_as_a
         ready = contract.make_env("mspacman", first_seed=seed)
         resets = []
         original = ready.reset
-        ready.reset = lambda **kw: resets.append(kw.get("seed")) or original(**kw)
+        ready.reset = lambda resets=resets, original=original, **kw: resets.append(kw.get("seed")) or original(**kw)
         assert _same(_play(usual, seed, actions), _play(ready, seed, actions))
         assert resets == [None]  # the ROM load was skipped: a plain reset
         assert _same(_play(usual, then, actions), _play(ready, then, actions))
@@ -204,8 +204,8 @@ def test_a_wrong_or_stale_first_seed_takes_the_usual_seeded_reset():
 
 
 def test_the_environment_pool_builds_each_environment_for_the_seed_it_plays_first():
+    from grader.runtime.episodes import EnvPool
     from grader.tasks.contract import get_task
-    from grader.runtime.worker import EnvPool
 
     built = []
     pool = EnvPool(factory=lambda spec, first_seed=None: built.append(first_seed) or object())

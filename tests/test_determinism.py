@@ -1,10 +1,10 @@
 """Per-episode returns depend only on the model and the seed: not on workers, pools or order."""
 
+import onnx_fixtures as F
 import pytest
 
-import onnx_fixtures as F
-from grader.runtime.engine import Engine
 from grader.api import grade
+from grader.runtime.engine import Engine
 
 
 def test_same_returns_with_one_and_two_workers(tmp_path):
@@ -30,8 +30,9 @@ def test_same_returns_whatever_the_pool_size_and_seed_order(tmp_path):
 def _static_dispatch(model: bytes, task: str, seeds: list[int], workers: int) -> dict:
     """The previous dispatch, in this process: seeds split up front, ``seeds[i::workers]`` for
     worker ``i``, each share played on its own pool of the task's size."""
+    from grader.runtime.episodes import EnvPool, run_episodes
+    from grader.runtime.policy import OnnxPolicy
     from grader.tasks.contract import get_task
-    from grader.runtime.worker import EnvPool, OnnxPolicy, run_episodes
 
     spec = get_task(task)
     policy = OnnxPolicy(model, spec)
@@ -81,7 +82,8 @@ def test_random_policy_is_reproducible():
 
 def test_a_hanging_model_is_killed_and_the_engine_recovers(tmp_path):
     """A model far too slow to answer (20 chained 1024x1024 products) hits the wall timeout."""
-    from grader.runtime.engine import EngineFailure, Timeouts
+    from grader.errors import EngineFailure
+    from grader.runtime.engine import Timeouts
 
     with Engine(1, timeouts=Timeouts(probe=1.0)) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander")
@@ -106,8 +108,9 @@ def test_a_batch_one_rerun_reproduces_the_scored_returns(tmp_path):
 def test_decisions_computed_again_alone_prove_a_rerun_and_catch_a_batch_trap(tmp_path):
     """The recheck (one episode's decisions again, one state per call) agrees with an honest model,
     and says at which decision a model that reads its batch size went another way."""
-    from grader.submission import checks as C
     from test_hostile_models import batch_size_trap
+
+    from grader.submission import checks as C
 
     honest = F.mlp(tmp_path / "m.onnx", hidden=32, scale=2.0)
     with Engine(2) as engine:
@@ -130,8 +133,9 @@ def test_decisions_computed_again_alone_prove_a_rerun_and_catch_a_batch_trap(tmp
 
 def test_returns_that_a_batch_one_rerun_does_not_reproduce_fail_the_submission(tmp_path):
     """A model that acts differently at the pool size: its scored returns are not what it does alone."""
-    from grader.submission import checks as C
     from test_hostile_models import batch_size_trap
+
+    from grader.submission import checks as C
 
     with Engine(1) as engine:
         engine.load(open(batch_size_trap(tmp_path / "trap.onnx", trigger=8), "rb").read(), task="lunarlander")
@@ -143,9 +147,9 @@ def test_returns_that_a_batch_one_rerun_does_not_reproduce_fail_the_submission(t
 
 
 def test_a_fresh_worker_builds_its_pool_but_no_more_than_its_share_and_a_long_lived_one_grows_its_pool():
+    from grader.runtime.dispatch import fresh_envs
+    from grader.runtime.episodes import EnvPool
     from grader.tasks.contract import get_task
-    from grader.runtime.engine import fresh_envs
-    from grader.runtime.worker import EnvPool
 
     assert [fresh_envs(4, 10, 2), fresh_envs(8, 100, 2), fresh_envs(4, 1, 2), fresh_envs(16, 5, 2)] == [4, 8, 1, 3]
     built = []
@@ -163,11 +167,11 @@ def test_a_fresh_worker_builds_its_pool_but_no_more_than_its_share_and_a_long_li
 def test_no_worker_holds_seeds_it_has_no_environment_for():
     """Each worker starts with at most as many seeds as it has environments (plus the reserve), so
     the rest of the queue goes to whoever frees a slot first; then one seed at a time."""
+    from grader.runtime.dispatch import Dispatch, fresh_envs
+    from grader.runtime.episodes import EnvPool
     from grader.tasks.contract import get_task
-    from grader.runtime.engine import _Dispatch, fresh_envs
-    from grader.runtime.worker import EnvPool
 
-    plan = _Dispatch(list(range(10)), 2, 4, recheck=False)
+    plan = Dispatch(list(range(10)), 2, 4, recheck=False)
     assert [(i, a["seeds"]) for i, _, a in plan.start()] == [(0, [0, 2, 4, 6]), (1, [1, 3, 5, 7])]
     assert plan.freed(1) == [(1, "seeds", {"seeds": [8], "end": False})]
     assert plan.freed(1) == [(1, "seeds", {"seeds": [9], "end": True}), (0, "seeds", {"seeds": [], "end": True})]
@@ -176,7 +180,7 @@ def test_no_worker_holds_seeds_it_has_no_environment_for():
     for n_seeds in (1, 3, 10, 33, 200):
         for workers in (1, 2, 3):
             for pool in (1, 4, 16):
-                plan = _Dispatch(list(range(n_seeds)), workers, pool, recheck=False)
+                plan = Dispatch(list(range(n_seeds)), workers, pool, recheck=False)
                 fresh = fresh_envs(pool, n_seeds, workers)
                 built = EnvPool(factory=lambda spec, first_seed=None: object()).size_for(
                     spec, slots=min(pool, n_seeds), fresh=fresh)  # what a fresh worker builds

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_fixtures as F
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import onnx_fixtures as F
-from grader.runtime.engine import Engine
 from grader.api import grade
+from grader.runtime.engine import Engine
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "reference" / "models" / "lunarlander_improved.onnx"
@@ -164,13 +164,13 @@ def test_diagnostics_on_or_off_give_the_same_returns(tmp_path):
 
 
 def test_forged_facts_are_refused_or_ignored():
-    from grader.runtime.engine import _check_facts
+    from grader.errors import MalformedMessage
+    from grader.runtime.replies import check_facts
     from grader.tasks import get_task
-    from grader.runtime.worker import MalformedMessage
 
     for bad in ([1, 2], {"a": np.zeros(3)}, {"a": b"x"}, {"a": "x" * 20_000}, {"a": [[[[[[[1]]]]]]]}):
         with pytest.raises(MalformedMessage):
-            _check_facts(bad)
+            check_facts(bad)
     task = get_task("lunarlander")
     d = task.diagnose([{"actions": "no", "task": {"outcome": "<script>", "end": {"x": "1"}}}, None], [1.0, 2.0])
     assert [e.outcome for e in d.episodes] == ["unknown", "unknown"] and d.episodes[0].end == {}

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.runtime import doctor
+from grader import doctor
+from grader.scoring import versions
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "lock" / "requirements.txt"
@@ -39,10 +40,10 @@ def grade(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 # --- the lock -------------------------------------------------------------------------------------
 def test_the_lock_covers_every_installed_distribution():
     pins = doctor.read_lock(LOCK)
-    installed = doctor.installed_versions()
+    installed = versions.installed_versions()
     unlocked = sorted(n for n in installed if n not in pins and n not in doctor.NOT_LOCKED)
     assert unlocked == [], f"installed but not in {LOCK.name} (run python3 tools/update_lock.py): {unlocked}"
-    off = {n: (v, pins[n]) for n, v in installed.items() if n in pins and not doctor.same_release(v, pins[n])}
+    off = {n: (v, pins[n]) for n, v in installed.items() if n in pins and not versions.same_release(v, pins[n])}
     assert off == {}, f"installed versions that are not the lock's (run ./setup.sh --test): {off}"
 
 
@@ -67,7 +68,7 @@ def test_the_subsets_pin_what_the_full_lock_pins(subset):
 
 
 def test_the_packages_that_decide_returns_have_one_version_on_every_supported_python():
-    seen = {version: {n: doctor.read_lock(LOCK, environment=_environment(version)).get(n) for n in doctor.DECISIVE}
+    seen = {version: {n: doctor.read_lock(LOCK, environment=_environment(version)).get(n) for n in versions.DECISIVE}
             for version in SUPPORTED}
     assert all(None not in pins.values() for pins in seen.values()), seen
     assert len({json.dumps(p, sort_keys=True) for p in seen.values()}) == 1, seen
@@ -76,7 +77,7 @@ def test_the_packages_that_decide_returns_have_one_version_on_every_supported_py
 def test_the_update_tool_names_the_same_decisive_packages():
     text = (REPO / "tools" / "update_lock.py").read_text()
     block = text[text.index("DECISIVE = {"):text.index("}", text.index("DECISIVE = {"))]
-    assert set(re.findall(r'"([\w-]+)":', block)) == set(doctor.DECISIVE)
+    assert set(re.findall(r'"([\w-]+)":', block)) == set(versions.DECISIVE)
 
 
 def test_ml_dtypes_is_held_below_its_slow_import():
@@ -163,12 +164,12 @@ def test_doctor_fails_naming_a_package_off_its_pin(tmp_path):
 
 def test_a_version_other_than_the_baselines_is_named_for_batch_and_serve(tmp_path, capsys):
     rubric = _copy_rubric(tmp_path, "cartpole")
-    assert doctor.baselines_version_warning(rubric) is None  # the shipped files were made in the lock's environment
+    assert versions.baselines_version_warning(rubric) is None  # the shipped files were made in the lock's environment
     baselines = tmp_path / "rubrics" / "baselines" / "cartpole.json"
     data = json.loads(baselines.read_text())
     data["versions"]["numpy"] = "1.26.4"
     baselines.write_text(json.dumps(data))
-    warning = doctor.baselines_version_warning(rubric)
+    warning = versions.baselines_version_warning(rubric)
     assert warning and "numpy 1.26.4 -> " in warning and "grade doctor" in warning
     from grader.cli import main
 

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import onnx
-import pytest
-
 import onnx_fixtures as F
+import pytest
 import torch_fixtures as T
 from conftest import run_cli
+
 from grader.api import check, grade
 from grader.result import GradeResult
 from grader.scoring.rubric import RubricError, load_rubric

@@ -17,15 +17,14 @@ import sys
 import zipfile
 from pathlib import Path
 
+import onnx_fixtures as F
 import pytest
 
-from grader.errors import SetupError
 from grader.classroom.exports import GradescopeResults, gradescope_results
+from grader.errors import SetupError
 from grader.gradescope.autograder import build_autograder, bundle_rubric, toml_dumps, write_results
 from grader.result import CheckResult, EpisodeResult, GradeResult, RubricInfo, Summary
 from grader.scoring.rubric import load_rubric
-
-from tests import onnx_fixtures as F
 
 REPO = Path(__file__).resolve().parent.parent
 RUBRIC = REPO / "rubrics" / "lunarlander.toml"
@@ -334,7 +333,7 @@ def test_episode_table_visibility_and_markdown_safety(tmp_path, monkeypatch):
 
 
 def test_run_autograder_grades_a_notebook_with_its_model(tmp_path):
-    from tests.notebook_fixtures import LUNAR_CELLS, write_notebook
+    from notebook_fixtures import LUNAR_CELLS, write_notebook
 
     zip_path = build_autograder(rubric=RUBRIC, out=tmp_path / "nb.zip")
     write_notebook(tmp_path / "hw.ipynb", LUNAR_CELLS, markdown="# LunarLander actor-critic")

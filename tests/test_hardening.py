@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import onnx_fixtures as F
 import pytest
 
-from grader.cli import main
 from grader.api import grade
-from tests import onnx_fixtures as F
+from grader.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 LUNAR = REPO / "reference" / "models" / "lunarlander_improved.onnx"

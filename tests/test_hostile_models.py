@@ -8,11 +8,10 @@ import resource
 
 import numpy as np
 import onnx
-import pytest
-from onnx import TensorProto, helper, numpy_helper
-
 import onnx_fixtures as F
+import pytest
 from conftest import run_cli
+from onnx import TensorProto, helper, numpy_helper
 
 MEMORY_BOUND_KB = 5 * 1024 * 1024  # RSS of the grader and its workers, in kB
 
@@ -151,8 +150,8 @@ def test_runtime_memory_bomb_is_stopped_by_the_worker_limit(tmp_path):
 
 
 def test_oversized_file_is_refused_before_parsing(tmp_path, monkeypatch):
-    from grader.submission import onnx_model
     from grader.api import grade
+    from grader.submission import onnx_model
 
     monkeypatch.setattr(onnx_model, "MAX_FILE_BYTES", 1000)
     path = tmp_path / "model.onnx"
@@ -169,7 +168,8 @@ def _budgets(**kw):
 
 
 def test_a_slow_model_fails_fast_on_the_per_decision_budget():
-    from grader.runtime.engine import Engine, EngineFailure
+    from grader.errors import EngineFailure
+    from grader.runtime.engine import Engine
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=0.01, decision_window=10))
@@ -196,7 +196,8 @@ def test_a_slow_model_graded_with_a_tiny_rubric_budget_is_invalid_in_seconds(tmp
 
 
 def test_one_call_over_the_hard_cap_is_stopped():
-    from grader.runtime.engine import Engine, EngineFailure
+    from grader.errors import EngineFailure
+    from grader.runtime.engine import Engine
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(call_max_s=0.05, decision_s=10))
@@ -208,7 +209,8 @@ def test_one_call_over_the_hard_cap_is_stopped():
 
 def test_the_episodes_wall_budget_holds_whatever_the_heartbeats():
     """Each call is within the per-call budgets and heartbeats keep coming: the wall budget still stops it."""
-    from grader.runtime.engine import Engine, EngineFailure
+    from grader.errors import EngineFailure
+    from grader.runtime.engine import Engine
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=10, call_max_s=30, episodes_wall_s=3))
@@ -220,7 +222,8 @@ def test_the_episodes_wall_budget_holds_whatever_the_heartbeats():
 
 
 def test_the_episodes_cpu_budget_is_enforced_by_the_worker_rlimit():
-    from grader.runtime.engine import Engine, EngineFailure
+    from grader.errors import EngineFailure
+    from grader.runtime.engine import Engine
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander",
@@ -282,9 +285,9 @@ def test_output_that_depends_on_the_batch_size_only_at_the_pool_size_fails(tmp_p
 
 @pytest.mark.parametrize("trigger", [3, 5])
 def test_batch_sizes_of_a_shrinking_pool_are_checked(tmp_path, trigger):
+    from grader.runtime.engine import Engine
     from grader.submission import checks as C
     from grader.tasks.contract import get_task
-    from grader.runtime.engine import Engine
 
     with Engine(1) as engine:
         engine.load(open(batch_size_trap(tmp_path / "t.onnx", trigger), "rb").read(), task="lunarlander")
@@ -294,7 +297,8 @@ def test_batch_sizes_of_a_shrinking_pool_are_checked(tmp_path, trigger):
 
 def test_duplicate_probe_actions_refuse_a_batch_size_dependent_model(tmp_path):
     from grader.classroom.duplicates import probe_set
-    from grader.runtime.engine import Engine, EngineFailure
+    from grader.errors import EngineFailure
+    from grader.runtime.engine import Engine
 
     states, _ = probe_set("lunarlander", 64)
     with Engine(1) as engine:
@@ -381,7 +385,8 @@ def _nested_if(depth: int):
 
 @pytest.mark.parametrize("bomb", ["nested_subgraphs", "value_info_flood"])
 def test_structure_bombs_are_refused_by_the_wire_scan(bomb, tmp_path):
-    from grader.submission.onnx_model import ModelLoadError, parse_model
+    from grader.errors import ModelLoadError
+    from grader.submission.onnx_model import parse_model
 
     if bomb == "nested_subgraphs":
         nodes, expect = _nested_if(8), "nests subgraphs more than 4 deep"

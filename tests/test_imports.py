@@ -27,15 +27,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("grader.result", "grader.errors", "grader.limits", "grader.resources"),  # what every stage shares
     ("grader.tasks",),  # what each homework is
     ("grader.submission",),  # what was handed in
+    ("grader.runtime",),  # where a model runs (with the budgets of grader.limits, not the rubric)
     ("grader.scoring",),  # how points are made
-    ("grader.runtime",),  # where a model runs
     ("grader.notebook",),  # a notebook's evidence, in its sandbox
     ("grader.outputs",),  # what people read
     ("grader.pipeline", "grader.api"),  # one grading
     ("grader.classroom",),  # grading a class
     ("grader.gradescope",),  # the Gradescope autograder
     ("grader.site",),  # the course website
-    ("grader", "grader.__main__", "grader.cli", "grader.baseline_run"),  # the commands
+    ("grader", "grader.__main__", "grader.cli", "grader.baseline_run", "grader.doctor"),  # the commands
 ]
 
 

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from grader.classroom.roster import valid_student_id
-from grader.errors import SetupError
 from grader.classroom.lms import (
     LmsFormatError,
     detect_layout,
@@ -28,6 +26,8 @@ from grader.classroom.lms import (
     write_canvas_gradebook,
     write_moodle_worksheet,
 )
+from grader.classroom.roster import valid_student_id
+from grader.errors import SetupError
 
 BOM = b"\xef\xbb\xbf"
 

@@ -8,19 +8,19 @@ import base64
 import json
 from pathlib import Path
 
+import notebook_fixtures as F
 import numpy as np
 import pytest
 
-import notebook_fixtures as F
-from grader.tasks.mspacman import preprocess_frames
 from grader.errors import MissingDependency, SubmissionError
 from grader.notebook import lunarlander, mspacman
 from grader.notebook.astfilter import plan_cell
-from grader.notebook.common import common_checks, detect_task, parse_notebook
-from grader.notebook.diagnose import diagnose
+from grader.notebook.common import common_checks, detect_notebook_task, parse_notebook
+from grader.notebook.diagnose import diagnose_preprocessing
 from grader.notebook.protocol import parse_blobs, parse_report
 from grader.notebook.reader import CodeCell, _strip_magics
 from grader.notebook.sandbox import Limits
+from grader.tasks.mspacman import preprocess_frames
 
 MARKERS = {"mspacman": mspacman.MARKERS, "lunarlander": lunarlander.MARKERS}
 SCORED = ("definitions_run", "preprocess_shape", "preprocess_range", "preprocess_values",
@@ -69,14 +69,14 @@ def test_diagnosis_of_reference_is_a_match():
     with np.load(mspacman.FRAMES_FILE) as d:
         frames = d["frames"]
     assert frames.shape == (8, 210, 160, 3) and frames.dtype == np.uint8
-    d = diagnose(frames, list(preprocess_frames(frames)))
+    d = diagnose_preprocessing(frames, list(preprocess_frames(frames)))
     assert d.matches and d.max_abs_diff == 0
 
 
 def test_diagnosis_of_noise_names_no_variant():
     frames, _ = mspacman.probe_inputs()
     noise = list(np.random.default_rng(0).uniform(0, 255, (len(frames), 44, 40)))
-    d = diagnose(frames, noise)
+    d = diagnose_preprocessing(frames, noise)
     assert not d.matches and d.variant is None and "no combination" in d.steps[0]
 
 
@@ -94,11 +94,11 @@ def test_the_sandbox_inputs_hold_no_answer():
 
 
 def test_detect_task_is_generic():
-    assert detect_task("env = gym.make('ALE/MsPacman-v5')\nclass DQN(nn.Module): ...", MARKERS)[0] == "mspacman"
-    assert detect_task("import keras\nactor_model = keras.Model(...)  # LunarLander-v3", MARKERS)[0] == "lunarlander"
-    assert detect_task("print('hello')", MARKERS)[0] is None
-    assert detect_task("MsPacman LunarLander", MARKERS)[0] is None  # both environments: a tie
-    assert detect_task("alpha beta", {"a": [r"alpha", r"beta"], "b": [r"gamma", r"beta"]}) == ("a", {"a": 7, "b": 1})
+    assert detect_notebook_task("env = gym.make('ALE/MsPacman-v5')\nclass DQN(nn.Module): ...", MARKERS)[0] == "mspacman"
+    assert detect_notebook_task("import keras\nactor_model = keras.Model(...)  # LunarLander-v3", MARKERS)[0] == "lunarlander"
+    assert detect_notebook_task("print('hello')", MARKERS)[0] is None
+    assert detect_notebook_task("MsPacman LunarLander", MARKERS)[0] is None  # both environments: a tie
+    assert detect_notebook_task("alpha beta", {"a": [r"alpha", r"beta"], "b": [r"gamma", r"beta"]}) == ("a", {"a": 7, "b": 1})
 
 
 # --- the report protocol -------------------------------------------------------------------------

@@ -11,9 +11,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import notebook_fixtures as F
 import pytest
 
-import notebook_fixtures as F
 from grader.errors import SubmissionError
 from grader.notebook import mspacman
 from grader.notebook.common import common_checks, parse_notebook

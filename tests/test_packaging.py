@@ -41,6 +41,7 @@ def test_the_wheel_holds_one_package_and_the_shipped_data(wheel):
     for needed in ("grader/_data/rubrics/lunarlander.toml", "grader/_data/rubrics/baselines/mspacman.json",
                    "grader/_data/rubrics/cartpole.toml", "grader/_data/reference/models/lunarlander_improved.onnx",
                    "grader/outputs/templates/report.html.j2", "grader/site/templates/base.html", "grader/data/mspacman_frames.npz",
+                   "grader/py.typed", "grader/gradescope/templates/gradescope_setup.sh",
                    "grader/_data/lock/requirements.txt", "grader/_data/lock/grader.txt", "grader/_data/lock/notebooks.txt"):
         assert needed in names, needed
 
@@ -60,8 +61,10 @@ def test_the_installed_wheel_grades_from_another_directory(wheel, tmp_path):
     # The test borrows its dependencies from another venv, which bubblewrap would not show the
     # workers: they run in the fallback sandbox here (isolation has its own tests).
     env = {"PATH": "/usr/bin:/bin", "GRADER_SANDBOX": "fallback", "HOME": str(tmp_path)}
-    run = lambda *args: subprocess.run([str(py), "-c", "import sys; from grader.cli import main; sys.exit(main())",
-                                        *args], cwd=elsewhere, capture_output=True, text=True, timeout=300, env=env)
+    def run(*args):
+        return subprocess.run([str(py), "-c", "import sys; from grader.cli import main; sys.exit(main())", *args],
+                              cwd=elsewhere, capture_output=True, text=True, timeout=300, env=env)
+
     where = subprocess.run([str(py), "-c", "import grader, grader.resources as r; print(grader.__file__); "
                                            "print(r.reference_models_dir()); print(r.lock_dir())"], cwd=elsewhere,
                            capture_output=True, text=True, check=True).stdout.split()

@@ -10,11 +10,11 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 import site_helpers as S
+
+from grader.api import check, grade
 from grader.cli import main
 from grader.errors import SetupError
-from grader.api import check, grade
 from grader.result import GradeResult
 from grader.scoring.rubric import RubricError, load_rubric
 
@@ -255,7 +255,7 @@ def test_nothing_outside_a_task_module_names_a_task():
     from grader.tasks import task_names
 
     allowed = {"tasks", "notebook/mspacman.py", "notebook/lunarlander.py"}
-    pattern = re.compile(r"""["'](%s)["']""" % "|".join(task_names()))
+    pattern = re.compile(r"""["'](""" + "|".join(task_names()) + r""")["']""")
     offenders = []
     for path in (REPO / "grader").rglob("*.py"):
         rel = path.relative_to(REPO / "grader").as_posix()

@@ -6,16 +6,16 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from report_fixtures import EVIL_INPUT, EVIL_NAME, EVIL_OUTPUT, EVIL_PRODUCER, GRADING_SEEDS, lunarlander_model, write_rubric
 
 from grader.api import grade
 from grader.outputs.report import SeedPolicy, baseline_values, render_inline_html, returns_plot_svg, write_report
 from grader.result import CheckResult, GradeResult
 from grader.scoring.rubric import load_rubric
-from report_fixtures import (EVIL_INPUT, EVIL_NAME, EVIL_OUTPUT, EVIL_PRODUCER, GRADING_SEEDS, lunarlander_model, write_rubric)
 
 
 class Node:
-    def __init__(self, tag: str, attrs: dict[str, str | None], parent: "Node | None"):
+    def __init__(self, tag: str, attrs: dict[str, str | None], parent: Node | None):
         self.tag, self.attrs, self.parent, self.children, self.text = tag, attrs, parent, [], []
 
     def iter(self):
@@ -243,8 +243,8 @@ def test_public_seeds_are_shown(graded):
 def test_videos_decode_with_right_frame_counts(graded):
     import imageio.v3 as iio
 
-    from grader.tasks import get_task
     from grader.runtime.video import frame_count
+    from grader.tasks import get_task
 
     STRIDE = get_task("lunarlander").video_stride
     assert STRIDE == 2  # 50 Hz physics shown at 25 fps

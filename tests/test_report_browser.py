@@ -1,10 +1,10 @@
 """The report in a real browser: headless Debian chromium opens report.html from disk, the videos
 load (duration > 0), and the page logs no console errors. A screenshot goes to test-artifacts/."""
 
-import pytest
-
 import onnx_fixtures as F
+import pytest
 from conftest import ARTIFACTS
+
 from grader.api import grade
 
 pytestmark = pytest.mark.browser

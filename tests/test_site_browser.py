@@ -6,7 +6,6 @@ Screenshots go to test-artifacts/ (git-ignored).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,6 @@ from conftest import ARTIFACTS  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
 from site_helpers import GRADING_SEEDS, lunarlander_model_bytes, make_tokens, running_server, write_rubric  # noqa: E402
 
 from grader.classroom.gradebook import Gradebook  # noqa: E402

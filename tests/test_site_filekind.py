@@ -5,14 +5,11 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from site_helpers import lunarlander_model_bytes  # noqa: E402
+from site_helpers import lunarlander_model_bytes
 
 from grader.submission.filekind import (  # noqa: E402
     HEAD_BYTES,

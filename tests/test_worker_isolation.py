@@ -7,12 +7,14 @@ import pickle
 import uuid
 
 import numpy as np
-import pytest
-
 import onnx_fixtures as F
-from grader.runtime.engine import Engine, EngineBug, EngineFailure
+import pytest
+from worker_doubles import faulty_engine, inject_fault
+
+from grader.errors import EngineBug, EngineFailure, MalformedMessage
 from grader.notebook.sandbox import bwrap_status
-from grader.runtime.worker import MAGIC, MalformedMessage, decode, encode
+from grader.runtime.channel import MAGIC, decode, encode
+from grader.runtime.engine import Engine
 
 BWRAP_OK, BWRAP_WHY = bwrap_status()
 needs_bwrap = pytest.mark.skipif(not BWRAP_OK, reason=f"bubblewrap unusable here: {BWRAP_WHY}")
@@ -26,7 +28,7 @@ def test_the_worker_runs_in_bubblewrap_as_nobody_without_network_in_an_empty_pri
     try:
         checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         secret = os.path.join(checkout, "tests", os.path.basename(__file__))
-        package = os.path.join(checkout, "grader", "worker.py")
+        package = os.path.join(checkout, "grader", "runtime", "worker.py")
         with Engine(2, sandbox="auto") as engine:
             assert engine.sandbox_mode == "bwrap" and engine.warnings == []
             infos = engine.info(paths=[secret, os.path.join(checkout, "rubrics"), package, marker])
@@ -74,8 +76,8 @@ def test_videos_are_spread_over_the_workers_and_come_back_in_job_order(tmp_path)
 
 
 def test_videos_made_before_a_failure_are_kept_and_the_missing_ones_named(tmp_path, monkeypatch):
-    from grader.runtime.engine import Engine as E
     from grader.api import grade
+    from grader.runtime.engine import Engine as E
 
     def record_many(self, jobs, *, on_video):
         info = self.record_many_real(jobs[:1])[0]
@@ -123,8 +125,8 @@ def test_a_pickle_is_refused_by_the_decoder_and_never_run(tmp_path):
 
 def test_a_forged_pickle_reply_from_the_worker_fails_the_model_and_runs_nothing(tmp_path):
     marker = tmp_path / "pwned"
-    with Engine(1) as engine:
-        engine._inject_fault("pickle", marker=str(marker))
+    with faulty_engine(1) as engine:
+        inject_fault(engine, "pickle", marker=str(marker))
         with pytest.raises(EngineFailure, match="malformed reply, which was refused"):
             engine.info()
         engine.load(None, task="lunarlander")  # a fresh worker took over
@@ -160,9 +162,9 @@ def test_messages_round_trip_and_malformed_ones_are_refused():
 
 # --- whose fault: the grader's own failures are bugs ------------------------------------------------
 def test_a_failing_probe_of_the_grader_is_an_engine_bug_not_the_models_fault(tmp_path):
-    with Engine(1) as engine:
+    with faulty_engine(1) as engine:
         engine.load(open(F.mlp(tmp_path / "m.onnx"), "rb").read(), task="lunarlander")
-        engine._inject_fault("probe")
+        inject_fault(engine, "probe")
         with pytest.raises(EngineBug) as err:
             engine.probe()
         assert not isinstance(err.value, EngineFailure)
@@ -173,9 +175,9 @@ def test_a_failing_probe_of_the_grader_is_an_engine_bug_not_the_models_fault(tmp
 
 
 def test_a_failing_environment_factory_is_an_engine_bug(tmp_path):
-    with Engine(1) as engine:
+    with faulty_engine(1) as engine:
         engine.load(open(F.mlp(tmp_path / "m.onnx"), "rb").read(), task="lunarlander")
-        engine._inject_fault("env")
+        inject_fault(engine, "env")
         with pytest.raises(EngineBug, match="the environment factory failed"):
             engine.evaluate([0, 1])
 
@@ -192,9 +194,9 @@ def test_the_models_own_runtime_failure_stays_the_models_fault(tmp_path):
 def test_a_stream_of_heartbeats_does_not_push_back_the_budget(tmp_path):
     from grader.scoring.rubric import Budgets
 
-    with Engine(1) as engine:
+    with faulty_engine(1) as engine:
         engine.load(open(F.mlp(tmp_path / "m.onnx"), "rb").read(), task="lunarlander", budgets=Budgets(probe_s=2))
-        engine._inject_fault("spam")
+        inject_fault(engine, "spam")
         with pytest.raises(EngineFailure, match="longer than their 2 s budget"):  # the budget's cap was hit
             engine.probe()
 

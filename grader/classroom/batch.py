@@ -43,19 +43,21 @@ from typing import Any
 
 import numpy as np
 
-from grader.submission.bundle import Bundle, Submission, read_bundle
+from grader.classroom.archive import archive_submission
 from grader.classroom.classdir import ClassFolder, scan_class
-from grader.classroom.roster import Roster
-from grader.errors import EXIT_ERROR, EXIT_GRADED as EXIT_OK, EXIT_INTERRUPTED, SetupError
 from grader.classroom.gradebook import Attempt, Gradebook
+from grader.classroom.jobs import JobOptions, grade_job
+from grader.classroom.roster import Roster
+from grader.classroom.slots import JobOutcome, run_slot
+from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, SetupError
+from grader.errors import EXIT_GRADED as EXIT_OK
 from grader.limits import DEFAULT_BATCH_SLOTS
+from grader.outputs.console import CountBar
 from grader.pipeline import Options
 from grader.resources import reference_models_dir
 from grader.result import GradeResult
 from grader.scoring.rubric import Rubric, RubricKey, load_rubric, rubric_key
-from grader.outputs.console import CountBar
-from grader.classroom.jobs import JobOptions, grade_job
-from grader.classroom.slots import Outcome, serve
+from grader.submission.bundle import Bundle, Submission, read_bundle
 
 
 # --- what is graded, with which settings -----------------------------------------------------------
@@ -66,6 +68,7 @@ class Job:
     label: str
     digest: str
     bundle: Bundle
+    late: Any = None  # grader.result.Late, when the rubric has a deadline
 
 
 # --- the runner ------------------------------------------------------------------------------------
@@ -87,6 +90,8 @@ class BatchRun:
     behaviour_threshold: float = 0.95
     show_progress: bool = True
     roster_file: Path | None = None  # an LMS worksheet / gradebook: grades are also written in its format
+    overrides_file: Path | None = None  # student_id,points,comment: recorded in the gradebook before the exports
+    final: bool = False  # `grade final`: the final evaluation (exports into out/final, the final leaderboard)
     log: Any = None  # callable(str) for per-submission lines; default: print to stderr
 
     # filled in by run()
@@ -102,6 +107,8 @@ class BatchRun:
     elapsed: float = 0.0
     summary: dict = field(default_factory=dict)  # set by the exports
     duplicates: Any = None  # a grader.classroom.duplicates.DuplicateReport, set by the exports
+    late: dict[str, Any] = field(default_factory=dict)  # student -> grader.result.Late
+    base_opts: Any = None  # the JobOptions every job shares (a late job gets its own copy)
     bar: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -128,29 +135,74 @@ class BatchRun:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.close()
-            raise SetupError(f"another `grade batch` is writing to {self.out}; wait for it or use another --out")
+            raise SetupError(f"another `grade batch` is writing to {self.out}; wait for it or use another --out") from None
         return f
 
     def prepare(self) -> list[Job]:
         """Scan, enqueue every student's bundle, return the jobs still to grade."""
         self.folder = scan_class(self.class_dir, exclude=self.out, layout=self.layout)
+        self.hand_ins()
         self.key = rubric_key(self.rubric, self.episodes)
         self.gradebook = Gradebook(self.out / "gradebook.sqlite")
         self._cleanup_temp()
         self.gradebook.requeue_running()  # left by a killed run (we hold the folder's lock)
         jobs: list[Job] = []
         for bundle in self.folder.bundles:
-            digest = read_bundle(bundle).digest()
+            sub = read_bundle(bundle)
+            digest = sub.digest()
+            archive_submission(self.out, sub, digest)  # kept for `grade final` (a later download replaces the folder)
             aid = self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=self.force)
             attempt = self.gradebook.get(aid)
+            late = self.late.get(bundle.student)
+            if attempt.is_finished and _late_changed(attempt, late):  # an extension or a new time: regrade
+                self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=True)
+                attempt = self.gradebook.get(aid)
             if attempt.status == "error" and self.retry_errors:
                 self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=True)
                 attempt = self.gradebook.get(aid)
             self.attempts[bundle.student] = attempt
             self.bundles[bundle.student] = bundle
             if attempt.status == "queued":
-                jobs.append(Job(aid, bundle.student, bundle.label, digest, bundle))
+                jobs.append(Job(aid, bundle.student, bundle.label, digest, bundle, late=late))
         return jobs
+
+    def hand_ins(self) -> None:
+        """Each student's lateness (``self.late``) when the rubric has a deadline: the submission time
+        from the roster (Moodle's worksheet, a ``submitted`` column), else Canvas's late flag, else
+        the files' modification time; extensions from the rubric's file and the roster."""
+        from grader.classroom import handins as H
+        from grader.scoring import deadline as D
+
+        times: dict[str, H.HandIn] = {}
+        roster_ext: dict[str, D.Extension] = {}
+        if self.rubric.deadline is None:
+            return
+        tz = self.rubric.deadline.local_tz()
+        if self.roster_file is not None:
+            from grader.classroom import lms
+
+            times, roster_ext = H.roster_times(self.roster_file, lms.detect_roster_kind(self.roster_file), tz=tz)
+        deadlines = D.deadlines_of(self.rubric, roster_extensions=roster_ext)
+        for bundle in self.folder.bundles:
+            known = times.get(bundle.student)
+            if known is not None and known.submitted is not None:
+                hand_in = known
+            elif self.folder.layout == "canvas":
+                late = bundle.student in self.folder.late_flags
+                hand_in = H.HandIn(None, "Canvas's late flag", late_flag=late)
+            else:
+                files = [p for p in (bundle.model, bundle.notebook, *bundle.weights) if p is not None]
+                hand_in = H.HandIn(H.file_time(files), "file time")
+            self.late[bundle.student] = deadlines.late(bundle.student, hand_in.submitted, source=hand_in.source,
+                                                       late_flag=hand_in.late_flag)
+
+    def options_for(self, job: Job):
+        """The job's options: the shared ones, with the job's lateness when it has one."""
+        from dataclasses import replace
+
+        if job.late is None:
+            return self.base_opts
+        return replace(self.base_opts, options=replace(self.base_opts.options, late=job.late))
 
     def job_options(self, probe_states: np.ndarray | None) -> JobOptions:
         options = Options(episodes=self.episodes, video=self.video, report=True, workers=1)
@@ -173,7 +225,7 @@ class BatchRun:
             return None, "the files changed while the class was being graded; run `grade batch` again"
         return sub, ""
 
-    def record(self, job: Job, outcome: Outcome) -> None:
+    def record(self, job: Job, outcome: JobOutcome) -> None:
         """Driver side of a finished grading (every backend): complete the report folder, move it
         into place, then finish the gradebook row in one transaction."""
         from grader.classroom.exports import write_gradescope
@@ -214,7 +266,7 @@ class BatchRun:
             reused = total - len(jobs)
             has_models = bool(self.attempts)
             self.probe_states, self.probe_id = probe_set(self.rubric.task) if has_models else (None, "")
-            opts = self.job_options(self.probe_states)
+            opts = self.base_opts = self.job_options(self.probe_states)
             self._say(f"{total} submissions from {len(self.folder.students)} students in {self.class_dir}"
                       f" ({self.folder.layout} layout; {reused} already graded, {len(jobs)} to grade; "
                       f"{len(self.folder.problems)} layout problems)")
@@ -255,7 +307,7 @@ class BatchRun:
 
         def slot(i: int, grader) -> None:
             try:
-                serve(source, grader, stop=self._stop, name=f"{host}:slot{i}", task=self.rubric.task)
+                run_slot(source, grader, stop=self._stop, name=f"{host}:slot{i}", task=self.rubric.task)
             except BaseException as exc:  # noqa: BLE001 - surfaced by the main thread
                 errors.append(exc)
                 self._stop.set()
@@ -308,7 +360,7 @@ class _QueueSource:
     def idle(self) -> bool:
         return False  # a batch knows all its jobs up front
 
-    def record(self, job: Job, outcome: Outcome) -> None:
+    def record(self, job: Job, outcome: JobOutcome) -> None:
         self.run.record(job, outcome)
 
 
@@ -318,18 +370,32 @@ class _LocalGrader:
     def __init__(self, run: BatchRun, opts: JobOptions, engine: Any):
         self.run, self.opts, self.engine = run, opts, engine
 
-    def grade(self, job: Job) -> Outcome:
+    def grade(self, job: Job) -> JobOutcome:
         t = time.perf_counter()
         sub, problem = self.run.read_job(job)
         if sub is None:
-            return Outcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
-        outcome = grade_job(sub, self.opts, engine=self.engine, workdir=self.run.new_workdir(job.attempt_id))
+            return JobOutcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
+        outcome = grade_job(sub, self.run.options_for(job), engine=self.engine, workdir=self.run.new_workdir(job.attempt_id))
         outcome.wall_s = time.perf_counter() - t
         return outcome
 
     def close(self) -> None:
         if self.engine is not None:
             self.engine.close()
+
+
+def _late_changed(attempt: Attempt, late: Any) -> bool:
+    """Whether a finished attempt's recorded lateness differs from the one known now (an extension
+    granted, a deadline moved, a new worksheet): its score must be composed again."""
+    try:
+        result = attempt.result()
+    except ValueError:
+        return False
+    if result is None or result.status == "error":
+        return False
+    if result.late is None or late is None:
+        return (result.late is None) != (late is None)
+    return not result.late.same_penalty(late)
 
 
 def _spawn_engines(n: int) -> list:
@@ -369,12 +435,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder of reference models compared for duplicates (default: the shipped ones)")
     p.add_argument("--behaviour-threshold", type=float, default=0.95,
                    help="flag two policies whose actions agree on at least this fraction of the probe states (default 0.95)")
+    p.add_argument("--overrides", type=Path, metavar="FILE",
+                   help="CSV of student_id,points,comment: the instructor's points, recorded in the gradebook "
+                        "(they survive regrades; empty points remove one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _warn_versions(rubric_path: Path) -> None:
     """Say at start when this machine's packages differ from those that made the rubric's baselines."""
-    from grader.runtime.doctor import baselines_version_warning
+    from grader.scoring.versions import baselines_version_warning
 
     warning = baselines_version_warning(rubric_path)
     if warning:
@@ -382,8 +451,8 @@ def _warn_versions(rubric_path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader.outputs import console
     from grader.classroom import lms
+    from grader.outputs import console
 
     if not args.class_dir.is_dir():
         console.fail(f"no such folder: {args.class_dir}")
@@ -396,6 +465,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     rubric = load_rubric(args.rubric)  # validated as a whole, seeds and baselines read: before any submission
     _warn_versions(args.rubric)
+    if args.overrides is not None:
+        from grader.classroom.overrides import read_overrides
+
+        read_overrides(args.overrides, max_points=rubric.max_points)  # a bad row stops the run before grading
     if args.episodes is not None and args.episodes > len(rubric.all_grading_seeds()):
         raise SetupError(f"--episodes {args.episodes}: rubric {rubric.id!r} has only {len(rubric.all_grading_seeds())} grading seeds")
     roster = None
@@ -409,7 +482,7 @@ def run(args: argparse.Namespace) -> int:
                       force=args.force, retry_errors=args.retry_errors, video=not args.no_video, episodes=args.episodes,
                       backend=args.backend, address=args.address, layout=args.lms, reference_dir=args.reference,
                       behaviour_threshold=args.behaviour_threshold, show_progress=not args.no_progress,
-                      roster_file=args.roster)
+                      roster_file=args.roster, overrides_file=args.overrides)
     try:
         code = runner.run()
     except KeyboardInterrupt:
@@ -444,5 +517,6 @@ def _print_summary(runner: BatchRun) -> None:
         if n_behaviour > max(5, len(runner.attempts) // 2):
             c.print(f"[yellow]{n_behaviour} behaviour flags: policies of this class agree a lot anyway (similar training "
                     f"converges); look at the highest agreements first or raise --behaviour-threshold[/yellow]")
-    for name in ("grades.csv", "duplicates.csv", "problems.csv", "class.html", "gradebook.sqlite"):
+    for name in ("grades.csv", "duplicates.csv", "problems.csv", "class.html", "feedback_reports.zip",
+                 *(["feedback_moodle.zip"] if (runner.out / "feedback_moodle.zip").is_file() else []), "gradebook.sqlite"):
         c.print(f"  {escape(str(runner.out / name))}")

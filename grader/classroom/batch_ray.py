@@ -6,7 +6,7 @@ other Ray users on the machine share), and stops it at the end.
 
 Each actor (``num_cpus=1``) holds a persistent one-worker :class:`~grader.runtime.engine.Engine`, like a
 local slot, so the sandbox is the same on every node. The driver runs the same claim -> grade ->
-record loop as local slots (:func:`grader.classroom.slots.serve`), one thread per actor: it claims the
+record loop as local slots (:func:`grader.classroom.slots.run_slot`), one thread per actor: it claims the
 gradebook rows, reads each bundle and sends its bytes (nodes need no access to the class folder),
 receives the result, the probe actions and the report folder as a tar archive, and records exactly
 as the local backend does. Resume, ``--force`` and the exports are therefore identical.
@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grader.classroom.slots import JobOutcome
 from grader.errors import MissingDependency
 from grader.resources import package_dir
 from grader.result import GradeResult
-from grader.classroom.slots import Outcome
 
 if TYPE_CHECKING:
     from grader.classroom.batch import BatchRun, Job
@@ -50,7 +50,7 @@ class RayGrader:
 
         return {"node": socket.gethostname(), "pid": os.getpid(), "grader": grader.__file__}
 
-    def grade(self, sub, opts: "JobOptions") -> dict:
+    def grade(self, sub, opts: JobOptions) -> dict:
         from grader.classroom.jobs import grade_job
         from grader.runtime.engine import Engine
 
@@ -84,29 +84,30 @@ def _extract(tar_bytes: bytes, dest: Path) -> None:
 
 
 class _ActorSlot:
-    """The driver side of one actor: a :class:`grader.classroom.slots.SlotGrader` for :func:`grader.classroom.slots.serve`."""
+    """The driver side of one actor: a :class:`grader.classroom.slots.SlotGrader` for :func:`grader.classroom.slots.run_slot`."""
 
-    def __init__(self, run: "BatchRun", actor_cls: Any, opts_ref: Any):
+    def __init__(self, run: BatchRun, actor_cls: Any, opts_ref: Any):
         self.run, self.actor_cls, self.opts_ref = run, actor_cls, opts_ref
         self.actor = actor_cls.remote()
 
-    def grade(self, job: "Job") -> Outcome:
+    def grade(self, job: Job) -> JobOutcome:
         import ray
 
         t0 = time.perf_counter()
         sub, problem = self.run.read_job(job)
         if sub is None:
-            return Outcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
+            return JobOutcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
         workdir = self.run.new_workdir(job.attempt_id)
         try:
-            out = ray.get(self.actor.grade.remote(sub, self.opts_ref))
+            opts = self.opts_ref if job.late is None else self.run.options_for(job)  # a late part: this job's own
+            out = ray.get(self.actor.grade.remote(sub, opts))
         except ray.exceptions.RayActorError as exc:
             self.actor = self.actor_cls.remote()  # replace the dead actor; this row is the grader's error
             result = GradeResult(submission=job.label, task=self.run.rubric.task, status="error",
                                  error=f"the Ray grading actor died ({type(exc).__name__}); rerun this submission")
-            return Outcome(result, workdir / "report", wall_s=time.perf_counter() - t0)
+            return JobOutcome(result, workdir / "report", wall_s=time.perf_counter() - t0)
         _extract(out["tar"], workdir / "report")
-        return Outcome(GradeResult.from_json(out["result"]), workdir / "report", out["extra"], time.perf_counter() - t0)
+        return JobOutcome(GradeResult.from_json(out["result"]), workdir / "report", out["extra"], time.perf_counter() - t0)
 
     def close(self) -> None:
         import ray
@@ -162,7 +163,7 @@ def _init(ray: Any, *, address: str | None, n: int) -> None:
     ray.init(address="local", num_cpus=max(1, n), include_dashboard=False, **common)
 
 
-def ray_graders(run: "BatchRun", opts: "JobOptions", *, n: int) -> list[_ActorSlot]:
+def ray_graders(run: BatchRun, opts: JobOptions, *, n: int) -> list[_ActorSlot]:
     """Connect to the cluster (or start a local one) and start ``n`` actors (at most one per CPU)."""
     try:
         import ray

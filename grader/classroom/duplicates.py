@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -44,7 +44,8 @@ def weights_fingerprint(data: bytes) -> str | None:
     """The canonical weight fingerprint of ONNX bytes, or None (unparsable, no weights)."""
     from onnx import numpy_helper
 
-    from grader.submission.onnx_model import ModelLoadError, is_external, iter_tensors, parse_model, tensor_elements
+    from grader.errors import ModelLoadError
+    from grader.submission.onnx_model import is_external, iter_tensors, parse_model, tensor_elements
 
     try:
         parsed = parse_model(data)
@@ -69,8 +70,8 @@ def weights_fingerprint(data: bytes) -> str | None:
 
 def probe_set(task: str, n: int = PROBE_SET_SIZE) -> tuple[np.ndarray, str]:
     """The fixed probe states for behavioural comparison and an id (sha256 of their bytes)."""
-    from grader.tasks.contract import get_task
     from grader.submission.probestates import probe_states
+    from grader.tasks.contract import get_task
 
     states = probe_states(get_task(task), n)
     return states, hashlib.sha256(states.tobytes()).hexdigest()[:16]
@@ -127,9 +128,6 @@ class DuplicateReport:
 
     def students(self) -> set[str]:
         return {c.label for f in self.flags for c in (f.a, f.b) if not c.is_reference}
-
-    def for_student(self, label: str) -> list[Flag]:
-        return [f for f in self.flags if label in (f.a.label, f.b.label)]
 
 
 def find_duplicates(candidates: list[Candidate], *, threshold: float = BEHAVIOUR_THRESHOLD) -> DuplicateReport:
@@ -193,5 +191,41 @@ def actions_from_extra(extra: dict, probe_id: str) -> np.ndarray | None:
     return None
 
 
-def dumps(report: DuplicateReport) -> str:
-    return json.dumps([f.row() for f in report.flags], indent=2)
+def reference_candidates(ref_dir: Path | None, task: str, probe_states) -> list:
+    """The reference models of ``task`` in ``ref_dir`` as duplicate candidates: their sha256, their
+    weights' fingerprint and, with ``probe_states``, their actions (batch and site alike)."""
+    from grader.errors import EngineFailure, ModelLoadError, TaskDetectionError
+    from grader.runtime.engine import Engine
+    from grader.submission import checks as C
+    from grader.submission.onnx_model import parse_model
+
+    if ref_dir is None or not Path(ref_dir).is_dir():
+        return []
+    out = []
+    files = sorted(Path(ref_dir).glob("*.onnx"))
+    engine = None
+    try:
+        for f in files:
+            try:
+                data = f.read_bytes()
+                parsed = parse_model(data)
+                if C.detect_task(parsed).name != task:
+                    continue
+            except (OSError, ModelLoadError, TaskDetectionError):
+                continue
+            cand = Candidate(label=f"reference:{f.name}", file=str(f), sha256=parsed.sha256,
+                             weights=weights_fingerprint(data), is_reference=True)
+            if probe_states is not None:
+                try:
+                    engine = engine or Engine(1)
+                    engine.load(data, task=task)
+                    import numpy as np
+
+                    cand.actions = np.asarray(engine.actions(probe_states), dtype=np.uint8)
+                except EngineFailure:
+                    pass
+            out.append(cand)
+    finally:
+        if engine is not None:
+            engine.close()
+    return out

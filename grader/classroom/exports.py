@@ -16,7 +16,7 @@ import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,7 +25,8 @@ from grader.result import GradeResult
 if TYPE_CHECKING:
     from grader.classroom.batch import BatchRun
 
-GRADES_COLUMNS = ["student_id", "name", "email", "points", "max_points", "status", "files", "note"]
+GRADES_COLUMNS = ["student_id", "name", "email", "points", "max_points", "status", "files", "note",
+                  "graded_points", "late_penalty", "submitted", "days_late", "override_comment", "override_by"]
 DUPLICATES_COLUMNS = ["kind", "student_a", "file_a", "student_b", "file_b", "agreement", "detail"]
 PROBLEMS_COLUMNS = ["entry", "student", "reason"]
 
@@ -97,8 +98,8 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
     * the top-level ``score`` is ``result.score`` and equals the sum of the tests' scores, out of
       ``result.max_score``; ``output`` (Markdown) is the summary and ``report_note``.
     """
-    from grader.scoring.points import EPISODES_PART, fmt_points
     from grader.outputs.seedpolicy import SeedPolicy
+    from grader.scoring.points import EPISODES_PART, fmt_points
 
     if episode_table not in EPISODE_TABLE_CHOICES:
         raise ValueError(f"episode_table must be one of {', '.join(EPISODE_TABLE_CHOICES)}, not {episode_table!r}")
@@ -146,6 +147,10 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
                              else "Not graded: grader error: ") + why if not graded else episodes.detail)
         tests.append(GradescopeTest(name="episode score", score=episodes.points, max_score=episodes.max_points,
                                     output=output, status="passed" if episodes.points > 0 else "failed"))
+    for part in result.parts:  # the late penalty: a part like the others, its points negative or 0
+        if part.kind == "late":
+            tests.append(GradescopeTest(name="late penalty", score=part.points, max_score=0.0, output=part.detail,
+                                        status="failed" if part.points < 0 else "passed"))
     board = _leaderboard(result)
     total = fmt_points(result.score, result.max_score)
     if graded:
@@ -220,6 +225,8 @@ class StudentRow:
     report: str | None = None  # link, relative to the output folder
     problems: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    override: Any = None  # grader.classroom.gradebook.Override: the instructor's points, which win
+    override_drift: str = ""  # why the override needs a look: the grade under it changed
 
     @property
     def status(self) -> str:
@@ -228,8 +235,28 @@ class StudentRow:
         return "layout problem" if self.problems else "no submission"
 
     @property
+    def graded_points(self) -> float | None:
+        """What the grading gave (None: nothing was graded)."""
+        return self.result.score if self.result is not None else None
+
+    @property
     def points(self) -> float:
+        """The student's points: the instructor's override when there is one, else the graded points."""
+        if self.override is not None:
+            return self.override.points
         return self.result.score if self.result is not None else 0.0
+
+    @property
+    def late(self):
+        """The late part of the score, if the rubric has a deadline."""
+        return next((p for p in self.result.parts if p.kind == "late"), None) if self.result is not None else None
+
+    def rank_key(self, statistic: str) -> tuple:
+        """Leaderboard order: points, then the rubric's episode statistic, then the mean return (ties broken)."""
+        s = self.result.summary if self.result is not None else None
+        stat = getattr(s, statistic, None) if s is not None else None
+        return (-self.points, -(stat if stat is not None else -1e18),
+                -(self.mean_return if self.mean_return is not None else -1e18), self.id)
 
     @property
     def max_points(self) -> float | None:
@@ -250,7 +277,7 @@ def _report_link(out: Path, report_path: str | None) -> str | None:
     return None
 
 
-def collect(run: "BatchRun") -> list[StudentRow]:
+def collect(run: BatchRun) -> list[StudentRow]:
     """One row per student: roster students (roster order) then found students not on it."""
     gb = run.gradebook
     rows: dict[str, StudentRow] = {}
@@ -270,49 +297,14 @@ def collect(run: "BatchRun") -> list[StudentRow]:
     for p in run.folder.problems:
         if p.student and p.student in rows:
             rows[p.student].problems.append(f"{p.entry}: {p.reason}")
+    overrides = gb.overrides(run.rubric.id)
+    for sid, o in overrides.items():
+        if sid in rows:
+            rows[sid].override = o
+            rows[sid].override_drift = o.drift(rows[sid].graded_points)
     for r in rows.values():
         r.pseudonym = gb.pseudonym(r.id)
     return list(rows.values())
-
-
-def reference_candidates(ref_dir: Path | None, task: str, probe_states) -> list:
-    """The reference models of ``task`` in ``ref_dir`` as duplicate candidates: their sha256, their
-    weights' fingerprint and, with ``probe_states``, their actions (batch and site alike)."""
-    from grader.submission import checks as C
-    from grader.classroom.duplicates import Candidate, weights_fingerprint
-    from grader.runtime.engine import Engine, EngineFailure
-    from grader.submission.onnx_model import ModelLoadError, parse_model
-
-    if ref_dir is None or not Path(ref_dir).is_dir():
-        return []
-    out = []
-    files = sorted(Path(ref_dir).glob("*.onnx"))
-    engine = None
-    try:
-        for f in files:
-            try:
-                data = f.read_bytes()
-                parsed = parse_model(data)
-                if C.detect_task(parsed).name != task:
-                    continue
-            except (OSError, ModelLoadError, C.TaskDetectionError):
-                continue
-            cand = Candidate(label=f"reference:{f.name}", file=str(f), sha256=parsed.sha256,
-                             weights=weights_fingerprint(data), is_reference=True)
-            if probe_states is not None:
-                try:
-                    engine = engine or Engine(1)
-                    engine.load(data, task=task)
-                    import numpy as np
-
-                    cand.actions = np.asarray(engine.actions(probe_states), dtype=np.uint8)
-                except EngineFailure:
-                    pass
-            out.append(cand)
-    finally:
-        if engine is not None:
-            engine.close()
-    return out
 
 
 def _score_svg(scores: list[float], max_score: float) -> str:
@@ -350,7 +342,23 @@ def check_pass_rates(rows: list[StudentRow]) -> list[dict]:
     return [{"name": n, "passed": passed[n], "total": seen[n], "rate": passed[n] / seen[n]} for n in order]
 
 
-def write_exports(run: "BatchRun") -> None:
+def _apply_overrides_file(run: BatchRun) -> None:
+    """Record ``--overrides FILE`` in the gradebook (with the graded points under each override now)."""
+    from grader.classroom.overrides import apply_overrides, read_overrides
+
+    if run.overrides_file is None:
+        return
+    rows = read_overrides(run.overrides_file, max_points=run.rubric.max_points)
+    graded = {}
+    for sid, attempt in run.attempts.items():
+        a = run.gradebook.get(attempt.id)
+        graded[sid] = a.score if a is not None and a.is_finished and a.status != "error" else None
+    apply_overrides(run.gradebook, rows, rubric_id=run.rubric.id, graded=graded,
+                    source=f"overrides file {Path(run.overrides_file).name}")
+
+
+def write_exports(run: BatchRun) -> None:
+    _apply_overrides_file(run)
     rows = collect(run)
     run.duplicates = _flag_duplicates(run, rows)
     max_points = run.rubric.max_points
@@ -360,10 +368,21 @@ def write_exports(run: "BatchRun") -> None:
     _write_csv(run.out / "problems.csv", PROBLEMS_COLUMNS,
                [{"entry": p.entry, "student": p.student or "", "reason": p.reason} for p in problems])
     _write_class_html(run, rows, problems, max_points)
+    from grader.classroom.feedback import write_feedback_zips
+
+    write_feedback_zips(run.out, rows, max_points=max_points, moodle_names=_moodle_names(run))
 
 
-def _flag_duplicates(run: "BatchRun", rows: list[StudentRow]):
-    from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates
+def _moodle_names(run: BatchRun) -> dict[str, str]:
+    """Full names of Moodle participants: the worksheet's, else the download's folder names."""
+    names = {k: v for k, v in run.folder.names.items() if k.startswith("moodle-")}
+    if run.roster is not None:
+        names.update({s.id: s.name for s in run.roster.students if s.id.startswith("moodle-") and s.name})
+    return names
+
+
+def _flag_duplicates(run: BatchRun, rows: list[StudentRow]):
+    from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates, reference_candidates
 
     candidates = []
     for sid, attempt in run.attempts.items():
@@ -388,18 +407,39 @@ def _note(r: StudentRow) -> str:
     notes = []
     if r.result is not None and r.status != "graded":
         notes.append((r.result.error or "")[:300])
+    late = r.late
+    if late is not None and late.points < 0:
+        notes.append(f"late: {late.detail}")
+    if r.override is not None:
+        notes.append(f"override: {r.override.comment}" + (f" (REVIEW: {r.override_drift})" if r.override_drift else ""))
     return "; ".join(notes + r.problems)
 
 
-def _write_grades(run: "BatchRun", rows: list[StudentRow], max_points: float) -> None:
+def _late_cells(r: StudentRow) -> dict[str, str]:
+    late = r.result.late if r.result is not None else None
+    part = r.late
+    return {"late_penalty": _num(part.points) if part is not None else "",
+            "submitted": (late.submitted or "") if late is not None else "",
+            "days_late": str(late.days_late) if late is not None and late.submitted is not None else ""}
+
+
+def _override_cells(r: StudentRow) -> dict[str, str]:
+    o = r.override
+    return {"override_comment": o.comment if o is not None else "",
+            "override_by": f"{o.set_by} at {o.set_at}" if o is not None else ""}
+
+
+def _write_grades(run: BatchRun, rows: list[StudentRow], max_points: float) -> None:
     """grades.csv (generic, keeps the roster's email), and the LMS's own import file when the
     roster was its worksheet / gradebook."""
     with_roster = run.roster is not None
     cols = [c for c in GRADES_COLUMNS if with_roster or c not in ("name", "email")]
     graded = [r for r in rows if r.on_roster is not False]
     _write_csv(run.out / "grades.csv", cols, [
-        {"student_id": r.id, "name": r.name, "email": r.email, "points": _num(r.points), "max_points": _num(max_points),
-         "status": r.status, "files": r.label, "note": _note(r)}
+        {"student_id": r.id, "name": r.name, "email": r.email,
+         "points": _num(r.points) if (r.result is not None or r.override is not None) else "0",
+         "max_points": _num(max_points), "status": r.status, "files": r.label, "note": _note(r),
+         "graded_points": _num(r.graded_points), **_late_cells(r), **_override_cells(r)}
         for r in graded])
     if run.roster_file is None:
         return
@@ -412,9 +452,10 @@ def _write_grades(run: "BatchRun", rows: list[StudentRow], max_points: float) ->
     grades = {}
     for r in rows:
         s = students.get(r.id)
-        if s is not None and r.result is not None:
-            feedback = f"{r.status}: {_num(r.points)} / {_num(max_points)}" + (f" ({_note(r)})" if _note(r) else "")
-            grades[s.lms_id] = (round(r.points, 2), feedback)
+        if s is not None and (r.result is not None or r.override is not None):
+            from grader.classroom.feedback import feedback_text
+
+            grades[s.lms_id] = (round(r.points, 2), feedback_text(r, max_points))
     if kind == "moodle":
         lms.write_moodle_worksheet(run.roster_file, grades, run.out / "moodle_grades.csv")
     else:
@@ -427,12 +468,12 @@ def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def _write_class_html(run: "BatchRun", rows: list[StudentRow], problems: list, max_points: float) -> None:
+def _write_class_html(run: BatchRun, rows: list[StudentRow], problems: list, max_points: float) -> None:
     from grader.outputs.fsutil import atomic_write
     from grader.outputs.templating import jinja_env
 
-    board = sorted([r for r in rows if r.result is not None],
-                   key=lambda r: (-r.points, -(r.mean_return if r.mean_return is not None else -1e9), r.id))
+    board = sorted([r for r in rows if r.result is not None or r.override is not None],
+                   key=lambda r: r.rank_key(run.rubric.scoring.statistic))
     scores = [r.points for r in board if r.status in ("graded", "invalid")]
     counts = Counter(r.status for r in rows)
     run.summary = {
@@ -453,9 +494,18 @@ def _write_class_html(run: "BatchRun", rows: list[StudentRow], problems: list, m
         problems=problems, dup=run.duplicates, summary=run.summary, roster=run.roster is not None,
         not_on_roster=[r for r in rows if r.on_roster is False],
         missing=[r for r in rows if r.on_roster and r.result is None],
-        show_names=run.rubric.show_names, class_dir=str(run.class_dir),
+        show_names=run.rubric.show_names, class_dir=str(run.class_dir), other_board=_other_board(run),
     )
     atomic_write(run.out / "class.html", html)
+
+
+def _other_board(run: BatchRun) -> tuple[str, str] | None:
+    """The leaderboard beside this one: the term's from the final evaluation, the final one from the term."""
+    if run.final:
+        return "the term's leaderboard", "../class.html"
+    if (run.out / "final" / "class.html").is_file():
+        return "the final evaluation", "final/class.html"
+    return None
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:

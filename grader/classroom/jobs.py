@@ -1,4 +1,4 @@
-"""Grading one job of a class: the submission's bytes in, an :class:`~grader.classroom.slots.Outcome` out.
+"""Grading one job of a class: the submission's bytes in, an :class:`~grader.classroom.slots.JobOutcome` out.
 
 Shared by every kind of slot -- ``grade batch``'s local threads and Ray actors, and the site's
 pool -- so that all of them grade with the same options and record the same duplicate evidence.
@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from grader.submission.bundle import Submission
+from grader.classroom.slots import JobOutcome
 from grader.pipeline import Options
 from grader.result import GradeResult
 from grader.scoring.rubric import Rubric
-from grader.classroom.slots import Outcome
+from grader.submission.bundle import Submission
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class JobOptions:
 
 
 
-def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path) -> Outcome:
+def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path) -> JobOutcome:
     """Grade one submission into ``workdir/report`` (local slots and Ray actors alike).
 
     The outcome's ``extra`` holds what duplicate detection compares: the weights' fingerprint of a
@@ -39,12 +39,12 @@ def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path) 
 
     report = workdir / "report"
     result = grade_submission(sub, rubric=opts.rubric, options=opts.options, out=report, engine=engine)
-    return Outcome(result=result, report_dir=report, extra=duplicate_evidence(result, sub, opts, engine))
+    return JobOutcome(result=result, report_dir=report, extra=duplicate_evidence(result, sub, opts, engine))
 
 
 def duplicate_evidence(result: GradeResult, sub: Submission, opts: JobOptions, engine: Any) -> dict | None:
     from grader.classroom.duplicates import extra_for, weights_fingerprint
-    from grader.runtime.engine import EngineFailure
+    from grader.errors import EngineFailure
 
     if result.status != "graded":
         return None

@@ -35,9 +35,10 @@ import html
 import io
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Mapping, Sequence
+from typing import Literal
 
 from grader.classroom.roster import Roster, RosterStudent, valid_student_id
 from grader.errors import SetupError

@@ -78,7 +78,7 @@ def read_roster(path: str | Path) -> Roster:
             continue
         sid = row[0].strip()
 
-        def col(key: str) -> str:
+        def col(key: str, row: list[str] = row) -> str:
             i = cols.get(key, -1)
             return row[i].strip() if 0 <= i < len(row) else ""
 

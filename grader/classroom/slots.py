@@ -3,7 +3,7 @@
 A *slot* grades one submission at a time. ``grade batch`` runs local slots (threads, each with a
 persistent sandboxed engine) or one slot per Ray actor; the site runs a small pool of slots.
 They differ only in where work comes from and where results go (a :class:`Source`) and in who
-grades (a :class:`SlotGrader`); :func:`serve` is the loop they all run:
+grades (a :class:`SlotGrader`); :func:`run_slot` is the loop they all run:
 
 * ``claim`` a job (atomically, in the gradebook: two slots never take the same attempt);
 * ``grade`` it: any exception of the grader becomes an ``error`` outcome for this job only;
@@ -26,7 +26,7 @@ log = logging.getLogger("grader")
 
 
 @dataclass
-class Outcome:
+class JobOutcome:
     """What grading one job produced."""
 
     result: GradeResult
@@ -42,25 +42,25 @@ class Source(Protocol):
     def idle(self) -> bool:
         """Wait for more work; False when none will come (the loop then ends)."""
 
-    def record(self, job: Any, outcome: Outcome) -> None:
+    def record(self, job: Any, outcome: JobOutcome) -> None:
         """Store the outcome (gradebook row, report folder)."""
 
 
 class SlotGrader(Protocol):
-    def grade(self, job: Any) -> Outcome: ...
+    def grade(self, job: Any) -> JobOutcome: ...
 
     def close(self) -> None: ...
 
 
-def crashed(job: Any, exc: BaseException, *, task: str | None) -> Outcome:
+def crashed(job: Any, exc: BaseException, *, task: str | None) -> JobOutcome:
     """The outcome of a job whose grading raised: the grader's fault, never the student's."""
     log.error("grading %r failed:\n%s", getattr(job, "label", job), traceback.format_exc())
-    return Outcome(GradeResult(submission=str(getattr(job, "label", "submission")), task=task, status="error",
+    return JobOutcome(GradeResult(submission=str(getattr(job, "label", "submission")), task=task, status="error",
                                error=f"internal grader error ({type(exc).__name__}: {str(exc)[:200]}); this is not a "
                                      "problem with the submission, the course staff can regrade it"))
 
 
-def serve(source: Source, grader: SlotGrader, *, stop: threading.Event, name: str, task: str | None = None) -> None:
+def run_slot(source: Source, grader: SlotGrader, *, stop: threading.Event, name: str, task: str | None = None) -> None:
     """Claim, grade and record jobs until ``source`` runs dry or ``stop`` is set."""
     try:
         while not stop.is_set():

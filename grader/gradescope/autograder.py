@@ -31,10 +31,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.errors import SetupError
+from grader import resources
 from grader.classroom.exports import EPISODE_TABLE_CHOICES
+from grader.errors import SetupError
 from grader.result import GradeResult
-from grader.resources import gradescope_templates_dir, package_dir, source_root
 from grader.scoring.rubric import Rubric, RubricError, load_rubric, read_seeds_file
 
 if sys.version_info >= (3, 11):
@@ -45,7 +45,7 @@ else:  # pragma: no cover
 ROOT_ENV = "GRADESCOPE_ROOT"  # replaces /autograder in setup.sh and run_autograder
 GRADE_ENV = "GRADESCOPE_GRADE"  # the grade command run_autograder runs (default: grade)
 EPISODES_ENV = "RL_GRADER_GRADESCOPE_EPISODES"  # visibility of the returns by episode, set by run_autograder
-TEMPLATES = gradescope_templates_dir()
+TEMPLATES = resources.gradescope_templates_dir()
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01: the wheel's own timestamps
 DEFAULT_TIMEOUT_S = 1200
@@ -135,7 +135,7 @@ def toml_dumps(data: dict, *, header: str = "") -> str:
 
 
 @dataclass
-class Bundle:
+class RubricBundle:
     """What goes into the zip besides the scripts and the wheel: file name -> bytes."""
 
     rubric_name: str
@@ -144,7 +144,7 @@ class Bundle:
     notes: list[str] = field(default_factory=list)
 
 
-def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) -> Bundle:
+def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) -> RubricBundle:
     """The rubric rewritten to need only files in the zip: its grading seeds (``--seeds-file``, or
     its own ``grading_file``) as a seeds file beside it, or inline as they were; its baselines file
     under ``baselines/``; no ``references`` (the reference models are not shipped). The result is
@@ -199,16 +199,16 @@ def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) 
         if problems:
             raise SetupError(f"internal error: the bundled rubric differs from {rubric_path} in its {', '.join(problems)}")
     bundled.path = None
-    return Bundle(rubric_name=name, rubric=bundled, files=files, notes=notes)
+    return RubricBundle(rubric_name=name, rubric=bundled, files=files, notes=notes)
 
 
 # --- the wheel --------------------------------------------------------------------------------------
 def source_root(source: str | Path | None = None) -> Path:
     """The folder holding the project's ``pyproject.toml`` and ``grader/`` (``source``, else the one
     this package was imported from)."""
-    root = Path(source).resolve() if source is not None else source_root()
+    root = Path(source).resolve() if source is not None else resources.source_root()
     if not (root / "pyproject.toml").is_file() or not (root / "grader" / "__init__.py").is_file():
-        where = f"--source {source}" if source is not None else f"the folder above {package_dir()}"
+        where = f"--source {source}" if source is not None else f"the folder above {resources.package_dir()}"
         raise SetupError(f"{where} is not the rl-grader source tree (it needs pyproject.toml and grader/); "
                          "pass --source DIR, the folder of a checkout of the grader")
     return root
@@ -292,7 +292,8 @@ def install_for(rubric: Rubric, root: Path) -> Install:
                          f"grade {'notebooks' if torch_needed else 'models'}; run `python3 tools/update_lock.py` "
                          "in the grader's source tree (docs/environment.md)")
     data = path.read_bytes()
-    torch = TORCH_PIN.search(data.decode("utf-8"))
+    found = TORCH_PIN.search(data.decode("utf-8"))
+    torch = found[1] if found else None
     parts = [f"ONNX models ({rubric.scoring.points:g} points) with the grader from {path.name}"]
     if notebook_points and not torch_needed:
         parts.append(f"notebooks ({notebook_points:g} points), read without running them: no torch")
@@ -301,8 +302,8 @@ def install_for(rubric: Rubric, root: Path) -> Install:
             raise SetupError(f"rubric {rubric.id!r} grades notebooks ({notebook_points:g} points), but "
                              f"{path.relative_to(root)} pins no torch, without which every notebook gets 0; "
                              "run `python3 tools/update_lock.py`")
-        parts.append(f"notebooks ({notebook_points:g} points) with {torch[1]} (CPU build)")
-    return Install(lock=data, torch=torch[1] if torch_needed else None, parts=parts)
+        parts.append(f"notebooks ({notebook_points:g} points) with {torch} (CPU build)")
+    return Install(lock=data, torch=torch if torch_needed else None, parts=parts)
 
 
 # --- the zip ----------------------------------------------------------------------------------------
@@ -342,7 +343,7 @@ def build_autograder(*, rubric: Path, out: Path, grading_seeds_file: Path | None
                              episode_table=episode_table, timeout_s=timeout_s)[0]
 
 
-def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table, timeout_s) -> tuple[Path, Bundle]:
+def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table, timeout_s) -> tuple[Path, RubricBundle]:
     if episode_table not in EPISODE_TABLE_CHOICES:
         raise SetupError(f"episode_table must be one of {', '.join(EPISODE_TABLE_CHOICES)}, not {episode_table!r}")
     if timeout_s < 10:

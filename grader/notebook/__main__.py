@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from grader.errors import GraderError, SubmissionError
-from grader.notebook.common import common_checks, detect_task, parse_notebook
+from grader.notebook.common import common_checks, detect_notebook_task, parse_notebook
 from grader.notebook.sandbox import Limits
 from grader.tasks import all_tasks
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         nb = parse_notebook(args.notebook)
-        task = args.task or detect_task(nb.text, {name: mod.MARKERS for name, mod in tasks.items()})[0]
+        task = args.task or detect_notebook_task(nb.text, {name: mod.MARKERS for name, mod in tasks.items()})[0]
         if task is None:
             raise SubmissionError("cannot tell the notebook's task", hint="pass --task", check="task_detected")
         ev = tasks[task].collect(nb, limits=Limits(), sandbox=args.sandbox, weights=args.weights)

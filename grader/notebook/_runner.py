@@ -383,9 +383,9 @@ def find_network(ns, torch):
 
 def _export(torch, model, x, path):
     """None when ``torch.onnx.export`` wrote ``path``, else the error text (TorchScript exporter first, then dynamo)."""
-    import warnings
-    import io
     import contextlib
+    import io
+    import warnings
 
     errors = []
     for kwargs in ({"dynamo": False}, {}):

@@ -80,7 +80,7 @@ def _skipped(plans: list[CellPlan]) -> CheckResult:
                  f"{listed}{more}", severity="note")
 
 
-def detect_task(text: str, markers: Mapping[str, Sequence[str]]) -> tuple[str | None, dict[str, int]]:
+def detect_notebook_task(text: str, markers: Mapping[str, Sequence[str]]) -> tuple[str | None, dict[str, int]]:
     """The task whose marker regexes match ``text`` best, and every task's score.
 
     Each task scores one point per matching marker; its FIRST marker (the environment id) is

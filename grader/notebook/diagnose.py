@@ -70,7 +70,8 @@ def _describe(v: dict) -> tuple[list[str], list[str]]:
     if v["border"] != BORDER_VALUE:
         steps.append("border: none (the 2 rows of 150 above and below are missing)" if v["border"] is None
                      else f"border: value {v['border']:g} instead of 150")
-        hints.append("add 2 rows of value 150 above and below the cropped image: torch.cat([border, observation, border]) with border = torch.full((2, 160), 150)")
+        hints.append("add 2 rows of value 150 above and below the cropped image: "
+                     "torch.cat([border, observation, border]) with border = torch.full((2, 160), 150)")
     if (v["r0"], v["c0"]) != (1, 1):
         steps.append(f"stride: [{v['r0'] or ''}::4, {v['c0'] or ''}::4] instead of [1::4, 1::4]")
         hints.append("downsample with [1::4, 1::4] (every 4th row and column starting at 1), after adding the border")
@@ -80,7 +81,7 @@ def _describe(v: dict) -> tuple[list[str], list[str]]:
     return steps, hints
 
 
-def diagnose(frames: np.ndarray, outputs: list[np.ndarray]) -> Diagnosis:
+def diagnose_preprocessing(frames: np.ndarray, outputs: list[np.ndarray]) -> Diagnosis:
     """``frames`` (n, 210, 160, 3) uint8; ``outputs`` the student's arrays, one per frame."""
     ref = preprocess_frames(frames)
     shapes = {o.shape for o in outputs}
@@ -125,7 +126,9 @@ def diagnose(frames: np.ndarray, outputs: list[np.ndarray]) -> Diagnosis:
     best = confirmed[0][2]
     alternatives = [v for sc, ns, v in confirmed[1:4] if sc == confirmed[0][0] and ns == confirmed[0][1]]
     # confirm on all frames
-    all_fit = np.mean([np.mean(np.abs(_variant(grays[best["gray"]][i], best["crop"], best["border"], best["r0"], best["c0"], best["scale"]) - squeezed[i]) <= TOLERANCE * best["scale"]) for i in range(len(frames))])
+    all_fit = np.mean([np.mean(np.abs(_variant(grays[best["gray"]][i], best["crop"], best["border"], best["r0"], best["c0"],
+                                               best["scale"]) - squeezed[i]) <= TOLERANCE * best["scale"])
+                       for i in range(len(frames))])
     steps, hints = _describe(best)
     if not steps:  # squeezed matches the reference: an extra axis only
         steps = ["an extra axis of size 1"]

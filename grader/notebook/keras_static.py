@@ -63,7 +63,7 @@ def analyse(trees: list[ast.Module], sources: list[str]) -> KerasModel:
     consts: dict[str, object] = {}
     layer_of: dict[str, Layer] = {}
     models: dict[str, tuple] = {}
-    for tree, src in zip(trees, sources):
+    for tree, _src in zip(trees, sources):
         for node in ast.walk(tree):
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
                 v = _const(node.value, consts)

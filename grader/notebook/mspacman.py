@@ -22,17 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.tasks.mspacman import FRAME_STACK, TASK as MSPACMAN, preprocess_frames
 from grader.errors import MissingDependency
 from grader.notebook import runcheck
 from grader.notebook.astfilter import CellPlan, defined_names
 from grader.notebook.common import ParsedNotebook, check
-from grader.notebook.diagnose import diagnose, follows_frames
+from grader.notebook.diagnose import diagnose_preprocessing, follows_frames
 from grader.notebook.evidence import NotebookEvidence, ProducedModel
 from grader.notebook.protocol import DefinitionsDone, Network, Preprocess, Report, Weights
 from grader.notebook.sandbox import Limits, SandboxRun, run_in_sandbox
 from grader.resources import data_dir
 from grader.result import CheckResult
+from grader.tasks.mspacman import FRAME_STACK, preprocess_frames
+from grader.tasks.mspacman import TASK as MSPACMAN
 
 MARKERS: list[str] = [r"MsPacman", r"\bDQN\b", r"preprocess_observation", r"ReplayMemory", r"nn\.Conv2d", r"ale_py",
                       r"sequence_size", r"\bnn\.Module\b"]
@@ -191,7 +192,7 @@ def _preprocess_checks(pre: Preprocess | None, functions: set[str], classes: set
         return _fail_all(PREPROCESS_CHECKS, f"{pre.name} returns {first.type} of dtype {first.dtype} and shape "
                          f"{tuple(first.shape)}, which is not a numeric array of at most 60000 values",
                          "return the (44, 40) float32 frame (a torch tensor or a numpy array)")
-    diag = diagnose(frames, outputs)
+    diag = diagnose_preprocessing(frames, outputs)
     genuine = follows_frames(frames, outputs, diag)
     return [_shape_check(pre, genuine), _range_check(pre.name, outputs, genuine), _values_check(pre.name, frames, diag)]
 

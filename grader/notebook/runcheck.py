@@ -7,8 +7,21 @@ statements failed. Works on :class:`grader.notebook.sandbox.SandboxRun` only (va
 from __future__ import annotations
 
 from grader.notebook.common import check
-from grader.notebook.protocol import (Crash, DefinitionsDone, Done, Network, Preprocess, Report, Start, Stmt,
-                                      StmtError, StmtTimeout, Stubbed, Tampered, Weights)
+from grader.notebook.protocol import (
+    Crash,
+    DefinitionsDone,
+    Done,
+    Network,
+    Preprocess,
+    Report,
+    Start,
+    Stmt,
+    StmtError,
+    StmtTimeout,
+    Stubbed,
+    Tampered,
+    Weights,
+)
 from grader.notebook.sandbox import Limits, SandboxRun
 from grader.result import CheckResult
 

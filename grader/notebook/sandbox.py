@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.notebook.protocol import Blobs, Report, parse_blobs, parse_report
 from grader.runtime.bwrap import (  # noqa: F401 - re-exported: the sandbox's primitives live there
     MODES,
     NOBODY,
@@ -41,7 +42,6 @@ from grader.runtime.bwrap import (  # noqa: F401 - re-exported: the sandbox's pr
     unshare_net_prefix,
 )
 from grader.runtime.bwrap import bwrap_base as _bwrap_base
-from grader.notebook.protocol import Blobs, Report, parse_blobs, parse_report
 
 INSIDE = "/sandbox"  # where the work folder appears inside bubblewrap
 
@@ -60,7 +60,7 @@ class Limits:
     poll_s: float = 0.2  # how often the process count and the scratch usage are checked
 
     @classmethod
-    def from_rubric(cls, nb_rubric) -> "Limits":
+    def from_rubric(cls, nb_rubric) -> Limits:
         """The limits of a rubric's ``[notebook]`` table (``grader.scoring.rubric.NotebookRubric``); None: defaults."""
         limits = cls()
         if nb_rubric is not None:

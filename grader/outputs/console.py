@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from grader.outputs.seedpolicy import SeedPolicy
 from grader.outputs.textsafe import clean_text
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from rich.console import Console
+    from rich.progress import TaskID
 
     from grader.result import GradeResult
 
@@ -43,7 +46,7 @@ def __getattr__(name: str) -> Any:
 _STDERR: list = []
 
 
-def _stderr() -> "Console":
+def _stderr() -> Console:
     if not _STDERR:
         from rich.console import Console
 
@@ -73,7 +76,7 @@ def progress_bar(enabled: bool = True) -> Iterator:
     stderr = _stderr()
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("eta"), TimeRemainingColumn(), console=stderr, transient=True)
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
     with bar:
         def update(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
@@ -149,6 +152,9 @@ def _print_score(console: Console, result: GradeResult, safe) -> None:
         nb = fmt_points(sum(p.points for p in notebook), sum(p.max_points for p in notebook))
         ep = next((fmt_points(p.points, p.max_points) for p in parts if p.kind == "episodes"), "")
         breakdown = f"  (notebook {nb}, episodes {ep})"
+    late = next((p for p in result.parts if p.kind == "late"), None)
+    if late is not None and late.points:
+        breakdown += f"  (late: {late.points:g})"
     if result.status == "graded":
         band = f"  [{safe(result.band)}]" if result.band else ""
         stat = f" on the {result.rubric.statistic} over {result.rubric.n_seeds} {result.rubric.seed_set} seeds" if result.rubric else ""
@@ -157,6 +163,8 @@ def _print_score(console: Console, result: GradeResult, safe) -> None:
         console.print(f"[bold red]invalid submission ({points}):[/bold red] {safe(result.error or 'a check failed')}")
     else:
         console.print(f"[bold red]grader error:[/bold red] {safe(result.error or 'unknown')}")
+    if late is not None:
+        console.print(f"{'[yellow]' if late.points else ''}late: {safe(late.detail)}{'[/yellow]' if late.points else ''}")
 
 
 class CountBar:
@@ -171,7 +179,7 @@ class CountBar:
         self.live = enabled and (self.console.is_terminal or _forced())
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "CountBar":
+    def __enter__(self) -> CountBar:
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -191,9 +199,10 @@ class CountBar:
             else:
                 print(f"[{self.done}/{self.total}] {clean_text(line)}", file=sys.stderr, flush=True)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self.live:
-            self.progress.__exit__(*exc)
+            self.progress.__exit__(exc_type, exc, tb)
 
 
 def fail(message: str) -> None:

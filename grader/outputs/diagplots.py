@@ -14,8 +14,8 @@ to show.
 
 from __future__ import annotations
 
-from grader.result import Diagnostics
 from grader.outputs.svgplot import BAD, GOOD, PALETTE, Canvas, Scale, jitter, nice_ticks, number
+from grader.result import Diagnostics
 
 WIDTH = 760
 RIGHT = WIDTH - 24

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from grader.outputs.fsutil import atomic_write
-from grader.result import GradeResult
 from grader.resources import templates_dir
+from grader.result import GradeResult
 
 TEMPLATES_DIR = templates_dir()
 REPORT_NAME = "report.html"
@@ -164,7 +164,7 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
                        "hint": scrub(c.hint), "severity": c.severity, "passed": c.passed,
                        "points": part.points if part else None, "max_points": part.max_points if part else None})
     failed = [c for c in checks if c["cls"] == "fail"]
-    n_pass = sum(c["passed"] for c in checks)
+    n_pass = sum(bool(c["passed"]) for c in checks)
 
     # Episodes, ranked labels for the videos.
     video_by_seed = {v.seed: v.label for v in result.videos}
@@ -184,7 +184,7 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
     from grader.tasks.diagnostics import outcome_of
 
     diag = _diagnostics_context(result, plot=plot)
-    if diag:
+    if diag and result.diagnostics is not None:
         for e, d in zip(episodes, result.diagnostics.episodes):
             e["outcome"] = diag["labels"].get(d.outcome, d.outcome)
     video_paths = video_paths or {}
@@ -261,7 +261,8 @@ def _diagnostics_context(result: GradeResult, *, plot: bool) -> dict[str, Any] |
             ("Lives over the median episode", P.lives_svg(d, length)),
         ) if svg]
     return {"summary": list(d.summary), "hint": d.hint, "collapse": d.collapse,
-            "collapsed": d.collapsed, "confidence": d.confidence.text if d.confidence else "", "notes": list(d.notes), "outcomes": [o for o in d.outcomes if o.count],
+            "collapsed": d.collapsed, "confidence": d.confidence.text if d.confidence else "", "notes": list(d.notes),
+            "outcomes": [o for o in d.outcomes if o.count],
             "labels": {o.key: o.label for o in d.outcomes}, "plots": plots}
 
 

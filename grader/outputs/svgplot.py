@@ -1,10 +1,9 @@
 """The report's charts as plain SVG elements: a canvas, linear scales with round ticks, and marks.
 
 Every grading writes a report whose five charts (the returns, and the diagnostics' outcomes,
-returns by outcome, actions and lives) are bars, dots, steps and lines on linear axes. Drawing
-them with matplotlib cost a fifth of a whole `grade --no-video` of 100 LunarLander episodes
-(importing it, 0.27 s of CPU while the workers start, and 0.14 s of drawing after the episodes;
-measured side by side, README "Benchmarks"), so they are written here as SVG elements instead.
+returns by outcome, actions and lives) are bars, dots, steps and lines on linear axes, written here
+as SVG elements: importing and drawing with matplotlib would cost a large share of a grading's
+time (figures: ``docs/benchmarks.md``).
 matplotlib stays where a plot is drawn once, off the grading path (the class page of
 :mod:`grader.classroom.exports`, the training curves of ``reference/``).
 
@@ -52,7 +51,7 @@ class Scale:
     b: float
 
     @classmethod
-    def over(cls, values: Sequence[float], a: float, b: float, *, pad: float = 0.04) -> "Scale":
+    def over(cls, values: Sequence[float], a: float, b: float, *, pad: float = 0.04) -> Scale:
         """The scale of ``values``, widened by ``pad`` of the span on both sides; a single value gets
         a span of 1 around it."""
         vals = [float(v) for v in values if math.isfinite(v)]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import stat
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 
@@ -61,7 +61,7 @@ def bytecode_cache():
     return QuietCache(str(folder)) if folder is not None else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def jinja_env(package: str = "grader.outputs", folder: str = "templates"):
     """An environment loading ``package``'s ``folder`` (package data, so it works from a wheel)."""
     from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape

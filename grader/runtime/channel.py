@@ -16,11 +16,7 @@ import sys
 from typing import Any
 
 from grader import limits as L
-
-
-class MalformedMessage(ValueError):
-    """Bytes on the channel that are not a well-formed grader message (never unpickled, never run)."""
-
+from grader.errors import MalformedMessage
 
 MAGIC = b"RLG1"
 _DTYPES = frozenset({"|b1", "|u1", "|i1", "<i2", "<i4", "<i8", "<u2", "<u4", "<u8", "<f2", "<f4", "<f8"})
@@ -72,6 +68,21 @@ def decode(data: bytes, *, max_bytes: int) -> tuple[str, Any]:
     """Parse and validate one message from :func:`encode`; raises :class:`MalformedMessage`."""
     if not isinstance(data, (bytes, bytearray)) or len(data) > max_bytes:
         raise MalformedMessage("message over the size limit")
+    header, offset = _header(data)
+    kind, specs = header["kind"], header["blobs"]
+    if not isinstance(kind, str) or not 0 < len(kind) <= 32 or not isinstance(specs, list) or len(specs) > _MAX_BLOBS:
+        raise MalformedMessage("bad kind or blob list")
+    arrays: list[Any] = []
+    for spec in specs:
+        blob, offset = _blob(data, spec, offset)
+        arrays.append(blob)
+    if offset != len(data):
+        raise MalformedMessage("trailing bytes after the blobs")
+    return kind, _resolve(header["value"], arrays)
+
+
+def _header(data: bytes | bytearray) -> tuple[dict[str, Any], int]:
+    """The JSON header of a message and the offset of its first blob."""
     if len(data) < 8 or data[:4] != MAGIC:
         raise MalformedMessage("not a grader message (bad magic)")
     hlen = int.from_bytes(data[4:8], "little")
@@ -83,52 +94,46 @@ def decode(data: bytes, *, max_bytes: int) -> tuple[str, Any]:
         raise MalformedMessage("the header is not JSON") from None
     if not isinstance(header, dict) or set(header) != {"kind", "value", "blobs"}:
         raise MalformedMessage("the header is not a grader header")
-    kind, specs = header["kind"], header["blobs"]
-    if not isinstance(kind, str) or not 0 < len(kind) <= 32 or not isinstance(specs, list) or len(specs) > _MAX_BLOBS:
-        raise MalformedMessage("bad kind or blob list")
-    arrays: list[Any] = []
-    offset = 8 + hlen
-    for spec in specs:
-        if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str) and isinstance(spec[1], list)
-                and type(spec[2]) is int and len(spec[1]) <= _MAX_NDIM
-                and all(type(d) is int and 0 <= d < 2**40 for d in spec[1])):
-            raise MalformedMessage("bad blob description")
-        dtype, shape, nbytes = spec
-        if dtype == "bytes":
-            if len(shape) != 1 or shape[0] != nbytes:
-                raise MalformedMessage("bad bytes blob")
-            item = 1
-        elif dtype in _DTYPES:
-            import numpy as np
+    return header, 8 + hlen
 
-            item = np.dtype(dtype).itemsize
-        else:
-            raise MalformedMessage(f"dtype {dtype[:20]!r} is not allowed")
-        count = 1
-        for d in shape:
-            count *= d
-        if count * item != nbytes or offset + nbytes > len(data):
+
+def _blob(data: bytes | bytearray, spec: Any, offset: int) -> tuple[Any, int]:
+    """The blob ``spec`` describes at ``offset`` (bytes, or a copied numpy array) and the next offset."""
+    if not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[0], str) and isinstance(spec[1], list)
+            and type(spec[2]) is int and len(spec[1]) <= _MAX_NDIM
+            and all(type(d) is int and 0 <= d < 2**40 for d in spec[1])):
+        raise MalformedMessage("bad blob description")
+    dtype, shape, nbytes = spec
+    if dtype == "bytes":
+        if len(shape) != 1 or shape[0] != nbytes:
+            raise MalformedMessage("bad bytes blob")
+        if offset + nbytes > len(data):
             raise MalformedMessage("blob size does not match its shape")
-        if dtype == "bytes":
-            arrays.append(bytes(data[offset : offset + nbytes]))
-        else:
-            arrays.append(np.frombuffer(data, dtype=np.dtype(dtype), count=count, offset=offset).reshape(shape).copy())
-        offset += nbytes
-    if offset != len(data):
-        raise MalformedMessage("trailing bytes after the blobs")
+        return bytes(data[offset : offset + nbytes]), offset + nbytes
+    if dtype not in _DTYPES:
+        raise MalformedMessage(f"dtype {dtype[:20]!r} is not allowed")
+    import numpy as np
 
-    def walk(v: Any, depth: int = 0) -> Any:
-        if depth > _MAX_DEPTH:
-            raise MalformedMessage("message nested too deeply")
-        if isinstance(v, dict):
-            if set(v) == {"$nd"}:
-                i = v["$nd"]
-                if type(i) is not int or not 0 <= i < len(arrays):
-                    raise MalformedMessage("bad blob reference")
-                return arrays[i]
-            return {k: walk(x, depth + 1) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x, depth + 1) for x in v]
-        return v
+    count = 1
+    for d in shape:
+        count *= d
+    if count * np.dtype(dtype).itemsize != nbytes or offset + nbytes > len(data):
+        raise MalformedMessage("blob size does not match its shape")
+    array = np.frombuffer(data, dtype=np.dtype(dtype), count=count, offset=offset).reshape(shape).copy()
+    return array, offset + nbytes
 
-    return kind, walk(header["value"])
+
+def _resolve(v: Any, arrays: list[Any], depth: int = 0) -> Any:
+    """The header's value with each ``{"$nd": i}`` replaced by blob ``i``."""
+    if depth > _MAX_DEPTH:
+        raise MalformedMessage("message nested too deeply")
+    if isinstance(v, dict):
+        if set(v) == {"$nd"}:
+            i = v["$nd"]
+            if type(i) is not int or not 0 <= i < len(arrays):
+                raise MalformedMessage("bad blob reference")
+            return arrays[i]
+        return {k: _resolve(x, arrays, depth + 1) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_resolve(x, arrays, depth + 1) for x in v]
+    return v

@@ -11,41 +11,40 @@ Every command has a wall timeout of silence (a backstop) and the rubric's budget
 cap per call) and runs under RLIMIT_CPU sized from the budget; the engine stops the episodes phase
 at its wall budget whatever the heartbeats say, and sums the workers' CPU time. A worker that
 hangs, dies or exceeds its limits is killed and replaced. What comes back over the socket is
-plain data (:func:`grader.runtime.worker.decode`), validated here; never a pickle.
+plain data (:func:`grader.runtime.channel.decode`, :mod:`grader.runtime.replies`), validated here; never a pickle.
 
-Errors: :class:`EngineFailure` is the model's fault (its message is student-facing);
-:class:`EngineBug` is the grader's own (it carries the worker's traceback).
+Errors: :class:`~grader.errors.EngineFailure` is the model's fault (its message is
+student-facing); :class:`~grader.errors.EngineBug` is the grader's own (it carries the worker's
+traceback).
+
+The concerns around the engine live beside it: how a worker is isolated and started
+(:mod:`grader.runtime.isolation`), the handle on one worker process (:mod:`grader.runtime.process`),
+the validation of what a worker sends (:mod:`grader.runtime.replies`) and which worker plays which
+seed (:mod:`grader.runtime.dispatch`). This module holds the commands.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 from grader import limits as L
-from grader.runtime.channel import MalformedMessage, decode, encode
-from grader.errors import GraderBug, SetupError
+from grader.errors import EngineBug, EngineFailure, MalformedMessage
+from grader.limits import WorkerLimits
+from grader.runtime.channel import decode, encode
+from grader.runtime.dispatch import Dispatch, fresh_envs
+from grader.runtime.isolation import WORKER_MODULE, isolation
+from grader.runtime.process import INLINE_SEND_BYTES, WorkerProcess
+from grader.runtime.replies import check_facts, check_probe, check_recheck, check_text, expect, is_num
 
 # Nothing here imports numpy, the task registry or the worker's module when this module is
 # imported: `grade` starts its workers first, and imports those while the workers boot.
-Limits = L.WorkerLimits
-
-__all__ = ["Engine", "EngineFailure", "EngineBug", "Timeouts", "Limits", "Isolation", "isolation"]
+__all__ = ["Engine", "Timeouts"]
 
 
 def get_task(task: Any) -> Any:
@@ -67,395 +66,27 @@ class Timeouts:
     record: float = L.TIMEOUT_RECORD_S
 
 
-class EngineFailure(RuntimeError):
-    """The model could not be loaded or run; ``str(exc)`` is the student-facing reason."""
-
-
-class EngineBug(GraderBug):
-    """The grader's own code failed inside a worker (not the model); ``traceback`` is the worker's."""
-
-    def __init__(self, message: str, *, traceback: str = ""):
-        super().__init__(message)
-        self.traceback = traceback
-
-
-# --- how workers are isolated ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class Isolation:
-    mode: str  # "bwrap" | "fallback"
-    warnings: tuple[str, ...] = ()
-    verified: bool = True  # False: bwrap is tried without the probe; the first worker's "ready" proves it
-    tmpfs_size: bool = True  # bwrap takes --size (0.8 and later)
-
-
-def isolation(mode: str | None = None, *, probe: bool = True) -> Isolation:
-    """bubblewrap when it works (probed once, by the notebook sandbox's probe), else the fallback.
-
-    ``mode`` (or ``$GRADER_SANDBOX``): ``auto`` (default), ``bwrap`` (required: a
-    :class:`~grader.errors.SetupError` when unusable) or ``fallback``. ``probe=False`` skips the
-    probe (a whole interpreter started in bubblewrap) where bwrap is installed: the engine's
-    workers are then the probe, each one says its uid when ready, and a worker that cannot start
-    makes the engine run the real probe and fall back (:meth:`Engine._ensure_ready`)."""
-    import shutil
-
-    from grader.runtime.bwrap import bwrap_has_size, bwrap_status, requested_mode, unshare_net_prefix
-
-    wanted = requested_mode(mode)
-    if not probe and wanted in ("auto", "bwrap") and shutil.which("bwrap"):
-        return Isolation("bwrap", verified=False)
-    ok, why = bwrap_status() if wanted in ("auto", "bwrap") else (False, "the weaker sandbox was requested")
-    if ok:
-        return Isolation("bwrap", tmpfs_size=bwrap_has_size())
-    if wanted == "bwrap":
-        raise SetupError(f"the bubblewrap sandbox was required for the model workers but {why}")
-    net = "cut off with `unshare --net`" if unshare_net_prefix() else "NOT cut off (unshare failed)"
-    return Isolation("fallback", (
-        f"the model ran without bubblewrap ({why}): as the grader's user, with the host's files visible "
-        f"(resource limits and an empty working folder only); network {net}",))
-
-
-def _source_root() -> str:
-    """The folder holding the ``grader`` package the parent runs (a checkout or site-packages)."""
-    from grader.resources import source_root
-
-    return str(source_root())
-
-
-_BOOT = "import sys; sys.path.insert(0, {root!r}); from grader.runtime.worker import main; main()"
-_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "SDL_AUDIODRIVER": "dummy"}
-INSIDE_WORKDIR = "/tmp/work"  # the worker's empty working folder inside bubblewrap (a tmpfs)
-
-
-def _worker_command(iso: Isolation, fd: int, workdir: str | None, limits: Limits) -> tuple[list[str], dict[str, str], str]:
-    import dataclasses
-    import json
-
-    root = _source_root()
-    boot = [sys.executable, "-I", "-c", _BOOT.format(root=root), str(fd), json.dumps(dataclasses.asdict(limits))]
-    if iso.mode == "bwrap":
-        from grader.runtime.bwrap import NOBODY, bwrap_base, python_roots
-
-        size = ["--size", str(L.WORKER_TMPFS_BYTES)] if iso.tmpfs_size else []
-        cmd = bwrap_base([*size, "--tmpfs", "/tmp"])
-        pkg = os.path.join(root, "grader")
-        if not any(pkg == r or pkg.startswith(r + "/") for r in python_roots()):
-            cmd += ["--ro-bind", pkg, pkg]  # only the package: not the checkout's rubrics or tests
-        cmd += ["--dir", INSIDE_WORKDIR, "--dir", "/tmp/home", "--chdir", INSIDE_WORKDIR, "--uid", str(NOBODY), "--gid", str(NOBODY),
-                "--clearenv"]
-        env = dict(_ENV, HOME="/tmp/home", TMPDIR="/tmp", GRADER_WORKER_MODE="bwrap")
-        for k, v in env.items():
-            cmd += ["--setenv", k, v]
-        return cmd + ["--", *boot], {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, "/"
-    from grader.runtime.bwrap import unshare_net_prefix
-
-    assert workdir is not None
-    work, home = os.path.join(workdir, "work"), os.path.join(workdir, "home")
-    os.makedirs(work, exist_ok=True)
-    os.makedirs(home, exist_ok=True)
-    env = dict(_ENV, HOME=home, TMPDIR=home, GRADER_WORKER_MODE="fallback")
-    return unshare_net_prefix() + boot, env, work
-
-
-_launcher: ThreadPoolExecutor | None = None
-_launcher_lock = threading.Lock()
-
-
-def _launch(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
-    """Start a worker from one long-lived thread: bubblewrap's --die-with-parent (PR_SET_PDEATHSIG)
-    fires when the *thread* that started it ends, and engines are used from short-lived threads."""
-    global _launcher
-    if threading.current_thread() is threading.main_thread():
-        return subprocess.Popen(cmd, **kwargs)
-    with _launcher_lock:
-        if _launcher is None:
-            _launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grader-launcher")
-    return _launcher.submit(subprocess.Popen, cmd, **kwargs).result()
-
-
-_live: "weakref.WeakSet[_Worker]" = weakref.WeakSet()
-
-
-@atexit.register
-def _kill_live_workers() -> None:
-    for w in list(_live):
-        w.kill()
-
-
-_INLINE_SEND_BYTES = 64 * 1024  # smaller messages fit a socket's buffer: sent without a thread
-
-
-class _Worker:
-    def __init__(self, iso: Isolation, limits: Limits):
-        self.iso = iso
-        self.ready = False
-        self.workdir = tempfile.mkdtemp(prefix="grader-worker-") if iso.mode == "fallback" else None
-        self.stderr = tempfile.TemporaryFile()
-        parent, child = socket.socketpair()
-        cmd, env, cwd = _worker_command(iso, child.fileno(), self.workdir, limits)
-        try:
-            self.process = _launch(cmd, env=env, cwd=cwd, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=self.stderr, start_new_session=True)
-        except OSError as exc:
-            parent.close()
-            raise EngineBug(f"could not start a worker process ({self.iso.mode}): {exc}") from None
-        finally:
-            child.close()
-        self.conn = Connection(parent.detach())
-        _live.add(self)
-
-    def send(self, command: str, args: dict[str, Any]) -> None:
-        self.send_encoded(encode(command, args))
-
-    def send_encoded(self, payload: bytes) -> None:
-        try:
-            self.conn.send_bytes(payload)
-        except OSError:
-            pass  # it died: the reply's EOF says why
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except OSError:
-                self.process.kill()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        self.conn.close()
-        if self.workdir:
-            import shutil
-
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-        _live.discard(self)
-
-    def stderr_tail(self, n: int = 4000) -> str:
-        try:
-            self.stderr.seek(0, os.SEEK_END)
-            size = self.stderr.tell()
-            self.stderr.seek(max(0, size - n))
-            return self.stderr.read().decode(errors="replace")
-        except (OSError, ValueError):
-            return ""
-
-    def exit_signal(self) -> int | None:
-        try:
-            code = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return None
-        if code < 0:
-            return -code
-        if self.iso.mode == "bwrap" and code > 128:  # bubblewrap exits 128 + the child's signal
-            return code - 128
-        return None
-
-    def death_reason(self, cpu_s: float | None = None) -> str:
-        sig = self.exit_signal()
-        if sig == signal.SIGXCPU:
-            budget = f" (its budget: {cpu_s:g} s)" if cpu_s else ""
-            return f"the model used more CPU time than the grader allows{budget}: use a smaller network"
-        if sig in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
-            return f"the model crashed the runtime (signal {signal.Signals(sig).name}), often by exhausting memory"
-        if sig is not None:
-            try:
-                return f"the grading process was stopped by signal {signal.Signals(sig).name}"
-            except ValueError:
-                return f"the grading process was stopped by signal {sig}"
-        return f"the grading process exited unexpectedly (code {self.process.returncode})"
-
-
-# --- validation of what a worker sends ------------------------------------------------------------------
-def _expect(cond: bool, what: str) -> None:
-    if not cond:
-        raise MalformedMessage(what)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _check_output_array(a: Any, what: str, max_rows: int) -> None:
-    import numpy as np
-
-    _expect(isinstance(a, np.ndarray) and a.ndim <= 3 and a.size <= max_rows * 4096, f"{what}: not a small array")
-
-
-def _check_probe(v: Any) -> dict[str, Any]:
-    _expect(isinstance(v, dict) and set(v) == {"singles", "batches", "fixed_batch_one", "output_name", "pool_size"},
-            "probe: bad keys")
-    _expect(isinstance(v["singles"], list) and 0 < len(v["singles"]) <= 64, "probe: singles")
-    for a in v["singles"]:
-        _check_output_array(a, "probe single", 1)
-    _expect(isinstance(v["batches"], list) and len(v["batches"]) <= 64, "probe: batches")
-    for item in v["batches"]:
-        _expect(isinstance(item, list) and len(item) == 3 and type(item[0]) is int and 1 <= item[0] <= 1024
-                and isinstance(item[2], str) and len(item[2]) <= 1000, "probe: batch entry")
-        if item[1] is not None:
-            _check_output_array(item[1], "probe batch", item[0])
-    _expect(isinstance(v["fixed_batch_one"], bool) and isinstance(v["output_name"], str) and len(v["output_name"]) <= 200
-            and type(v["pool_size"]) is int, "probe: fields")
-    return v
-
-
-def _check_text(v: Any, what: str) -> str:
-    _expect(isinstance(v, str) and len(v) <= 4000, f"{what}: not a short text")
-    return v
-
-
-def _check_recheck(value: Any, results: dict[int, tuple[float, int]]) -> dict[str, Any] | None:
-    """A worker's ``recheck`` reply, validated (None: it had no episode to check)."""
-    _expect(isinstance(value, dict) and set(value) == {"seed", "decisions", "differs"}, "recheck: fields")
-    if value["seed"] is None:
-        return None
-    differs = value["differs"]
-    _expect(type(value["seed"]) is int and value["seed"] in results and type(value["decisions"]) is int
-            and value["decisions"] >= 1, "recheck: seed or decisions")
-    _expect(differs is None or (isinstance(differs, list) and len(differs) == 3 and all(type(x) is int for x in differs)),
-            "recheck: differs")
-    return {"seed": value["seed"], "decisions": value["decisions"], "differs": differs}
-
-
-def _check_facts(v: Any) -> Any:
-    """An episode's diagnostics: plain JSON data (no arrays, no bytes), small and shallow."""
-    import json
-
-    def plain(x: Any, depth: int) -> bool:
-        if depth > L.FACTS_DEPTH:
-            return False
-        if isinstance(x, dict):
-            return all(isinstance(k, str) and plain(y, depth + 1) for k, y in x.items())
-        if isinstance(x, list):
-            return all(plain(y, depth + 1) for y in x)
-        return x is None or isinstance(x, (bool, int, float, str))
-
-    _expect(isinstance(v, dict) and plain(v, 0) and len(json.dumps(v)) <= L.FACTS_BYTES, "episode: facts")
-    return v
-
-
-def fresh_envs(pool: int, episodes: int, n_workers: int) -> int:
-    """How many environments a worker with none should build to play its share of ``episodes``:
-    the pool, but no more than its share (one that plays no episode is not built).
-
-    Each is built ready for the first seed it plays (:meth:`grader.runtime.engine.Engine.prepare` tells
-    the worker its first seeds): for MsPacman its construction is that episode's seeded reset, so
-    an environment that plays costs nothing extra, and a fuller batch makes each state's model call
-    cheaper (the DQN: 62 us a state in pairs, 40 in fours). Measured on the default 10 MsPacman
-    episodes: 4 environments a worker grade 7% faster than 2 (15 pairs), 3 no faster than 2.
-    (Before environments were built for their seeds, a build cost half an episode and 2 were
-    fastest.) A long-lived worker (``grade batch``, the site) keeps its environments and adds one
-    per command up to the pool (``grader.runtime.worker``)."""
-    share = -(-episodes // max(1, n_workers))
-    return max(1, min(pool, share))
-
-
-class _Dispatch:
-    """Which worker plays which seed in one :meth:`Engine.evaluate`, and which one rechecks.
-
-    Each worker starts with as many seeds as a fresh worker builds environments
-    (:func:`fresh_envs`: the pool, at most its share), plus a reserve of one when there are many
-    (which spares it a round trip per episode), and gets the next seed of the queue when one of
-    its episodes ends; when the queue is empty every worker still waiting is told so. A worker
-    never holds more seeds than it has environments (and the reserve): when each was given a
-    pool's worth but built fewer, the worker whose first episodes ended first took the rest of the
-    queue while the other still had seeds waiting (10 MsPacman episodes: one worker finished
-    0.45 s before the other in half the runs).
-
-    The reproducibility check (``recheck``): every worker keeps the states and actions of the
-    first episode it finishes, and the first worker to finish computes that episode's decisions
-    again, one state per call (``recheck`` command, :func:`grader.runtime.worker.recheck`), while the
-    others play their last episodes. (Re-playing the episode instead cost a MsPacman grading a
-    quarter of a second at its end: a seeded reset reloads the ROM, then every step again. Playing
-    it first on one worker, the others taking its share, was slower still: 10 episodes leave too
-    few seeds to rebalance.)
-
-    The methods return the messages to send, as ``(worker, kind, args)``; ``state`` says what
-    each worker is doing (``"episodes"``, ``"recheck"`` or ``"done"``)."""
-
-    def __init__(self, seeds: list[int], n_workers: int, pool: int, *, recheck: bool):
-        self.queue = deque(seeds)
-        self.n, self.pool = n_workers, pool
-        self.reserve = 1 if len(seeds) >= 4 * n_workers * pool else 0
-        self.fresh = fresh_envs(pool, len(seeds), n_workers)
-        self.recheck = recheck and pool > 1
-        self.rechecking = False
-        self.state: dict[int, str] = {}
-        self.given: dict[int, int] = {}  # seeds each worker was given to play in its pool
-        self.fed: set[int] = set()  # workers that may still be sent seeds
-
-    def hand(self) -> dict[int, list[int]]:
-        """The seeds each worker starts with, dealt in turn (the queue is left as it is)."""
-        dealt = list(self.queue)[: self.n * (self.fresh + self.reserve)]
-        return {i: dealt[i::self.n] for i in range(self.n)}
-
-    def start(self) -> list[tuple[int, str, dict]]:
-        first = self.hand()
-        for _ in range(sum(len(v) for v in first.values())):
-            self.queue.popleft()
-        return [self._episodes(i, first[i]) for i in range(self.n) if first[i]]
-
-    def freed(self, i: int) -> list[tuple[int, str, dict]]:
-        """Worker ``i`` finished an episode of its pool: the next seed, or the end for everyone."""
-        if i not in self.fed:
-            return []
-        if self.queue:
-            self.given[i] += 1
-            seed = self.queue.popleft()
-            if self.queue:
-                return [(i, "seeds", {"seeds": [seed], "end": False})]
-            self.fed.discard(i)
-            return [(i, "seeds", {"seeds": [seed], "end": True})] + self._end_all()
-        return self._end_all()
-
-    def finished(self, i: int, results: dict[int, tuple[float, int]]) -> list[tuple[int, str, dict]]:
-        """Worker ``i`` answered its command: what it does next (nothing: it is done)."""
-        was, self.state[i] = self.state[i], "done"
-        if was == "episodes" and self.recheck and not self.rechecking and results and not self.alone():
-            self.rechecking, self.state[i] = True, "recheck"
-            return [(i, "recheck", {})]
-        return []
-
-    def alone(self) -> bool:
-        """Every episode was played one state per call, as a re-run would play it."""
-        return self.pool == 1 or all(k == 1 for k in self.given.values())
-
-    def _episodes(self, i: int, seeds: list[int]) -> tuple[int, str, dict]:
-        self.state[i] = "episodes"
-        self.given[i] = len(seeds)
-        if self.queue:
-            self.fed.add(i)
-        return i, "episodes", {"seeds": seeds, "envs": min(self.pool, len(seeds) + len(self.queue)), "more": bool(self.queue),
-                               "fresh_envs": self.fresh, "trace": self.recheck}
-
-    def _end_all(self) -> list[tuple[int, str, dict]]:
-        out = [(j, "seeds", {"seeds": [], "end": True}) for j in sorted(self.fed)]
-        self.fed.clear()
-        return out
-
-
 class Engine:
     """A set of worker processes; use as a context manager, or call :meth:`close`.
 
     ``sandbox``: ``auto`` | ``bwrap`` | ``fallback`` (default ``$GRADER_SANDBOX`` or auto).
     :attr:`warnings` says when the model workers are not in bubblewrap (copy it into the result).
+    ``worker_module``: the module whose ``main()`` the workers run (tests start test doubles).
     """
 
-    def __init__(self, workers: int = 1, *, limits: Limits | None = None, timeouts: Timeouts | None = None,
-                 sandbox: str | None = None):
+    def __init__(self, workers: int = 1, *, limits: WorkerLimits | None = None, timeouts: Timeouts | None = None,
+                 sandbox: str | None = None, worker_module: str = WORKER_MODULE):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self.n_workers = workers
-        self.limits = limits or Limits()
+        self.limits = limits or WorkerLimits()
         self.timeouts = timeouts or Timeouts()
         self._sandbox = sandbox
+        self._worker_module = worker_module
         self.isolation = isolation(sandbox, probe=False)
         self.warnings: list[str] = list(self.isolation.warnings)
         self.stats: dict[str, float] = {}  # of the last evaluate(): calls, call_s, cpu_s, wall_s
-        self._workers: list[_Worker] = [_Worker(self.isolation, self.limits) for _ in range(workers)]
+        self._workers: list[WorkerProcess] = [self._start_worker() for _ in range(workers)]
         self._loaded: dict[str, Any] | None = None
         self._budgets: Any = None
         self.last_recheck: dict[str, Any] | None = None  # of the last evaluate(recheck=True)
@@ -472,14 +103,14 @@ class Engine:
         while len(self._workers) > workers:
             self._workers.pop().kill()
         while len(self._workers) < workers:
-            self._workers.append(_Worker(self.isolation, self.limits))
+            self._workers.append(self._start_worker())
         self.n_workers = workers
 
     @property
     def sandbox_mode(self) -> str:
         return self.isolation.mode
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -497,9 +128,12 @@ class Engine:
         self._workers = []
 
     # -- plumbing ------------------------------------------------------------------------------
+    def _start_worker(self) -> WorkerProcess:
+        return WorkerProcess(self.isolation, self.limits, module=self._worker_module)
+
     def _replace(self, index: int) -> None:
         self._workers[index].kill()
-        self._workers[index] = _Worker(self.isolation, self.limits)
+        self._workers[index] = self._start_worker()
 
     def _fail_all(self, indices: Sequence[int], reason: str) -> EngineFailure:
         for i in indices:
@@ -514,7 +148,7 @@ class Engine:
         return EngineBug(f"the grader failed inside its worker: {message}", traceback=tb)
 
     @staticmethod
-    def _broadcast(workers: Sequence[_Worker], command: str, args: dict[str, Any]) -> None:
+    def _broadcast(workers: Sequence[WorkerProcess], command: str, args: dict[str, Any]) -> None:
         """Send the same command to every worker without one busy worker holding up the others.
 
         A message larger than a socket's buffer (a model of a few MB) blocks its sender until the
@@ -524,7 +158,7 @@ class Engine:
         worker, all at once. The threads end when their worker has read the message or died; the
         caller's :meth:`_gather` waits for the replies, with its timeouts, as for any command."""
         payload = encode(command, args)
-        if len(payload) <= _INLINE_SEND_BYTES or len(workers) < 2:
+        if len(payload) <= INLINE_SEND_BYTES or len(workers) < 2:
             for w in workers:
                 w.send_encoded(payload)
             return
@@ -545,61 +179,80 @@ class Engine:
         """Wait for an ("ok", value) from each worker in ``indices``; raise EngineFailure/EngineBug otherwise.
 
         ``on_ok(i, value)`` returning True keeps waiting on worker ``i`` (it was given another command)."""
-        waiting = {self._workers[i].conn: i for i in indices}
+        waiting: dict[Any, int] = {self._workers[i].conn: i for i in indices}
         values: dict[int, Any] = {}
         while waiting:
-            timeout = silence_s
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:  # checked before reading: a stream of progress messages cannot push it back
-                    raise self._fail_all(indices, on_deadline())
-                timeout = min(timeout, left)
-            ready = wait(list(waiting), timeout=timeout)
-            if not ready:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise self._fail_all(indices, on_deadline())
-                raise self._fail_all(indices, f"the model did not answer within {silence_s:.0f} s (it hangs or is far too slow)")
-            for conn in ready:
+            for conn in self._wait_any(list(waiting), indices, silence_s=silence_s, deadline=deadline,
+                                       on_deadline=on_deadline):
                 i = waiting[conn]
-                w = self._workers[i]
+                raw = self._read(i, indices, cpu_s)
                 try:
-                    raw = conn.recv_bytes(L.CHANNEL_FROM_WORKER_BYTES)
-                except (EOFError, OSError) as exc:
-                    if not w.ready:
-                        tail = w.stderr_tail()
-                        raise self._bug_all(indices, f"the worker process did not start ({w.death_reason()})", tail) from None
-                    if isinstance(exc, OSError) and w.alive():
-                        raise self._fail_all(indices, "the grading process sent a message over the size limit") from None
-                    raise self._fail_all(indices, w.death_reason(cpu_s)) from None
-                try:
-                    kind, value = decode(raw, max_bytes=L.CHANNEL_FROM_WORKER_BYTES)
-                    if kind == "ready":
-                        self._check_ready(w, value)
-                    elif kind == "ok":
-                        if on_ok is not None and on_ok(i, value):
-                            continue
-                        values[i] = value
-                        del waiting[conn]
-                    elif kind == "fail":
-                        raise self._fail_all(indices, _check_text(value, "fail"))
-                    elif kind == "bug":
-                        _expect(isinstance(value, dict) and isinstance(value.get("message"), str)
-                                and isinstance(value.get("traceback"), str), "bug: fields")
-                        raise self._bug_all(indices, value["message"][:1000], value["traceback"][-20_000:])
-                    elif kind in ("episode", "alive"):
-                        on_message(i, kind, value)
-                    else:
-                        raise MalformedMessage(f"unknown reply kind {kind[:32]!r}")
+                    answered = self._on_reply(i, indices, raw, on_message=on_message, on_ok=on_ok, values=values)
                 except MalformedMessage as exc:
                     raise self._fail_all(indices, f"the grading process sent a malformed reply, which was refused ({exc})") from None
+                if answered:
+                    del waiting[conn]
         return [values[i] for i in indices]
 
-    def _check_ready(self, w: _Worker, value: Any) -> None:
-        _expect(isinstance(value, dict) and type(value.get("uid")) is int, "ready: fields")
+    def _wait_any(self, conns: list[Any], indices: Sequence[int], *, silence_s: float, deadline: float | None,
+                  on_deadline: Callable[[], str]) -> list[Any]:
+        """The connections with something to read; past the deadline or after ``silence_s`` of
+        silence, every worker of ``indices`` is replaced and the model fails."""
+        timeout = silence_s
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:  # checked before reading: a stream of progress messages cannot push it back
+                raise self._fail_all(indices, on_deadline())
+            timeout = min(timeout, left)
+        ready = wait(conns, timeout=timeout)
+        if not ready:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._fail_all(indices, on_deadline())
+            raise self._fail_all(indices, f"the model did not answer within {silence_s:.0f} s (it hangs or is far too slow)")
+        return ready
+
+    def _read(self, i: int, indices: Sequence[int], cpu_s: float | None) -> bytes:
+        """The next message of worker ``i``; its end says why it died (a bug before it was ready)."""
+        w = self._workers[i]
+        try:
+            return w.conn.recv_bytes(L.CHANNEL_FROM_WORKER_BYTES)
+        except (EOFError, OSError) as exc:
+            if not w.ready:
+                tail = w.stderr_tail()
+                raise self._bug_all(indices, f"the worker process did not start ({w.death_reason()})", tail) from None
+            if isinstance(exc, OSError) and w.alive():
+                raise self._fail_all(indices, "the grading process sent a message over the size limit") from None
+            raise self._fail_all(indices, w.death_reason(cpu_s)) from None
+
+    def _on_reply(self, i: int, indices: Sequence[int], raw: bytes, *, on_message: Callable[[int, str, Any], None],
+                  on_ok: Callable[[int, Any], bool] | None, values: dict[int, Any]) -> bool:
+        """Handle one message of worker ``i``; True when it answered its command (``values[i]``)."""
+        kind, value = decode(raw, max_bytes=L.CHANNEL_FROM_WORKER_BYTES)
+        if kind == "ready":
+            self._check_ready(self._workers[i], value)
+            return False
+        if kind == "ok":
+            if on_ok is not None and on_ok(i, value):
+                return False
+            values[i] = value
+            return True
+        if kind == "fail":
+            raise self._fail_all(indices, check_text(value, "fail"))
+        if kind == "bug":
+            expect(isinstance(value, dict) and isinstance(value.get("message"), str)
+                   and isinstance(value.get("traceback"), str), "bug: fields")
+            raise self._bug_all(indices, value["message"][:1000], value["traceback"][-20_000:])
+        if kind in ("episode", "alive"):
+            on_message(i, kind, value)
+            return False
+        raise MalformedMessage(f"unknown reply kind {kind[:32]!r}")
+
+    def _check_ready(self, w: WorkerProcess, value: Any) -> None:
+        expect(isinstance(value, dict) and type(value.get("uid")) is int, "ready: fields")
         if self.isolation.mode == "bwrap":
             from grader.runtime.bwrap import NOBODY
 
-            _expect(value["uid"] == NOBODY and value.get("mode") == "bwrap", "ready: not in the sandbox")
+            expect(value["uid"] == NOBODY and value.get("mode") == "bwrap", "ready: not in the sandbox")
         w.ready = True
 
     def _ensure_ready(self) -> None:
@@ -627,7 +280,7 @@ class Engine:
             self.isolation = dataclasses.replace(self.isolation, verified=True)
 
     def _wait_ready(self, indices: Sequence[int]) -> None:
-        waiting = {self._workers[i].conn: i for i in indices if not self._workers[i].ready}
+        waiting: dict[Any, int] = {self._workers[i].conn: i for i in indices if not self._workers[i].ready}
         deadline = time.monotonic() + self.timeouts.load
         while waiting:
             ready = wait(list(waiting), timeout=max(0.0, deadline - time.monotonic()))
@@ -637,8 +290,8 @@ class Engine:
                 i = waiting.pop(conn)
                 w = self._workers[i]
                 try:
-                    kind, value = decode(conn.recv_bytes(L.CHANNEL_FROM_WORKER_BYTES), max_bytes=L.CHANNEL_FROM_WORKER_BYTES)
-                    _expect(kind == "ready", "the first message is not ready")
+                    kind, value = decode(w.conn.recv_bytes(L.CHANNEL_FROM_WORKER_BYTES), max_bytes=L.CHANNEL_FROM_WORKER_BYTES)
+                    expect(kind == "ready", "the first message is not ready")
                     self._check_ready(w, value)
                 except (EOFError, OSError, MalformedMessage) as exc:
                     reason = w.death_reason() if isinstance(exc, (EOFError, OSError)) else str(exc)
@@ -651,9 +304,7 @@ class Engine:
 
     def _budget(self, name: str) -> float:
         if self._budgets is None:
-            from grader.scoring.rubric import Budgets
-
-            self._budgets = Budgets()
+            self._budgets = L.ModelBudgets()
         return float(getattr(self._budgets, name))
 
     # -- commands ------------------------------------------------------------------------------
@@ -661,14 +312,12 @@ class Engine:
              episodes: int | None = None) -> None:
         """Load an ONNX model (or ``None`` for the random policy) into every worker.
 
-        ``budgets`` (a :class:`grader.scoring.rubric.Budgets`, e.g. ``rubric.budgets``; default: the
-        defaults of :mod:`grader.limits`) bounds every later command on this model. ``episodes``
-        (how many the next :meth:`evaluate` plays) lets each worker build its environments right
-        after the session, while the first worker runs the probe."""
-        from grader.scoring.rubric import Budgets
-
+        ``budgets`` (a rubric's :class:`grader.scoring.rubric.Budgets`, e.g. ``rubric.budgets``;
+        default: :class:`grader.limits.ModelBudgets`) bounds every later command on this model.
+        ``episodes`` (how many the next :meth:`evaluate` plays) lets each worker build its
+        environments right after the session, while the first worker runs the probe."""
         self._ensure_ready()
-        self._budgets = budgets if budgets is not None else Budgets()
+        self._budgets = budgets if budgets is not None else L.ModelBudgets()
         for i, w in enumerate(self._workers):
             if not w.alive():
                 self._replace(i)
@@ -684,7 +333,7 @@ class Engine:
                                on_deadline=lambda: f"creating the session took longer than its {float(b.load_s):g} s budget")
         for r in replies:
             try:
-                _expect(isinstance(r, dict) and isinstance(r.get("fixed_batch_one"), bool), "load: fields")
+                expect(isinstance(r, dict) and isinstance(r.get("fixed_batch_one"), bool), "load: fields")
             except MalformedMessage as exc:
                 raise self._fail_all(range(len(self._workers)), f"the grading process sent a malformed reply ({exc})") from None
         self._loaded = {"task": args["task"], "device": device, "fixed_batch_one": replies[0]["fixed_batch_one"]}
@@ -694,13 +343,13 @@ class Engine:
         episodes, or the episodes of ``seeds``) and the first worker its probe states, as soon as
         they are up and while this process goes on (e.g. with the static checks). With ``seeds``
         (those the next :meth:`evaluate` plays), each worker is told the seeds it will start with,
-        and builds each environment ready for its first one (:class:`grader.runtime.worker.EnvPool`).
+        and builds each environment ready for its first one (:class:`grader.runtime.episodes.EnvPool`).
         Nothing is waited for; a failure shows in the next command's reply."""
         spec = get_task(task)
         if seeds is not None:
             episodes = len(seeds)
         n = fresh_envs(spec.pool_size, int(episodes), self.n_workers) if episodes else 1
-        first = _Dispatch([int(s) for s in seeds], self.n_workers, spec.pool_size, recheck=False).hand() if seeds else {}
+        first = Dispatch([int(s) for s in seeds], self.n_workers, spec.pool_size, recheck=False).hand() if seeds else {}
         for k, w in enumerate(self._workers):
             if w.alive():
                 w.send("prepare", {"task": spec.name, "envs": n, "probe": k == 0, "seeds": first.get(k, []),
@@ -710,12 +359,11 @@ class Engine:
         """Raw outputs on the probe states, one by one and at every batch size 1..pool_size (the
         task's pool size by default) and a few more; the keyword arguments of
         :class:`grader.submission.checks.Probe`."""
-        self._require_loaded()
-        pool = pool_size or get_task(self._loaded["task"]).pool_size
+        pool = pool_size or get_task(self._require_loaded()["task"]).pool_size
         self._workers[0].send("probe", {"pool_size": int(pool), "cpu_s": self._budget("probe_s") + 5})
         raw = self._gather([0], **self._probe_wait())[0]
         try:
-            return _check_probe(raw)
+            return check_probe(raw)
         except MalformedMessage as exc:
             raise self._fail_all([0], f"the grading process sent a malformed reply ({exc})") from None
 
@@ -738,14 +386,14 @@ class Engine:
 
         ``pool_size`` (default: the task's) environments are stepped together per worker, so the
         model sees batches of 1..pool_size states; ``pool_size=1`` re-runs state by state (see
-        :meth:`rerun`). Seeds are handed out as workers free up (:class:`_Dispatch`), so no worker
+        :meth:`rerun`). Seeds are handed out as workers free up (:class:`Dispatch`), so no worker
         idles while another still has seeds waiting. The whole call is bounded by the budgets'
         ``episodes_wall_s`` (whatever the heartbeats) and ``episodes_cpu_s``; the mean and
         maximum time of a model call by ``decision_s`` / ``call_max_s`` (measured in the worker).
 
         ``recheck``: the decisions of one episode are also computed again alone, one state per
-        call, while the other workers finish (see :class:`_Dispatch`); the outcome is in
-        :attr:`last_recheck` (``{"seed", "decisions", "differs"}``, see :func:`grader.runtime.worker.recheck`;
+        call, while the other workers finish (see :class:`Dispatch`); the outcome is in
+        :attr:`last_recheck` (``{"seed", "decisions", "differs"}``, see :func:`grader.runtime.episodes.recheck`;
         judge it with :func:`grader.submission.checks.check_recheck`). When each worker played a single
         episode (:attr:`played_alone`), every episode already ran one state per call, exactly as a
         re-run would: there is nothing to check and :attr:`last_recheck` stays None.
@@ -753,12 +401,11 @@ class Engine:
         ``on_idle()`` is called once, the first time a worker has nothing left to do while another
         still plays: a processor is free until the last episode ends (the pipeline loads there
         what its outputs need)."""
-        self._require_loaded()
-        task = self._loaded["task"]
+        task = self._require_loaded()["task"]
         seeds = [int(s) for s in seeds]
         pool = int(pool_size or get_task(task).pool_size)
         wall_s, cpu_s = self._budget("episodes_wall_s"), self._budget("episodes_cpu_s")
-        plan = _Dispatch(seeds, self.n_workers, pool, recheck=recheck)
+        plan = Dispatch(seeds, self.n_workers, pool, recheck=recheck)
         base = {"task": task, "pool_size": pool, "cpu_s": cpu_s, "diagnostics": bool(diagnostics)}
         t0 = time.monotonic()
 
@@ -780,25 +427,25 @@ class Engine:
 
         def on_message(i: int, kind: str, value: Any) -> None:
             if kind == "episode":
-                _expect(isinstance(value, list) and len(value) in (3, 4) and type(value[0]) is int and value[0] in expected
-                        and _is_num(value[1]) and type(value[2]) is int and value[2] >= 0, "episode: fields")
+                expect(isinstance(value, list) and len(value) in (3, 4) and type(value[0]) is int and value[0] in expected
+                        and is_num(value[1]) and type(value[2]) is int and value[2] >= 0, "episode: fields")
                 seed, ret, length = value[:3]
-                _expect(plan.state.get(i) == "episodes", "episode: not while playing episodes")
+                expect(plan.state.get(i) == "episodes", "episode: not while playing episodes")
                 if len(value) == 4:
-                    self.facts[seed] = _check_facts(value[3])
+                    self.facts[seed] = check_facts(value[3])
                 results[seed] = (float(ret), length)
                 on_episode(seed, float(ret), length)
                 send(plan.freed(i))
             else:
-                _expect(isinstance(value, dict) and all(_is_num(x) for x in value.values()), "alive: fields")
+                expect(isinstance(value, dict) and all(is_num(x) for x in value.values()), "alive: fields")
                 if plan.state.get(i) == "episodes":
                     progress[i] = value
 
         def on_ok(i: int, value: Any) -> bool:
             if plan.state[i] == "recheck":
-                self.last_recheck = _check_recheck(value, results)
+                self.last_recheck = check_recheck(value, results)
             else:
-                _expect(isinstance(value, dict) and all(_is_num(value.get(k)) for k in ("calls", "call_s", "cpu_s", "wall_s")),
+                expect(isinstance(value, dict) and all(is_num(value.get(k)) for k in ("calls", "call_s", "cpu_s", "wall_s")),
                         "episodes: stats")
                 stats[i] = value
                 t_done[0] = time.monotonic()
@@ -849,12 +496,12 @@ class Engine:
         in episodes and another on the duplicate-detection probe set."""
         import numpy as np
 
-        from grader.runtime.worker import probe_batch_sizes
+        from grader.runtime.policy import probe_batch_sizes
 
-        self._require_loaded()
+        task = self._require_loaded()["task"]
         states = np.ascontiguousarray(states, dtype=np.float32)
         if batch_sizes is None:
-            pool = get_task(self._loaded["task"]).pool_size
+            pool = get_task(task).pool_size
             batch_sizes = [b for b in probe_batch_sizes(pool) if b <= max(pool, 7)]
         sizes = [int(b) for b in batch_sizes]
         if not sizes or min(sizes) < 1:
@@ -879,7 +526,7 @@ class Engine:
         made before a failure are kept by a caller that stops at the failure. Returns, in the
         order of ``jobs``, ``{"return", "length", "frames"}``. Each video has the rubric's
         ``record_s`` budget (CPU, in the worker; wall, here: one budget per round of videos)."""
-        self._require_loaded()
+        task = self._require_loaded()["task"]
         budget = self._budget("record_s")
         indices = list(range(min(self.n_workers, len(jobs))))
         queue = list(range(len(jobs)))[::-1]
@@ -890,11 +537,11 @@ class Engine:
             if not queue:
                 return False
             k = doing[i] = queue.pop()
-            self._workers[i].send("record", {"task": self._loaded["task"], "seed": int(jobs[k][0]), "cpu_s": budget + 5})
+            self._workers[i].send("record", {"task": task, "seed": int(jobs[k][0]), "cpu_s": budget + 5})
             return True
 
         def on_ok(i: int, info: Any) -> bool:
-            if not (isinstance(info, dict) and set(info) == {"return", "length", "frames", "video"} and _is_num(info["return"])
+            if not (isinstance(info, dict) and set(info) == {"return", "length", "frames", "video"} and is_num(info["return"])
                     and type(info["length"]) is int and type(info["frames"]) is int and isinstance(info["video"], bytes)):
                 raise self._fail_all(indices, "the grading process sent a malformed reply (record)")
             k = doing.pop(i)
@@ -922,14 +569,8 @@ class Engine:
         return self._gather(range(len(self._workers)), silence_s=self.timeouts.load,
                             deadline=time.monotonic() + self.timeouts.load)
 
-    def _inject_fault(self, where: str, marker: str = "") -> None:
-        """Tests only: make a grader component inside the workers fail (``probe``, ``env``), make
-        the next reply a forged pickle (``pickle``) or an endless stream of heartbeats (``spam``)."""
-        self._ensure_ready()
-        for w in self._workers:
-            w.send("_fault", {"where": where, **({"marker": marker} if marker else {})})
-        self._gather(range(len(self._workers)), silence_s=self.timeouts.load)
-
-    def _require_loaded(self) -> None:
+    def _require_loaded(self) -> dict[str, Any]:
+        """What :meth:`load` loaded (``task``, ``device``, ``fixed_batch_one``)."""
         if self._loaded is None:
             raise RuntimeError("load a model first")
+        return self._loaded

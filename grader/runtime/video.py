@@ -12,7 +12,7 @@ slots already keep every core busy, and the frames arrive slower than one thread
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -37,7 +37,7 @@ class FrameRecorder(gym.Wrapper):
         self.stride = stride
         self.steps = 0
         self.frames = 0
-        self._writer = imageio.get_writer(
+        self._writer: Any = imageio.get_writer(
             path, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
             macro_block_size=1, quality=quality, ffmpeg_log_level="error",
             # veryfast: same file size as the default preset at this quality, 1.5x less encoding time;
@@ -70,8 +70,9 @@ class FrameRecorder(gym.Wrapper):
             self._writer = None
         super().close()
 
-    def __enter__(self) -> "FrameRecorder":
+    def __enter__(self) -> FrameRecorder:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
+        return False

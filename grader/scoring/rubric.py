@@ -18,13 +18,17 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grader import limits as L
 from grader.errors import SetupError
 from grader.resources import default_rubric_path as _default_rubric_path
+from grader.scoring.deadline import Deadline
+
+if TYPE_CHECKING:
+    from grader.scoring.baselines import BaselinesFile
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -146,6 +150,31 @@ class Budgets(_Strict):
     record_s: float = Field(L.BUDGET_RECORD_S, gt=0, le=3600)
 
 
+Choose = Literal["last", "best"]
+
+
+class FinalPhase(_Strict):
+    """The final evaluation (``grade final``): each student's chosen model on fresh private seeds."""
+
+    seeds: str | list[int | str] | None = Field(None, description="the final seeds, if not in a file")
+    seeds_file: str | None = Field(None, description="file of the final seeds, relative to the rubric")
+    episodes: int | None = Field(None, gt=0, le=MAX_SEEDS, description="default: every final seed")
+    choose: Choose = Field("last", description="which submission of each student: their last, or their best")
+
+    @field_validator("seeds")
+    @classmethod
+    def _parse(cls, v):
+        if v is not None:
+            parse_seeds(v, where="final.seeds")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.seeds is None) == (self.seeds_file is None):
+            raise ValueError("give exactly one of final.seeds or final.seeds_file")
+        return self
+
+
 class Rubric(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     task: str = Field(description="a task plug-in's name (grader/tasks/)")
@@ -162,6 +191,8 @@ class Rubric(_Strict):
     bands: list[Band] = []
     notebook: NotebookRubric = Field(default_factory=NotebookRubric)
     budgets: Budgets = Field(default_factory=Budgets)
+    deadline: Deadline | None = Field(None, description="when the work is due and what lateness costs (grader.scoring.deadline)")
+    final: FinalPhase | None = Field(None, description="the final evaluation's fresh seeds (`grade final`)")
     # Filled in by materialize(): baseline name -> value of the scoring statistic (for the report).
     baseline_marks: dict[str, float] = Field(default_factory=dict)
 
@@ -214,6 +245,8 @@ class Rubric(_Strict):
     def all_grading_seeds(self) -> list[int]:
         if self.seeds.grading_file:
             return read_seeds_file(self.resolve(self.seeds.grading_file))
+        if self.seeds.grading is None:  # Seeds' validator requires one of the two
+            raise RubricError(f"rubric {self.id!r}: no grading seeds")
         return parse_seeds(self.seeds.grading, where="seeds.grading")
 
     def grading_seeds(self) -> list[int]:
@@ -230,7 +263,7 @@ class Rubric(_Strict):
         """The most a submission can earn: the episode points plus every notebook check's points."""
         return float(self.scoring.points) + float(sum(self.notebook.points.values()))
 
-    def materialize(self, *, grading_seeds: bool = True) -> "Rubric":
+    def materialize(self, *, grading_seeds: bool = True) -> Rubric:
         """A copy that needs no other file: grading seeds inline, thresholds as numbers, the
         baselines' values kept for the report. Raises :class:`RubricError` naming the key.
 
@@ -250,7 +283,7 @@ class Rubric(_Strict):
         zero, full = self.thresholds()
         marks = dict(self.baseline_marks)
         if self.baselines:
-            for name, entry in self._baselines().entries.items():
+            for name, entry in self._baselines(self.baselines).entries.items():
                 value = getattr(entry.summary, self.scoring.statistic)
                 if value is not None:
                     marks[name] = float(value)
@@ -271,10 +304,44 @@ class Rubric(_Strict):
         from grader import __version__
 
         m = self if self.seeds.grading_file is None and self.baselines is None else self.materialize()
-        decides = m.model_dump(mode="json", exclude={"title", "show_names", "references", "baseline_marks", "bands"})
+        # The deadline is not in it: lateness is checked per submission (grade batch regrades a student
+        # whose lateness changed); the final phase has its own rubric (final_rubric()).
+        decides = m.model_dump(mode="json", exclude={"title", "show_names", "references", "baseline_marks", "bands",
+                                                     "deadline", "final"})
         decides["bands"] = [b.model_dump(mode="json") for b in m.bands]
         decides["grader"] = __version__
         return hashlib.sha256(json.dumps(decides, sort_keys=True).encode()).hexdigest()
+
+    def final_seeds(self) -> list[int]:
+        """The final evaluation's seeds: fresh, private, none of them public or a term grading seed."""
+        if self.final is None:
+            raise RubricError(f"rubric {self.id!r} has no [final] table; add one with the final evaluation's seeds "
+                              "(final.seeds or final.seeds_file) to run `grade final`")
+        if self.final.seeds_file:
+            where, seeds = "final.seeds_file", read_seeds_file(self.resolve(self.final.seeds_file))
+        else:  # FinalPhase validates that exactly one of the two is given
+            where, seeds = "final.seeds", parse_seeds(self.final.seeds or [], where="final.seeds")
+        used = set(self.public_seeds()) | set(self.all_grading_seeds())
+        overlap = sorted(set(seeds) & used)
+        if overlap:
+            raise RubricError(f"rubric {self.id!r}: {where} shares {len(overlap)} seeds with the public or term grading "
+                              f"seeds (e.g. {overlap[0]}); the final evaluation needs fresh seeds")
+        episodes = self.final.episodes or len(seeds)
+        if episodes > len(seeds):
+            raise RubricError(f"rubric {self.id!r}: final.episodes = {episodes} but {where} has only {len(seeds)} seeds")
+        return seeds[:episodes]
+
+    def final_rubric(self) -> Rubric:
+        """The rubric of the final evaluation: this one with the final seeds as its grading seeds and
+        the id ``<id>.final``, so that term and final grades live side by side in one gradebook."""
+        seeds = self.final_seeds()
+        out = self.model_copy(update={
+            "id": f"{self.id}.final"[:64], "episodes": len(seeds),
+            "title": f"{self.title or self.id}: final evaluation",
+            "seeds": self.seeds.model_copy(update={"grading": seeds, "grading_file": None}),
+        })
+        out.path, out.sha256 = self.path, self.sha256
+        return out
 
     def threshold(self, value: float | str, *, statistic: str | None = None) -> float:
         """A threshold as a number: numbers pass through, names are looked up in the baselines."""
@@ -282,7 +349,7 @@ class Rubric(_Strict):
             return float(value)
         if not self.baselines:
             raise RubricError(f"rubric {self.id!r}: scoring names baseline {value!r} but the rubric sets no `baselines` file")
-        baselines = self._baselines()
+        baselines = self._baselines(self.baselines)
         entry = baselines.entries.get(value)
         if entry is None:
             known = ", ".join(sorted(baselines.entries)) or "none"
@@ -292,11 +359,12 @@ class Rubric(_Strict):
             raise RubricError(f"baseline {value!r} has no {statistic or self.scoring.statistic}")
         return float(stat)
 
-    def _baselines(self):
+    def _baselines(self, relative: str) -> BaselinesFile:
+        """The baselines file named by ``relative`` (the rubric's ``baselines`` key)."""
         from grader.scoring.baselines import BaselinesError, load_baselines
 
         try:
-            return load_baselines(self.resolve(self.baselines))
+            return load_baselines(self.resolve(relative))
         except BaselinesError as exc:
             raise RubricError(f"rubric {self.id!r}, key `baselines`: {exc}") from None
 

@@ -69,6 +69,6 @@ class Signer:
         return hmac.compare_digest(data["c"], form_value)
 
 
-def csrf_ok(session: "Session | None", value: str | None) -> bool:
+def csrf_ok(session: Session | None, value: str | None) -> bool:
     """Whether a form's CSRF field matches its session's token (constant-time)."""
     return session is not None and bool(value) and hmac.compare_digest(session.csrf.encode(), str(value).encode())

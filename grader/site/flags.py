@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("grader.site")
 
 
-def reference_candidates(reference_dir: Path | None, rubric) -> list:
+def site_reference_candidates(reference_dir: Path | None, rubric) -> list:
     """The task's reference models as :class:`grader.classroom.duplicates.Candidate` (sha256 and weights, no actions)."""
-    from grader.classroom.exports import reference_candidates as batch_references
+    from grader.classroom.duplicates import reference_candidates
 
     if reference_dir is None:
         from grader.resources import reference_models_dir
@@ -39,13 +39,13 @@ def reference_candidates(reference_dir: Path | None, rubric) -> list:
         reference_dir = reference_models_dir()
     try:
         # No probe states: the site does not start an engine for the references.
-        return batch_references(Path(reference_dir), rubric.task, None)
+        return reference_candidates(Path(reference_dir), rubric.task, None)
     except Exception:  # noqa: BLE001 - flags are advice; the page must still show
         log.exception("reading the reference models failed")
         return []
 
 
-def _weights(site: "Site", sha256: str, extra: dict, known: dict[str, str | None]) -> str | None:
+def _weights(site: Site, sha256: str, extra: dict, known: dict[str, str | None]) -> str | None:
     if extra.get("weights_fingerprint"):
         return extra["weights_fingerprint"]
     if sha256 in known:
@@ -64,7 +64,7 @@ def _weights(site: "Site", sha256: str, extra: dict, known: dict[str, str | None
     return weights
 
 
-def attempt_flags(site: "Site", attempts: list) -> dict[int, list[dict]]:
+def attempt_flags(site: Site, attempts: list) -> dict[int, list[dict]]:
     """Attempt id -> its flags, for the attempts of the site's rubric.
 
     Each flag is ``{"kind", "label", "other", "short", "text"}``: the kind (``identical``,

@@ -1,7 +1,7 @@
 """The grading pool: a few slots, each driving one persistent sandboxed ``Engine(1)``.
 
 The gradebook is the queue (one source of truth). Each slot runs the grader's one claim -> grade
--> record loop (:func:`grader.classroom.slots.serve`): it claims the oldest queued attempt of this rubric
+-> record loop (:func:`grader.classroom.slots.run_slot`): it claims the oldest queued attempt of this rubric
 (``claim_next``, atomically queued -> running), grades the upload with the one pipeline
 (:func:`grader.pipeline.grade_submission`) into ``<data>/reports/<id>/`` and records the result
 (``finish``, with the probe actions the duplicate flags compare). The untrusted model only ever
@@ -24,9 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from grader.site import attempts as A
-
 from grader.outputs.seedpolicy import SeedPolicy
+from grader.site import attempts as A
 
 log = logging.getLogger("grader.site")
 
@@ -55,7 +54,7 @@ def postprocess(result, out_dir: Path) -> None:
 
 
 class GradingPool:
-    """A few grading slots over the site's gradebook, each running the shared loop (:func:`grader.classroom.slots.serve`)."""
+    """A few grading slots over the site's gradebook, each running the shared loop (:func:`grader.classroom.slots.run_slot`)."""
 
     def __init__(
         self,
@@ -85,13 +84,22 @@ class GradingPool:
         self._probe: tuple | None = None
         self._probe_lock = threading.Lock()
         self.busy: dict[int, int] = {}  # slot index -> attempt id being graded
+        from grader.scoring.deadline import deadlines_of
+
+        self.deadlines = deadlines_of(rubric)  # the rubric's [deadline] and extensions file (None: no deadline)
+
+    def late_for(self, attempt):
+        """The upload's lateness: its upload time against the student's deadline (None: no deadline)."""
+        if self.deadlines is None:
+            return None
+        return self.deadlines.late(A.student(attempt), A.submitted(attempt), source="upload time")
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
-        from grader.classroom.slots import serve
+        from grader.classroom.slots import run_slot
 
         for i in range(self.n_workers):
-            t = threading.Thread(target=serve, args=(_SiteSource(self, i), _SiteGrader(self, i)),
+            t = threading.Thread(target=run_slot, args=(_SiteSource(self, i), _SiteGrader(self, i)),
                                  kwargs={"stop": self._stop, "name": f"site-{os.getpid()}-{i}", "task": self.rubric.task},
                                  name=f"grading-{i}", daemon=True)
             t.start()
@@ -176,13 +184,13 @@ class _SiteGrader:
 
     def grade(self, attempt):
         from grader.classroom.jobs import JobOptions, duplicate_evidence
-        from grader.submission.bundle import read_capped, submission_from_bytes
-        from grader.runtime.engine import Engine
-        from grader.outputs.fsutil import atomic_write
+        from grader.classroom.slots import JobOutcome
         from grader.limits import MAX_MODEL_BYTES
-        from grader.pipeline import Options, grade_submission
+        from grader.outputs.fsutil import atomic_write
         from grader.outputs.report import write_report
-        from grader.classroom.slots import Outcome
+        from grader.pipeline import Options, grade_submission
+        from grader.runtime.engine import Engine
+        from grader.submission.bundle import read_capped, submission_from_bytes
 
         t0 = time.monotonic()
         aid = A.attempt_id(attempt)
@@ -192,7 +200,8 @@ class _SiteGrader:
         data = read_capped(Path(A.file_path(attempt)), MAX_MODEL_BYTES)
         sub = submission_from_bytes("model.onnx", data, student=A.student(attempt), label=f"attempt {aid}")
         states, probe_id = self.pool.probe()
-        opts = JobOptions(rubric=self.pool.rubric, options=Options(video=self.pool.video, report=False, workers=1),
+        opts = JobOptions(rubric=self.pool.rubric, options=Options(video=self.pool.video, report=False, workers=1,
+                                                                   late=self.pool.late_for(attempt)),
                           probe_states=states, probe_id=probe_id)
         if self.engine is None:
             self.engine = Engine(1)
@@ -210,7 +219,7 @@ class _SiteGrader:
         except Exception:  # noqa: BLE001 - the result still counts without its report
             log.exception("attempt %s: the report failed", aid)
         atomic_write(out_dir / "result.json", result.to_json())
-        return Outcome(result=result, report_dir=report_path, extra=extra, wall_s=time.monotonic() - t0)
+        return JobOutcome(result=result, report_dir=report_path, extra=extra, wall_s=time.monotonic() - t0)
 
     def close(self) -> None:
         if self.engine is not None:

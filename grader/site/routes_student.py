@@ -23,7 +23,6 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from grader.submission.filekind import ONNX, describe_wrong_kind, external_data_message, sniff_file_kind
 from grader.site import attempts as A
 from grader.site.auth import csrf_ok
 from grader.site.forms import MULTIPART_OVERHEAD, BadForm, TooLarge, receive
@@ -39,6 +38,7 @@ from grader.site.state import (
     require_login,
 )
 from grader.site.store import ADMIN_USER, Session
+from grader.submission.filekind import ONNX, describe_wrong_kind, external_data_message, sniff_file_kind
 
 log = logging.getLogger("grader.site")
 router = APIRouter()

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     import uvicorn
 
-    from grader.runtime.doctor import baselines_version_warning
+    from grader.scoring.versions import baselines_version_warning
     from grader.site.app import create_app
 
     warning = baselines_version_warning(args.rubric)

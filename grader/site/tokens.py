@@ -27,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader.outputs import console
     from grader.classroom.roster import RosterError, read_roster
+    from grader.outputs import console
     from grader.site.store import SiteStore, TokenError
 
     if args.roster is None and not args.regenerate and not args.admin:

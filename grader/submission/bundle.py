@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from grader.errors import ExternalDataError
 from grader.limits import MAX_MODEL_BYTES, MAX_NOTEBOOK_BYTES, MAX_WEIGHT_BYTES
 
 MODEL_SUFFIXES = (".onnx",)
@@ -184,7 +185,7 @@ def bundle_files(folder: Path, student: str, names: list[str], *, label: str | N
 def _case_duplicates(by_kind: dict[str, list[str]]) -> list[Misfit]:
     """Drop (and report) names of one kind that differ only in case: ``frank.onnx`` / ``frank.ONNX``."""
     problems = []
-    for kind, names in by_kind.items():
+    for names in by_kind.values():
         seen: dict[str, str] = {}
         kept = []
         for name in names:
@@ -306,12 +307,6 @@ def submission_from_bytes(name: str, data: bytes, *, student: str = "", label: s
 
 
 # --- torch's external-data sidecar --------------------------------------------------------------------
-class ExternalDataError(ValueError):
-    def __init__(self, message: str, hint: str):
-        super().__init__(message)
-        self.message, self.hint = message, hint
-
-
 _EXPORT_HINT = ("export into one file: torch.onnx.export(..., external_data=False), or hand in model.onnx "
                 "together with the model.onnx.data file torch wrote beside it")
 
@@ -328,7 +323,8 @@ def inline_external_data(data: bytes, model_path: Path) -> bytes:
     import onnx
     from google.protobuf.message import DecodeError
 
-    from grader.submission.onnx_model import ModelLoadError, scan_structure
+    from grader.errors import ModelLoadError
+    from grader.submission.onnx_model import scan_structure
 
     try:
         scan_structure(data)  # a structure bomb is never parsed here; the checks refuse it

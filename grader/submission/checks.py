@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from grader.tasks import Task, all_tasks
+from grader.errors import TaskDetectionError
 from grader.limits import MAX_NODES, MAX_TENSOR_ELEMENTS
+from grader.result import CheckResult
 from grader.submission.onnx_model import (
     ParsedModel,
     constant_values,
@@ -28,7 +29,7 @@ from grader.submission.onnx_model import (
     iter_graphs,
     iter_tensors,
 )
-from grader.result import CheckResult
+from grader.tasks import Task, all_tasks
 
 # Operators a policy network needs. Control flow (Loop, If, Scan), random generators, Resize,
 # Range and Tile are left out: they are never needed here and are how hostile models hang or
@@ -286,18 +287,14 @@ def static_checks(parsed: ParsedModel, spec: Task) -> list[CheckResult]:
         results.append(check(parsed))
         if results[-1].blocking:
             return results
-    for check in (check_input_signature, check_output_signature):
-        results.append(check(parsed, spec))
+    for check_task in (check_input_signature, check_output_signature):
+        results.append(check_task(parsed, spec))
         if results[-1].blocking:
             return results
     return results
 
 
 # --- task recognition ---------------------------------------------------------------------------
-class TaskDetectionError(ValueError):
-    pass
-
-
 def expected_signatures() -> str:
     from grader.tasks import signatures
 
@@ -329,7 +326,7 @@ def detect_task(parsed: ParsedModel) -> Task:
 # --- runtime checks -------------------------------------------------------------------------------
 @dataclass
 class Probe:
-    """What the worker computed on ``n`` contract states (see :func:`grader.runtime.worker.probe`).
+    """What the worker computed on ``n`` contract states (see :func:`grader.runtime.policy.probe`).
 
     ``batches`` holds ``[b, output or None, error]`` for every batch size ``b`` the episodes use
     (1..pool_size) and a few more; the batch of ``b`` holds the first ``b`` probe states (cycled),
@@ -345,10 +342,6 @@ class Probe:
     def batch(self) -> np.ndarray | None:
         """The output for all ``n`` states in one call (None when that call failed)."""
         return next((out for b, out, _ in self.batches if b == len(self.singles)), None)
-
-    @property
-    def batch_error(self) -> str:
-        return next((err for b, _, err in self.batches if b == len(self.singles)), "")
 
 
 def check_output_values(probe: Probe, spec: Task) -> CheckResult:

@@ -60,7 +60,8 @@ def _looks_like_onnx(head: bytes) -> bool:
 
 def _zip_names(head: bytes) -> list[str]:
     """File names of the local headers found in ``head`` (a zip's first entries)."""
-    names, i = [], 0
+    names: list[str] = []
+    i = 0
     while True:
         i = head.find(b"PK\x03\x04", i)
         if i < 0 or i + 30 > len(head):
@@ -112,10 +113,10 @@ def sniff_file_kind(head: bytes) -> str:
     if _looks_like_onnx(head):
         return ONNX
     try:
-        text = head.decode("utf-8")
+        decoded: str | None = head.decode("utf-8")
     except UnicodeDecodeError:
-        text = None if len(head) < HEAD_BYTES else head[:-4].decode("utf-8", "ignore")
-    if text is not None and text and sum(ch.isprintable() or ch in "\r\n\t" for ch in text) >= 0.95 * len(text):
+        decoded = None if len(head) < HEAD_BYTES else head[:-4].decode("utf-8", "ignore")
+    if decoded and sum(ch.isprintable() or ch in "\r\n\t" for ch in decoded) >= 0.95 * len(decoded):
         return "text"
     return "unknown"
 

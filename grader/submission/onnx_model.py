@@ -11,26 +11,20 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from grader import limits as L
+from grader.errors import ModelLoadError
 from grader.limits import MAX_FILE_BYTES, MAX_NODES, MAX_TENSOR_ELEMENTS  # noqa: F401 - re-exported
 from grader.result import ModelInfo, TensorInfo
-
-
-class ModelLoadError(ValueError):
-    """The bytes are not a usable ONNX model; ``str(exc)`` is the student-facing message."""
-
-    def __init__(self, message: str, hint: str = ""):
-        super().__init__(message)
-        self.hint = hint
 
 
 @dataclass
 class ParsedModel:
     data: bytes
-    proto: object  # onnx.ModelProto
+    proto: Any  # onnx.ModelProto (onnx ships no type information)
     sha256: str
 
 

@@ -150,9 +150,9 @@ class Task:
         ``facts`` are what the worker collected for each episode (in the order of ``returns``);
         the generic part (outcome counts, actions, collapse, confidence) is
         :func:`grader.tasks.diagnostics.diagnose`; a task refines it in :meth:`refine`."""
-        from grader.tasks.diagnostics import diagnose
+        from grader.tasks.diagnostics import diagnose_episodes
 
-        diag = diagnose(self, facts, returns)
+        diag = diagnose_episodes(self, facts, returns)
         return self.refine(diag) if diag is not None else None
 
     def refine(self, diag: Any) -> Any:

@@ -1,7 +1,7 @@
 """Diagnostics: what each scored episode did, and what that says about the policy.
 
 The facts are collected in the worker during the one scored play of each episode
-(:func:`grader.runtime.worker.run_episodes` with ``on_facts``: the actions chosen, the policy's confidence,
+(:func:`grader.runtime.episodes.run_episodes` with ``on_facts``: the actions chosen, the policy's confidence,
 and the task's own :class:`~grader.tasks.base.Tracker`); they reach the parent as small plain
 data per episode. This module turns them into a :class:`grader.result.Diagnostics`: outcome
 counts and shares with the mean return per outcome, action usage per episode and overall, a
@@ -20,8 +20,7 @@ from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
-from grader.result import (ActionUsage, Confidence, Diagnostics, EpisodeDiagnostics, GradeResult, LifeLoss,
-                           OutcomeStat)
+from grader.result import ActionUsage, Confidence, Diagnostics, EpisodeDiagnostics, GradeResult, LifeLoss, OutcomeStat
 
 COLLAPSE_SHARE = 0.95  # one action for at least this share of the decisions: a collapsed policy
 HINT_MIN_SHARE = 0.10  # the dominant failure gets a hint when at least this share of episodes fail that way
@@ -42,19 +41,27 @@ def _int(v: Any, default: int = 0) -> int:
     return v if type(v) is int and 0 <= v < 2**40 else default
 
 
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
 def _episode(task, index: int, facts: Any, ret: float, known: set[str]) -> EpisodeDiagnostics:
-    f = facts if isinstance(facts, dict) else {}
+    f = _dict(facts)
     raw = f.get("actions")
     counts = [_int(c) for c in raw] if isinstance(raw, list) and len(raw) == task.n_actions else [0] * task.n_actions
-    t = f.get("task") if isinstance(f.get("task"), dict) else {}
+    t = _dict(f.get("task"))
     outcome = t.get("outcome") if t.get("outcome") in known else UNKNOWN
-    end_raw = t.get("end") if isinstance(t.get("end"), dict) else {}
+    end_raw = _dict(t.get("end"))
     end = {str(k)[:32]: v for k, v in ((k, _num(x)) for k, x in list(end_raw.items())[:MAX_END_FACTS]) if v is not None}
     lives = []
-    for item in (t.get("lives") if isinstance(t.get("lives"), list) else [])[:MAX_LIVES]:
+    for item in _list(t.get("lives"))[:MAX_LIVES]:
         if isinstance(item, list) and len(item) == 3 and _num(item[2]) is not None:
             lives.append(LifeLoss(decision=_int(item[0]), step=_int(item[1]), score=_num(item[2])))
-    droughts = [[_int(x) for x in d] for d in (t.get("droughts") if isinstance(t.get("droughts"), list) else [])[:MAX_DROUGHTS]
+    droughts = [[_int(x) for x in d] for d in _list(t.get("droughts"))[:MAX_DROUGHTS]
                 if isinstance(d, list) and len(d) == 3]
     life_scores: list[float] = []
     if lives:
@@ -66,7 +73,7 @@ def _episode(task, index: int, facts: Any, ret: float, known: set[str]) -> Episo
                               droughts=droughts)
 
 
-def diagnose(task, facts: list[Any], returns: list[float]) -> Diagnostics | None:
+def diagnose_episodes(task, facts: list[Any], returns: list[float]) -> Diagnostics | None:
     """The generic diagnostics of ``task``'s episodes (None when there are no facts at all)."""
     if not returns or not any(isinstance(f, dict) for f in facts):
         return None
@@ -196,7 +203,7 @@ def class_summary(results: list[tuple[str, GradeResult | None]]) -> dict[str, An
         if d.collapsed:
             collapsed.append(student)
     all_episodes = sum(episodes.values()) or 1
-    rows = [{"key": k, "label": labels[k][0], "success": labels[k][1], "episodes": episodes[k],
+    rows: list[dict[str, Any]] = [{"key": k, "label": labels[k][0], "success": labels[k][1], "episodes": episodes[k],
              "share": episodes[k] / all_episodes, "students": dominant[k]} for k in order if episodes[k]]
     common = max((r for r in rows if not r["success"]), key=lambda r: r["students"], default=None)
     return {"students": n, "outcomes": rows, "collapsed": collapsed,

@@ -146,7 +146,7 @@ def _seeded_env_spec(env_id: str) -> Any:
 
 
 @lru_cache(maxsize=1)
-def _preseeded_atari_class() -> type:
+def _preseeded_atari_class() -> Any:
     """ale-py's ``AtariEnv``, built with the ROM loaded for its first episode's seed.
 
     A seeded reset (``reset(seed=s)``) seeds the emulator and loads the ROM again; that load is

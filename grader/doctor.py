@@ -26,10 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader.errors import EXIT_ERROR, EXIT_GRADED
+from grader.scoring.versions import DECISIVE, installed_versions, normalize, same_release, version_drift
 
-# The packages whose version can change a return (the simulator, the emulator, the arithmetic of the
-# observations and of the policy). The lock keeps them at one version on every supported Python.
-DECISIVE = ("gymnasium", "box2d", "ale-py", "numpy", "onnxruntime")
 # Installed but never in the lock: the installer itself and the project.
 NOT_LOCKED = {"pip", "wheel", "rl-grader"}
 UNHASHED = "# unhashed: "
@@ -44,11 +42,6 @@ class Finding:
     level: str
     topic: str
     message: str
-
-
-def normalize(name: str) -> str:
-    """A distribution name as the lock and pip compare them (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def lock_path(*, name: str = "requirements.txt") -> Path:
@@ -73,24 +66,8 @@ def read_lock(path: Path, *, environment: dict[str, str] | None = None) -> dict[
     return pins
 
 
-def installed_versions() -> dict[str, str]:
-    """name -> version of every distribution this interpreter sees."""
-    from importlib import metadata
-
-    found = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            found.setdefault(normalize(name), dist.version)
-    return found
-
-
-def same_release(installed: str, pinned: str) -> bool:
-    """torch's CPU build is ``2.13.0+cpu`` for the pin ``2.13.0``: the local label is not a release."""
-    return installed == pinned or installed.split("+", 1)[0] == pinned
-
-
-def check_lock(pins: dict[str, str], installed: dict[str, str], *, core: set[str] = frozenset()) -> list[Finding]:
+def check_lock(pins: dict[str, str], installed: dict[str, str], *,
+               core: frozenset[str] | set[str] = frozenset()) -> list[Finding]:
     """Installed versions against the lock: a decisive package off its pin fails, others warn."""
     out = []
     for name, pinned in sorted(pins.items()):
@@ -110,40 +87,6 @@ def check_lock(pins: dict[str, str], installed: dict[str, str], *, core: set[str
         shown = ", ".join(f"{n} {installed[n]}" for n in DECISIVE if n in installed)
         out.append(Finding("ok", "lock", f"every locked package at its pin ({shown})"))
     return out
-
-
-def version_drift(recorded: dict[str, str], installed: dict[str, str] | None = None) -> list[str]:
-    """'name recorded -> installed' for each decisive package whose installed version differs from
-    the one a baselines file (or a result) records."""
-    installed = installed_versions() if installed is None else installed
-    drift = []
-    for key, was in recorded.items():
-        name = normalize(key)
-        if name in DECISIVE and was != "not installed":
-            now = installed.get(name, "not installed")
-            if not same_release(now, was):
-                drift.append(f"{name} {was} -> {now}")
-    return drift
-
-
-def baselines_version_warning(rubric_path: Path) -> str | None:
-    """A warning for ``grade batch`` / ``grade serve`` when this machine's decisive packages differ
-    from those that made the rubric's baselines file; None when they agree (or there is no file)."""
-    from grader.scoring.baselines import load_baselines
-    from grader.scoring.rubric import load_rubric
-
-    try:
-        rubric = load_rubric(rubric_path, materialize=False)
-        if not rubric.baselines:
-            return None
-        recorded = load_baselines(rubric.resolve(rubric.baselines)).versions
-    except Exception:  # noqa: BLE001 - a missing or broken file is reported where the rubric is read
-        return None
-    drift = version_drift(recorded)
-    if not drift:
-        return None
-    return (f"the installed packages that decide returns differ from those that made {rubric.baselines} "
-            f"({'; '.join(drift)}): returns may differ from the baselines; run `grade doctor`")
 
 
 # --- the sandbox and the providers ------------------------------------------------------------------
@@ -166,7 +109,7 @@ def user_namespaces() -> str:
 
 def check_sandbox() -> list[Finding]:
     """bubblewrap, user namespaces, and what the model workers would run in."""
-    from grader.runtime.engine import isolation
+    from grader.runtime.isolation import isolation
 
     out = [Finding("info", "sandbox", f"user namespaces: {user_namespaces()}")]
     iso = isolation("auto")
@@ -229,7 +172,8 @@ def picks_of(n: int, k: int) -> list[int]:
 
 def check_dynamics(rubric_path: Path, *, per_entry: int = DEFAULT_REPLAYS, workers: int = 2) -> list[Finding]:
     """Replay the rubric's baselines entries on a few of their seeds; every return must be identical."""
-    from grader.runtime.engine import Engine, EngineFailure
+    from grader.errors import EngineFailure
+    from grader.runtime.engine import Engine
     from grader.scoring.baselines import load_baselines
     from grader.scoring.rubric import load_rubric
 
