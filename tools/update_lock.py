@@ -41,7 +41,7 @@ DECISIVE = {
 # name -> (what it holds, extras of pyproject.toml, extra input files, needs torch)
 PROFILES = {
     "requirements.txt": ("everything: the grader, its extras, the test tools (setup.sh --test, CI)",
-                         ["test", "site", "ray", "torch"], ["torch-deps.in", "tools.in"], True),
+                         ["test", "site", "ray", "torch"], ["torch-deps.in"], True),
     "grader.txt": ("the grader alone (setup.sh, the Gradescope zip, students grading ONNX files)",
                    [], [], False),
     "notebooks.txt": ("the grader and torch's dependencies (Gradescope zips that grade notebooks, "
