@@ -22,7 +22,7 @@ from grader.scoring import versions
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "lock" / "requirements.txt"
-SUPPORTED = ("3.10", "3.11", "3.12")
+SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
 
 
 def _environment(version: str) -> dict[str, str]:
