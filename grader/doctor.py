@@ -107,6 +107,14 @@ def user_namespaces() -> str:
     return "available" if ok else "not available (`unshare --user` failed)"
 
 
+def fallback_description() -> str:
+    """What the model workers would run in without bubblewrap (GRADER_SANDBOX=fallback)."""
+    from grader.runtime.bwrap import unshare_net_prefix
+
+    net = "network cut off with `unshare --net`" if unshare_net_prefix() else "network NOT cut off (unshare failed)"
+    return f"the grader's user, the host's files visible, resource limits and an empty working folder; {net}"
+
+
 def check_sandbox() -> list[Finding]:
     """bubblewrap, user namespaces, and what the model workers would run in."""
     from grader.runtime.isolation import isolation
@@ -116,6 +124,7 @@ def check_sandbox() -> list[Finding]:
     if iso.mode == "bwrap":
         out.append(Finding("ok", "sandbox", f"bubblewrap ({shutil.which('bwrap')}) runs the model workers and the "
                                             "notebooks as an unprivileged user"))
+        out.append(Finding("info", "sandbox", f"without it, the fallback: {fallback_description()}"))
     else:
         out.append(Finding("warn", "sandbox", "; ".join(iso.warnings) + ". Install bubblewrap "
                                               "(apt-get install bubblewrap) for the full sandbox"))
@@ -203,6 +212,9 @@ def check_dynamics(rubric_path: Path, *, per_entry: int = DEFAULT_REPLAYS, worke
     drift = version_drift(baselines.versions)
     if drift:
         out.append(Finding("warn", rubric.task, f"{rubric.baselines} was made with other versions: {'; '.join(drift)}"))
+    else:
+        made = ", ".join(f"{k} {v}" for k, v in baselines.versions.items() if normalize(k) in DECISIVE)
+        out.append(Finding("info", rubric.task, f"{rubric.baselines} was made with the installed versions ({made})"))
     return out
 
 
