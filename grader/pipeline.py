@@ -13,8 +13,11 @@ bundle, :mod:`grader.submission.bundle`). It runs, in order:
    path as an upload (:func:`_play_model`); the untrained export of the notebook's network is
    checked the same way, without episodes;
 4. **score** -- :func:`grader.scoring.points.compose`, the one function that adds up points;
-5. **outputs** -- ``result.json``, ``report.html``, videos and logs, written through
-   :class:`~grader.outputs.fsutil.OutputDir` (never through a link the folder arrived with).
+5. **decide** -- the caller's last word (``decide``): ``grade batch``'s duplicate evidence, the
+   site's wording;
+6. **outputs** -- ``result.json``, ``report.html``, logs (videos were recorded in step 3), written
+   once by :func:`write_outputs` through :class:`~grader.outputs.fsutil.OutputDir` (never through a link
+   the folder arrived with).
 
 Whose fault (:mod:`grader.errors`): a bad submission is a result with status ``invalid``; the
 instructor's set-up (a bad rubric, a missing optional dependency) raises :class:`SetupError`;
@@ -25,13 +28,14 @@ output folder, and a message that does not blame the student.
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import logging
 import platform
 import shlex
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +69,7 @@ class Options:
     sandbox: str | None = None  # notebook sandbox: auto | bwrap | fallback
     task: str | None = None  # the caller's choice of task (else the rubric's, else recognised)
     command: str = ""  # how this grading was asked for (shown as the reproducing command)
+    video_names: str = "seed"  # seed: best_seed3.mp4 / best_episode3.mp4 (hidden seeds); label: best.mp4 (the site)
     late: Any = None  # grader.result.Late: when the channel knows the hand-in time (the "late" part)
 
 
@@ -113,12 +118,21 @@ def resolve_seeds(rubric: Rubric, options: Options) -> tuple[list[int], str]:
 
 
 # --- the entry point ---------------------------------------------------------------------------------
+Decide = Callable[[GradeResult, Any], None]  # (result, engine): the caller's last word before the outputs
+AlsoWrite = Mapping[str, Callable[[GradeResult], str]]  # file name -> its text, from the decided result
+
+
 def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: Options = Options(),
                      out: str | Path | None = None, engine: Any = None, progress: Progress = no_progress,
-                     warnings: Sequence[str] = ()) -> GradeResult:
+                     warnings: Sequence[str] = (), decide: Decide | None = None,
+                     also_write: AlsoWrite | None = None) -> GradeResult:
     """Grade one submission; write its outputs into ``out`` (nothing is written when it is None).
 
-    Raises :class:`SetupError` for the instructor's set-up only; every other outcome is a result.
+    ``decide(result, engine)`` is the caller's part (the duplicate evidence of ``grade batch``,
+    the site's wording): it runs after the grading, with the model still loaded in ``engine``,
+    and before :func:`write_outputs` writes ``result.json``, the report and ``also_write``'s files
+    (``grade batch``: Gradescope's ``results.json``), once. Raises
+    :class:`SetupError` for the instructor's set-up only; every other outcome is a result.
     """
     from grader.outputs.fsutil import OutputDir
 
@@ -133,6 +147,8 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
     try:
         _start_engine(run)
         _stages(run)
+        if decide is not None:
+            decide(run.result, run.engine)
     except SetupError:
         raise
     except Exception as exc:  # noqa: BLE001 - the grader's own bug: never the student's fault
@@ -143,7 +159,7 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
     run.timings["total"] = time.perf_counter() - t0
     run.result.timings = {k: round(v, 3) for k, v in run.timings.items()}
     if out_dir is not None:
-        write_outputs(run.result, out_dir, report=options.report, evidence=run.evidence)
+        write_outputs(run.result, out_dir, report=options.report, evidence=run.evidence, also_write=also_write)
     return run.result
 
 
@@ -175,10 +191,10 @@ def _chosen_task(run: _Run):
 def _set_task(run: _Run, task) -> None:
     from grader.scoring.rubric import default_rubric_path, load_rubric
 
-    run.task = task
-    run.result.task = task.name
+    run.task = task  # the input contract the model is graded under (MsPacman: the lesson's, or raw frames)
+    run.result.task = task.homework_name  # the homework: its rubric, baselines, every front end
     if run.rubric is None:
-        run.rubric = load_rubric(default_rubric_path(task.name), selfcheck=run.options.selfcheck)
+        run.rubric = load_rubric(default_rubric_path(task.homework_name), selfcheck=run.options.selfcheck)
 
 
 def _invalid(run: _Run, check: CheckResult) -> None:
@@ -218,7 +234,7 @@ def _notebook_stage(run: _Run) -> None:
             return
         markers = {t.name: t.notebook_module().MARKERS for t in all_tasks() if t.notebook}
         name, scores = detect_notebook_task(nb.text, markers)
-        if run.task is not None and not run.options.task and name is not None and name != run.task.name:
+        if run.task is not None and not run.options.task and name is not None and name != run.task.homework_name:
             _invalid(run, CheckResult(name="task_detected", passed=False,
                                       message=f"this notebook is the {name} homework, but the rubric "
                                               f"{run.rubric.id!r} grades {run.task.name}",
@@ -241,8 +257,11 @@ def _notebook_stage(run: _Run) -> None:
                                       hint="hand in the exported ONNX model"))
             return
         run.result.checks += common_checks(nb)
+        extra = {}
+        if "lesson_preprocessing" in inspect.signature(module.collect).parameters:  # the rubric's, default false
+            extra["lesson_preprocessing"] = bool(run.rubric.notebook and run.rubric.notebook.lesson_preprocessing)
         evidence = module.collect(nb, limits=_sandbox_limits(run.rubric), sandbox=run.options.sandbox,
-                                  weights=staged[1:])
+                                  weights=staged[1:], **extra)
         run.timings["notebook"] = time.perf_counter() - t0
     run.evidence = evidence
     for check in evidence.checks:
@@ -317,14 +336,15 @@ def _parse(run: _Run, data: bytes):
         if run.task is None:
             return None, None, CheckResult(name="task", passed=False, message=str(exc), hint=C.expected_signatures())
         detected = run.task  # the homework is known: let the input check say what is wrong
-    if run.task is not None and detected.name != run.task.name:
-        expected = get_task(run.task.name)
+    if run.task is not None and detected.homework_name != run.task.homework_name:
+        expected = get_task(run.task.homework_name)
         return parsed, None, CheckResult(
             name="task", passed=False,
-            message=f"the model takes {detected.input_signature}, a {detected.name} policy, but this is the {expected.name} homework",
+            message=f"the model takes {detected.input_signature}, a {detected.homework_name} policy, but this is the "
+                    f"{expected.name} homework",
             hint=f"hand in the {expected.name} model: its input is {expected.input_signature}")
     run.result.model = describe(parsed)
-    return parsed, run.task or detected, None
+    return parsed, detected, None  # the model's own input contract (one of the homework's)
 
 
 def _start_engine(run: _Run) -> None:
@@ -383,7 +403,7 @@ def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None)
     except EngineFailure as exc:
         shape = ", ".join(map(str, spec.state_shape))
         return CheckResult(name="runs", passed=False, message=f"the model fails on a contract state: {exc}",
-                           hint=f"run it yourself with onnxruntime on a float32 state of shape [1, {shape}]: "
+                           hint=f"run it yourself with onnxruntime on a {spec.input_dtype} state of shape [1, {shape}]: "
                                 "it must return the action scores without errors")
     checks += C.runtime_checks(C.Probe(**probe_raw), spec)
     failed = [c for c in checks if c.blocking]
@@ -436,6 +456,8 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     _set_task(run, task)
     run.result.checks.append(CheckResult(name="parses", passed=True,
                                          message=f"{label}: a {len(data) / 1024:.0f} kB ONNX model"))
+    if _reference_copy(run, parsed, label=label):
+        return None
     seeds, seed_set = resolve_seeds(run.rubric, run.options)
     _engine(run, len(seeds)).prepare(run.task.name, seeds=seeds)  # meanwhile: envs, probe states
     static = C.static_checks(parsed, run.task)
@@ -450,6 +472,7 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     if isinstance(outcome, CheckResult):
         return fail(outcome)
     run.result.checks += outcome
+    _resolve_notebook(run, parsed.data)
     run.timings["load_and_probe"] = time.perf_counter() - t0
     if not _episodes(run, seeds, seed_set, fail):
         return
@@ -464,6 +487,54 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     run.result.checks.append(reproducible)
     if reproducible.blocking:
         fail(run.result.checks.pop())
+
+
+def _reference_copy(run: _Run, parsed, *, label: str) -> bool:
+    """Compare the model with the rubric's reference models (the same file, or the same used
+    weights); record a flag for each match. True when the rubric's ``[duplicates]
+    reference_copy = "invalid"`` made the submission invalid."""
+    from grader.result import DuplicateFlag
+    from grader.submission.weights import compare_weights, weight_prints_of
+
+    references = run.rubric.reference_weights if run.rubric is not None else {}
+    if not references:
+        return False
+    action = run.rubric.duplicates.reference_copy
+    prints = weight_prints_of(parsed.proto)
+    for ref in references.values():
+        if ref.sha256 == parsed.sha256:
+            kind, detail = "identical", f"the same file as the reference model {ref.file} (sha256)"
+        else:
+            match = compare_weights(prints, ref.prints)
+            if match is None or not match.same:
+                continue
+            kind, detail = "same_weights", f"the weights of the reference model {ref.file}: {match.detail()}"
+        run.result.flags.append(DuplicateFlag(kind=kind, other=f"reference:{ref.file}", detail=detail, action=action))
+    if not run.result.flags or action != "invalid":
+        return False
+    flag = run.result.flags[0]
+    _invalid(run, CheckResult(
+        name="reference_copy", passed=False,
+        message=f"{label} is a copy of the course's reference model {flag.other.split(':', 1)[1]} ({flag.detail}); "
+                "a reference model is not a hand-in",
+        hint="hand in the model you trained yourself"))
+    return True
+
+
+def _resolve_notebook(run: _Run, model: bytes) -> None:
+    """Notebook checks that depend on the graded model (MsPacman: does the notebook's preprocessing
+    agree with the model's input contract?): the notebook module's ``resolve`` replaces them."""
+    pending = run.evidence.pending if run.evidence is not None else None
+    module = run.task.notebook_module() if pending is not None else None
+    resolve = getattr(module, "resolve", None)
+    if resolve is None:
+        return
+    judged = resolve(pending, task=run.task, tensors=lambda states, size: run.engine.tensors(model, states, size=size))
+    if judged is None:
+        return
+    if judged.severity == "error" and not judged.passed:  # notebook checks cost their points, never invalidate
+        judged = judged.model_copy(update={"severity": "warning"})
+    run.result.checks = [judged if c.name == judged.name else c for c in run.result.checks]
 
 
 def _videos_wanted(run: _Run) -> bool:
@@ -591,7 +662,8 @@ def _record_videos(run: _Run) -> list[VideoInfo]:
     number = {e.seed: i + 1 for i, e in enumerate(result.episodes)}
     private = run.out.private_dir()  # made by us: nothing can be planted at the recorder's path
     # Grading seeds are private: the report links the videos, so their names must not show them.
-    names = [f"{label}_episode{number[ep.seed]}.mp4" if hidden else f"{label}_seed{ep.seed}.mp4" for label, ep in picks]
+    names = [f"{label}.mp4" if run.options.video_names == "label" else
+             f"{label}_episode{number[ep.seed]}.mp4" if hidden else f"{label}_seed{ep.seed}.mp4" for label, ep in picks]
     made: dict[int, VideoInfo] = {}
 
     def on_video(k: int, info: dict) -> None:
@@ -639,6 +711,7 @@ def _score(run: _Run) -> None:
         else:
             return  # no homework could be named: there is no maximum to show
     result.task = result.task or run.rubric.task
+    result.set_scored_under(run.rubric)
     invalid = result.status != "graded"
     result.late = run.options.late
     result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid,
@@ -647,8 +720,14 @@ def _score(run: _Run) -> None:
     result.band = scoring.band(run.rubric, result.score, result.max_score) if result.status == "graded" else None
 
 
-def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = None) -> None:
-    """result.json, the report and the notebook's logs, into an :class:`~grader.outputs.fsutil.OutputDir`."""
+def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = None,
+                  also_write: AlsoWrite | None = None) -> None:
+    """The one writer of a grading's outputs, into an :class:`~grader.outputs.fsutil.OutputDir`:
+    the notebook's logs, the report, the caller's ``also_write`` files (``grade batch``:
+    Gradescope's ``results.json``) and, last, ``result.json`` (a folder with it is complete).
+    Every caller has decided everything in ``result`` before (``grade_submission``'s ``decide``;
+    ``grade batch``'s class-level flags, which rewrite the outputs of the flagged students through
+    this function once)."""
     if evidence is not None:
         for name, data in evidence.logs.items():
             if data:
@@ -657,6 +736,8 @@ def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = Non
         from grader.outputs.report import write_report
 
         write_report(result, out.path)
+    for name, render in (also_write or {}).items():
+        out.write_text(name, render(result))
     out.write_text("result.json", result.to_json())
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+if TYPE_CHECKING:
+    from grader.scoring.rubric import Rubric
 
 Status = Literal["graded", "invalid", "error"]
 Severity = Literal["error", "warning", "note"]
@@ -161,6 +164,25 @@ class Diagnostics(_Model):
     episodes: list[EpisodeDiagnostics] = []
 
 
+class DuplicateFlag(_Model):
+    """A sign of copying, always shown to the instructor: a reference model found by this grading
+    (``scope`` reference, every channel) or another student found by ``grade batch`` (class)."""
+
+    kind: Literal["identical", "same_weights", "behaviour"]
+    other: str  # "reference:<file>" or a student id
+    detail: str
+    scope: Literal["reference", "class"] = "reference"
+    action: Literal["flag", "invalid"] = "flag"  # what the rubric's [duplicates] made of it
+    cluster: int | None = None  # grade batch's cluster number (duplicates.csv)
+
+    @property
+    def text(self) -> str:
+        """The flag in words (the terminal, the report, Gradescope and the site say the same)."""
+        kind = {"identical": "identical file", "same_weights": "same weights", "behaviour": "same behaviour"}[self.kind]
+        what = "the submission is invalid" if self.action == "invalid" else "graded as usual"
+        return f"{kind} as {self.other}: {self.detail} ({what})"
+
+
 class Late(_Model):
     """When a submission was handed in against its deadline; stored in ``result.json`` as ``late``."""
 
@@ -217,10 +239,21 @@ class GradeResult(_Model):
     versions: dict[str, str] = {}
     device: str = "cpu"
     warnings: list[str] = []
+    flags: list[DuplicateFlag] = []  # copies found (never scored; the rubric says whether they invalidate)
     error: str | None = None  # what went wrong, in words, when status is error or invalid
     command: str = ""  # reproduces this result
     timings: dict[str, float] = {}
     created: str = ""
+    # The rubric object this result was scored under, for the caller in this process: it is
+    # settled once by the pipeline, never serialised, and None in a result read back from JSON.
+    _rubric: Rubric | None = PrivateAttr(default=None)
+
+    @property
+    def scored_under(self) -> Rubric | None:
+        return self._rubric
+
+    def set_scored_under(self, rubric: Rubric) -> None:
+        self._rubric = rubric
 
     @property
     def failed_checks(self) -> list[CheckResult]:

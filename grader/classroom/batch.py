@@ -206,7 +206,8 @@ class BatchRun:
 
     def job_options(self, probe_states: np.ndarray | None) -> JobOptions:
         options = Options(episodes=self.episodes, video=self.video, report=True, workers=1)
-        return JobOptions(rubric=self.rubric, options=options, probe_states=probe_states, probe_id=self.probe_id)
+        return JobOptions(rubric=self.rubric, options=options, probe_states=probe_states, probe_id=self.probe_id,
+                          gradescope=True)
 
     # -- per submission -------------------------------------------------------------------------
     def new_workdir(self, attempt_id: int) -> Path:
@@ -226,18 +227,18 @@ class BatchRun:
         return sub, ""
 
     def record(self, job: Job, outcome: JobOutcome) -> None:
-        """Driver side of a finished grading (every backend): complete the report folder, move it
-        into place, then finish the gradebook row in one transaction."""
-        from grader.classroom.exports import write_gradescope
-        from grader.outputs.fsutil import atomic_write
-
+        """Driver side of a finished grading (every backend): move its complete report folder (the
+        grading wrote it once, :func:`grader.pipeline.write_outputs`) into place, then finish the
+        gradebook row in one transaction."""
         result = outcome.result
         report_dir = outcome.report_dir
-        if report_dir is None:
+        if report_dir is None or not (report_dir / "result.json").is_file():  # never graded (files changed, a bug)
+            from grader.classroom.exports import gradescope_json
+            from grader.outputs.fsutil import OutputDir
+            from grader.pipeline import write_outputs
+
             report_dir = self.new_workdir(job.attempt_id) / "report"
-        report_dir.mkdir(parents=True, exist_ok=True)
-        write_gradescope(result, report_dir / "results.json")
-        atomic_write(report_dir / "result.json", result.to_json())  # last: a folder with result.json is complete
+            write_outputs(result, OutputDir(report_dir), report=False, also_write={"results.json": gradescope_json})
         final = self.final_dir(job)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
@@ -257,7 +258,7 @@ class BatchRun:
 
     # -- the whole run ----------------------------------------------------------------------------
     def run(self) -> int:
-        from grader.classroom.duplicates import probe_set
+        from grader.classroom.duplicates import hidden_probe_set
 
         lock = self._lock()
         try:
@@ -265,7 +266,7 @@ class BatchRun:
             total = len(self.attempts)
             reused = total - len(jobs)
             has_models = bool(self.attempts)
-            self.probe_states, self.probe_id = probe_set(self.rubric.task) if has_models else (None, "")
+            self.probe_states, self.probe_id = hidden_probe_set(self.rubric) if has_models else (None, "")
             opts = self.base_opts = self.job_options(self.probe_states)
             self._say(f"{total} submissions from {len(self.folder.students)} students in {self.class_dir}"
                       f" ({self.folder.layout} layout; {reused} already graded, {len(jobs)} to grade; "
@@ -434,7 +435,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", type=Path, default=reference_models_dir(),
                    help="folder of reference models compared for duplicates (default: the shipped ones)")
     p.add_argument("--behaviour-threshold", type=float, default=0.95,
-                   help="flag two policies whose actions agree on at least this fraction of the probe states (default 0.95)")
+                   help="in a class of fewer than 8 policies, flag two whose actions agree on at least this fraction "
+                        "of the probe states (default 0.95); a larger class flags what stands out from its own "
+                        "distribution of agreement (docs/batch.md)")
     p.add_argument("--overrides", type=Path, metavar="FILE",
                    help="CSV of student_id,points,comment: the instructor's points, recorded in the gradebook "
                         "(they survive regrades; empty points remove one)")
@@ -508,15 +511,12 @@ def _print_summary(runner: BatchRun) -> None:
             c.print(f"  {escape(p.entry)}: {escape(p.reason)}")
     dup = runner.duplicates
     if dup.flags:
-        c.print(f"[bold yellow]{len(dup.flags)} duplicate flags[/bold yellow] (see duplicates.csv):")
-        for f in dup.flags[:20]:
-            c.print(f"  {f.kind}: {escape(f.a.label)} ~ {escape(f.b.label)}" + (f" ({100 * f.agreement:.1f}%)" if f.agreement is not None else ""))
-        if len(dup.flags) > 20:
-            c.print(f"  ... and {len(dup.flags) - 20} more")
-        n_behaviour = sum(f.kind == "behaviour" for f in dup.flags)
-        if n_behaviour > max(5, len(runner.attempts) // 2):
-            c.print(f"[yellow]{n_behaviour} behaviour flags: policies of this class agree a lot anyway (similar training "
-                    f"converges); look at the highest agreements first or raise --behaviour-threshold[/yellow]")
+        c.print(f"[bold yellow]{len(dup.clusters)} duplicate clusters[/bold yellow] ({len(dup.flags)} flagged pairs; "
+                "see duplicates.csv), strongest evidence first:")
+        for cl in dup.clusters[:20]:
+            c.print(f"  #{cl.number} {escape(', '.join(cl.members))}: {', '.join(cl.kinds)}")
+        if len(dup.clusters) > 20:
+            c.print(f"  ... and {len(dup.clusters) - 20} more")
     for name in ("grades.csv", "duplicates.csv", "problems.csv", "class.html", "feedback_reports.zip",
                  *(["feedback_moodle.zip"] if (runner.out / "feedback_moodle.zip").is_file() else []), "gradebook.sqlite"):
         c.print(f"  {escape(str(runner.out / name))}")

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 GRADES_COLUMNS = ["student_id", "name", "email", "points", "max_points", "status", "files", "note",
                   "graded_points", "late_penalty", "submitted", "days_late", "override_comment", "override_by"]
-DUPLICATES_COLUMNS = ["kind", "student_a", "file_a", "student_b", "file_b", "agreement", "detail"]
+DUPLICATES_COLUMNS = ["cluster", "kind", "student_a", "file_a", "student_b", "file_b", "agreement", "z", "evidence",
+                      "detail"]
 PROBLEMS_COLUMNS = ["entry", "student", "reason"]
 
 
@@ -126,6 +127,7 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
         rows = [f"{policy.label(e.seed)}: return {e.return_:.2f} in {e.length} steps" for e in result.episodes]
         tests.append(GradescopeTest(name="returns by episode", output="\n".join(rows), status="passed",
                                     visibility="visible" if not policy.hidden else episode_table))
+    tests += _flag_tests(result)
     episodes = parts.get(EPISODES_PART)
     detail, why = "", ""
     if graded and s is not None:
@@ -178,8 +180,17 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
                     "rubric": result.rubric.id if result.rubric else None,
                     "rubric_sha256": result.rubric.sha256 if result.rubric else None,
                     "model_sha256": result.model.sha256 if result.model else None,
+                    "flags": [f.model_dump(mode="json") for f in result.flags if f.scope == "reference"],
                     "grader": result.versions.get("rl-grader")},
         tests=tests, leaderboard=board)
+
+
+def _flag_tests(result: GradeResult) -> list[GradescopeTest]:
+    """A ``duplicate check`` test per flag, worth nothing: a copy of a reference model is visible
+    (it names a file every student has); a flag against another student (``grade batch``) is
+    hidden from students, visible to the instructor."""
+    return [GradescopeTest(name="duplicate check", status="failed", output=f.text,
+                           visibility="visible" if f.scope == "reference" else "hidden") for f in result.flags]
 
 
 def _leaderboard(result: GradeResult) -> list[GradescopeLeaderboardEntry]:
@@ -198,6 +209,11 @@ def _leaderboard(result: GradeResult) -> list[GradescopeLeaderboardEntry]:
     if s.success_rate is not None:
         board.append(GradescopeLeaderboardEntry(name="Success rate", value=round(s.success_rate, 4), order="desc"))
     return board
+
+
+def gradescope_json(result: GradeResult) -> str:
+    """:func:`gradescope_results` with the defaults, as the text of a ``results.json``."""
+    return gradescope_results(result).model_dump_json(indent=2, exclude_none=True) + "\n"
 
 
 def write_gradescope(result: GradeResult, path: Path, **options) -> GradescopeResults:
@@ -361,6 +377,7 @@ def write_exports(run: BatchRun) -> None:
     _apply_overrides_file(run)
     rows = collect(run)
     run.duplicates = _flag_duplicates(run, rows)
+    rewrite_flagged_outputs(run, rows)
     max_points = run.rubric.max_points
     _write_grades(run, rows, max_points)
     _write_csv(run.out / "duplicates.csv", DUPLICATES_COLUMNS, [f.row() for f in run.duplicates.flags])
@@ -390,17 +407,80 @@ def _flag_duplicates(run: BatchRun, rows: list[StudentRow]):
         result = a.result()
         # "identical" compares the graded model's bytes (the attempt's digest covers the whole bundle)
         sha = result.model.sha256 if result is not None and result.model is not None else a.sha256
-        candidates.append(Candidate(label=sid, file=a.file, sha256=sha, weights=a.extra.get("weights_fingerprint"),
+        candidates.append(Candidate(label=sid, file=a.file, sha256=sha, weights=_prints(run, sid, a.extra),
                                     actions=actions_from_extra(a.extra, run.probe_id)))
     candidates += reference_candidates(run.reference_dir, run.rubric.task, run.probe_states)
     dup = find_duplicates(candidates, threshold=run.behaviour_threshold)
     by_student = defaultdict(list)
     for f in dup.flags:
         for me, other in ((f.a, f.b), (f.b, f.a)):
-            by_student[me.label].append(f"{f.kind} with {other.label}" + (f" ({100 * f.agreement:.1f}%)" if f.agreement else ""))
+            by_student[me.label].append(f"#{f.cluster} {f.kind} with {other.label}" +
+                                        (f" ({100 * f.agreement:.1f}%)" if f.agreement else ""))
     for r in rows:
         r.flags = by_student.get(r.id, [])
     return dup
+
+
+def _prints(run: BatchRun, student: str, extra: dict) -> list | None:
+    """The stored weight prints of a student's model, or computed now from the bundle when they
+    were stored by an older version."""
+    from grader.classroom.duplicates import PRINTS_VERSION, prints_from_extra
+    from grader.submission.bundle import read_bundle
+    from grader.submission.weights import weight_prints
+
+    prints = prints_from_extra(extra)
+    # Only an older version's evidence is recomputed (grade final's bundles name no files: its
+    # evidence is always this version's).
+    if prints is None and extra and extra.get("prints_version") != PRINTS_VERSION and student in run.bundles:
+        sub = read_bundle(run.bundles[student])
+        prints = weight_prints(sub.model.data) if sub.model is not None else None
+    return prints
+
+
+def class_flags(dup, student: str) -> list:
+    """The class-level flags of ``student`` as the result carries them (``scope`` class)."""
+    from grader.result import DuplicateFlag
+
+    out = []
+    for f in dup.for_student(student):
+        other = f.b if f.a.label == student else f.a
+        out.append(DuplicateFlag(kind=f.kind, other=other.label, detail=f.detail, scope="class", cluster=f.cluster))
+    return out
+
+
+def rewrite_flagged_outputs(run: BatchRun, rows: list[StudentRow]) -> None:
+    """Class-level flags into each student's result and report, through the one writer.
+
+    They can only be decided when the whole class is graded, so each grading's outputs are
+    written once when it finishes (a killed run keeps them) and, at the end, the outputs of a
+    student whose class flags changed are written again, once, with them (also when a resumed
+    run clears a flag). Scores never change."""
+    from grader.outputs.fsutil import OutputDir, OutputDirError
+    from grader.pipeline import write_outputs
+
+    for r in rows:
+        if r.result is None or r.id not in run.attempts:
+            continue
+        a = run.gradebook.get(run.attempts[r.id].id)
+        folder = run.out / a.report_path if a.report_path else None
+        if folder is None or not (folder / "result.json").is_file():
+            continue
+        try:
+            written = GradeResult.from_json((folder / "result.json").read_bytes())
+        except (OSError, ValueError):
+            continue
+        own = [f for f in r.result.flags if f.scope != "class"]  # the grading's own (a reference copy)
+        wanted = own + [f for f in class_flags(run.duplicates, r.id) if f.other not in {o.other for o in own}]
+        if written.flags == wanted:
+            r.result = written
+            continue
+        result = r.result.model_copy(update={"flags": wanted})
+        try:
+            write_outputs(result, OutputDir(folder, fresh=False), report=True, also_write={"results.json": gradescope_json})
+        except OutputDirError as exc:  # a folder not written by the grader: the flags stay in the class outputs
+            run._say(f"{r.id}: the class flags could not be added to the report: {exc}")
+            continue
+        r.result = result
 
 
 def _note(r: StudentRow) -> str:

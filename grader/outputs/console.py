@@ -136,6 +136,8 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
         console.print(f"video {v.label}: {seeds.label(v.seed)}, return {v.scored_return:.1f}, {ok}  ({safe(v.path)})")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {safe(w)}")
+    for f in result.flags:
+        console.print(f"[bold red]flagged for the instructor:[/bold red] {safe(f.text)}")
     _print_score(console, result, safe)
     if selfcheck_note:
         console.print(selfcheck_note)

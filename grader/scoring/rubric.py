@@ -134,6 +134,8 @@ class NotebookRubric(_Strict):
     memory_mb: int = Field(3072, ge=256, le=65536)
     file_size_mb: int = Field(128, ge=1, le=65536, description="largest file the notebook's code may write")
     processes: int = Field(64, ge=8, le=4096, description="processes and threads the notebook's code may run")
+    lesson_preprocessing: bool = Field(False, description="the notebook's preprocessing must be the lesson's; by default "
+                                       "a deliberate change passes when the model handed in agrees with it")
 
 
 class Budgets(_Strict):
@@ -148,6 +150,24 @@ class Budgets(_Strict):
     load_s: float = Field(L.BUDGET_LOAD_S, gt=0, le=3600)
     probe_s: float = Field(L.BUDGET_PROBE_S, gt=0, le=3600)
     record_s: float = Field(L.BUDGET_RECORD_S, gt=0, le=3600)
+
+
+class DuplicatesRubric(_Strict):
+    """``[duplicates]``: what a copy of one of the rubric's reference models does to a grading."""
+
+    reference_copy: Literal["flag", "invalid"] = Field(
+        "flag", description="flag: graded as usual, flagged for the instructor; invalid: the submission is invalid")
+    reference_prints: str | None = Field(
+        None, description="JSON file of the references' weight prints, relative to the rubric (written by "
+                          "`grade gradescope`, whose zip ships no reference model)")
+
+
+class ReferencePrint(_Strict):
+    """A reference model as duplicate detection compares it (set by :meth:`Rubric.materialize`)."""
+
+    file: str
+    sha256: str
+    prints: list[list] | None = None  # grader.submission.weights.weight_prints
 
 
 Choose = Literal["last", "best"]
@@ -191,10 +211,14 @@ class Rubric(_Strict):
     bands: list[Band] = []
     notebook: NotebookRubric = Field(default_factory=NotebookRubric)
     budgets: Budgets = Field(default_factory=Budgets)
+    duplicates: DuplicatesRubric = Field(default_factory=DuplicatesRubric)
     deadline: Deadline | None = Field(None, description="when the work is due and what lateness costs (grader.scoring.deadline)")
     final: FinalPhase | None = Field(None, description="the final evaluation's fresh seeds (`grade final`)")
     # Filled in by materialize(): baseline name -> value of the scoring statistic (for the report).
     baseline_marks: dict[str, float] = Field(default_factory=dict)
+    # Filled in by materialize(): reference name -> its sha256 and weight prints (every channel
+    # compares a submission with them, also where the models themselves are not shipped).
+    reference_weights: dict[str, ReferencePrint] = Field(default_factory=dict)
 
     @field_validator("task")
     @classmethod
@@ -202,9 +226,12 @@ class Rubric(_Strict):
         from grader.tasks import UnknownTask, get_task
 
         try:
-            get_task(v)
+            task = get_task(v)
         except UnknownTask as exc:
             raise ValueError(str(exc)) from None
+        if task.homework_name != v:  # a rubric grades a homework, whichever of its input contracts a model takes
+            raise ValueError(f"{v!r} is an input contract of the {task.homework_name} homework: the rubric's task is "
+                             f"{task.homework_name!r}")
         return v
 
     @model_validator(mode="after")
@@ -289,7 +316,8 @@ class Rubric(_Strict):
                     marks[name] = float(value)
         scoring = self.scoring.model_copy(update={"zero": zero, "full": full})
         seeds = self.seeds if grading is None else self.seeds.model_copy(update={"grading": grading, "grading_file": None})
-        out = self.model_copy(update={"scoring": scoring, "seeds": seeds, "baselines": None, "baseline_marks": marks})
+        out = self.model_copy(update={"scoring": scoring, "seeds": seeds, "baselines": None, "baseline_marks": marks,
+                                      "reference_weights": self.reference_weights or self.read_reference_weights()})
         out.path, out.sha256 = self.path, self.sha256
         return out
 
@@ -307,10 +335,36 @@ class Rubric(_Strict):
         # The deadline is not in it: lateness is checked per submission (grade batch regrades a student
         # whose lateness changed); the final phase has its own rubric (final_rubric()).
         decides = m.model_dump(mode="json", exclude={"title", "show_names", "references", "baseline_marks", "bands",
-                                                     "deadline", "final"})
+                                                      "reference_weights", "duplicates", "deadline", "final"})
+        decides["reference_copy"] = m.duplicates.reference_copy
         decides["bands"] = [b.model_dump(mode="json") for b in m.bands]
         decides["grader"] = __version__
         return hashlib.sha256(json.dumps(decides, sort_keys=True).encode()).hexdigest()
+
+    def read_reference_weights(self) -> dict[str, ReferencePrint]:
+        """The references' sha256 and weight prints: from ``duplicates.reference_prints`` when set,
+        else from the ``references`` models themselves (a missing or unreadable model is left
+        out: ``grade baselines`` is where a bad reference is an error)."""
+        import json
+
+        from grader.submission.weights import weight_prints
+
+        if self.duplicates.reference_prints:
+            path = self.resolve(self.duplicates.reference_prints)
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                return {name: ReferencePrint.model_validate(entry) for name, entry in data.items()}
+            except (OSError, ValueError) as exc:
+                raise RubricError(f"duplicates.reference_prints: cannot read {path}: {exc}") from None
+        out = {}
+        for name, rel in self.references.items():
+            try:
+                data = self.resolve(rel).read_bytes()
+            except OSError:
+                continue
+            out[name] = ReferencePrint(file=Path(rel).name, sha256=hashlib.sha256(data).hexdigest(),
+                                       prints=weight_prints(data))
+        return out
 
     def final_seeds(self) -> list[int]:
         """The final evaluation's seeds: fresh, private, none of them public or a term grading seed."""
@@ -436,7 +490,7 @@ def default_rubric_path(task: str) -> Path:
     """The shipped rubric of ``task`` (works from a checkout and from an installed wheel)."""
     from grader.tasks import get_task
 
-    path = _default_rubric_path(get_task(task).name)
+    path = _default_rubric_path(get_task(task).homework_name)
     if not path.is_file():
         raise RubricError(f"task {task!r} ships no default rubric ({path} is missing); pass --rubric FILE")
     return path

@@ -52,6 +52,7 @@ def admin(request: Request, site: Site = Depends(get_site), session: Session = D
     return site.render(request, "admin.html", rows=rows, counts=counts, n_students=len(roster), diag=_class_diagnostics(attempts),
                        standing=_standing(site, roster, sort), sort=sort,
                        n_flagged=sum(1 for r in rows if r["flags"]),
+                       n_clusters=len({f["cluster"] for fl in flags.values() for f in fl}),
                        busy=sorted(site.pool.busy.values()) if site.pool else [], rubric=site.rubric,
                        message=request.query_params.get("message", "")[:200])
 
