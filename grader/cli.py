@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "baselines": ("grader.baseline_run", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
     "batch": ("grader.classroom.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
+    "doctor": ("grader.doctor", "Check this machine before grading: versions against the lock and the baselines, the "
+                                "sandbox, onnxruntime, and the dynamics replayed against the baselines files."),
     "final": ("grader.classroom.final", "After the deadline: grade each student's last (or best) submission again on the rubric's "
                                         "fresh private [final] seeds, into OUT/final (grades, LMS files, final leaderboard)."),
     "gradescope": ("grader.gradescope.autograder", "Build a Gradescope autograder zip (setup.sh, run_autograder, rubric, the grader's wheel)."),

@@ -96,7 +96,7 @@ def package_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for dist in ("gymnasium", "ale-py", "onnxruntime", "onnx", "numpy", "rl-grader"):
+    for dist in ("gymnasium", "box2d", "ale-py", "onnxruntime", "onnx", "numpy", "rl-grader"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
