@@ -16,9 +16,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
+
+if TYPE_CHECKING:
+    from grader.result import GradeResult
 
 # Sub-commands: name -> (module, help). Each module has add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -145,20 +148,16 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
     if args.json:
         print(result.to_json())
     else:
-        console.print_result(result, selfcheck_note=_selfcheck_note(result, args.rubric) if selfcheck else "")
+        console.print_result(result, selfcheck_note=_selfcheck_note(result) if selfcheck else "")
     return STATUS_EXIT[result.status]
 
 
-def _selfcheck_note(result, rubric_path: Path | None) -> str:
-    from grader.errors import SetupError
+def _selfcheck_note(result: GradeResult) -> str:
+    """What the final grading runs, from the rubric the self-check was scored under."""
     from grader.scoring.points import fmt_points
-    from grader.scoring.rubric import default_rubric_path, load_rubric
 
-    if result.task is None:
-        return ""
-    try:
-        rubric = load_rubric(rubric_path or default_rubric_path(result.task), selfcheck=True)
-    except SetupError:
+    rubric = result.scored_under
+    if result.task is None or rubric is None:
         return ""
     n = result.rubric.n_seeds if result.rubric else "a few"
     return (f"This was a self-check on {n} public seeds. The final grading runs the same checks and "

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+if TYPE_CHECKING:
+    from grader.scoring.rubric import Rubric
 
 Status = Literal["graded", "invalid", "error"]
 Severity = Literal["error", "warning", "note"]
@@ -241,6 +244,16 @@ class GradeResult(_Model):
     command: str = ""  # reproduces this result
     timings: dict[str, float] = {}
     created: str = ""
+    # The rubric object this result was scored under, for the caller in this process: it is
+    # settled once by the pipeline, never serialised, and None in a result read back from JSON.
+    _rubric: Rubric | None = PrivateAttr(default=None)
+
+    @property
+    def scored_under(self) -> Rubric | None:
+        return self._rubric
+
+    def set_scored_under(self, rubric: Rubric) -> None:
+        self._rubric = rubric
 
     @property
     def failed_checks(self) -> list[CheckResult]:
