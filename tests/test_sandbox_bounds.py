@@ -11,60 +11,16 @@ bubblewrap's ``--`` replaced by the attack, and the notebook once end to end.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import tempfile
 
 import pytest
 
+from benchmarks.bench_sandbox_bounds import run_attack
 from grader.runtime.bwrap import bwrap_status, scratch_mounts_work
 
 pytestmark = pytest.mark.skipif(not bwrap_status()[0], reason="bubblewrap not usable here: " + bwrap_status()[1])
 MB = 1 << 20
-
-ATTACK = r"""
-import errno, json, os, sys
-places, byte_cap, file_cap = json.loads(sys.argv[1])
-def code(e):
-    return errno.errorcode.get(e.errno, str(e.errno))
-def fill(d):
-    n, err, path = 0, "cap reached", os.path.join(d, "fill")
-    try:
-        with open(path, "wb", buffering=0) as f:
-            while n < byte_cap:
-                n += f.write(b"\1" * (1 << 20))
-    except OSError as e:
-        err = code(e)
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-    return n, err
-def files(d):
-    n, err = 0, "cap reached"
-    try:
-        while n < file_cap:
-            open(os.path.join(d, "f%d" % n), "w").close()
-            n += 1
-    except OSError as e:
-        err = code(e)
-    for i in range(n):
-        os.unlink(os.path.join(d, "f%d" % i))
-    return n, err
-print(json.dumps({d: {"bytes": fill(d), "files": files(d)} for d in places}))
-"""
-
-
-def _run_attack(cmd: list[str], env: dict, cwd: str, places: list[str], byte_cap: int, file_cap: int) -> dict:
-    """``cmd`` (a sandbox's command line) with the program after the last ``--`` replaced by the attack."""
-    cut = len(cmd) - cmd[::-1].index("--")
-    argv = cmd[:cut] + [sys.executable, "-I", "-c", ATTACK, json.dumps([places, byte_cap, file_cap])]
-    r = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
 
 def _assert_bounded(seen: dict, *, sealed: list[str], writable: list[str], size: int, files: int) -> None:
     for place in sealed:  # bubblewrap's own tmpfs: not a byte, not a file
@@ -89,7 +45,7 @@ def test_the_notebook_sandbox_bounds_every_writable_place(tmp_path):
     run = sandbox.SandboxRun(mode="bwrap")
     cmd = sandbox._bwrap_command(work, limits, run, (3, 4))
     places = ["/sandbox", "/tmp", "/dev/shm"]
-    seen = _run_attack(cmd, {"PATH": "/usr/bin:/bin"}, "/", ["/", "/dev", *places], 4 * 8 * MB, 3000)
+    seen = run_attack(cmd, {"PATH": "/usr/bin:/bin"}, "/", ["/", "/dev", *places], 4 * 8 * MB, 3000)
     _assert_bounded(seen, sealed=["/", "/dev"], writable=places, size=8 * MB, files=300)
     assert "8 MB and 300 files" in run.scratch
     assert sorted(p.name for p in work.iterdir()) == ["in", "scratch"] and not any((work / "scratch").iterdir())
@@ -106,7 +62,7 @@ def test_the_model_workers_sandbox_bounds_every_writable_place(tmp_path, monkeyp
     monkeypatch.setattr(L, "WORKER_TMPFS_FILES", 300)
     workdir = tempfile.mkdtemp(dir=tmp_path)
     cmd, env, cwd = isolation.worker_command(isolation.Isolation("bwrap"), 3, workdir, WorkerLimits())
-    seen = _run_attack(cmd, env, cwd, ["/", "/dev", "/tmp", "/dev/shm"], 4 * 8 * MB, 3000)
+    seen = run_attack(cmd, env, cwd, ["/", "/dev", "/tmp", "/dev/shm"], 4 * 8 * MB, 3000)
     _assert_bounded(seen, sealed=["/", "/dev"], writable=["/tmp", "/dev/shm"], size=8 * MB, files=300)
     assert os.listdir(workdir) == []  # the tmpfs lived in the helper's namespace only
 
@@ -122,7 +78,7 @@ def test_without_user_namespaces_bytes_stay_bounded_and_the_note_says_files_are_
     run = sandbox.SandboxRun(mode="bwrap")
     cmd = sandbox._bwrap_command(tmp_path, limits, run, (3, 4))
     assert "number of files is NOT bounded" in run.scratch and "Operation not permitted" in run.scratch
-    seen = _run_attack(cmd, {"PATH": "/usr/bin:/bin"}, "/", ["/", "/dev", "/tmp", "/dev/shm"], 4 * 8 * MB, 10)
+    seen = run_attack(cmd, {"PATH": "/usr/bin:/bin"}, "/", ["/", "/dev", "/tmp", "/dev/shm"], 4 * 8 * MB, 10)
     for place in ("/", "/dev"):
         assert seen[place]["bytes"] == [0, "EROFS"], seen[place]
     for place in ("/tmp", "/dev/shm"):

@@ -55,8 +55,9 @@ def refusal(why: str, *, required: bool = False) -> str:
     if required:
         return f"the notebook's code was not run: the bubblewrap sandbox was required but {why}"
     return (f"the notebook's code was not run: {why}, and student code never runs unisolated by default. "
-            f"Install bubblewrap ({INSTALL_BWRAP}) and grade again; only on a machine that is itself one "
-            f"submission's throw-away container, set {ALLOW_UNSANDBOXED_ENV_VAR}=1 to run it in the weaker sandbox")
+            f"Install bubblewrap ({INSTALL_BWRAP}) and grade again; only where the code may see this machine "
+            f"(your own notebook on your own computer, or a container that holds one submission) set "
+            f"{ALLOW_UNSANDBOXED_ENV_VAR}=1 to run it in the weaker sandbox")
 
 
 def python_roots() -> list[str]:
