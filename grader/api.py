@@ -48,9 +48,14 @@ def grade(
     engine: Any = None,
     progress: Progress = no_progress,
     display_name: str | None = None,
+    submitted: Any = None,
+    student: str | None = None,
 ) -> GradeResult:
     """Grade a model, a notebook or a student's folder; write ``result.json``, the report and the
-    videos into ``out`` (default ``SUBMISSION.grading/`` beside it; nothing with ``write=False``)."""
+    videos into ``out`` (default ``SUBMISSION.grading/`` beside it; nothing with ``write=False``).
+
+    ``submitted`` (an aware datetime or an ISO 8601 text) is when the work was handed in: with a
+    rubric ``[deadline]`` the score gets its ``late`` part (``student`` finds an extension)."""
     path = Path(submission)
     if isinstance(rubric, (str, Path)):
         rubric = load_rubric(rubric, selfcheck=selfcheck)
@@ -62,11 +67,27 @@ def grade(
                       video=video and write, report=report and write, workers=workers, device=device, sandbox=sandbox,
                       task=task, command=reproduce_command(path, selfcheck=selfcheck, task=task,
                                                            rubric_path=rubric.path if rubric is not None else None,
-                                                           seeds=seeds, episodes=episodes))
+                                                           seeds=seeds, episodes=episodes),
+                      late=_late(rubric, submitted, student))
     if out is None and write:
         out = default_out_dir(path)
     return grade_submission(sub, rubric=rubric, options=options, out=out if write else None, engine=engine,
                             progress=progress, warnings=[str(m) for m in problems])
+
+
+def _late(rubric: Rubric | None, submitted: Any, student: str | None):
+    """The submission's lateness, when the rubric has a deadline and the hand-in time is known."""
+    if rubric is None or rubric.deadline is None or submitted is None:
+        return None
+    from grader.scoring.deadline import deadlines_of, parse_iso
+
+    deadlines = deadlines_of(rubric)
+    if deadlines is None:
+        return None
+
+    if isinstance(submitted, str):
+        submitted = parse_iso(submitted, where="--submitted", default_tz=rubric.deadline.local_tz())
+    return deadlines.late(student or "", submitted, source="given")
 
 
 def check(submission: str | Path, *, rubric: Rubric | str | Path | None = None, task: str | None = None,

@@ -16,14 +16,19 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
+
+if TYPE_CHECKING:
+    from grader.result import GradeResult
 
 # Sub-commands: name -> (module, help). Each module has add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "baselines": ("grader.baseline_run", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
     "batch": ("grader.classroom.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
+    "final": ("grader.classroom.final", "After the deadline: grade each student's last (or best) submission again on the rubric's "
+                                        "fresh private [final] seeds, into OUT/final (grades, LMS files, final leaderboard)."),
     "gradescope": ("grader.gradescope.autograder", "Build a Gradescope autograder zip (setup.sh, run_autograder, rubric, the grader's wheel)."),
     "serve": ("grader.site.server", "Run the course leaderboard website (uploads, grading queue, leaderboard)."),
     "tokens": ("grader.site.tokens", "Create login tokens for the students of a roster CSV (and the instructor)."),
@@ -121,7 +126,9 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
             if selfcheck:
                 result = check(path, progress=progress, engine=engine, **kwargs)
             else:
-                result = grade(path, video=not args.no_video, progress=progress, engine=engine, **kwargs)
+                result = grade(path, video=not args.no_video, progress=progress, engine=engine,
+                               submitted=getattr(args, "submitted", None), student=getattr(args, "student", None),
+                               **kwargs)
     except SetupError as exc:
         console.fail(str(exc))
         return EXIT_ERROR
@@ -141,20 +148,16 @@ def _grade_with(args: argparse.Namespace, *, selfcheck: bool, engine) -> int:
     if args.json:
         print(result.to_json())
     else:
-        console.print_result(result, selfcheck_note=_selfcheck_note(result, args.rubric) if selfcheck else "")
+        console.print_result(result, selfcheck_note=_selfcheck_note(result) if selfcheck else "")
     return STATUS_EXIT[result.status]
 
 
-def _selfcheck_note(result, rubric_path: Path | None) -> str:
-    from grader.errors import SetupError
+def _selfcheck_note(result: GradeResult) -> str:
+    """What the final grading runs, from the rubric the self-check was scored under."""
     from grader.scoring.points import fmt_points
-    from grader.scoring.rubric import default_rubric_path, load_rubric
 
-    if result.task is None:
-        return ""
-    try:
-        rubric = load_rubric(rubric_path or default_rubric_path(result.task), selfcheck=True)
-    except SetupError:
+    rubric = result.scored_under
+    if result.task is None or rubric is None:
         return ""
     n = result.rubric.n_seeds if result.rubric else "a few"
     return (f"This was a self-check on {n} public seeds. The final grading runs the same checks and "
@@ -183,6 +186,9 @@ def _make_main_parser() -> argparse.ArgumentParser:
     add_grade_arguments(p)
     p.add_argument("--version", action="version", version=f"rl-grader {_version()}")
     p.add_argument("--gradescope", type=Path, metavar="FILE", help="also write Gradescope's results.json to FILE")
+    p.add_argument("--submitted", metavar="TIME", help="when the work was handed in (ISO 8601): with a rubric "
+                                                         "[deadline], the score gets its late part")
+    p.add_argument("--student", metavar="ID", help="the student's id, to find an extension (with --submitted)")
     return p
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Protocol
 
 # --- reading an ONNX file (grader.submission.onnx_model, before anything large is built) -------------------
 MAX_FILE_BYTES = 64 * 1024 * 1024  # the lesson's DQN is 7 MB; ONNX's own protobuf cap is 2 GB
@@ -53,6 +54,34 @@ BUDGET_EPISODES_CPU_S = 900.0  # CPU time of the episodes phase, per worker (RLI
 BUDGET_LOAD_S = 60.0  # creating the onnxruntime session
 BUDGET_PROBE_S = 60.0  # the probe (runtime checks) and the duplicate-detection actions
 BUDGET_RECORD_S = 600.0  # one video re-run
+
+
+class BudgetValues(Protocol):
+    """What the engine reads of a model's budgets: :class:`ModelBudgets` or a rubric's ``[budgets]``."""
+
+    @property
+    def decision_s(self) -> float: ...
+
+    @property
+    def decision_window(self) -> int: ...
+
+    @property
+    def call_max_s(self) -> float: ...
+
+    @property
+    def episodes_wall_s(self) -> float: ...
+
+    @property
+    def episodes_cpu_s(self) -> float: ...
+
+    @property
+    def load_s(self) -> float: ...
+
+    @property
+    def probe_s(self) -> float: ...
+
+    @property
+    def record_s(self) -> float: ...
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,11 @@ bundle, :mod:`grader.submission.bundle`). It runs, in order:
    path as an upload (:func:`_play_model`); the untrained export of the notebook's network is
    checked the same way, without episodes;
 4. **score** -- :func:`grader.scoring.points.compose`, the one function that adds up points;
-5. **outputs** -- ``result.json``, ``report.html``, videos and logs, written through
-   :class:`~grader.outputs.fsutil.OutputDir` (never through a link the folder arrived with).
+5. **decide** -- the caller's last word (``decide``): ``grade batch``'s duplicate evidence, the
+   site's wording;
+6. **outputs** -- ``result.json``, ``report.html``, logs (videos were recorded in step 3), written
+   once by :func:`write_outputs` through :class:`~grader.outputs.fsutil.OutputDir` (never through a link
+   the folder arrived with).
 
 Whose fault (:mod:`grader.errors`): a bad submission is a result with status ``invalid``; the
 instructor's set-up (a bad rubric, a missing optional dependency) raises :class:`SetupError`;
@@ -32,7 +35,7 @@ import shlex
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,8 @@ class Options:
     sandbox: str | None = None  # notebook sandbox: auto | bwrap | fallback
     task: str | None = None  # the caller's choice of task (else the rubric's, else recognised)
     command: str = ""  # how this grading was asked for (shown as the reproducing command)
+    video_names: str = "seed"  # seed: best_seed3.mp4 / best_episode3.mp4 (hidden seeds); label: best.mp4 (the site)
+    late: Any = None  # grader.result.Late: when the channel knows the hand-in time (the "late" part)
 
 
 @dataclass
@@ -113,12 +118,21 @@ def resolve_seeds(rubric: Rubric, options: Options) -> tuple[list[int], str]:
 
 
 # --- the entry point ---------------------------------------------------------------------------------
+Decide = Callable[[GradeResult, Any], None]  # (result, engine): the caller's last word before the outputs
+AlsoWrite = Mapping[str, Callable[[GradeResult], str]]  # file name -> its text, from the decided result
+
+
 def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: Options = Options(),
                      out: str | Path | None = None, engine: Any = None, progress: Progress = no_progress,
-                     warnings: Sequence[str] = ()) -> GradeResult:
+                     warnings: Sequence[str] = (), decide: Decide | None = None,
+                     also_write: AlsoWrite | None = None) -> GradeResult:
     """Grade one submission; write its outputs into ``out`` (nothing is written when it is None).
 
-    Raises :class:`SetupError` for the instructor's set-up only; every other outcome is a result.
+    ``decide(result, engine)`` is the caller's part (the duplicate evidence of ``grade batch``,
+    the site's wording): it runs after the grading, with the model still loaded in ``engine``,
+    and before :func:`write_outputs` writes ``result.json``, the report and ``also_write``'s files
+    (``grade batch``: Gradescope's ``results.json``), once. Raises
+    :class:`SetupError` for the instructor's set-up only; every other outcome is a result.
     """
     from grader.outputs.fsutil import OutputDir
 
@@ -133,6 +147,8 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
     try:
         _start_engine(run)
         _stages(run)
+        if decide is not None:
+            decide(run.result, run.engine)
     except SetupError:
         raise
     except Exception as exc:  # noqa: BLE001 - the grader's own bug: never the student's fault
@@ -143,7 +159,7 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
     run.timings["total"] = time.perf_counter() - t0
     run.result.timings = {k: round(v, 3) for k, v in run.timings.items()}
     if out_dir is not None:
-        write_outputs(run.result, out_dir, report=options.report, evidence=run.evidence)
+        write_outputs(run.result, out_dir, report=options.report, evidence=run.evidence, also_write=also_write)
     return run.result
 
 
@@ -440,6 +456,8 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     _set_task(run, task)
     run.result.checks.append(CheckResult(name="parses", passed=True,
                                          message=f"{label}: a {len(data) / 1024:.0f} kB ONNX model"))
+    if _reference_copy(run, parsed, label=label):
+        return None
     seeds, seed_set = resolve_seeds(run.rubric, run.options)
     _engine(run, len(seeds)).prepare(run.task.name, seeds=seeds)  # meanwhile: envs, probe states
     static = C.static_checks(parsed, run.task)
@@ -469,6 +487,38 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     run.result.checks.append(reproducible)
     if reproducible.blocking:
         fail(run.result.checks.pop())
+
+
+def _reference_copy(run: _Run, parsed, *, label: str) -> bool:
+    """Compare the model with the rubric's reference models (the same file, or the same used
+    weights); record a flag for each match. True when the rubric's ``[duplicates]
+    reference_copy = "invalid"`` made the submission invalid."""
+    from grader.result import DuplicateFlag
+    from grader.submission.weights import compare_weights, weight_prints_of
+
+    references = run.rubric.reference_weights if run.rubric is not None else {}
+    if not references:
+        return False
+    action = run.rubric.duplicates.reference_copy
+    prints = weight_prints_of(parsed.proto)
+    for ref in references.values():
+        if ref.sha256 == parsed.sha256:
+            kind, detail = "identical", f"the same file as the reference model {ref.file} (sha256)"
+        else:
+            match = compare_weights(prints, ref.prints)
+            if match is None or not match.same:
+                continue
+            kind, detail = "same_weights", f"the weights of the reference model {ref.file}: {match.detail()}"
+        run.result.flags.append(DuplicateFlag(kind=kind, other=f"reference:{ref.file}", detail=detail, action=action))
+    if not run.result.flags or action != "invalid":
+        return False
+    flag = run.result.flags[0]
+    _invalid(run, CheckResult(
+        name="reference_copy", passed=False,
+        message=f"{label} is a copy of the course's reference model {flag.other.split(':', 1)[1]} ({flag.detail}); "
+                "a reference model is not a hand-in",
+        hint="hand in the model you trained yourself"))
+    return True
 
 
 def _resolve_notebook(run: _Run, model: bytes) -> None:
@@ -612,7 +662,8 @@ def _record_videos(run: _Run) -> list[VideoInfo]:
     number = {e.seed: i + 1 for i, e in enumerate(result.episodes)}
     private = run.out.private_dir()  # made by us: nothing can be planted at the recorder's path
     # Grading seeds are private: the report links the videos, so their names must not show them.
-    names = [f"{label}_episode{number[ep.seed]}.mp4" if hidden else f"{label}_seed{ep.seed}.mp4" for label, ep in picks]
+    names = [f"{label}.mp4" if run.options.video_names == "label" else
+             f"{label}_episode{number[ep.seed]}.mp4" if hidden else f"{label}_seed{ep.seed}.mp4" for label, ep in picks]
     made: dict[int, VideoInfo] = {}
 
     def on_video(k: int, info: dict) -> None:
@@ -660,14 +711,23 @@ def _score(run: _Run) -> None:
         else:
             return  # no homework could be named: there is no maximum to show
     result.task = result.task or run.rubric.task
+    result.set_scored_under(run.rubric)
     invalid = result.status != "graded"
-    result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid)
+    result.late = run.options.late
+    result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid,
+                                   late=result.late)
     result.score, result.max_score = scoring.total(result.parts)
     result.band = scoring.band(run.rubric, result.score, result.max_score) if result.status == "graded" else None
 
 
-def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = None) -> None:
-    """result.json, the report and the notebook's logs, into an :class:`~grader.outputs.fsutil.OutputDir`."""
+def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = None,
+                  also_write: AlsoWrite | None = None) -> None:
+    """The one writer of a grading's outputs, into an :class:`~grader.outputs.fsutil.OutputDir`:
+    the notebook's logs, the report, the caller's ``also_write`` files (``grade batch``:
+    Gradescope's ``results.json``) and, last, ``result.json`` (a folder with it is complete).
+    Every caller has decided everything in ``result`` before (``grade_submission``'s ``decide``;
+    ``grade batch``'s class-level flags, which rewrite the outputs of the flagged students through
+    this function once)."""
     if evidence is not None:
         for name, data in evidence.logs.items():
             if data:
@@ -676,6 +736,8 @@ def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = Non
         from grader.outputs.report import write_report
 
         write_report(result, out.path)
+    for name, render in (also_write or {}).items():
+        out.write_text(name, render(result))
     out.write_text("result.json", result.to_json())
 
 

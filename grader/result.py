@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+if TYPE_CHECKING:
+    from grader.scoring.rubric import Rubric
 
 Status = Literal["graded", "invalid", "error"]
 Severity = Literal["error", "warning", "note"]
@@ -82,8 +85,8 @@ class VideoInfo(_Model):
 class ScorePart(_Model):
     """One scored part of a submission (see :mod:`grader.scoring.points`)."""
 
-    name: str  # a notebook check's name, or "episodes"
-    kind: Literal["notebook", "episodes"]
+    name: str  # a notebook check's name, "episodes", or "late"
+    kind: Literal["notebook", "episodes", "late"]
     points: float
     max_points: float
     detail: str = ""
@@ -161,6 +164,59 @@ class Diagnostics(_Model):
     episodes: list[EpisodeDiagnostics] = []
 
 
+class DuplicateFlag(_Model):
+    """A sign of copying, always shown to the instructor: a reference model found by this grading
+    (``scope`` reference, every channel) or another student found by ``grade batch`` (class)."""
+
+    kind: Literal["identical", "same_weights", "behaviour"]
+    other: str  # "reference:<file>" or a student id
+    detail: str
+    scope: Literal["reference", "class"] = "reference"
+    action: Literal["flag", "invalid"] = "flag"  # what the rubric's [duplicates] made of it
+    cluster: int | None = None  # grade batch's cluster number (duplicates.csv)
+
+    @property
+    def text(self) -> str:
+        """The flag in words (the terminal, the report, Gradescope and the site say the same)."""
+        kind = {"identical": "identical file", "same_weights": "same weights", "behaviour": "same behaviour"}[self.kind]
+        what = "the submission is invalid" if self.action == "invalid" else "graded as usual"
+        return f"{kind} as {self.other}: {self.detail} ({what})"
+
+
+class Late(_Model):
+    """When a submission was handed in against its deadline; stored in ``result.json`` as ``late``."""
+
+    submitted: str | None  # ISO time, None when the channel does not know it
+    due: str  # the student's deadline (with any extension)
+    source: str  # where the submission time came from
+    days_late: int = 0  # started days after the deadline (0: on time)
+    extension: str = ""  # the extension in words, when the student has one
+    fraction: float = 0.0  # of the maximum lost (before the cap at the points earned)
+    over_limit: bool = False  # later than late_max_days: 0 points
+    max_days: int = 0  # the rubric's late_max_days
+
+    def same_penalty(self, other: Late | None) -> bool:
+        """Whether ``other`` costs the same and says the same deadline (the hand-in time may differ
+        by seconds, e.g. a file re-extracted from a new download, as long as the penalty does not)."""
+        keys = ("due", "days_late", "extension", "fraction", "over_limit", "max_days")
+        return other is not None and (self.submitted is None) == (other.submitted is None) and \
+            all(getattr(self, k) == getattr(other, k) for k in keys)
+
+    def describe(self) -> str:
+        """The part's detail, in words (no seed, nothing hidden: students see it)."""
+        ext = f" (with an extension: {self.extension})" if self.extension else ""
+        if self.submitted is None:
+            return f"submission time unknown ({self.source}): no late penalty; due {self.due}{ext}"
+        if self.days_late == 0:
+            return f"on time: submitted {self.submitted} ({self.source}), due {self.due}{ext}"
+        days = f"{self.days_late} day{'s' if self.days_late != 1 else ''} late"
+        if self.over_limit:
+            return (f"submitted {self.submitted} ({self.source}), {days}: late work is accepted for {self.max_days} "
+                    f"days after {self.due}{ext}, so the submission earns 0 points")
+        return (f"submitted {self.submitted} ({self.source}), {days} after {self.due}{ext}: "
+                f"-{100 * self.fraction:g}% of the maximum")
+
+
 class GradeResult(_Model):
     """Everything known about one grading. ``status`` is graded, invalid or error."""
 
@@ -175,6 +231,7 @@ class GradeResult(_Model):
     max_score: float = 0.0
     parts: list[ScorePart] = []  # how score and max_score were composed (grader.scoring.points)
     band: str | None = None
+    late: Late | None = None  # when the work was handed in against its deadline (the "late" part)
     rubric: RubricInfo | None = None
     model: ModelInfo | None = None
     videos: list[VideoInfo] = []
@@ -182,10 +239,21 @@ class GradeResult(_Model):
     versions: dict[str, str] = {}
     device: str = "cpu"
     warnings: list[str] = []
+    flags: list[DuplicateFlag] = []  # copies found (never scored; the rubric says whether they invalidate)
     error: str | None = None  # what went wrong, in words, when status is error or invalid
     command: str = ""  # reproduces this result
     timings: dict[str, float] = {}
     created: str = ""
+    # The rubric object this result was scored under, for the caller in this process: it is
+    # settled once by the pipeline, never serialised, and None in a result read back from JSON.
+    _rubric: Rubric | None = PrivateAttr(default=None)
+
+    @property
+    def scored_under(self) -> Rubric | None:
+        return self._rubric
+
+    def set_scored_under(self, rubric: Rubric) -> None:
+        self._rubric = rubric
 
     @property
     def failed_checks(self) -> list[CheckResult]:

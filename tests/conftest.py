@@ -1,3 +1,13 @@
+"""What the tests share, in one place.
+
+* pytest fixtures used by several test files are defined here (``cli``, ``browser``);
+* builders of test inputs are modules beside this file, imported one way, as top-level modules
+  (pytest puts ``tests/`` on the path): ``onnx_fixtures`` (ONNX models, good and hostile),
+  ``torch_fixtures`` (torch's own exports and checkpoints), ``notebook_fixtures`` (notebooks),
+  ``report_fixtures`` and ``site_helpers`` (rubrics, graded results, a running site), and
+  ``worker_doubles`` (a model worker with injected faults).
+"""
+
 import os
 import shutil
 import subprocess

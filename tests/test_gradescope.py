@@ -39,8 +39,8 @@ TEST_FIELDS = {"score", "max_score", "status", "name", "name_format", "number", 
                "visibility", "extra_data"}
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
 FORMATS = {"text", "html", "simple_format", "md", "ansi"}
-EXPECTED_ENTRIES = ["baselines/lunarlander.json", "lunarlander.toml", "rl_grader-0.1.0-py3-none-any.whl",
-                    "run_autograder", "setup.sh"]
+EXPECTED_ENTRIES = ["baselines/lunarlander.json", "lunarlander.toml", "reference_prints.json",
+                    "rl_grader-0.1.0-py3-none-any.whl", "run_autograder", "setup.sh"]
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def test_toml_writer_round_trips_the_rubrics_and_pyproject():
 
 def test_bundle_keeps_the_mspacman_rubric_and_its_named_baseline():
     bundle = bundle_rubric(REPO / "rubrics" / "mspacman.toml")
-    assert set(bundle.files) == {"mspacman.toml", "baselines/mspacman.json"}
+    assert set(bundle.files) == {"mspacman.toml", "baselines/mspacman.json", "reference_prints.json"}
     # the bundled rubric resolves its named baseline from the bundled file: zero = the random policy's mean
     assert bundle.rubric.scoring.zero == bundle.rubric.baseline_marks["random"] and bundle.rubric.episodes == 10
     assert 'zero = "random"' in bundle.files["mspacman.toml"].decode()
@@ -210,6 +210,11 @@ def test_run_autograder_grades_the_reference_model(autograder_zip, tmp_path):
     # the instructor's log (stdout, hidden from students) has the returns by seed
     assert f"seed {GRADING_SEEDS[0]}:" in log
     assert (root / "results" / "report" / "report.html").is_file()
+    # the shipped reference handed in unchanged: graded as usual (the rubric's [duplicates] default), flagged
+    # where the instructor looks, although the zip ships no reference model, only its weight prints
+    assert [(f.kind, f.other) for f in graded.flags] == [("identical", "reference:lunarlander_improved.onnx")]
+    assert "lunarlander_improved.onnx" in tests["duplicate check"]["output"]
+    assert tests["duplicate check"]["status"] == "failed" and tests["duplicate check"].get("score") is None
 
 
 def test_run_autograder_random_bytes_score_zero_out_of_the_rubric(autograder_zip, tmp_path):

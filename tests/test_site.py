@@ -122,6 +122,9 @@ def graded(tmp_path_factory):
 def test_form_upload_is_graded_and_shown(graded):
     a = graded.attempt
     assert a.status == "graded" and a.student == "alice"
+    # graded by grade batch's own job (grader.classroom.jobs.grade_job): the same duplicate evidence,
+    # the used weights' prints and the actions on the rubric's hidden probe states
+    assert a.extra["prints_version"] == 2 and a.extra["weight_prints"] and len(a.extra["actions"]) > 100
     page = graded.alice.get(f"/attempts/{graded.aid}")
     assert page.status_code == 200
     assert 'id="score"' in page.text and f"{a.score:.2f}" in page.text
@@ -563,12 +566,35 @@ def test_admin_page_flags_a_copy_of_the_reference_model(env):
         assert "same weights with reference:lunarlander_seed.onnx" in copied and f"alice (#{ids['alice'][0]})" in copied
         own = row(ids["bob"][1])
         assert 'class="flagged"' not in own and 'class="flag ' not in own  # bob's own model: no flag
-        assert 'id="flag-count">2 flagged' in page
+        assert 'id="flag-count">2 flagged as duplicates, in 1 cluster<' in page  # alice, bob and the reference: one copy
         rows = {int(r["attempt_id"]): r for r in csv.DictReader(io.StringIO(admin.get("/admin/export.csv").text))}
         assert "identical with reference:lunarlander_seed.onnx" in rows[ids["alice"][0]]["flags"]
         assert rows[ids["bob"][1]]["flags"] == ""
         # the fingerprints are kept, so the next page does not parse the models again
         assert len(SiteStore(env.db).fingerprints()) == 3
+
+
+def test_a_copy_of_the_rubrics_own_reference_is_flagged_by_its_grading(env):
+    """A rubric's reference that is not among the shipped models: the grading (the one pipeline)
+    flags the copy, and the instructor's page shows that flag."""
+    own = env.root / "course_ref.onnx"
+    own.write_bytes(lunarlander_model_bytes(77))
+    path = env.root / "with_refs.toml"
+    path.write_text((env.root / "rubric.toml").read_text() + f'\n[references]\nours = "{own}"\n')
+    app = create_app(env.config(rubric=load_rubric(path)))
+    with TestClient(app) as c:
+        r = upload_bearer(c, env.tokens["alice"], own.read_bytes())
+        assert r.status_code == 202, r.text
+        attempt = wait_finished(env.db, r.json()["attempt_id"])
+        result = attempt.result()
+        assert attempt.status == "graded" and [(f.kind, f.other) for f in result.flags] == \
+            [("identical", "reference:course_ref.onnx")]
+        admin = TestClient(app)
+        login(admin, env.admin)
+        page = admin.get("/admin").text
+        row = re.search(rf'<tr id="attempt-{attempt.id}"[^>]*>(.*?)</tr>', page, re.S).group(0)
+        assert 'class="flagged"' in row and "ref. course_ref" in row
+        assert 'id="flag-count">1 flagged as duplicates, in 1 cluster<' in page
 
 
 def test_export_cells_are_spreadsheet_safe(tmp_path):

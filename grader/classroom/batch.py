@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from grader.classroom.archive import archive_submission
 from grader.classroom.classdir import ClassFolder, scan_class
 from grader.classroom.gradebook import Attempt, Gradebook
 from grader.classroom.jobs import JobOptions, grade_job
@@ -67,6 +68,7 @@ class Job:
     label: str
     digest: str
     bundle: Bundle
+    late: Any = None  # grader.result.Late, when the rubric has a deadline
 
 
 # --- the runner ------------------------------------------------------------------------------------
@@ -88,6 +90,8 @@ class BatchRun:
     behaviour_threshold: float = 0.95
     show_progress: bool = True
     roster_file: Path | None = None  # an LMS worksheet / gradebook: grades are also written in its format
+    overrides_file: Path | None = None  # student_id,points,comment: recorded in the gradebook before the exports
+    final: bool = False  # `grade final`: the final evaluation (exports into out/final, the final leaderboard)
     log: Any = None  # callable(str) for per-submission lines; default: print to stderr
 
     # filled in by run()
@@ -103,6 +107,8 @@ class BatchRun:
     elapsed: float = 0.0
     summary: dict = field(default_factory=dict)  # set by the exports
     duplicates: Any = None  # a grader.classroom.duplicates.DuplicateReport, set by the exports
+    late: dict[str, Any] = field(default_factory=dict)  # student -> grader.result.Late
+    base_opts: Any = None  # the JobOptions every job shares (a late job gets its own copy)
     bar: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -135,27 +141,73 @@ class BatchRun:
     def prepare(self) -> list[Job]:
         """Scan, enqueue every student's bundle, return the jobs still to grade."""
         self.folder = scan_class(self.class_dir, exclude=self.out, layout=self.layout)
+        self.hand_ins()
         self.key = rubric_key(self.rubric, self.episodes)
         self.gradebook = Gradebook(self.out / "gradebook.sqlite")
         self._cleanup_temp()
         self.gradebook.requeue_running()  # left by a killed run (we hold the folder's lock)
         jobs: list[Job] = []
         for bundle in self.folder.bundles:
-            digest = read_bundle(bundle).digest()
+            sub = read_bundle(bundle)
+            digest = sub.digest()
+            archive_submission(self.out, sub, digest)  # kept for `grade final` (a later download replaces the folder)
             aid = self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=self.force)
             attempt = self.gradebook.get(aid)
+            late = self.late.get(bundle.student)
+            if attempt.is_finished and _late_changed(attempt, late):  # an extension or a new time: regrade
+                self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=True)
+                attempt = self.gradebook.get(aid)
             if attempt.status == "error" and self.retry_errors:
                 self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=True)
                 attempt = self.gradebook.get(aid)
             self.attempts[bundle.student] = attempt
             self.bundles[bundle.student] = bundle
             if attempt.status == "queued":
-                jobs.append(Job(aid, bundle.student, bundle.label, digest, bundle))
+                jobs.append(Job(aid, bundle.student, bundle.label, digest, bundle, late=late))
         return jobs
+
+    def hand_ins(self) -> None:
+        """Each student's lateness (``self.late``) when the rubric has a deadline: the submission time
+        from the roster (Moodle's worksheet, a ``submitted`` column), else Canvas's late flag, else
+        the files' modification time; extensions from the rubric's file and the roster."""
+        from grader.classroom import handins as H
+        from grader.scoring import deadline as D
+
+        times: dict[str, H.HandIn] = {}
+        roster_ext: dict[str, D.Extension] = {}
+        if self.rubric.deadline is None:
+            return
+        tz = self.rubric.deadline.local_tz()
+        if self.roster_file is not None:
+            from grader.classroom import lms
+
+            times, roster_ext = H.roster_times(self.roster_file, lms.detect_roster_kind(self.roster_file), tz=tz)
+        deadlines = D.deadlines_of(self.rubric, roster_extensions=roster_ext)
+        for bundle in self.folder.bundles:
+            known = times.get(bundle.student)
+            if known is not None and known.submitted is not None:
+                hand_in = known
+            elif self.folder.layout == "canvas":
+                late = bundle.student in self.folder.late_flags
+                hand_in = H.HandIn(None, "Canvas's late flag", late_flag=late)
+            else:
+                files = [p for p in (bundle.model, bundle.notebook, *bundle.weights) if p is not None]
+                hand_in = H.HandIn(H.file_time(files), "file time")
+            self.late[bundle.student] = deadlines.late(bundle.student, hand_in.submitted, source=hand_in.source,
+                                                       late_flag=hand_in.late_flag)
+
+    def options_for(self, job: Job):
+        """The job's options: the shared ones, with the job's lateness when it has one."""
+        from dataclasses import replace
+
+        if job.late is None:
+            return self.base_opts
+        return replace(self.base_opts, options=replace(self.base_opts.options, late=job.late))
 
     def job_options(self, probe_states: np.ndarray | None) -> JobOptions:
         options = Options(episodes=self.episodes, video=self.video, report=True, workers=1)
-        return JobOptions(rubric=self.rubric, options=options, probe_states=probe_states, probe_id=self.probe_id)
+        return JobOptions(rubric=self.rubric, options=options, probe_states=probe_states, probe_id=self.probe_id,
+                          gradescope=True)
 
     # -- per submission -------------------------------------------------------------------------
     def new_workdir(self, attempt_id: int) -> Path:
@@ -175,18 +227,18 @@ class BatchRun:
         return sub, ""
 
     def record(self, job: Job, outcome: JobOutcome) -> None:
-        """Driver side of a finished grading (every backend): complete the report folder, move it
-        into place, then finish the gradebook row in one transaction."""
-        from grader.classroom.exports import write_gradescope
-        from grader.outputs.fsutil import atomic_write
-
+        """Driver side of a finished grading (every backend): move its complete report folder (the
+        grading wrote it once, :func:`grader.pipeline.write_outputs`) into place, then finish the
+        gradebook row in one transaction."""
         result = outcome.result
         report_dir = outcome.report_dir
-        if report_dir is None:
+        if report_dir is None or not (report_dir / "result.json").is_file():  # never graded (files changed, a bug)
+            from grader.classroom.exports import gradescope_json
+            from grader.outputs.fsutil import OutputDir
+            from grader.pipeline import write_outputs
+
             report_dir = self.new_workdir(job.attempt_id) / "report"
-        report_dir.mkdir(parents=True, exist_ok=True)
-        write_gradescope(result, report_dir / "results.json")
-        atomic_write(report_dir / "result.json", result.to_json())  # last: a folder with result.json is complete
+            write_outputs(result, OutputDir(report_dir), report=False, also_write={"results.json": gradescope_json})
         final = self.final_dir(job)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
@@ -206,7 +258,7 @@ class BatchRun:
 
     # -- the whole run ----------------------------------------------------------------------------
     def run(self) -> int:
-        from grader.classroom.duplicates import probe_set
+        from grader.classroom.duplicates import hidden_probe_set
 
         lock = self._lock()
         try:
@@ -214,8 +266,8 @@ class BatchRun:
             total = len(self.attempts)
             reused = total - len(jobs)
             has_models = bool(self.attempts)
-            self.probe_states, self.probe_id = probe_set(self.rubric.task) if has_models else (None, "")
-            opts = self.job_options(self.probe_states)
+            self.probe_states, self.probe_id = hidden_probe_set(self.rubric) if has_models else (None, "")
+            opts = self.base_opts = self.job_options(self.probe_states)
             self._say(f"{total} submissions from {len(self.folder.students)} students in {self.class_dir}"
                       f" ({self.folder.layout} layout; {reused} already graded, {len(jobs)} to grade; "
                       f"{len(self.folder.problems)} layout problems)")
@@ -324,13 +376,27 @@ class _LocalGrader:
         sub, problem = self.run.read_job(job)
         if sub is None:
             return JobOutcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
-        outcome = grade_job(sub, self.opts, engine=self.engine, workdir=self.run.new_workdir(job.attempt_id))
+        outcome = grade_job(sub, self.run.options_for(job), engine=self.engine, workdir=self.run.new_workdir(job.attempt_id))
         outcome.wall_s = time.perf_counter() - t
         return outcome
 
     def close(self) -> None:
         if self.engine is not None:
             self.engine.close()
+
+
+def _late_changed(attempt: Attempt, late: Any) -> bool:
+    """Whether a finished attempt's recorded lateness differs from the one known now (an extension
+    granted, a deadline moved, a new worksheet): its score must be composed again."""
+    try:
+        result = attempt.result()
+    except ValueError:
+        return False
+    if result is None or result.status == "error":
+        return False
+    if result.late is None or late is None:
+        return (result.late is None) != (late is None)
+    return not result.late.same_penalty(late)
 
 
 def _spawn_engines(n: int) -> list:
@@ -368,7 +434,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference", type=Path, default=reference_models_dir(),
                    help="folder of reference models compared for duplicates (default: the shipped ones)")
     p.add_argument("--behaviour-threshold", type=float, default=0.95,
-                   help="flag two policies whose actions agree on at least this fraction of the probe states (default 0.95)")
+                   help="in a class of fewer than 8 policies, flag two whose actions agree on at least this fraction "
+                        "of the probe states (default 0.95); a larger class flags what stands out from its own "
+                        "distribution of agreement (docs/batch.md)")
+    p.add_argument("--overrides", type=Path, metavar="FILE",
+                   help="CSV of student_id,points,comment: the instructor's points, recorded in the gradebook "
+                        "(they survive regrades; empty points remove one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -389,6 +460,10 @@ def run(args: argparse.Namespace) -> int:
         console.fail("--backend ray needs --address HOST:PORT of the Ray head")
         return EXIT_ERROR
     rubric = load_rubric(args.rubric)  # validated as a whole, seeds and baselines read: before any submission
+    if args.overrides is not None:
+        from grader.classroom.overrides import read_overrides
+
+        read_overrides(args.overrides, max_points=rubric.max_points)  # a bad row stops the run before grading
     if args.episodes is not None and args.episodes > len(rubric.all_grading_seeds()):
         raise SetupError(f"--episodes {args.episodes}: rubric {rubric.id!r} has only {len(rubric.all_grading_seeds())} grading seeds")
     roster = None
@@ -402,7 +477,7 @@ def run(args: argparse.Namespace) -> int:
                       force=args.force, retry_errors=args.retry_errors, video=not args.no_video, episodes=args.episodes,
                       backend=args.backend, address=args.address, layout=args.lms, reference_dir=args.reference,
                       behaviour_threshold=args.behaviour_threshold, show_progress=not args.no_progress,
-                      roster_file=args.roster)
+                      roster_file=args.roster, overrides_file=args.overrides)
     try:
         code = runner.run()
     except KeyboardInterrupt:
@@ -428,14 +503,12 @@ def _print_summary(runner: BatchRun) -> None:
             c.print(f"  {escape(p.entry)}: {escape(p.reason)}")
     dup = runner.duplicates
     if dup.flags:
-        c.print(f"[bold yellow]{len(dup.flags)} duplicate flags[/bold yellow] (see duplicates.csv):")
-        for f in dup.flags[:20]:
-            c.print(f"  {f.kind}: {escape(f.a.label)} ~ {escape(f.b.label)}" + (f" ({100 * f.agreement:.1f}%)" if f.agreement is not None else ""))
-        if len(dup.flags) > 20:
-            c.print(f"  ... and {len(dup.flags) - 20} more")
-        n_behaviour = sum(f.kind == "behaviour" for f in dup.flags)
-        if n_behaviour > max(5, len(runner.attempts) // 2):
-            c.print(f"[yellow]{n_behaviour} behaviour flags: policies of this class agree a lot anyway (similar training "
-                    f"converges); look at the highest agreements first or raise --behaviour-threshold[/yellow]")
-    for name in ("grades.csv", "duplicates.csv", "problems.csv", "class.html", "gradebook.sqlite"):
+        c.print(f"[bold yellow]{len(dup.clusters)} duplicate clusters[/bold yellow] ({len(dup.flags)} flagged pairs; "
+                "see duplicates.csv), strongest evidence first:")
+        for cl in dup.clusters[:20]:
+            c.print(f"  #{cl.number} {escape(', '.join(cl.members))}: {', '.join(cl.kinds)}")
+        if len(dup.clusters) > 20:
+            c.print(f"  ... and {len(dup.clusters) - 20} more")
+    for name in ("grades.csv", "duplicates.csv", "problems.csv", "class.html", "feedback_reports.zip",
+                 *(["feedback_moodle.zip"] if (runner.out / "feedback_moodle.zip").is_file() else []), "gradebook.sqlite"):
         c.print(f"  {escape(str(runner.out / name))}")

@@ -95,7 +95,8 @@ class _ActorSlot:
             return JobOutcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
         workdir = self.run.new_workdir(job.attempt_id)
         try:
-            out = ray.get(self.actor.grade.remote(sub, self.opts_ref))
+            opts = self.opts_ref if job.late is None else self.run.options_for(job)  # a late part: this job's own
+            out = ray.get(self.actor.grade.remote(sub, opts))
         except ray.exceptions.RayActorError as exc:
             self.actor = self.actor_cls.remote()  # replace the dead actor; this row is the grader's error
             result = GradeResult(submission=job.label, task=self.run.rubric.task, status="error",

@@ -39,6 +39,7 @@ class ClassFolder:
     bundles: list[Bundle] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)  # student -> name the LMS gave (display)
+    late_flags: set[str] = field(default_factory=set)  # students whose files Canvas named _LATE_
 
     @property
     def students(self) -> list[str]:
@@ -140,6 +141,8 @@ def _scan_lms(cf: ClassFolder, entries: list[tuple[str, bool]]) -> None:
                                           else "'lastfirst_1234_567_model.onnx'") + ")"))
             continue
         cf.names.setdefault(entry.student_key, entry.display_name)
+        if entry.late:
+            cf.late_flags.add(entry.student_key)
         if entry.is_folder:
             bundle, problems = bundle_folder(cf.root / name, entry.student_key, label=None)
             _add(cf, bundle, problems, prefix=f"{name}/")

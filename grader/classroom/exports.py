@@ -16,7 +16,7 @@ import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -25,8 +25,10 @@ from grader.result import GradeResult
 if TYPE_CHECKING:
     from grader.classroom.batch import BatchRun
 
-GRADES_COLUMNS = ["student_id", "name", "email", "points", "max_points", "status", "files", "note"]
-DUPLICATES_COLUMNS = ["kind", "student_a", "file_a", "student_b", "file_b", "agreement", "detail"]
+GRADES_COLUMNS = ["student_id", "name", "email", "points", "max_points", "status", "files", "note",
+                  "graded_points", "late_penalty", "submitted", "days_late", "override_comment", "override_by"]
+DUPLICATES_COLUMNS = ["cluster", "kind", "student_a", "file_a", "student_b", "file_b", "agreement", "z", "evidence",
+                      "detail"]
 PROBLEMS_COLUMNS = ["entry", "student", "reason"]
 
 
@@ -125,6 +127,7 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
         rows = [f"{policy.label(e.seed)}: return {e.return_:.2f} in {e.length} steps" for e in result.episodes]
         tests.append(GradescopeTest(name="returns by episode", output="\n".join(rows), status="passed",
                                     visibility="visible" if not policy.hidden else episode_table))
+    tests += _flag_tests(result)
     episodes = parts.get(EPISODES_PART)
     detail, why = "", ""
     if graded and s is not None:
@@ -146,6 +149,10 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
                              else "Not graded: grader error: ") + why if not graded else episodes.detail)
         tests.append(GradescopeTest(name="episode score", score=episodes.points, max_score=episodes.max_points,
                                     output=output, status="passed" if episodes.points > 0 else "failed"))
+    for part in result.parts:  # the late penalty: a part like the others, its points negative or 0
+        if part.kind == "late":
+            tests.append(GradescopeTest(name="late penalty", score=part.points, max_score=0.0, output=part.detail,
+                                        status="failed" if part.points < 0 else "passed"))
     board = _leaderboard(result)
     total = fmt_points(result.score, result.max_score)
     if graded:
@@ -173,8 +180,17 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
                     "rubric": result.rubric.id if result.rubric else None,
                     "rubric_sha256": result.rubric.sha256 if result.rubric else None,
                     "model_sha256": result.model.sha256 if result.model else None,
+                    "flags": [f.model_dump(mode="json") for f in result.flags if f.scope == "reference"],
                     "grader": result.versions.get("rl-grader")},
         tests=tests, leaderboard=board)
+
+
+def _flag_tests(result: GradeResult) -> list[GradescopeTest]:
+    """A ``duplicate check`` test per flag, worth nothing: a copy of a reference model is visible
+    (it names a file every student has); a flag against another student (``grade batch``) is
+    hidden from students, visible to the instructor."""
+    return [GradescopeTest(name="duplicate check", status="failed", output=f.text,
+                           visibility="visible" if f.scope == "reference" else "hidden") for f in result.flags]
 
 
 def _leaderboard(result: GradeResult) -> list[GradescopeLeaderboardEntry]:
@@ -193,6 +209,11 @@ def _leaderboard(result: GradeResult) -> list[GradescopeLeaderboardEntry]:
     if s.success_rate is not None:
         board.append(GradescopeLeaderboardEntry(name="Success rate", value=round(s.success_rate, 4), order="desc"))
     return board
+
+
+def gradescope_json(result: GradeResult) -> str:
+    """:func:`gradescope_results` with the defaults, as the text of a ``results.json``."""
+    return gradescope_results(result).model_dump_json(indent=2, exclude_none=True) + "\n"
 
 
 def write_gradescope(result: GradeResult, path: Path, **options) -> GradescopeResults:
@@ -220,6 +241,8 @@ class StudentRow:
     report: str | None = None  # link, relative to the output folder
     problems: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    override: Any = None  # grader.classroom.gradebook.Override: the instructor's points, which win
+    override_drift: str = ""  # why the override needs a look: the grade under it changed
 
     @property
     def status(self) -> str:
@@ -228,8 +251,28 @@ class StudentRow:
         return "layout problem" if self.problems else "no submission"
 
     @property
+    def graded_points(self) -> float | None:
+        """What the grading gave (None: nothing was graded)."""
+        return self.result.score if self.result is not None else None
+
+    @property
     def points(self) -> float:
+        """The student's points: the instructor's override when there is one, else the graded points."""
+        if self.override is not None:
+            return self.override.points
         return self.result.score if self.result is not None else 0.0
+
+    @property
+    def late(self):
+        """The late part of the score, if the rubric has a deadline."""
+        return next((p for p in self.result.parts if p.kind == "late"), None) if self.result is not None else None
+
+    def rank_key(self, statistic: str) -> tuple:
+        """Leaderboard order: points, then the rubric's episode statistic, then the mean return (ties broken)."""
+        s = self.result.summary if self.result is not None else None
+        stat = getattr(s, statistic, None) if s is not None else None
+        return (-self.points, -(stat if stat is not None else -1e18),
+                -(self.mean_return if self.mean_return is not None else -1e18), self.id)
 
     @property
     def max_points(self) -> float | None:
@@ -270,6 +313,11 @@ def collect(run: BatchRun) -> list[StudentRow]:
     for p in run.folder.problems:
         if p.student and p.student in rows:
             rows[p.student].problems.append(f"{p.entry}: {p.reason}")
+    overrides = gb.overrides(run.rubric.id)
+    for sid, o in overrides.items():
+        if sid in rows:
+            rows[sid].override = o
+            rows[sid].override_drift = o.drift(rows[sid].graded_points)
     for r in rows.values():
         r.pseudonym = gb.pseudonym(r.id)
     return list(rows.values())
@@ -310,9 +358,26 @@ def check_pass_rates(rows: list[StudentRow]) -> list[dict]:
     return [{"name": n, "passed": passed[n], "total": seen[n], "rate": passed[n] / seen[n]} for n in order]
 
 
+def _apply_overrides_file(run: BatchRun) -> None:
+    """Record ``--overrides FILE`` in the gradebook (with the graded points under each override now)."""
+    from grader.classroom.overrides import apply_overrides, read_overrides
+
+    if run.overrides_file is None:
+        return
+    rows = read_overrides(run.overrides_file, max_points=run.rubric.max_points)
+    graded = {}
+    for sid, attempt in run.attempts.items():
+        a = run.gradebook.get(attempt.id)
+        graded[sid] = a.score if a is not None and a.is_finished and a.status != "error" else None
+    apply_overrides(run.gradebook, rows, rubric_id=run.rubric.id, graded=graded,
+                    source=f"overrides file {Path(run.overrides_file).name}")
+
+
 def write_exports(run: BatchRun) -> None:
+    _apply_overrides_file(run)
     rows = collect(run)
     run.duplicates = _flag_duplicates(run, rows)
+    rewrite_flagged_outputs(run, rows)
     max_points = run.rubric.max_points
     _write_grades(run, rows, max_points)
     _write_csv(run.out / "duplicates.csv", DUPLICATES_COLUMNS, [f.row() for f in run.duplicates.flags])
@@ -320,6 +385,17 @@ def write_exports(run: BatchRun) -> None:
     _write_csv(run.out / "problems.csv", PROBLEMS_COLUMNS,
                [{"entry": p.entry, "student": p.student or "", "reason": p.reason} for p in problems])
     _write_class_html(run, rows, problems, max_points)
+    from grader.classroom.feedback import write_feedback_zips
+
+    write_feedback_zips(run.out, rows, max_points=max_points, moodle_names=_moodle_names(run))
+
+
+def _moodle_names(run: BatchRun) -> dict[str, str]:
+    """Full names of Moodle participants: the worksheet's, else the download's folder names."""
+    names = {k: v for k, v in run.folder.names.items() if k.startswith("moodle-")}
+    if run.roster is not None:
+        names.update({s.id: s.name for s in run.roster.students if s.id.startswith("moodle-") and s.name})
+    return names
 
 
 def _flag_duplicates(run: BatchRun, rows: list[StudentRow]):
@@ -331,24 +407,106 @@ def _flag_duplicates(run: BatchRun, rows: list[StudentRow]):
         result = a.result()
         # "identical" compares the graded model's bytes (the attempt's digest covers the whole bundle)
         sha = result.model.sha256 if result is not None and result.model is not None else a.sha256
-        candidates.append(Candidate(label=sid, file=a.file, sha256=sha, weights=a.extra.get("weights_fingerprint"),
+        candidates.append(Candidate(label=sid, file=a.file, sha256=sha, weights=_prints(run, sid, a.extra),
                                     actions=actions_from_extra(a.extra, run.probe_id)))
     candidates += reference_candidates(run.reference_dir, run.rubric.task, run.probe_states)
     dup = find_duplicates(candidates, threshold=run.behaviour_threshold)
     by_student = defaultdict(list)
     for f in dup.flags:
         for me, other in ((f.a, f.b), (f.b, f.a)):
-            by_student[me.label].append(f"{f.kind} with {other.label}" + (f" ({100 * f.agreement:.1f}%)" if f.agreement else ""))
+            by_student[me.label].append(f"#{f.cluster} {f.kind} with {other.label}" +
+                                        (f" ({100 * f.agreement:.1f}%)" if f.agreement else ""))
     for r in rows:
         r.flags = by_student.get(r.id, [])
     return dup
+
+
+def _prints(run: BatchRun, student: str, extra: dict) -> list | None:
+    """The stored weight prints of a student's model, or computed now from the bundle when they
+    were stored by an older version."""
+    from grader.classroom.duplicates import PRINTS_VERSION, prints_from_extra
+    from grader.submission.bundle import read_bundle
+    from grader.submission.weights import weight_prints
+
+    prints = prints_from_extra(extra)
+    # Only an older version's evidence is recomputed (grade final's bundles name no files: its
+    # evidence is always this version's).
+    if prints is None and extra and extra.get("prints_version") != PRINTS_VERSION and student in run.bundles:
+        sub = read_bundle(run.bundles[student])
+        prints = weight_prints(sub.model.data) if sub.model is not None else None
+    return prints
+
+
+def class_flags(dup, student: str) -> list:
+    """The class-level flags of ``student`` as the result carries them (``scope`` class)."""
+    from grader.result import DuplicateFlag
+
+    out = []
+    for f in dup.for_student(student):
+        other = f.b if f.a.label == student else f.a
+        out.append(DuplicateFlag(kind=f.kind, other=other.label, detail=f.detail, scope="class", cluster=f.cluster))
+    return out
+
+
+def rewrite_flagged_outputs(run: BatchRun, rows: list[StudentRow]) -> None:
+    """Class-level flags into each student's result and report, through the one writer.
+
+    They can only be decided when the whole class is graded, so each grading's outputs are
+    written once when it finishes (a killed run keeps them) and, at the end, the outputs of a
+    student whose class flags changed are written again, once, with them (also when a resumed
+    run clears a flag). Scores never change."""
+    from grader.outputs.fsutil import OutputDir, OutputDirError
+    from grader.pipeline import write_outputs
+
+    for r in rows:
+        if r.result is None or r.id not in run.attempts:
+            continue
+        a = run.gradebook.get(run.attempts[r.id].id)
+        folder = run.out / a.report_path if a.report_path else None
+        if folder is None or not (folder / "result.json").is_file():
+            continue
+        try:
+            written = GradeResult.from_json((folder / "result.json").read_bytes())
+        except (OSError, ValueError):
+            continue
+        own = [f for f in r.result.flags if f.scope != "class"]  # the grading's own (a reference copy)
+        wanted = own + [f for f in class_flags(run.duplicates, r.id) if f.other not in {o.other for o in own}]
+        if written.flags == wanted:
+            r.result = written
+            continue
+        result = r.result.model_copy(update={"flags": wanted})
+        try:
+            write_outputs(result, OutputDir(folder, fresh=False), report=True, also_write={"results.json": gradescope_json})
+        except OutputDirError as exc:  # a folder not written by the grader: the flags stay in the class outputs
+            run._say(f"{r.id}: the class flags could not be added to the report: {exc}")
+            continue
+        r.result = result
 
 
 def _note(r: StudentRow) -> str:
     notes = []
     if r.result is not None and r.status != "graded":
         notes.append((r.result.error or "")[:300])
+    late = r.late
+    if late is not None and late.points < 0:
+        notes.append(f"late: {late.detail}")
+    if r.override is not None:
+        notes.append(f"override: {r.override.comment}" + (f" (REVIEW: {r.override_drift})" if r.override_drift else ""))
     return "; ".join(notes + r.problems)
+
+
+def _late_cells(r: StudentRow) -> dict[str, str]:
+    late = r.result.late if r.result is not None else None
+    part = r.late
+    return {"late_penalty": _num(part.points) if part is not None else "",
+            "submitted": (late.submitted or "") if late is not None else "",
+            "days_late": str(late.days_late) if late is not None and late.submitted is not None else ""}
+
+
+def _override_cells(r: StudentRow) -> dict[str, str]:
+    o = r.override
+    return {"override_comment": o.comment if o is not None else "",
+            "override_by": f"{o.set_by} at {o.set_at}" if o is not None else ""}
 
 
 def _write_grades(run: BatchRun, rows: list[StudentRow], max_points: float) -> None:
@@ -358,8 +516,10 @@ def _write_grades(run: BatchRun, rows: list[StudentRow], max_points: float) -> N
     cols = [c for c in GRADES_COLUMNS if with_roster or c not in ("name", "email")]
     graded = [r for r in rows if r.on_roster is not False]
     _write_csv(run.out / "grades.csv", cols, [
-        {"student_id": r.id, "name": r.name, "email": r.email, "points": _num(r.points), "max_points": _num(max_points),
-         "status": r.status, "files": r.label, "note": _note(r)}
+        {"student_id": r.id, "name": r.name, "email": r.email,
+         "points": _num(r.points) if (r.result is not None or r.override is not None) else "0",
+         "max_points": _num(max_points), "status": r.status, "files": r.label, "note": _note(r),
+         "graded_points": _num(r.graded_points), **_late_cells(r), **_override_cells(r)}
         for r in graded])
     if run.roster_file is None:
         return
@@ -372,9 +532,10 @@ def _write_grades(run: BatchRun, rows: list[StudentRow], max_points: float) -> N
     grades = {}
     for r in rows:
         s = students.get(r.id)
-        if s is not None and r.result is not None:
-            feedback = f"{r.status}: {_num(r.points)} / {_num(max_points)}" + (f" ({_note(r)})" if _note(r) else "")
-            grades[s.lms_id] = (round(r.points, 2), feedback)
+        if s is not None and (r.result is not None or r.override is not None):
+            from grader.classroom.feedback import feedback_text
+
+            grades[s.lms_id] = (round(r.points, 2), feedback_text(r, max_points))
     if kind == "moodle":
         lms.write_moodle_worksheet(run.roster_file, grades, run.out / "moodle_grades.csv")
     else:
@@ -391,8 +552,8 @@ def _write_class_html(run: BatchRun, rows: list[StudentRow], problems: list, max
     from grader.outputs.fsutil import atomic_write
     from grader.outputs.templating import jinja_env
 
-    board = sorted([r for r in rows if r.result is not None],
-                   key=lambda r: (-r.points, -(r.mean_return if r.mean_return is not None else -1e9), r.id))
+    board = sorted([r for r in rows if r.result is not None or r.override is not None],
+                   key=lambda r: r.rank_key(run.rubric.scoring.statistic))
     scores = [r.points for r in board if r.status in ("graded", "invalid")]
     counts = Counter(r.status for r in rows)
     run.summary = {
@@ -413,9 +574,18 @@ def _write_class_html(run: BatchRun, rows: list[StudentRow], problems: list, max
         problems=problems, dup=run.duplicates, summary=run.summary, roster=run.roster is not None,
         not_on_roster=[r for r in rows if r.on_roster is False],
         missing=[r for r in rows if r.on_roster and r.result is None],
-        show_names=run.rubric.show_names, class_dir=str(run.class_dir),
+        show_names=run.rubric.show_names, class_dir=str(run.class_dir), other_board=_other_board(run),
     )
     atomic_write(run.out / "class.html", html)
+
+
+def _other_board(run: BatchRun) -> tuple[str, str] | None:
+    """The leaderboard beside this one: the term's from the final evaluation, the final one from the term."""
+    if run.final:
+        return "the term's leaderboard", "../class.html"
+    if (run.out / "final" / "class.html").is_file():
+        return "the final evaluation", "final/class.html"
+    return None
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:

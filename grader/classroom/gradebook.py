@@ -72,6 +72,16 @@ CREATE TABLE IF NOT EXISTS attempts (
     finished      TEXT,
     UNIQUE (student, sha256, rubric_sha256)
 );
+CREATE TABLE IF NOT EXISTS overrides (
+    student       TEXT NOT NULL,
+    rubric_id     TEXT NOT NULL,           -- the term's rubric id, or "<id>.final" for the final evaluation
+    points        REAL NOT NULL,           -- what the student gets, whatever the grading says
+    comment       TEXT NOT NULL,           -- why (shown on every export and in the LMS feedback)
+    set_by        TEXT NOT NULL,           -- who set it
+    set_at        TEXT NOT NULL,           -- when
+    graded_points REAL,                    -- the graded points under it when it was set (NULL: none)
+    PRIMARY KEY (student, rubric_id)
+);
 CREATE INDEX IF NOT EXISTS attempts_status ON attempts (status, id);
 CREATE INDEX IF NOT EXISTS attempts_student ON attempts (student);
 """
@@ -89,8 +99,10 @@ ANIMALS = (
 
 
 class RubricLike(Protocol):
-    id: str
-    sha256: str
+    @property
+    def id(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
 
 
 def _now() -> str:
@@ -143,6 +155,32 @@ class Attempt:
             worker=row["worker"], tries=row["tries"], created=row["created"], started=row["started"],
             finished=row["finished"],
         )
+
+
+@dataclass(frozen=True)
+class Override:
+    """An instructor's points for one student under one rubric id, with the reason, who and when."""
+
+    student: str
+    rubric_id: str
+    points: float
+    comment: str
+    set_by: str
+    set_at: str
+    graded_points: float | None
+
+    def drift(self, graded_points: float | None) -> str:
+        """Why the override needs a look, or "": the grade under it changed since it was set."""
+        before, now = self.graded_points, graded_points
+        if before is None and now is None:
+            return ""
+        if before is not None and now is not None and abs(before - now) < 0.005:
+            return ""
+        def shown(v: float | None) -> str:
+            return "no grade" if v is None else f"{v:.2f}"
+
+        return (f"the graded points under this override changed from {shown(before)} to {shown(now)} since it was "
+                f"set on {self.set_at[:16]}; check that the override still holds")
 
 
 class Gradebook:
@@ -350,6 +388,32 @@ class Gradebook:
             if cur is None or key < (rank[cur.status], -(cur.score or 0.0), cur.finished or ""):
                 best[a.student] = a
         return dict(sorted(best.items()))
+
+    # -- overrides -------------------------------------------------------------------------------
+    def set_override(self, student: str, rubric_id: str, points: float, comment: str, *, set_by: str,
+                     graded_points: float | None) -> Override:
+        """Set (or replace) a student's points under ``rubric_id``. The same points and comment again
+        keep the first ``set_by``/``set_at`` (an overrides file applied on every run stays dated)."""
+        with self._write() as db:
+            row = db.execute("SELECT * FROM overrides WHERE student = ? AND rubric_id = ?", (student, rubric_id)).fetchone()
+            if row is None or abs(row["points"] - points) > 1e-9 or row["comment"] != comment:
+                db.execute("INSERT INTO overrides (student, rubric_id, points, comment, set_by, set_at, graded_points) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(student, rubric_id) DO UPDATE SET "
+                           "points = excluded.points, comment = excluded.comment, set_by = excluded.set_by, "
+                           "set_at = excluded.set_at, graded_points = excluded.graded_points",
+                           (student, rubric_id, float(points), comment, set_by, _now(), graded_points))
+        return self.overrides(rubric_id)[student]
+
+    def clear_override(self, student: str, rubric_id: str) -> bool:
+        with self._write() as db:
+            return db.execute("DELETE FROM overrides WHERE student = ? AND rubric_id = ?", (student, rubric_id)).rowcount > 0
+
+    def overrides(self, rubric_id: str) -> dict[str, Override]:
+        """Every override under ``rubric_id``, by student."""
+        rows = self._conn().execute("SELECT * FROM overrides WHERE rubric_id = ? ORDER BY student", (rubric_id,))
+        return {r["student"]: Override(student=r["student"], rubric_id=r["rubric_id"], points=r["points"],
+                                       comment=r["comment"], set_by=r["set_by"], set_at=r["set_at"],
+                                       graded_points=r["graded_points"]) for r in rows}
 
     def counts(self) -> dict[str, int]:
         """Number of attempts in each status."""

@@ -1,7 +1,9 @@
 """Grading one job of a class: the submission's bytes in, an :class:`~grader.classroom.slots.JobOutcome` out.
 
 Shared by every kind of slot -- ``grade batch``'s local threads and Ray actors, and the site's
-pool -- so that all of them grade with the same options and record the same duplicate evidence.
+pool -- so that all of them grade with the same options, record the same duplicate evidence and
+write their outputs the same way: once, by :func:`grader.pipeline.write_outputs`, after every
+decision (the evidence's warnings, the caller's ``decide``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from grader.classroom.slots import JobOutcome
-from grader.pipeline import Options
+from grader.pipeline import Decide, Options
 from grader.result import GradeResult
 from grader.scoring.rubric import Rubric
 from grader.submission.bundle import Submission
@@ -25,30 +27,50 @@ class JobOptions:
 
     rubric: Rubric  # materialised: needs no other file
     options: Options
-    probe_states: np.ndarray | None
+    probe_states: np.ndarray | None  # the hidden probe set (grader.classroom.duplicates.hidden_probe_set)
     probe_id: str = ""
+    gradescope: bool = False  # also write Gradescope's results.json (grade batch)
 
 
+def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path | None = None,
+              out: Path | None = None, decide: Decide | None = None) -> JobOutcome:
+    """Grade one submission into ``out`` (default ``workdir/report``): local slots, Ray actors and
+    the site alike.
 
-def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path) -> JobOutcome:
-    """Grade one submission into ``workdir/report`` (local slots and Ray actors alike).
-
-    The outcome's ``extra`` holds what duplicate detection compares: the weights' fingerprint of a
-    handed-in model and, for a played model, its actions on the probe states."""
+    The outcome's ``extra`` holds what duplicate detection compares: the used weights' prints of
+    a handed-in model and, for a played model, its actions on the probe states, computed while
+    the model is still loaded, before the outputs are written; then the caller's ``decide``."""
+    from grader.classroom.exports import gradescope_json
     from grader.pipeline import grade_submission
 
-    report = workdir / "report"
-    result = grade_submission(sub, rubric=opts.rubric, options=opts.options, out=report, engine=engine)
-    return JobOutcome(result=result, report_dir=report, extra=duplicate_evidence(result, sub, opts, engine))
+    if out is not None:
+        report = Path(out)
+    elif workdir is not None:
+        report = Path(workdir) / "report"
+    else:
+        raise TypeError("grade_job needs the output folder (out) or a work folder (workdir)")
+    evidence: dict[str, Any] = {}
+
+    def last_word(result: GradeResult, used_engine: Any) -> None:
+        evidence["extra"] = duplicate_evidence(result, sub, opts, used_engine)
+        if decide is not None:
+            decide(result, used_engine)
+
+    result = grade_submission(sub, rubric=opts.rubric, options=opts.options, out=report, engine=engine,
+                              decide=last_word, also_write={"results.json": gradescope_json} if opts.gradescope else None)
+    return JobOutcome(result=result, report_dir=report, extra=evidence.get("extra"))
 
 
 def duplicate_evidence(result: GradeResult, sub: Submission, opts: JobOptions, engine: Any) -> dict | None:
-    from grader.classroom.duplicates import extra_for, weights_fingerprint
+    """The weights' prints and the probe actions of a graded submission (None otherwise); a
+    model that fails on the probe states gets a warning in its result."""
+    from grader.classroom.duplicates import extra_for
     from grader.errors import EngineFailure
+    from grader.submission.weights import weight_prints
 
     if result.status != "graded":
         return None
-    weights = weights_fingerprint(sub.model.data) if sub.model is not None else None
+    weights = weight_prints(sub.model.data) if sub.model is not None else None
     actions = None
     # a model under another input contract of the homework (MsPacman's raw frames) is compared by its weights only,
     # until the probe set exists in its form (docs/mspacman.md)
@@ -58,5 +80,3 @@ def duplicate_evidence(result: GradeResult, sub: Submission, opts: JobOptions, e
         except EngineFailure as exc:
             result.warnings.append(f"duplicate check: the model failed on the probe states ({exc})")
     return extra_for(weights, actions, opts.probe_id)
-
-

@@ -144,10 +144,25 @@ class RubricBundle:
     notes: list[str] = field(default_factory=list)
 
 
+REFERENCE_PRINTS = "reference_prints.json"
+
+
+def _bundle_reference_prints(original: Rubric, data: dict, files: dict[str, bytes]) -> None:
+    """The references' sha256 and weight prints (not the models) beside the rubric, so that
+    ``run_autograder`` flags a handed-in copy of a reference model as every channel does."""
+    weights = original.reference_weights or original.read_reference_weights()
+    if not weights:
+        return
+    files[REFERENCE_PRINTS] = json.dumps({k: v.model_dump(mode="json") for k, v in weights.items()},
+                                         sort_keys=True).encode("utf-8")
+    data.setdefault("duplicates", {})["reference_prints"] = REFERENCE_PRINTS
+
+
 def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) -> RubricBundle:
     """The rubric rewritten to need only files in the zip: its grading seeds (``--seeds-file``, or
     its own ``grading_file``) as a seeds file beside it, or inline as they were; its baselines file
-    under ``baselines/``; no ``references`` (the reference models are not shipped). The result is
+    under ``baselines/``; no ``references`` (the reference models are not shipped), but their weight
+    prints in ``reference_prints.json``, so a copy of a reference is flagged there too. The result is
     validated: same seeds, same scoring, thresholds that resolve."""
     rubric_path = Path(rubric_path)
     original = load_rubric(rubric_path, materialize=False)  # its own files, as the instructor wrote them
@@ -177,6 +192,7 @@ def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) 
                              f"({src}); run `grade baselines --rubric {rubric_path}` first")
         files[f"baselines/{src.name}"] = src.read_bytes()
         data["baselines"] = f"baselines/{src.name}"
+    _bundle_reference_prints(original, data, files)
     header = (f"Rubric {original.id!r} for the Gradescope autograder, written by `grade gradescope` from "
               f"{rubric_path.name}\n(sha256 {original.sha256[:16]}...): the same rubric, with paths inside the zip.")
     files[name] = toml_dumps(data, header=header).encode("utf-8")
@@ -193,8 +209,9 @@ def bundle_rubric(rubric_path: Path, *, grading_seeds_file: Path | None = None) 
             problems.append("public seeds")
         if bundled.thresholds() != expected.thresholds() or bundled.scoring != expected.scoring:
             problems.append("scoring")
-        if bundled.model_dump(exclude={"seeds", "baselines", "references"}) != \
-                expected.model_dump(exclude={"seeds", "baselines", "references"}):
+        if bundled.model_dump(exclude={"seeds", "baselines", "references", "duplicates"}) != \
+                expected.model_dump(exclude={"seeds", "baselines", "references", "duplicates"}) or \
+                bundled.duplicates.reference_copy != expected.duplicates.reference_copy:
             problems.append("settings")
         if problems:
             raise SetupError(f"internal error: the bundled rubric differs from {rubric_path} in its {', '.join(problems)}")

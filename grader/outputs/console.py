@@ -136,6 +136,8 @@ def print_result(result: GradeResult, console: Console | None = None, *, selfche
         console.print(f"video {v.label}: {seeds.label(v.seed)}, return {v.scored_return:.1f}, {ok}  ({safe(v.path)})")
     for w in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {safe(w)}")
+    for f in result.flags:
+        console.print(f"[bold red]flagged for the instructor:[/bold red] {safe(f.text)}")
     _print_score(console, result, safe)
     if selfcheck_note:
         console.print(selfcheck_note)
@@ -152,6 +154,9 @@ def _print_score(console: Console, result: GradeResult, safe) -> None:
         nb = fmt_points(sum(p.points for p in notebook), sum(p.max_points for p in notebook))
         ep = next((fmt_points(p.points, p.max_points) for p in parts if p.kind == "episodes"), "")
         breakdown = f"  (notebook {nb}, episodes {ep})"
+    late = next((p for p in result.parts if p.kind == "late"), None)
+    if late is not None and late.points:
+        breakdown += f"  (late: {late.points:g})"
     if result.status == "graded":
         band = f"  [{safe(result.band)}]" if result.band else ""
         stat = f" on the {result.rubric.statistic} over {result.rubric.n_seeds} {result.rubric.seed_set} seeds" if result.rubric else ""
@@ -160,6 +165,8 @@ def _print_score(console: Console, result: GradeResult, safe) -> None:
         console.print(f"[bold red]invalid submission ({points}):[/bold red] {safe(result.error or 'a check failed')}")
     else:
         console.print(f"[bold red]grader error:[/bold red] {safe(result.error or 'unknown')}")
+    if late is not None:
+        console.print(f"{'[yellow]' if late.points else ''}late: {safe(late.detail)}{'[/yellow]' if late.points else ''}")
 
 
 class CountBar:

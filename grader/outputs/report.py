@@ -234,6 +234,7 @@ def build_context(result: GradeResult, *, baselines: dict[str, float] | None = N
         "operators": operators,
         "baselines": baseline_rows,
         "warnings": [scrub(w) for w in result.warnings],
+        "flags": [scrub(f.text) for f in result.flags],
         "command": scrub(result.command),
         "seed_text": seed_text,
         "versions": sorted(result.versions.items()),

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from grader import limits as L
 from grader.errors import EngineBug, EngineFailure, MalformedMessage
@@ -40,11 +40,30 @@ from grader.runtime.channel import decode, encode
 from grader.runtime.dispatch import Dispatch, fresh_envs
 from grader.runtime.isolation import WORKER_MODULE, isolation
 from grader.runtime.process import INLINE_SEND_BYTES, WorkerProcess
-from grader.runtime.replies import check_facts, check_probe, check_recheck, check_text, expect, is_num
+from grader.runtime.replies import (
+    Facts,
+    ProbeReply,
+    RecheckReply,
+    RecordedEpisode,
+    check_facts,
+    check_probe,
+    check_recheck,
+    check_text,
+    expect,
+    is_num,
+)
 
 # Nothing here imports numpy, the task registry or the worker's module when this module is
 # imported: `grade` starts its workers first, and imports those while the workers boot.
 __all__ = ["Engine", "Timeouts"]
+
+
+class LoadedModel(TypedDict):
+    """What :meth:`Engine.load` loaded into the workers."""
+
+    task: str
+    device: str
+    fixed_batch_one: bool
 
 
 def get_task(task: Any) -> Any:
@@ -87,9 +106,10 @@ class Engine:
         self.warnings: list[str] = list(self.isolation.warnings)
         self.stats: dict[str, float] = {}  # of the last evaluate(): calls, call_s, cpu_s, wall_s
         self._workers: list[WorkerProcess] = [self._start_worker() for _ in range(workers)]
-        self._loaded: dict[str, Any] | None = None
-        self._budgets: Any = None
-        self.last_recheck: dict[str, Any] | None = None  # of the last evaluate(recheck=True)
+        self._loaded: LoadedModel | None = None
+        self._budgets: L.BudgetValues | None = None
+        self.facts: dict[int, Facts] = {}  # of the last evaluate(diagnostics=True), by seed
+        self.last_recheck: RecheckReply | None = None  # of the last evaluate(recheck=True)
         self.played_alone = False  # the last evaluate() gave each worker one episode: all at batch 1
 
     def resize(self, workers: int) -> None:
@@ -308,7 +328,7 @@ class Engine:
         return float(getattr(self._budgets, name))
 
     # -- commands ------------------------------------------------------------------------------
-    def load(self, model: bytes | None, *, task: str, device: str = "cpu", budgets: Any = None,
+    def load(self, model: bytes | None, *, task: str, device: str = "cpu", budgets: L.BudgetValues | None = None,
              episodes: int | None = None) -> None:
         """Load an ONNX model (or ``None`` for the random policy) into every worker.
 
@@ -317,11 +337,10 @@ class Engine:
         ``episodes`` (how many the next :meth:`evaluate` plays) lets each worker build its
         environments right after the session, while the first worker runs the probe."""
         self._ensure_ready()
-        self._budgets = budgets if budgets is not None else L.ModelBudgets()
+        b = self._budgets = budgets if budgets is not None else L.ModelBudgets()
         for i, w in enumerate(self._workers):
             if not w.alive():
                 self._replace(i)
-        b = self._budgets
         spec = get_task(task)
         prepare = fresh_envs(spec.pool_size, int(episodes), self.n_workers) if episodes else 0
         args = {"model": model, "task": spec.name, "device": device, "cpu_s": float(b.load_s) + 5, "prepare": prepare,
@@ -355,7 +374,7 @@ class Engine:
                 w.send("prepare", {"task": spec.name, "envs": n, "probe": k == 0, "seeds": first.get(k, []),
                                    "cpu_s": self._budget("probe_s") + 5})
 
-    def probe(self, *, pool_size: int | None = None) -> dict[str, Any]:
+    def probe(self, *, pool_size: int | None = None) -> ProbeReply:
         """Raw outputs on the probe states, one by one and at every batch size 1..pool_size (the
         task's pool size by default) and a few more; the keyword arguments of
         :class:`grader.submission.checks.Probe`."""
@@ -418,7 +437,7 @@ class Engine:
         send(started)
         expected = set(seeds)
         results: dict[int, tuple[float, int]] = {}
-        self.facts: dict[int, Any] = {}
+        self.facts = {}
         progress: dict[int, dict] = {}
         stats: dict[int, dict] = {}
         self.last_recheck = None
@@ -428,7 +447,7 @@ class Engine:
         def on_message(i: int, kind: str, value: Any) -> None:
             if kind == "episode":
                 expect(isinstance(value, list) and len(value) in (3, 4) and type(value[0]) is int and value[0] in expected
-                        and is_num(value[1]) and type(value[2]) is int and value[2] >= 0, "episode: fields")
+                       and is_num(value[1]) and type(value[2]) is int and value[2] >= 0, "episode: fields")
                 seed, ret, length = value[:3]
                 expect(plan.state.get(i) == "episodes", "episode: not while playing episodes")
                 if len(value) == 4:
@@ -446,7 +465,7 @@ class Engine:
                 self.last_recheck = check_recheck(value, results)
             else:
                 expect(isinstance(value, dict) and all(is_num(value.get(k)) for k in ("calls", "call_s", "cpu_s", "wall_s")),
-                        "episodes: stats")
+                       "episodes: stats")
                 stats[i] = value
                 t_done[0] = time.monotonic()
             send(plan.finished(i, results))
@@ -499,7 +518,7 @@ class Engine:
         from grader.runtime.policy import probe_batch_sizes
 
         task = self._require_loaded()["task"]
-        states = np.ascontiguousarray(states, dtype=np.dtype(get_task(self._loaded["task"]).input_dtype))
+        states = np.ascontiguousarray(states, dtype=np.dtype(get_task(task).input_dtype))
         if batch_sizes is None:
             pool = get_task(task).pool_size
             batch_sizes = [b for b in probe_batch_sizes(pool) if b <= max(pool, 7)]
@@ -535,12 +554,12 @@ class Engine:
             raise self._fail_all([0], "the grading process sent a malformed reply (tensors)")
         return out
 
-    def record(self, seed: int, path: str) -> dict[str, Any]:
+    def record(self, seed: int, path: str) -> RecordedEpisode:
         """Replay ``seed`` with rendering and write an MP4 to ``path``; see :meth:`record_many`."""
         return self.record_many([(seed, path)])[0]
 
     def record_many(self, jobs: Sequence[tuple[int, str]], *,
-                    on_video: Callable[[int, dict[str, Any]], None] = lambda k, info: None) -> list[dict[str, Any]]:
+                    on_video: Callable[[int, RecordedEpisode], None] = lambda k, info: None) -> list[RecordedEpisode]:
         """Replay each ``(seed, path)`` with rendering (a batch of 1) and write its MP4 to ``path``,
         the videos spread over the workers: each takes the next one as it finishes its own.
 
@@ -554,7 +573,7 @@ class Engine:
         indices = list(range(min(self.n_workers, len(jobs))))
         queue = list(range(len(jobs)))[::-1]
         doing: dict[int, int] = {}
-        infos: dict[int, dict[str, Any]] = {}
+        infos: dict[int, RecordedEpisode] = {}
 
         def send(i: int) -> bool:
             if not queue:
@@ -568,10 +587,9 @@ class Engine:
                     and type(info["length"]) is int and type(info["frames"]) is int and isinstance(info["video"], bytes)):
                 raise self._fail_all(indices, "the grading process sent a malformed reply (record)")
             k = doing.pop(i)
-            Path(jobs[k][1]).write_bytes(info.pop("video"))
-            info["return"] = float(info["return"])
-            infos[k] = info
-            on_video(k, info)
+            Path(jobs[k][1]).write_bytes(info["video"])
+            infos[k] = {"return": float(info["return"]), "length": info["length"], "frames": info["frames"]}
+            on_video(k, infos[k])
             return send(i)
 
         for i in indices:
@@ -592,7 +610,7 @@ class Engine:
         return self._gather(range(len(self._workers)), silence_s=self.timeouts.load,
                             deadline=time.monotonic() + self.timeouts.load)
 
-    def _require_loaded(self) -> dict[str, Any]:
+    def _require_loaded(self) -> LoadedModel:
         """What :meth:`load` loaded (``task``, ``device``, ``fixed_batch_one``)."""
         if self._loaded is None:
             raise RuntimeError("load a model first")

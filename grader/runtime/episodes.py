@@ -17,14 +17,15 @@ from grader import limits as L
 from grader.errors import MalformedMessage, PolicyFailure
 from grader.runtime.channel import decode
 from grader.runtime.policy import OnnxPolicy, Policy
+from grader.tasks.base import Episode, Turn
 from grader.tasks.contract import Task, actions_from_output, make_env, play_episode
 
 
 @dataclass
 class _Slot:
     seed: int
-    episode: Any
-    turn: Any
+    episode: Episode
+    turn: Turn
     decisions: int = 0
     diag: Any = None  # _Diag while diagnostics are collected
 
@@ -124,7 +125,7 @@ def run_episodes(
     n_actions = spec.n_actions
     traces: dict[int, tuple[list, list]] | None = {} if on_trace is not None else None
 
-    def finish(i: int, seed: int, turn: Any, slot: _Slot | None) -> None:
+    def finish(i: int, seed: int, turn: Turn, slot: _Slot | None) -> None:
         nonlocal traces
         if traces is not None and slot is not None and on_trace is not None:
             on_trace(seed, *traces[i])
@@ -240,7 +241,7 @@ def _act_observed(policy: Policy, states: np.ndarray, seeds: np.ndarray, steps: 
     return actions, (out if floating and out.ndim == 2 else None)
 
 
-def _facts(diag: _Diag, turn: Any) -> dict[str, Any]:
+def _facts(diag: _Diag, turn: Turn) -> dict[str, Any]:
     """The plain, bounded facts of one finished episode (what travels to the parent)."""
     facts: dict[str, Any] = {"actions": list(diag.counts), "decisions": sum(diag.counts), "measure": None,
                              "confidence": None, "task": diag.tracker.finish(turn)}

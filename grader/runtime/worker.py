@@ -33,6 +33,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -89,7 +90,7 @@ def _cpu_budget(seconds: float) -> None:
 class _Channel:
     """The worker's end of the socket; ``send`` may be called from the watchdog thread too."""
 
-    def __init__(self, conn):
+    def __init__(self, conn: Connection):
         self.conn = conn
         self.lock = threading.Lock()
 
@@ -184,9 +185,9 @@ class WorkerServer:
     the decisions of one episode kept for the recheck. A command replies ``ok`` (or nothing, for
     ``prepare``) and raises for ``fail`` / ``bug`` (:meth:`handle`)."""
 
-    def __init__(self, conn: Any, channel: _Channel, watchdog: _Watchdog):
+    def __init__(self, conn: Connection, channel: _Channel, watchdog: _Watchdog):
         self.conn, self.channel, self.watchdog = conn, channel, watchdog
-        self.policy: Any = None
+        self.policy: OnnxPolicy | RandomPolicy | None = None
         self.meter = CallMeter(CallBudget())
         self.pool = EnvPool()
         self.probe_cache: dict[str, np.ndarray] = {}
@@ -213,6 +214,12 @@ class WorkerServer:
             self.channel.send("fail", "the model tried to allocate more memory than the grader allows")
         except Exception as exc:  # noqa: BLE001 - not the model's: a bug of the grader or of an environment
             self.channel.send("bug", {"message": short_reason(exc), "traceback": traceback.format_exc()[-20_000:]})
+
+    def loaded(self) -> OnnxPolicy | RandomPolicy:
+        """The loaded policy (a command that needs one, without one, is the engine's bug)."""
+        if self.policy is None:
+            raise RuntimeError("this command needs a model loaded")
+        return self.policy
 
     def probe_states(self, spec: Task) -> np.ndarray:
         """The task's probe states, computed once per task (the same for every model)."""
@@ -257,7 +264,7 @@ class WorkerServer:
         n_envs = self.pool.size_for(spec, slots=min(int(args["pool_size"]), int(args.get("envs") or args["pool_size"])),
                                     fresh=int(args.get("fresh_envs") or args["pool_size"]))
         self.trace.clear()
-        run_episodes(self.policy, spec, SeedFeed(self.conn, given) if args.get("more") else given,
+        run_episodes(self.loaded(), spec, SeedFeed(self.conn, given) if args.get("more") else given,
                      envs=self.pool.get(spec, n_envs), on_episode=report.episode_done, on_step=report.heartbeat,
                      on_facts=report.facts.__setitem__ if args.get("diagnostics") else None,
                      on_trace=self._keep_trace if args.get("trace") else None)
@@ -277,7 +284,7 @@ class WorkerServer:
     def cmd_actions(self, args: dict[str, Any]) -> None:
         states = np.asarray(args["states"], dtype=getattr(self.policy, "input_dtype", np.float32))
         sizes = [int(b) for b in args.get("batch_sizes") or [len(states)]]
-        self.channel.send("ok", actions_at_batch_sizes(self.policy, states, sizes))
+        self.channel.send("ok", actions_at_batch_sizes(self.loaded(), states, sizes))
 
     def cmd_tensors(self, args: dict[str, Any]) -> None:
         """A model's intermediate tensors of a given size on given states (:func:`grader.runtime.policy.tensors`)."""
@@ -286,7 +293,7 @@ class WorkerServer:
     def cmd_record(self, args: dict[str, Any]) -> None:
         path = os.path.join(os.getcwd(), "video.mp4")
         try:
-            info = record_episode(self.policy, get_task(args["task"]), int(args["seed"]), path)
+            info = record_episode(self.loaded(), get_task(args["task"]), int(args["seed"]), path)
             with open(path, "rb") as f:
                 info["video"] = f.read()
         finally:
@@ -300,7 +307,7 @@ class WorkerServer:
         self.channel.send("ok", info)
 
 
-def _receive(conn: Any, channel: _Channel) -> tuple[str, dict[str, Any]] | None:
+def _receive(conn: Connection, channel: _Channel) -> tuple[str, dict[str, Any]] | None:
     """The next command, or None when the socket ended; a malformed one is answered ``bug`` and skipped."""
     while True:
         try:
@@ -316,7 +323,7 @@ def _receive(conn: Any, channel: _Channel) -> tuple[str, dict[str, Any]] | None:
             channel.send("bug", {"message": f"malformed command: {exc}", "traceback": ""})
 
 
-def serve(conn: Any, limits: WorkerLimits = WorkerLimits(), *, server: type[WorkerServer] = WorkerServer) -> None:
+def serve(conn: Connection, limits: WorkerLimits = WorkerLimits(), *, server: type[WorkerServer] = WorkerServer) -> None:
     """Serve commands until ``close`` or the socket ends.
 
     Replies: ``("ok", value)``, ``("fail", student-facing message)``, ``("bug", {"message",
@@ -345,8 +352,6 @@ def serve(conn: Any, limits: WorkerLimits = WorkerLimits(), *, server: type[Work
 def main(argv: Sequence[str] | None = None, *, server: type[WorkerServer] = WorkerServer) -> None:
     """Entry point of the worker process: ``python -I -c '...main()' FD [LIMITS_JSON]`` (see
     :func:`grader.runtime.isolation.worker_command`)."""
-    from multiprocessing.connection import Connection
-
     argv = list(sys.argv[1:] if argv is None else argv)
     given = json.loads(argv[1]) if len(argv) > 1 else {}
     limits = WorkerLimits(**{k: int(v) for k, v in given.items() if k in WorkerLimits.__dataclass_fields__})

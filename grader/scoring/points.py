@@ -5,7 +5,10 @@
 * for each notebook check the rubric scores (``[notebook.points]``): its points when the check
   passed, else 0 (a check that never ran earns 0);
 * for the episodes: ``scoring.points * clip((statistic - zero) / (full - zero), 0, 1)``, 0 when
-  no model was played.
+  no model was played;
+* when the channel knows when the work was handed in and the rubric has a ``[deadline]``: the
+  ``late`` part, ``-late_penalty_per_day * started days late * maximum`` (0 when on time; all the
+  points earned when later than ``late_max_days``; never below 0 in total). Its maximum is 0.
 
 The maximum is always the rubric's maximum (:attr:`Rubric.max_points`), whatever happened, and an
 invalid submission earns 0 of it. Every output (terminal, result.json, report, grades.csv,
@@ -20,13 +23,17 @@ from typing import TYPE_CHECKING
 from grader.result import CheckResult, ScorePart, Summary
 
 if TYPE_CHECKING:
+    from grader.result import Late
     from grader.scoring.rubric import Rubric
 
 EPISODES_PART = "episodes"
+LATE_PART = "late"
 
 
-def compose(rubric: Rubric, *, checks: Sequence[CheckResult], summary: Summary | None, invalid: bool) -> list[ScorePart]:
-    """The scored parts of a submission, in the rubric's order: notebook checks, then episodes."""
+def compose(rubric: Rubric, *, checks: Sequence[CheckResult], summary: Summary | None, invalid: bool,
+            late: Late | None = None) -> list[ScorePart]:
+    """The scored parts of a submission, in the rubric's order: notebook checks, then episodes, then
+    the late penalty when ``late`` is given (:func:`grader.scoring.deadline.lateness`)."""
     by_name = {c.name: c for c in checks}
     parts = []
     for name, points in rubric.notebook.points.items():
@@ -43,7 +50,18 @@ def compose(rubric: Rubric, *, checks: Sequence[CheckResult], summary: Summary |
             detail = f"{rubric.scoring.statistic} {value:.2f} (0 points at {zero:g}, full at {full:g})"
     parts.append(ScorePart(name=EPISODES_PART, kind="episodes", points=episode_points,
                            max_points=float(rubric.scoring.points), detail=detail))
+    if late is not None:
+        from grader.scoring.deadline import late_points
+
+        earned, maximum = total(parts)
+        parts.append(ScorePart(name=LATE_PART, kind="late", points=late_points(late, earned=earned, maximum=maximum),
+                               max_points=0.0, detail=late.describe()))
     return parts
+
+
+def late_part(parts: Sequence[ScorePart]) -> ScorePart | None:
+    """The late part of a composed score, if any."""
+    return next((p for p in parts if p.kind == "late"), None)
 
 
 def total(parts: Sequence[ScorePart]) -> tuple[float, float]:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from grader import limits as L
 from grader.errors import SetupError
 from grader.resources import default_rubric_path as _default_rubric_path
+from grader.scoring.deadline import Deadline
 
 if TYPE_CHECKING:
     from grader.scoring.baselines import BaselinesFile
@@ -151,6 +152,49 @@ class Budgets(_Strict):
     record_s: float = Field(L.BUDGET_RECORD_S, gt=0, le=3600)
 
 
+class DuplicatesRubric(_Strict):
+    """``[duplicates]``: what a copy of one of the rubric's reference models does to a grading."""
+
+    reference_copy: Literal["flag", "invalid"] = Field(
+        "flag", description="flag: graded as usual, flagged for the instructor; invalid: the submission is invalid")
+    reference_prints: str | None = Field(
+        None, description="JSON file of the references' weight prints, relative to the rubric (written by "
+                          "`grade gradescope`, whose zip ships no reference model)")
+
+
+class ReferencePrint(_Strict):
+    """A reference model as duplicate detection compares it (set by :meth:`Rubric.materialize`)."""
+
+    file: str
+    sha256: str
+    prints: list[list] | None = None  # grader.submission.weights.weight_prints
+
+
+Choose = Literal["last", "best"]
+
+
+class FinalPhase(_Strict):
+    """The final evaluation (``grade final``): each student's chosen model on fresh private seeds."""
+
+    seeds: str | list[int | str] | None = Field(None, description="the final seeds, if not in a file")
+    seeds_file: str | None = Field(None, description="file of the final seeds, relative to the rubric")
+    episodes: int | None = Field(None, gt=0, le=MAX_SEEDS, description="default: every final seed")
+    choose: Choose = Field("last", description="which submission of each student: their last, or their best")
+
+    @field_validator("seeds")
+    @classmethod
+    def _parse(cls, v):
+        if v is not None:
+            parse_seeds(v, where="final.seeds")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.seeds is None) == (self.seeds_file is None):
+            raise ValueError("give exactly one of final.seeds or final.seeds_file")
+        return self
+
+
 class Rubric(_Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     task: str = Field(description="a task plug-in's name (grader/tasks/)")
@@ -167,8 +211,14 @@ class Rubric(_Strict):
     bands: list[Band] = []
     notebook: NotebookRubric = Field(default_factory=NotebookRubric)
     budgets: Budgets = Field(default_factory=Budgets)
+    duplicates: DuplicatesRubric = Field(default_factory=DuplicatesRubric)
+    deadline: Deadline | None = Field(None, description="when the work is due and what lateness costs (grader.scoring.deadline)")
+    final: FinalPhase | None = Field(None, description="the final evaluation's fresh seeds (`grade final`)")
     # Filled in by materialize(): baseline name -> value of the scoring statistic (for the report).
     baseline_marks: dict[str, float] = Field(default_factory=dict)
+    # Filled in by materialize(): reference name -> its sha256 and weight prints (every channel
+    # compares a submission with them, also where the models themselves are not shipped).
+    reference_weights: dict[str, ReferencePrint] = Field(default_factory=dict)
 
     @field_validator("task")
     @classmethod
@@ -266,7 +316,8 @@ class Rubric(_Strict):
                     marks[name] = float(value)
         scoring = self.scoring.model_copy(update={"zero": zero, "full": full})
         seeds = self.seeds if grading is None else self.seeds.model_copy(update={"grading": grading, "grading_file": None})
-        out = self.model_copy(update={"scoring": scoring, "seeds": seeds, "baselines": None, "baseline_marks": marks})
+        out = self.model_copy(update={"scoring": scoring, "seeds": seeds, "baselines": None, "baseline_marks": marks,
+                                      "reference_weights": self.reference_weights or self.read_reference_weights()})
         out.path, out.sha256 = self.path, self.sha256
         return out
 
@@ -281,10 +332,70 @@ class Rubric(_Strict):
         from grader import __version__
 
         m = self if self.seeds.grading_file is None and self.baselines is None else self.materialize()
-        decides = m.model_dump(mode="json", exclude={"title", "show_names", "references", "baseline_marks", "bands"})
+        # The deadline is not in it: lateness is checked per submission (grade batch regrades a student
+        # whose lateness changed); the final phase has its own rubric (final_rubric()).
+        decides = m.model_dump(mode="json", exclude={"title", "show_names", "references", "baseline_marks", "bands",
+                                                      "reference_weights", "duplicates", "deadline", "final"})
+        decides["reference_copy"] = m.duplicates.reference_copy
         decides["bands"] = [b.model_dump(mode="json") for b in m.bands]
         decides["grader"] = __version__
         return hashlib.sha256(json.dumps(decides, sort_keys=True).encode()).hexdigest()
+
+    def read_reference_weights(self) -> dict[str, ReferencePrint]:
+        """The references' sha256 and weight prints: from ``duplicates.reference_prints`` when set,
+        else from the ``references`` models themselves (a missing or unreadable model is left
+        out: ``grade baselines`` is where a bad reference is an error)."""
+        import json
+
+        from grader.submission.weights import weight_prints
+
+        if self.duplicates.reference_prints:
+            path = self.resolve(self.duplicates.reference_prints)
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                return {name: ReferencePrint.model_validate(entry) for name, entry in data.items()}
+            except (OSError, ValueError) as exc:
+                raise RubricError(f"duplicates.reference_prints: cannot read {path}: {exc}") from None
+        out = {}
+        for name, rel in self.references.items():
+            try:
+                data = self.resolve(rel).read_bytes()
+            except OSError:
+                continue
+            out[name] = ReferencePrint(file=Path(rel).name, sha256=hashlib.sha256(data).hexdigest(),
+                                       prints=weight_prints(data))
+        return out
+
+    def final_seeds(self) -> list[int]:
+        """The final evaluation's seeds: fresh, private, none of them public or a term grading seed."""
+        if self.final is None:
+            raise RubricError(f"rubric {self.id!r} has no [final] table; add one with the final evaluation's seeds "
+                              "(final.seeds or final.seeds_file) to run `grade final`")
+        if self.final.seeds_file:
+            where, seeds = "final.seeds_file", read_seeds_file(self.resolve(self.final.seeds_file))
+        else:  # FinalPhase validates that exactly one of the two is given
+            where, seeds = "final.seeds", parse_seeds(self.final.seeds or [], where="final.seeds")
+        used = set(self.public_seeds()) | set(self.all_grading_seeds())
+        overlap = sorted(set(seeds) & used)
+        if overlap:
+            raise RubricError(f"rubric {self.id!r}: {where} shares {len(overlap)} seeds with the public or term grading "
+                              f"seeds (e.g. {overlap[0]}); the final evaluation needs fresh seeds")
+        episodes = self.final.episodes or len(seeds)
+        if episodes > len(seeds):
+            raise RubricError(f"rubric {self.id!r}: final.episodes = {episodes} but {where} has only {len(seeds)} seeds")
+        return seeds[:episodes]
+
+    def final_rubric(self) -> Rubric:
+        """The rubric of the final evaluation: this one with the final seeds as its grading seeds and
+        the id ``<id>.final``, so that term and final grades live side by side in one gradebook."""
+        seeds = self.final_seeds()
+        out = self.model_copy(update={
+            "id": f"{self.id}.final"[:64], "episodes": len(seeds),
+            "title": f"{self.title or self.id}: final evaluation",
+            "seeds": self.seeds.model_copy(update={"grading": seeds, "grading_file": None}),
+        })
+        out.path, out.sha256 = self.path, self.sha256
+        return out
 
     def threshold(self, value: float | str, *, statistic: str | None = None) -> float:
         """A threshold as a number: numbers pass through, names are looked up in the baselines."""

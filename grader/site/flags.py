@@ -1,13 +1,14 @@
 """Duplicate flags for the instructor's page, with :mod:`grader.classroom.duplicates`, the batch grader's rules.
 
 ``grade batch`` flags pairs of students whose files are ``identical`` (sha256), have the
-``same_weights`` (a canonical fingerprint of the weight tensors) or the same ``behaviour`` (argmax
+``same_weights`` (the weights the graph uses, tensor by tensor) or the same ``behaviour`` (argmax
 actions on a fixed probe set), and pairs of a student and a reference model. The site does the
 same over its own attempts under its rubric:
 
 * every distinct (student, file) among the attempts is a candidate;
-* the weight fingerprint comes from the attempt's ``extra`` (when the grading loop stored one),
-  else it is computed once from the stored upload and kept in ``site_fingerprints``;
+* the used weights' prints (:func:`grader.classroom.duplicates.weight_prints`) come from the attempt's
+  ``extra`` (when the grading loop stored them), else they are computed once from the stored
+  upload and kept in ``site_fingerprints``;
 * actions come from the attempt's ``extra`` when the grading loop stored them (same probe set);
   otherwise no behaviour flag is computed (it needs the sandboxed engine);
 * the task's reference models (``reference/models/*.onnx``) take part with their sha256 and
@@ -45,32 +46,47 @@ def site_reference_candidates(reference_dir: Path | None, rubric) -> list:
         return []
 
 
-def _weights(site: Site, sha256: str, extra: dict, known: dict[str, str | None]) -> str | None:
-    if extra.get("weights_fingerprint"):
-        return extra["weights_fingerprint"]
-    if sha256 in known:
-        return known[sha256]
-    from grader.classroom.duplicates import weights_fingerprint
+def _weights(site: Site, sha256: str, extra: dict, known: dict[str, str | None]) -> list | None:
+    """The upload's weight prints: from the attempt's ``extra``, else from ``site_fingerprints``
+    (JSON of the current version), else computed once from the stored upload and kept there."""
+    import json
 
+    from grader.classroom.duplicates import extra_for, prints_from_extra
+    from grader.submission.weights import weight_prints
+
+    prints = prints_from_extra(extra)
+    if prints:
+        return prints
+    try:
+        stored = prints_from_extra(json.loads(known.get(sha256) or "{}"))
+    except (ValueError, AttributeError):
+        stored = None  # an older fingerprint (a bare hash): computed again below
+    if stored is not None or (sha256 in known and known[sha256] == _NONE):
+        return stored
     path = site.uploads / f"{sha256}.onnx"  # derived from the hash: never a path from the database
     weights = None
     if len(sha256) == 64 and path.is_file():
         try:
-            weights = weights_fingerprint(path.read_bytes())
-        except Exception:  # noqa: BLE001 - an unreadable model simply has no fingerprint
+            weights = weight_prints(path.read_bytes())
+        except Exception:  # noqa: BLE001 - an unreadable model simply has no prints
             weights = None
-        site.store.set_fingerprint(sha256, weights)
-    known[sha256] = weights
+        text = json.dumps(extra_for(weights, None, "")) if weights else _NONE
+        site.store.set_fingerprint(sha256, text)
+        known[sha256] = text
     return weights
+
+
+_NONE = '{"none": true}'  # stored for an upload without usable weights: not recomputed on every page
 
 
 def attempt_flags(site: Site, attempts: list) -> dict[int, list[dict]]:
     """Attempt id -> its flags, for the attempts of the site's rubric.
 
-    Each flag is ``{"kind", "label", "other", "short", "text"}``: the kind (``identical``,
-    ``same_weights``, ``behaviour``), its label for the pill (``behaviour 97%``), the other side's
-    label (a student id or ``reference:<file>``), a short form of it for the table and a sentence
-    for tooltips and the CSV.
+    Each flag is ``{"kind", "label", "other", "short", "text", "cluster"}``: the kind
+    (``identical``, ``same_weights``, ``behaviour``), its label for the pill (``behaviour 97%``),
+    the other side's label (a student id or ``reference:<file>``), a short form of it for the
+    table, a sentence for tooltips and the CSV, and the number of its cluster (the batch's rules:
+    copies grouped, strongest evidence first).
     """
     from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates
 
@@ -107,5 +123,30 @@ def attempt_flags(site: Site, attempts: list) -> dict[int, list[dict]]:
             label = f"{kind} {100 * f.agreement:.0f}%" if f.kind == "behaviour" and f.agreement else kind
             for aid in by_key.get((me.label, me.sha256), []):
                 out.setdefault(aid, []).append({"kind": f.kind, "label": label, "other": other.label, "short": short,
-                                                "text": text})
+                                                "text": text, "cluster": f.cluster})
+    _grading_flags(mine, out)
     return out
+
+
+def _grading_flags(attempts: list, out: dict[int, list[dict]]) -> None:
+    """The flags each grading recorded itself (a copy of one of the rubric's reference models,
+    ``GradeResult.flags``), where the comparison above did not already find them (the rubric may
+    name references that are not among the site's shipped models)."""
+    from grader.result import GradeResult
+
+    for a in attempts:
+        text = A.field(a, "result_json", default=None)
+        if not text:
+            continue
+        try:
+            flags = GradeResult.from_json(text).flags
+        except ValueError:
+            continue
+        aid = A.attempt_id(a)
+        for flag in flags:
+            if any(f["other"] == flag.other for f in out.get(aid, [])):
+                continue
+            kind = flag.kind.replace("_", " ")
+            short = f"ref. {Path(flag.other.split(':', 1)[-1]).stem}"
+            out.setdefault(aid, []).append({"kind": flag.kind, "label": kind, "other": flag.other, "short": short,
+                                            "text": flag.text, "cluster": flag.other})

@@ -2,12 +2,12 @@
 
 The gradebook is the queue (one source of truth). Each slot runs the grader's one claim -> grade
 -> record loop (:func:`grader.classroom.slots.run_slot`): it claims the oldest queued attempt of this rubric
-(``claim_next``, atomically queued -> running), grades the upload with the one pipeline
-(:func:`grader.pipeline.grade_submission`) into ``<data>/reports/<id>/`` and records the result
-(``finish``, with the probe actions the duplicate flags compare). The untrusted model only ever
-runs in the engine's child processes, which are killed and replaced when they hang, crash or
-exceed their limits; any exception in the server-side part becomes an ``error`` result, and the
-slot carries on.
+(``claim_next``, atomically queued -> running), grades the upload through ``grade batch``'s job
+(:func:`grader.classroom.jobs.grade_job`: the one pipeline, the course's late part from the upload
+time) into ``<data>/reports/<id>/`` and records the result (``finish``, with the probe actions the
+duplicate flags compare). The untrusted model only ever runs in the engine's child processes,
+which are killed and replaced when they hang, crash or exceed their limits; any exception in the
+server-side part becomes an ``error`` result, and the slot carries on.
 
 On shutdown the threads stop claiming; an attempt interrupted mid-grading stays ``running``
 and is requeued (``requeue_running``) when the site starts again.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -29,23 +28,12 @@ from grader.site import attempts as A
 
 log = logging.getLogger("grader.site")
 
-SAFE_LABEL = re.compile(r"^[a-z]{1,16}$")
 
-
-def postprocess(result, out_dir: Path) -> None:
-    """Make a grading result safe to show: videos named by label only, no grading seed in messages.
-
-    The per-episode seeds stay in ``result.json`` and the gradebook (for the instructor); the
-    site never renders them.
-    """
-    for v in result.videos:
-        if not SAFE_LABEL.match(v.label):
-            continue
-        src = out_dir / v.path
-        dst = out_dir / f"{v.label}.mp4"
-        if src.is_file() and src.resolve().parent == out_dir.resolve() and src != dst:
-            os.replace(src, dst)
-            v.path = dst.name
+def scrub_texts(result, engine=None) -> None:
+    """The site's last word before the outputs are written (``grade_job``'s ``decide``): no grading
+    seed in any message. The per-episode seeds stay in ``result.json`` and the gradebook (for the
+    instructor); the site never renders them. (Videos are named by label by the pipeline itself:
+    ``Options.video_names``.)"""
     scrub = SeedPolicy(result).scrub  # the report's own rule: hidden seeds become episode numbers
     result.warnings = [scrub(w) for w in result.warnings]
     result.error = scrub(result.error) or result.error
@@ -84,6 +72,15 @@ class GradingPool:
         self._probe: tuple | None = None
         self._probe_lock = threading.Lock()
         self.busy: dict[int, int] = {}  # slot index -> attempt id being graded
+        from grader.scoring.deadline import deadlines_of
+
+        self.deadlines = deadlines_of(rubric)  # the rubric's [deadline] and extensions file (None: no deadline)
+
+    def late_for(self, attempt):
+        """The upload's lateness: its upload time against the student's deadline (None: no deadline)."""
+        if self.deadlines is None:
+            return None
+        return self.deadlines.late(A.student(attempt), A.submitted(attempt), source="upload time")
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -121,12 +118,12 @@ class GradingPool:
             self._pending_wakes = max(0, self._pending_wakes - 1)
 
     def probe(self):
-        """The duplicate-detection probe set of the rubric's task (computed once)."""
-        from grader.classroom.duplicates import probe_set
+        """The hidden probe set of the rubric (:func:`grader.classroom.duplicates.hidden_probe_set`, computed once)."""
+        from grader.classroom.duplicates import hidden_probe_set
 
         with self._probe_lock:
             if self._probe is None:
-                self._probe = probe_set(self.rubric.task)
+                self._probe = hidden_probe_set(self.rubric)
             return self._probe
 
 
@@ -174,12 +171,11 @@ class _SiteGrader:
         self.pool, self.index, self.engine = pool, index, None
 
     def grade(self, attempt):
-        from grader.classroom.jobs import JobOptions, duplicate_evidence
-        from grader.classroom.slots import JobOutcome
+        """Grade one attempt with ``grade batch``'s job (:func:`grader.classroom.jobs.grade_job`): the one
+        pipeline (with the course's late part), the duplicate evidence, then the site's wording, written once."""
+        from grader.classroom.jobs import JobOptions, grade_job
         from grader.limits import MAX_MODEL_BYTES
-        from grader.outputs.fsutil import atomic_write
-        from grader.outputs.report import write_report
-        from grader.pipeline import Options, grade_submission
+        from grader.pipeline import Options
         from grader.runtime.engine import Engine
         from grader.submission.bundle import read_capped, submission_from_bytes
 
@@ -191,25 +187,18 @@ class _SiteGrader:
         data = read_capped(Path(A.file_path(attempt)), MAX_MODEL_BYTES)
         sub = submission_from_bytes("model.onnx", data, student=A.student(attempt), label=f"attempt {aid}")
         states, probe_id = self.pool.probe()
-        opts = JobOptions(rubric=self.pool.rubric, options=Options(video=self.pool.video, report=False, workers=1),
+        opts = JobOptions(rubric=self.pool.rubric, options=Options(video=self.pool.video, report=True, workers=1,
+                                                                   video_names="label", late=self.pool.late_for(attempt)),
                           probe_states=states, probe_id=probe_id)
         if self.engine is None:
             self.engine = Engine(1)
         try:
-            result = grade_submission(sub, rubric=opts.rubric, options=opts.options, out=out_dir, engine=self.engine)
-            extra = duplicate_evidence(result, sub, opts, self.engine)
+            outcome = grade_job(sub, opts, engine=self.engine, out=out_dir, decide=scrub_texts)
         except Exception:
             self.close()  # the engine may be in any state: start a fresh one next time
             raise
-        postprocess(result, out_dir)
-        report_path = None
-        try:
-            write_report(result, out_dir)
-            report_path = out_dir
-        except Exception:  # noqa: BLE001 - the result still counts without its report
-            log.exception("attempt %s: the report failed", aid)
-        atomic_write(out_dir / "result.json", result.to_json())
-        return JobOutcome(result=result, report_dir=report_path, extra=extra, wall_s=time.monotonic() - t0)
+        outcome.wall_s = time.monotonic() - t0
+        return outcome
 
     def close(self) -> None:
         if self.engine is not None:

@@ -21,7 +21,7 @@ from grader.scoring.points import band as band_of
 from grader.site import attempts as A
 from grader.site.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, csrf_ok
 from grader.site.forms import small_form
-from grader.site.state import Site, get_session, get_site
+from grader.site.state import Site, get_session, get_site, summary_value
 from grader.site.store import ADMIN_USER, Session
 
 router = APIRouter()
@@ -38,19 +38,23 @@ def static(name: str):
 
 
 @router.get("/", response_class=HTMLResponse)
-def leaderboard(request: Request, site: Site = Depends(get_site), session: Session | None = Depends(get_session)):
+def leaderboard(request: Request, board: str = "term", site: Site = Depends(get_site),
+                session: Session | None = Depends(get_session)):
     roster = site.store.students()
     me = session.user if session else None
+    has_final = site.has_final()
+    board = "final" if board == "final" and has_final else "term"
     rows = []
-    for rank, a in enumerate(site.leaderboard(), start=1):
+    for rank, a in enumerate(site.leaderboard(board), start=1):
         sid = A.student(a)
         rows.append({
             "rank": rank, "name": site.display_name(sid, roster), "me": sid == me,
             "score": A.score(a) or 0.0, "max": float(A.field(a, "max_score", default=None) or site.rubric.max_points),
             "band": band_of(site.rubric, A.score(a) or 0.0, site.rubric.max_points) or "", "when": A.fmt_time(A.finished_at(a) or A.submitted(a)),
+            "mean": summary_value(a, "mean"), "ci_low": summary_value(a, "ci_low"), "ci_high": summary_value(a, "ci_high"),
         })
     return site.render(request, "leaderboard.html", rows=rows, waiting=site.waiting(), version=site.version,
-                       rubric=site.rubric, show_names=site.rubric.show_names)
+                       rubric=site.rubric, show_names=site.rubric.show_names, board=board, has_final=has_final)
 
 
 @router.get("/api/state")

@@ -179,12 +179,33 @@ class Site:
         return self.pseudonym(student_id, roster)
 
     # -- the gradebook, as the pages need it ---------------------------------------------------
-    def leaderboard(self) -> list:
-        """Each student's best graded attempt under this rubric, best first."""
-        best = self.gradebook.best_by_student(self.rubric.id)
+    def board_id(self, board: str = "term") -> str:
+        """The gradebook's rubric id of a leaderboard: the term's, or the final evaluation's (``grade final``)."""
+        return f"{self.rubric.id}.final"[:64] if board == "final" else self.rubric.id
+
+    def has_final(self) -> bool:
+        """Whether ``grade final`` has graded anyone into this gradebook."""
+        try:
+            return bool(self.gradebook.attempts(rubric_id=self.board_id("final"), status="graded"))
+        except TypeError:
+            return False
+
+    def leaderboard(self, board: str = "term", *, sort: str = "points") -> list:
+        """Each student's best graded attempt of the term (or of the final evaluation), best first:
+        by points with ties broken on the rubric's episode statistic, then the mean return; or by the
+        statistic first (``sort="stat"``)."""
+        best = self.gradebook.best_by_student(self.board_id(board))
         rows = [a for a in (best.values() if isinstance(best, dict) else best) if A.status(a) == "graded"]
         latest = _dt.datetime.max.replace(tzinfo=_dt.timezone.utc)
-        rows.sort(key=lambda a: (-(A.score(a) or 0.0), A.finished_at(a) or A.submitted(a) or latest))
+        statistic = self.rubric.scoring.statistic
+
+        def key(a):
+            stat, mean = summary_value(a, statistic), summary_value(a, "mean")
+            points, by_stat = -(A.score(a) or 0.0), -(stat if stat is not None else -1e18)
+            first = (by_stat, points) if sort == "stat" else (points, by_stat)
+            return (*first, -(mean if mean is not None else -1e18), A.finished_at(a) or A.submitted(a) or latest)
+
+        rows.sort(key=key)
         return rows
 
     def recent_uploads(self, student: str, now: float | None = None) -> list[_dt.datetime]:
@@ -255,6 +276,13 @@ def _input_shape(rubric) -> str:
         return ", ".join(str(d) for d in get_task(rubric.task).state_shape)
     except Exception:  # noqa: BLE001 - only used in advice
         return ""
+
+
+def summary_value(a, name: str) -> float | None:
+    """One statistic of an attempt's episodes (its stored summary), or None."""
+    summary = A.field(a, "summary", default=None)
+    value = summary.get(name) if isinstance(summary, dict) else None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def attempt_row(a, rubric=None) -> dict[str, Any]:

@@ -283,8 +283,13 @@ def _fixed_sizes(name: str, consts: dict, producers: dict, *, depth: int) -> lis
     if node.op_type == "Shape":
         return []
     if node.op_type == "Concat":
-        parts = [_fixed_sizes(i, consts, producers, depth=depth + 1) for i in node.input]
-        return None if any(p is None for p in parts) else [v for p in parts for v in p]
+        values: list[float] = []
+        for i in node.input:
+            part = _fixed_sizes(i, consts, producers, depth=depth + 1)
+            if part is None:
+                return None
+            values += part
+        return values
     first = _fixed_sizes(node.input[0], consts, producers, depth=depth + 1) if node.input else None
     return None if first is None else first
 

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 CONFIG = {}  # filled in by `grade gradescope`
@@ -80,6 +81,27 @@ def valid_results():
     return isinstance(data, dict) and isinstance(data.get("score"), (int, float))
 
 
+def hand_in_args():
+    """``--submitted`` (Gradescope's ``created_at``) and ``--student`` (the first user's e-mail, for an
+    extension) from ``submission_metadata.json``; nothing when it is missing or unreadable. The
+    rubric's [deadline] decides the late part; without one the time changes nothing."""
+    try:
+        meta = json.loads((ROOT / "submission_metadata.json").read_text())
+        created = meta.get("created_at")
+        users = meta.get("users") or [{}]
+        email = users[0].get("email") if isinstance(users[0], dict) else None
+    except (OSError, ValueError, AttributeError, IndexError):
+        return []
+    try:
+        datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except (TypeError, ValueError, AttributeError):
+        return []
+    args = ["--submitted", created]
+    if isinstance(email, str) and email and not email.startswith("-"):
+        args += ["--student", email]
+    return args
+
+
 def run_grader(cmd, env, timeout_s):
     """Exit status of ``cmd`` or None when it ran past ``timeout_s`` (its whole process group is killed)."""
     proc = subprocess.Popen(cmd, cwd=SOURCE, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -124,7 +146,7 @@ def main():
     env.setdefault("PYTHONWARNINGS", "ignore")
     grade = shlex.split(os.environ.get("GRADESCOPE_GRADE") or "grade")
     cmd = grade + [str(path), "--rubric", str(SOURCE / CONFIG["rubric"]), "--out", str(REPORT_DIR), "--no-video",
-                   "--gradescope", str(RESULTS_JSON)]
+                   "--gradescope", str(RESULTS_JSON)] + hand_in_args()
     log(f"grading {path}: {shlex.join(cmd)}")
     timeout_s = CONFIG.get("timeout_s", 1200)
     try:
