@@ -175,6 +175,26 @@ def _stages(run: _Run) -> None:
         if not run.invalid:
             _model_stage(run)
     _score(run)
+    _notebook_not_run(run)
+
+
+def _notebook_not_run(run: _Run) -> None:
+    """The notebook's code was refused a sandbox (no bubblewrap): a set-up problem, never the student's.
+
+    The result becomes an ``error`` (exit 1; ``grade batch --retry-errors`` regrades it once
+    bubblewrap is installed) that keeps what was graded: the model's episodes and points stay in
+    the result, the notebook's scored checks say they were not run and why."""
+    reason = run.evidence.not_run if run.evidence is not None else None
+    if not reason or run.result.status != "graded":
+        return
+    from grader.scoring.points import fmt_points
+
+    model = next((p for p in run.result.parts if p.kind == "episodes"), None)
+    kept = (f"; the model was graded: {fmt_points(model.points, model.max_points)} for the episodes, kept in this result"
+            if model is not None and run.result.summary is not None else "")
+    run.result.status = "error"
+    run.result.band = None
+    run.result.error = f"not graded completely: {reason}{kept}. This is not a problem with the submission"
 
 
 def _chosen_task(run: _Run):

@@ -110,7 +110,8 @@ def test_zip_holds_exactly_the_autograder(autograder_zip, tmp_path):
         assert names == EXPECTED_ENTRIES  # sorted, nothing else at all
         assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
         modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in infos}
-        assert modes["run_autograder"] == modes["setup.sh"] == 0o755 and modes["lunarlander.toml"] == 0o644
+        assert modes["run_autograder"] == modes["setup.sh"] == 0o755 and modes["lunarlander.toml"] == 0o600
+        assert modes["baselines/lunarlander.json"] == 0o600  # the rubric and its files: the grader's user only
         assert z.read("run_autograder").startswith(b"#!/usr/bin/env python3\n")
         assert z.read("setup.sh").startswith(b"#!/usr/bin/env bash\n")
         setup = z.read("setup.sh").decode()

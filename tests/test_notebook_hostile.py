@@ -223,7 +223,7 @@ def test_disk_quota_with_a_bubblewrap_without_size(tmp_path, grader_tmp, monkeyp
     """bubblewrap < 0.8 has no --size: the scratch is then measured on the host, as in the fallback."""
     from grader.notebook import sandbox
 
-    monkeypatch.setattr(sandbox, "bwrap_has_size", lambda: False)
+    monkeypatch.setattr(sandbox, "writable_places", lambda *a, **k: None)  # neither --size nor the bounded tmpfs
     ev, c, elapsed = _collect_hostile(tmp_path, grader_tmp, MANY_FILES, sandbox="bwrap")
     assert c["sandbox_isolation"].passed and "measured on the host" in c["sandbox_isolation"].message
     assert not c["sandbox"].passed and "disk quota of 256 MB" in c["sandbox"].message

@@ -231,6 +231,19 @@ def source_root(source: str | Path | None = None) -> Path:
     return root
 
 
+def shipped_data(source: Path) -> set[str]:
+    """The wheel paths of the shipped rubrics, baselines and models: pyproject.toml's explicit list
+    (``grader._data.*`` package data, by name; a glob there would ship whatever lies in the folder)."""
+    conf = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8")).get("tool", {}).get("setuptools", {})
+    out = set()
+    for package, names in conf.get("package-data", {}).items():
+        if package.startswith("grader._data"):
+            if any(ch in name for name in names for ch in "*?["):
+                raise SetupError(f"pyproject.toml: package data of {package} must be listed by name, not {names}")
+            out |= {package.replace(".", "/") + "/" + name for name in names}
+    return out
+
+
 def build_wheel(source: Path, dest: Path) -> Path:
     """Build the grader as a wheel into ``dest`` from a staged copy of what the wheel is made of
     (``pyproject.toml``, the README, ``grader/``, ``rubrics/``, ``reference/models/``): the project's
@@ -262,9 +275,14 @@ def build_wheel(source: Path, dest: Path) -> Path:
                              f"install the build backend into this environment and retry: "
                              f"{sys.executable} -m pip install 'setuptools>=77'")
         with zipfile.ZipFile(wheels[0]) as z:
-            stray = [n for n in z.namelist() if not n.startswith(("grader/", "rl_grader-"))]
+            names = z.namelist()
+        stray = [n for n in names if not n.startswith(("grader/", "rl_grader-"))]
         if stray:
             raise SetupError(f"internal error: the wheel holds files outside grader/: {', '.join(stray[:5])}")
+        unlisted = sorted({n for n in names if n.startswith("grader/_data/")} - shipped_data(stage))
+        if unlisted:
+            raise SetupError(f"the wheel would hold data files that pyproject.toml does not list as shipped: "
+                             f"{', '.join(unlisted[:5])}; list them under [tool.setuptools.package-data] by name")
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / wheels[0].name
         shutil.copyfile(wheels[0], target)
@@ -318,7 +336,8 @@ def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table,
         raise SetupError(f"{out} is a folder; give the zip's file name, e.g. --out autograder.zip")
     bundle = bundle_rubric(Path(rubric), grading_seeds_file=grading_seeds_file)
     root = source_root(source)
-    entries: dict[str, tuple[bytes, int]] = {name: (raw, 0o644) for name, raw in bundle.files.items()}
+    # the rubric, its seeds and baselines: readable by the grader's user only (setup.sh also closes source/)
+    entries: dict[str, tuple[bytes, int]] = {name: (raw, 0o600) for name, raw in bundle.files.items()}
     with tempfile.TemporaryDirectory(prefix="rl-grader-zip-") as tmp:
         wheel = build_wheel(root, Path(tmp))
         entries[wheel.name] = (wheel.read_bytes(), 0o644)

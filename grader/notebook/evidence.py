@@ -40,3 +40,4 @@ class NotebookEvidence:
     # What a check can only judge once the graded model is known (MsPacman: whether the notebook's
     # preprocessing agrees with the model's input contract): the collector's module ``resolve``s it.
     pending: Any = None
+    not_run: str | None = None  # the code was not run, and why: a set-up problem (no bubblewrap), never the student's

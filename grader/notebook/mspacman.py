@@ -34,6 +34,7 @@ from grader.notebook.protocol import DefinitionsDone, Network, Preprocess, Repor
 from grader.notebook.sandbox import Limits, SandboxRun, run_in_sandbox
 from grader.resources import data_dir
 from grader.result import CheckResult
+from grader.runtime.bwrap import INSTALL_BWRAP
 from grader.tasks.mspacman import FRAME_STACK, preprocess_frames
 from grader.tasks.mspacman import TASK as MSPACMAN
 
@@ -139,7 +140,8 @@ def collect(nb: ParsedNotebook, *, limits: Limits, sandbox: str | None, weights:
     pending: list[PendingPreprocess] = []
     checks = judge(nb, run, limits, names, lesson_required=lesson_preprocessing, pending=pending)
     return NotebookEvidence(checks=checks, models=_models(run, names), logs=runcheck.logs(run),
-                            pending=pending[0] if pending else None)
+                            pending=pending[0] if pending else None,
+                            not_run=run.launch_error if run.refused else None)
 
 
 def judge(nb: ParsedNotebook, run: SandboxRun, limits: Limits, names: dict[str, str], *,
@@ -150,10 +152,14 @@ def judge(nb: ParsedNotebook, run: SandboxRun, limits: Limits, names: dict[str, 
     and its ``preprocess_values`` verdict left to :func:`resolve` (appended to ``pending``)."""
     report = run.report
     report.expect_statements([(p.cell.number, st.line) for p in nb.plans for st in p.run])
+    if run.refused:  # nothing ran: a set-up problem (the pipeline makes the result an error, not the student's)
+        hint = f"the course staff installs bubblewrap ({INSTALL_BWRAP}) and grades again"
+        checks = [check("sandbox_isolation", False, run.launch_error, hint, severity="warning")]
+        return checks + _not_checked(checks, run.launch_error.split(". ")[0], hint)
     checks = [runcheck.isolation_check(run, limits), runcheck.sandbox_check(run, limits)]
     if run.launch_error:  # nothing ran
         return checks + _not_checked(checks, run.launch_error,
-                                     "install bubblewrap (apt-get install -y bubblewrap) or use the fallback sandbox")
+                                     f"install bubblewrap ({INSTALL_BWRAP}) on the grading machine")
     checks.append(runcheck.definitions_check(run, limits))
     if report.trusted:
         functions, classes = defined_names(nb.plans)
