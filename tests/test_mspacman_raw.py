@@ -510,3 +510,49 @@ def test_gradescope_grades_a_raw_frame_model_with_the_homeworks_rubric(models, t
     reference = json.loads((REPO / "rubrics" / "baselines" / "mspacman.json").read_text())["entries"]["reference"]
     assert [e.return_ for e in graded.episodes] == reference["returns"][:2]
     assert data["score"] == pytest.approx(graded.score)
+
+
+DQN_PREPROCESS = '''# the DQN paper's preprocessing: crop, 84x84, 0..1
+def preprocess_observation(self, observation):
+    frame = torch.tensor(observation, dtype=torch.uint8).float().mean(dim=2)[34:194] / 255.0
+    return F.interpolate(frame[None, None], size=(84, 84), mode="bilinear", align_corners=False)[0, 0]
+
+Agent.preprocess_observation = preprocess_observation
+'''
+
+DQN_NETWORK = '''class DQN(nn.Module):
+    def __init__(self, n_observations, n_actions):
+        super().__init__()
+        self.conv = nn.Conv2d(n_observations, 16, kernel_size=8, stride=4)
+        self.fc = nn.Linear(16 * 20 * 20, n_actions)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(F.relu(self.conv(x)), start_dim=1))
+'''
+
+
+def test_a_notebook_network_is_probed_on_the_notebooks_own_states(tmp_path):
+    """Following the homework (84x84, 0..1, its own network) passes the network checks on its own
+    states; the lesson's network cannot take those states, and that is caught and said."""
+    pytest.importorskip("torch")
+    import notebook_fixtures as NF
+
+    from grader.notebook import mspacman as NB
+    from grader.notebook.common import parse_notebook
+    from grader.notebook.sandbox import Limits
+
+    def checks(name: str, **cells: str) -> dict:
+        nb = parse_notebook(NF.write_notebook(tmp_path / name / "hw.ipynb", NF.mspacman_cells(**cells)))
+        ev = NB.collect(nb, limits=Limits(), sandbox=None, weights=[], lesson_preprocessing=False)
+        return {c.name: c for c in ev.checks}
+
+    own = checks("own", preprocess=DQN_PREPROCESS, network=DQN_NETWORK)
+    assert own["preprocess_shape"].passed and "(84, 84) (the lesson's: (44, 40))" in own["preprocess_shape"].message
+    assert own["preprocess_values"].passed, own["preprocess_values"].message
+    assert "84x84" in own["preprocess_values"].message and "scales to 0..1" in own["preprocess_values"].message
+    assert own["network_forward"].passed and "own states [4, 5, 84, 84]" in own["network_forward"].message
+    assert own["network_batch_independent"].passed, own["network_batch_independent"].message
+    lesson_net = checks("lesson_net", preprocess=DQN_PREPROCESS)
+    assert not lesson_net["network_forward"].passed
+    assert "cannot take the notebook's own states [4, 5, 84, 84]" in lesson_net["network_forward"].message
+    assert "flatten size" in lesson_net["network_forward"].hint

@@ -78,7 +78,7 @@ def _safe_name(i: int, path: Path) -> str:
     return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name) else f"weights{i}{path.suffix[:5] or '.pt'}"
 
 
-def _job(plans: list[CellPlan], weight_names: list[str], limits: Limits) -> dict:
+def _job(plans: list[CellPlan], weight_names: list[str], limits: Limits, *, own_states: bool = False) -> dict:
     return {
         "cells": [{"cell": p.cell.number,
                    "stmts": [{"line": s.line, "src": s.source,
@@ -91,17 +91,22 @@ def _job(plans: list[CellPlan], weight_names: list[str], limits: Limits) -> dict
         "probe_network": True,
         "weights": weight_names,
         "max_model_bytes": limits.model_bytes,
+        "own_states": own_states,  # the network also on states stacked from the notebook's own preprocessing
+        "network_order": list(NETWORK_ORDER),
     }
 
 
-def _prepare(plans: list[CellPlan], weights: Sequence[Path], limits: Limits) -> tuple[Path, dict[str, str]]:
+def _prepare(plans: list[CellPlan], weights: Sequence[Path], limits: Limits, *,
+             own_states: bool = False) -> tuple[Path, dict[str, str]]:
     """A fresh work folder with ``in/`` = runner, job, inputs and the weight copies; and sandbox name -> original name."""
     work = Path(tempfile.mkdtemp(prefix="nbgrade-"))
     inp = work / "in"
     (inp / "submission").mkdir(parents=True)
     shutil.copyfile(RUNNER, inp / "runner.py")
     frames, states = probe_inputs()
-    np.savez(inp / "frames.npz", frames=frames, states=states)
+    with np.load(FRAMES_FILE) as d:
+        net_frames = d["frames"][list(NETWORK_FRAMES)]  # raw, for the network's own states (no answer: other frames)
+    np.savez(inp / "frames.npz", frames=frames, states=states, net_frames=net_frames)
     names: dict[str, str] = {}
     for i, w in enumerate(list(weights)[:MAX_WEIGHT_FILES]):
         name = _safe_name(i, Path(w))
@@ -109,7 +114,7 @@ def _prepare(plans: list[CellPlan], weights: Sequence[Path], limits: Limits) -> 
             name = f"weights{i}{Path(w).suffix[:5]}"
         shutil.copyfile(w, inp / "submission" / name)
         names[name] = Path(w).name
-    (inp / "job.json").write_text(json.dumps(_job(plans, list(names), limits)))
+    (inp / "job.json").write_text(json.dumps(_job(plans, list(names), limits, own_states=own_states)))
     return work, names
 
 
@@ -127,7 +132,7 @@ def collect(nb: ParsedNotebook, *, limits: Limits, sandbox: str | None, weights:
     """
     if importlib.util.find_spec("torch") is None:
         raise MissingDependency("grading a MsPacman notebook", install=TORCH_INSTALL)
-    work, names = _prepare(nb.plans, weights, limits)
+    work, names = _prepare(nb.plans, weights, limits, own_states=not lesson_preprocessing)
     try:
         run = run_in_sandbox(work, limits, mode=sandbox)
     finally:
@@ -161,7 +166,8 @@ def judge(nb: ParsedNotebook, run: SandboxRun, limits: Limits, names: dict[str, 
         checks += _preprocess_checks(report.last(Preprocess), functions, classes, lesson_required=lesson_required,
                                      pending=pending if pending is not None else [])
         checks += _params_check(report.last(DefinitionsDone), lesson_required=lesson_required)
-        checks += _network_checks(report.last(Network), classes, run)
+        own = not lesson_required and pending is not None and bool(pending) and not pending[0].diag.matches
+        checks += _network_checks(report.last(Network), classes, run, own_states=own)
         checks += _weights_check(report, names)
         reason = runcheck.death_reason(run, limits) or "the sandbox stopped before this check"
     else:
@@ -441,7 +447,8 @@ def _params_check(done: DefinitionsDone | None, *, lesson_required: bool = True)
                   severity="note" if ok else "warning")]
 
 
-def _network_checks(net: Network | None, classes: set[str], run: SandboxRun) -> list[CheckResult]:
+def _network_checks(net: Network | None, classes: set[str], run: SandboxRun, *,
+                    own_states: bool = False) -> list[CheckResult]:
     if net is None:
         return []
     if not net.found:
@@ -460,12 +467,36 @@ def _network_checks(net: Network | None, classes: set[str], run: SandboxRun) -> 
     args = ", ".join(str(a) for a in net.args)
     params = f", {net.parameters:,} parameters" if net.parameters else ""
     checks = [check("network_constructs", True, f"{net.name}({args}) builds on the CPU{params}")]
+    if own_states and (net.own_batch is not None or net.own_error):
+        return checks + _own_network_checks(net) + [_export_note(net, run)]
     batch = net.out_batch.array() if net.out_batch is not None else None
     if batch is None:
         checks += _fail_all(NETWORK_CHECKS[1:], *_forward_error(net))
     else:
         checks += [_forward_check(batch), _batch_check(batch, [o.array() for o in net.out_single])]
     return checks + [_export_note(net, run)]
+
+
+def _own_network_checks(net: Network) -> list[CheckResult]:
+    """``network_forward`` and ``network_batch_independent`` on the notebook's own states: its
+    preprocessing of other real frames, stacked by its ``params['sequence_size']`` (a changed
+    preprocessing is judged on what it produces, not on the lesson's states)."""
+    shape = "[" + ", ".join(map(str, net.own_shape)) + "]" if net.own_shape else "its own states"
+    batch = net.own_batch.array() if net.own_batch is not None else None
+    if batch is None:
+        what = net.own_error or (f"{net.own_batch.type} of shape {tuple(net.own_batch.shape)}" if net.own_batch else "no output")
+        return _fail_all(NETWORK_CHECKS[1:], f"the network cannot take the notebook's own states {shape} (its "
+                         f"preprocessing of real frames, stacked): {what}",
+                         "the network's input must be what the preprocessing produces, stacked: check the first layer's "
+                         "channels (the stack) and the flatten size for the preprocessed image's shape")
+    want = (NETWORK_BATCH, MSPACMAN.n_actions)
+    if batch.shape == want and np.isfinite(batch).all():
+        forward = check("network_forward", True, f"forward of the notebook's own states {shape} gives finite [4, 5]")
+    else:
+        what = f"shape {list(batch.shape)} instead of [4, 5]" if batch.shape != want else "NaN or infinite values"
+        forward = check("network_forward", False, f"forward of the notebook's own states {shape} gives {what}",
+                        "the network maps [batch, *state] to [batch, 5] action values")
+    return [forward, _batch_check(batch, [o.array() for o in net.own_single])]
 
 
 def _forward_error(net: Network) -> tuple[str, str]:
