@@ -16,14 +16,19 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, STATUS_EXIT
+
+if TYPE_CHECKING:
+    pass
 
 # Sub-commands: name -> (module, help). Each module has add_arguments(parser) and run(args) -> int.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "baselines": ("grader.baseline_run", "Evaluate the random policy and the rubric's reference models on its grading seeds."),
     "batch": ("grader.classroom.batch", "Grade a whole class folder in parallel into a resumable gradebook, with class exports."),
+    "doctor": ("grader.doctor", "Check this machine before grading: versions against the lock and the baselines, the "
+                                "sandbox, onnxruntime, and the dynamics replayed against the baselines files."),
     "final": ("grader.classroom.final", "After the deadline: grade each student's last (or best) submission again on the rubric's "
                                         "fresh private [final] seeds, into OUT/final (grades, LMS files, final leaderboard)."),
     "gradescope": ("grader.gradescope.autograder", "Build a Gradescope autograder zip (setup.sh, run_autograder, rubric, the grader's wheel)."),

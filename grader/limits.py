@@ -29,7 +29,8 @@ PROBE_SET_SIZE = 512  # duplicate detection's behavioural probe set (grader.clas
 WORKER_MEMORY_BYTES = 4 * 2**30  # RLIMIT_AS of a worker
 WORKER_FILE_BYTES = 256 * 2**20  # RLIMIT_FSIZE: the largest file a worker writes (a video)
 WORKER_OPEN_FILES = 256  # RLIMIT_NOFILE
-WORKER_TMPFS_BYTES = 512 * 2**20  # size of the sandbox's private /tmp (bubblewrap >= 0.8)
+WORKER_TMPFS_BYTES = 512 * 2**20  # the worker's writable places (/tmp, /dev/shm) together, in bytes
+WORKER_TMPFS_FILES = 4096  # ... and in files and folders (tmpfs nr_inodes; grader.runtime.bwrap.writable_places)
 CHANNEL_TO_WORKER_BYTES = MAX_FILE_BYTES + (8 << 20)  # one command: a model, or probe states
 CHANNEL_FROM_WORKER_BYTES = 64 << 20  # one reply: a video is the largest
 CHANNEL_HEADER_BYTES = 1 << 20  # the JSON part of one message

@@ -28,6 +28,7 @@ output folder, and a message that does not blame the student.
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import logging
 import platform
 import shlex
@@ -95,7 +96,7 @@ def package_versions() -> dict[str, str]:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
-    for dist in ("gymnasium", "ale-py", "onnxruntime", "onnx", "numpy", "rl-grader"):
+    for dist in ("gymnasium", "box2d", "ale-py", "onnxruntime", "onnx", "numpy", "rl-grader"):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -174,6 +175,26 @@ def _stages(run: _Run) -> None:
         if not run.invalid:
             _model_stage(run)
     _score(run)
+    _notebook_not_run(run)
+
+
+def _notebook_not_run(run: _Run) -> None:
+    """The notebook's code was refused a sandbox (no bubblewrap): a set-up problem, never the student's.
+
+    The result becomes an ``error`` (exit 1; ``grade batch --retry-errors`` regrades it once
+    bubblewrap is installed) that keeps what was graded: the model's episodes and points stay in
+    the result, the notebook's scored checks say they were not run and why."""
+    reason = run.evidence.not_run if run.evidence is not None else None
+    if not reason or run.result.status != "graded":
+        return
+    from grader.scoring.points import fmt_points
+
+    model = next((p for p in run.result.parts if p.kind == "episodes"), None)
+    kept = (f"; the model was graded: {fmt_points(model.points, model.max_points)} for the episodes, kept in this result"
+            if model is not None and run.result.summary is not None else "")
+    run.result.status = "error"
+    run.result.band = None
+    run.result.error = f"not graded completely: {reason}{kept}. This is not a problem with the submission"
 
 
 def _chosen_task(run: _Run):
@@ -190,10 +211,10 @@ def _chosen_task(run: _Run):
 def _set_task(run: _Run, task) -> None:
     from grader.scoring.rubric import default_rubric_path, load_rubric
 
-    run.task = task
-    run.result.task = task.name
+    run.task = task  # the input contract the model is graded under (MsPacman: the lesson's, or raw frames)
+    run.result.task = task.homework_name  # the homework: its rubric, baselines, every front end
     if run.rubric is None:
-        run.rubric = load_rubric(default_rubric_path(task.name), selfcheck=run.options.selfcheck)
+        run.rubric = load_rubric(default_rubric_path(task.homework_name), selfcheck=run.options.selfcheck)
 
 
 def _invalid(run: _Run, check: CheckResult) -> None:
@@ -233,7 +254,7 @@ def _notebook_stage(run: _Run) -> None:
             return
         markers = {t.name: t.notebook_module().MARKERS for t in all_tasks() if t.notebook}
         name, scores = detect_notebook_task(nb.text, markers)
-        if run.task is not None and not run.options.task and name is not None and name != run.task.name:
+        if run.task is not None and not run.options.task and name is not None and name != run.task.homework_name:
             _invalid(run, CheckResult(name="task_detected", passed=False,
                                       message=f"this notebook is the {name} homework, but the rubric "
                                               f"{run.rubric.id!r} grades {run.task.name}",
@@ -260,8 +281,11 @@ def _notebook_stage(run: _Run) -> None:
                                       hint="hand in the exported ONNX model"))
             return
         run.result.checks += common_checks(nb)
+        extra = {}
+        if "lesson_preprocessing" in inspect.signature(module.collect).parameters:  # the rubric's, default false
+            extra["lesson_preprocessing"] = bool(run.rubric.notebook and run.rubric.notebook.lesson_preprocessing)
         evidence = module.collect(nb, limits=_sandbox_limits(run.rubric), sandbox=run.options.sandbox,
-                                  weights=staged[1:])
+                                  weights=staged[1:], **extra)
         run.timings["notebook"] = time.perf_counter() - t0
     run.evidence = evidence
     for check in evidence.checks:
@@ -344,14 +368,15 @@ def _parse(run: _Run, data: bytes):
         if run.task is None:
             return None, None, CheckResult(name="task", passed=False, message=str(exc), hint=C.expected_signatures())
         detected = run.task  # the homework is known: let the input check say what is wrong
-    if run.task is not None and detected.name != run.task.name:
-        expected = get_task(run.task.name)
+    if run.task is not None and detected.homework_name != run.task.homework_name:
+        expected = get_task(run.task.homework_name)
         return parsed, None, CheckResult(
             name="task", passed=False,
-            message=f"the model takes {detected.input_signature}, a {detected.name} policy, but this is the {expected.name} homework",
+            message=f"the model takes {detected.input_signature}, a {detected.homework_name} policy, but this is the "
+                    f"{expected.name} homework",
             hint=f"hand in the {expected.name} model: its input is {expected.input_signature}")
     run.result.model = describe(parsed)
-    return parsed, run.task or detected, None
+    return parsed, detected, None  # the model's own input contract (one of the homework's)
 
 
 def _start_engine(run: _Run) -> None:
@@ -412,7 +437,7 @@ def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None)
     except EngineFailure as exc:
         shape = ", ".join(map(str, spec.state_shape))
         return CheckResult(name="runs", passed=False, message=f"the model fails on a contract state: {exc}",
-                           hint=f"run it yourself with onnxruntime on a float32 state of shape [1, {shape}]: "
+                           hint=f"run it yourself with onnxruntime on a {spec.input_dtype} state of shape [1, {shape}]: "
                                 "it must return the action scores without errors")
     checks += C.runtime_checks(C.Probe(**probe_raw), spec)
     failed = [c for c in checks if c.blocking]
@@ -481,6 +506,7 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     if isinstance(outcome, CheckResult):
         return fail(outcome)
     run.result.checks += outcome
+    _resolve_notebook(run, parsed.data)
     run.timings["load_and_probe"] = time.perf_counter() - t0
     if not _episodes(run, seeds, seed_set, fail):
         return
@@ -540,6 +566,22 @@ def _reference_copy(run: _Run, parsed, *, label: str) -> bool:
                 "a reference model is not a hand-in",
         hint="hand in the model you trained yourself"))
     return True
+
+
+def _resolve_notebook(run: _Run, model: bytes) -> None:
+    """Notebook checks that depend on the graded model (MsPacman: does the notebook's preprocessing
+    agree with the model's input contract?): the notebook module's ``resolve`` replaces them."""
+    pending = run.evidence.pending if run.evidence is not None else None
+    module = run.task.notebook_module() if pending is not None else None
+    resolve = getattr(module, "resolve", None)
+    if resolve is None:
+        return
+    judged = resolve(pending, task=run.task, tensors=lambda states, size: run.engine.tensors(model, states, size=size))
+    if judged is None:
+        return
+    if judged.severity == "error" and not judged.passed:  # notebook checks cost their points, never invalidate
+        judged = judged.model_copy(update={"severity": "warning"})
+    run.result.checks = [judged if c.name == judged.name else c for c in run.result.checks]
 
 
 def _videos_wanted(run: _Run) -> bool:

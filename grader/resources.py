@@ -55,5 +55,10 @@ def reference_models_dir() -> Path:
     return _root() / "reference" / "models"
 
 
+def lock_dir() -> Path:
+    """The lock files (``lock/*.txt``, docs/environment.md): the checkout's, or the wheel's copy."""
+    return _root() / "lock"
+
+
 def default_rubric_path(task_name: str) -> Path:
     return rubrics_dir() / f"{task_name}.toml"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    pass
 
 Status = Literal["graded", "invalid", "error"]
 Severity = Literal["error", "warning", "note"]
@@ -245,7 +248,6 @@ class GradeResult(_Model):
     command: str = ""  # reproduces this result
     timings: dict[str, float] = {}
     created: str = ""
-
     @property
     def failed_checks(self) -> list[CheckResult]:
         return [c for c in self.checks if c.blocking]

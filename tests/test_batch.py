@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -348,7 +349,6 @@ def test_bad_inputs(tmp_path, capsys):
     assert batch(tmp_path / "nope", "--rubric", rubric) == 1
     (tmp_path / "bad.toml").write_text("id = 'x'\n")
     assert batch(class_dir, "--rubric", tmp_path / "bad.toml") == 1
-    assert batch(class_dir, "--rubric", rubric, "--backend", "ray") == 1  # needs --address
 
 
 def test_csv_cells_are_defused(tmp_path):
@@ -462,20 +462,81 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def ray_head():
+def _ray_bin() -> str:
     pytest.importorskip("ray")
     ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
     if not Path(ray_bin).exists():
         pytest.skip("the ray command is not installed")
-    port = _free_port()
-    start = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
-             "--include-dashboard=false", "--disable-usage-stats", "--object-store-memory=200000000"]
-    subprocess.run(start, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180)
+    return ray_bin
+
+
+@pytest.fixture
+def private_ray_env(monkeypatch):
+    """A Ray of the test's own: its temp and session folders under a fresh short folder (Ray's socket
+    paths must stay short), its own token in the environment, its own HOME (so ~/.ray/auth_token is
+    neither read nor written). Yields (folder, environment for `ray start`)."""
+    import secrets
+
+    root = Path(tempfile.mkdtemp(prefix="rgray-", dir="/tmp"))
+    (root / "home").mkdir()
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_TMPDIR": str(root),
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
     try:
+        yield root, {**os.environ, **env, "HOME": str(root / "home")}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, *, timeout: float = 180) -> None:
+    """Until the head's GCS accepts connections; fails if `ray start` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"ray start exited with {proc.returncode}")
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)  # polling a condition with a deadline, not standing in for it
+    raise AssertionError(f"the Ray head did not listen on port {port} within {timeout:.0f} s")
+
+
+def _stop_own(proc: subprocess.Popen) -> None:
+    """Stop the head started by the test, by its own ids only: `ray start --block` cleans up its
+    children on SIGTERM; whatever is left of its process group (the test made it a session leader)
+    is killed. Never `ray stop`, which stops every Ray on the machine."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def ray_head(private_ray_env):
+    root, env = private_ray_env
+    port = _free_port()
+    start = [_ray_bin(), "start", "--head", "--block", f"--temp-dir={root / 't'}", "--node-ip-address=127.0.0.1",
+             f"--port={port}", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+             "--object-store-memory=200000000"]
+    with open(root / "ray-start.log", "wb") as log:
+        proc = subprocess.Popen(start, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        _wait_for_port(port, proc)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        _stop_own(proc)
 
 
 @pytest.mark.slow
@@ -557,3 +618,49 @@ def test_the_workers_of_a_killed_batch_exit_quietly(tmp_path):
     assert not alive, f"orphaned workers still running: {alive}"
     text = log.read_text(errors="replace")
     assert "Traceback" not in text and "BrokenPipeError" not in text, text[-2000:]
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Ids of the live processes whose command line contains ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if text.encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.slow
+def test_ray_backend_without_address_starts_and_stops_a_private_local_ray(tmp_path, monkeypatch):
+    """No --address: a local Ray of the batch's own, in RAY_TMPDIR, with a token that never touches
+    ~/.ray/auth_token; stopped at the end; the grades are the local backend's."""
+    _ray_bin()
+    root = Path(tempfile.mkdtemp(prefix="rgray-", dir="/tmp"))
+    try:
+        (root / "home").mkdir()
+        for key in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+            monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv("RAY_TMPDIR", str(root))
+        monkeypatch.setenv("HOME", str(root / "home"))
+        monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        d = tmp_path / "class"
+        g.write(d / "good1" / "model.onnx", g.random_mlp(1))
+        g.write(d / "good2.onnx", g.random_mlp(2))
+        rubric = g.lunarlander_rubric(tmp_path / "r.toml", episodes=3)
+        assert batch(d, "--rubric", rubric, "--out", tmp_path / "local", "--workers", "2") == 0
+        assert batch(d, "--rubric", rubric, "--out", tmp_path / "ray", "--backend", "ray", "--workers", "2") == 0
+        assert read_csv(tmp_path / "ray" / "grades.csv") == read_csv(tmp_path / "local" / "grades.csv")
+        assert any((root / "ray").glob("session_*")), "the local Ray did not use RAY_TMPDIR"
+        assert not (root / "home" / ".ray" / "auth_token").exists(), "the shared token file was written"
+        assert "RAY_AUTH_TOKEN" not in os.environ and "RAY_AUTH_MODE" not in os.environ  # restored
+        assert _processes_mentioning(str(root)) == [], "the local Ray was left running"
+    finally:
+        for pid in _processes_mentioning(str(root)):
+            try:
+                os.kill(pid, signal.SIGKILL)  # only processes of this test's own Ray folder
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(root, ignore_errors=True)

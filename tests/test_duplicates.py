@@ -288,7 +288,7 @@ def test_a_duplicate_check_warning_reaches_the_report_too(tmp_path):
     from grader.submission.bundle import submission_from_bytes
 
     rubric = load_rubric(g.lunarlander_rubric(tmp_path / "r.toml", episodes=2))
-    not_states = np.zeros((4, 3), np.float32)  # not the task's states: the model fails on them
+    not_states = np.full((4, 8), np.nan, np.float32)  # the task's shape, but NaN: the model's outputs are NaN
     opts = JobOptions(rubric=rubric, options=Options(episodes=2, video=False, workers=1), probe_states=not_states,
                       probe_id="x")
     with Engine(1) as engine:

@@ -264,3 +264,16 @@ def test_torch_default_export_with_its_data_file_is_graded(tmp_path):
         (batch_dir / name).write_bytes((tmp_path / name).read_bytes())
     again = grade(batch_dir, seeds=[0, 1], write=False)
     assert [e.return_ for e in again.episodes] == [e.return_ for e in result.episodes]
+
+
+def test_the_self_check_says_what_the_final_grading_of_its_rubric_runs(tmp_path):
+    """The note after `grade check` comes from the rubric the self-check was scored under."""
+    rubric = tmp_path / "r.toml"
+    rubric.write_text('id = "note"\ntask = "lunarlander"\nepisodes = 37\nselfcheck_episodes = 2\n'
+                      '[seeds]\npublic = "0-1"\ngrading = "500-536"\n'
+                      '[scoring]\nstatistic = "median"\nzero = -50.0\nfull = 120.0\npoints = 6\n')
+    proc = run_cli("check", F.mlp(tmp_path / "model.onnx"), "--rubric", rubric)
+    text = " ".join(proc.stdout.split())  # the terminal wraps lines
+    assert proc.returncode == 0, proc.stderr
+    assert "self-check on 2 public seeds" in text and "37 episodes on seeds you do not see" in text
+    assert "up to 6 points from the median return (-50 earns 0, 120 earns them all)" in text

@@ -39,7 +39,7 @@ TEST_FIELDS = {"score", "max_score", "status", "name", "name_format", "number", 
                "visibility", "extra_data"}
 VISIBILITIES = {"hidden", "after_due_date", "after_published", "visible"}
 FORMATS = {"text", "html", "simple_format", "md", "ansi"}
-EXPECTED_ENTRIES = ["baselines/lunarlander.json", "lunarlander.toml", "reference_prints.json",
+EXPECTED_ENTRIES = ["baselines/lunarlander.json", "lunarlander.toml", "reference_prints.json", "requirements.lock",
                     "rl_grader-0.1.0-py3-none-any.whl", "run_autograder", "setup.sh"]
 
 
@@ -110,11 +110,14 @@ def test_zip_holds_exactly_the_autograder(autograder_zip, tmp_path):
         assert names == EXPECTED_ENTRIES  # sorted, nothing else at all
         assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
         modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in infos}
-        assert modes["run_autograder"] == modes["setup.sh"] == 0o755 and modes["lunarlander.toml"] == 0o644
+        assert modes["run_autograder"] == modes["setup.sh"] == 0o755 and modes["lunarlander.toml"] == 0o600
+        assert modes["baselines/lunarlander.json"] == 0o600  # the rubric and its files: the grader's user only
         assert z.read("run_autograder").startswith(b"#!/usr/bin/env python3\n")
         assert z.read("setup.sh").startswith(b"#!/usr/bin/env bash\n")
         setup = z.read("setup.sh").decode()
-        assert "rl_grader-*.whl" in setup and "torch" not in setup.replace("no torch", "")
+        assert "rl_grader-*.whl" in setup and "--require-hashes --no-deps -r \"$LOCK\"" in setup
+        # LunarLander's notebook checks read the notebook without running it: the lock without torch
+        assert z.read("requirements.lock") == (REPO / "lock" / "grader.txt").read_bytes()
         wheel = zipfile.ZipFile(io.BytesIO(z.read("rl_grader-0.1.0-py3-none-any.whl")))
         z.extractall(tmp_path / "x")
     wheel_names = wheel.namelist()

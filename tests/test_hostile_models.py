@@ -1,10 +1,10 @@
-"""Bad and hostile ONNX files: each is refused with exit code 2 and a specific message,
-quickly, without a traceback and with the grader's memory bounded."""
+"""Bad and hostile ONNX files: each is refused with exit code 2 and a specific message, by the cap
+meant for it, without a traceback and with the grader's memory bounded. (How long the refusals take
+is measured in benchmarks/bench_refusals.py, not asserted here.)"""
 
 import json
 import re
 import resource
-import time
 
 import numpy as np
 import onnx
@@ -17,11 +17,8 @@ MEMORY_BOUND_KB = 5 * 1024 * 1024  # RSS of the grader and its workers, in kB
 
 
 def _grade(path, *extra):
-    t0 = time.monotonic()
-    proc = run_cli(path, "--json", "--no-video", "--episodes", "3", *extra, timeout=60)
-    elapsed = time.monotonic() - t0
+    proc = run_cli(path, "--json", "--no-video", "--episodes", "3", *extra, timeout=120)
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert elapsed < 30, f"took {elapsed:.1f} s"
     assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < MEMORY_BOUND_KB
     return proc, json.loads(proc.stdout)
 
@@ -74,11 +71,11 @@ CASES = {
     "empty": "the file is empty",
     "external_absolute": "not a file name beside the model",
     "external_relative": "not a file name beside the model",
-    "external_sibling_link": "not beside it \\(or is a link\\)",
-    "external_missing": "not beside it",
+    "external_sibling_link": "weights.bin, which is not one of this submission's files",
+    "external_missing": "weights.bin, which is not one of this submission's files",
     "loop": "not allowed in a policy network: Loop",
     "constant_of_shape": "ConstantOfShape node .* would create a tensor",
-    "resize": "not allowed in a policy network: Resize",
+    "resize": "Resize node .*scales by up to 1e\\+05 \\(limit 8\\)",
     "custom_domain": "non-standard operator domains: com.attacker",
     "opset999": "opset 999 is outside the supported",
     "two_inputs": "2 inputs",
@@ -115,7 +112,7 @@ def test_a_sidecar_named_by_the_model_is_read_and_inlined(tmp_path):
     (tmp_path / "real.data").write_bytes(weights.tobytes())
     (tmp_path / "model.onnx.data").symlink_to(tmp_path / "real.data")
     proc, result = _grade(path)
-    assert result["status"] == "invalid" and "or is a link" in result["error"]
+    assert result["status"] == "invalid" and "a link or not a regular file" in result["error"]
 
 
 def test_an_offset_outside_the_sidecar_is_refused(tmp_path):
@@ -176,13 +173,12 @@ def test_a_slow_model_fails_fast_on_the_per_decision_budget():
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=0.01, decision_window=10))
-        t0 = time.monotonic()
         with pytest.raises(EngineFailure) as err:
             engine.evaluate([0, 1, 2])
-        elapsed = time.monotonic() - t0
-    assert re.fullmatch(r"the model took \d+\.\d\d s per decision \(mean of \d+ calls?\); the limit is 0\.01 s: "
-                        r"use a smaller network", str(err.value)), str(err.value)
-    assert elapsed < 20, f"took {elapsed:.1f} s"
+    m = re.fullmatch(r"the model took \d+\.\d\d s per decision \(mean of (\d+) calls?\); the limit is 0\.01 s: "
+                     r"use a smaller network", str(err.value))
+    assert m, str(err.value)
+    assert int(m[1]) <= 10  # stopped once its window of decisions was over budget, not after the episodes
 
 
 def test_a_slow_model_graded_with_a_tiny_rubric_budget_is_invalid_in_seconds(tmp_path):
@@ -193,12 +189,10 @@ def test_a_slow_model_graded_with_a_tiny_rubric_budget_is_invalid_in_seconds(tmp
     rubric = rubric.model_copy(update={"budgets": _budgets(decision_s=0.01, decision_window=10)})
     path = tmp_path / "slow.onnx"
     path.write_bytes(F.slow_model_bytes())
-    t0 = time.monotonic()
     result = grade(path, rubric=rubric, episodes=3, out=tmp_path / "out", video=False, report=False, workers=1)
-    elapsed = time.monotonic() - t0
     assert result.status == "invalid"
-    assert re.search(r"s per decision \(mean of \d+ calls?\); the limit is 0\.01 s: use a smaller network", result.error)
-    assert elapsed < 30, f"took {elapsed:.1f} s"
+    m = re.search(r"s per decision \(mean of (\d+) calls?\); the limit is 0\.01 s: use a smaller network", result.error)
+    assert m and int(m[1]) <= 10, result.error  # the decision window's cap, not the episodes' end
 
 
 def test_one_call_over_the_hard_cap_is_stopped():
@@ -207,10 +201,8 @@ def test_one_call_over_the_hard_cap_is_stopped():
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(call_max_s=0.05, decision_s=10))
-        t0 = time.monotonic()
         with pytest.raises(EngineFailure, match=r"one call of the model took .* the limit is 0\.05 s per call"):
             engine.evaluate([0])
-        assert time.monotonic() - t0 < 20
         engine.load(None, task="lunarlander")  # a fresh worker took over
         assert len(engine.evaluate([0])) == 1
 
@@ -222,13 +214,11 @@ def test_the_episodes_wall_budget_holds_whatever_the_heartbeats():
 
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander", budgets=_budgets(decision_s=10, call_max_s=30, episodes_wall_s=3))
-        t0 = time.monotonic()
         with pytest.raises(EngineFailure) as err:
             engine.evaluate(list(range(8)))
-        elapsed = time.monotonic() - t0
+    # the wall budget's cap was hit before the episodes were done
     assert re.search(r"took longer than the 3 s wall-time budget \([0-7] of 8 episodes finished; the model took "
                      r"\d+\.\d\d s per decision \(mean of \d+ calls?\)\): use a smaller network", str(err.value)), str(err.value)
-    assert elapsed < 15, f"took {elapsed:.1f} s"
 
 
 def test_the_episodes_cpu_budget_is_enforced_by_the_worker_rlimit():
@@ -238,10 +228,8 @@ def test_the_episodes_cpu_budget_is_enforced_by_the_worker_rlimit():
     with Engine(1) as engine:
         engine.load(F.slow_model_bytes(), task="lunarlander",
                     budgets=_budgets(decision_s=10, call_max_s=30, episodes_cpu_s=1, episodes_wall_s=120))
-        t0 = time.monotonic()
         with pytest.raises(EngineFailure, match=r"more CPU time than the grader allows \(its budget: 1 s\)"):
             engine.evaluate(list(range(8)))
-        assert time.monotonic() - t0 < 30
 
 
 def test_rubric_budgets_table_is_validated(tmp_path):
@@ -346,7 +334,7 @@ def node_flood_bytes(n_nodes: int = 2_000_000) -> bytes:
     return head.SerializeToString() + b"\x3a" + _varint(len(graph)) + graph
 
 
-def test_a_flood_of_two_million_nodes_is_refused_in_a_fraction_of_a_second(tmp_path):
+def test_a_flood_of_two_million_nodes_is_refused_by_the_wire_scan_before_any_parse(tmp_path):
     import subprocess
     import sys
 
@@ -355,19 +343,24 @@ def test_a_flood_of_two_million_nodes_is_refused_in_a_fraction_of_a_second(tmp_p
     assert path.stat().st_size > 20 * 2**20
     code = (
         "import json, resource, sys, time\n"
+        "import onnx\n"
+        "parsed = []\n"
+        "_load = onnx.load_from_string\n"
+        "onnx.load_from_string = lambda *a, **k: parsed.append(1) or _load(*a, **k)\n"
         "from grader.api import grade\n"
         "t = time.perf_counter()\n"
         f"r = grade({str(path)!r}, task='lunarlander', out={str(tmp_path / 'out')!r}, video=False, report=False)\n"
         # VmHWM, this process's own peak: ru_maxrss would carry the forking pytest's peak across exec
         "hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
-        "print(json.dumps({'s': time.perf_counter() - t, 'rss_mb': hwm / 1024, 'status': r.status, 'error': r.error}))\n"
+        "print(json.dumps({'s': time.perf_counter() - t, 'rss_mb': hwm / 1024, 'status': r.status, 'error': r.error,\n"
+        "                  'parsed': len(parsed)}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["status"] == "invalid" and "over 5000 nodes" in out["error"], out
-    assert out["s"] < 2.0, out
     assert out["rss_mb"] < 400, out  # the interpreter, its imports and the file's bytes: nothing parsed
+    assert out["parsed"] == 0, out  # refused by the wire scan: onnx's protobuf parser never ran
 
 
 def test_the_wire_scan_agrees_with_protobuf_on_real_models(tmp_path):
@@ -407,7 +400,5 @@ def test_structure_bombs_are_refused_by_the_wire_scan(bomb, tmp_path):
         vi = helper.make_tensor_value_info("v", TensorProto.FLOAT, [1]).SerializeToString()
         flood = (b"\x6a" + _varint(len(vi)) + vi) * 250_000
         data += b"\x3a" + _varint(len(flood)) + flood
-    t0 = time.monotonic()
     with pytest.raises(ModelLoadError, match=expect):
         parse_model(data)
-    assert time.monotonic() - t0 < 2

@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("grader.classroom",),  # grading a class
     ("grader.gradescope",),  # the Gradescope autograder
     ("grader.site",),  # the course website
-    ("grader", "grader.__main__", "grader.cli", "grader.baseline_run"),  # the commands
+    ("grader", "grader.__main__", "grader.cli", "grader.baseline_run", "grader.doctor"),  # the commands
 ]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 
 import notebook_fixtures as F
@@ -23,7 +22,6 @@ from grader.notebook.reader import CodeCell, _strip_magics
 from grader.notebook.sandbox import Limits
 from grader.tasks.mspacman import preprocess_frames
 
-BOUND_S = 30.0
 MARKERS = {"mspacman": mspacman.MARKERS, "lunarlander": lunarlander.MARKERS}
 SCORED = ("definitions_run", "preprocess_shape", "preprocess_range", "preprocess_values",
           "network_constructs", "network_forward", "network_batch_independent")
@@ -32,10 +30,7 @@ SCORED = ("definitions_run", "preprocess_shape", "preprocess_range", "preprocess
 def collect(tmp_path: Path, cells, *, name="hw", weights=(), task=mspacman, limits=None, **kw):
     """(evidence, {check name: check}) of a notebook written from ``cells``; common checks included."""
     nb = parse_notebook(F.write_notebook(tmp_path / name / "homework.ipynb", cells))
-    t = time.monotonic()
     ev = task.collect(nb, limits=limits or Limits(), sandbox=kw.pop("sandbox", None), weights=list(weights))
-    elapsed = time.monotonic() - t
-    assert elapsed < BOUND_S, f"collecting took {elapsed:.1f} s"
     checks = common_checks(nb) + ev.checks
     assert all(c.points is None and c.max_points is None for c in checks)  # points are the pipeline's
     assert len({c.name for c in checks}) == len(checks), [c.name for c in checks]

@@ -20,7 +20,6 @@ from grader.notebook.common import common_checks, parse_notebook
 from grader.notebook.sandbox import Limits, bwrap_status
 from grader.scoring.rubric import default_rubric_path, load_rubric
 
-BOUND_S = 30.0
 CANARY = "canary: other student's work\n"
 needs_bwrap = pytest.mark.skipif(not bwrap_status()[0], reason="bubblewrap not usable here: " + bwrap_status()[1])
 MODES = ["auto", "fallback"]
@@ -38,7 +37,7 @@ def grader_tmp(tmp_path, monkeypatch):
 
 
 def _collect_hostile(tmp_path: Path, grader_tmp: Path, hostile: str, *, sandbox: str | None = None,
-                     timeout_s: float | None = None, bound: float = BOUND_S, cells=None):
+                     timeout_s: float | None = None, cells=None):
     other = tmp_path / "other_student"
     other.mkdir()
     (other / "model.onnx").write_text(CANARY)
@@ -52,8 +51,7 @@ def _collect_hostile(tmp_path: Path, grader_tmp: Path, hostile: str, *, sandbox:
         limits.timeout_s = timeout_s
     t = time.monotonic()
     ev = mspacman.collect(nb, limits=limits, sandbox=sandbox, weights=[])
-    elapsed = time.monotonic() - t
-    assert elapsed < bound, f"collecting took {elapsed:.1f} s"
+    elapsed = time.monotonic() - t  # returned for messages only: the tests assert which cap stopped the code
     assert canary.read_text() == CANARY and (other / "model.onnx").read_text() == CANARY
     assert sorted(p.name for p in tmp_path.iterdir()) == ["canary.txt", "grader-tmp", "other_student", "student"]
     assert list(grader_tmp.iterdir()) == []  # the work folder is gone, nothing left on the host
@@ -184,7 +182,7 @@ def test_fork_bomb(tmp_path, grader_tmp, mode):
     assert not c["sandbox"].passed
     if c["sandbox_isolation"].passed or "cgroup" in c["sandbox_isolation"].message:
         assert "fork bomb" in c["sandbox"].message
-        assert elapsed < 10  # stopped when the cgroup refuses a fork, not at the wall timeout
+        assert "did not finish within" not in c["sandbox"].message  # the cgroup refused a fork, not the wall timeout
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -210,7 +208,6 @@ def test_disk_quota(tmp_path, grader_tmp, mode):
     assert quota, (c["definitions_run"].message, c["sandbox"].message)
     assert "256 MB" in quota[0]
     assert not c["definitions_run"].passed
-    assert elapsed < 20
     if c["sandbox_isolation"].passed:  # bubblewrap: the write fails inside its tmpfs, the rest is still graded
         assert "No space left on device" in c["definitions_run"].message
         assert c["preprocess_values"].passed
@@ -223,11 +220,10 @@ def test_disk_quota_with_a_bubblewrap_without_size(tmp_path, grader_tmp, monkeyp
     """bubblewrap < 0.8 has no --size: the scratch is then measured on the host, as in the fallback."""
     from grader.notebook import sandbox
 
-    monkeypatch.setattr(sandbox, "bwrap_has_size", lambda: False)
+    monkeypatch.setattr(sandbox, "writable_places", lambda *a, **k: None)  # neither --size nor the bounded tmpfs
     ev, c, elapsed = _collect_hostile(tmp_path, grader_tmp, MANY_FILES, sandbox="bwrap")
     assert c["sandbox_isolation"].passed and "measured on the host" in c["sandbox_isolation"].message
     assert not c["sandbox"].passed and "disk quota of 256 MB" in c["sandbox"].message
-    assert elapsed < 20
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -285,7 +281,7 @@ def test_endless_loop_at_definition_time(tmp_path, grader_tmp):
 
 @pytest.mark.slow
 def test_endless_loop_ignoring_the_alarm_hits_the_wall_timeout(tmp_path, grader_tmp):
-    ev, c, _ = _collect_hostile(tmp_path, grader_tmp, SPIN_NO_ALARM, timeout_s=12, bound=40)
+    ev, c, _ = _collect_hostile(tmp_path, grader_tmp, SPIN_NO_ALARM, timeout_s=12)
     assert not c["sandbox"].passed
     assert "did not finish within" in c["sandbox"].message and "cell 3" in c["sandbox"].message
 

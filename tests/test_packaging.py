@@ -26,7 +26,7 @@ def wheel(tmp_path_factory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copyfile(REPO / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.grading")
-    for folder in ("grader", "rubrics", "reference/models"):
+    for folder in ("grader", "rubrics", "reference/models", "lock"):
         shutil.copytree(REPO / folder, src / folder, ignore=ignore)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
                    check=True, capture_output=True, timeout=300)
@@ -41,7 +41,8 @@ def test_the_wheel_holds_one_package_and_the_shipped_data(wheel):
     for needed in ("grader/_data/rubrics/lunarlander.toml", "grader/_data/rubrics/baselines/mspacman.json",
                    "grader/_data/rubrics/cartpole.toml", "grader/_data/reference/models/lunarlander_improved.onnx",
                    "grader/outputs/templates/report.html.j2", "grader/site/templates/base.html", "grader/data/mspacman_frames.npz",
-                   "grader/py.typed", "grader/gradescope/templates/gradescope_setup.sh"):
+                   "grader/py.typed", "grader/gradescope/templates/gradescope_setup.sh",
+                   "grader/_data/lock/requirements.txt", "grader/_data/lock/grader.txt", "grader/_data/lock/notebooks.txt"):
         assert needed in names, needed
 
 
@@ -65,9 +66,10 @@ def test_the_installed_wheel_grades_from_another_directory(wheel, tmp_path):
                               cwd=elsewhere, capture_output=True, text=True, timeout=300, env=env)
 
     where = subprocess.run([str(py), "-c", "import grader, grader.resources as r; print(grader.__file__); "
-                                           "print(r.reference_models_dir())"], cwd=elsewhere, capture_output=True,
-                           text=True, check=True).stdout.split()
-    assert where[0].startswith(str(site)) and where[1].startswith(str(site))  # the wheel's copy, not the checkout
+                                           "print(r.reference_models_dir()); print(r.lock_dir())"], cwd=elsewhere,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert all(w.startswith(str(site)) for w in where)  # the wheel's copy, not the checkout
+    assert (Path(where[2]) / "grader.txt").is_file()  # the lock, for grade doctor on an installed grader
     version = run("--version")
     assert version.returncode == 0 and "rl-grader 0.1.0" in version.stdout
     model = Path(where[1]) / "lunarlander_improved.onnx"

@@ -431,7 +431,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-errors", action="store_true",
                    help="regrade only the submissions whose last grading was a grader error (status error)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="where to grade (default local)")
-    p.add_argument("--address", help="Ray cluster address HOST:PORT (with --backend ray)")
+    p.add_argument("--address", help="Ray cluster address HOST:PORT (with --backend ray; without it a local Ray "
+                                     "of its own is started on this machine and stopped at the end)")
     p.add_argument("--no-video", action="store_true", help="skip the MP4 videos")
     p.add_argument("--episodes", type=int, help="override the rubric's number of episodes (a separate gradebook key)")
     p.add_argument("--reference", type=Path, default=reference_models_dir(),
@@ -452,6 +453,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the rubric's title or id, else a new column)")
 
 
+def _warn_versions(rubric_path: Path) -> None:
+    """Say at start when this machine's packages differ from those that made the rubric's baselines."""
+    from grader.scoring.versions import baselines_version_warning
+
+    warning = baselines_version_warning(rubric_path)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from grader.classroom import lms
     from grader.outputs import console
@@ -465,11 +475,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0.5 <= args.behaviour_threshold <= 1.0:
         console.fail("--behaviour-threshold must be between 0.5 and 1")
         return EXIT_ERROR
-    if args.backend == "ray" and not args.address:
-        console.fail("--backend ray needs --address HOST:PORT of the Ray head")
-        return EXIT_ERROR
     rubric = load_rubric(args.rubric)  # validated as a whole, seeds and baselines read: before any submission
     rubric.check_baselines_follow_seeds(command="grade batch")
+    _warn_versions(args.rubric)
     if args.overrides is not None:
         from grader.classroom.overrides import read_overrides
 

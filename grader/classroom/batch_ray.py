@@ -1,4 +1,8 @@
-"""``grade batch --backend ray --address HOST:PORT``: the grading slots are Ray actors.
+"""``grade batch --backend ray [--address HOST:PORT]``: the grading slots are Ray actors.
+
+Without ``--address`` the driver starts a Ray of its own on this machine (``num_cpus`` = the
+workers), with its own authentication token in its environment (never ``~/.ray/auth_token``, which
+other Ray users on the machine share), and stops it at the end.
 
 Each actor (``num_cpus=1``) holds a persistent one-worker :class:`~grader.runtime.engine.Engine`, like a
 local slot, so the sandbox is the same on every node. The driver runs the same claim -> grade ->
@@ -118,14 +122,54 @@ class _ActorSlot:
             pass
 
 
+# The variables a local Ray of our own sets, and what they were before (restored by shutdown()).
+_SAVED_ENV: dict[str, str | None] = {}
+
+
+def _private_token() -> None:
+    """Token authentication for a local Ray of our own, with a fresh token in the environment (the
+    Ray processes inherit it): Ray would otherwise read or write ``~/.ray/auth_token``, shared by
+    every Ray on the machine. An operator's own RAY_AUTH_MODE / RAY_AUTH_TOKEN are left alone."""
+    import secrets
+
+    if "RAY_AUTH_MODE" in os.environ or "RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ:
+        return
+    for key, value in (("RAY_AUTH_MODE", "token"), ("RAY_AUTH_TOKEN", secrets.token_hex(32))):
+        _SAVED_ENV[key] = os.environ.get(key)
+        os.environ[key] = value
+
+
+def _refresh_auth() -> None:
+    """Make Ray read the authentication settings again from the environment: it caches the mode and
+    the token per process, and this process may have talked to another cluster before."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:  # a Ray without token authentication: nothing cached
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _init(ray: Any, *, address: str | None, n: int) -> None:
+    """Connect to the cluster at ``address``; without one, start a local Ray with ``n`` CPUs."""
+    common = {"runtime_env": {"py_modules": [str(GRADER_DIR)], "excludes": ["__pycache__"]},
+              "logging_level": "ERROR", "log_to_driver": False, "configure_logging": False}
+    if address:
+        _refresh_auth()
+        ray.init(address=address, **common)
+        return
+    _private_token()
+    _refresh_auth()
+    ray.init(address="local", num_cpus=max(1, n), include_dashboard=False, **common)
+
+
 def ray_graders(run: BatchRun, opts: JobOptions, *, n: int) -> list[_ActorSlot]:
-    """Connect to the cluster and start ``n`` actors (at most one per CPU of the cluster)."""
+    """Connect to the cluster (or start a local one) and start ``n`` actors (at most one per CPU)."""
     try:
         import ray
     except ImportError:
         raise MissingDependency("--backend ray", install="pip install 'rl-grader[ray]'") from None
-    ray.init(address=run.address, runtime_env={"py_modules": [str(GRADER_DIR)], "excludes": ["__pycache__"]},
-             logging_level="ERROR", log_to_driver=False, configure_logging=False)
+    _init(ray, address=run.address, n=n)
     if n < 1:
         return []
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -135,9 +179,16 @@ def ray_graders(run: BatchRun, opts: JobOptions, *, n: int) -> list[_ActorSlot]:
 
 
 def shutdown() -> None:
+    """Disconnect (a local Ray of our own stops with it) and restore the environment it changed."""
     try:
         import ray
 
         ray.shutdown()
     except ImportError:
         pass
+    for key, value in _SAVED_ENV.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _SAVED_ENV.clear()

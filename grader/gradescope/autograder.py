@@ -231,6 +231,19 @@ def source_root(source: str | Path | None = None) -> Path:
     return root
 
 
+def shipped_data(source: Path) -> set[str]:
+    """The wheel paths of the shipped rubrics, baselines and models: pyproject.toml's explicit list
+    (``grader._data.*`` package data, by name; a glob there would ship whatever lies in the folder)."""
+    conf = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8")).get("tool", {}).get("setuptools", {})
+    out = set()
+    for package, names in conf.get("package-data", {}).items():
+        if package.startswith("grader._data"):
+            if any(ch in name for name in names for ch in "*?["):
+                raise SetupError(f"pyproject.toml: package data of {package} must be listed by name, not {names}")
+            out |= {package.replace(".", "/") + "/" + name for name in names}
+    return out
+
+
 def build_wheel(source: Path, dest: Path) -> Path:
     """Build the grader as a wheel into ``dest`` from a staged copy of what the wheel is made of
     (``pyproject.toml``, the README, ``grader/``, ``rubrics/``, ``reference/models/``): the project's
@@ -243,7 +256,7 @@ def build_wheel(source: Path, dest: Path) -> Path:
         readme = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8")).get("project", {}).get("readme")
         if isinstance(readme, str) and (source / readme).is_file():
             shutil.copyfile(source / readme, stage / readme)
-        for folder in ("grader", "rubrics", "reference/models"):
+        for folder in ("grader", "rubrics", "reference/models", "lock"):
             if (source / folder).is_dir():  # a tree without them fails in pip, with its message below
                 shutil.copytree(source / folder, stage / folder, ignore=ignore)
         out = Path(tmp) / "wheel"
@@ -262,13 +275,70 @@ def build_wheel(source: Path, dest: Path) -> Path:
                              f"install the build backend into this environment and retry: "
                              f"{sys.executable} -m pip install 'setuptools>=77'")
         with zipfile.ZipFile(wheels[0]) as z:
-            stray = [n for n in z.namelist() if not n.startswith(("grader/", "rl_grader-"))]
+            names = z.namelist()
+        stray = [n for n in names if not n.startswith(("grader/", "rl_grader-"))]
         if stray:
             raise SetupError(f"internal error: the wheel holds files outside grader/: {', '.join(stray[:5])}")
+        unlisted = sorted({n for n in names if n.startswith("grader/_data/")} - shipped_data(stage))
+        if unlisted:
+            raise SetupError(f"the wheel would hold data files that pyproject.toml does not list as shipped: "
+                             f"{', '.join(unlisted[:5])}; list them under [tool.setuptools.package-data] by name")
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / wheels[0].name
         shutil.copyfile(wheels[0], target)
         return target
+
+
+# --- what setup.sh installs ------------------------------------------------------------------------
+LOCK_ENTRY = "requirements.lock"  # in the zip: the lock's subset the rubric needs (docs/environment.md)
+TORCH_PIN = re.compile(r"^# unhashed: (torch==\S+)", re.M)
+
+
+@dataclass
+class Install:
+    """What the zip's setup.sh installs: the lock file's bytes, the torch pin (None: no torch) and
+    what each is for, in words for the builder's summary."""
+
+    lock: bytes
+    torch: str | None
+    parts: list[str]
+
+
+def runs_torch(task: str) -> bool:
+    """Whether grading ``task``'s notebooks runs their torch code: its notebook module says so with
+    ``RUNS_TORCH``; a module that does not say is taken to need torch (never grade less)."""
+    from grader.tasks.contract import get_task
+
+    module = get_task(task).notebook_module()
+    return module is not None and bool(getattr(module, "RUNS_TORCH", True))
+
+
+def install_for(rubric: Rubric, root: Path) -> Install:
+    """The lock subset that grades every part of ``rubric``: the grader alone, or with torch (the CPU
+    build, pinned in the lock) when the rubric has notebook checks that run the notebook's torch
+    code. Raises :class:`SetupError` when the source tree's lock cannot install a part: a zip never
+    silently grades less than its rubric."""
+    notebook_points = float(sum(rubric.notebook.points.values()))
+    torch_needed = notebook_points > 0 and runs_torch(rubric.task)
+    name = "notebooks.txt" if torch_needed else "grader.txt"
+    path = root / "lock" / name
+    if not path.is_file():
+        raise SetupError(f"the grader's lock has no {path.relative_to(root)}, which the zip's setup.sh installs to "
+                         f"grade {'notebooks' if torch_needed else 'models'}; run `python3 tools/update_lock.py` "
+                         "in the grader's source tree (docs/environment.md)")
+    data = path.read_bytes()
+    found = TORCH_PIN.search(data.decode("utf-8"))
+    torch = found[1] if found else None
+    parts = [f"ONNX models ({rubric.scoring.points:g} points) with the grader from {path.name}"]
+    if notebook_points and not torch_needed:
+        parts.append(f"notebooks ({notebook_points:g} points), read without running them: no torch")
+    if torch_needed:
+        if torch is None:
+            raise SetupError(f"rubric {rubric.id!r} grades notebooks ({notebook_points:g} points), but "
+                             f"{path.relative_to(root)} pins no torch, without which every notebook gets 0; "
+                             "run `python3 tools/update_lock.py`")
+        parts.append(f"notebooks ({notebook_points:g} points) with {torch} (CPU build)")
+    return Install(lock=data, torch=torch if torch_needed else None, parts=parts)
 
 
 # --- the zip ----------------------------------------------------------------------------------------
@@ -319,7 +389,10 @@ def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table,
     bundle = bundle_rubric(Path(rubric), grading_seeds_file=grading_seeds_file)
     bundle.rubric.check_baselines_follow_seeds(command="grade gradescope")  # thresholds on other seeds: refused
     root = source_root(source)
-    entries: dict[str, tuple[bytes, int]] = {name: (raw, 0o644) for name, raw in bundle.files.items()}
+    # the rubric, its seeds and baselines: readable by the grader's user only (setup.sh also closes source/)
+    entries: dict[str, tuple[bytes, int]] = {name: (raw, 0o600) for name, raw in bundle.files.items()}
+    install = install_for(bundle.rubric, root)
+    entries[LOCK_ENTRY] = (install.lock, 0o644)
     with tempfile.TemporaryDirectory(prefix="rl-grader-zip-") as tmp:
         wheel = build_wheel(root, Path(tmp))
         entries[wheel.name] = (wheel.read_bytes(), 0o644)
@@ -332,6 +405,7 @@ def _build_autograder(*, rubric, out, grading_seeds_file, source, episode_table,
 
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, _zip_bytes(entries))
+    bundle.notes[:0] = [f"setup.sh installs what grades {part}" for part in install.parts]
     return out, bundle
 
 

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from grader.errors import GraderError, SubmissionError
+from grader.errors import EXIT_ERROR, GraderError, SubmissionError
 from grader.notebook.common import common_checks, detect_notebook_task, parse_notebook
 from grader.notebook.sandbox import Limits
 from grader.tasks import all_tasks
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  model {m.role}: {m.label}, {len(m.data)} bytes")
         for name, data in ev.logs.items():
             print(f"  log {name}: {len(data)} bytes")
+    if ev.not_run:  # no bubblewrap: a set-up problem, as in `grade`
+        print(f"{args.notebook}: {ev.not_run}", file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 

@@ -359,6 +359,7 @@ def probe_preprocess(job, ns, np):
         return
     desc, fn, function, owner = cands[0]
     who = {"name": desc[:200], "function": function and function[:200], "owner": owner and owner[:200]}
+    _GLOBALS["__preprocess__"] = None
     outputs = []
     for i in range(frames.shape[0]):
         frame = frames[i].copy()
@@ -372,6 +373,28 @@ def probe_preprocess(job, ns, np):
                  cell=_student_frame_file(exc), line=_student_line(exc), **who)
             return
     send(ev="preprocess", found=True, outputs=outputs, **who)
+    _GLOBALS["__preprocess__"] = fn  # the network is also probed on states it builds (job "own_states")
+
+
+def probe_own_states(job, np, torch, model, seq, info):
+    """The network on states stacked from the notebook's own preprocessing of other raw frames."""
+    fn = _GLOBALS.get("__preprocess__")
+    order = job["network_order"]
+    try:
+        net = np.load("in/frames.npz")["net_frames"]
+        outs = [torch.as_tensor(_call_limited(fn, job["call_timeout_s"], net[i].copy())).detach().float().cpu()
+                for i in range(net.shape[0])]
+        xo = torch.stack([torch.stack([outs[order[(i + j) % len(order)]] for j in range(seq)]) for i in range(4)])
+        info["own_shape"] = [_int(d) for d in xo.shape][:6]
+        with torch.no_grad():
+            info["own_batch"] = _array_msg(_call_limited(model, job["call_timeout_s"], xo))
+            info["own_single"] = [_array_msg(_call_limited(model, job["call_timeout_s"], xo[i:i + 1])) for i in range(4)]
+    except DeadlineExceeded:
+        info["own_error"] = "the forward pass did not return within %s s" % job["call_timeout_s"]
+    except BaseException as exc:
+        info.pop("own_batch", None)
+        info["own_single"] = []
+        info["own_error"] = _short(exc)
 
 
 def find_network(ns, torch):
@@ -458,6 +481,8 @@ def probe_network(job, ns, np):
         info["forward_error"] = _short(exc)
         info["forward_cuda"] = _is_cuda_error(exc)
         info["forward_line"] = _student_line(exc)
+    if job.get("own_states") and _GLOBALS.get("__preprocess__") is not None:
+        probe_own_states(job, np, torch, model, seq, info)
     if "out_batch" in info:
         try:
             _setitimer(_ITIMER, job["export_timeout_s"])
@@ -513,7 +538,8 @@ _WATCHED = {
 
 # the runner's own functions and values: replacing them (or their code) is reported as forgery
 _OWN = ("send", "ship", "_enc", "_esc", "_write", "_exit", "_FD", "_BLOB_FD", "_forked_child_guard", "_MAIN_PID",
-        "run_definitions", "probe_preprocess", "probe_network", "find_preprocess", "find_network", "_array_msg",
+        "run_definitions", "probe_preprocess", "probe_network", "probe_own_states", "find_preprocess", "find_network",
+        "_array_msg",
         "_to_numpy", "_export", "_call_limited", "_params", "_restore", "main")
 
 

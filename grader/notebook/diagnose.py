@@ -143,6 +143,11 @@ def diagnose_preprocessing(frames: np.ndarray, outputs: list[np.ndarray]) -> Dia
     return Diagnosis(False, max_diff, frac, steps, hints, best)
 
 
+# Row windows a student's own preprocessing may crop before resizing (the lesson's, the DQN paper's
+# 34..193, the maze without the score bar, ...): follows_frames tries each.
+_WINDOWS = [(top, bottom) for top in (0, 1, 2, 17, 26, 34) for bottom in (160, 170, 171, 172, 185, 194, 195)]
+
+
 def _resampled_gray(frames: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Each frame's channel mean, nearest-neighbour resampled to ``shape``."""
     gray = frames.astype(np.float64).mean(axis=3)
@@ -174,6 +179,7 @@ def follows_frames(frames: np.ndarray, outputs: list[np.ndarray], diag: Diagnosi
     stacked = np.stack(squeezed)
     shape = squeezed[0].shape
     candidates = [_resampled_gray(frames, shape)]
+    candidates += [_resampled_gray(frames[:, top:bottom], shape) for top, bottom in _WINDOWS]  # a crop, then a resize
     if shape == (44, 40):
         candidates.append(preprocess_frames(frames))
     if diag.variant is not None:

@@ -10,7 +10,7 @@ given, against answers it never saw. Points are left to the pipeline (``points=N
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from grader.result import CheckResult
 
@@ -37,3 +37,7 @@ class NotebookEvidence:
     checks: list[CheckResult] = field(default_factory=list)  # points=None, max_points=None
     models: list[ProducedModel] = field(default_factory=list)
     logs: dict[str, bytes] = field(default_factory=dict)  # file name -> capped content
+    # What a check can only judge once the graded model is known (MsPacman: whether the notebook's
+    # preprocessing agrees with the model's input contract): the collector's module ``resolve``s it.
+    pending: Any = None
+    not_run: str | None = None  # the code was not run, and why: a set-up problem (no bubblewrap), never the student's

@@ -136,9 +136,15 @@ class Network(_Msg):
     parameters: Count | None = None
     forward_error: Text | None = None
     forward_cuda: StrictBool = False
+    forward_line: Line | None = None  # the notebook line the forward pass failed at (the runner has always sent it)
     out_batch: ArrayMsg | None = None  # forward of the whole batch
     out_single: Annotated[list[ArrayMsg], Field(max_length=8)] = []  # forward of each sample alone
     export_error: Text | None = None
+    # the same on states built by the notebook's own preprocessing (job "own_states")
+    own_shape: Annotated[list[StrictInt], Field(max_length=6)] = []
+    own_batch: ArrayMsg | None = None
+    own_single: Annotated[list[ArrayMsg], Field(max_length=8)] = []
+    own_error: Text | None = None
 
 
 class Weights(_Msg):

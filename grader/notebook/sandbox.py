@@ -1,4 +1,10 @@
-"""Running untrusted notebook code: bubblewrap when available, rlimits (+ ``unshare --net``) otherwise.
+"""Running untrusted notebook code: in bubblewrap; without it, only when explicitly allowed.
+
+Without a usable bubblewrap the code is **not run** (:attr:`SandboxRun.refused`, with
+:func:`grader.runtime.bwrap.refusal` saying what to install), unless the weaker sandbox is asked for
+(``GRADER_SANDBOX=fallback``) or allowed (``GRADER_ALLOW_UNSANDBOXED=1``: bubblewrap where it
+works, the fallback where not; for a machine that is itself one submission's container, such as
+Gradescope's). The fallback: rlimits, ``unshare --net``, uid 65534 when root, a clean environment.
 
 The caller prepares ``WORK/in/`` (the runner, the job, the probe inputs, this one submission's
 files); the child is ``python -I -u in/runner.py in/job.json FD BLOB_FD``, unbuffered so that
@@ -34,12 +40,17 @@ from grader.runtime.bwrap import (  # noqa: F401 - re-exported: the sandbox's pr
     MODES,
     NOBODY,
     SANDBOX_ENV_VAR,
+    SEAL,
     bwrap_has_size,
     bwrap_status,
+    fallback_uid,
     python_roots,
     readable_by_others,
+    refusal,
     requested_mode,
+    unsandboxed_allowed,
     unshare_net_prefix,
+    writable_places,
 )
 from grader.runtime.bwrap import bwrap_base as _bwrap_base
 
@@ -55,7 +66,8 @@ class Limits:
     output_bytes: int = 1 << 20  # stdout / stderr kept for the report (each)
     flood_bytes: int = 64 << 20  # beyond this much output the child is killed
     channel_bytes: int = 4 << 20  # JSON report channel cap
-    scratch_mb: int = 256  # the disk quota: the working folder and /tmp (each, under bubblewrap)
+    scratch_mb: int = 256  # the disk quota: the working folder, /tmp and /dev/shm together (under bubblewrap)
+    scratch_files: int = 4096  # files and folders the code may create there (tmpfs nr_inodes)
     model_bytes: int = 100 << 20  # each exported ONNX file sent back
     poll_s: float = 0.2  # how often the process count and the scratch usage are checked
 
@@ -93,6 +105,8 @@ class SandboxRun:
     scratch: str = ""  # how the disk quota is enforced, in words
     quota_hit: bool = False  # the child wrote more than the quota (host scratch) and was stopped
     models_overflow: bool = False  # more model bytes than allowed were sent
+    host_scratch: bool = False  # the scratch is a host folder the grader measures (fallback, old bubblewrap)
+    refused: bool = False  # nothing ran: no usable bubblewrap, and running without it was not allowed
 
     @property
     def signal_name(self) -> str | None:
@@ -237,18 +251,26 @@ def _child_argv(root: str, fd: int, blob_fd: int) -> list[str]:
 
 
 def _bwrap_command(workdir: Path, limits: Limits, run: SandboxRun, fds: tuple[int, int]) -> list[str]:
+    """bubblewrap's command line; the writable places are ``/sandbox``, ``/tmp`` and ``/dev/shm``,
+    bounded together in bytes and files (:func:`grader.runtime.bwrap.writable_places`)."""
     env = dict(_ENV, GRADER_SANDBOX_MODE="bwrap")
-    if bwrap_has_size():
-        size = ["--size", str(limits.scratch_mb << 20)]
-        tmp = [*size, "--tmpfs", "/tmp"]
-        scratch = [*size, "--tmpfs", INSIDE, "--ro-bind", str(workdir / "in"), INSIDE + "/in"]
-        run.scratch = f"tmpfs of {limits.scratch_mb} MB for the working folder and for /tmp"
+    (workdir / "scratch").mkdir(exist_ok=True)
+    places = writable_places([INSIDE, "/tmp", "/dev/shm"], size_bytes=limits.scratch_mb << 20, files=limits.scratch_files,
+                             mountpoint=str(workdir / "scratch"))
+    prefix: list[str] = []
+    if places is not None:
+        prefix, tmp, shm, own = places.prefix, places.binds["/tmp"], places.binds["/dev/shm"], places.binds[INSIDE]
+        run.scratch = places.note
     else:
-        (workdir / "tmp").mkdir(exist_ok=True)
-        tmp = ["--bind", str(workdir / "tmp"), "/tmp"]
-        scratch = ["--bind", str(workdir), INSIDE, "--ro-bind", str(workdir / "in"), INSIDE + "/in"]
+        for name in ("tmp", "shm"):
+            (workdir / name).mkdir(exist_ok=True)
+        tmp, shm = ["--bind", str(workdir / "tmp"), "/tmp"], ["--bind", str(workdir / "shm"), "/dev/shm"]
+        own = ["--bind", str(workdir), INSIDE]
+        run.host_scratch = True
         run.scratch = f"{limits.scratch_mb} MB measured on the host (this bubblewrap has no --size)"
-    cmd = _bwrap_base(tmp) + scratch + ["--uid", str(NOBODY), "--gid", str(NOBODY), "--chdir", INSIDE, "--clearenv"]
+    scratch = [*own, "--ro-bind", str(workdir / "in"), INSIDE + "/in"]
+    cmd = prefix + _bwrap_base(tmp, shm=shm) + scratch + SEAL
+    cmd += ["--uid", str(NOBODY), "--gid", str(NOBODY), "--chdir", INSIDE, "--clearenv"]
     for k, v in env.items():
         cmd += ["--setenv", k, v]
     return cmd + ["--", *_child_argv("", *fds)]
@@ -256,12 +278,11 @@ def _bwrap_command(workdir: Path, limits: Limits, run: SandboxRun, fds: tuple[in
 
 def _fallback_command(workdir: Path, limits: Limits, run: SandboxRun, fds: tuple[int, int], why: str,
                       is_root: bool) -> tuple[list[str], dict, int | None]:
-    prefix = unshare_net_prefix()
     env = dict(_ENV, GRADER_SANDBOX_MODE="fallback", TMPDIR=str(workdir / "tmp"), HOME=str(workdir / "tmp"))
     (workdir / "tmp").mkdir(exist_ok=True)
-    drop_uid = None
-    if is_root and all(readable_by_others(r) for r in python_roots()):
-        drop_uid = NOBODY
+    drop_uid = fallback_uid() if is_root else None  # the same rule as the model workers' fallback
+    prefix = unshare_net_prefix(drop_uid)
+    if drop_uid is not None:
         for p in [workdir, *workdir.rglob("*")]:
             writable = p == workdir or p == workdir / "tmp"
             os.chmod(p, (0o777 if writable else 0o555) if p.is_dir() else 0o444)
@@ -319,8 +340,8 @@ def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) ->
     wanted = requested_mode(mode)
     ok, why = bwrap_status() if wanted in ("auto", "bwrap") else (False, "the weaker sandbox was requested")
     run = SandboxRun(mode="bwrap" if ok else "fallback", process_limit=limits.processes)
-    if wanted == "bwrap" and not ok:
-        run.launch_error = f"the bubblewrap sandbox was required but {why}"
+    if not ok and not (wanted == "fallback" or (wanted == "auto" and unsandboxed_allowed())):
+        run.launch_error, run.refused = refusal(why, required=wanted == "bwrap"), True
         return run
     r_fd, w_fd = os.pipe()
     rb_fd, wb_fd = os.pipe()
@@ -331,7 +352,7 @@ def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) ->
         cmd, env, cwd = _bwrap_command(workdir, limits, run, (w_fd, wb_fd)), dict(_ENV), "/"
     else:
         cmd, env, drop_uid = _fallback_command(workdir, limits, run, (w_fd, wb_fd), why, is_root)
-    host_scratch = run.mode == "fallback" or not bwrap_has_size()
+    host_scratch = run.mode == "fallback" or run.host_scratch
     nproc_limit = _process_limit(run, limits, cg, is_root, drop_uid)
     start = time.monotonic()
     try:

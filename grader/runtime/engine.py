@@ -518,7 +518,7 @@ class Engine:
         from grader.runtime.policy import probe_batch_sizes
 
         task = self._require_loaded()["task"]
-        states = np.ascontiguousarray(states, dtype=np.float32)
+        states = np.ascontiguousarray(states, dtype=np.dtype(get_task(task).input_dtype))
         if batch_sizes is None:
             pool = get_task(task).pool_size
             batch_sizes = [b for b in probe_batch_sizes(pool) if b <= max(pool, 7)]
@@ -529,6 +529,29 @@ class Engine:
         out = self._gather([0], **self._probe_wait())[0]
         if not (isinstance(out, np.ndarray) and out.dtype == np.int64 and out.shape == (len(states),)):
             raise self._fail_all([0], "the grading process sent a malformed reply (actions)")
+        return out
+
+    def fits(self, states: Any) -> bool:
+        """Whether ``states`` are a batch of the loaded model's input contract (shape): a class's
+        duplicate-detection probe set is the homework's main contract's; a model under another
+        contract (MsPacman's raw frames) needs the same frames in its own form."""
+        import numpy as np
+
+        if self._loaded is None:
+            return False
+        return tuple(np.shape(states)[1:]) == tuple(get_task(self._loaded["task"]).state_shape)
+
+    def tensors(self, model: bytes, states: Any, *, size: int) -> list[Any]:
+        """Every intermediate tensor of ``size`` elements that ``model`` computes on ``states``, in
+        the sandboxed worker (:func:`grader.runtime.policy.tensors`): how the notebook checks find
+        the preprocessed state inside a model that preprocesses its raw frames."""
+        import numpy as np
+
+        self._workers[0].send("tensors", {"model": model, "states": np.ascontiguousarray(states), "size": int(size),
+                                          "cpu_s": self._budget("probe_s") + 5})
+        out = self._gather([0], **self._probe_wait())[0]
+        if not (isinstance(out, list) and all(isinstance(t, np.ndarray) and t.size == size for t in out)):
+            raise self._fail_all([0], "the grading process sent a malformed reply (tensors)")
         return out
 
     def record(self, seed: int, path: str) -> RecordedEpisode:

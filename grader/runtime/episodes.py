@@ -40,20 +40,25 @@ class EnvPool:
 
     def __init__(self, factory: Callable[..., Any] = make_env) -> None:
         self._envs: dict[str, list[Any]] = {}
-        self._served: dict[str, int] = {}  # episodes commands played per task
-        self._first: dict[str, list[int]] = {}  # per task: the seeds environments 0, 1, ... play first
+        self._served: dict[str, int] = {}  # episodes commands played per environment
+        self._first: dict[str, list[int]] = {}  # per environment: the seeds environments 0, 1, ... play first
         self.factory = factory
 
+    @staticmethod
+    def _key(spec: Task) -> str:
+        """The input contracts of one homework share its environments (the same ``make_env``)."""
+        return f"{spec.homework_name}:{spec.env_id}"
+
     def expect(self, spec: Task, seeds: Sequence[int]) -> None:
-        self._first[spec.name] = [int(s) for s in seeds]
+        self._first[self._key(spec)] = [int(s) for s in seeds]
 
     def _build(self, spec: Task, envs: list[Any]) -> None:
-        first = self._first.get(spec.name, [])
+        first = self._first.get(self._key(spec), [])
         k = len(envs)
         envs.append(self.factory(spec, first_seed=first[k]) if k < len(first) else self.factory(spec))
 
     def get(self, spec: Task, n: int) -> list[Any]:
-        envs = self._envs.setdefault(spec.name, [])
+        envs = self._envs.setdefault(self._key(spec), [])
         while len(envs) < n:
             self._build(spec, envs)
         return envs[:n]
@@ -63,15 +68,15 @@ class EnvPool:
         for the first episodes command, ``fresh`` (see :func:`grader.runtime.dispatch.fresh_envs`) or those
         already built if more; for every later one, one more than those built, so that a
         long-lived worker's pool grows to the full batch over its first commands."""
-        built = len(self._envs.get(spec.name, []))
-        served = self._served.get(spec.name, 0)
-        self._served[spec.name] = served + 1
+        built = len(self._envs.get(self._key(spec), []))
+        served = self._served.get(self._key(spec), 0)
+        self._served[self._key(spec)] = served + 1
         return max(1, min(slots, max(fresh, built + (1 if served else 0))))
 
     def fill_while_idle(self, spec: Task, n: int, conn: Any) -> None:
         """Build up to ``n`` environments, one at a time, for as long as no command is waiting:
         a command (the probe, the episodes) is answered first, and the episodes build the rest."""
-        envs = self._envs.setdefault(spec.name, [])
+        envs = self._envs.setdefault(self._key(spec), [])
         while len(envs) < n and not conn.poll(0):
             self._build(spec, envs)
 
@@ -150,7 +155,7 @@ def run_episodes(
     while slots:
         on_step()
         order = sorted(slots)
-        actions, out = _decide(policy, [slots[i] for i in order], track)
+        actions, out = _decide(policy, spec, [slots[i] for i in order], track)
         for k, (i, action) in enumerate(zip(order, actions)):
             slot = slots[i]
             _advance(slot, int(action), out[k] if out is not None else None,
@@ -161,10 +166,11 @@ def run_episodes(
     return results
 
 
-def _decide(policy: Policy, slots: list[_Slot], track: bool) -> tuple[np.ndarray, list | None]:
-    """One policy call on the states of ``slots``: their actions and, when diagnostics are
-    tracked, the policy's output rows (as lists: cheap to keep, one array at the end)."""
-    states = np.stack([slot.turn.state for slot in slots])
+def _decide(policy: Policy, spec: Task, slots: list[_Slot], track: bool) -> tuple[np.ndarray, list | None]:
+    """One policy call on the states of ``slots`` (batched by the task: a raw frame is copied once,
+    into the batch): their actions and, when diagnostics are tracked, the policy's output rows (as
+    lists: cheap to keep, one array at the end)."""
+    states = spec.stack_states([slot.turn.state for slot in slots])
     seeds_now, steps_now = np.array([slot.seed for slot in slots]), np.array([slot.decisions for slot in slots])
     if not track:
         return policy.act(states, seeds_now, steps_now), None

@@ -22,6 +22,7 @@ class Isolation:
     warnings: tuple[str, ...] = ()
     verified: bool = True  # False: bwrap is tried without the probe; the first worker's "ready" proves it
     tmpfs_size: bool = True  # bwrap takes --size (0.8 and later)
+    uid: int | None = None  # fallback: the uid workers run as (65534 when the grader is root), None: the grader's
 
 
 def isolation(mode: str | None = None, *, probe: bool = True) -> Isolation:
@@ -44,10 +45,14 @@ def isolation(mode: str | None = None, *, probe: bool = True) -> Isolation:
         return Isolation("bwrap", tmpfs_size=bwrap_has_size())
     if wanted == "bwrap":
         raise SetupError(f"the bubblewrap sandbox was required for the model workers but {why}")
-    net = "cut off with `unshare --net`" if unshare_net_prefix() else "NOT cut off (unshare failed)"
+    from grader.runtime.bwrap import fallback_uid
+
+    uid = fallback_uid(str(source_root()))
+    net = "cut off with `unshare --net`" if unshare_net_prefix(uid) else "NOT cut off (unshare failed)"
+    who = f"as uid {uid}" if uid is not None else "as the grader's user"
     return Isolation("fallback", (
-        f"the model ran without bubblewrap ({why}): as the grader's user, with the host's files visible "
-        f"(resource limits and an empty working folder only); network {net}",))
+        f"the model ran without bubblewrap ({why}): {who}, with the host's files visible "
+        f"(resource limits, a clean environment and an empty working folder only); network {net}",), uid=uid)
 
 
 WORKER_MODULE = "grader.runtime.worker"  # the module whose main() a worker process runs
@@ -60,9 +65,10 @@ INSIDE_WORKDIR = "/tmp/work"  # the worker's empty working folder inside bubblew
 def worker_command(iso: Isolation, fd: int, workdir: str | None, limits: WorkerLimits, *,
                    module: str = WORKER_MODULE) -> tuple[list[str], dict[str, str], str]:
     """The argv, environment and working folder of a worker process talking over ``fd``: in
-    bubblewrap (the package read-only, an empty tmpfs, uid nobody, no network) or, in the fallback,
-    in ``workdir`` (its own folders for ``work`` and ``home``) with the network cut off where
-    ``unshare`` works. ``module`` is the module whose ``main()`` it runs."""
+    bubblewrap (the package read-only, a tmpfs bounded in bytes and files mounted on the empty folder
+    ``workdir``, uid nobody, no network) or, in the fallback, in ``workdir`` (its own folders for
+    ``work`` and ``home``, uid 65534 when :attr:`Isolation.uid` says so) with the network cut off
+    where ``unshare`` works. ``module`` is the module whose ``main()`` it runs."""
     import dataclasses
     import json
 
@@ -70,15 +76,20 @@ def worker_command(iso: Isolation, fd: int, workdir: str | None, limits: WorkerL
     boot = [sys.executable, "-I", "-c", _BOOT.format(root=root, module=module), str(fd),
             json.dumps(dataclasses.asdict(limits))]
     if iso.mode == "bwrap":
-        from grader.runtime.bwrap import NOBODY, bwrap_base, python_roots
+        from grader.runtime.bwrap import NOBODY, SEAL, Writable, bwrap_base, python_roots, writable_places
 
-        size = ["--size", str(L.WORKER_TMPFS_BYTES)] if iso.tmpfs_size else []
-        cmd = bwrap_base([*size, "--tmpfs", "/tmp"])
+        if workdir is None:
+            raise ValueError("the bubblewrap sandbox needs an empty folder to mount its scratch on")
+        places = writable_places(["/tmp", "/dev/shm"], size_bytes=L.WORKER_TMPFS_BYTES, files=L.WORKER_TMPFS_FILES,
+                                 mountpoint=workdir)
+        if places is None:  # a bubblewrap without --size: plain tmpfs (what the worker writes is the grader's)
+            places = Writable(binds={d: ["--tmpfs", d] for d in ("/tmp", "/dev/shm")})
+        cmd = places.prefix + bwrap_base(places.binds["/tmp"], shm=places.binds["/dev/shm"])
         pkg = os.path.join(root, "grader")
         if not any(pkg == r or pkg.startswith(r + "/") for r in python_roots()):
             cmd += ["--ro-bind", pkg, pkg]  # only the package: not the checkout's rubrics or tests
-        cmd += ["--dir", INSIDE_WORKDIR, "--dir", "/tmp/home", "--chdir", INSIDE_WORKDIR, "--uid", str(NOBODY), "--gid", str(NOBODY),
-                "--clearenv"]
+        cmd += ["--dir", INSIDE_WORKDIR, "--dir", "/tmp/home", *SEAL, "--chdir", INSIDE_WORKDIR,
+                "--uid", str(NOBODY), "--gid", str(NOBODY), "--clearenv"]
         env = dict(_ENV, HOME="/tmp/home", TMPDIR="/tmp", GRADER_WORKER_MODE="bwrap")
         for k, v in env.items():
             cmd += ["--setenv", k, v]
@@ -90,5 +101,9 @@ def worker_command(iso: Isolation, fd: int, workdir: str | None, limits: WorkerL
     work, home = os.path.join(workdir, "work"), os.path.join(workdir, "home")
     os.makedirs(work, exist_ok=True)
     os.makedirs(home, exist_ok=True)
+    if iso.uid is not None:  # the worker drops to this uid: only its own folders are writable for it
+        os.chmod(workdir, 0o711)
+        for d in (work, home):
+            os.chown(d, iso.uid, iso.uid)
     env = dict(_ENV, HOME=home, TMPDIR=home, GRADER_WORKER_MODE="fallback")
-    return unshare_net_prefix() + boot, env, work
+    return unshare_net_prefix(iso.uid) + boot, env, work

@@ -109,6 +109,7 @@ class OnnxPolicy:
         self.input_name = inp.name
         self.output_name = self.session.get_outputs()[0].name
         self.fixed_batch_one = inp.shape[0] == 1
+        self.input_dtype = np.dtype(spec.input_dtype)  # float32 states, or a raw-frame contract's uint8
 
     def _run(self, states: np.ndarray) -> np.ndarray:
         try:
@@ -123,7 +124,7 @@ class OnnxPolicy:
 
     def raw(self, states: np.ndarray) -> np.ndarray:
         """The model's output for a batch, run state by state if the batch is fixed at 1."""
-        states = np.ascontiguousarray(states, dtype=np.float32)
+        states = np.ascontiguousarray(states, dtype=self.input_dtype)
         if self.fixed_batch_one and len(states) != 1:
             return np.concatenate([self.raw(s[None]) for s in states])
         return self._run(states)
@@ -203,6 +204,44 @@ def actions_at_batch_sizes(policy: Policy, states: np.ndarray, batch_sizes: Sequ
         raise PolicyFailure(f"the model's actions depend on the batch size: {differ} of {n} probe states change "
                             f"between batches of {', '.join(map(str, batch_sizes))}")
     return passes[0]
+
+
+MAX_TENSORS = 64  # intermediate tensors one "tensors" command returns at most
+MAX_TENSOR_BYTES = L.CHANNEL_FROM_WORKER_BYTES // 2  # and their bytes together
+
+
+def tensors(model_bytes: bytes, states: np.ndarray, *, size: int) -> list[np.ndarray]:
+    """The numeric intermediate tensors of ``size`` elements that the model computes on ``states``
+    (each node output exposed as a graph output; at most :data:`MAX_TENSORS`, :data:`MAX_TENSOR_BYTES`).
+    How the notebook checks find the preprocessed state inside a model that preprocesses raw frames."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load_from_string(model_bytes)
+    known = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        model.graph.output.extend(onnx.ValueInfoProto(name=out) for out in node.output if out and out not in known)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        outs = session.run(names, {session.get_inputs()[0].name: states})
+    except MemoryError:
+        raise PolicyFailure("the model tried to allocate more memory than the grader allows") from None
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors on a model are the model's
+        raise PolicyFailure(short_reason(exc)) from None
+    found: list[np.ndarray] = []
+    nbytes = 0
+    for o in outs:
+        if isinstance(o, np.ndarray) and o.size == size and (np.issubdtype(o.dtype, np.floating)
+                                                             or np.issubdtype(o.dtype, np.integer)):
+            nbytes += o.nbytes
+            if len(found) == MAX_TENSORS or nbytes > MAX_TENSOR_BYTES:
+                break
+            found.append(o)
+    return found
 
 
 def short_reason(exc: BaseException) -> str:

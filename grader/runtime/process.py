@@ -56,13 +56,15 @@ class WorkerProcess:
     def __init__(self, iso: Isolation, limits: WorkerLimits, *, module: str = WORKER_MODULE):
         self.iso = iso
         self.ready = False
-        self.workdir = tempfile.mkdtemp(prefix="grader-worker-") if iso.mode == "fallback" else None
+        # fallback: the worker's folder; bubblewrap: the empty folder its bounded scratch is mounted on
+        self.workdir: str | None = tempfile.mkdtemp(prefix="grader-worker-")
         self.stderr = tempfile.TemporaryFile()
         parent, child = socket.socketpair()
         cmd, env, cwd = worker_command(iso, child.fileno(), self.workdir, limits, module=module)
         try:
+            drop = {"user": iso.uid, "group": iso.uid, "extra_groups": []} if iso.mode == "fallback" and iso.uid is not None else {}
             self.process = _launch(cmd, env=env, cwd=cwd, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=self.stderr, start_new_session=True)
+                                   stdout=subprocess.DEVNULL, stderr=self.stderr, start_new_session=True, **drop)
         except OSError as exc:
             parent.close()
             raise EngineBug(f"could not start a worker process ({self.iso.mode}): {exc}") from None

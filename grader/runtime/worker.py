@@ -51,6 +51,7 @@ from grader.runtime.policy import (
     actions_at_batch_sizes,
     probe,
     short_reason,
+    tensors,
 )
 from grader.submission.probestates import probe_states
 from grader.tasks.contract import Task, get_task
@@ -196,7 +197,7 @@ class WorkerServer:
     def commands(self) -> dict[str, Callable[[dict[str, Any]], None]]:
         return {"prepare": self.cmd_prepare, "load": self.cmd_load, "probe": self.cmd_probe,
                 "episodes": self.cmd_episodes, "recheck": self.cmd_recheck, "actions": self.cmd_actions,
-                "record": self.cmd_record, "info": self.cmd_info}
+                "record": self.cmd_record, "info": self.cmd_info, "tensors": self.cmd_tensors}
 
     def handle(self, command: str, args: dict[str, Any]) -> None:
         """Run one command under its CPU budget; a failure goes back as ``fail`` (the model's) or ``bug``."""
@@ -281,9 +282,13 @@ class WorkerServer:
         self.trace.clear()
 
     def cmd_actions(self, args: dict[str, Any]) -> None:
-        states = np.asarray(args["states"], dtype=np.float32)
+        states = np.asarray(args["states"], dtype=getattr(self.policy, "input_dtype", np.float32))
         sizes = [int(b) for b in args.get("batch_sizes") or [len(states)]]
         self.channel.send("ok", actions_at_batch_sizes(self.loaded(), states, sizes))
+
+    def cmd_tensors(self, args: dict[str, Any]) -> None:
+        """A model's intermediate tensors of a given size on given states (:func:`grader.runtime.policy.tensors`)."""
+        self.channel.send("ok", tensors(args["model"], args["states"], size=int(args["size"])))
 
     def cmd_record(self, args: dict[str, Any]) -> None:
         path = os.path.join(os.getcwd(), "video.mp4")

@@ -157,6 +157,8 @@ class NotebookRubric(_Strict):
     memory_mb: int = Field(3072, ge=256, le=65536)
     file_size_mb: int = Field(128, ge=1, le=65536, description="largest file the notebook's code may write")
     processes: int = Field(64, ge=8, le=4096, description="processes and threads the notebook's code may run")
+    lesson_preprocessing: bool = Field(False, description="the notebook's preprocessing must be the lesson's; by default "
+                                       "a deliberate change passes when the model handed in agrees with it")
 
 
 class Budgets(_Strict):
@@ -249,9 +251,12 @@ class Rubric(_Strict):
         from grader.tasks import UnknownTask, get_task
 
         try:
-            get_task(v)
+            task = get_task(v)
         except UnknownTask as exc:
             raise ValueError(str(exc)) from None
+        if task.homework_name != v:  # a rubric grades a homework, whichever of its input contracts a model takes
+            raise ValueError(f"{v!r} is an input contract of the {task.homework_name} homework: the rubric's task is "
+                             f"{task.homework_name!r}")
         return v
 
     @model_validator(mode="after")
@@ -572,7 +577,7 @@ def default_rubric_path(task: str) -> Path:
     """The shipped rubric of ``task`` (works from a checkout and from an installed wheel)."""
     from grader.tasks import get_task
 
-    path = _default_rubric_path(get_task(task).name)
+    path = _default_rubric_path(get_task(task).homework_name)
     if not path.is_file():
         raise RubricError(f"task {task!r} ships no default rubric ({path} is missing); pass --rubric FILE")
     return path

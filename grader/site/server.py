@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 
@@ -63,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     import uvicorn
 
+    from grader.scoring.versions import baselines_version_warning
     from grader.site.app import create_app
+
+    warning = baselines_version_warning(args.rubric)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     app = create_app(config)

@@ -14,10 +14,12 @@ A submission is a *bundle* of one student's files: an ONNX model, a notebook, tr
 Reading (:func:`read_bundle`) happens once, capped, without following links out of the folder;
 the bytes are what is graded (so a file that changes afterwards cannot change the grade), and
 their digest keys the gradebook. torch's default export writes ``model.onnx`` plus
-``model.onnx.data``: the sidecar is read only when it is a regular file named exactly as the model
-names it, beside the model, within the size cap, and its bytes are inlined into the model in
-memory (:func:`inline_external_data`). Anything else about external data stays refused by the
-checks.
+``model.onnx.data``: a *sidecar* is read only when it is **one of the same student's files**
+(:attr:`Bundle.sidecars`: a file of the student's own folder, a file sharing the student's stem in
+a flat folder, or one of the student's files in an LMS download, matched by the name the student
+gave it before the LMS renamed it), a regular file (not a link), within the size cap; its bytes are
+inlined into the model in memory (:func:`inline_external_data`). A model that names any other file
+(a classmate's model, the roster, ``../x``, a link) is refused before a byte of it is read.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -79,6 +82,8 @@ class Bundle:
     notebook: Path | None = None
     weights: tuple[Path, ...] = ()
     notes: tuple[str, ...] = ()  # what was near it and not taken, and why
+    # the student's own files a model may name as its external data: (name the student gave it, path)
+    sidecars: tuple[tuple[str, Path], ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -137,17 +142,22 @@ def _listing(folder: Path) -> list[str]:
 def bundle_folder(folder: Path, student: str, *, label: str | None = None) -> tuple[Bundle, list[Misfit]]:
     """One student's folder: its model, notebook and weights. Returns the bundle and the problems
     (several models with none named model.onnx, several notebooks, links, ...)."""
-    return bundle_files(folder, student, _listing(folder), label=label, label_prefix=f"{folder.name}/")
+    names = _listing(folder)
+    return bundle_files(folder, student, names, label=label, label_prefix=f"{folder.name}/", own=names)
 
 
 def bundle_files(folder: Path, student: str, names: list[str], *, label: str | None = None,
-                 label_prefix: str = "", display: dict[str, str] | None = None) -> tuple[Bundle, list[Misfit]]:
+                 label_prefix: str = "", display: dict[str, str] | None = None,
+                 own: list[str] | None = None) -> tuple[Bundle, list[Misfit]]:
     """The named files of ``folder``, all one student's (a folder, or an LMS's prefixed files).
 
     ``display`` maps a file name to the name the student gave it (an LMS prefixes its own); the
-    model may then be the one displayed as ``model.onnx``.
+    model may then be the one displayed as ``model.onnx``. ``own`` are every file of ``folder``
+    that is this student's (default ``names``): the only files its model may name as its
+    external data, by their displayed names.
     """
     display = display or {}
+    sidecars = tuple((display.get(n, n), folder / n) for n in (names if own is None else own))
     by_kind: dict[str, list[str]] = {"model": [], "notebook": [], "weights": [], "sidecar": []}
     problems: list[Misfit] = []
     for name in names:
@@ -183,7 +193,7 @@ def bundle_files(folder: Path, student: str, names: list[str], *, label: str | N
     shown = " + ".join(taken) or "nothing to grade"
     bundle = Bundle(student=student, label=label or (f"{label_prefix} ({shown})" if label_prefix else shown),
                     model=folder / model if model else None, notebook=folder / notebook if notebook else None,
-                    weights=tuple(folder / w for w in weights), notes=tuple(notes))
+                    weights=tuple(folder / w for w in weights), notes=tuple(notes), sidecars=sidecars)
     return bundle, problems
 
 
@@ -306,13 +316,13 @@ def read_bundle(bundle: Bundle) -> Submission:
         data = read(bundle.model, MAX_MODEL_BYTES, "models")
         if data is not None:
             try:
-                inlined = inline_external_data(data, bundle.model)
+                inlined = inline_external_data(data, bundle.model.name, sidecars=dict(bundle.sidecars))
             except ExternalDataError as exc:
                 problems.append(("no_external_data", exc.message, exc.hint))
                 inlined = None
             if inlined is not None and inlined is not data:
                 notes.append(f"{bundle.model.name}: its weights were read from the file it names beside it "
-                             "(torch's default export) and graded as one model")
+                             "(torch's default export; a file of this submission) and graded as one model")
             data = inlined
         model = NamedBytes(bundle.model.name, data) if data is not None else None
     if bundle.notebook is not None:
@@ -340,12 +350,14 @@ _EXPORT_HINT = ("export into one file: torch.onnx.export(..., external_data=Fals
                 "together with the model.onnx.data file torch wrote beside it")
 
 
-def inline_external_data(data: bytes, model_path: Path) -> bytes:
-    """``data`` with the tensors kept in a sidecar file read from beside ``model_path`` and inlined.
+def inline_external_data(data: bytes, model_name: str, *, sidecars: Mapping[str, Path]) -> bytes:
+    """``data`` with the tensors kept in external-data files inlined: each file must be one of
+    ``sidecars`` (the same student's files, by the name the student gave them).
 
     Returns ``data`` unchanged when no tensor uses external data. Raises :class:`ExternalDataError`
-    (the student's fault) for a location that is not a plain file name, a missing file, a link,
-    a file over the cap, or an offset/length outside the file.
+    (the student's fault) for a location that is not a plain file name, a name that is not one of
+    the student's files (nothing is opened then), a link or anything but a regular file, a file
+    over the cap, or an offset/length outside the file.
     """
     if b"location" not in data:  # cheap: external data entries carry the key "location"
         return data
@@ -367,35 +379,52 @@ def inline_external_data(data: bytes, model_path: Path) -> bytes:
     external = [t for t in iter_tensors(proto) if t.data_location == onnx.TensorProto.EXTERNAL]
     if not external:
         return data
-    folder = model_path.parent
     cache: dict[str, bytes] = {}
-    total = len(data)
     for tensor in external:
         info = {e.key: e.value for e in tensor.external_data}
         location = info.get("location", "")
-        if not location or "/" in location or "\\" in location or location in (".", "..") or "\x00" in location:
-            raise ExternalDataError(f"tensor {tensor.name[:80]!r} keeps its data in {location[:80]!r}, which is not "
-                                    "a file name beside the model", _EXPORT_HINT)
         if location not in cache:
-            path = folder / location
-            if not _regular(path):
-                raise ExternalDataError(f"the model keeps its weights in {location}, which is not beside it "
-                                        "(or is a link)", _EXPORT_HINT)
-            blob = read_capped(path, MAX_MODEL_BYTES)
-            total += len(blob)
-            if total > MAX_MODEL_BYTES:
-                raise ExternalDataError(f"the model and {location} are over the {MAX_MODEL_BYTES >> 20} MB limit",
-                                        "a policy network needs far less: export only the network")
-            cache[location] = blob
-        blob = cache[location]
-        try:
-            offset = int(info.get("offset", 0))
-            length = int(info["length"]) if "length" in info else len(blob) - offset
-        except ValueError:
-            raise ExternalDataError(f"tensor {tensor.name[:80]!r} has a malformed offset or length", _EXPORT_HINT) from None
-        if offset < 0 or length < 0 or offset + length > len(blob):
-            raise ExternalDataError(f"tensor {tensor.name[:80]!r} points outside {location}", _EXPORT_HINT)
-        tensor.raw_data = blob[offset: offset + length]
-        del tensor.external_data[:]
-        tensor.data_location = onnx.TensorProto.DEFAULT
+            cache[location] = _read_sidecar(tensor.name, location, model_name, sidecars,
+                                            room=MAX_MODEL_BYTES - len(data) - sum(map(len, cache.values())))
+        _inline_tensor(tensor, info, location, cache[location])
     return proto.SerializeToString()
+
+
+def _read_sidecar(tensor: str, location: str, model_name: str, sidecars: Mapping[str, Path], *, room: int) -> bytes:
+    """The bytes of the student's own file ``location`` (at most ``room`` of them), or ExternalDataError."""
+    if not location or "/" in location or "\\" in location or location in (".", "..") or "\x00" in location:
+        raise ExternalDataError(f"tensor {tensor[:80]!r} keeps its data in {location[:80]!r}, which is not "
+                                "a file name beside the model", _EXPORT_HINT)
+    path = dict(sidecars).get(location)
+    if path is None:  # never opened: only the student's own files are read
+        raise ExternalDataError(
+            f"the model keeps its weights in {location[:80]}, which is not one of this submission's files (only "
+            f"the same student's files are read: in the student's own folder, or named like the model)",
+            f"hand in {location[:80]} with {model_name}, in the same folder or under the model's name "
+            f"({model_name}.data); or {_EXPORT_HINT}")
+    try:
+        blob = read_capped(path, max(room, 0))
+    except OSError as exc:
+        raise ExternalDataError(f"the model keeps its weights in {location[:80]}, which cannot be read "
+                                f"({'a link or not a regular file' if exc.errno in (20, 21, 40) else exc.strerror})",
+                                "hand in the file itself, not a link: " + _EXPORT_HINT) from None
+    if len(blob) > room:
+        raise ExternalDataError(f"the model and {location[:80]} are over the {MAX_MODEL_BYTES >> 20} MB limit",
+                                "a policy network needs far less: export only the network")
+    return blob
+
+
+def _inline_tensor(tensor, info: dict[str, str], location: str, blob: bytes) -> None:
+    """Put ``blob[offset:offset+length]`` into ``tensor`` as its raw data."""
+    import onnx
+
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else len(blob) - offset
+    except ValueError:
+        raise ExternalDataError(f"tensor {tensor.name[:80]!r} has a malformed offset or length", _EXPORT_HINT) from None
+    if offset < 0 or length < 0 or offset + length > len(blob):
+        raise ExternalDataError(f"tensor {tensor.name[:80]!r} points outside {location[:80]}", _EXPORT_HINT)
+    tensor.raw_data = blob[offset: offset + length]
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.DEFAULT

@@ -29,11 +29,13 @@ from grader.submission.onnx_model import (
     iter_graphs,
     iter_tensors,
 )
-from grader.tasks import Task, all_tasks
+from grader.tasks import Task, all_contracts
 
-# Operators a policy network needs. Control flow (Loop, If, Scan), random generators, Resize,
-# Range and Tile are left out: they are never needed here and are how hostile models hang or
-# allocate tens of GB.
+# Operators a policy network needs, and a preprocessing inside the model (MsPacman's raw-frame
+# contract: reductions, slicing, padding, casts, arithmetic, and Resize, whose output size must be
+# fixed in the model: :func:`check_resize`). Control flow (Loop, If, Scan), random generators, Range
+# and Tile are left out: they are never needed here and are how hostile models hang or allocate
+# tens of GB.
 ALLOWED_OPERATORS = frozenset(
     """
     Abs Add And ArgMax ArgMin AveragePool BatchNormalization Cast CastLike Ceil Celu Clip Concat
@@ -44,8 +46,13 @@ ALLOWED_OPERATORS = frozenset(
     Pad Pow PRelu Reciprocal ReduceL2 ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd
     ReduceSum ReduceSumSquare Relu Reshape Round Selu Shape Sigmoid Sign Sin Cos Size Slice
     Softmax Softplus Softsign Split Sqrt Squeeze Sub Sum Tanh Transpose Unsqueeze Where Xor
+    Resize Mod
     """.split()
 )
+MAX_RESIZE_PIXELS = 1 << 20  # Resize: the product of the sizes fixed in the model (a 1024x1024 image)
+MAX_RESIZE_SCALE = 8.0  # Resize by scales: at most this factor per axis
+# Nodes through which Resize's output sizes may come from the input's own shape (batch, frames).
+_SHAPE_PATH = frozenset({"Shape", "Slice", "Gather", "Squeeze", "Unsqueeze", "Cast", "Concat", "Identity"})
 STANDARD_DOMAINS = ("", "ai.onnx")
 MIN_IR, MIN_OPSET = 3, 7
 # Operators whose output size is set by a constant input: checked against MAX_TENSOR_ELEMENTS.
@@ -199,8 +206,9 @@ def check_operators(parsed: ParsedModel) -> CheckResult:
         return _fail(
             name,
             f"operators not allowed in a policy network: {', '.join(op[:40] for op in bad[:8])}",
-            "use plain layers (Gemm/MatMul, Conv, activations, Softmax); control flow (Loop, If, Scan), "
-            "Resize, Range, Tile and random ops are refused",
+            "use plain layers (Gemm/MatMul, Conv, activations, Softmax) and, for a preprocessing inside the model, "
+            "slicing, reductions, padding, casts, arithmetic and Resize; control flow (Loop, If, Scan), Range, Tile "
+            "and random ops are refused",
         )
     return _ok(name, f"{nodes} nodes, {len(counts)} operator types, all allowed")
 
@@ -228,13 +236,87 @@ def check_tensor_sizes(parsed: ParsedModel) -> CheckResult:
             n *= max(int(d), 0)
         if n > MAX_TENSOR_ELEMENTS:
             return _fail(name, f"tensor {tensor.name[:60]!r} declares {n:.3g} elements", "export the model again")
+    for node in parsed.proto.graph.node:
+        if node.op_type == "Resize":
+            problem = check_resize(node, parsed.proto)
+            if problem:
+                return _fail(name, f"Resize node {node.name[:60]!r}: {problem}",
+                             "resize to a fixed size (F.interpolate(x, size=(84, 84))) or by a constant scale; "
+                             f"at most {MAX_RESIZE_PIXELS} pixels, a factor of {MAX_RESIZE_SCALE:g} per axis")
     return _ok(name, "no oversized tensors")
+
+
+def _small_constants(proto) -> dict[str, np.ndarray]:
+    """Constants of at most 16 elements, any numeric type (initializers and Constant nodes)."""
+    from onnx import numpy_helper
+
+    values: dict[str, np.ndarray] = {}
+    tensors = [(t.name, t) for t in proto.graph.initializer]
+    tensors += [(n.output[0], a.t) for n in proto.graph.node if n.op_type == "Constant" and n.output
+                for a in n.attribute if a.name == "value" and a.HasField("t")]
+    for key, t in tensors:
+        if not is_external(t) and 0 < len(t.dims) <= 1 and (not t.dims or t.dims[0] <= 16):
+            try:
+                values[key] = numpy_helper.to_array(t)
+            except Exception:  # noqa: BLE001 - a malformed constant is not a size
+                continue
+    return values
+
+
+def check_resize(node: Any, proto: Any) -> str:
+    """What is wrong with a Resize's output size ("" when it is bounded).
+
+    The size must be fixed in the model: constant ``scales`` of at most :data:`MAX_RESIZE_SCALE`,
+    or ``sizes`` whose constant entries multiply to at most :data:`MAX_RESIZE_PIXELS`, any other
+    entry taken from the input's own shape (Shape, then slices, gathers, casts, concatenations)."""
+    consts = _small_constants(proto)
+    producers = {out: n for n in proto.graph.node for out in n.output}
+    inputs = list(node.input) + [""] * 4
+    scales, sizes = inputs[2], inputs[3]
+    if sizes:
+        fixed = _fixed_sizes(sizes, consts, producers, depth=0)
+        if fixed is None:
+            return "its output size is computed by the model; it must be fixed in the model"
+        pixels = float(np.prod(np.abs(np.asarray(fixed, dtype=np.float64)))) if fixed else 1.0
+        if pixels > MAX_RESIZE_PIXELS:
+            return f"it resizes to {pixels:.3g} pixels (limit {MAX_RESIZE_PIXELS})"
+        return ""
+    if scales:
+        if scales not in consts:
+            return "its scales are computed by the model; they must be constants"
+        if not np.all(np.abs(consts[scales].astype(np.float64)) <= MAX_RESIZE_SCALE):
+            return f"it scales by up to {float(np.abs(consts[scales]).max()):.3g} (limit {MAX_RESIZE_SCALE:g})"
+        return ""
+    return "it has neither sizes nor scales"
+
+
+def _fixed_sizes(name: str, consts: dict, producers: dict, *, depth: int) -> list[float] | None:
+    """The constant entries that make up ``name`` (a Resize's sizes), or None when some entry is
+    neither a constant nor taken from a Shape."""
+    if name in consts:
+        return [float(v) for v in np.ravel(consts[name])]
+    node = producers.get(name)
+    if node is None or depth > 8 or node.op_type not in _SHAPE_PATH:
+        return None
+    if node.op_type == "Shape":
+        return []
+    if node.op_type == "Concat":
+        values: list[float] = []
+        for i in node.input:
+            part = _fixed_sizes(i, consts, producers, depth=depth + 1)
+            if part is None:
+                return None
+            values += part
+        return values
+    first = _fixed_sizes(node.input[0], consts, producers, depth=depth + 1) if node.input else None
+    return None if first is None else first
 
 
 def check_input_signature(parsed: ParsedModel, spec: Task) -> CheckResult:
     name = "input_signature"
     inputs = graph_inputs(parsed.proto)
-    expected = f"one float32 input {spec.input_signature}"
+    dtype = spec.input_dtype
+    expected = f"one {dtype} input {spec.input_signature.removesuffix(' ' + dtype)}"
     if len(inputs) != 1:
         return _fail(
             name,
@@ -242,9 +324,10 @@ def check_input_signature(parsed: ParsedModel, spec: Task) -> CheckResult:
             "export the policy network alone, taking only the state",
         )
     info = _tensor_info(inputs[0])
-    if info.dtype != "float32":
+    if info.dtype != dtype:
         return _fail(name, f"input {info.name!r} is {info.dtype}; expected {expected}",
-                     "feed float32 states: build the dummy export input with torch.zeros(..., dtype=torch.float32)")
+                     f"feed {dtype} states: build the dummy export input with torch.zeros(..., dtype=torch.{dtype})"
+                     + (" (raw frames are bytes: cast to float inside forward)" if dtype == "uint8" else ""))
     dims = info.shape
     if len(dims) != 1 + len(spec.state_shape) or tuple(dims[1:]) != spec.state_shape:
         return _fail(name, f"input {info.name!r} has shape {_fmt(dims)}; expected {expected}",
@@ -252,7 +335,8 @@ def check_input_signature(parsed: ParsedModel, spec: Task) -> CheckResult:
     if isinstance(dims[0], int) and dims[0] != 1:
         return _fail(name, f"input {info.name!r} has a fixed batch of {dims[0]}; expected a symbolic batch or 1",
                      "export with dynamic_axes={'input': {0: 'batch'}} (or a batch of 1)")
-    return _ok(name, f"input {info.name!r}: float32 {_fmt(dims)}")
+    return _ok(name, f"input {info.name!r}: {dtype} {_fmt(dims)}" + (
+        f" ({spec.description.split(', ', 1)[-1]})" if spec.homework_name != spec.name else ""))
 
 
 def check_output_signature(parsed: ParsedModel, spec: Task) -> CheckResult:
@@ -330,11 +414,15 @@ def detect_task(parsed: ParsedModel) -> Task:
             f"{expected_signatures()} (or pass --task)"
         )
     dims = _tensor_info(inputs[0]).shape
-    matches = [t for t in all_tasks() if len(dims) == 1 + len(t.state_shape)
+    matches = [t for t in all_contracts() if len(dims) == 1 + len(t.state_shape)
                and all(d == s or not isinstance(d, int) for d, s in zip(dims[1:], t.state_shape))]
     exact = [t for t in matches if tuple(dims[1:]) == t.state_shape]
     if len(exact) == 1:
         return exact[0]
+    if len(matches) > 1 and len({t.family_signature for t in matches}) == 1:
+        raise TaskDetectionError(f"the input shape {_fmt(dims)} leaves the number of frames open; expected "
+                                 f"{matches[0].family_signature} with K fixed: export with an example input of "
+                                 "K frames and only the batch axis dynamic")
     if len(matches) > 1:
         raise TaskDetectionError(f"the input shape {_fmt(dims)} fits several tasks; pass --task (expected {expected_signatures()})")
     raise TaskDetectionError(

@@ -104,11 +104,42 @@ class Task:
     notebook: str | None = None  # module with MARKERS and collect() for this task's notebooks
     action_names: tuple[str, ...] = ()  # what each action does, in words (diagnostics)
     outcomes: tuple[Outcome, ...] = ()  # how an episode can end (diagnostics), in the order shown
+    homework: str = ""  # the homework whose rubric grades this input contract; "" = ``name``
+    input_dtype: str = "float32"  # the ONNX input's element type (numpy's name)
+
+    @property
+    def homework_name(self) -> str:
+        """The homework this contract belongs to: its rubric, notebook checks and baselines.
+
+        A homework may accept several input contracts (MsPacman: the lesson's preprocessed states,
+        or raw frames with the preprocessing inside the model); each is a task of its own, named
+        apart, with ``homework`` naming the homework's main task."""
+        return self.homework or self.name
 
     @property
     def input_signature(self) -> str:
         """The ONNX input signature, as shown in messages: ``[batch, 5, 44, 40]``."""
-        return "[batch, " + ", ".join(str(d) for d in self.state_shape) + "]"
+        shape = "[batch, " + ", ".join(str(d) for d in self.state_shape) + "]"
+        return shape if self.input_dtype == "float32" else f"{shape} {self.input_dtype}"
+
+    @property
+    def family_signature(self) -> str:
+        """The signature of this contract's family in the list of what tasks take (messages): one
+        entry for contracts that differ only in a size the student chooses."""
+        return self.input_signature
+
+    def probe_source(self) -> Task:
+        """The contract whose probe rollout (and shipped file) gives this one's probe states:
+        itself, or for a family of contracts the largest (see :meth:`probe_view`)."""
+        return self
+
+    def probe_view(self, states: np.ndarray) -> np.ndarray:
+        """This contract's probe states from those of :meth:`probe_source`."""
+        return states
+
+    def stack_states(self, states: Any) -> np.ndarray:
+        """One policy batch ``[n, *state_shape]`` of ``input_dtype`` from ``n`` :attr:`Turn.state` s."""
+        return np.stack(states)
 
     def make_env(self, *, render: bool = False, first_seed: int | None = None) -> Any:
         """The task's environment with its contract arguments (``render`` enables ``env.render()``).

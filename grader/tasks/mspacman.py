@@ -5,6 +5,14 @@
   episode (:func:`_preseeded_atari_class`): one ROM load of 65 ms fewer, the same episode.
 * Preprocessing (:func:`preprocess_frames`): a pure, vectorised function, the lesson's steps.
 * State: the last 5 preprocessed frames, oldest first, ``[5, 44, 40]`` float32 in 0..255.
+* The second input contract (:data:`CONTRACTS`, tasks ``mspacman_raw1`` .. ``mspacman_raw8``, the
+  same homework): the model preprocesses itself. Its input is the last K raw RGB frames, oldest
+  first, ``[batch, K, 210, 160, 3]`` uint8, K = 1..8 read off the model's input shape: exactly the
+  frames the lesson's stack would hold (the first frame repeated at the start, the NOOP frames
+  after a lost life not pushed). Same environment, protocol, score and diagnostics. The episode
+  keeps references to the emulator's frames (each step's frame is a new array), never a copy: a
+  state is the tuple of its K frames, and :meth:`MsPacmanRaw.stack_states` copies each frame
+  once, straight into the policy's batch.
 * Protocol (:meth:`MsPacman.play_episode`): 80 + 1 steps of LEFT after reset (the last gives the
   first frame, stacked 5 times), then the policy; after a step that loses a life, 36 NOOPs whose
   frames are not stacked. The score counts every reward, protocol steps included.
@@ -32,6 +40,8 @@ OPENING_ACTION = 3  # LEFT
 DEATH_STEPS = 36  # NOOP steps after a step that loses a life; their frames are not stacked
 DEATH_ACTION = 0  # NOOP
 FRAME_STACK = 5
+FRAME_SHAPE = (210, 160, 3)  # one raw RGB frame of the emulator
+MAX_RAW_STACK = 8  # the raw-frame contract takes the last K = 1..8 frames
 BORDER_VALUE = 150
 PLAYER_X_RAM, PLAYER_Y_RAM = 10, 16  # the player's position in the console's RAM (verified by moving)
 DROUGHT_DECISIONS = 100  # this many decisions in a row without any reward: a drought (stuck?)
@@ -93,7 +103,7 @@ class MsPacman(Task):
         return gym.make(_seeded_env_spec(self.env_id), render_mode=mode, first_seed=int(first_seed))
 
     def play_episode(self, env: Any, seed: int) -> Episode:
-        return _episode(env, seed, self.state_shape)
+        return _episode(env, seed, state_shape=self.state_shape, prepare=preprocess_frames, stacked=np.stack)
 
     def tracker(self, env: Any) -> Tracker:
         return PacTracker(env)
@@ -204,7 +214,45 @@ def _reset(env: Any, seed: int) -> tuple[Any, dict]:
     return env.reset(seed=int(seed))
 
 
-def _episode(env: Any, seed: int, state_shape: tuple[int, ...]) -> Episode:
+@dataclass(frozen=True)
+class MsPacmanRaw(MsPacman):
+    """The raw-frame contract: the lesson's episodes, the model's input the last K raw frames."""
+
+    @property
+    def family_signature(self) -> str:
+        return f"[batch, K, {', '.join(map(str, FRAME_SHAPE))}] uint8 (K = 1..{MAX_RAW_STACK} raw frames)"
+
+    def play_episode(self, env: Any, seed: int) -> Episode:
+        return _episode(env, seed, state_shape=self.state_shape, prepare=_same_frame, stacked=tuple)
+
+    def probe_source(self) -> Task:
+        """The K = 8 contract: its probe stacks' last K frames are exactly this contract's."""
+        return raw_contract(MAX_RAW_STACK)
+
+    def probe_view(self, states: np.ndarray) -> np.ndarray:
+        return states[:, states.shape[1] - self.state_shape[0]:]
+
+    def stack_states(self, states: Any) -> np.ndarray:
+        """``n`` states (tuples of K frames, or arrays ``[K, 210, 160, 3]``) -> ``[n, K, 210, 160, 3]``
+        uint8, each frame copied once, into the batch."""
+        out = np.empty((len(states), *self.state_shape), dtype=np.uint8)
+        for j, state in enumerate(states):
+            if isinstance(state, np.ndarray):
+                out[j] = state
+            else:
+                for k, frame in enumerate(state):
+                    out[j, k] = frame
+        return out
+
+
+def _same_frame(frame: np.ndarray) -> np.ndarray:
+    """The raw contract's "preprocessing": the emulator's frame itself (a new array every step)."""
+    return frame
+
+
+def _episode(env: Any, seed: int, *, state_shape: tuple[int, ...], prepare: Any, stacked: Any) -> Episode:
+    """The lesson's episode; ``prepare`` makes the stack's element of a frame, ``stacked`` the state
+    of the stack (oldest first)."""
     frame, info = _reset(env, seed)
     total, length, pending = 0.0, 0, 0.0
 
@@ -221,14 +269,15 @@ def _episode(env: Any, seed: int, state_shape: tuple[int, ...]) -> Episode:
         if done:
             yield Turn(np.zeros(state_shape, dtype=np.float32), pending, False, True, total, length)
             return
-    stack = deque([preprocess_frames(frame)] * FRAME_STACK, maxlen=FRAME_STACK)
+    depth = state_shape[0]
+    stack = deque([prepare(frame)] * depth, maxlen=depth)
     lives = info["lives"]
     life_lost = False
     while True:
         reward, pending = pending, 0.0
-        action = yield Turn(np.stack(stack), reward, life_lost, False, total, length)
+        action = yield Turn(stacked(stack), reward, life_lost, False, total, length)
         frame, done, info = step(int(action))
-        stack.append(preprocess_frames(frame))
+        stack.append(prepare(frame))
         life_lost = info["lives"] < lives
         lives = info["lives"]  # as in the lesson: the policy step's count, not the NOOPs'
         if life_lost and not done:
@@ -237,7 +286,7 @@ def _episode(env: Any, seed: int, state_shape: tuple[int, ...]) -> Episode:
                 if done:
                     break
         if done:
-            yield Turn(np.stack(stack), pending, life_lost, True, total, length)
+            yield Turn(stacked(stack), pending, life_lost, True, total, length)
             return
 
 
@@ -294,9 +343,33 @@ TASK = MsPacman(
     video_pixelated=True,
     probe_stride=3,
     input_hint=("the state is 5 stacked preprocessed frames of 44x40 (see the lesson's preprocess_observation); "
-                "export with torch.zeros(1, 5, 44, 40) as the example input"),
+                "export with torch.zeros(1, 5, 44, 40) as the example input; with your own preprocessing, export a "
+                "module whose forward preprocesses, then calls the network, taking the last K raw frames: "
+                "torch.zeros(1, K, 210, 160, 3, dtype=torch.uint8) (docs/mspacman.md)"),
     output_hint="the output is the 5 Q-values of actions 0..4 (NOOP, UP, RIGHT, LEFT, DOWN)",
     notebook="grader.notebook.mspacman",
     action_names=("NOOP", "UP", "RIGHT", "LEFT", "DOWN"),
     outcomes=OUTCOMES,
 )
+
+
+def raw_contract(k: int) -> MsPacmanRaw:
+    """The raw-frame contract with a stack of ``k`` frames (task ``mspacman_raw<k>``)."""
+    import dataclasses
+
+    return MsPacmanRaw(**{
+        **{f.name: getattr(TASK, f.name) for f in dataclasses.fields(TASK)},
+        "name": f"mspacman_raw{k}",
+        "homework": TASK.name,
+        "state_shape": (k, *FRAME_SHAPE),
+        "input_dtype": "uint8",
+        "description": f"DQN on ALE/MsPacman-v5, the preprocessing inside the model: the last {k} raw RGB frames",
+        "input_hint": ("with the preprocessing inside the model, the input is the last K raw RGB frames, oldest first, "
+                       f"uint8 [batch, K, 210, 160, 3] (K = 1..{MAX_RAW_STACK}); export the module whose forward "
+                       "preprocesses, then calls the network, with torch.zeros(1, K, 210, 160, 3, dtype=torch.uint8) "
+                       "as the example input; or export the network alone with torch.zeros(1, 5, 44, 40) (the lesson's "
+                       "states)"),
+    })
+
+
+CONTRACTS = tuple(raw_contract(k) for k in range(1, MAX_RAW_STACK + 1))
