@@ -522,3 +522,18 @@ def test_lms_downloads_of_torchs_two_file_export_are_graded_as_one_model(tmp_pat
     out, _ = _batch_lms(tmp_path / "c", canvas, gradebook)
     table = list(csv.reader(io.StringIO((out / "canvas_grades.csv").read_text())))
     assert table[2][-1] == "100.00"
+
+
+def test_canvas_text_and_link_entries_are_read_as_what_they_are(tmp_path):
+    from grader.classroom.classdir import scan_class
+
+    d = tmp_path / "submissions"
+    d.mkdir()
+    shutil.copyfile(REFERENCE, d / "leeann_1234_5550001_model.onnx")
+    (d / "leeann_1234_text.html").write_text("<p>my model is attached</p>")
+    (d / "kimbo_1235_link.html").write_text('<a href="https://example.org">my repo</a>')
+    folder = scan_class(d)
+    assert folder.layout == "canvas" and not folder.problems
+    assert [b.student for b in folder.bundles] == ["canvas-1234"]
+    assert sorted((p.student, p.reason.split(":")[0]) for p in folder.texts) == [
+        ("canvas-1234", "Canvas text entry"), ("canvas-1235", "Canvas website URL")]
