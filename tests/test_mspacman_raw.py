@@ -207,8 +207,22 @@ def test_grade_gives_the_same_grade_under_both_contracts_with_videos(models, tmp
     assert (tmp_path / "b" / "report.html").is_file()
 
 
-def _rubric(path: Path) -> Path:
-    """A MsPacman rubric of 2 episodes on the shipped rubric's first 2 grading seeds."""
+NOTEBOOK_PART = """
+[parts]
+model = "required"
+notebook = "optional"
+[notebook]
+lesson_preprocessing = false
+[notebook.points]
+preprocess_shape = 1
+preprocess_range = 1
+preprocess_values = 2
+"""
+
+
+def _rubric(path: Path, *, notebook: bool = False) -> Path:
+    """A MsPacman rubric of 2 episodes on the shipped rubric's first 2 grading seeds (with
+    ``notebook``: the homework's preprocessing checks as an optional part, as the shipped rubric)."""
     path.write_text(f"""
 id = "pac-test"
 task = "mspacman"
@@ -229,7 +243,7 @@ min_fraction = 1.0
 [[bands]]
 name = "random-like"
 min_fraction = 0.0
-""")
+""" + (NOTEBOOK_PART if notebook else ""))
     return path
 
 
@@ -454,7 +468,7 @@ def test_a_changed_preprocessing_in_a_notebook_is_graded_with_its_model_through_
 
     from grader.api import grade
 
-    rubric = _rubric(tmp_path / "rubric.toml")
+    rubric = _rubric(tmp_path / "rubric.toml", notebook=True)
     results = {}
     for name, model in (("consistent", models["scaled"]), ("inconsistent", models["lesson_inside"])):
         folder = tmp_path / name

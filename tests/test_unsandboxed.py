@@ -49,7 +49,8 @@ def _grade(args: list, env: dict) -> subprocess.CompletedProcess:
 def test_without_bubblewrap_a_notebook_is_not_run_and_grade_exits_1(tmp_path):
     marker = tmp_path / "ran.txt"
     nb = F.write_notebook(tmp_path / "homework.ipynb", F.mspacman_cells(params=F.PARAMS + "\n" + _hostile(marker)))
-    proc = _grade([nb, "--json", "--no-video"], _no_bwrap_env(tmp_path))
+    O.conv_policy(tmp_path / "model.onnx")  # the rubric's required part is there: only the sandbox is missing
+    proc = _grade([nb, "--json", "--no-video", "--episodes", "1"], _no_bwrap_env(tmp_path))
     assert not marker.exists()  # the code never ran
     assert proc.returncode == 1, proc.stderr
     result = json.loads(proc.stdout)
@@ -63,12 +64,15 @@ def test_without_bubblewrap_a_notebook_is_not_run_and_grade_exits_1(tmp_path):
 def test_the_explicit_option_runs_it_without_the_graders_environment(tmp_path):
     marker = tmp_path / "ran.txt"
     nb = F.write_notebook(tmp_path / "homework.ipynb", F.mspacman_cells(params=F.PARAMS + "\n" + _hostile(marker)))
+    O.conv_policy(tmp_path / "model.onnx")
     out = tmp_path / "out"
-    proc = _grade([nb, "--json", "--no-video", "--out", out], _no_bwrap_env(tmp_path, GRADER_ALLOW_UNSANDBOXED="1"))
+    proc = _grade([nb, "--json", "--no-video", "--episodes", "1", "--out", out],
+                  _no_bwrap_env(tmp_path, GRADER_ALLOW_UNSANDBOXED="1"))
     assert marker.exists(), proc.stderr  # it ran, in the weaker sandbox
     result = json.loads(proc.stdout)
     assert result["status"] == "graded", result["error"]
-    assert any("weaker sandbox" in c["message"] for c in result["checks"] if c["name"] == "sandbox_isolation")
+    said = [c["message"] for c in result["checks"] if c["name"] == "sandbox_isolation"] + result["operator_notes"]
+    assert any("weaker sandbox" in m or "without bubblewrap" in m for m in said), said
     printed = (out / "notebook_stdout.txt").read_text()
     assert "SECRET None" in printed and "s3cret-token" not in printed and "GRADER_TEST_SECRET" not in printed
 
