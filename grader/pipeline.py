@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.errors import SetupError, SubmissionError, TaskDetectionError
+from grader.errors import GraderBug, SetupError, SubmissionError, TaskDetectionError
 from grader.limits import DEFAULT_WORKERS
 from grader.result import CheckResult, EpisodeResult, GradeResult, RubricInfo, VideoInfo
 from grader.scoring.rubric import Rubric, RubricError
@@ -90,6 +90,13 @@ class _Run:
     invalid: bool = False
     layout_problems: list[str] = field(default_factory=list)  # how the files were gathered (grader.submission.bundle)
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def graded_by(self) -> Rubric:
+        """The rubric, once the task is known (given, or set by _set_task): asking earlier is a bug."""
+        if self.rubric is None:
+            raise GraderBug("the rubric was asked for before the homework was known")
+        return self.rubric
 
 
 def package_versions() -> dict[str, str]:
@@ -171,7 +178,7 @@ def _stages(run: _Run) -> None:
     else:
         run.task = _chosen_task(run)
         if run.sub.notebook is not None:
-            _notebook_stage(run)
+            _notebook_stage(run, run.sub.notebook)
         if not run.invalid:
             _model_stage(run)
     _score(run)
@@ -205,9 +212,9 @@ def _chosen_task(run: _Run):
 
     task = get_task(run.options.task) if run.options.task else None
     if task is not None and run.rubric is not None and run.rubric.task != task.name:
-        raise RubricError(f"rubric {run.rubric.id!r} is for {run.rubric.task}, but --task is {task.name}")
+        raise RubricError(f"rubric {run.graded_by.id!r} is for {run.graded_by.task}, but --task is {task.name}")
     if task is None and run.rubric is not None:
-        task = get_task(run.rubric.task)
+        task = get_task(run.graded_by.task)
     return task
 
 
@@ -243,24 +250,24 @@ def _bug(run: _Run, exc: BaseException) -> None:
 
 
 # --- the notebook ------------------------------------------------------------------------------------
-def _notebook_stage(run: _Run) -> None:
+def _notebook_stage(run: _Run, notebook: NamedBytes) -> None:
     from grader.notebook.common import common_checks, detect_notebook_task, parse_notebook
     from grader.tasks import all_tasks, get_task
 
     with tempfile.TemporaryDirectory(prefix="grader-nb-") as tmp:
-        staged = _stage_files(Path(tmp), run.sub.notebook, run.sub.weights)
+        staged = _stage_files(Path(tmp), notebook, run.sub.weights)
         t0 = time.perf_counter()
         try:
             nb = parse_notebook(staged[0])
         except SubmissionError as exc:
             _invalid(run, CheckResult(name=exc.check, passed=False, message=exc.message, hint=exc.hint))
             return
-        markers = {t.name: t.notebook_module().MARKERS for t in all_tasks() if t.notebook}
+        markers = {t.name: m.MARKERS for t in all_tasks() if (m := t.notebook_module()) is not None}
         name, scores = detect_notebook_task(nb.text, markers)
         if run.task is not None and not run.options.task and name is not None and name != run.task.homework_name:
             _invalid(run, CheckResult(name="task_detected", passed=False,
                                       message=f"this notebook is the {name} homework, but the rubric "
-                                              f"{run.rubric.id!r} grades {run.task.name}",
+                                              f"{run.graded_by.id!r} grades {run.task.name}",
                                       hint=f"hand in the {run.task.name} notebook (or grade with its own rubric)"))
             return
         if run.task is None:
@@ -273,8 +280,8 @@ def _notebook_stage(run: _Run) -> None:
             _set_task(run, get_task(name))
         else:
             _set_task(run, run.task)
-        if run.rubric.part_use("notebook") is None:
-            run.result.warnings.append(f"{run.sub.notebook.name}: the assignment {run.rubric.id!r} grades the model "
+        if run.graded_by.part_use("notebook") is None:
+            run.result.warnings.append(f"{notebook.name}: the assignment {run.graded_by.id!r} grades the model "
                                        "only (the rubric has no notebook part); the notebook was not graded")
             return
         module = run.task.notebook_module()
@@ -286,8 +293,8 @@ def _notebook_stage(run: _Run) -> None:
         run.result.checks += common_checks(nb)
         extra = {}
         if "lesson_preprocessing" in inspect.signature(module.collect).parameters:  # the rubric's, default false
-            extra["lesson_preprocessing"] = bool(run.rubric.notebook and run.rubric.notebook.lesson_preprocessing)
-        evidence = module.collect(nb, limits=_sandbox_limits(run.rubric), sandbox=run.options.sandbox,
+            extra["lesson_preprocessing"] = bool(run.graded_by.notebook and run.graded_by.notebook.lesson_preprocessing)
+        evidence = module.collect(nb, limits=_sandbox_limits(run.graded_by), sandbox=run.options.sandbox,
                                   weights=staged[1:], **extra)
         run.timings["notebook"] = time.perf_counter() - t0
     run.evidence = evidence
@@ -393,7 +400,7 @@ def _start_engine(run: _Run) -> None:
     episodes = len(run.options.seeds) if run.options.seeds is not None else None
     if episodes is None and run.rubric is not None:
         try:
-            episodes = len(resolve_seeds(run.rubric, run.options)[0])
+            episodes = len(resolve_seeds(run.graded_by, run.options)[0])
         except RubricError:
             pass  # said when the seeds are resolved
     run.engine = Engine(worker_count(run.options.workers, episodes))
@@ -428,7 +435,7 @@ def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None)
     spec = run.task
     run.progress("loading", 0, 1)
     try:
-        engine.load(parsed.data, task=spec.name, device=device, budgets=run.rubric.budgets, episodes=episodes)
+        engine.load(parsed.data, task=spec.name, device=device, budgets=run.graded_by.budgets, episodes=episodes)
     except EngineFailure as exc:
         _copy_engine_warnings(run)
         return CheckResult(name="loads", passed=False, message=f"onnxruntime cannot run the model: {exc}",
@@ -495,7 +502,7 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
                                          message=f"{label}: a {len(data) / 1024:.0f} kB ONNX model"))
     if _reference_copy(run, parsed, label=label):
         return None
-    seeds, seed_set = resolve_seeds(run.rubric, run.options)
+    seeds, seed_set = resolve_seeds(run.graded_by, run.options)
     _engine(run, len(seeds)).prepare(run.task.name, seeds=seeds)  # meanwhile: envs, probe states
     static = [_say_sidecar(run, c, label) for c in C.static_checks(parsed, run.task)]
     run.result.checks += [c for c in static if not c.blocking]
@@ -516,7 +523,7 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     t0 = time.perf_counter()
     if _videos_wanted(run):
         run.result.videos = _record_videos(run)  # each video is a batch-1 re-run of its episode
-        rerun = {v.seed: (v.rerun_return, None) for v in run.result.videos}
+        rerun: dict[int, tuple[float, int | None]] = {v.seed: (v.rerun_return, None) for v in run.result.videos}
         run.timings["videos"] = time.perf_counter() - t0
         reproducible = _reproducible_check(run, rerun)
     else:
@@ -549,7 +556,7 @@ def _reference_copy(run: _Run, parsed, *, label: str) -> bool:
     references = run.rubric.reference_weights if run.rubric is not None else {}
     if not references:
         return False
-    action = run.rubric.duplicates.reference_copy
+    action = run.graded_by.duplicates.reference_copy
     prints = weight_prints_of(parsed.proto)
     for ref in references.values():
         if ref.sha256 == parsed.sha256:
@@ -613,7 +620,7 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
                          hint="it must give finite outputs for every state the game produces"))
         return False
     run.timings["episodes"] = time.perf_counter() - t0
-    result, rubric = run.result, run.rubric
+    result, rubric = run.result, run.graded_by
     result.episodes = [EpisodeResult(seed=s, return_=outcomes[s][0], length=outcomes[s][1]) for s in seeds]
     result.summary = summarize([e.return_ for e in result.episodes], success_threshold=run.task.success_threshold)
     facts = getattr(run.engine, "facts", None) or {}  # collected during this one play (no extra runs)
@@ -674,7 +681,7 @@ def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
     return {s: (ret, None) for s, (ret, _length) in again.items()}
 
 
-def _reproducible_check(run: _Run, rerun: dict | None) -> CheckResult:
+def _reproducible_check(run: _Run, rerun: dict[int, tuple[float, int | None]] | None) -> CheckResult:
     from grader.outputs.seedpolicy import SeedPolicy
     from grader.submission import checks as C
 
@@ -687,7 +694,7 @@ def _reproducible_check(run: _Run, rerun: dict | None) -> CheckResult:
                            message="the re-run of an episode one state at a time did not complete, so the scored "
                                    "returns could not be reproduced here", hint="grade again; if it persists, tell the course staff")
     policy = SeedPolicy(run.result)
-    scored = {e.seed: (e.return_, None) for e in run.result.episodes}
+    scored: dict[int, tuple[float, int | None]] = {e.seed: (e.return_, None) for e in run.result.episodes}
     return C.check_rerun(scored, rerun, label=policy.label)
 
 
@@ -761,17 +768,17 @@ def _score(run: _Run) -> None:
             _set_task(run, run.task)
         else:
             return  # no homework could be named: there is no maximum to show
-    result.task = result.task or run.rubric.task
+    result.task = result.task or run.graded_by.task
     if result.status == "graded":
         _required_parts(run)
     invalid = result.status != "graded"
     result.late = run.options.late
-    result.parts = scoring.compose(run.rubric, checks=result.checks, summary=result.summary, invalid=invalid,
+    result.parts = scoring.compose(run.graded_by, checks=result.checks, summary=result.summary, invalid=invalid,
                                    late=result.late, handed_in=handed_in(run.sub))
     result.score, result.max_score = scoring.total(result.parts)
-    result.band = scoring.band_of_parts(run.rubric, result.parts) if result.status == "graded" else None
+    result.band = scoring.band_of_parts(run.graded_by, result.parts) if result.status == "graded" else None
     if run.options.selfcheck:
-        result.next_step = selfcheck_note(run.rubric, n_seeds=result.rubric.n_seeds if result.rubric else None)
+        result.next_step = selfcheck_note(run.graded_by, n_seeds=result.rubric.n_seeds if result.rubric else None)
 
 
 def _g(value: float | str) -> str:
@@ -814,10 +821,10 @@ def _required_parts(run: _Run) -> None:
     have = handed_in(run.sub)
     files = _part_files(run)
     for part in ("notebook", "model"):
-        if run.rubric.part_use(part) == "required" and part not in have:
+        if run.graded_by.part_use(part) == "required" and part not in have:
             _invalid(run, CheckResult(
                 name=f"{part}_handed_in", passed=False,
-                message=f"{files[part]} is not handed in, and the assignment {run.rubric.id!r} requires it",
+                message=f"{files[part]} is not handed in, and the assignment {run.graded_by.id!r} requires it",
                 hint=f"hand in {files[part]} with the rest, in one folder"))
             return
 

@@ -23,45 +23,43 @@ def _grade(path, *extra):
     return proc, json.loads(proc.stdout)
 
 
+def _truncated(path, tmp_path):
+    F.mlp(tmp_path / "full.onnx")
+    data = (tmp_path / "full.onnx").read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _sibling_link(path, tmp_path):
+    (tmp_path / "weights.bin").symlink_to("/etc/passwd")
+    F.external_data(path, "weights.bin")
+
+
+# name -> builder(path of the model to write, its folder)
+_BUILDERS = {
+    "truncated": _truncated,
+    "random": lambda path, _: path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes()),
+    "empty": lambda path, _: path.write_bytes(b""),
+    "external_absolute": lambda path, _: F.external_data(path, "/etc/passwd"),
+    "external_relative": lambda path, _: F.external_data(path, "../../secret_seeds.txt"),
+    "external_sibling_link": _sibling_link,
+    "external_missing": lambda path, _: F.external_data(path, "weights.bin"),
+    "loop": lambda path, _: F.loop_bomb(path),
+    "constant_of_shape": lambda path, _: F.constant_of_shape_bomb(path),
+    "resize": lambda path, _: F.resize_bomb(path),
+    "custom_domain": lambda path, _: F.custom_domain(path),
+    "opset999": lambda path, _: F.opset(path, 999),
+    "two_inputs": lambda path, _: F.two_inputs(path),
+    "int64_input": lambda path, _: F.int64_input(path),
+    "wrong_actions": lambda path, _: F.mlp(path, n_out=3),
+    "nan": lambda path, _: F.nan_output(path),
+    "batchnorm_training": lambda path, _: F.conv_policy(path, train_mode_bn=True),
+}
+
+
 def _build(name, tmp_path):
     path = tmp_path / "model.onnx"
-    if name == "truncated":
-        F.mlp(tmp_path / "full.onnx")
-        data = (tmp_path / "full.onnx").read_bytes()
-        path.write_bytes(data[: len(data) // 2])
-    elif name == "random":
-        path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    elif name == "empty":
-        path.write_bytes(b"")
-    elif name == "external_absolute":
-        F.external_data(path, "/etc/passwd")
-    elif name == "external_relative":
-        F.external_data(path, "../../secret_seeds.txt")
-    elif name == "external_sibling_link":
-        (tmp_path / "weights.bin").symlink_to("/etc/passwd")
-        F.external_data(path, "weights.bin")
-    elif name == "external_missing":
-        F.external_data(path, "weights.bin")
-    elif name == "loop":
-        F.loop_bomb(path)
-    elif name == "constant_of_shape":
-        F.constant_of_shape_bomb(path)
-    elif name == "resize":
-        F.resize_bomb(path)
-    elif name == "custom_domain":
-        F.custom_domain(path)
-    elif name == "opset999":
-        F.opset(path, 999)
-    elif name == "two_inputs":
-        F.two_inputs(path)
-    elif name == "int64_input":
-        F.int64_input(path)
-    elif name == "wrong_actions":
-        F.mlp(path, n_out=3)
-    elif name == "nan":
-        F.nan_output(path)
-    elif name == "batchnorm_training":
-        F.conv_policy(path, train_mode_bn=True)
+    if name in _BUILDERS:
+        _BUILDERS[name](path, tmp_path)
     return path
 
 

@@ -48,8 +48,8 @@ from grader.classroom.classdir import ClassFolder, scan_class
 from grader.classroom.gradebook import Attempt, Gradebook
 from grader.classroom.jobs import JobOptions, grade_job
 from grader.classroom.roster import Roster
-from grader.classroom.slots import JobOutcome, run_slot
-from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, SetupError
+from grader.classroom.slots import JobOutcome, SlotGrader, run_slot
+from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, GraderBug, SetupError
 from grader.errors import EXIT_GRADED as EXIT_OK
 from grader.limits import DEFAULT_BATCH_SLOTS
 from grader.outputs.console import CountBar
@@ -117,6 +117,20 @@ class BatchRun:
 
     # -- set-up ---------------------------------------------------------------------------------
     @property
+    def class_folder(self) -> ClassFolder:
+        """The scanned class folder (set by :meth:`prepare`)."""
+        if self.folder is None:
+            raise GraderBug("the class folder was asked for before it was scanned")
+        return self.folder
+
+    @property
+    def book(self) -> Gradebook:
+        """The open gradebook (set by :meth:`prepare`)."""
+        if self.gradebook is None:
+            raise GraderBug("the gradebook was asked for before it was opened")
+        return self.gradebook
+
+    @property
     def reports_dir(self) -> Path:
         return self.out / "reports"
 
@@ -148,21 +162,21 @@ class BatchRun:
         self.key = rubric_key(self.rubric, self.episodes)
         self.gradebook = Gradebook(self.out / "gradebook.sqlite")
         self._cleanup_temp()
-        self.gradebook.requeue_running()  # left by a killed run (we hold the folder's lock)
+        self.book.requeue_running()  # left by a killed run (we hold the folder's lock)
         jobs: list[Job] = []
-        for bundle in self.folder.bundles:
+        for bundle in self.class_folder.bundles:
             sub = read_bundle(bundle)
             digest = sub.digest()
             archive_submission(self.out, sub, digest)  # kept for `grade final` (a later download replaces the folder)
-            aid = self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=self.force)
-            attempt = self.gradebook.get(aid)
+            aid = self.book.enqueue(bundle.student, bundle.label, digest, self.key, force=self.force)
+            attempt = self.book.recorded(aid)
             late = self.late.get(bundle.student)
             if attempt.is_finished and _late_changed(attempt, late):  # an extension or a new time: regrade
-                self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=True)
-                attempt = self.gradebook.get(aid)
+                self.book.enqueue(bundle.student, bundle.label, digest, self.key, force=True)
+                attempt = self.book.recorded(aid)
             if attempt.status == "error" and self.retry_errors:
-                self.gradebook.enqueue(bundle.student, bundle.label, digest, self.key, force=True)
-                attempt = self.gradebook.get(aid)
+                self.book.enqueue(bundle.student, bundle.label, digest, self.key, force=True)
+                attempt = self.book.recorded(aid)
             self.attempts[bundle.student] = attempt
             self.bundles[bundle.student] = bundle
             if attempt.status == "queued":
@@ -186,12 +200,14 @@ class BatchRun:
 
             times, roster_ext = H.roster_times(self.roster_file, lms.detect_roster_kind(self.roster_file), tz=tz)
         deadlines = D.deadlines_of(self.rubric, roster_extensions=roster_ext)
-        for bundle in self.folder.bundles:
+        if deadlines is None:  # checked above: the rubric has a deadline
+            return
+        for bundle in self.class_folder.bundles:
             known = times.get(bundle.student)
             if known is not None and known.submitted is not None:
                 hand_in = known
-            elif self.folder.layout == "canvas":
-                late = bundle.student in self.folder.late_flags
+            elif self.class_folder.layout == "canvas":
+                late = bundle.student in self.class_folder.late_flags
                 hand_in = H.HandIn(None, "Canvas's late flag", late_flag=late)
             else:
                 files = [p for p in (bundle.model, bundle.notebook, *bundle.weights) if p is not None]
@@ -249,7 +265,7 @@ class BatchRun:
             os.rename(final, trash)
             shutil.rmtree(trash, ignore_errors=True)
         os.rename(report_dir, final)
-        self.gradebook.finish(job.attempt_id, result, final, extra=outcome.extra, wall_s=outcome.wall_s)
+        self.book.finish(job.attempt_id, result, final, extra=outcome.extra, wall_s=outcome.wall_s)
         if report_dir.parent.name.startswith(".tmp-"):
             shutil.rmtree(report_dir.parent, ignore_errors=True)
         if result.status != "graded":
@@ -271,16 +287,17 @@ class BatchRun:
             has_models = bool(self.attempts)
             self.probe_states, self.probe_id = hidden_probe_set(self.rubric) if has_models else (None, "")
             opts = self.base_opts = self.job_options(self.probe_states)
-            self._say(f"{total} submissions from {len(self.folder.students)} students in {self.class_dir}"
-                      f" ({self.folder.layout} layout; {reused} already graded, {len(jobs)} to grade; "
-                      f"{len(self.folder.problems)} layout problems)")
+            self._say(f"{total} submissions from {len(self.class_folder.students)} students in {self.class_dir}"
+                      f" ({self.class_folder.layout} layout; {reused} already graded, {len(jobs)} to grade; "
+                      f"{len(self.class_folder.problems)} layout problems)")
             t0 = time.perf_counter()
             with CountBar(total, reused, label="grading", enabled=self.show_progress) as bar:
                 self.bar = bar
+                graders: list[SlotGrader]
                 if self.backend == "ray":
                     from grader.classroom.batch_ray import ray_graders
 
-                    graders = ray_graders(self, opts, n=min(self.workers, len(jobs)))
+                    graders = list(ray_graders(self, opts, n=min(self.workers, len(jobs))))
                 else:
                     graders = [_LocalGrader(self, opts, engine) for engine in _spawn_engines(min(self.workers, len(jobs)))]
                 try:
@@ -300,10 +317,10 @@ class BatchRun:
             return EXIT_OK
         finally:
             if self.gradebook is not None:
-                self.gradebook.close()
+                self.book.close()
             lock.close()
 
-    def _run_slots(self, jobs: list[Job], graders: list) -> None:
+    def _run_slots(self, jobs: list[Job], graders: list[SlotGrader]) -> None:
         """One thread per grader, each running the shared claim -> grade -> record loop."""
         source = _QueueSource(self, jobs)
         host = f"{socket.gethostname()}:{os.getpid()}"
@@ -358,7 +375,7 @@ class _QueueSource:
                 job = self.todo.get_nowait()
             except queue.Empty:
                 return None
-            if self.run.gradebook.claim(job.attempt_id, worker=slot) is not None:
+            if self.run.book.claim(job.attempt_id, worker=slot) is not None:
                 return job
 
     def idle(self) -> bool:
@@ -516,16 +533,16 @@ def _print_summary(runner: BatchRun) -> None:
     c.print(f"[bold]{s['students']} students[/bold]: {s['graded']} graded, {s['invalid']} invalid, {s['error']} errors, "
             f"{s['no_submission']} without a submission, {s['not_on_roster']} not on the roster "
             f"(graded now: {s['graded_now']}, reused: {s['reused']}, {runner.elapsed:.0f} s)")
-    if runner.folder.problems or (runner.roster and runner.roster.problems):
+    if runner.class_folder.problems or (runner.roster and runner.roster.problems):
         c.print("[bold yellow]entries that do not fit the layout:[/bold yellow]")
-        for p in runner.folder.problems + (runner.roster.problems if runner.roster else []):
+        for p in runner.class_folder.problems + (runner.roster.problems if runner.roster else []):
             c.print(f"  {escape(p.entry)}: {escape(p.reason)}")
     for note in s.get("operator_notes", []):
         c.print(f"[yellow]for the instructor:[/yellow] {escape(note)}")
-    if runner.folder.texts:
+    if runner.class_folder.texts:
         c.print(f"online text / link entries (read, not graded: the assignment grades files): "
-                f"{escape(', '.join(p.entry for p in runner.folder.texts[:5]))}"
-                + (f" ... and {len(runner.folder.texts) - 5} more" if len(runner.folder.texts) > 5 else ""))
+                f"{escape(', '.join(p.entry for p in runner.class_folder.texts[:5]))}"
+                + (f" ... and {len(runner.class_folder.texts) - 5} more" if len(runner.class_folder.texts) > 5 else ""))
     dup = runner.duplicates
     if dup.flags:
         c.print(f"[bold yellow]{len(dup.clusters)} duplicate clusters[/bold yellow] ({len(dup.flags)} flagged pairs; "

@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grader.classroom.slots import JobOutcome
-from grader.errors import MissingDependency
+from grader.errors import GraderBug, MissingDependency
 from grader.resources import package_dir
 from grader.result import GradeResult
 
 if TYPE_CHECKING:
     from grader.classroom.batch import BatchRun, Job
     from grader.classroom.jobs import JobOptions
+    from grader.runtime.engine import Engine
 
 GRADER_DIR = package_dir()
 
@@ -43,7 +44,7 @@ class RayGrader:
     """The remote side: one persistent engine, grades the submissions it is sent one at a time."""
 
     def __init__(self) -> None:
-        self.engine = None
+        self.engine: Engine | None = None
 
     def where(self) -> dict:
         import grader
@@ -59,6 +60,8 @@ class RayGrader:
         with tempfile.TemporaryDirectory(prefix="grader-ray-") as tmp:
             outcome = grade_job(sub, opts, engine=self.engine, workdir=Path(tmp))
             report = outcome.report_dir
+            if report is None:
+                raise GraderBug("grade_job returned no report folder for a job given a work folder")
             report.mkdir(exist_ok=True)
             buf = io.BytesIO()
             with tarfile.open(fileobj=buf, mode="w:gz") as tar:
@@ -142,12 +145,15 @@ def _private_token() -> None:
 def _refresh_auth() -> None:
     """Make Ray read the authentication settings again from the environment: it caches the mode and
     the token per process, and this process may have talked to another cluster before."""
+    import importlib
+
     try:
-        from ray._raylet import AuthenticationTokenLoader, Config
-    except ImportError:  # a Ray without token authentication: nothing cached
+        raylet = importlib.import_module("ray._raylet")
+        config, loader = raylet.Config, raylet.AuthenticationTokenLoader
+    except (ImportError, AttributeError):  # a Ray without token authentication: nothing cached
         return
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
+    config.initialize("")
+    loader.instance().reset_cache()
 
 
 def _init(ray: Any, *, address: str | None, n: int) -> None:

@@ -24,18 +24,23 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader.classroom.roster import Problem, valid_student_id
 from grader.errors import SetupError
 from grader.submission.bundle import Bundle, bundle_files, bundle_folder, bundle_stem, kind_of, stem_of
 
+if TYPE_CHECKING:
+    from grader.classroom.lms import Layout
+
 LAYOUTS = ("auto", "plain", "moodle", "canvas")
+_NAMED: dict[str, Layout] = {"plain": "plain", "moodle": "moodle", "canvas": "canvas"}  # --lms, once checked
 
 
 @dataclass
 class ClassFolder:
     root: Path
-    layout: str = "plain"
+    layout: str = "plain"  # a Layout, or "final" (grader.classroom.final: the kept hand-ins)
     bundles: list[Bundle] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)  # student -> name the LMS gave (display)
@@ -80,11 +85,12 @@ def scan_class(class_dir: str | Path, *, exclude: Path | None = None, layout: st
             cf.problems.append(Problem(item.name, odd))
             continue
         entries.append((item.name, item.is_dir(follow_symlinks=False)))
-    cf.layout = lms.detect_layout(n for n, _ in entries) if layout == "auto" else layout
-    if cf.layout == "plain":
+    found = lms.detect_layout(n for n, _ in entries) if layout == "auto" else _NAMED[layout]
+    cf.layout = found
+    if found == "plain":
         _scan_plain(cf, entries)
     else:
-        _scan_lms(cf, entries)
+        _scan_lms(cf, entries, found)
     cf.bundles.sort(key=lambda b: b.student)
     return cf
 
@@ -151,13 +157,13 @@ def _add(cf: ClassFolder, bundle: Bundle, problems: list, *, prefix: str) -> Non
     cf.bundles.append(bundle)
 
 
-def _scan_lms(cf: ClassFolder, entries: list[tuple[str, bool]]) -> None:
+def _scan_lms(cf: ClassFolder, entries: list[tuple[str, bool]], layout: Layout) -> None:
     from grader.classroom import lms
 
     flat: dict[str, list[tuple[str, str]]] = {}
     folders: dict[str, list[str]] = {}
     for name, is_dir in entries:
-        entry = lms.parse_entry(name, cf.layout, is_dir=is_dir)
+        entry = lms.parse_entry(name, layout, is_dir=is_dir)
         if entry is None:
             cf.problems.append(Problem(name, f"not a {cf.layout} submission name (expected e.g. "
                                        + ("'Full Name_1234567_assignsubmission_file_/'" if cf.layout == "moodle"

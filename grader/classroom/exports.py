@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -100,60 +101,21 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
       ``result.max_score``; ``output`` (Markdown) is the summary and ``report_note``.
     """
     from grader.outputs.seedpolicy import SeedPolicy
-    from grader.scoring.points import EPISODES_PART, fmt_points
+    from grader.scoring.points import EPISODES_PART
 
     if episode_table not in EPISODE_TABLE_CHOICES:
         raise ValueError(f"episode_table must be one of {', '.join(EPISODE_TABLE_CHOICES)}, not {episode_table!r}")
     policy = SeedPolicy(result)
-    scrub = policy.scrub
     graded = result.status == "graded"
-    parts = {p.name: p for p in result.parts}
-    tests = []
-    for c in result.checks:
-        part = parts.get(c.name) if c.name != EPISODES_PART else None
-        failed = not c.passed and (c.severity == "error" or part is not None)  # a warning is not a failed test
-        prefix = "" if c.passed or failed else f"{c.severity}: "
-        output = scrub(prefix + c.message + (f"\nHow to fix: {c.hint}" if not c.passed and c.hint else ""))
-        if part is not None and c.passed and not graded:
-            output += "\n(no points: the submission is invalid)"
-        tests.append(GradescopeTest(name=c.name, score=part.points if part else None,
-                                    max_score=part.max_points if part else None, output=output,
-                                    status="failed" if failed else "passed"))
-    checked = {c.name for c in result.checks}
-    from grader.outputs.console import missing_parts
-    from grader.scoring.points import NOT_HANDED_IN
-
-    missing = missing_parts(result.parts)
-    if "notebook" in missing:  # one test for the part, not one per check it would have had
-        part = missing["notebook"]
-        tests.append(GradescopeTest(name="notebook", score=0.0, max_score=part.max_points, status="failed",
-                                    output=f"{NOT_HANDED_IN}: hand in the notebook (.ipynb) to earn these points"))
-    for part in result.parts:  # scored checks that never ran (the notebook stopped early, say)
-        if part.kind == "notebook" and part.name not in checked and part.detail != NOT_HANDED_IN:
-            tests.append(GradescopeTest(name=part.name, score=0.0, max_score=part.max_points, status="failed",
-                                        output="not checked: " + (part.detail or "the notebook did not get this far")))
-    s = result.summary
+    tests = _check_tests(result, policy.scrub, graded=graded) + _unchecked_part_tests(result)
     if graded and result.episodes and episode_table != "none":
         rows = [f"{policy.label(e.seed)}: return {e.return_:.2f} in {e.length} steps" for e in result.episodes]
         tests.append(GradescopeTest(name="returns by episode", output="\n".join(rows), status="passed",
                                     visibility="visible" if not policy.hidden else episode_table))
     tests += _flag_tests(result)
-    episodes = parts.get(EPISODES_PART)
-    detail, why = "", ""
-    if graded and s is not None:
-        detail = (f"{s.n} episodes: mean return {s.mean:.1f} ± {s.std:.1f}, median {s.median:.1f}, "
-                  f"95% CI [{s.ci_low:.1f}, {s.ci_high:.1f}]")
-        if s.success_rate is not None:
-            detail += f", success rate {100 * s.success_rate:.0f}%"
-        if result.rubric:
-            detail += f"; points from the {result.rubric.statistic} ({result.rubric.zero_at:g} earns 0, " \
-                      f"{result.rubric.full_at:g} earns full marks)"
-            if policy.hidden:
-                detail += f"; the {result.rubric.n_seeds} grading seeds are not shown"
-    elif not graded:
-        first_failed = next((c for c in result.checks if c.blocking), None)
-        why = scrub(result.error or (first_failed.message if first_failed else "")) or (
-            "a check failed" if result.status == "invalid" else "the grader failed")
+    board = _leaderboard(result)
+    detail, why = _episodes_detail(result, policy.hidden) if graded else ("", _why_not_graded(result, policy.scrub))
+    episodes = {p.name: p for p in result.parts}.get(EPISODES_PART)
     if episodes is not None:
         output = detail or (("Not graded: the submission is invalid: " if result.status == "invalid"
                              else "Not graded: grader error: ") + why if not graded else episodes.detail)
@@ -163,22 +125,7 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
         if part.kind == "late":
             tests.append(GradescopeTest(name="late penalty", score=part.points, max_score=0.0, output=part.detail,
                                         status="failed" if part.points < 0 else "passed"))
-    board = _leaderboard(result)
-    total = fmt_points(result.score, result.max_score)
-    if graded:
-        head = f"**Score {total}**" + (f" ({result.band})" if result.band else "")
-    elif result.status == "invalid":
-        head = f"**Invalid submission: {total}**\n\n{_md_literal(why)}"
-    else:
-        head = f"**Grader error: {total}** (not your fault; the course staff can see the log)\n\n{_md_literal(why)}"
-    lines = [head]
-    failed = [t.name for t in tests if t.status == "failed" and t.name in checked]
-    lines.append(f"{len(result.checks) - len(failed)} of {len(result.checks)} checks passed"
-                 + (f"; failed: {', '.join(failed)}" if failed else "") + ".")
-    if detail:
-        lines.append(detail + ".")
-    if result.warnings:  # the student's warnings; operator notes (the sandbox's strength) never reach them
-        lines.append("Warnings:\n\n" + _md_literal("\n".join(scrub(w) for w in result.warnings)))
+    lines = _summary_lines(result, tests, detail=detail, why=why, scrub=policy.scrub)
     if report_note:
         lines.append(report_note)
     execution = result.timings.get("total")
@@ -193,6 +140,91 @@ def gradescope_results(result: GradeResult, *, episode_table: str = "after_publi
                     "flags": [f.model_dump(mode="json") for f in result.flags if f.scope == "reference"],
                     "grader": result.versions.get("rl-grader")},
         tests=tests, leaderboard=board)
+
+
+def _check_tests(result: GradeResult, scrub: Callable[[str], str], *, graded: bool) -> list[GradescopeTest]:
+    """One test per check; a scored notebook check carries its part's points."""
+    from grader.scoring.points import EPISODES_PART
+
+    parts = {p.name: p for p in result.parts}
+    tests = []
+    for c in result.checks:
+        part = parts.get(c.name) if c.name != EPISODES_PART else None
+        failed = not c.passed and (c.severity == "error" or part is not None)  # a warning is not a failed test
+        prefix = "" if c.passed or failed else f"{c.severity}: "
+        output = scrub(prefix + c.message + (f"\nHow to fix: {c.hint}" if not c.passed and c.hint else ""))
+        if part is not None and c.passed and not graded:
+            output += "\n(no points: the submission is invalid)"
+        tests.append(GradescopeTest(name=c.name, score=part.points if part else None,
+                                    max_score=part.max_points if part else None, output=output,
+                                    status="failed" if failed else "passed"))
+    return tests
+
+
+def _unchecked_part_tests(result: GradeResult) -> list[GradescopeTest]:
+    """A failed test for the notebook not handed in, and for each scored check that never ran."""
+    from grader.outputs.console import missing_parts
+    from grader.scoring.points import NOT_HANDED_IN
+
+    checked = {c.name for c in result.checks}
+    tests = []
+    missing = missing_parts(result.parts)
+    if "notebook" in missing:  # one test for the part, not one per check it would have had
+        part = missing["notebook"]
+        tests.append(GradescopeTest(name="notebook", score=0.0, max_score=part.max_points, status="failed",
+                                    output=f"{NOT_HANDED_IN}: hand in the notebook (.ipynb) to earn these points"))
+    for part in result.parts:  # scored checks that never ran (the notebook stopped early, say)
+        if part.kind == "notebook" and part.name not in checked and part.detail != NOT_HANDED_IN:
+            tests.append(GradescopeTest(name=part.name, score=0.0, max_score=part.max_points, status="failed",
+                                        output="not checked: " + (part.detail or "the notebook did not get this far")))
+    return tests
+
+
+def _episodes_detail(result: GradeResult, hidden: bool) -> tuple[str, str]:
+    """What the episodes of a graded submission gave (statistics, and how they became points)."""
+    s = result.summary
+    if s is None:
+        return "", ""
+    detail = (f"{s.n} episodes: mean return {s.mean:.1f} ± {s.std:.1f}, median {s.median:.1f}, "
+              f"95% CI [{s.ci_low:.1f}, {s.ci_high:.1f}]")
+    if s.success_rate is not None:
+        detail += f", success rate {100 * s.success_rate:.0f}%"
+    if result.rubric:
+        detail += f"; points from the {result.rubric.statistic} ({result.rubric.zero_at:g} earns 0, " \
+                  f"{result.rubric.full_at:g} earns full marks)"
+        if hidden:
+            detail += f"; the {result.rubric.n_seeds} grading seeds are not shown"
+    return detail, ""
+
+
+def _why_not_graded(result: GradeResult, scrub: Callable[[str], str]) -> str:
+    first_failed = next((c for c in result.checks if c.blocking), None)
+    return scrub(result.error or (first_failed.message if first_failed else "")) or (
+        "a check failed" if result.status == "invalid" else "the grader failed")
+
+
+def _summary_lines(result: GradeResult, tests: list[GradescopeTest], *, detail: str, why: str,
+                   scrub: Callable[[str], str]) -> list[str]:
+    """The Markdown summary: the score (or why there is none), the checks passed, the episodes, warnings."""
+    from grader.scoring.points import fmt_points
+
+    checked = {c.name for c in result.checks}
+    total = fmt_points(result.score, result.max_score)
+    if result.status == "graded":
+        head = f"**Score {total}**" + (f" ({result.band})" if result.band else "")
+    elif result.status == "invalid":
+        head = f"**Invalid submission: {total}**\n\n{_md_literal(why)}"
+    else:
+        head = f"**Grader error: {total}** (not your fault; the course staff can see the log)\n\n{_md_literal(why)}"
+    lines = [head]
+    failed_names = [t.name for t in tests if t.status == "failed" and t.name in checked]
+    lines.append(f"{len(result.checks) - len(failed_names)} of {len(result.checks)} checks passed"
+                 + (f"; failed: {', '.join(failed_names)}" if failed_names else "") + ".")
+    if detail:
+        lines.append(detail + ".")
+    if result.warnings:  # the student's warnings; operator notes (the sandbox's strength) never reach them
+        lines.append("Warnings:\n\n" + _md_literal("\n".join(scrub(w) for w in result.warnings)))
+    return lines
 
 
 def _flag_tests(result: GradeResult) -> list[GradescopeTest]:
@@ -306,26 +338,26 @@ def _report_link(out: Path, report_path: str | None) -> str | None:
 
 def collect(run: BatchRun) -> list[StudentRow]:
     """One row per student: roster students (roster order) then found students not on it."""
-    gb = run.gradebook
+    gb = run.book
     rows: dict[str, StudentRow] = {}
     if run.roster is not None:
         for s in run.roster.students:
             rows[s.id] = StudentRow(id=s.id, name=s.name, email=s.email, on_roster=True)
-    found = sorted(set(run.attempts) | {p.student for p in [*run.folder.problems, *getattr(run.folder, "texts", [])]
+    found = sorted(set(run.attempts) | {p.student for p in [*run.class_folder.problems, *run.class_folder.texts]
                                          if p.student})
     for sid in found:
         if sid not in rows:
-            rows[sid] = StudentRow(id=sid, name=run.folder.names.get(sid, ""),
+            rows[sid] = StudentRow(id=sid, name=run.class_folder.names.get(sid, ""),
                                    on_roster=False if run.roster is not None else None)
     for sid, attempt in run.attempts.items():
-        a = gb.get(attempt.id)
+        a = gb.recorded(attempt.id)
         row = rows[sid]
         row.label, row.attempt_status = a.file, a.status
         row.result, row.report = a.result(), _report_link(run.out, a.report_path)
-    for p in run.folder.problems:
+    for p in run.class_folder.problems:
         if p.student and p.student in rows:
             rows[p.student].problems.append(f"{p.entry}: {p.reason}")
-    for p in getattr(run.folder, "texts", []):
+    for p in run.class_folder.texts:
         if p.student and p.student in rows:
             rows[p.student].texts.append(p.reason.split(":")[0] + " handed in (not graded)")
     overrides = gb.overrides(run.rubric.id)
@@ -382,9 +414,9 @@ def _apply_overrides_file(run: BatchRun) -> None:
     rows = read_overrides(run.overrides_file, max_points=run.rubric.max_points)
     graded = {}
     for sid, attempt in run.attempts.items():
-        a = run.gradebook.get(attempt.id)
+        a = run.book.recorded(attempt.id)
         graded[sid] = a.score if a is not None and a.is_finished and a.status != "error" else None
-    apply_overrides(run.gradebook, rows, rubric_id=run.rubric.id, graded=graded,
+    apply_overrides(run.book, rows, rubric_id=run.rubric.id, graded=graded,
                     source=f"overrides file {Path(run.overrides_file).name}")
 
 
@@ -396,7 +428,7 @@ def write_exports(run: BatchRun) -> None:
     max_points = run.rubric.max_points
     _write_grades(run, rows, max_points)
     _write_csv(run.out / "duplicates.csv", DUPLICATES_COLUMNS, [f.row() for f in run.duplicates.flags])
-    problems = run.folder.problems + (run.roster.problems if run.roster else [])
+    problems = run.class_folder.problems + (run.roster.problems if run.roster else [])
     _write_csv(run.out / "problems.csv", PROBLEMS_COLUMNS,
                [{"entry": p.entry, "student": p.student or "", "reason": p.reason} for p in problems])
     _write_class_html(run, rows, problems, max_points)
@@ -407,7 +439,7 @@ def write_exports(run: BatchRun) -> None:
 
 def _moodle_names(run: BatchRun) -> dict[str, str]:
     """Full names of Moodle participants: the worksheet's, else the download's folder names."""
-    names = {k: v for k, v in run.folder.names.items() if k.startswith("moodle-")}
+    names = {k: v for k, v in run.class_folder.names.items() if k.startswith("moodle-")}
     if run.roster is not None:
         names.update({s.id: s.name for s in run.roster.students if s.id.startswith("moodle-") and s.name})
     return names
@@ -418,7 +450,7 @@ def _flag_duplicates(run: BatchRun, rows: list[StudentRow]):
 
     candidates = []
     for sid, attempt in run.attempts.items():
-        a = run.gradebook.get(attempt.id)
+        a = run.book.recorded(attempt.id)
         result = a.result()
         # "identical" compares the graded model's bytes (the attempt's digest covers the whole bundle)
         sha = result.model.sha256 if result is not None and result.model is not None else a.sha256
@@ -476,7 +508,7 @@ def rewrite_flagged_outputs(run: BatchRun, rows: list[StudentRow]) -> None:
     for r in rows:
         if r.result is None or r.id not in run.attempts:
             continue
-        a = run.gradebook.get(run.attempts[r.id].id)
+        a = run.book.recorded(run.attempts[r.id].id)
         folder = run.out / a.report_path if a.report_path else None
         if folder is None or not (folder / "result.json").is_file():
             continue
@@ -558,7 +590,7 @@ def lms_feedback(r: StudentRow, max_points: float) -> str:
         scrub = SeedPolicy(result).scrub
         s, info = result.summary, result.rubric
         value = getattr(s, info.statistic, None) if s is not None and info is not None else None
-        if value is not None:
+        if value is not None and s is not None and info is not None:
             lines.append(f"{info.statistic} return {value:.1f} over {s.n} episodes ({info.zero_at:g} earns 0 points, "
                          f"{info.full_at:g} full marks)")
         scored = {p.name for p in result.parts if p.kind == "notebook"}
@@ -580,24 +612,27 @@ def _write_lms_import(run: BatchRun, rows: list[StudentRow], max_points: float) 
     file, the scaling, the Canvas column) goes into ``run.lms_export`` for the summary."""
     from grader.classroom import lms
 
-    kind = lms.detect_roster_kind(run.roster_file)
+    roster_file = run.roster_file
+    if roster_file is None:
+        return
+    kind = lms.detect_roster_kind(roster_file)
     if kind == "generic":
         return
-    students = {s.student_key: s for s in lms.read_lms_roster(run.roster_file)[1]}
+    students = {s.student_key: s for s in lms.read_lms_roster(roster_file)[1]}
     grades = {}
     for r in rows:
         s = students.get(r.id)
         if s is not None and (r.result is not None or r.override is not None or r.problems or r.texts):
             graded = r.result is not None or r.override is not None
             grades[s.lms_id] = (round(r.points, 2) if graded else None, lms_feedback(r, max_points))
-    scale_from = max_points if getattr(run, "lms_points", "scaled") == "scaled" else None
+    scale_from = max_points if run.lms_points == "scaled" else None
     if kind == "moodle":
-        summary = lms.write_moodle_worksheet(run.roster_file, grades, run.out / "moodle_grades.csv",
+        summary = lms.write_moodle_worksheet(roster_file, grades, run.out / "moodle_grades.csv",
                                              scale_from=scale_from)
     else:
-        column = getattr(run, "canvas_column", None) or lms.existing_canvas_column(
-            run.roster_file, [run.rubric.title, run.rubric.id]) or run.rubric.title or run.rubric.id
-        summary = lms.write_canvas_gradebook(run.roster_file, column, grades, run.out / "canvas_grades.csv",
+        column = run.canvas_column or lms.existing_canvas_column(
+            roster_file, [run.rubric.title, run.rubric.id]) or run.rubric.title or run.rubric.id
+        summary = lms.write_canvas_gradebook(roster_file, column, grades, run.out / "canvas_grades.csv",
                                              points_possible=max_points, scale_from=scale_from)
     run.lms_export = summary
 

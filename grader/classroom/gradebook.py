@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from grader.errors import GraderBug
 from grader.result import GradeResult
 
 SCHEMA_VERSION = 1
@@ -280,7 +281,9 @@ class Gradebook:
                     "VALUES (?, ?, ?, ?, ?, 'queued', ?)",
                     (student, str(file_path), sha256, rubric.id, rubric.sha256, now),
                 )
-                return int(cur.lastrowid)
+                if cur.lastrowid is None:  # sqlite3 sets it after every INSERT
+                    raise GraderBug(f"the gradebook {self.path} gave no id to a new attempt")
+                return cur.lastrowid
             if force:
                 db.execute(
                     "UPDATE attempts SET status = 'queued', file = ?, rubric_id = ?, score = NULL, max_score = NULL, "
@@ -326,7 +329,8 @@ class Gradebook:
         Call it when the only grader starts (any running row was left by a grader that died). With
         several graders sharing the file, pass ``older_than_s`` to requeue only rows claimed longer
         ago than any grading can take, so live gradings are left alone."""
-        sql, params = "UPDATE attempts SET status = 'queued', started = NULL WHERE status = 'running'", ()
+        sql = "UPDATE attempts SET status = 'queued', started = NULL WHERE status = 'running'"
+        params: tuple[str, ...] = ()
         if older_than_s is not None:
             cutoff = _dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(seconds=older_than_s)
             sql += " AND (started IS NULL OR started < ?)"
@@ -365,6 +369,13 @@ class Gradebook:
     def get(self, attempt_id: int) -> Attempt | None:
         row = self._conn().execute("SELECT * FROM attempts WHERE id = ?", (attempt_id,)).fetchone()
         return Attempt._from_row(row) if row else None
+
+    def recorded(self, attempt_id: int) -> Attempt:
+        """An attempt this grader enqueued (its row is never deleted): missing is a bug."""
+        attempt = self.get(attempt_id)
+        if attempt is None:
+            raise GraderBug(f"attempt {attempt_id} is not in the gradebook {self.path}")
+        return attempt
 
     def attempts(self, student: str | None = None, *, rubric_id: str | None = None, status: str | None = None) -> list[Attempt]:
         """Attempts, oldest first, optionally of one student / rubric id / status."""

@@ -329,7 +329,7 @@ def _column(table: _Table, name: str, what: str) -> int:
                              "with the interface language set to English") from None
 
 
-def _write_table(out_path: str | Path, header: list[str], rows: list[list[object]], *, bom: bool, newline: str,
+def _write_table(out_path: str | Path, header: Sequence[str], rows: Sequence[Sequence[object]], *, bom: bool, newline: str,
                  delimiter: str = ",") -> None:
     buf = io.StringIO(newline="")
     w = csv.writer(buf, delimiter=delimiter, lineterminator=newline, quoting=csv.QUOTE_MINIMAL)
@@ -704,17 +704,17 @@ def _canvas_target(table: _Table, lay: _CanvasLayout, assignment_column: str) ->
     return col
 
 
-def _canvas_points_row(first: str, lay: _CanvasLayout, value: str) -> list[object]:
+def _canvas_points_row(first: str, lay: _CanvasLayout, value: str) -> list[str]:
     return [first] + [""] * (lay.identity - 1) + [value]
 
 
 def _canvas_rows(table: _Table, lay: _CanvasLayout, col: int | None, todo: dict[str, tuple[float | None, str]],
-                 new_points: str) -> tuple[list[list[object]], list[str]]:
+                 new_points: str) -> tuple[list[list[str]], list[str]]:
     """The output rows (Points Possible first, then the students) and the graded students written."""
     by_line = {s.line: s for s in _canvas_students(table, lay)}
     ident = table.header[: lay.identity]
     points_row = _canvas_points_row("    " + CANVAS_POINTS_POSSIBLE, lay, new_points)
-    rows: list[list[object]] = []
+    rows: list[list[str]] = []
     written: list[str] = []
     for line, row in table.records:
         row = row + [""] * (len(table.header) - len(row))

@@ -132,7 +132,7 @@ def _segment(lines: list[str], stmt: ast.stmt) -> tuple[int, str]:
     for dec in getattr(stmt, "decorator_list", []):
         if dec.lineno < start_line:
             start_line, start_col = dec.lineno, dec.col_offset - 1  # the '@'
-    end_line, end_col = stmt.end_lineno, stmt.end_col_offset
+    end_line, end_col = stmt.end_lineno or start_line, stmt.end_col_offset  # parsed code has both
     if start_line == end_line:
         text = lines[start_line - 1][start_col:end_col]
     else:

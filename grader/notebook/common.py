@@ -93,7 +93,7 @@ def detect_notebook_task(text: str, markers: Mapping[str, Sequence[str]]) -> tup
         scores[decisive[0]] += DECISIVE_BONUS
     if not scores:
         return None, scores
-    best = max(scores, key=scores.get)
+    best = max(scores, key=lambda task: scores[task])
     if scores[best] == 0 or list(scores.values()).count(scores[best]) > 1:
         return None, scores
     return best, scores

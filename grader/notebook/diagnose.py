@@ -85,14 +85,14 @@ def diagnose_preprocessing(frames: np.ndarray, outputs: list[np.ndarray]) -> Dia
     """``frames`` (n, 210, 160, 3) uint8; ``outputs`` the student's arrays, one per frame."""
     ref = preprocess_frames(frames)
     shapes = {o.shape for o in outputs}
+    max_diff: float | None = None
+    frac: float | None = None
     if all(o.shape == (44, 40) for o in outputs):
         diffs = [np.abs(o.astype(np.float64) - r) for o, r in zip(outputs, ref)]
         max_diff = float(max(np.nanmax(d) if np.isfinite(d).any() else np.inf for d in diffs))
         frac = float(np.mean([np.mean(d <= TOLERANCE) for d in diffs]))
         if max_diff <= TOLERANCE:
             return Diagnosis(True, max_diff, frac, [], [])
-    else:
-        max_diff = frac = None
     # search the variants on two frames with content, confirm on all
     squeezed = [np.squeeze(o) if o.ndim > 2 else o for o in outputs]
     if any(s.ndim != 2 for s in squeezed) or len({s.shape for s in squeezed}) != 1:
@@ -177,7 +177,7 @@ def follows_frames(frames: np.ndarray, outputs: list[np.ndarray], diag: Diagnosi
     if len(squeezed) < 2 or any(s.ndim != 2 or s.shape != squeezed[0].shape or 0 in s.shape for s in squeezed):
         return False
     stacked = np.stack(squeezed)
-    shape = squeezed[0].shape
+    shape = (squeezed[0].shape[0], squeezed[0].shape[1])  # 2-D, checked above
     candidates = [_resampled_gray(frames, shape)]
     candidates += [_resampled_gray(frames[:, top:bottom], shape) for top, bottom in _WINDOWS]  # a crop, then a resize
     if shape == (44, 40):

@@ -27,9 +27,9 @@ RUNS_TORCH = False
 
 def collect(nb: ParsedNotebook, *, limits: Limits, sandbox: str | None, weights: Sequence[Path]) -> NotebookEvidence:
     """``actor_input``, ``actor_output``, ``actor_hidden``; ``limits``, ``sandbox`` and ``weights`` are unused (static)."""
-    plans = [p for p in nb.plans if p.tree is not None and not p.cell.skipped_magic]
+    plans = [(p.tree, p.cell.source) for p in nb.plans if p.tree is not None and not p.cell.skipped_magic]
     try:
-        m = keras_static.analyse([p.tree for p in plans], [p.cell.source for p in plans])
+        m = keras_static.analyse([tree for tree, _ in plans], [source for _, source in plans])
     except RecursionError:  # an expression deep enough to parse, too deep to follow
         m = keras_static.KerasModel()
     return NotebookEvidence(checks=[_input_check(m), _output_check(m), _hidden_note(m)])

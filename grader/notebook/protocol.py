@@ -18,7 +18,7 @@ import binascii
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
@@ -169,9 +169,10 @@ class Oversize(_Msg):
     of: Name | None = None
 
 
-MESSAGES: dict[str, type[_Msg]] = {m.model_fields["ev"].annotation.__args__[0]: m for m in (
-    Start, Stmt, StmtError, StmtTimeout, Stubbed, Tampered, DefinitionsDone, Phase, Preprocess, Network, Weights,
-    Done, Crash, Oversize)}
+Message = (Start | Stmt | StmtError | StmtTimeout | Stubbed | Tampered | DefinitionsDone | Phase | Preprocess | Network
+           | Weights | Done | Crash | Oversize)  # one line of the channel
+MESSAGES: dict[str, type[Message]] = {get_args(m.model_fields["ev"].annotation)[0]: m for m in get_args(Message)}
+M = TypeVar("M", bound=_Msg)
 
 # The runner's order: each stage may only follow the stages before it; singletons come once.
 _STAGE = {"start": 0, "stmt": 1, "stmt_error": 1, "stmt_timeout": 1, "stubbed": 2, "tampered": 3,
@@ -183,17 +184,17 @@ _REPEATABLE = {"stmt", "stmt_error", "stmt_timeout", "phase", "weights", "oversi
 class Report:
     """The validated report of one sandbox run."""
 
-    messages: list[_Msg] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
     garbage: int = 0  # lines that were not a valid message
     forged: list[str] = field(default_factory=list)  # why the report cannot be the runner's own
 
-    def last(self, kind: type[_Msg]):
+    def last(self, kind: type[M]) -> M | None:
         for m in reversed(self.messages):
             if isinstance(m, kind):
                 return m
         return None
 
-    def all(self, kind: type[_Msg]) -> list:
+    def all(self, kind: type[M]) -> list[M]:
         return [m for m in self.messages if isinstance(m, kind)]
 
     @property
@@ -210,7 +211,7 @@ class Report:
             self.forged.append(f"a report of {len(actual)} statements that are not the notebook's {len(expected)}")
 
 
-def _parse_line(line: bytes) -> _Msg | None:
+def _parse_line(line: bytes) -> Message | None:
     try:
         obj = json.loads(line)
     except (ValueError, RecursionError):

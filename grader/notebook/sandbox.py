@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.errors import GraderBug
 from grader.notebook.protocol import Blobs, Report, parse_blobs, parse_report
 from grader.runtime.bwrap import (  # noqa: F401 - re-exported: the sandbox's primitives live there
     MODES,
@@ -390,9 +391,12 @@ def _supervise(proc: subprocess.Popen, run: SandboxRun, limits: Limits, cg: _Pid
         run.models_overflow = True
         kill()
 
+    stdout, stderr = proc.stdout, proc.stderr
+    if stdout is None or stderr is None:
+        raise GraderBug("the notebook sandbox was started without its output pipes")
     blob_cap = 2 * (limits.model_bytes + 4096)
-    readers = [_Reader(proc.stdout.fileno(), limits.output_bytes, limits.flood_bytes, flood),
-               _Reader(proc.stderr.fileno(), limits.output_bytes, limits.flood_bytes, flood),
+    readers = [_Reader(stdout.fileno(), limits.output_bytes, limits.flood_bytes, flood),
+               _Reader(stderr.fileno(), limits.output_bytes, limits.flood_bytes, flood),
                _Reader(fds[0], limits.channel_bytes, limits.channel_bytes * 4, flood, close=True),
                _Reader(fds[1], blob_cap, blob_cap, models_overflow, close=True)]
     for t in readers:
@@ -419,8 +423,8 @@ def _supervise(proc: subprocess.Popen, run: SandboxRun, limits: Limits, cg: _Pid
     for t in readers:
         t.join(timeout=5)
     if not any(t.is_alive() for t in readers[:2]):
-        proc.stdout.close()
-        proc.stderr.close()
+        stdout.close()
+        stderr.close()
     run.process_limit_hit = run.process_limit_hit or cg.limit_hit()
     cg.remove()
     if host_scratch is not None and not run.quota_hit:

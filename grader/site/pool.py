@@ -22,9 +22,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader.outputs.seedpolicy import SeedPolicy
 from grader.site import attempts as A
+
+if TYPE_CHECKING:
+    from grader.runtime.engine import Engine
 
 log = logging.getLogger("grader.site")
 
@@ -168,7 +172,8 @@ class _SiteGrader:
     """One slot's grader: a persistent sandboxed engine, the one pipeline, then the site's safe naming."""
 
     def __init__(self, pool: GradingPool, index: int):
-        self.pool, self.index, self.engine = pool, index, None
+        self.pool, self.index = pool, index
+        self.engine: Engine | None = None
 
     def grade(self, attempt):
         """Grade one attempt with ``grade batch``'s job (:func:`grader.classroom.jobs.grade_job`): the one

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from grader.classroom.gradebook import Attempt
 from grader.outputs.textsafe import csv_cell
 from grader.site import attempts as A
 from grader.site.auth import csrf_ok
@@ -88,9 +89,9 @@ async def override(request: Request, site: Site = Depends(get_site), session: Se
     """The instructor's points for a student, with a comment (empty points clear the override)."""
     from grader.classroom.overrides import OverrideError, check_override
 
-    form = await small_form(request)
-    if (refused := _refuse(request, site, session, form)) is not None:
-        return refused
+    form = await _admin_form(request, site, session)
+    if isinstance(form, Response):
+        return form
     student = (form.get("student") or "").strip()
     points_text = (form.get("points") or "").strip().replace(",", ".")
     comment = (form.get("comment") or "").strip()
@@ -117,11 +118,11 @@ async def override(request: Request, site: Site = Depends(get_site), session: Se
     return RedirectResponse(f"/admin?message=override+for+{student}+{done.replace(' ', '+')}", status_code=303)
 
 
-def _class_diagnostics(attempts) -> dict:
+def _class_diagnostics(attempts: list[Attempt]) -> dict:
     """The class's outcomes and collapsed policies, from each student's latest graded attempt."""
     from grader.tasks.diagnostics import class_summary
 
-    latest: dict[str, object] = {}
+    latest: dict[str, Attempt] = {}
     for a in attempts:  # oldest first: a later attempt replaces an earlier one
         if A.status(a) == "graded" and hasattr(a, "result"):
             latest[A.student(a)] = a
@@ -134,20 +135,22 @@ def _class_diagnostics(attempts) -> dict:
     return class_summary(results)
 
 
-def _refuse(request: Request, site: Site, session: Session | None, form: dict | None) -> Response | None:
+async def _admin_form(request: Request, site: Site, session: Session | None) -> dict[str, str] | Response:
+    """The instructor's form, or the page refusing it (not the instructor, no or wrong CSRF token)."""
+    form = await small_form(request)
     if session is None or session.user != ADMIN_USER:
         return site.message(request, 403, "This needs the instructor token.", heading="Instructors only")
     if form is None or not csrf_ok(session, form.get("csrf")):
         return site.message(request, 403, "Missing or wrong form token (CSRF).")
-    return None
+    return form
 
 
 @router.post("/admin/regrade/{attempt_id}")
 async def regrade(request: Request, attempt_id: int, site: Site = Depends(get_site),
                   session: Session | None = Depends(get_session)):
-    form = await small_form(request)
-    if (refused := _refuse(request, site, session, form)) is not None:
-        return refused
+    form = await _admin_form(request, site, session)
+    if isinstance(form, Response):
+        return form
 
     def requeue() -> int | None:
         a = site.gb().get(attempt_id)
@@ -168,9 +171,9 @@ async def regrade(request: Request, attempt_id: int, site: Site = Depends(get_si
 @router.post("/admin/token")
 async def new_token(request: Request, site: Site = Depends(get_site), session: Session | None = Depends(get_session)):
     """Replace a student's token (a lost or leaked one): the old token and all its sessions stop working."""
-    form = await small_form(request)
-    if (refused := _refuse(request, site, session, form)) is not None:
-        return refused
+    form = await _admin_form(request, site, session)
+    if isinstance(form, Response):
+        return form
     student = (form.get("student") or "").strip()
     try:
         token = await run_in_threadpool(site.store.regenerate, student)

@@ -148,7 +148,7 @@ async def login(request: Request, site: Site = Depends(get_site)):
 @router.post("/logout")
 async def logout(request: Request, site: Site = Depends(get_site), session: Session | None = Depends(get_session)):
     form = await small_form(request)
-    if form is None or not csrf_ok(session, form.get("csrf")):
+    if session is None or form is None or not csrf_ok(session, form.get("csrf")):
         return site.message(request, 403, "Missing or wrong form token.")
     await run_in_threadpool(site.store.revoke_session, session.id_sha256)
     response = RedirectResponse("/", status_code=303)

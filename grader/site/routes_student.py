@@ -25,10 +25,11 @@ from starlette.concurrency import run_in_threadpool
 
 from grader.site import attempts as A
 from grader.site.auth import csrf_ok
-from grader.site.forms import MULTIPART_OVERHEAD, BadForm, TooLarge, receive
+from grader.site.forms import MULTIPART_OVERHEAD, BadForm, TooLarge, Upload, receive
 from grader.site.routes_public import SAFE_FILE
 from grader.site.state import (
     VIDEO_LABELS,
+    ApiUser,
     Refusal,
     Site,
     api_user,
@@ -92,15 +93,15 @@ def wrong_kind(site: Site, head: bytes, external: bool) -> tuple[str, str, str] 
     return None
 
 
-def commit(site: Site, user: str, tmp: Path, digest: str) -> tuple[int | None, str | None]:
-    """Store the file under its SHA-256 and queue it, unless the student is over the limit."""
+def commit(site: Site, user: str, tmp: Path, digest: str) -> int | str:
+    """Store the file under its SHA-256 and queue it: the attempt id, or why the student is over the limit."""
     # Nothing of the client's file name is used on disk, and the gradebook needs the path before it
     # assigns the attempt id.
     final = site.uploads / f"{digest}.onnx"
     with site.student_lock(user):
         limited = site.rate_limited(user)
         if limited:
-            return None, limited
+            return limited
         if final.exists():
             tmp.unlink(missing_ok=True)
         else:
@@ -108,19 +109,57 @@ def commit(site: Site, user: str, tmp: Path, digest: str) -> tuple[int | None, s
         # The same bytes uploaded again return the existing attempt (the gradebook keeps one row
         # per student, file and rubric).
         aid = site.gb().enqueue(user, str(final), digest, site.key)
-    return int(aid), None
+    return int(aid)
 
 
 @router.post("/upload")
-async def upload(request: Request, site: Site = Depends(get_site)):
+async def upload(request: Request, site: Site = Depends(get_site)) -> Response:
+    who = await _uploader(request, site)
+    if isinstance(who, Response):
+        return who
+    user, via_cookie = who.user, who.via_cookie
+    boundary = await _upload_boundary(request, site, user, via_cookie)
+    if isinstance(boundary, Response):
+        return boundary
+    tmp = site.incoming / f"{uuid.uuid4().hex}.part"
     try:
-        who = await api_user(request)
+        try:
+            got = await receive(request, boundary, tmp, site.max_upload)
+        except TooLarge:
+            return too_large(request, site, via_cookie)
+        except BadForm as exc:
+            return reply(request, site, via_cookie, 400, str(exc))
+        refused = _refuse_upload(request, site, user, via_cookie, got)
+        if refused is not None:
+            return refused
+        queued = await run_in_threadpool(commit, site, user, tmp, got.sha256)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if isinstance(queued, str):
+        return reply(request, site, via_cookie, 429, queued, headers={"Retry-After": "600"})
+    aid = queued
+    log.info("attempt %s queued for %s (%d bytes, sha256 %s)", aid, user, got.size, got.sha256[:12])
+    site.wake_pool()
+    if via_cookie:
+        return RedirectResponse(f"/attempts/{aid}", status_code=303)
+    return JSONResponse({"attempt_id": aid, "status": "queued", "sha256": got.sha256,
+                         "status_url": f"/api/attempts/{aid}", "result_url": f"/attempts/{aid}"}, status_code=202)
+
+
+async def _uploader(request: Request, site: Site) -> ApiUser | Response:
+    """Who uploads (a bearer token or the session cookie), or the refusal (a browser is sent to log in)."""
+    try:
+        return await api_user(request)
     except Refusal as refusal:
         code = refusal.response.status_code
         if "authorization" not in request.headers and "text/html" in request.headers.get("accept", ""):
             return site.message(request, code, "Your session has expired: log in again.", back="/login")
         return refusal.response
-    user, via_cookie = who.user, who.via_cookie
+
+
+async def _upload_boundary(request: Request, site: Site, user: str, via_cookie: bool) -> bytes | Response:
+    """The multipart boundary of an upload the site will read, or the refusal before the body is read
+    (the instructor, not multipart, too long a Content-Length, over the upload limit)."""
     if user == ADMIN_USER:
         return reply(request, site, via_cookie, 403, "the instructor token cannot upload; log in as a student")
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
@@ -137,34 +176,21 @@ async def upload(request: Request, site: Site = Depends(get_site)):
     limited = await run_in_threadpool(site.rate_limited, user)
     if limited:
         return reply(request, site, via_cookie, 429, limited, headers={"Retry-After": "600"})
-    tmp = site.incoming / f"{uuid.uuid4().hex}.part"
-    try:
-        try:
-            got = await receive(request, boundary, tmp, site.max_upload)
-        except TooLarge:
-            return too_large(request, site, via_cookie)
-        except BadForm as exc:
-            return reply(request, site, via_cookie, 400, str(exc))
-        if via_cookie and not csrf_ok(get_session(request), got.fields.get("csrf")):
-            return reply(request, site, via_cookie, 403, "missing or wrong form token (CSRF); reload the page and try again")
-        if got.size == 0:
-            return reply(request, site, via_cookie, 400, "no file: choose your model.onnx")
-        refused = wrong_kind(site, got.head, got.external)
-        if refused is not None:  # not queued, so it does not count against the upload limit
-            kind, message, hint = refused
-            log.info("upload from %s refused: %s (%d bytes)", user, kind, got.size)
-            return reply(request, site, via_cookie, 415, message, hint=hint, kind=kind)
-        aid, limited = await run_in_threadpool(commit, site, user, tmp, got.sha256)
-    finally:
-        tmp.unlink(missing_ok=True)
-    if aid is None:
-        return reply(request, site, via_cookie, 429, limited, headers={"Retry-After": "600"})
-    log.info("attempt %s queued for %s (%d bytes, sha256 %s)", aid, user, got.size, got.sha256[:12])
-    site.wake_pool()
-    if via_cookie:
-        return RedirectResponse(f"/attempts/{aid}", status_code=303)
-    return JSONResponse({"attempt_id": aid, "status": "queued", "sha256": got.sha256,
-                         "status_url": f"/api/attempts/{aid}", "result_url": f"/attempts/{aid}"}, status_code=202)
+    return boundary
+
+
+def _refuse_upload(request: Request, site: Site, user: str, via_cookie: bool, got: Upload) -> Response | None:
+    """The refusal of a received upload (wrong CSRF token, no file, not an ONNX model), else None."""
+    if via_cookie and not csrf_ok(get_session(request), got.fields.get("csrf")):
+        return reply(request, site, via_cookie, 403, "missing or wrong form token (CSRF); reload the page and try again")
+    if got.size == 0:
+        return reply(request, site, via_cookie, 400, "no file: choose your model.onnx")
+    refused = wrong_kind(site, got.head, got.external)
+    if refused is not None:  # not queued, so it does not count against the upload limit
+        kind, message, hint = refused
+        log.info("upload from %s refused: %s (%d bytes)", user, kind, got.size)
+        return reply(request, site, via_cookie, 415, message, hint=hint, kind=kind)
+    return None
 
 
 # -- attempts --------------------------------------------------------------------------------------

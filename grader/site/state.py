@@ -312,7 +312,10 @@ class Refusal(Exception):
         self.response = response
 
 
-async def refusal_handler(request: Request, exc: Refusal) -> Response:
+async def refusal_handler(request: Request, exc: Exception) -> Response:
+    """The page a :class:`Refusal` carries (registered for Refusal only; Starlette types handlers by Exception)."""
+    if not isinstance(exc, Refusal):
+        raise exc
     return exc.response
 
 

@@ -9,7 +9,7 @@ The order of :func:`static_checks` matters: later checks assume earlier ones pas
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -542,7 +542,10 @@ def check_batch_independence(probe: Probe, spec: Task) -> CheckResult:
     return _ok(name, f"the same outputs alone and in batches of {shown}" if sizes else "the same outputs alone")
 
 
-def check_rerun(scored: dict[int, tuple[float, int]], rerun: dict[int, tuple[float, int]], *,
+Outcome = tuple[float, int | None]  # an episode's return and, when known, its length
+
+
+def check_rerun(scored: Mapping[int, Outcome], rerun: Mapping[int, Outcome], *,
                 label: Callable[[int], str] = lambda seed: f"seed {seed}") -> CheckResult:
     """A re-run with a batch of 1 (``Engine.rerun`` or a video) must give exactly the scored returns.
 
@@ -552,8 +555,8 @@ def check_rerun(scored: dict[int, tuple[float, int]], rerun: dict[int, tuple[flo
     if bad:
         s = bad[0]
 
-        def said(outcome) -> str:
-            return f"{outcome[0]}" + (f" in {outcome[1]} steps" if len(outcome) > 1 and outcome[1] is not None else "")
+        def said(outcome: Outcome) -> str:
+            return f"{outcome[0]}" + (f" in {outcome[1]} steps" if outcome[1] is not None else "")
 
         return _fail(name, f"re-run alone, {label(s)} returned {said(rerun[s])} instead of the scored "
                            f"{said(scored[s])} ({len(bad)} of {len(rerun)} re-runs differ): "

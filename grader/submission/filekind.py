@@ -83,6 +83,17 @@ def sniff_file_kind(head: bytes) -> str:
     head = bytes(head[:HEAD_BYTES])
     if not head:
         return "empty"
+    for sniff in (_container_kind, _magic_kind, _json_kind):
+        kind = sniff(head)
+        if kind is not None:
+            return kind
+    if _looks_like_onnx(head):
+        return ONNX
+    return "text" if _is_text(head) else "unknown"
+
+
+def _container_kind(head: bytes) -> str | None:
+    """A zip (torch's or another) or a pickle (torch's old format or another)."""
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         names = _zip_names(head)
         if any(n == "data.pkl" or n.endswith("/data.pkl") or n.endswith("/version") or n.endswith("/byteorder")
@@ -92,33 +103,46 @@ def sniff_file_kind(head: bytes) -> str:
     if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
         # torch.save(..., _use_new_zipfile_serialization=False) pickles a magic number first (protocol 2).
         return "torch_pickle" if head[1] == 2 and head[2:3] == b"\x8a" else "pickle"
-    if head.startswith(b"\x89HDF\r\n\x1a\n"):
-        return "hdf5"
-    if head.startswith(b"\x93NUMPY"):
-        return "numpy"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip"
+    return None
+
+
+_MAGIC = ((b"\x89HDF\r\n\x1a\n", "hdf5"), (b"\x93NUMPY", "numpy"), (b"\x1f\x8b", "gzip"))
+
+
+def _magic_kind(head: bytes) -> str | None:
+    """Formats known by their first bytes: HDF5, numpy, gzip, TFLite, safetensors."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
     if head[4:8] == b"TFL3":
         return "tflite"
     if len(head) >= 10 and head[8:10] == b'{"':
         n = int.from_bytes(head[:8], "little")
         if 0 < n < 100_000_000:
             return "safetensors"
+    return None
+
+
+def _json_kind(head: bytes) -> str | None:
+    """A Jupyter notebook or other JSON (after a BOM and white space)."""
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if stripped[:1] in (b"{", b"["):
-        text = stripped[:HEAD_BYTES].decode("utf-8", "replace")
-        if re.search(r'"(cells|nbformat|metadata)"\s*:', text) and ("nbformat" in text or '"cells"' in text):
-            return "notebook"
-        return "json"
-    if _looks_like_onnx(head):
-        return ONNX
+    if stripped[:1] not in (b"{", b"["):
+        return None
+    text = stripped[:HEAD_BYTES].decode("utf-8", "replace")
+    if re.search(r'"(cells|nbformat|metadata)"\s*:', text) and ("nbformat" in text or '"cells"' in text):
+        return "notebook"
+    return "json"
+
+
+def _is_text(head: bytes) -> bool:
+    """Mostly printable UTF-8 (a multi-byte character cut at the end of a full head is allowed)."""
     try:
-        decoded: str | None = head.decode("utf-8")
+        decoded = head.decode("utf-8")
     except UnicodeDecodeError:
-        decoded = None if len(head) < HEAD_BYTES else head[:-4].decode("utf-8", "ignore")
-    if decoded and sum(ch.isprintable() or ch in "\r\n\t" for ch in decoded) >= 0.95 * len(decoded):
-        return "text"
-    return "unknown"
+        if len(head) < HEAD_BYTES:
+            return False
+        decoded = head[:-4].decode("utf-8", "ignore")
+    return bool(decoded) and sum(ch.isprintable() or ch in "\r\n\t" for ch in decoded) >= 0.95 * len(decoded)
 
 
 def _zeros(task_input_shape: str) -> str:
