@@ -13,19 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from grader.classroom.lms import (
-    LmsFormatError,
-    detect_layout,
-    detect_roster_kind,
-    format_points,
-    parse_entry,
-    read_canvas_gradebook,
-    read_lms_roster,
-    read_moodle_worksheet,
-    to_roster,
-    write_canvas_gradebook,
-    write_moodle_worksheet,
-)
+from grader.classroom.lms import detect_layout, detect_roster_kind, parse_entry, read_lms_roster, to_roster
+from grader.classroom.lms.canvas import read_canvas_gradebook, write_canvas_gradebook
+from grader.classroom.lms.moodle import read_moodle_worksheet, write_moodle_worksheet
+from grader.classroom.lms.table import LmsFormatError, format_points
 from grader.classroom.roster import valid_student_id
 from grader.errors import SetupError
 

@@ -39,7 +39,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,6 +58,9 @@ from grader.resources import reference_models_dir
 from grader.result import GradeResult
 from grader.scoring.rubric import Rubric, RubricKey, load_rubric, rubric_key
 from grader.submission.bundle import Bundle, Submission, read_bundle
+
+if TYPE_CHECKING:
+    from grader.classroom.lms.table import ExportSummary
 
 
 # --- what is graded, with which settings -----------------------------------------------------------
@@ -92,7 +95,7 @@ class BatchRun:
     roster_file: Path | None = None  # an LMS worksheet / gradebook: grades are also written in its format
     lms_points: str = "scaled"  # scaled: to the LMS's maximum (Maximum Grade, Points Possible); raw: the rubric's
     canvas_column: str | None = None  # the Canvas gradebook column to fill (default: detected, else a new one)
-    lms_export: Any = None  # grader.classroom.lms.ExportSummary of the LMS import file, set by the exports
+    lms_export: ExportSummary | None = None  # what the LMS import file holds, set by the exports
     overrides_file: Path | None = None  # student_id,points,comment: recorded in the gradebook before the exports
     final: bool = False  # `grade final`: the final evaluation (exports into out/final, the final leaderboard)
     log: Any = None  # callable(str) for per-submission lines; default: print to stderr

@@ -31,7 +31,7 @@ from grader.errors import SetupError
 from grader.submission.bundle import Bundle, bundle_files, bundle_folder, bundle_stem, kind_of, stem_of
 
 if TYPE_CHECKING:
-    from grader.classroom.lms import Layout
+    from grader.classroom.lms.entry import Layout
 
 LAYOUTS = ("auto", "plain", "moodle", "canvas")
 _NAMED: dict[str, Layout] = {"plain": "plain", "moodle": "moodle", "canvas": "canvas"}  # --lms, once checked

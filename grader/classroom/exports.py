@@ -6,7 +6,7 @@ flags) and a Gradescope ``results.json`` per submission.
 there is no roster: the points of the student's one graded bundle (notebook, model and weights
 together, composed by :func:`grader.scoring.points.compose`) out of the rubric's maximum. With an LMS's
 own roster (Moodle's grading worksheet, Canvas's gradebook), the LMS's import file is written
-too: ``moodle_grades.csv`` / ``canvas_grades.csv`` (:mod:`grader.classroom.lms`).
+too: ``moodle_grades.csv`` / ``canvas_grades.csv`` (:mod:`grader.classroom.lms.moodle`, :mod:`grader.classroom.lms.canvas`).
 """
 
 from __future__ import annotations
@@ -611,6 +611,7 @@ def _write_lms_import(run: BatchRun, rows: list[StudentRow], max_points: float) 
     """moodle_grades.csv / canvas_grades.csv from the LMS's own roster file; what was written (the
     file, the scaling, the Canvas column) goes into ``run.lms_export`` for the summary."""
     from grader.classroom import lms
+    from grader.classroom.lms import canvas, moodle
 
     roster_file = run.roster_file
     if roster_file is None:
@@ -627,12 +628,12 @@ def _write_lms_import(run: BatchRun, rows: list[StudentRow], max_points: float) 
             grades[s.lms_id] = (round(r.points, 2) if graded else None, lms_feedback(r, max_points))
     scale_from = max_points if run.lms_points == "scaled" else None
     if kind == "moodle":
-        summary = lms.write_moodle_worksheet(roster_file, grades, run.out / "moodle_grades.csv",
+        summary = moodle.write_moodle_worksheet(roster_file, grades, run.out / "moodle_grades.csv",
                                              scale_from=scale_from)
     else:
-        column = run.canvas_column or lms.existing_canvas_column(
+        column = run.canvas_column or canvas.existing_canvas_column(
             roster_file, [run.rubric.title, run.rubric.id]) or run.rubric.title or run.rubric.id
-        summary = lms.write_canvas_gradebook(roster_file, column, grades, run.out / "canvas_grades.csv",
+        summary = canvas.write_canvas_gradebook(roster_file, column, grades, run.out / "canvas_grades.csv",
                                              points_possible=max_points, scale_from=scale_from)
     run.lms_export = summary
 

@@ -30,12 +30,12 @@ class HandIn:
 def roster_times(path: Path, kind: str, *, tz: _dt.tzinfo) -> tuple[dict[str, HandIn], dict[str, Extension]]:
     """Submission times and extensions a roster carries, by student key: Moodle's worksheet column
     "Last modified (submission)"; a generic roster's ``submitted`` and ``extension`` columns."""
-    from grader.classroom import lms
+    from grader.classroom.lms.moodle import read_moodle_worksheet
 
     times: dict[str, HandIn] = {}
     extensions: dict[str, Extension] = {}
     if kind == "moodle":
-        for s in lms.read_moodle_worksheet(path):
+        for s in read_moodle_worksheet(path):
             cell = s.row.get(MOODLE_SUBMITTED)
             if cell is not None:
                 times[s.student_key] = HandIn(parse_time(cell, where=f"{path.name}:{s.line}", tz=tz), "Moodle worksheet")
