@@ -110,6 +110,17 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _parse_time(text: str | None) -> _dt.datetime | None:
+    """A time this gradebook wrote (:func:`_now`), timezone-aware; None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        dt = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=_dt.timezone.utc)
+
+
 @dataclass
 class Attempt:
     """One row of the ``attempts`` table. JSON columns are decoded; ``result()`` gives the GradeResult."""
@@ -142,6 +153,27 @@ class Attempt:
     def result(self) -> GradeResult | None:
         """The stored GradeResult, or None while the attempt is not finished."""
         return GradeResult.from_json(self.result_json) if self.result_json else None
+
+    @property
+    def band(self) -> str:
+        """The band the grading gave (``GradeResult.band`` in the stored result), or ""."""
+        if not self.result_json:
+            return ""
+        try:
+            data = json.loads(self.result_json)
+        except ValueError:
+            return ""
+        value = data.get("band") if isinstance(data, dict) else None
+        return value if isinstance(value, str) else ""
+
+    @property
+    def created_at(self) -> _dt.datetime | None:
+        """When the attempt was queued (the upload, on the site)."""
+        return _parse_time(self.created)
+
+    @property
+    def finished_at(self) -> _dt.datetime | None:
+        return _parse_time(self.finished)
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> Attempt:

@@ -42,8 +42,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-ROOT_ENV = "GRADESCOPE_ROOT"  # replaces /autograder in setup.sh and run_autograder
-GRADE_ENV = "GRADESCOPE_GRADE"  # the grade command run_autograder runs (default: grade)
+# The templates also read GRADESCOPE_ROOT (replaces /autograder in setup.sh and run_autograder) and
+# GRADESCOPE_GRADE (the grade command run_autograder runs; default: grade).
 EPISODES_ENV = "RL_GRADER_GRADESCOPE_EPISODES"  # visibility of the returns by episode, set by run_autograder
 TEMPLATES = resources.gradescope_templates_dir()
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)

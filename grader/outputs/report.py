@@ -22,10 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from grader.outputs.fsutil import atomic_write
-from grader.resources import templates_dir
 from grader.result import GradeResult
 
-TEMPLATES_DIR = templates_dir()
 REPORT_NAME = "report.html"
 
 SEED_SET_TEXT = {

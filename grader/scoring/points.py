@@ -86,11 +86,6 @@ def _episodes_part(rubric: Rubric, summary: Summary | None, *, invalid: bool, ha
                      extra=rubric.part_use("model") == "extra")
 
 
-def late_part(parts: Sequence[ScorePart]) -> ScorePart | None:
-    """The late part of a composed score, if any."""
-    return next((p for p in parts if p.kind == "late"), None)
-
-
 def total(parts: Sequence[ScorePart]) -> tuple[float, float]:
     """(points, maximum) of the parts; extra credit adds to the points, never to the maximum."""
     return sum(p.points for p in parts), sum(p.max_points for p in parts if not p.extra)

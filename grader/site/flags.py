@@ -22,8 +22,6 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grader.site import attempts as A
-
 if TYPE_CHECKING:
     from grader.site.state import Site
 
@@ -90,23 +88,23 @@ def attempt_flags(site: Site, attempts: list) -> dict[int, list[dict]]:
     """
     from grader.classroom.duplicates import Candidate, actions_from_extra, find_duplicates
 
-    mine = [a for a in attempts if A.rubric_id(a) == site.rubric.id and A.field(a, "sha256", default="")]
+    mine = [a for a in attempts if a.rubric_id == site.rubric.id and a.sha256]
     if not mine:
         return {}
-    extras = {A.attempt_id(a): (A.field(a, "extra", default=None) or {}) for a in mine}
+    extras = {a.id: (a.extra or {}) for a in mine}
     probe_ids = Counter(e.get("probe_id") for e in extras.values() if e.get("probe_id") and e.get("actions"))
     probe_id = probe_ids.most_common(1)[0][0] if probe_ids else ""
     known = site.store.fingerprints()
     by_key: dict[tuple[str, str], list[int]] = {}
     candidates = []
-    for a in sorted(mine, key=A.attempt_id):
-        key = (A.student(a), str(A.field(a, "sha256")))
+    for a in sorted(mine, key=lambda a: a.id):
+        key = (a.student, str(a.sha256))
         if key in by_key:
-            by_key[key].append(A.attempt_id(a))
+            by_key[key].append(a.id)
             continue
-        by_key[key] = [A.attempt_id(a)]
-        extra = extras[A.attempt_id(a)]
-        candidates.append(Candidate(label=key[0], file=f"#{A.attempt_id(a)}", sha256=key[1],
+        by_key[key] = [a.id]
+        extra = extras[a.id]
+        candidates.append(Candidate(label=key[0], file=f"#{a.id}", sha256=key[1],
                                     weights=_weights(site, key[1], extra, known),
                                     actions=actions_from_extra(extra, probe_id) if probe_id else None))
     candidates += site.references()
@@ -135,14 +133,14 @@ def _grading_flags(attempts: list, out: dict[int, list[dict]]) -> None:
     from grader.result import GradeResult
 
     for a in attempts:
-        text = A.field(a, "result_json", default=None)
+        text = a.result_json
         if not text:
             continue
         try:
             flags = GradeResult.from_json(text).flags
         except ValueError:
             continue
-        aid = A.attempt_id(a)
+        aid = a.id
         for flag in flags:
             if any(f["other"] == flag.other for f in out.get(aid, [])):
                 continue

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grader.outputs.seedpolicy import SeedPolicy
-from grader.site import attempts as A
 
 if TYPE_CHECKING:
+    from grader.classroom.gradebook import Attempt
+    from grader.classroom.slots import JobOutcome
+    from grader.result import Late
     from grader.runtime.engine import Engine
 
 log = logging.getLogger("grader.site")
@@ -80,11 +82,11 @@ class GradingPool:
 
         self.deadlines = deadlines_of(rubric)  # the rubric's [deadline] and extensions file (None: no deadline)
 
-    def late_for(self, attempt):
+    def late_for(self, attempt: Attempt) -> Late | None:
         """The upload's lateness: its upload time against the student's deadline (None: no deadline)."""
         if self.deadlines is None:
             return None
-        return self.deadlines.late(A.student(attempt), A.submitted(attempt), source="upload time")
+        return self.deadlines.late(attempt.student, attempt.created_at, source="upload time")
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -145,15 +147,15 @@ class _SiteSource:
             log.exception("claim_next failed")
             return None
         if attempt is not None:
-            self.pool.busy[self.index] = A.attempt_id(attempt)
+            self.pool.busy[self.index] = attempt.id
         return attempt
 
     def idle(self) -> bool:
         self.pool.idle()
         return not self.pool.stopping
 
-    def record(self, attempt, outcome) -> None:
-        aid = A.attempt_id(attempt)
+    def record(self, attempt: Attempt, outcome: JobOutcome) -> None:
+        aid = attempt.id
         try:
             for n in range(5):
                 try:
@@ -175,7 +177,7 @@ class _SiteGrader:
         self.pool, self.index = pool, index
         self.engine: Engine | None = None
 
-    def grade(self, attempt):
+    def grade(self, attempt: Attempt) -> JobOutcome:
         """Grade one attempt with ``grade batch``'s job (:func:`grader.classroom.jobs.grade_job`): the one
         pipeline (with the course's late part), the duplicate evidence, then the site's wording, written once."""
         from grader.classroom.jobs import JobOptions, grade_job
@@ -185,12 +187,12 @@ class _SiteGrader:
         from grader.submission.bundle import read_capped, submission_from_bytes
 
         t0 = time.monotonic()
-        aid = A.attempt_id(attempt)
+        aid = attempt.id
         out_dir = self.pool.data_dir / "reports" / str(aid)
         if out_dir.exists():  # a grading interrupted by a restart
             shutil.rmtree(out_dir, ignore_errors=True)
-        data = read_capped(Path(A.file_path(attempt)), MAX_MODEL_BYTES)
-        sub = submission_from_bytes("model.onnx", data, student=A.student(attempt), label=f"attempt {aid}")
+        data = read_capped(Path(attempt.file), MAX_MODEL_BYTES)
+        sub = submission_from_bytes("model.onnx", data, student=attempt.student, label=f"attempt {aid}")
         states, probe_id = self.pool.probe()
         opts = JobOptions(rubric=self.pool.rubric, options=Options(video=self.pool.video, report=True, workers=1,
                                                                    video_names="label", late=self.pool.late_for(attempt)),

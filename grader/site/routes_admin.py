@@ -22,7 +22,6 @@ from starlette.concurrency import run_in_threadpool
 
 from grader.classroom.gradebook import Attempt
 from grader.outputs.textsafe import csv_cell
-from grader.site import attempts as A
 from grader.site.auth import csrf_ok
 from grader.site.flags import attempt_flags
 from grader.site.forms import small_form
@@ -64,18 +63,18 @@ def _standing(site: Site, roster: dict, sort: str) -> list[dict]:
     overrides = site.gb().overrides(site.rubric.id)
     rows = []
     for rank, a in enumerate(site.leaderboard(sort=sort), start=1):
-        sid = A.student(a)
+        sid = a.student
         st = roster.get(sid)
         o = overrides.get(sid)
-        rows.append({"rank": rank, "student": sid, "name": st.name if st else "", "id": A.attempt_id(a),
-                     "score": A.score(a) or 0.0, "stat": summary_value(a, site.rubric.scoring.statistic),
+        rows.append({"rank": rank, "student": sid, "name": st.name if st else "", "id": a.id,
+                     "score": a.score or 0.0, "stat": summary_value(a, site.rubric.scoring.statistic),
                      "mean": summary_value(a, "mean"), "ci_low": summary_value(a, "ci_low"),
                      "ci_high": summary_value(a, "ci_high"), "late": _late_penalty(a), "override": o,
-                     "drift": o.drift(A.score(a)) if o is not None else ""})
+                     "drift": o.drift(a.score) if o is not None else ""})
     return rows
 
 
-def _late_penalty(a) -> float | None:
+def _late_penalty(a: Attempt) -> float | None:
     try:
         result = a.result()
     except (AttributeError, ValueError):
@@ -105,7 +104,7 @@ async def override(request: Request, site: Site = Depends(get_site), session: Se
         points = float(points_text)
         check_override(points, comment, max_points=site.rubric.max_points, where="override")
         best = gb.best_by_student(rid).get(student)
-        graded = A.score(best) if best is not None and A.status(best) == "graded" else None
+        graded = best.score if best is not None and best.status == "graded" else None
         gb.set_override(student, rid, points, comment, set_by="instructor (site)", graded_points=graded)
         return f"set to {points:g}"
 
@@ -124,8 +123,8 @@ def _class_diagnostics(attempts: list[Attempt]) -> dict:
 
     latest: dict[str, Attempt] = {}
     for a in attempts:  # oldest first: a later attempt replaces an earlier one
-        if A.status(a) == "graded" and hasattr(a, "result"):
-            latest[A.student(a)] = a
+        if a.status == "graded" and hasattr(a, "result"):
+            latest[a.student] = a
     results = []
     for student, a in latest.items():
         try:
@@ -157,7 +156,7 @@ async def regrade(request: Request, attempt_id: int, site: Site = Depends(get_si
         if a is None:
             return None
         # Same rubric version: the row is reset to queued; a changed rubric file: a new row.
-        new_id = site.gb().enqueue(A.student(a), A.file_path(a), str(A.field(a, "sha256", default="")), site.key, force=True)
+        new_id = site.gb().enqueue(a.student, a.file, str(a.sha256), site.key, force=True)
         site.store.mark_regrade(int(new_id))
         return int(new_id)
 

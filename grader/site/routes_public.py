@@ -18,10 +18,9 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from grader.scoring.points import band as band_of
-from grader.site import attempts as A
 from grader.site.auth import LOGIN_CSRF_COOKIE, SESSION_COOKIE, csrf_ok
 from grader.site.forms import small_form
-from grader.site.state import Site, get_session, get_site, summary_value
+from grader.site.state import Site, fmt_time, get_session, get_site, summary_value
 from grader.site.store import ADMIN_USER, Session
 
 router = APIRouter()
@@ -46,12 +45,12 @@ def leaderboard(request: Request, board: str = "term", site: Site = Depends(get_
     board = "final" if board == "final" and has_final else "term"
     rows = []
     for rank, a in enumerate(site.leaderboard(board), start=1):
-        sid = A.student(a)
+        sid = a.student
         rows.append({
             "rank": rank, "name": site.display_name(sid, roster), "me": sid == me,
-            "score": A.score(a) or 0.0, "max": float(A.field(a, "max_score", default=None) or site.rubric.max_points),
-            "band": A.band(a) or band_of(site.rubric, A.score(a) or 0.0, site.rubric.max_points) or "",
-            "when": A.fmt_time(A.finished_at(a) or A.submitted(a)),
+            "score": a.score or 0.0, "max": float(a.max_score or site.rubric.max_points),
+            "band": a.band or band_of(site.rubric, a.score or 0.0, site.rubric.max_points) or "",
+            "when": fmt_time(a.finished_at or a.created_at),
             "mean": summary_value(a, "mean"), "ci_low": summary_value(a, "ci_low"), "ci_high": summary_value(a, "ci_high"),
         })
     return site.render(request, "leaderboard.html", rows=rows, waiting=site.waiting(), version=site.version,
@@ -66,6 +65,8 @@ def api_state(site: Site = Depends(get_site)):
 @router.get("/selfcheck", response_class=HTMLResponse)
 def selfcheck(request: Request, site: Site = Depends(get_site)):
     r = site.rubric
+    zero: float | str  # a baseline's name when its value is unknown
+    full: float | str
     try:
         zero, full = r.thresholds()
     except Exception:  # noqa: BLE001

@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from grader.site import attempts as A
+from grader.classroom.gradebook import Attempt
 from grader.site.auth import csrf_ok
 from grader.site.forms import MULTIPART_OVERHEAD, BadForm, TooLarge, Upload, receive
 from grader.site.routes_public import SAFE_FILE
@@ -194,8 +194,8 @@ def _refuse_upload(request: Request, site: Site, user: str, via_cookie: bool, go
 
 
 # -- attempts --------------------------------------------------------------------------------------
-def can_see(session: Session | None, a) -> bool:
-    return a is not None and session is not None and (session.user == ADMIN_USER or session.user == A.student(a))
+def can_see(session: Session | None, a: Attempt) -> bool:
+    return a is not None and session is not None and (session.user == ADMIN_USER or session.user == a.student)
 
 
 @router.get("/attempts/{attempt_id}", response_class=HTMLResponse)
@@ -214,13 +214,13 @@ def attempt_page(request: Request, attempt_id: int, site: Site = Depends(get_sit
     has_report = (site.reports / str(attempt_id) / "report.html").is_file()
     return site.render(request, "attempt.html", a=row, result=result, videos=videos, position=position,
                        has_report=has_report, rubric=site.rubric, video=site.config.video,
-                       owner=site.display_name(A.student(a)) if session.user == ADMIN_USER else "")
+                       owner=site.display_name(a.student) if session.user == ADMIN_USER else "")
 
 
 @router.get("/api/attempts/{attempt_id}")
 async def api_attempt(attempt_id: int, site: Site = Depends(get_site), who=Depends(api_user)):
     a = await run_in_threadpool(site.gb().get, attempt_id)
-    if a is None or (who.user != ADMIN_USER and A.student(a) != who.user):
+    if a is None or (who.user != ADMIN_USER and a.student != who.user):
         return JSONResponse({"error": "no such submission"}, status_code=404)
     row = attempt_row(a, site.rubric)
     return {"attempt_id": row["id"], "status": row["status"], "score": row["score"], "max_score": row["max"],

@@ -17,15 +17,18 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from grader.site import attempts as A
+from grader.classroom.gradebook import FINISHED, Attempt
 from grader.site.auth import Signer
 from grader.site.pool import GradingPool
 from grader.site.store import ADMIN_USER, Session, SiteStore
+
+if TYPE_CHECKING:
+    from grader.scoring.rubric import Rubric
 
 log = logging.getLogger("grader.site")
 
@@ -37,7 +40,7 @@ HEADINGS = {400: "Bad request", 401: "Log in first", 403: "Forbidden", 404: "Not
 @dataclass
 class SiteConfig:
     db: Path
-    rubric: Any  # grader.scoring.rubric.Rubric
+    rubric: Rubric
     data_dir: Path
     workers: int = 1
     uploads_per_hour: int = 6
@@ -48,6 +51,11 @@ class SiteConfig:
     poll_s: float = 1.0
     title: str = ""
     reference_dir: Path | None = None  # reference models for the duplicate flags; None: the repository's reference/models
+
+
+def fmt_time(dt: _dt.datetime | None) -> str:
+    """A time as the site shows it (UTC, to the minute); "" for none."""
+    return dt.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if dt else ""
 
 
 def _gradebook_class():
@@ -195,15 +203,15 @@ class Site:
         by points with ties broken on the rubric's episode statistic, then the mean return; or by the
         statistic first (``sort="stat"``)."""
         best = self.gradebook.best_by_student(self.board_id(board))
-        rows = [a for a in (best.values() if isinstance(best, dict) else best) if A.status(a) == "graded"]
+        rows = [a for a in (best.values() if isinstance(best, dict) else best) if a.status == "graded"]
         latest = _dt.datetime.max.replace(tzinfo=_dt.timezone.utc)
         statistic = self.rubric.scoring.statistic
 
         def key(a):
             stat, mean = summary_value(a, statistic), summary_value(a, "mean")
-            points, by_stat = -(A.score(a) or 0.0), -(stat if stat is not None else -1e18)
+            points, by_stat = -(a.score or 0.0), -(stat if stat is not None else -1e18)
             first = (by_stat, points) if sort == "stat" else (points, by_stat)
-            return (*first, -(mean if mean is not None else -1e18), A.finished_at(a) or A.submitted(a) or latest)
+            return (*first, -(mean if mean is not None else -1e18), a.finished_at or a.created_at or latest)
 
         rows.sort(key=key)
         return rows
@@ -217,9 +225,9 @@ class Site:
         regrades = self.store.regrade_ids()
         times = []
         for a in self.gb().attempts(student=student):
-            if A.attempt_id(a) in regrades:
+            if a.id in regrades:
                 continue
-            t = A.submitted(a)
+            t = a.created_at
             if t is not None and now_dt - t < _dt.timedelta(hours=1):
                 times.append(t)
         return sorted(times)
@@ -232,16 +240,16 @@ class Site:
         again = times[len(times) - limit] + _dt.timedelta(hours=1)
         return (f"You have uploaded {len(times)} models in the last hour; the limit is {limit} per hour, so that the "
                 f"grader cannot be used to tune a model on the grading episodes. Your next upload is possible at "
-                f"{A.fmt_time(again + _dt.timedelta(minutes=1))}. Meanwhile, run `grade check` on your own machine.")
+                f"{fmt_time(again + _dt.timedelta(minutes=1))}. Meanwhile, run `grade check` on your own machine.")
 
     def _with_status(self, status: str) -> list:
         try:
             return self.gradebook.attempts(status=status)
         except TypeError:  # a gradebook without the status filter
-            return [a for a in self.gradebook.attempts() if A.status(a) == status]
+            return [a for a in self.gradebook.attempts() if a.status == status]
 
     def queue_position(self, attempt_id: int) -> int:
-        return sum(1 for a in self._with_status("queued") if A.attempt_id(a) < attempt_id)
+        return sum(1 for a in self._with_status("queued") if a.id < attempt_id)
 
     def waiting(self) -> int:
         counts = getattr(self.gradebook, "counts", None)
@@ -278,28 +286,28 @@ def _input_shape(rubric) -> str:
         return ""
 
 
-def summary_value(a, name: str) -> float | None:
+def summary_value(a: Attempt, name: str) -> float | None:
     """One statistic of an attempt's episodes (its stored summary), or None."""
-    summary = A.field(a, "summary", default=None)
+    summary = a.summary
     value = summary.get(name) if isinstance(summary, dict) else None
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def attempt_row(a, rubric=None) -> dict[str, Any]:
+def attempt_row(a: Attempt, rubric: Rubric | None = None) -> dict[str, Any]:
     """The fields of an attempt the pages and the CSV show."""
-    status = A.status(a)
-    score = A.score(a)
-    max_score = A.field(a, "max_score", default=None)
-    band = A.band(a)
+    status = a.status
+    score = a.score
+    max_score = a.max_score
+    band = a.band
     if not band and status == "graded" and score is not None and rubric is not None:
         from grader.scoring.points import band as band_of
 
         band = band_of(rubric, score, rubric.max_points) or ""
     return {
-        "id": A.attempt_id(a), "student": A.student(a), "status": status, "finished": status in A.FINISHED,
+        "id": a.id, "student": a.student, "status": status, "finished": status in FINISHED,
         "score": score, "max": None if max_score is None else float(max_score), "band": band,
-        "error": A.field(a, "error", default="") or "", "submitted": A.fmt_time(A.submitted(a)),
-        "finished_at": A.fmt_time(A.finished_at(a)), "sha256": str(A.field(a, "sha256", default="") or ""),
+        "error": a.error or "", "submitted": fmt_time(a.created_at),
+        "finished_at": fmt_time(a.finished_at), "sha256": str(a.sha256 or ""),
     }
 
 
