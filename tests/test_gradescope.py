@@ -340,8 +340,7 @@ def test_episode_table_visibility_and_markdown_safety(tmp_path, monkeypatch):
 
 def test_run_autograder_grades_a_notebook_with_its_model(tmp_path):
     from notebook_fixtures import LUNAR_CELLS, write_notebook
-
-    from tests.site_helpers import lunar_rubric_with_notebook
+    from site_helpers import lunar_rubric_with_notebook
 
     zip_path = build_autograder(rubric=lunar_rubric_with_notebook(tmp_path / "rubric"), out=tmp_path / "nb.zip")
     write_notebook(tmp_path / "hw.ipynb", LUNAR_CELLS, markdown="# LunarLander actor-critic")

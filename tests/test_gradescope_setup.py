@@ -19,11 +19,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from notebook_fixtures import mspacman_cells, write_notebook
 
 from grader.errors import SetupError
 from grader.gradescope.autograder import LOCK_ENTRY, build_autograder, install_for
 from grader.scoring.rubric import load_rubric
-from tests.notebook_fixtures import mspacman_cells, write_notebook
 
 REPO = Path(__file__).resolve().parent.parent
 MSPACMAN = REPO / "rubrics" / "mspacman.toml"

@@ -504,9 +504,10 @@ def test_gradescope_grades_a_raw_frame_model_with_the_homeworks_rubric(models, t
     import re
     import zipfile
 
+    from test_gradescope import run_autograder, validate_results
+
     from grader.gradescope.autograder import build_autograder
     from grader.result import GradeResult
-    from tests.test_gradescope import run_autograder, validate_results
 
     zip_path = build_autograder(rubric=RUBRIC, out=tmp_path / "autograder.zip")
     root = tmp_path / "autograder"
