@@ -9,16 +9,20 @@ instructor's set-up only.
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grader.limits import DEFAULT_WORKERS
 from grader.pipeline import Options, Progress, grade_submission, no_progress, reproduce_command
-from grader.result import GradeResult
+from grader.result import GradeResult, Late
 from grader.scoring.rubric import Rubric, load_rubric
 from grader.submission.bundle import gather, read_bundle
+
+if TYPE_CHECKING:
+    from grader.runtime.engine import Engine
 
 
 def default_out_dir(submission: Path) -> Path:
@@ -45,10 +49,10 @@ def grade(
     selfcheck: bool = False,
     write: bool = True,
     sandbox: str | None = None,
-    engine: Any = None,
+    engine: Engine | None = None,
     progress: Progress = no_progress,
     display_name: str | None = None,
-    submitted: Any = None,
+    submitted: _dt.datetime | str | None = None,
     student: str | None = None,
 ) -> GradeResult:
     """Grade a model, a notebook or a student's folder; write ``result.json``, the report and the
@@ -75,7 +79,7 @@ def grade(
                             progress=progress, warnings=[str(m) for m in problems])
 
 
-def _late(rubric: Rubric | None, submitted: Any, student: str | None):
+def _late(rubric: Rubric | None, submitted: _dt.datetime | str | None, student: str | None) -> Late | None:
     """The submission's lateness, when the rubric has a deadline and the hand-in time is known."""
     if rubric is None or rubric.deadline is None or submitted is None:
         return None

@@ -38,13 +38,21 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from grader.errors import GraderBug, SetupError, SubmissionError, TaskDetectionError
 from grader.limits import DEFAULT_WORKERS
 from grader.result import CheckResult, EpisodeResult, GradeResult, RubricInfo, VideoInfo
 from grader.scoring.rubric import Rubric, RubricError
 from grader.submission.bundle import NamedBytes, Submission
+
+if TYPE_CHECKING:
+    from grader.notebook.evidence import NotebookEvidence
+    from grader.outputs.fsutil import OutputDir
+    from grader.result import Late
+    from grader.runtime.engine import Engine
+    from grader.runtime.replies import RecordedEpisode
+    from grader.tasks.base import Task
 
 log = logging.getLogger("grader")
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -70,7 +78,7 @@ class Options:
     task: str | None = None  # the caller's choice of task (else the rubric's, else recognised)
     command: str = ""  # how this grading was asked for (shown as the reproducing command)
     video_names: str = "seed"  # seed: best_seed3.mp4 / best_episode3.mp4 (hidden seeds); label: best.mp4 (the site)
-    late: Any = None  # grader.result.Late: when the channel knows the hand-in time (the "late" part)
+    late: Late | None = None  # when the channel knows the hand-in time (the "late" part)
 
 
 @dataclass
@@ -81,12 +89,12 @@ class _Run:
     options: Options
     rubric: Rubric | None
     progress: Progress
-    out: Any  # OutputDir | None
-    engine: Any = None
+    out: OutputDir | None
+    engine: Engine | None = None
     own_engine: bool = False
-    task: Any = None  # grader.tasks.Task
+    task: Task | None = None
     result: GradeResult = field(default=None)  # type: ignore[assignment]
-    evidence: Any = None  # grader.notebook.evidence.NotebookEvidence
+    evidence: NotebookEvidence | None = None
     invalid: bool = False
     layout_problems: list[str] = field(default_factory=list)  # how the files were gathered (grader.submission.bundle)
     timings: dict[str, float] = field(default_factory=dict)
@@ -97,6 +105,27 @@ class _Run:
         if self.rubric is None:
             raise GraderBug("the rubric was asked for before the homework was known")
         return self.rubric
+
+    @property
+    def graded_task(self) -> Task:
+        """The task, once known (given, from the rubric, or recognised)."""
+        if self.task is None:
+            raise GraderBug("the task was asked for before it was known")
+        return self.task
+
+    @property
+    def started_engine(self) -> Engine:
+        """The engine, once started (:func:`_start_engine`)."""
+        if self.engine is None:
+            raise GraderBug("the engine was asked for before it was started")
+        return self.engine
+
+    @property
+    def out_dir(self) -> OutputDir:
+        """The output folder (only asked for when there is one)."""
+        if self.out is None:
+            raise GraderBug("the output folder was asked for, but this grading writes none")
+        return self.out
 
 
 def package_versions() -> dict[str, str]:
@@ -125,12 +154,12 @@ def resolve_seeds(rubric: Rubric, options: Options) -> tuple[list[int], str]:
 
 
 # --- the entry point ---------------------------------------------------------------------------------
-Decide = Callable[[GradeResult, Any], None]  # (result, engine): the caller's last word before the outputs
+Decide = Callable[[GradeResult, "Engine | None"], None]  # (result, engine): the caller's last word before the outputs
 AlsoWrite = Mapping[str, Callable[[GradeResult], str]]  # file name -> its text, from the decided result
 
 
 def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: Options = Options(),
-                     out: str | Path | None = None, engine: Any = None, progress: Progress = no_progress,
+                     out: str | Path | None = None, engine: Engine | None = None, progress: Progress = no_progress,
                      warnings: Sequence[str] = (), decide: Decide | None = None,
                      also_write: AlsoWrite | None = None) -> GradeResult:
     """Grade one submission; write its outputs into ``out`` (nothing is written when it is None).
@@ -284,10 +313,10 @@ def _notebook_stage(run: _Run, notebook: NamedBytes) -> None:
             run.result.warnings.append(f"{notebook.name}: the assignment {run.graded_by.id!r} grades the model "
                                        "only (the rubric has no notebook part); the notebook was not graded")
             return
-        module = run.task.notebook_module()
+        module = run.graded_task.notebook_module()
         if module is None:
             _invalid(run, CheckResult(name="task_detected", passed=False,
-                                      message=f"the {run.task.name} homework is not graded from notebooks",
+                                      message=f"the {run.graded_task.name} homework is not graded from notebooks",
                                       hint="hand in the exported ONNX model"))
             return
         run.result.checks += common_checks(nb)
@@ -410,7 +439,7 @@ def _start_engine(run: _Run) -> None:
 def _copy_engine_warnings(run: _Run) -> None:
     """The engine's warnings (no bubblewrap: the weaker sandbox) are said, never silent, to the
     instructor: :attr:`GradeResult.operator_notes`, which no student's output shows."""
-    for warning in run.engine.warnings:
+    for warning in run.started_engine.warnings:
         if warning not in run.result.operator_notes:
             run.result.operator_notes.append(warning)
 
@@ -431,8 +460,8 @@ def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None)
     from grader.errors import EngineFailure
     from grader.submission import checks as C
 
-    engine = run.engine
-    spec = run.task
+    engine = run.started_engine
+    spec = run.graded_task
     run.progress("loading", 0, 1)
     try:
         engine.load(parsed.data, task=spec.name, device=device, budgets=run.graded_by.budgets, episodes=episodes)
@@ -461,7 +490,7 @@ def _check_exported_network(run: _Run, model) -> None:
     name = "network_onnx_export"
     parsed, _, problem = _parse(run, model.data)  # the notebook stage settled the task
     if problem is None:
-        static = C.static_checks(parsed, run.task)
+        static = C.static_checks(parsed, run.graded_task)
         problem = next((c for c in static if c.blocking), None)
     if problem is None:
         _engine(run, 1)
@@ -503,8 +532,8 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     if _reference_copy(run, parsed, label=label):
         return None
     seeds, seed_set = resolve_seeds(run.graded_by, run.options)
-    _engine(run, len(seeds)).prepare(run.task.name, seeds=seeds)  # meanwhile: envs, probe states
-    static = [_say_sidecar(run, c, label) for c in C.static_checks(parsed, run.task)]
+    _engine(run, len(seeds)).prepare(run.graded_task.name, seeds=seeds)  # meanwhile: envs, probe states
+    static = [_say_sidecar(run, c, label) for c in C.static_checks(parsed, run.graded_task)]
     run.result.checks += [c for c in static if not c.blocking]
     blocking = next((c for c in static if c.blocking), None)
     if blocking is not None:
@@ -582,11 +611,11 @@ def _resolve_notebook(run: _Run, model: bytes) -> None:
     """Notebook checks that depend on the graded model (MsPacman: does the notebook's preprocessing
     agree with the model's input contract?): the notebook module's ``resolve`` replaces them."""
     pending = run.evidence.pending if run.evidence is not None else None
-    module = run.task.notebook_module() if pending is not None else None
+    module = run.graded_task.notebook_module() if pending is not None else None
     resolve = getattr(module, "resolve", None)
     if resolve is None:
         return
-    judged = resolve(pending, task=run.task, tensors=lambda states, size: run.engine.tensors(model, states, size=size))
+    judged = resolve(pending, task=run.task, tensors=lambda states, size: run.started_engine.tensors(model, states, size=size))
     if judged is None:
         return
     if judged.severity == "error" and not judged.passed:  # notebook checks cost their points, never invalidate
@@ -613,7 +642,7 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
     try:
         # Without videos, the first worker out of seeds computes one episode's decisions again
         # alone while the others finish: the reproducibility check costs little wall time.
-        outcomes = run.engine.evaluate(seeds, on_episode=on_episode, recheck=not _videos_wanted(run),
+        outcomes = run.started_engine.evaluate(seeds, on_episode=on_episode, recheck=not _videos_wanted(run),
                                        on_idle=lambda: _preload_outputs(run))
     except EngineFailure as exc:
         fail(CheckResult(name="episodes", passed=False, message=f"the model failed during the episodes: {exc}",
@@ -622,9 +651,9 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
     run.timings["episodes"] = time.perf_counter() - t0
     result, rubric = run.result, run.graded_by
     result.episodes = [EpisodeResult(seed=s, return_=outcomes[s][0], length=outcomes[s][1]) for s in seeds]
-    result.summary = summarize([e.return_ for e in result.episodes], success_threshold=run.task.success_threshold)
+    result.summary = summarize([e.return_ for e in result.episodes], success_threshold=run.graded_task.success_threshold)
     facts = getattr(run.engine, "facts", None) or {}  # collected during this one play (no extra runs)
-    result.diagnostics = run.task.diagnose([facts.get(s) for s in seeds], [e.return_ for e in result.episodes])
+    result.diagnostics = run.graded_task.diagnose([facts.get(s) for s in seeds], [e.return_ for e in result.episodes])
     zero, full = rubric.thresholds()
     result.rubric = RubricInfo(
         id=rubric.id, path=str(rubric.path.name if rubric.path else ""), sha256=rubric.sha256, seed_set=seed_set,
@@ -674,7 +703,7 @@ def _rerun_one(run: _Run) -> dict[int, tuple[float, int | None]] | None:
     shortest = min(run.result.episodes, key=lambda e: (e.length, e.seed))
     t0 = time.perf_counter()
     try:
-        again = run.engine.rerun([shortest.seed])
+        again = run.started_engine.rerun([shortest.seed])
     except EngineFailure:
         return {}  # the episodes ran; the videos / next grading will say more
     run.timings["rerun"] = time.perf_counter() - t0
@@ -718,28 +747,28 @@ def _record_videos(run: _Run) -> list[VideoInfo]:
     picks = pick_video_episodes(result.episodes)
     hidden = result.rubric is not None and result.rubric.seed_set == "grading"
     number = {e.seed: i + 1 for i, e in enumerate(result.episodes)}
-    private = run.out.private_dir()  # made by us: nothing can be planted at the recorder's path
+    private = run.out_dir.private_dir()  # made by us: nothing can be planted at the recorder's path
     # Grading seeds are private: the report links the videos, so their names must not show them.
     names = [f"{label}.mp4" if run.options.video_names == "label" else
              f"{label}_episode{number[ep.seed]}.mp4" if hidden else f"{label}_seed{ep.seed}.mp4" for label, ep in picks]
     made: dict[int, VideoInfo] = {}
 
-    def on_video(k: int, info: dict) -> None:
+    def on_video(k: int, info: RecordedEpisode) -> None:
         (label, ep), name = picks[k], names[k]
-        run.out.adopt(private / name, name)
+        run.out_dir.adopt(private / name, name)
         made[k] = VideoInfo(label=label, seed=ep.seed, scored_return=ep.return_, rerun_return=info["return"],
                             matches=info["return"] == ep.return_, path=name, frames=info["frames"])
         run.progress("videos", len(made), len(picks))
 
     run.progress("videos", 0, len(picks))
     try:
-        run.engine.record_many([(ep.seed, str((private / name).resolve())) for (_, ep), name in zip(picks, names)],
+        run.started_engine.record_many([(ep.seed, str((private / name).resolve())) for (_, ep), name in zip(picks, names)],
                                on_video=on_video)
     except EngineFailure as exc:
         missing = ", ".join(label for k, (label, _) in enumerate(picks) if k not in made)
         result.warnings.append(f"could not record the {missing} episode video(s): {exc}")
     finally:
-        run.out.discard(private)
+        run.out_dir.discard(private)
     videos = [made[k] for k in sorted(made)]
     run.progress("videos", len(picks), len(picks))
     return videos
@@ -829,7 +858,7 @@ def _required_parts(run: _Run) -> None:
             return
 
 
-def write_outputs(result: GradeResult, out, *, report: bool, evidence: Any = None,
+def write_outputs(result: GradeResult, out: OutputDir, *, report: bool, evidence: NotebookEvidence | None = None,
                   also_write: AlsoWrite | None = None) -> None:
     """The one writer of a grading's outputs, into an :class:`~grader.outputs.fsutil.OutputDir`:
     the notebook's logs, the report, the caller's ``also_write`` files (``grade batch``:

@@ -39,7 +39,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -60,7 +60,12 @@ from grader.scoring.rubric import Rubric, RubricKey, load_rubric, rubric_key
 from grader.submission.bundle import Bundle, Submission, read_bundle
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from grader.classroom.duplicates import DuplicateReport
     from grader.classroom.lms.table import ExportSummary
+    from grader.result import Late
+    from grader.runtime.engine import Engine
 
 
 # --- what is graded, with which settings -----------------------------------------------------------
@@ -71,7 +76,7 @@ class Job:
     label: str
     digest: str
     bundle: Bundle
-    late: Any = None  # grader.result.Late, when the rubric has a deadline
+    late: Late | None = None  # when the rubric has a deadline
 
 
 # --- the runner ------------------------------------------------------------------------------------
@@ -98,7 +103,7 @@ class BatchRun:
     lms_export: ExportSummary | None = None  # what the LMS import file holds, set by the exports
     overrides_file: Path | None = None  # student_id,points,comment: recorded in the gradebook before the exports
     final: bool = False  # `grade final`: the final evaluation (exports into out/final, the final leaderboard)
-    log: Any = None  # callable(str) for per-submission lines; default: print to stderr
+    log: Callable[[str], None] | None = None  # per-submission lines; default: print to stderr
 
     # filled in by run()
     folder: ClassFolder | None = None
@@ -112,10 +117,10 @@ class BatchRun:
     probe_id: str = ""
     elapsed: float = 0.0
     summary: dict = field(default_factory=dict)  # set by the exports
-    duplicates: Any = None  # a grader.classroom.duplicates.DuplicateReport, set by the exports
-    late: dict[str, Any] = field(default_factory=dict)  # student -> grader.result.Late
-    base_opts: Any = None  # the JobOptions every job shares (a late job gets its own copy)
-    bar: Any = None
+    duplicates: DuplicateReport | None = None  # set by the exports
+    late: dict[str, Late] = field(default_factory=dict)  # student -> lateness
+    base_opts: JobOptions | None = None  # the options every job shares (a late job gets its own copy)
+    bar: CountBar | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -218,13 +223,16 @@ class BatchRun:
             self.late[bundle.student] = deadlines.late(bundle.student, hand_in.submitted, source=hand_in.source,
                                                        late_flag=hand_in.late_flag)
 
-    def options_for(self, job: Job):
+    def options_for(self, job: Job) -> JobOptions:
         """The job's options: the shared ones, with the job's lateness when it has one."""
         from dataclasses import replace
 
+        opts = self.base_opts
+        if opts is None:
+            raise GraderBug("a job's options were asked for before the run set the shared ones")
         if job.late is None:
-            return self.base_opts
-        return replace(self.base_opts, options=replace(self.base_opts.options, late=job.late))
+            return opts
+        return replace(opts, options=replace(opts.options, late=job.late))
 
     def job_options(self, probe_states: np.ndarray | None) -> JobOptions:
         options = Options(episodes=self.episodes, video=self.video, report=True, workers=1)
@@ -276,7 +284,8 @@ class BatchRun:
         from grader.scoring.points import fmt_points
 
         detail = fmt_points(result.score, result.max_score) if result.status == "graded" else (result.error or "")[:100]
-        self.bar.advance(self.failures, f"{job.label}: {result.status} {detail} ({outcome.wall_s:.1f} s)")
+        if self.bar is not None:
+            self.bar.advance(self.failures, f"{job.label}: {result.status} {detail} ({outcome.wall_s:.1f} s)")
 
     # -- the whole run ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -296,7 +305,7 @@ class BatchRun:
             t0 = time.perf_counter()
             with CountBar(total, reused, label="grading", enabled=self.show_progress) as bar:
                 self.bar = bar
-                graders: list[SlotGrader]
+                graders: list[SlotGrader[Job]]
                 if self.backend == "ray":
                     from grader.classroom.batch_ray import ray_graders
 
@@ -323,7 +332,7 @@ class BatchRun:
                 self.book.close()
             lock.close()
 
-    def _run_slots(self, jobs: list[Job], graders: list[SlotGrader]) -> None:
+    def _run_slots(self, jobs: list[Job], graders: list[SlotGrader[Job]]) -> None:
         """One thread per grader, each running the shared claim -> grade -> record loop."""
         source = _QueueSource(self, jobs)
         host = f"{socket.gethostname()}:{os.getpid()}"
@@ -391,7 +400,7 @@ class _QueueSource:
 class _LocalGrader:
     """A local slot: grades in this process's thread, the model in the slot's persistent engine."""
 
-    def __init__(self, run: BatchRun, opts: JobOptions, engine: Any):
+    def __init__(self, run: BatchRun, opts: JobOptions, engine: Engine):
         self.run, self.opts, self.engine = run, opts, engine
 
     def grade(self, job: Job) -> JobOutcome:
@@ -408,7 +417,7 @@ class _LocalGrader:
             self.engine.close()
 
 
-def _late_changed(attempt: Attempt, late: Any) -> bool:
+def _late_changed(attempt: Attempt, late: Late | None) -> bool:
     """Whether a finished attempt's recorded lateness differs from the one known now (an extension
     granted, a deadline moved, a new worksheet): its score must be composed again."""
     try:
@@ -547,7 +556,7 @@ def _print_summary(runner: BatchRun) -> None:
                 f"{escape(', '.join(p.entry for p in runner.class_folder.texts[:5]))}"
                 + (f" ... and {len(runner.class_folder.texts) - 5} more" if len(runner.class_folder.texts) > 5 else ""))
     dup = runner.duplicates
-    if dup.flags:
+    if dup is not None and dup.flags:
         c.print(f"[bold yellow]{len(dup.clusters)} duplicate clusters[/bold yellow] ({len(dup.flags)} flagged pairs; "
                 "see duplicates.csv), strongest evidence first:")
         for cl in dup.clusters[:20]:

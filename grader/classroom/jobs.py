@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from grader.pipeline import Decide, Options
 from grader.result import GradeResult
 from grader.scoring.rubric import Rubric
 from grader.submission.bundle import Submission
+
+if TYPE_CHECKING:
+    from grader.runtime.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class JobOptions:
     gradescope: bool = False  # also write Gradescope's results.json (grade batch)
 
 
-def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path | None = None,
+def grade_job(sub: Submission, opts: JobOptions, *, engine: Engine | None, workdir: Path | None = None,
               out: Path | None = None, decide: Decide | None = None) -> JobOutcome:
     """Grade one submission into ``out`` (default ``workdir/report``): local slots, Ray actors and
     the site alike.
@@ -51,7 +54,7 @@ def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path |
         raise TypeError("grade_job needs the output folder (out) or a work folder (workdir)")
     evidence: dict[str, Any] = {}
 
-    def last_word(result: GradeResult, used_engine: Any) -> None:
+    def last_word(result: GradeResult, used_engine: Engine | None) -> None:
         evidence["extra"] = duplicate_evidence(result, sub, opts, used_engine)
         if decide is not None:
             decide(result, used_engine)
@@ -61,7 +64,7 @@ def grade_job(sub: Submission, opts: JobOptions, *, engine: Any, workdir: Path |
     return JobOutcome(result=result, report_dir=report, extra=evidence.get("extra"))
 
 
-def duplicate_evidence(result: GradeResult, sub: Submission, opts: JobOptions, engine: Any) -> dict | None:
+def duplicate_evidence(result: GradeResult, sub: Submission, opts: JobOptions, engine: Engine | None) -> dict | None:
     """The weights' prints and the probe actions of a graded submission (None otherwise); a
     model that fails on the probe states gets a warning in its result."""
     from grader.classroom.duplicates import extra_for

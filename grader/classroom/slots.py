@@ -18,7 +18,7 @@ import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
 from grader.result import GradeResult
 
@@ -35,24 +35,28 @@ class JobOutcome:
     wall_s: float = 0.0
 
 
-class Source(Protocol):
-    def claim(self, slot: str) -> Any | None:
+J = TypeVar("J")  # a job, as its source hands it out (grade batch's Job, the site's Attempt)
+J_in = TypeVar("J_in", contravariant=True)
+
+
+class Source(Protocol[J]):
+    def claim(self, slot: str) -> J | None:
         """The next job for ``slot``, or None when there is nothing to do right now."""
 
     def idle(self) -> bool:
         """Wait for more work; False when none will come (the loop then ends)."""
 
-    def record(self, job: Any, outcome: JobOutcome) -> None:
+    def record(self, job: J, outcome: JobOutcome) -> None:
         """Store the outcome (gradebook row, report folder)."""
 
 
-class SlotGrader(Protocol):
-    def grade(self, job: Any) -> JobOutcome: ...
+class SlotGrader(Protocol[J_in]):
+    def grade(self, job: J_in) -> JobOutcome: ...
 
     def close(self) -> None: ...
 
 
-def crashed(job: Any, exc: BaseException, *, task: str | None) -> JobOutcome:
+def crashed(job: object, exc: BaseException, *, task: str | None) -> JobOutcome:
     """The outcome of a job whose grading raised: the grader's fault, never the student's."""
     log.error("grading %r failed:\n%s", getattr(job, "label", job), traceback.format_exc())
     return JobOutcome(GradeResult(submission=str(getattr(job, "label", "submission")), task=task, status="error",
@@ -60,7 +64,7 @@ def crashed(job: Any, exc: BaseException, *, task: str | None) -> JobOutcome:
                                      "problem with the submission, the course staff can regrade it"))
 
 
-def run_slot(source: Source, grader: SlotGrader, *, stop: threading.Event, name: str, task: str | None = None) -> None:
+def run_slot(source: Source[J], grader: SlotGrader[J], *, stop: threading.Event, name: str, task: str | None = None) -> None:
     """Claim, grade and record jobs until ``source`` runs dry or ``stop`` is set."""
     try:
         while not stop.is_set():
