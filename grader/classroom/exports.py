@@ -588,7 +588,9 @@ def _write_lms_import(run: BatchRun, rows: list[StudentRow], max_points: float) 
     for r in rows:
         s = students.get(r.id)
         if s is not None and (r.result is not None or r.override is not None or r.problems or r.texts):
-            graded = r.result is not None or r.override is not None
+            # an error row (the grader's problem, e.g. a notebook not run without bubblewrap) gets no grade in
+            # the LMS: its partial points are not the student's grade; the feedback says what happened
+            graded = (r.result is not None and r.result.status != "error") or r.override is not None
             grades[s.lms_id] = (round(r.points, 2) if graded else None, lms_feedback(r, max_points))
     scale_from = max_points if getattr(run, "lms_points", "scaled") == "scaled" else None
     if kind == "moodle":
