@@ -531,15 +531,11 @@ class Engine:
             raise self._fail_all([0], "the grading process sent a malformed reply (actions)")
         return out
 
-    def fits(self, states: Any) -> bool:
-        """Whether ``states`` are a batch of the loaded model's input contract (shape): a class's
-        duplicate-detection probe set is the homework's main contract's; a model under another
-        contract (MsPacman's raw frames) needs the same frames in its own form."""
-        import numpy as np
-
-        if self._loaded is None:
-            return False
-        return tuple(np.shape(states)[1:]) == tuple(get_task(self._loaded["task"]).state_shape)
+    @property
+    def loaded_task(self) -> str | None:
+        """The contract (task name) of the loaded model, or None: duplicate detection gives each model
+        the probe states in its own contract's form."""
+        return None if self._loaded is None else str(self._loaded["task"])
 
     def tensors(self, model: bytes, states: Any, *, size: int) -> list[Any]:
         """Every intermediate tensor of ``size`` elements that ``model`` computes on ``states``, in
@@ -547,6 +543,7 @@ class Engine:
         the preprocessed state inside a model that preprocesses its raw frames."""
         import numpy as np
 
+        self._ensure_ready()
         self._workers[0].send("tensors", {"model": model, "states": np.ascontiguousarray(states), "size": int(size),
                                           "cpu_s": self._budget("probe_s") + 5})
         out = self._gather([0], **self._probe_wait())[0]

@@ -141,6 +141,18 @@ class Task:
         """One policy batch ``[n, *state_shape]`` of ``input_dtype`` from ``n`` :attr:`Turn.state` s."""
         return np.stack(states)
 
+    def frames_source(self) -> Task | None:
+        """The contract whose raw frames give every contract of this homework its states
+        (:meth:`states_from_frames`), so that duplicate detection compares models of different
+        contracts on the same frames; None when the homework has one form of states."""
+        return None
+
+    def states_from_frames(self, frames: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """This contract's states ``[n, *state_shape]`` from :meth:`frames_source`'s compact rollout:
+        each distinct frame once (``frames``) and each state as ``[n, K]`` indices into them, oldest
+        first; this contract takes the last ``state_shape[0]`` of them."""
+        return frames[index[:, index.shape[1] - self.state_shape[0]:]]
+
     def make_env(self, *, render: bool = False, first_seed: int | None = None) -> Any:
         """The task's environment with its contract arguments (``render`` enables ``env.render()``).
 
