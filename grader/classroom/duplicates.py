@@ -345,13 +345,15 @@ def behaviour_outliers(agreements: np.ndarray, *, n_states: int, threshold: floa
 
 
 def _behaviour_flags(candidates: list[Candidate], flagged: set, report: DuplicateReport) -> list[Flag]:
-    idx = [i for i, c in enumerate(candidates) if c.actions is not None and len(c.actions)]
+    acts = {i: c.actions for i, c in enumerate(candidates) if c.actions is not None and len(c.actions)}
+    idx = list(acts)
     report.with_actions = len(idx)
     if len(idx) < 2:
         return []
-    n = min(len(candidates[i].actions) for i in idx)
-    matrix = np.stack([candidates[i].actions[:n] for i in idx]).astype(np.int16)
-    pairs, values = [], []
+    n = min(len(a) for a in acts.values())
+    matrix = np.stack([acts[i][:n] for i in idx]).astype(np.int16)
+    pairs: list[tuple[int, int]] = []
+    values: list[float] = []
     for x in range(len(idx)):
         agree = (matrix[x + 1:] == matrix[x]).mean(axis=1)
         for off, value in enumerate(agree):
@@ -369,8 +371,9 @@ def _behaviour_flags(candidates: list[Candidate], flagged: set, report: Duplicat
         if (i, j) in flagged:
             continue
         zk = None if z is None else float(z[k])
+        median = report.median
         detail = f"argmax actions agree on {100 * values[k]:.1f}% of {n} hidden probe states" + (
-            f" (class median {100 * report.median:.1f}%, z = {zk:.1f})" if zk is not None else "")
+            f" (class median {100 * median:.1f}%, z = {zk:.1f})" if zk is not None and median is not None else "")
         flags.append(Flag("behaviour", candidates[i], candidates[j], values[k], detail, z=zk))
     return flags
 

@@ -106,6 +106,9 @@ class Task:
     outcomes: tuple[Outcome, ...] = ()  # how an episode can end (diagnostics), in the order shown
     homework: str = ""  # the homework whose rubric grades this input contract; "" = ``name``
     input_dtype: str = "float32"  # the ONNX input's element type (numpy's name)
+    # said when a model under this contract plays at the random policy's level ("" = nothing to add): a likely
+    # cause that belongs to the contract (MsPacman's lesson states fed to a network trained on other states)
+    random_level_hint: str = ""
 
     @property
     def homework_name(self) -> str:

@@ -363,6 +363,9 @@ TASK = MsPacman(
     notebook="grader.notebook.mspacman",
     action_names=("NOOP", "UP", "RIGHT", "LEFT", "DOWN"),
     outcomes=OUTCOMES,
+    random_level_hint=("if you changed the preprocessing, your network was trained on other states than the grader "
+                       "feeds this model (the lesson's 5 stacked 44x40 frames, 0..255): put your preprocessing inside "
+                       "the model and export it taking the raw frames, uint8 [batch, K, 210, 160, 3] (docs/mspacman.md)"),
 )
 
 
@@ -376,6 +379,7 @@ def raw_contract(k: int) -> MsPacmanRaw:
         "homework": TASK.name,
         "state_shape": (k, *FRAME_SHAPE),
         "input_dtype": "uint8",
+        "random_level_hint": "",
         "description": f"DQN on ALE/MsPacman-v5, the preprocessing inside the model: the last {k} raw RGB frames",
         "input_hint": ("with the preprocessing inside the model, the input is the last K raw RGB frames, oldest first, "
                        f"uint8 [batch, K, 210, 160, 3] (K = 1..{MAX_RAW_STACK}); export the module whose forward "
