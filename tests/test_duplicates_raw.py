@@ -39,6 +39,11 @@ def perturbed(data: bytes, *, noise: float = 1e-3, seed: int = 0) -> bytes:
     return model.SerializeToString()
 
 
+def states_of(batches) -> list[np.ndarray]:
+    """Each batch's states: ``frames[index]`` of a compact one."""
+    return [states if index is None else states[index] for states, index in batches]
+
+
 @pytest.fixture(scope="module")
 def probe() -> D.ProbeSet:
     return D.hidden_probe_set(load_rubric(RUBRIC))
@@ -58,15 +63,19 @@ def test_the_hidden_probe_set_keeps_the_frames_and_the_lessons_states_of_a_lesso
     assert small.index.shape == (60, 8) and len(small.frames) < 60 * 8
     # each raw contract takes the last K frames; 5 of them preprocessed are the lesson's states
     for k in (1, 5, 8):
-        raw = np.concatenate(list(small.batches(get_task(f"mspacman_raw{k}"))))
+        raw = np.concatenate(states_of(small.batches(get_task(f"mspacman_raw{k}"))))
         assert raw.shape == (60, k, 210, 160, 3) and raw.dtype == np.uint8
         if k == 5:
             np.testing.assert_array_equal(preprocess_frames(raw), small.states)
-    # sent in batches under a byte cap: the same states, in order
+    # sent in batches under a byte cap, compactly (each frame of a batch once): the same states, in order
     spec = get_task("mspacman_raw8")
-    parts = list(small.batches(spec, max_bytes=7 * 8 * 210 * 160 * 3))
-    assert [len(p) for p in parts] == [7] * 8 + [4]
-    np.testing.assert_array_equal(np.concatenate(parts), spec.states_from_frames(small.frames, small.index))
+    batches = list(small.batches(spec, max_bytes=7 * 8 * 210 * 160 * 3))
+    assert [len(index) for _, index in batches] == [7] * 8 + [4]
+    assert all(len(frames) == len(np.unique(index)) < index.size for frames, index in batches)
+    np.testing.assert_array_equal(np.concatenate(states_of(batches)), spec.states_from_frames(small.frames, small.index))
+    lesson = list(small.batches(get_task("mspacman")))  # the homework's own states, as they are
+    assert [index for _, index in lesson] == [None]
+    np.testing.assert_array_equal(lesson[0][0], small.states)
     # another homework's contract has no form here
     assert small.batches(get_task("lunarlander")) is None
 
@@ -74,8 +83,8 @@ def test_the_hidden_probe_set_keeps_the_frames_and_the_lessons_states_of_a_lesso
 def test_a_lunarlander_probe_set_has_no_frames_and_one_batch():
     probe = D.hidden_probe_set(load_rubric(REPO / "rubrics" / "lunarlander.toml"), 64)
     assert probe.frames is None and probe.index is None
-    (batch,) = list(probe.batches(get_task("lunarlander")))
-    assert batch is probe.states or np.array_equal(batch, probe.states)
+    ((batch, index),) = list(probe.batches(get_task("lunarlander")))
+    assert index is None and np.array_equal(batch, probe.states)
 
 
 def test_a_raw_frame_copy_of_a_lesson_model_acts_the_same_on_the_hidden_frames(probe, tmp_path):

@@ -39,7 +39,7 @@ import base64
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,26 +87,32 @@ class ProbeSet:
     def __len__(self) -> int:
         return len(self.states)
 
-    def batches(self, spec: Task, *, max_bytes: int = PROBE_MESSAGE_BYTES) -> Iterator[np.ndarray] | None:
-        """``spec``'s probe states, in consecutive batches of at most ``max_bytes`` (512 raw stacks
-        of 8 frames are 400 MB, over a worker command's cap); None when ``spec`` is not a contract
-        of this homework, or one this set has no form for."""
+    def batches(self, spec: Task, *, max_bytes: int = PROBE_MESSAGE_BYTES) -> Iterator[Batch] | None:
+        """``spec``'s probe states in consecutive batches of at most ``max_bytes`` of states (512 raw
+        stacks of 8 frames are 400 MB, over a worker command's cap), each ``(states, None)`` or, for
+        a contract taking the shared frames, compact: ``(frames, index)``, the states being
+        ``frames[index]`` (each frame of the batch once, in ``spec``'s :meth:`~grader.tasks.Task.frames_view`);
+        None when ``spec`` is not a contract of this homework, or one this set has no form for."""
         if spec.homework_name != self.homework:
             return None
+        per_state = int(np.prod(spec.state_shape)) * np.dtype(spec.input_dtype).itemsize
+        step = max(1, max_bytes // max(1, per_state))
         if spec.name == self.homework:
-            return _in_batches(len(self), spec, max_bytes, lambda i, j: self.states[i:j])
+            return ((self.states[i:i + step], None) for i in range(0, len(self), step))
         frames, index = self.frames, self.index
         if frames is None or index is None or index.shape[1] < spec.state_shape[0]:
             return None
-        return _in_batches(len(self), spec, max_bytes, lambda i, j: spec.states_from_frames(frames, index[i:j]))
+        return _compact(spec, frames, index[:, index.shape[1] - spec.state_shape[0]:], step)
 
 
-def _in_batches(n: int, spec: Task, max_bytes: int, take: Callable[[int, int], np.ndarray]) -> Iterator[np.ndarray]:
-    """``take(i, j)`` over ``0..n`` in steps of as many states of ``spec`` as ``max_bytes`` hold (at least one)."""
-    per_state = int(np.prod(spec.state_shape)) * np.dtype(spec.input_dtype).itemsize
-    step = max(1, max_bytes // max(1, per_state))
-    for i in range(0, n, step):
-        yield take(i, min(n, i + step))
+Batch = tuple[np.ndarray, "np.ndarray | None"]  # states, or frames and [n, K] positions in them
+
+
+def _compact(spec: Task, frames: np.ndarray, index: np.ndarray, step: int) -> Iterator[Batch]:
+    """``step`` states at a time: the frames they use, once each in ``spec``'s view, and their positions."""
+    for i in range(0, len(index), step):
+        used, local = np.unique(index[i:i + step], return_inverse=True)
+        yield spec.frames_view(np.take(frames, used, axis=0)), local.reshape(index[i:i + step].shape)
 
 
 def probe_actions(engine: Any, probe: ProbeSet, task: str) -> np.ndarray | None:
@@ -118,7 +124,7 @@ def probe_actions(engine: Any, probe: ProbeSet, task: str) -> np.ndarray | None:
     batches = probe.batches(get_task(task))
     if batches is None:
         return None
-    parts = [np.asarray(engine.actions(batch), dtype=np.uint8) for batch in batches]
+    parts = [np.asarray(engine.actions(states, index=index), dtype=np.uint8) for states, index in batches]
     return np.concatenate(parts) if parts else None
 
 

@@ -150,11 +150,15 @@ class Task:
         contracts on the same frames; None when the homework has one form of states."""
         return None
 
+    def frames_view(self, frames: np.ndarray) -> np.ndarray:
+        """Raw frames of :meth:`frames_source` as this contract stacks them (its preprocessing of each)."""
+        return frames
+
     def states_from_frames(self, frames: np.ndarray, index: np.ndarray) -> np.ndarray:
         """This contract's states ``[n, *state_shape]`` from :meth:`frames_source`'s compact rollout:
         each distinct frame once (``frames``) and each state as ``[n, K]`` indices into them, oldest
-        first; this contract takes the last ``state_shape[0]`` of them."""
-        return frames[index[:, index.shape[1] - self.state_shape[0]:]]
+        first; this contract stacks the last ``state_shape[0]`` of them, each in its :meth:`frames_view`."""
+        return np.take(self.frames_view(frames), index[:, index.shape[1] - self.state_shape[0]:], axis=0)
 
     def make_env(self, *, render: bool = False, first_seed: int | None = None) -> Any:
         """The task's environment with its contract arguments (``render`` enables ``env.render()``).

@@ -112,10 +112,9 @@ class MsPacman(Task):
         """The K = 8 raw contract: the lesson's states are its last 5 frames, preprocessed."""
         return raw_contract(MAX_RAW_STACK)
 
-    def states_from_frames(self, frames: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """The lesson's states: each distinct frame preprocessed once, then stacked (the same values as
-        preprocessing each stack's frames)."""
-        return preprocess_frames(frames)[index[:, index.shape[1] - self.state_shape[0]:]]
+    def frames_view(self, frames: np.ndarray) -> np.ndarray:
+        """The lesson's preprocessing of each frame (stacked, the same values as preprocessing each stack's frames)."""
+        return preprocess_frames(frames)
 
     def refine(self, diag: Any) -> Any:
         """An agent that never moves (NOOP almost always, or its position never changes), and droughts."""
@@ -241,9 +240,9 @@ class MsPacmanRaw(MsPacman):
     def probe_view(self, states: np.ndarray) -> np.ndarray:
         return states[:, states.shape[1] - self.state_shape[0]:]
 
-    def states_from_frames(self, frames: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """The last K raw frames of each stack, as they are."""
-        return frames[index[:, index.shape[1] - self.state_shape[0]:]]
+    def frames_view(self, frames: np.ndarray) -> np.ndarray:
+        """The raw frames as they are."""
+        return frames
 
     def stack_states(self, states: Any) -> np.ndarray:
         """``n`` states (tuples of K frames, or arrays ``[K, 210, 160, 3]``) -> ``[n, K, 210, 160, 3]``
