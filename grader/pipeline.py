@@ -191,7 +191,10 @@ def _notebook_not_run(run: _Run) -> None:
     bubblewrap is installed) that keeps what was graded: the model's episodes and points stay in
     the result, the notebook's scored checks say they were not run and why."""
     reason = run.evidence.not_run if run.evidence is not None else None
-    if not reason or run.result.status != "graded":
+    if not reason:
+        return
+    if run.result.status != "graded":  # invalid for the student's own reason: said, and the notebook's too
+        run.result.warnings.append(reason)
         return
     from grader.scoring.points import fmt_points
 

@@ -491,3 +491,49 @@ def test_operator_notes_reach_the_instructor_never_the_student(tmp_path, capsys)
 
     for text in (render_inline_html(result), render_html(result), gradescope_results(result).model_dump_json()):
         assert "bubblewrap" not in text
+
+
+def _two_file_export(folder: Path, model_name: str, data_name: str) -> None:
+    """torch's default export (the weights in ``model.onnx.data``), saved under the LMS's names."""
+    import onnx
+
+    scratch = folder / ".export"
+    scratch.mkdir()
+    onnx.save_model(onnx.load_from_string(REFERENCE.read_bytes()), scratch / "model.onnx", save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
+    (scratch / "model.onnx").rename(folder / model_name)
+    (scratch / "model.onnx.data").rename(folder / data_name)
+    scratch.rmdir()
+
+
+def test_lms_downloads_of_torchs_two_file_export_are_graded_as_one_model(tmp_path):
+    moodle = tmp_path / "moodle"
+    moodle.mkdir()
+    _two_file_export(moodle, "Ann Lee_1234567_assignsubmission_file_model.onnx",
+                     "Ann Lee_1234567_assignsubmission_file_model.onnx.data")
+    out, _ = _batch_lms(tmp_path / "m", moodle, _worksheet(tmp_path / "w.csv"))
+    rows = list(csv.DictReader(io.StringIO((out / "moodle_grades.csv").read_bytes().decode("utf-8-sig"), newline="")))
+    assert rows[0]["Grade"] == "100.00", rows[0]["Feedback comments"]
+    canvas = tmp_path / "canvas"
+    canvas.mkdir()
+    _two_file_export(canvas, "leeann_1234_5550001_model.onnx", "leeann_1234_5550002_model.onnx.data")
+    gradebook = tmp_path / "gradebook.csv"
+    gradebook.write_text("\n".join(CANVAS) + "\n")
+    out, _ = _batch_lms(tmp_path / "c", canvas, gradebook)
+    table = list(csv.reader(io.StringIO((out / "canvas_grades.csv").read_text())))
+    assert table[2][-1] == "100.00"
+
+
+def test_canvas_text_and_link_entries_are_read_as_what_they_are(tmp_path):
+    from grader.classroom.classdir import scan_class
+
+    d = tmp_path / "submissions"
+    d.mkdir()
+    shutil.copyfile(REFERENCE, d / "leeann_1234_5550001_model.onnx")
+    (d / "leeann_1234_text.html").write_text("<p>my model is attached</p>")
+    (d / "kimbo_1235_link.html").write_text('<a href="https://example.org">my repo</a>')
+    folder = scan_class(d)
+    assert folder.layout == "canvas" and not folder.problems
+    assert [b.student for b in folder.bundles] == ["canvas-1234"]
+    assert sorted((p.student, p.reason.split(":")[0]) for p in folder.texts) == [
+        ("canvas-1234", "Canvas text entry"), ("canvas-1235", "Canvas website URL")]

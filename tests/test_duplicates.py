@@ -224,13 +224,13 @@ def test_a_small_class_keeps_the_fixed_threshold():
 def test_grade_alone_flags_an_unchanged_reference(tmp_path, capsys):
     out = tmp_path / "out"
     assert main([str(REFERENCE), "--episodes", "2", "--no-video", "--out", str(out)]) == 0
-    assert "flagged for the instructor: identical file as reference:lunarlander_improved.onnx" in \
+    assert "flagged for the instructor: a copy of a course reference model: the same file as the reference model lunarlander_improved.onnx" in \
         " ".join(capsys.readouterr().out.split())
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "graded" and result["score"] > 0  # the rubric's default: flag, graded as usual
     assert [(f["kind"], f["other"], f["action"]) for f in result["flags"]] == \
         [("identical", "reference:lunarlander_improved.onnx", "flag")]
-    assert "reference:lunarlander_improved.onnx" in (out / "report.html").read_text()
+    assert "the same file as the reference model lunarlander_improved.onnx" in (out / "report.html").read_text()
     # the same words in Jupyter's inline view and the terminal
     from grader.outputs.report import render_inline_html
     from grader.result import GradeResult

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from grader.gradescope.autograder import build_autograder, shipped_data
+from grader.scoring.rubric import load_rubric
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -35,7 +36,7 @@ def _source_copy(dest: Path) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copyfile(REPO / name, dest / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.grading")
-    for folder in ("grader", "rubrics", "reference/models"):
+    for folder in ("grader", "rubrics", "reference/models", "lock"):
         shutil.copytree(REPO / folder, dest / folder, ignore=ignore)
     private = (REPO / "rubrics" / "lunarlander.toml").read_text().replace('id = "lunarlander', 'id = "hw9-private')
     (dest / "rubrics" / "hw9_private.toml").write_text(private + f"\n# grading = \"{PRIVATE_SEEDS}\"\n")
@@ -52,7 +53,7 @@ def test_the_wheel_ships_only_the_listed_rubrics_and_models(tmp_path):
         import io
 
         wheel = zipfile.ZipFile(io.BytesIO(z.read(wheel_name)))
-    data = {n for n in wheel.namelist() if n.startswith("grader/_data/")}
+    data = {n for n in wheel.namelist() if n.startswith(("grader/_data/rubrics/", "grader/_data/reference/"))}
     assert not any("hw9_private" in n or "exam_answer" in n for n in wheel.namelist())
     assert data == shipped_data(REPO)
     assert "grader/_data/rubrics/lunarlander.toml" in data and "grader/_data/reference/models/mspacman_dqn.onnx" in data
@@ -110,17 +111,15 @@ def test_installed_zip_runs_student_code_as_another_user_that_cannot_read_the_se
     pytest.importorskip("torch")
     import notebook_fixtures as F
 
-    seeds = tmp_path / "private.seeds"
-    seeds.write_text(PRIVATE_SEEDS + "\n")
     checkout = _source_copy(tmp_path / "checkout")  # with another homework's private rubric in rubrics/
-    zip_path = build_autograder(rubric=REPO / "rubrics" / "mspacman.toml", out=tmp_path / "mspacman.zip",
-                                grading_seeds_file=seeds, source=checkout)
+    zip_path = build_autograder(rubric=REPO / "rubrics" / "mspacman.toml", out=tmp_path / "mspacman.zip", source=checkout)
+    seeds = load_rubric(REPO / "rubrics" / "mspacman.toml").all_grading_seeds()
     root = _installed_root()
     try:
         _install(root, zip_path)
-        rubric, secret = root / "source" / "mspacman.toml", root / "source" / "mspacman.seeds"
-        assert "424242" in secret.read_text() and "mspacman.seeds" in rubric.read_text()  # what must stay unread
-        thief = THIEF.format(paths=[str(rubric), str(secret), str(root / "source")])
+        rubric, secret = root / "source" / "mspacman.toml", str(seeds[0])
+        assert secret in rubric.read_text()  # the grading seeds, inline: what must stay unread
+        thief = THIEF.format(paths=[str(rubric), str(root / "source" / "baselines"), str(root / "source")])
         F.write_notebook(root / "submission" / "homework.ipynb", F.mspacman_cells(params=F.PARAMS + "\n" + thief))
         (root / "results").mkdir()
         no_bwrap = root / "bin"
@@ -137,9 +136,9 @@ def test_installed_zip_runs_student_code_as_another_user_that_cannot_read_the_se
         assert "uid 65534" in printed, (printed, results)
         if shutil.which("unshare"):  # the network is cut off for the dropped uid too (an empty namespace)
             assert "interfaces ['lo']" in printed, printed
-        for path in (rubric, secret, root / "source"):
+        for path in (rubric, root / "source" / "baselines", root / "source"):
             assert f"refused {path} PermissionError" in printed, printed
-        assert "424242" not in printed and "424242" not in json.dumps(results)
+        assert secret not in printed and secret not in json.dumps(results)
         assert "shipped ['__init__.py', 'baselines', 'cartpole.toml', 'lunarlander.toml', 'mspacman.toml']" in printed \
             or "shipped ['baselines', 'cartpole.toml', 'lunarlander.toml', 'mspacman.toml']" in printed, printed
     finally:

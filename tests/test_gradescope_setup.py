@@ -47,10 +47,13 @@ def test_a_notebook_rubric_zip_ships_the_lock_with_torch_and_an_onnx_one_without
     plain = install_for(no_notebook, REPO)
     assert plain.torch is None and b"# unhashed" not in plain.lock
     assert plain.lock == (REPO / "lock" / "grader.txt").read_bytes()
-    # LunarLander's notebook checks are static (RUNS_TORCH = False): its points, and no torch
-    lunar = install_for(load_rubric(REPO / "rubrics" / "lunarlander.toml"), REPO)
-    assert lunar.torch is None and lunar.lock == plain.lock
-    assert "notebooks (4 points), read without running them: no torch" in lunar.parts
+    # LunarLander's notebook checks are static (RUNS_TORCH = False): their points, and no torch
+    lunar = load_rubric(REPO / "rubrics" / "lunarlander.toml")
+    points = {"cells_parse": 1.0, "actor_input": 1.0, "actor_output": 2.0}
+    lunar = lunar.model_copy(update={"notebook": lunar.notebook.model_copy(update={"points": points})})
+    install = install_for(lunar, REPO)
+    assert install.torch is None and install.lock == plain.lock
+    assert "notebooks (4 points), read without running them: no torch" in install.parts
 
 
 def test_a_zip_that_could_not_grade_notebooks_is_refused(tmp_path):

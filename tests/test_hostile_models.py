@@ -346,7 +346,8 @@ def test_a_flood_of_two_million_nodes_is_refused_by_the_wire_scan_before_any_par
         "import onnx\n"
         "parsed = []\n"
         "_load = onnx.load_from_string\n"
-        "onnx.load_from_string = lambda *a, **k: parsed.append(1) or _load(*a, **k)\n"
+        # only the student's bytes count: loading the rubric parses its (small) reference models
+        f"onnx.load_from_string = lambda b, *a, **k: (len(b) == {path.stat().st_size} and parsed.append(1)) or _load(b, *a, **k)\n"
         "from grader.api import grade\n"
         "t = time.perf_counter()\n"
         f"r = grade({str(path)!r}, task='lunarlander', out={str(tmp_path / 'out')!r}, video=False, report=False)\n"

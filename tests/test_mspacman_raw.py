@@ -215,6 +215,8 @@ bands = "model"
 [notebook]
 lesson_preprocessing = {lesson}
 [notebook.points]
+preprocess_shape = 1
+preprocess_range = 1
 preprocess_values = 2
 network_forward = 1
 network_onnx_export = 1

@@ -46,10 +46,17 @@ def _grade(args: list, env: dict) -> subprocess.CompletedProcess:
                           env=env, cwd=REPO, timeout=600)
 
 
+def _hand_in(folder: Path, marker: Path) -> Path:
+    """A MsPacman hand-in: the notebook (with the hostile definitions) and its trained model."""
+    F.write_notebook(folder / "homework.ipynb", F.mspacman_cells(params=F.PARAMS + "\n" + _hostile(marker)))
+    O.conv_policy(folder / "model.onnx")
+    return folder
+
+
 def test_without_bubblewrap_a_notebook_is_not_run_and_grade_exits_1(tmp_path):
     marker = tmp_path / "ran.txt"
-    nb = F.write_notebook(tmp_path / "homework.ipynb", F.mspacman_cells(params=F.PARAMS + "\n" + _hostile(marker)))
-    proc = _grade([nb, "--json", "--no-video"], _no_bwrap_env(tmp_path))
+    folder = _hand_in(tmp_path / "alice", marker)
+    proc = _grade([folder, "--json", "--no-video", "--episodes", "1"], _no_bwrap_env(tmp_path))
     assert not marker.exists()  # the code never ran
     assert proc.returncode == 1, proc.stderr
     result = json.loads(proc.stdout)
@@ -62,13 +69,14 @@ def test_without_bubblewrap_a_notebook_is_not_run_and_grade_exits_1(tmp_path):
 
 def test_the_explicit_option_runs_it_without_the_graders_environment(tmp_path):
     marker = tmp_path / "ran.txt"
-    nb = F.write_notebook(tmp_path / "homework.ipynb", F.mspacman_cells(params=F.PARAMS + "\n" + _hostile(marker)))
+    folder = _hand_in(tmp_path / "alice", marker)
     out = tmp_path / "out"
-    proc = _grade([nb, "--json", "--no-video", "--out", out], _no_bwrap_env(tmp_path, GRADER_ALLOW_UNSANDBOXED="1"))
+    proc = _grade([folder, "--json", "--no-video", "--episodes", "1", "--out", out],
+                  _no_bwrap_env(tmp_path, GRADER_ALLOW_UNSANDBOXED="1"))
     assert marker.exists(), proc.stderr  # it ran, in the weaker sandbox
     result = json.loads(proc.stdout)
     assert result["status"] == "graded", result["error"]
-    assert any("weaker sandbox" in c["message"] for c in result["checks"] if c["name"] == "sandbox_isolation")
+    assert any("weaker sandbox" in note for note in result["operator_notes"])  # said to the instructor
     printed = (out / "notebook_stdout.txt").read_text()
     assert "SECRET None" in printed and "s3cret-token" not in printed and "GRADER_TEST_SECRET" not in printed
 
@@ -76,9 +84,7 @@ def test_the_explicit_option_runs_it_without_the_graders_environment(tmp_path):
 def test_in_batch_the_row_is_an_error_that_keeps_the_model_grade(tmp_path):
     """A notebook and a model: the model is played and its points kept; the notebook says why it was not run."""
     marker = tmp_path / "ran.txt"
-    d = tmp_path / "class" / "alice"
-    F.write_notebook(d / "homework.ipynb", F.mspacman_cells(params=F.PARAMS + "\n" + _hostile(marker)))
-    O.conv_policy(d / "model.onnx")
+    _hand_in(tmp_path / "class" / "alice", marker)
     out = tmp_path / "out"
     proc = _grade(["batch", tmp_path / "class", "--rubric", REPO / "rubrics" / "mspacman.toml", "--out", out,
                    "--episodes", "1", "--no-video", "--no-progress", "--workers", "1"], _no_bwrap_env(tmp_path))

@@ -231,17 +231,32 @@ def source_root(source: str | Path | None = None) -> Path:
     return root
 
 
+# Where an instructor keeps course files beside the shipped ones (a private rubric, seeds inline; an
+# exam's model): these packages ship only what pyproject.toml lists by name.
+LISTED_DATA = ("grader._data.rubrics", "grader._data.rubrics.baselines", "grader._data.reference.models")
+
+
+def _wheel_folder(package: str) -> str:
+    return package.replace(".", "/") + "/"
+
+
 def shipped_data(source: Path) -> set[str]:
     """The wheel paths of the shipped rubrics, baselines and models: pyproject.toml's explicit list
-    (``grader._data.*`` package data, by name; a glob there would ship whatever lies in the folder)."""
+    (package data of :data:`LISTED_DATA`, by name; a glob there would ship whatever lies in the folder)."""
     conf = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8")).get("tool", {}).get("setuptools", {})
     out = set()
     for package, names in conf.get("package-data", {}).items():
-        if package.startswith("grader._data"):
+        if package in LISTED_DATA:
             if any(ch in name for name in names for ch in "*?["):
                 raise SetupError(f"pyproject.toml: package data of {package} must be listed by name, not {names}")
-            out |= {package.replace(".", "/") + "/" + name for name in names}
+            out |= {_wheel_folder(package) + name for name in names}
     return out
+
+
+def _unlisted_data(names: list[str], stage: Path) -> list[str]:
+    """Files of the wheel in :data:`LISTED_DATA`'s folders that pyproject.toml does not list."""
+    folders, listed = {_wheel_folder(p) for p in LISTED_DATA}, shipped_data(stage)
+    return sorted(n for n in names if n.rsplit("/", 1)[0] + "/" in folders and n not in listed)
 
 
 def build_wheel(source: Path, dest: Path) -> Path:
@@ -279,7 +294,7 @@ def build_wheel(source: Path, dest: Path) -> Path:
         stray = [n for n in names if not n.startswith(("grader/", "rl_grader-"))]
         if stray:
             raise SetupError(f"internal error: the wheel holds files outside grader/: {', '.join(stray[:5])}")
-        unlisted = sorted({n for n in names if n.startswith("grader/_data/")} - shipped_data(stage))
+        unlisted = _unlisted_data(names, stage)
         if unlisted:
             raise SetupError(f"the wheel would hold data files that pyproject.toml does not list as shipped: "
                              f"{', '.join(unlisted[:5])}; list them under [tool.setuptools.package-data] by name")

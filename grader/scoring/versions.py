@@ -18,11 +18,17 @@ def normalize(name: str) -> str:
 
 
 def installed_versions() -> dict[str, str]:
-    """name -> version of every distribution this interpreter sees."""
+    """name -> version of every distribution installed in this interpreter's environment.
+
+    Its site-packages only, not every entry of ``sys.path``: a package that puts its vendored
+    copies on ``sys.path`` when imported (Ray's ``thirdparty_files``: colorama, psutil) installed
+    nothing, and must not make the answer depend on what the process imported before."""
+    import sysconfig
     from importlib import metadata
 
+    paths = sysconfig.get_paths()
     found: dict[str, str] = {}
-    for dist in metadata.distributions():
+    for dist in metadata.distributions(path=sorted({paths["purelib"], paths["platlib"]})):
         name = dist.metadata["Name"]
         if name:
             found.setdefault(normalize(name), dist.version)

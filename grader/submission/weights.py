@@ -84,7 +84,7 @@ def tensor_print(tensor: Any) -> tuple[str, int] | None:
     if is_external(tensor) or tensor.data_type not in FLOAT_TYPES or not MIN_TENSOR_ELEMENTS <= n <= MAX_TENSOR_ELEMENTS:
         return None
     try:
-        values = numpy_helper.to_array(tensor).astype(np.float64).ravel()
+        values: np.ndarray = numpy_helper.to_array(tensor).astype(np.float64).ravel()
     except Exception:  # noqa: BLE001 - a malformed tensor is simply not compared
         return None
     values = np.sort(np.round(values, ROUND_DECIMALS) + 0.0).astype(np.float32)  # +0.0: no -0.0
