@@ -586,7 +586,8 @@ _WATCHED = {
 # the runner's own functions and values: replacing them (or their code) is reported as forgery
 _OWN = ("send", "ship", "_enc", "_esc", "_write", "_exit", "_FD", "_BLOB_FD", "_forked_child_guard", "_MAIN_PID",
         "run_definitions", "probe_preprocess", "probe_network", "probe_own_states", "find_preprocess", "find_network",
-        "probe_weights", "_network_args", "_construct", "_forward", "_export_limited", "_export_example", "_load_weights",
+        "probe_weights", "_network_args", "_construct", "_forward", "_no_grad", "_export_limited", "_export_example",
+        "_load_weights",
         "_array_msg",
         "_to_numpy", "_export", "_call_limited", "_params", "_restore", "main")
 
