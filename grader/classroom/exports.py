@@ -424,7 +424,7 @@ def _flag_duplicates(run: BatchRun, rows: list[StudentRow]):
         sha = result.model.sha256 if result is not None and result.model is not None else a.sha256
         candidates.append(Candidate(label=sid, file=a.file, sha256=sha, weights=_prints(run, sid, a.extra),
                                     actions=actions_from_extra(a.extra, run.probe_id)))
-    candidates += reference_candidates(run.reference_dir, run.rubric.task, run.probe_states)
+    candidates += reference_candidates(run.reference_dir, run.rubric.task, run.probe)
     dup = find_duplicates(candidates, threshold=run.behaviour_threshold)
     by_student = defaultdict(list)
     for f in dup.flags:
