@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     rubric = load_rubric(Path(__file__).resolve().parent.parent / "rubrics" / "lunarlander.toml")
     public, _ = probe_set("lunarlander")
     t, c = time.perf_counter(), time.process_time()
-    hidden, _ = hidden_probe_set(rubric)
+    hidden = hidden_probe_set(rubric).states
     print(f"hidden probe set: {hidden.shape[0]} states in {time.perf_counter() - t:.2f} s wall, "
           f"{time.process_time() - c:.2f} s CPU (once per class)")
     for name, states in (("public probe states", public), ("hidden probe states", hidden)):

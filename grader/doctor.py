@@ -109,10 +109,24 @@ def user_namespaces() -> str:
 
 def fallback_description() -> str:
     """What the model workers would run in without bubblewrap (GRADER_SANDBOX=fallback)."""
-    from grader.runtime.bwrap import unshare_net_prefix
+    from grader.runtime.bwrap import fallback_uid, unshare_net_prefix
 
-    net = "network cut off with `unshare --net`" if unshare_net_prefix() else "network NOT cut off (unshare failed)"
-    return f"the grader's user, the host's files visible, resource limits and an empty working folder; {net}"
+    uid = fallback_uid()
+    user = f"uid {uid}" if uid is not None else "the grader's user"
+    net = "network cut off with `unshare --net`" if unshare_net_prefix(uid) else "network NOT cut off (unshare failed)"
+    return (f"{user}, the host's files visible, a clean environment, resource limits and an empty working "
+            f"folder; {net}")
+
+
+def notebook_policy() -> str:
+    """Whether notebook code would run without bubblewrap (docs/security.md)."""
+    from grader.runtime.bwrap import ALLOW_UNSANDBOXED_ENV_VAR, unsandboxed_allowed
+
+    if unsandboxed_allowed():
+        return (f"{ALLOW_UNSANDBOXED_ENV_VAR}=1 is set: notebook code runs in that fallback too (acceptable only "
+                "where the machine is one submission's throw-away container)")
+    return (f"notebook code is NOT run there (a set-up error, never the student's fault) unless "
+            f"{ALLOW_UNSANDBOXED_ENV_VAR}=1 says the machine is one submission's throw-away container")
 
 
 def check_sandbox() -> list[Finding]:
@@ -124,10 +138,12 @@ def check_sandbox() -> list[Finding]:
     if iso.mode == "bwrap":
         out.append(Finding("ok", "sandbox", f"bubblewrap ({shutil.which('bwrap')}) runs the model workers and the "
                                             "notebooks as an unprivileged user"))
-        out.append(Finding("info", "sandbox", f"without it, the fallback: {fallback_description()}"))
+        out.append(Finding("info", "sandbox", f"without it, the model workers' fallback: {fallback_description()}; "
+                                              f"{notebook_policy()}"))
     else:
         out.append(Finding("warn", "sandbox", "; ".join(iso.warnings) + ". Install bubblewrap "
                                               "(apt-get install bubblewrap) for the full sandbox"))
+        out.append(Finding("warn", "sandbox", f"notebooks: {notebook_policy()}"))
     return out
 
 

@@ -47,7 +47,9 @@ from grader.scoring.rubric import Rubric, RubricError
 from grader.submission.bundle import NamedBytes, Submission
 
 if TYPE_CHECKING:
-    from grader.notebook.evidence import NotebookEvidence
+    import numpy as np
+
+    from grader.notebook.evidence import NotebookEvidence, ProducedModel
     from grader.outputs.fsutil import OutputDir
     from grader.result import Late
     from grader.runtime.engine import Engine
@@ -483,28 +485,73 @@ def _load_and_probe(run: _Run, parsed, device: str, episodes: int | None = None)
     return failed[0] if failed else checks
 
 
-def _check_exported_network(run: _Run, model) -> None:
-    """The notebook's network exported with fresh weights: every model check, no episodes."""
+def _check_exported_network(run: _Run, model: ProducedModel) -> None:
+    """The notebook's network exported with fresh weights: every model check, no episodes.
+
+    A network exported on the notebook's own state (its preprocessing is the student's:
+    ``model.own_state``) is checked against that state's shape instead of a contract's, and run
+    on that state in the sandboxed engine."""
     from grader.submission import checks as C
 
     name = "network_onnx_export"
     parsed, _, problem = _parse(run, model.data)  # the notebook stage settled the task
+    task = run.graded_task
+    own = model.own_state
+    spec = task if own is None else _own_input_task(task, own)
     if problem is None:
-        static = C.static_checks(parsed, run.graded_task)
+        static = C.static_checks(parsed, spec)
         problem = next((c for c in static if c.blocking), None)
     if problem is None:
-        _engine(run, 1)
-        outcome = _load_and_probe(run, parsed, "cpu")
-        problem = outcome if isinstance(outcome, CheckResult) else None
+        engine = _engine(run, 1)
+        if own is not None:
+            problem = _run_on_own_state(engine, model.data, own, spec.n_actions)
+        else:
+            outcome = _load_and_probe(run, parsed, "cpu")
+            problem = outcome if isinstance(outcome, CheckResult) else None
     run.result.model = None  # the untrained network is not the graded model
+    size = f"{len(model.data) / 2**20:.1f} MB"
     if problem is not None:
         run.result.checks.append(CheckResult(name=name, passed=False, severity="warning",
                                              message=f"the exported network fails the model checks: {problem.message}",
                                              hint=problem.hint or "export the network with torch.onnx.export(model.eval(), ...)"))
+    elif own is not None:
+        shape = ", ".join(map(str, own.shape[1:]))
+        run.result.checks.append(CheckResult(name=name, passed=True, message=(
+            f"{model.label}: exported to ONNX on the notebook's own states [batch, {shape}] ({size}); it passes every "
+            "model check on them (the graded model takes raw frames with this preprocessing inside: docs/mspacman.md)")))
     else:
         run.result.checks.append(CheckResult(name=name, passed=True,
-                                             message=f"{model.label}: exported to ONNX ({len(model.data) / 2**20:.1f} MB); "
+                                             message=f"{model.label}: exported to ONNX ({size}); "
                                                      "it passes every model check the graded file must pass"))
+
+
+def _own_input_task(task: Task, state: np.ndarray) -> Task:
+    """``task`` with the notebook's own state's shape (float32) as the input the model checks expect."""
+    import dataclasses
+
+    shape = tuple(int(d) for d in state.shape[1:])
+    return dataclasses.replace(task, state_shape=shape, input_dtype="float32", input_hint=(
+        f"export the network with the notebook's own preprocessed state as the example input: torch.zeros(1, "
+        f"{', '.join(map(str, shape))})"))
+
+
+def _run_on_own_state(engine: Engine, data: bytes, state: np.ndarray, n_actions: int) -> CheckResult | None:
+    """The runtime check of a network on the notebook's own state, in the sandboxed engine: None when
+    it gives ``n_actions`` finite values, else the failed check."""
+    import numpy as np
+
+    from grader.errors import EngineFailure
+
+    hint = "run it with onnxruntime on the notebook's own preprocessed state: it must return the action scores"
+    try:
+        outs = engine.tensors(data, np.ascontiguousarray(state, dtype=np.float32), size=n_actions)
+    except EngineFailure as exc:
+        return CheckResult(name="runs", passed=False, message=f"the model fails on the notebook's own state: {exc}",
+                           hint=hint)
+    if not outs or not np.isfinite(outs[0]).all():
+        return CheckResult(name="runs", passed=False, hint=hint, message=(
+            f"the model gives no finite {n_actions} action values on the notebook's own state"))
+    return None
 
 
 def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
@@ -549,6 +596,7 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     run.timings["load_and_probe"] = time.perf_counter() - t0
     if not _episodes(run, seeds, seed_set, fail):
         return
+    _random_level_check(run)
     t0 = time.perf_counter()
     if _videos_wanted(run):
         run.result.videos = _record_videos(run)  # each video is a batch-1 re-run of its episode
@@ -661,6 +709,29 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
         baselines=rubric.baseline_marks, fingerprint="" if run.options.selfcheck else rubric.fingerprint(),
         baselines_on=rubric.baselines_on)
     return True
+
+
+RANDOM_LEVEL_SHARE = 0.1  # at most this share of the way from the random policy to full marks: "random level"
+
+
+def _random_level_check(run: _Run) -> None:
+    """A warning when the model plays at the random policy's level (its statistic at most
+    :data:`RANDOM_LEVEL_SHARE` of the way from the rubric's ``random`` baseline to full marks) and
+    its contract names a likely cause (:attr:`grader.tasks.Task.random_level_hint`: MsPacman's
+    lesson states fed to a network trained on its own preprocessing)."""
+    result, task = run.result, run.task
+    hint = task.random_level_hint if task is not None else ""
+    random = result.rubric.baselines.get("random") if result.rubric is not None else None
+    if not hint or random is None or result.summary is None or result.rubric is None:
+        return
+    value = float(getattr(result.summary, result.rubric.statistic))
+    level = random + RANDOM_LEVEL_SHARE * max(0.0, result.rubric.full_at - random)
+    if value <= level:
+        result.checks.append(CheckResult(
+            name="random_level", passed=False, severity="warning", hint=hint,
+            message=f"the {result.rubric.statistic} return {value:.4g} is at the random policy's level (its "
+                    f"{result.rubric.statistic} is {random:.4g} in the rubric's baselines; {level:.4g} or less counts "
+                    "as random play)"))
 
 
 def _preload_outputs(run: _Run) -> None:

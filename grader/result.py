@@ -180,8 +180,10 @@ class DuplicateFlag(_Model):
     @property
     def text(self) -> str:
         """The flag in words (the terminal, the report, Gradescope and the site say the same)."""
-        kind = {"identical": "identical file", "same_weights": "same weights", "behaviour": "same behaviour"}[self.kind]
         what = "the submission is invalid" if self.action == "invalid" else "graded as usual"
+        if self.scope == "reference":  # the detail names the reference model already
+            return f"a copy of a course reference model: {self.detail} ({what})"
+        kind = {"identical": "identical file", "same_weights": "same weights", "behaviour": "same behaviour"}[self.kind]
         return f"{kind} as {self.other}: {self.detail} ({what})"
 
 

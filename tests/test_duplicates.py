@@ -142,14 +142,15 @@ def test_hidden_probe_states_are_not_the_public_ones_and_the_gamed_copy_agrees_o
     from grader.scoring.rubric import load_rubric
 
     rubric = load_rubric(REPO / "rubrics" / "lunarlander.toml")
-    states, probe_id = hidden_probe_set(rubric)
-    assert states.shape == (512, 8) and len(probe_id) == 16
+    probe = hidden_probe_set(rubric)
+    states, probe_id = probe.states, probe.id
+    assert probe.frames is None and states.shape == (512, 8) and len(probe_id) == 16
     public = public_probe_states()
     assert not (np.abs(states[:, None, :] - public[None, :, :]).sum(axis=2) < 1e-6).any()
     # the same rubric, the same states (every slot of a class compares on the same set); other seeds, others
-    assert np.array_equal(hidden_probe_set(rubric)[0], states)
+    assert np.array_equal(hidden_probe_set(rubric).states, states)
     other = rubric.model_copy(update={"seeds": rubric.seeds.model_copy(update={"grading": list(range(5000, 5100))})})
-    assert not np.array_equal(hidden_probe_set(other)[0], states)
+    assert not np.array_equal(hidden_probe_set(other).states, states)
     original = g.random_mlp(1)
     with Engine(1) as engine:
         engine.load(original, task="lunarlander")
@@ -223,13 +224,13 @@ def test_a_small_class_keeps_the_fixed_threshold():
 def test_grade_alone_flags_an_unchanged_reference(tmp_path, capsys):
     out = tmp_path / "out"
     assert main([str(REFERENCE), "--episodes", "2", "--no-video", "--out", str(out)]) == 0
-    assert "flagged for the instructor: identical file as reference:lunarlander_improved.onnx" in \
+    assert "flagged for the instructor: a copy of a course reference model: the same file as the reference model lunarlander_improved.onnx" in \
         " ".join(capsys.readouterr().out.split())
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "graded" and result["score"] > 0  # the rubric's default: flag, graded as usual
     assert [(f["kind"], f["other"], f["action"]) for f in result["flags"]] == \
         [("identical", "reference:lunarlander_improved.onnx", "flag")]
-    assert "reference:lunarlander_improved.onnx" in (out / "report.html").read_text()
+    assert "the same file as the reference model lunarlander_improved.onnx" in (out / "report.html").read_text()
     # the same words in Jupyter's inline view and the terminal
     from grader.outputs.report import render_inline_html
     from grader.result import GradeResult
@@ -281,6 +282,7 @@ def test_a_duplicate_check_warning_reaches_the_report_too(tmp_path):
     result.json and in report.html alike (it used to be appended after the report was written)."""
     import html
 
+    from grader.classroom.duplicates import ProbeSet
     from grader.classroom.jobs import JobOptions, grade_job
     from grader.pipeline import Options
     from grader.runtime.engine import Engine
@@ -289,8 +291,8 @@ def test_a_duplicate_check_warning_reaches_the_report_too(tmp_path):
 
     rubric = load_rubric(g.lunarlander_rubric(tmp_path / "r.toml", episodes=2))
     not_states = np.full((4, 8), np.nan, np.float32)  # the task's shape, but NaN: the model's outputs are NaN
-    opts = JobOptions(rubric=rubric, options=Options(episodes=2, video=False, workers=1), probe_states=not_states,
-                      probe_id="x")
+    opts = JobOptions(rubric=rubric, options=Options(episodes=2, video=False, workers=1),
+                      probe=ProbeSet("lunarlander", not_states, "x"))
     with Engine(1) as engine:
         outcome = grade_job(submission_from_bytes("model.onnx", g.random_mlp(1)), opts, engine=engine,
                             out=tmp_path / "out")

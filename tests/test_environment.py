@@ -206,3 +206,12 @@ def test_the_update_tool_says_which_grades_could_change(capsys):
     problems = tool.check_decisive_single_version(forked)
     assert len(problems) == 1 and problems[0].startswith("numpy resolves to 2.2.6, 2.4.6 across Pythons")
     assert tool.check_decisive_single_version(old) == []
+
+
+def test_doctor_says_whether_notebook_code_would_run_without_bubblewrap(monkeypatch):
+    monkeypatch.delenv("GRADER_ALLOW_UNSANDBOXED", raising=False)
+    said = " ".join(f.message for f in doctor.check_sandbox())
+    assert "notebook code is NOT run" in said and "GRADER_ALLOW_UNSANDBOXED=1" in said
+    monkeypatch.setenv("GRADER_ALLOW_UNSANDBOXED", "1")
+    said = " ".join(f.message for f in doctor.check_sandbox())
+    assert "GRADER_ALLOW_UNSANDBOXED=1 is set: notebook code runs in that fallback too" in said

@@ -211,19 +211,26 @@ NOTEBOOK_PART = """
 [parts]
 model = "required"
 notebook = "optional"
+bands = "model"
 [notebook]
-lesson_preprocessing = false
+lesson_preprocessing = {lesson}
 [notebook.points]
 preprocess_shape = 1
 preprocess_range = 1
 preprocess_values = 2
+network_forward = 1
+network_onnx_export = 1
 """
 
 
-def _rubric(path: Path, *, notebook: bool = False) -> Path:
-    """A MsPacman rubric of 2 episodes on the shipped rubric's first 2 grading seeds (with
-    ``notebook``: the homework's preprocessing checks as an optional part, as the shipped rubric)."""
-    path.write_text(f"""
+def _rubric(path: Path, *, notebook: bool = False, lesson: bool = False) -> Path:
+    """A MsPacman rubric of 2 episodes on the shipped rubric's first 2 grading seeds; with
+    ``notebook``, an optional notebook part (``lesson``: the lesson's preprocessing required)."""
+    path.write_text(_RUBRIC + (NOTEBOOK_PART.format(lesson=str(lesson).lower()) if notebook else ""))
+    return path
+
+
+_RUBRIC = f"""
 id = "pac-test"
 task = "mspacman"
 title = "MsPacman, 2 episodes"
@@ -243,8 +250,7 @@ min_fraction = 1.0
 [[bands]]
 name = "random-like"
 min_fraction = 0.0
-""" + (NOTEBOOK_PART if notebook else ""))
-    return path
+"""
 
 
 def _via_cli(model: Path, rubric: Path, tmp: Path):
@@ -571,3 +577,82 @@ def test_a_notebook_network_is_probed_on_the_notebooks_own_states(tmp_path):
     assert not lesson_net["network_forward"].passed
     assert "cannot take the notebook's own states [4, 5, 84, 84]" in lesson_net["network_forward"].message
     assert "flatten size" in lesson_net["network_forward"].hint
+
+
+def test_a_notebook_network_is_exported_on_its_own_states_when_the_preprocessing_is_the_students(models, tmp_path):
+    """network_onnx_export: a network that takes the notebook's own states (84x84, a stack of 5) is
+    exported on them and passes the model checks on them; with the lesson's preprocessing required,
+    the same network is exported on the lesson's states, which it cannot take, and loses the point;
+    the lesson's own network still exports on the lesson's states."""
+    pytest.importorskip("torch")
+    import notebook_fixtures as NF
+
+    from grader.api import grade
+    from grader.notebook import mspacman as NB
+    from grader.notebook.common import parse_notebook
+    from grader.notebook.sandbox import Limits
+
+    nb = parse_notebook(NF.write_notebook(tmp_path / "nb" / "hw.ipynb",
+                                          NF.mspacman_cells(preprocess=DQN_PREPROCESS, network=DQN_NETWORK)))
+    (network,) = [m for m in NB.collect(nb, limits=Limits(), sandbox=None, weights=[],
+                                        lesson_preprocessing=False).models if m.role == "network"]
+    assert network.own_state is not None and network.own_state.shape == (1, 5, 84, 84)
+    assert 0.0 <= network.own_state.min() and network.own_state.max() <= 1.0  # the notebook's preprocessing of a frame
+    lesson_required = NB.collect(nb, limits=Limits(), sandbox=None, weights=[], lesson_preprocessing=True)
+    assert not [m for m in lesson_required.models if m.role == "network"]  # it cannot take [1, 5, 44, 40]
+
+    rubric = _rubric(tmp_path / "rubric.toml", notebook=True)
+    strict = _rubric(tmp_path / "strict.toml", notebook=True, lesson=True)
+    results = {}
+    for name, cells, rub in (("own", {"preprocess": DQN_PREPROCESS, "network": DQN_NETWORK}, rubric),
+                             ("strict", {"preprocess": DQN_PREPROCESS, "network": DQN_NETWORK}, strict),
+                             ("lesson", {}, rubric)):
+        folder = tmp_path / name
+        folder.mkdir()
+        NF.write_notebook(folder / "homework.ipynb", NF.mspacman_cells(**cells))
+        (folder / "model.onnx").write_bytes(models["scaled"].read_bytes())
+        result = grade(folder, rubric=rub, write=False, video=False, episodes=1)
+        assert result.status == "graded", result.error
+        results[name] = {c.name: c for c in result.checks}
+    own = results["own"]["network_onnx_export"]
+    assert own.passed and "own states [batch, 5, 84, 84]" in own.message, own.message
+    assert "network_onnx_export" not in results["strict"] or not results["strict"]["network_onnx_export"].passed
+    assert not results["strict"]["network_exported"].passed
+    lesson = results["lesson"]["network_onnx_export"]
+    assert lesson.passed and "passes every model check the graded file must pass" in lesson.message
+
+
+def test_grade_check_says_a_changed_preprocessing_belongs_inside_the_model_when_a_lesson_model_plays_at_random(
+        models, capsys):
+    """The scaled agent's network alone, fed the lesson's states, plays below the random policy:
+    `grade check` warns and points to the raw-frame contract; the same agent with its preprocessing
+    inside plays well, without the warning."""
+    from grader.cli import main
+
+    main(["check", str(models["unit_network"]), "--rubric", str(RUBRIC), "--json"])
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["checks"]}
+    warning = checks["random_level"]
+    assert not warning["passed"] and warning["severity"] == "warning" and "random policy's level" in warning["message"]
+    assert "inside the model" in warning["hint"] and "docs/mspacman.md" in warning["hint"]
+    main(["check", str(models["scaled"]), "--rubric", str(RUBRIC), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "graded" and "random_level" not in {c["name"] for c in result["checks"]}
+
+
+def test_the_random_level_warning_needs_a_hint_of_the_contract_and_a_score_near_random():
+    from types import SimpleNamespace
+
+    from grader.pipeline import _random_level_check
+    from grader.result import RubricInfo
+
+    def run(task: str, mean: float) -> list[str]:
+        info = RubricInfo(id="r", path="", sha256="", seed_set="public", n_seeds=2, statistic="mean", zero_at=279.0,
+                          full_at=1500.0, baselines={"random": 279.0})
+        result = SimpleNamespace(rubric=info, summary=SimpleNamespace(mean=mean), checks=[])
+        _random_level_check(SimpleNamespace(result=result, task=get_task(task)))
+        return [c.name for c in result.checks]
+
+    assert run("mspacman", 60.0) == ["random_level"] and run("mspacman", 400.0) == ["random_level"]
+    assert run("mspacman", 420.0) == []  # more than a tenth of the way to full marks
+    assert run("mspacman_raw4", 60.0) == []  # its preprocessing is inside already: nothing to add
+    assert run("lunarlander", -500.0) == []

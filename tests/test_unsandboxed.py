@@ -82,22 +82,32 @@ def test_the_explicit_option_runs_it_without_the_graders_environment(tmp_path):
 
 
 def test_in_batch_the_row_is_an_error_that_keeps_the_model_grade(tmp_path):
-    """A notebook and a model: the model is played and its points kept; the notebook says why it was not run."""
+    """A notebook and a model in a Moodle download: the model is played and its points kept in the
+    result; the notebook says why it was not run; the LMS import gets no grade for the error row
+    (partial points are not the student's grade), only the feedback saying what happened."""
     marker = tmp_path / "ran.txt"
-    _hand_in(tmp_path / "class" / "alice", marker)
+    _hand_in(tmp_path / "class" / "Alice Smith_1234567_assignsubmission_file_", marker)
+    worksheet = tmp_path / "Grades.csv"
+    worksheet.write_text('Identifier,"Full name","Email address",Status,Grade,"Maximum Grade","Grade can be changed",'
+                         '"Last modified (grade)","Feedback comments"\r\n'
+                         '"Participant 1234567","Alice Smith",alice@example.org,"Submitted for grading",,100.00,Yes,-,'
+                         '\r\n', encoding="utf-8")
     out = tmp_path / "out"
     proc = _grade(["batch", tmp_path / "class", "--rubric", REPO / "rubrics" / "mspacman.toml", "--out", out,
-                   "--episodes", "1", "--no-video", "--no-progress", "--workers", "1"], _no_bwrap_env(tmp_path))
+                   "--roster", worksheet, "--episodes", "1", "--no-video", "--no-progress", "--workers", "1"],
+                  _no_bwrap_env(tmp_path))
     assert not marker.exists()
     assert "Traceback" not in proc.stderr, proc.stderr
     (row,) = list(csv.DictReader((out / "grades.csv").open()))
     assert row["status"] == "error" and "was not run" in row["note"], row
-    (path,) = (out / "reports" / "alice").glob("*/result.json")
+    (path,) = (out / "reports" / "moodle-1234567").glob("*/result.json")
     result = json.loads(path.read_text())
     assert result["status"] == "error" and len(result["episodes"]) == 1  # the model was played
     episodes = next(p for p in result["parts"] if p["kind"] == "episodes")
     assert episodes["detail"].startswith("mean") and result["score"] >= episodes["points"]  # kept in the total
     assert "the model was graded" in result["error"]
+    (lms_row,) = list(csv.DictReader((out / "moodle_grades.csv").open(encoding="utf-8-sig")))
+    assert lms_row["Grade"] == "" and "was not run" in lms_row["Feedback comments"], lms_row
 
 
 WORKER_PROBE = """

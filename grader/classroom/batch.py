@@ -41,10 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from grader.classroom.archive import archive_submission
 from grader.classroom.classdir import ClassFolder, scan_class
+from grader.classroom.duplicates import ProbeSet
 from grader.classroom.gradebook import Attempt, Gradebook
 from grader.classroom.jobs import JobOptions, grade_job
 from grader.classroom.roster import Roster
@@ -113,7 +112,7 @@ class BatchRun:
     bundles: dict[str, Bundle] = field(default_factory=dict)
     failures: int = 0
     interrupted: bool = False
-    probe_states: np.ndarray | None = None  # the duplicate-detection probe set
+    probe: ProbeSet | None = None  # the duplicate-detection probe set
     probe_id: str = ""
     elapsed: float = 0.0
     summary: dict = field(default_factory=dict)  # set by the exports
@@ -234,10 +233,9 @@ class BatchRun:
             return opts
         return replace(opts, options=replace(opts.options, late=job.late))
 
-    def job_options(self, probe_states: np.ndarray | None) -> JobOptions:
+    def job_options(self, probe: ProbeSet | None) -> JobOptions:
         options = Options(episodes=self.episodes, video=self.video, report=True, workers=1)
-        return JobOptions(rubric=self.rubric, options=options, probe_states=probe_states, probe_id=self.probe_id,
-                          gradescope=True)
+        return JobOptions(rubric=self.rubric, options=options, probe=probe, gradescope=True)
 
     # -- per submission -------------------------------------------------------------------------
     def new_workdir(self, attempt_id: int) -> Path:
@@ -297,8 +295,9 @@ class BatchRun:
             total = len(self.attempts)
             reused = total - len(jobs)
             has_models = bool(self.attempts)
-            self.probe_states, self.probe_id = hidden_probe_set(self.rubric) if has_models else (None, "")
-            opts = self.base_opts = self.job_options(self.probe_states)
+            self.probe = hidden_probe_set(self.rubric) if has_models else None
+            self.probe_id = self.probe.id if self.probe is not None else ""
+            opts = self.base_opts = self.job_options(self.probe)
             self._say(f"{total} submissions from {len(self.class_folder.students)} students in {self.class_dir}"
                       f" ({self.class_folder.layout} layout; {reused} already graded, {len(jobs)} to grade; "
                       f"{len(self.class_folder.problems)} layout problems)")

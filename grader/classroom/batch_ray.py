@@ -24,6 +24,7 @@ import socket
 import tarfile
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from grader.result import GradeResult
 
 if TYPE_CHECKING:
     from grader.classroom.batch import BatchRun, Job
+    from grader.classroom.duplicates import ProbeSet
     from grader.classroom.jobs import JobOptions
     from grader.runtime.engine import Engine
 
@@ -51,10 +53,14 @@ class RayGrader:
 
         return {"node": socket.gethostname(), "pid": os.getpid(), "grader": grader.__file__}
 
-    def grade(self, sub, opts: JobOptions) -> dict:
+    def grade(self, sub, opts: JobOptions, probe: ProbeSet | None = None) -> dict:
+        """Grade ``sub``; ``probe``, the class's probe set, travels apart (put once: MsPacman's raw frames are
+        150 MB), so that a late job's own options stay small."""
         from grader.classroom.jobs import grade_job
         from grader.runtime.engine import Engine
 
+        if probe is not None:
+            opts = replace(opts, probe=probe)
         if self.engine is None:
             self.engine = Engine(1)
         with tempfile.TemporaryDirectory(prefix="grader-ray-") as tmp:
@@ -89,8 +95,8 @@ def _extract(tar_bytes: bytes, dest: Path) -> None:
 class _ActorSlot:
     """The driver side of one actor: a :class:`grader.classroom.slots.SlotGrader` for :func:`grader.classroom.slots.run_slot`."""
 
-    def __init__(self, run: BatchRun, actor_cls: Any, opts_ref: Any):
-        self.run, self.actor_cls, self.opts_ref = run, actor_cls, opts_ref
+    def __init__(self, run: BatchRun, actor_cls: Any, opts_ref: Any, probe_ref: Any):
+        self.run, self.actor_cls, self.opts_ref, self.probe_ref = run, actor_cls, opts_ref, probe_ref
         self.actor = actor_cls.remote()
 
     def grade(self, job: Job) -> JobOutcome:
@@ -102,8 +108,9 @@ class _ActorSlot:
             return JobOutcome(GradeResult(submission=job.label, task=self.run.rubric.task, status="error", error=problem))
         workdir = self.run.new_workdir(job.attempt_id)
         try:
-            opts = self.opts_ref if job.late is None else self.run.options_for(job)  # a late part: this job's own
-            out = ray.get(self.actor.grade.remote(sub, opts))
+            # a late part: this job's own options, without the probe set (sent once, by reference)
+            opts = self.opts_ref if job.late is None else replace(self.run.options_for(job), probe=None)
+            out = ray.get(self.actor.grade.remote(sub, opts, self.probe_ref))
         except ray.exceptions.RayActorError as exc:
             self.actor = self.actor_cls.remote()  # replace the dead actor; this row is the grader's error
             result = GradeResult(submission=job.label, task=self.run.rubric.task, status="error",
@@ -180,8 +187,8 @@ def ray_graders(run: BatchRun, opts: JobOptions, *, n: int) -> list[_ActorSlot]:
         return []
     cpus = int(ray.cluster_resources().get("CPU", 1))
     actor_cls = ray.remote(num_cpus=1, max_restarts=0)(RayGrader)
-    opts_ref = ray.put(opts)
-    return [_ActorSlot(run, actor_cls, opts_ref) for _ in range(max(1, min(n, cpus)))]
+    opts_ref, probe_ref = ray.put(replace(opts, probe=None)), ray.put(opts.probe)
+    return [_ActorSlot(run, actor_cls, opts_ref, probe_ref) for _ in range(max(1, min(n, cpus)))]
 
 
 def shutdown() -> None:

@@ -39,14 +39,18 @@ import base64
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from grader.limits import PROBE_SET_SIZE
+from grader.limits import CHANNEL_TO_WORKER_BYTES, PROBE_SET_SIZE
 from grader.submission.weights import compare_weights
+
+if TYPE_CHECKING:
+    from grader.tasks.base import Task
 
 BEHAVIOUR_THRESHOLD = 0.95  # a small class: the fixed agreement that flags a pair
 DEGENERATE_FRACTION = 0.9
@@ -59,35 +63,112 @@ PRINTS_VERSION = 2  # the gradebook's stored prints: recomputed when older
 
 
 # --- hidden probe states -----------------------------------------------------------------------------
-def hidden_probe_set(rubric: Any, n: int = PROBE_SET_SIZE, *, episodes: int = 3) -> tuple[np.ndarray, str]:
-    """States no student can know in advance, and their id: every ``probe_stride``-th state of
+PROBE_MESSAGE_BYTES = CHANNEL_TO_WORKER_BYTES // 2  # the probe states sent to a worker in one command, at most
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    """The hidden probe set of a homework, in a form every input contract of it can take.
+
+    ``states`` are the homework's own contract's states (their sha256 is the set's ``id``, which the
+    gradebook keeps with each model's actions). A homework whose contracts share raw frames
+    (:meth:`grader.tasks.Task.frames_source`: MsPacman's lesson states and raw frames) also keeps
+    the rollout's frames compactly (each distinct frame once, ``frames``, and each state as
+    ``[n, K]`` indices into them, ``index``): every contract takes its own form of the same states
+    from them (:meth:`grader.tasks.Task.states_from_frames`; the homework's ``states`` are that form of
+    its own contract), so models under different contracts are compared on the same frames."""
+
+    homework: str
+    states: np.ndarray
+    id: str
+    frames: np.ndarray | None = None
+    index: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def batches(self, spec: Task, *, max_bytes: int = PROBE_MESSAGE_BYTES) -> Iterator[Batch] | None:
+        """``spec``'s probe states in consecutive batches of at most ``max_bytes`` of states (512 raw
+        stacks of 8 frames are 400 MB, over a worker command's cap), each ``(states, None)`` or, for
+        a contract taking the shared frames, compact: ``(frames, index)``, the states being
+        ``frames[index]`` (each frame of the batch once, in ``spec``'s :meth:`~grader.tasks.Task.frames_view`);
+        None when ``spec`` is not a contract of this homework, or one this set has no form for."""
+        if spec.homework_name != self.homework:
+            return None
+        per_state = int(np.prod(spec.state_shape)) * np.dtype(spec.input_dtype).itemsize
+        step = max(1, max_bytes // max(1, per_state))
+        if spec.name == self.homework:
+            return ((self.states[i:i + step], None) for i in range(0, len(self), step))
+        frames, index = self.frames, self.index
+        if frames is None or index is None or index.shape[1] < spec.state_shape[0]:
+            return None
+        return _compact(spec, frames, index[:, index.shape[1] - spec.state_shape[0]:], step)
+
+
+Batch = tuple[np.ndarray, "np.ndarray | None"]  # states, or frames and [n, K] positions in them
+
+
+def _compact(spec: Task, frames: np.ndarray, index: np.ndarray, step: int) -> Iterator[Batch]:
+    """``step`` states at a time: the frames they use, once each in ``spec``'s view, and their positions."""
+    for i in range(0, len(index), step):
+        used, local = np.unique(index[i:i + step], return_inverse=True)
+        yield spec.frames_view(np.take(frames, used, axis=0)), local.reshape(index[i:i + step].shape)
+
+
+def probe_actions(engine: Any, probe: ProbeSet, task: str) -> np.ndarray | None:
+    """The argmax actions of the model loaded in ``engine`` (under contract ``task``) on ``probe``,
+    in its contract's form, batch by batch (:meth:`grader.runtime.engine.Engine.actions`, which
+    refuses actions that change with the batch size); None when the set has no form for ``task``."""
+    from grader.tasks.contract import get_task
+
+    batches = probe.batches(get_task(task))
+    if batches is None:
+        return None
+    parts = [np.asarray(engine.actions(states, index=index), dtype=np.uint8) for states, index in batches]
+    return np.concatenate(parts) if parts else None
+
+
+def hidden_probe_set(rubric: Any, n: int = PROBE_SET_SIZE, *, episodes: int = 3) -> ProbeSet:
+    """States no student can know in advance: every ``probe_stride``-th state of
     random-action episodes on the rubric's first ``episodes`` grading seeds (then the next seeds,
     then seeds derived from them, while states are missing), the actions drawn from a generator
     seeded by the grading seeds. Without
     the private grading seeds they cannot be regenerated, so a lookup cannot single them out.
+    A homework with a :meth:`~grader.tasks.Task.frames_source` plays on that contract and keeps
+    its frames (:class:`ProbeSet`): the random actions do not depend on the states, so its
+    contract's states are the very states its own rollout would give.
 
     Random actions, not the reference models' play: on the benchmark class, the states of a good
     lander's episodes are the easy states on which every decent policy agrees (302 pairs over
     95 %, 262 still flagged by the class's distribution), while random play visits the varied
     states that tell policies apart (47 flags); see docs/batch.md."""
+    from grader.submission.probestates import compact_frames
     from grader.tasks.contract import get_task
 
     spec = get_task(rubric.task)
+    source = spec.frames_source()
     seeds = list(rubric.all_grading_seeds())
     rng_seed = int.from_bytes(hashlib.sha256(json.dumps(seeds).encode()).digest()[:8], "little")
-    states = _rollout_states(spec, seeds, n, first=episodes, rng_seed=rng_seed).astype(np.float32)
-    return states, hashlib.sha256(states.tobytes()).hexdigest()[:16]
+    turns = _rollout_states(source or spec, seeds, n, first=episodes, rng_seed=rng_seed)
+    frames = index = None
+    if source is not None:
+        frames, index = compact_frames(turns)
+        states = spec.states_from_frames(frames, index).astype(np.float32, copy=False)
+    else:
+        states = np.stack(turns).astype(np.float32)
+    return ProbeSet(spec.homework_name, states, hashlib.sha256(states.tobytes()).hexdigest()[:16], frames, index)
 
 
-def _rollout_states(spec: Any, seeds: list[int], n: int, *, first: int, rng_seed: int) -> np.ndarray:
-    """``n`` states of random play on ``seeds[:first]`` (as many from each), then on the further
-    seeds, then on seeds derived from them (never known without them) while states are missing."""
+def _rollout_states(spec: Task, seeds: list[int], n: int, *, first: int, rng_seed: int) -> list[Any]:
+    """``n`` states (:attr:`~grader.tasks.Turn.state`) of random play on ``seeds[:first]`` (as many
+    from each), then on the further seeds, then on seeds derived from them (never known without
+    them) while states are missing."""
     from grader.tasks.contract import make_env, play_episode
 
     env = make_env(spec)
     rng = np.random.default_rng(rng_seed)
     per_seed = -(-n // max(1, min(first, len(seeds))))
-    states: list[np.ndarray] = []
+    states: list[Any] = []
     try:
         for seed in _seed_stream(seeds, rng_seed):
             if len(states) >= n:
@@ -102,7 +183,7 @@ def _rollout_states(spec: Any, seeds: list[int], n: int, *, first: int, rng_seed
                 t += 1
     finally:
         env.close()
-    return np.stack(states)
+    return states
 
 
 def _seed_stream(seeds: list[int], key: int):
@@ -270,13 +351,15 @@ def behaviour_outliers(agreements: np.ndarray, *, n_states: int, threshold: floa
 
 
 def _behaviour_flags(candidates: list[Candidate], flagged: set, report: DuplicateReport) -> list[Flag]:
-    idx = [i for i, c in enumerate(candidates) if c.actions is not None and len(c.actions)]
+    acts = {i: c.actions for i, c in enumerate(candidates) if c.actions is not None and len(c.actions)}
+    idx = list(acts)
     report.with_actions = len(idx)
     if len(idx) < 2:
         return []
-    n = min(len(candidates[i].actions) for i in idx)
-    matrix = np.stack([candidates[i].actions[:n] for i in idx]).astype(np.int16)
-    pairs, values = [], []
+    n = min(len(a) for a in acts.values())
+    matrix = np.stack([acts[i][:n] for i in idx]).astype(np.int16)
+    pairs: list[tuple[int, int]] = []
+    values: list[float] = []
     for x in range(len(idx)):
         agree = (matrix[x + 1:] == matrix[x]).mean(axis=1)
         for off, value in enumerate(agree):
@@ -294,8 +377,9 @@ def _behaviour_flags(candidates: list[Candidate], flagged: set, report: Duplicat
         if (i, j) in flagged:
             continue
         zk = None if z is None else float(z[k])
+        median = report.median
         detail = f"argmax actions agree on {100 * values[k]:.1f}% of {n} hidden probe states" + (
-            f" (class median {100 * report.median:.1f}%, z = {zk:.1f})" if zk is not None else "")
+            f" (class median {100 * median:.1f}%, z = {zk:.1f})" if zk is not None and median is not None else "")
         flags.append(Flag("behaviour", candidates[i], candidates[j], values[k], detail, z=zk))
     return flags
 
@@ -361,36 +445,39 @@ def actions_from_extra(extra: dict, probe_id: str) -> np.ndarray | None:
     return None
 
 
-def reference_candidates(ref_dir: Path | None, task: str, probe_states) -> list:
-    """The reference models of ``task`` in ``ref_dir`` as duplicate candidates: their sha256, their
-    used weights' prints and, with ``probe_states``, their actions (batch and site alike)."""
+def reference_candidates(ref_dir: Path | None, task: str, probe: ProbeSet | None) -> list[Candidate]:
+    """The reference models of ``task``'s homework in ``ref_dir`` as duplicate candidates, whatever
+    their input contract: their sha256, their used weights' prints and, with ``probe``, their
+    actions on it in their own contract's form (batch and site alike)."""
     from grader.errors import EngineFailure, ModelLoadError, TaskDetectionError
     from grader.runtime.engine import Engine
     from grader.submission import checks as C
     from grader.submission.onnx_model import parse_model
     from grader.submission.weights import weight_prints
+    from grader.tasks.contract import get_task
 
     if ref_dir is None or not Path(ref_dir).is_dir():
         return []
+    homework = get_task(task).homework_name
     out = []
-    files = sorted(Path(ref_dir).glob("*.onnx"))
-    engine = None
+    engine: Engine | None = None
     try:
-        for f in files:
+        for f in sorted(Path(ref_dir).glob("*.onnx")):
             try:
                 data = f.read_bytes()
                 parsed = parse_model(data)
-                if C.detect_task(parsed).name != task:
-                    continue
+                contract = C.detect_task(parsed)
             except (OSError, ModelLoadError, TaskDetectionError):
+                continue
+            if contract.homework_name != homework:
                 continue
             cand = Candidate(label=f"reference:{f.name}", file=str(f), sha256=parsed.sha256,
                              weights=weight_prints(data), is_reference=True)
-            if probe_states is not None:
+            if probe is not None:
                 try:
                     engine = engine or Engine(1)
-                    engine.load(data, task=task)
-                    cand.actions = np.asarray(engine.actions(probe_states), dtype=np.uint8)
+                    engine.load(data, task=contract.name)
+                    cand.actions = probe_actions(engine, probe, contract.name)
                 except EngineFailure:
                     pass
             out.append(cand)

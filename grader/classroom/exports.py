@@ -456,7 +456,7 @@ def _flag_duplicates(run: BatchRun, rows: list[StudentRow]):
         sha = result.model.sha256 if result is not None and result.model is not None else a.sha256
         candidates.append(Candidate(label=sid, file=a.file, sha256=sha, weights=_prints(run, sid, a.extra),
                                     actions=actions_from_extra(a.extra, run.probe_id)))
-    candidates += reference_candidates(run.reference_dir, run.rubric.task, run.probe_states)
+    candidates += reference_candidates(run.reference_dir, run.rubric.task, run.probe)
     dup = find_duplicates(candidates, threshold=run.behaviour_threshold)
     by_student = defaultdict(list)
     for f in dup.flags:
@@ -624,7 +624,9 @@ def _write_lms_import(run: BatchRun, rows: list[StudentRow], max_points: float) 
     for r in rows:
         s = students.get(r.id)
         if s is not None and (r.result is not None or r.override is not None or r.problems or r.texts):
-            graded = r.result is not None or r.override is not None
+            # an error row (the grader's problem, e.g. a notebook not run without bubblewrap) gets no grade in
+            # the LMS: its partial points are not the student's grade; the feedback says what happened
+            graded = (r.result is not None and r.result.status != "error") or r.override is not None
             grades[s.lms_id] = (round(r.points, 2) if graded else None, lms_feedback(r, max_points))
     scale_from = max_points if run.lms_points == "scaled" else None
     if kind == "moodle":

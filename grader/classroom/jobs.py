@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from grader.classroom.duplicates import ProbeSet
 from grader.classroom.slots import JobOutcome
 from grader.pipeline import Decide, Options
 from grader.result import GradeResult
@@ -30,8 +29,7 @@ class JobOptions:
 
     rubric: Rubric  # materialised: needs no other file
     options: Options
-    probe_states: np.ndarray | None  # the hidden probe set (grader.classroom.duplicates.hidden_probe_set)
-    probe_id: str = ""
+    probe: ProbeSet | None  # the hidden probe set (grader.classroom.duplicates.hidden_probe_set)
     gradescope: bool = False  # also write Gradescope's results.json (grade batch)
 
 
@@ -67,7 +65,7 @@ def grade_job(sub: Submission, opts: JobOptions, *, engine: Engine | None, workd
 def duplicate_evidence(result: GradeResult, sub: Submission, opts: JobOptions, engine: Engine | None) -> dict | None:
     """The weights' prints and the probe actions of a graded submission (None otherwise); a
     model that fails on the probe states gets a warning in its result."""
-    from grader.classroom.duplicates import extra_for
+    from grader.classroom.duplicates import extra_for, probe_actions
     from grader.errors import EngineFailure
     from grader.submission.weights import weight_prints
 
@@ -75,11 +73,12 @@ def duplicate_evidence(result: GradeResult, sub: Submission, opts: JobOptions, e
         return None
     weights = weight_prints(sub.model.data) if sub.model is not None else None
     actions = None
-    # a model under another input contract of the homework (MsPacman's raw frames) is compared by its weights only,
-    # until the probe set exists in its form (docs/mspacman.md)
-    if result.summary is not None and opts.probe_states is not None and engine is not None and engine.fits(opts.probe_states):
+    probe = opts.probe
+    task = engine.loaded_task if engine is not None else None
+    # every contract of the homework gets the probe states in its own form (MsPacman's raw frames: docs/mspacman.md)
+    if result.summary is not None and probe is not None and task is not None:
         try:
-            actions = np.asarray(engine.actions(opts.probe_states), dtype=np.uint8)
+            actions = probe_actions(engine, probe, task)
         except EngineFailure as exc:
             result.warnings.append(f"duplicate check: the model failed on the probe states ({exc})")
-    return extra_for(weights, actions, opts.probe_id)
+    return extra_for(weights, actions, probe.id if probe is not None else "")

@@ -262,7 +262,7 @@ def _call_limited(fn, seconds, *args):
 def _params(ns):
     p = ns.get("params")
     if _type(p) is _dict:
-        out = {}
+        out: dict = {}  # the notebook's own values: any type, filtered below
         for k, v in p.items():
             if _len(out) >= 200:
                 break
@@ -299,12 +299,12 @@ class _Self:
         raise AttributeError("the grader's stand-in for `self` has no attribute %r" % name)
 
 
-_GLOBALS = {}
+_GLOBALS: dict = {}  # the notebook's device and the preprocessing the probes found (any values)
 
 
 def find_preprocess(ns):
-    """[(description, callable taking one frame)] in order of preference."""
-    cands = []
+    """[(description, callable taking one frame, function name, class name or None)] in order of preference."""
+    cands: list = []
     names = ("preprocess_observation", "preprocess", "preprocess_frame", "process_observation", "process_frame",
              "preprocess_obs", "preprocess_state")
     classes = [v for v in ns.values() if isinstance(v, _type) and _nb_class(v)]
@@ -377,9 +377,11 @@ def probe_preprocess(job, ns, np):
 
 
 def probe_own_states(job, np, torch, model, seq, info):
-    """The network on states stacked from the notebook's own preprocessing of other raw frames."""
+    """The network on states stacked from the notebook's own preprocessing of other raw frames;
+    returns those states (None when they could not be built)."""
     fn = _GLOBALS.get("__preprocess__")
     order = job["network_order"]
+    xo = None
     try:
         net = np.load("in/frames.npz")["net_frames"]
         outs = [torch.as_tensor(_call_limited(fn, job["call_timeout_s"], net[i].copy())).detach().float().cpu()
@@ -395,7 +397,7 @@ def probe_own_states(job, np, torch, model, seq, info):
         info.pop("own_batch", None)
         info["own_single"] = []
         info["own_error"] = _short(exc)
-
+    return xo
 
 def find_network(ns, torch):
     Module = torch.nn.Module
@@ -431,47 +433,40 @@ def _export(torch, model, x, path):
     return " / ".join(errors)
 
 
-def probe_network(job, ns, np):
-    import torch
-
-    torch.set_num_threads(1)
-    classes = find_network(ns, torch)
-    if not classes:
-        send(ev="network", found=False)
-        return
+def _network_args(ns):
+    """``(sequence_size, n_actions)`` of the notebook's params (5, 5 when absent or not ints)."""
     p = _params(ns) or {}
     seq = p.get("sequence_size", 5) if _type(p.get("sequence_size", 5)) is _int else 5
     nact = p.get("n_actions", 5) if _type(p.get("n_actions", 5)) is _int else 5
+    return seq, nact
+
+
+def _construct(job, classes, seq, nact):
+    """The first of ``classes`` that builds with the params' arguments (then (5, 5)):
+    ``(model, cls, args, None)``, or ``(None, None, None, (name, error, cuda, line))``."""
     arg_sets = [(5, 5)] if (seq, nact) == (5, 5) else [(seq, nact), (5, 5)]
-    model, cls, err, used = None, None, None, None
+    err = None
     for c in classes[:5]:
         for args in arg_sets:
             try:
                 _setitimer(_ITIMER, job["call_timeout_s"])
                 model = c(*args)
                 _setitimer(_ITIMER, 0)
-                cls, used = c, args
-                break
+                return model, c, args, None
             except DeadlineExceeded:
                 err = (c.__name__, "constructing it did not finish within %s s" % job["call_timeout_s"], False, None)
             except BaseException as exc:
                 _setitimer(_ITIMER, 0)
                 if err is None or c is classes[0]:
                     err = (c.__name__, _short(exc), _is_cuda_error(exc), _student_line(exc))
-        if model is not None:
-            break
-    if model is None:
-        send(ev="network", found=True, name=err[0][:200], constructed=False, error=err[1], cuda=err[2], line=err[3])
-        return
-    info = {"ev": "network", "found": True, "name": cls.__name__[:200], "args": _list(used), "constructed": True}
-    try:
-        info["parameters"] = _int(sum(p.numel() for p in model.parameters()))
-    except BaseException:
-        pass
-    x = torch.from_numpy(np.load("in/frames.npz")["states"])
+    return None, None, None, err
+
+
+def _forward(job, model, x, info):
+    """The network's outputs on the lesson's states ``x``: the batch, then each state alone."""
     try:
         model.eval()
-        with torch.no_grad():
+        with _no_grad():
             info["out_batch"] = _array_msg(_call_limited(model, job["call_timeout_s"], x))
             info["out_single"] = [_array_msg(_call_limited(model, job["call_timeout_s"], x[i:i + 1]))
                                   for i in range(x.shape[0])]
@@ -481,42 +476,62 @@ def probe_network(job, ns, np):
         info["forward_error"] = _short(exc)
         info["forward_cuda"] = _is_cuda_error(exc)
         info["forward_line"] = _student_line(exc)
-    if job.get("own_states") and _GLOBALS.get("__preprocess__") is not None:
-        probe_own_states(job, np, torch, model, seq, info)
-    if "out_batch" in info:
-        try:
-            _setitimer(_ITIMER, job["export_timeout_s"])
-            e = _export(torch, model, x[:1], "out/network.onnx")
-            _setitimer(_ITIMER, 0)
-            info["export_error"] = e
-            if e is None:
-                info["export_error"] = ship("network.onnx", "out/network.onnx", job["max_model_bytes"])
-        except DeadlineExceeded:
-            info["export_error"] = "the ONNX export did not finish within %s s" % job["export_timeout_s"]
-        except BaseException as exc:
-            _setitimer(_ITIMER, 0)
-            info["export_error"] = _short(exc)
-    send(**info)
-    # trained weights handed in with the notebook
+
+
+def _no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+def _export_limited(job, torch, model, example, path, name):
+    """Export ``model`` on ``example`` to ``path`` and ship it as ``name``: None, or the error text."""
+    try:
+        _setitimer(_ITIMER, job["export_timeout_s"])
+        error = _export(torch, model, example, path)
+        _setitimer(_ITIMER, 0)
+        return error if error is not None else ship(name, path, job["max_model_bytes"])
+    except DeadlineExceeded:
+        return "the ONNX export did not finish within %s s" % job["export_timeout_s"]
+    except BaseException as exc:
+        _setitimer(_ITIMER, 0)
+        return _short(exc)
+
+
+def _export_example(x, own, info):
+    """The state the network is exported with: the notebook's own when the network takes it and it
+    is not shaped as the lesson's (the student's preprocessing), else the lesson's when the network
+    takes that, else the notebook's own when the network takes it; None."""
+    own_ok = own is not None and "own_batch" in info
+    if own_ok and (own.shape[1:] != x.shape[1:] or "out_batch" not in info):
+        info["export_input"] = _array_msg(own[:1])
+        return own[:1]
+    return x[:1] if "out_batch" in info else None
+
+
+def _load_weights(torch, wname):
+    """A handed-in file's state_dict (unwrapped from a checkpoint dict)."""
+    sd = torch.load("in/submission/" + wname, map_location="cpu", weights_only=True)
+    if isinstance(sd, _dict) and not any(hasattr(v, "shape") for v in sd.values()):
+        for key in ("state_dict", "model_state_dict", "policy", "policy_state_dict", "model"):
+            if isinstance(sd.get(key), _dict):
+                sd = sd[key]
+                break
+    if not isinstance(sd, _dict):
+        raise TypeError("the file holds a %s, not a state_dict (save it with torch.save(policy.state_dict(), ...))" % _type(sd).__name__)
+    return sd
+
+
+def probe_weights(job, torch, cls, used, x):
+    """The trained weights handed in with the notebook: the first file that loads, exported on ``x``."""
     for wname in job["weights"]:
         w = {"ev": "weights", "file": wname}
         try:
-            sd = torch.load("in/submission/" + wname, map_location="cpu", weights_only=True)
-            if isinstance(sd, _dict) and not any(hasattr(v, "shape") for v in sd.values()):
-                for key in ("state_dict", "model_state_dict", "policy", "policy_state_dict", "model"):
-                    if isinstance(sd.get(key), _dict):
-                        sd = sd[key]
-                        break
-            if not isinstance(sd, _dict):
-                raise TypeError("the file holds a %s, not a state_dict (save it with torch.save(policy.state_dict(), ...))" % _type(sd).__name__)
+            sd = _load_weights(torch, wname)
             m2 = cls(*used)
             m2.load_state_dict(sd, strict=True)
             m2.eval()
-            _setitimer(_ITIMER, job["export_timeout_s"])
-            w["export_error"] = _export(torch, m2, x[:1], "out/trained.onnx")
-            _setitimer(_ITIMER, 0)
-            if w["export_error"] is None:
-                w["export_error"] = ship("trained.onnx", "out/trained.onnx", job["max_model_bytes"])
+            w["export_error"] = _export_limited(job, torch, m2, x[:1], "out/trained.onnx", "trained.onnx")
             w["loaded"] = True
             send(**w)
             break
@@ -529,6 +544,38 @@ def probe_network(job, ns, np):
             send(**w)
 
 
+def probe_network(job, ns, np):
+    """The notebook's network: built, run on the lesson's states (and on its own, job "own_states"),
+    exported with fresh weights; then the handed-in weights."""
+    import torch
+
+    torch.set_num_threads(1)
+    classes = find_network(ns, torch)
+    if not classes:
+        send(ev="network", found=False)
+        return
+    seq, nact = _network_args(ns)
+    model, cls, used, err = _construct(job, classes, seq, nact)
+    if model is None:
+        send(ev="network", found=True, name=err[0][:200], constructed=False, error=err[1], cuda=err[2], line=err[3])
+        return
+    info = {"ev": "network", "found": True, "name": cls.__name__[:200], "args": _list(used), "constructed": True}
+    try:
+        info["parameters"] = _int(sum(p.numel() for p in model.parameters()))
+    except BaseException:
+        pass
+    x = torch.from_numpy(np.load("in/frames.npz")["states"])
+    _forward(job, model, x, info)
+    own = None
+    if job.get("own_states") and _GLOBALS.get("__preprocess__") is not None:
+        own = probe_own_states(job, np, torch, model, seq, info)
+    example = _export_example(x, own, info)
+    if example is not None:
+        info["export_error"] = _export_limited(job, torch, model, example, "out/network.onnx", "network.onnx")
+    send(**info)
+    probe_weights(job, torch, cls, used, x)
+
+
 _WATCHED = {
     "sys": ("stdout", "stderr", "stdin", "exit", "excepthook", "modules", "path"),
     "os": ("_exit", "write", "read", "open", "close", "kill", "fork", "system", "getpid", "environ"),
@@ -539,6 +586,8 @@ _WATCHED = {
 # the runner's own functions and values: replacing them (or their code) is reported as forgery
 _OWN = ("send", "ship", "_enc", "_esc", "_write", "_exit", "_FD", "_BLOB_FD", "_forked_child_guard", "_MAIN_PID",
         "run_definitions", "probe_preprocess", "probe_network", "probe_own_states", "find_preprocess", "find_network",
+        "probe_weights", "_network_args", "_construct", "_forward", "_no_grad", "_export_limited", "_export_example",
+        "_load_weights",
         "_array_msg",
         "_to_numpy", "_export", "_call_limited", "_params", "_restore", "main")
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from grader.result import CheckResult
 
 ModelRole = Literal["network", "trained"]
@@ -23,11 +25,17 @@ class ProducedModel:
 
     ``network``: the notebook's network class exported with fresh weights (checked for shapes
     only); ``trained``: the class loaded with handed-in weights (scored by episodes).
+
+    ``own_state``: a network exported on the notebook's own state (its preprocessing is the
+    student's: MsPacman's homework) takes that state's shape, not a contract's; the state
+    (``[1, ...]``, float32, the notebook's preprocessing of real frames) is what its model checks
+    run it on.
     """
 
     role: ModelRole
     label: str  # for messages, e.g. "DQN with policy.pt"
     data: bytes  # the ONNX bytes as produced (untrusted, capped)
+    own_state: np.ndarray | None = None
 
 
 @dataclass

@@ -154,8 +154,9 @@ def judge(nb: ParsedNotebook, run: SandboxRun, limits: Limits, names: dict[str, 
     report.expect_statements([(p.cell.number, st.line) for p in nb.plans for st in p.run])
     if run.refused:  # nothing ran: a set-up problem (the pipeline makes the result an error, not the student's)
         hint = f"the course staff installs bubblewrap ({INSTALL_BWRAP}) and grades again"
-        checks = [check("sandbox_isolation", False, run.launch_error, hint, severity="warning")]
-        return checks + _not_checked(checks, run.launch_error.split(". ")[0], hint)
+        refusal = run.launch_error or "the sandbox refused to start"
+        checks = [check("sandbox_isolation", False, refusal, hint, severity="warning")]
+        return checks + _not_checked(checks, refusal.split(". ")[0], hint)
     checks = [runcheck.isolation_check(run, limits), runcheck.sandbox_check(run, limits)]
     if run.launch_error:  # nothing ran
         return checks + _not_checked(checks, run.launch_error,
@@ -188,7 +189,9 @@ def _models(run: SandboxRun, names: dict[str, str]) -> list[ProducedModel]:
     weights = names.get(loaded[0].file, loaded[0].file) if loaded else "handed-in weights"
     models = []
     if "network.onnx" in run.blobs.files:
-        models.append(ProducedModel("network", f"{cls} with fresh weights", run.blobs.files["network.onnx"]))
+        own = network.export_input.array() if network is not None and network.export_input is not None else None
+        models.append(ProducedModel("network", f"{cls} with fresh weights", run.blobs.files["network.onnx"],
+                                    own_state=None if own is None else own.astype(np.float32)))
     if "trained.onnx" in run.blobs.files:
         models.append(ProducedModel("trained", f"{cls} with {weights}", run.blobs.files["trained.onnx"]))
     return models
@@ -213,30 +216,32 @@ def _preprocess_checks(pre: Preprocess | None, functions: set[str], classes: set
         return _fail_all(PREPROCESS_CHECKS, *_preprocess_error(pre))
     with np.load(FRAMES_FILE) as d:
         frames = d["frames"][list(PREPROCESS_FRAMES)]
-    outputs = [o.array() for o in pre.outputs]
-    if len(outputs) != len(frames):
-        return _fail_all(PREPROCESS_CHECKS, f"{pre.name}: {len(outputs)} outputs for {len(frames)} frames", "")
-    if any(o is None for o in outputs):
+    name = pre.name or "the preprocessing"
+    decoded = [o.array() for o in pre.outputs]
+    outputs = [o for o in decoded if o is not None]
+    if len(decoded) != len(frames):
+        return _fail_all(PREPROCESS_CHECKS, f"{name}: {len(decoded)} outputs for {len(frames)} frames", "")
+    if len(outputs) != len(decoded):
         first = pre.outputs[0]
-        return _fail_all(PREPROCESS_CHECKS, f"{pre.name} returns {first.type} of dtype {first.dtype} and shape "
+        return _fail_all(PREPROCESS_CHECKS, f"{name} returns {first.type} of dtype {first.dtype} and shape "
                          f"{tuple(first.shape)}, which is not a numeric array of at most 60000 values",
                          "return the (44, 40) float32 frame (a torch tensor or a numpy array)")
     diag = diagnose_preprocessing(frames, outputs)
     genuine = follows_frames(frames, outputs, diag)
     if lesson_required or diag.matches:
-        values = _values_check(pre.name, frames, diag)
+        values = _values_check(name, frames, diag)
         if pending is not None and genuine and _usable(outputs):
-            pending.append(PendingPreprocess(pre.name, frames, outputs, diag, describe_change(outputs, diag), values,
+            pending.append(PendingPreprocess(name, frames, outputs, diag, describe_change(outputs, diag), values,
                                              lesson_required))
-        return [_shape_check(pre, genuine), _range_check(pre.name, outputs, genuine), values]
-    own = [_own_shape_check(pre, genuine), _own_range_check(pre.name, outputs, genuine)]
+        return [_shape_check(pre, genuine), _range_check(name, outputs, genuine), values]
+    own = [_own_shape_check(pre, genuine), _own_range_check(name, outputs, genuine)]
     if not (genuine and _usable(outputs)):
-        return own + [_values_check(pre.name, frames, diag)]
+        return own + [_values_check(name, frames, diag)]
     change = describe_change(outputs, diag)
-    provisional = check("preprocess_values", True, f"{pre.name} changes the lesson's preprocessing: {change} "
+    provisional = check("preprocess_values", True, f"{name} changes the lesson's preprocessing: {change} "
                         "(a deliberate change is not penalised; no model was graded to check it against)")
     if pending is not None:
-        pending.append(PendingPreprocess(pre.name, frames, outputs, diag, change, provisional, lesson_required))
+        pending.append(PendingPreprocess(name, frames, outputs, diag, change, provisional, lesson_required))
     return own + [provisional]
 
 
@@ -430,9 +435,10 @@ def resolve(pending: PendingPreprocess | None, *, task: Any, tensors: Any = None
 def _params_check(done: DefinitionsDone | None, *, lesson_required: bool = True) -> list[CheckResult]:
     if done is None:
         return []
-    own_stack = done.params is not None and not lesson_required and done.params.get("n_actions") in (None, MSPACMAN.n_actions)
-    if own_stack and done.params.get("sequence_size") not in (None, FRAME_STACK):
-        seq = done.params.get("sequence_size")
+    params = done.params if done.params is not None else {}
+    own_stack = done.params is not None and not lesson_required and params.get("n_actions") in (None, MSPACMAN.n_actions)
+    if own_stack and params.get("sequence_size") not in (None, FRAME_STACK):
+        seq = params.get("sequence_size")
         return [check("params", True, f"params: sequence_size={seq}, n_actions=5: a stack of {seq} frames; the graded "
                       f"model must then take the last {seq} raw frames, its preprocessing inside (docs/mspacman.md)",
                       "", severity="note")]
@@ -521,11 +527,11 @@ def _forward_check(batch: np.ndarray) -> CheckResult:
 
 def _batch_check(batch: np.ndarray, singles: list[np.ndarray | None]) -> CheckResult:
     one = (1, MSPACMAN.n_actions)
-    if batch.shape != (NETWORK_BATCH, MSPACMAN.n_actions) or len(singles) != NETWORK_BATCH \
-            or any(s is None or s.shape != one for s in singles):
+    alone = [s for s in singles if s is not None and s.shape == one]
+    if batch.shape != (NETWORK_BATCH, MSPACMAN.n_actions) or len(singles) != NETWORK_BATCH or len(alone) != len(singles):
         return check("network_batch_independent", False, "not checked: the forward output is not [batch, 5]",
                      "fix network_forward first")
-    diff = float(np.abs(batch - np.concatenate(singles)).max())
+    diff = float(np.abs(batch - np.concatenate(alone)).max())
     scale = float(np.abs(batch).max()) if np.isfinite(batch).all() else float("inf")
     if np.isfinite(diff) and diff <= 1e-4 * max(1.0, scale):
         return check("network_batch_independent", True,

@@ -145,6 +145,8 @@ class Network(_Msg):
     own_batch: ArrayMsg | None = None
     own_single: Annotated[list[ArrayMsg], Field(max_length=8)] = []
     own_error: Text | None = None
+    # the notebook's own state [1, ...] the network was exported with (job "own_states", when it takes them)
+    export_input: ArrayMsg | None = None
 
 
 class Weights(_Msg):

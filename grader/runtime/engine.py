@@ -506,13 +506,16 @@ class Engine:
         must be reproduced exactly (compare with :func:`grader.submission.checks.check_rerun`)."""
         return self.evaluate(seeds, pool_size=1)
 
-    def actions(self, states: Any, *, batch_sizes: Sequence[int] | None = None) -> Any:
+    def actions(self, states: Any, *, batch_sizes: Sequence[int] | None = None, index: Any = None) -> Any:
         """The loaded policy's actions (argmax) on a batch of states, as an int64 array.
 
         The states go to the model in chunks whose sizes cycle through ``batch_sizes`` (default:
         every size 1..pool_size the episodes use, and 7), twice in different orders; actions that
         change with the batch size raise :class:`EngineFailure`. So a model cannot behave one way
-        in episodes and another on the duplicate-detection probe set."""
+        in episodes and another on the duplicate-detection probe set.
+
+        With ``index`` (``[n, K]``), ``states`` are frames and the states are ``states[index]``,
+        stacked in the worker: stacks that share frames travel compactly (raw frames: 100 kB each)."""
         import numpy as np
 
         from grader.runtime.policy import probe_batch_sizes
@@ -525,21 +528,24 @@ class Engine:
         sizes = [int(b) for b in batch_sizes]
         if not sizes or min(sizes) < 1:
             raise ValueError("batch sizes must be positive")
-        self._workers[0].send("actions", {"states": states, "batch_sizes": sizes, "cpu_s": self._budget("probe_s") + 5})
+        args = {"states": states, "batch_sizes": sizes, "cpu_s": self._budget("probe_s") + 5}
+        if index is not None:
+            index = np.ascontiguousarray(index, dtype=np.int64)
+            if index.ndim != 2 or (index.size and (index.min() < 0 or index.max() >= len(states))):
+                raise ValueError("the index must be [n, K] positions of the frames")
+            args["index"] = index
+        self._workers[0].send("actions", args)
         out = self._gather([0], **self._probe_wait())[0]
-        if not (isinstance(out, np.ndarray) and out.dtype == np.int64 and out.shape == (len(states),)):
+        n = len(states) if index is None else len(index)
+        if not (isinstance(out, np.ndarray) and out.dtype == np.int64 and out.shape == (n,)):
             raise self._fail_all([0], "the grading process sent a malformed reply (actions)")
         return out
 
-    def fits(self, states: Any) -> bool:
-        """Whether ``states`` are a batch of the loaded model's input contract (shape): a class's
-        duplicate-detection probe set is the homework's main contract's; a model under another
-        contract (MsPacman's raw frames) needs the same frames in its own form."""
-        import numpy as np
-
-        if self._loaded is None:
-            return False
-        return tuple(np.shape(states)[1:]) == tuple(get_task(self._loaded["task"]).state_shape)
+    @property
+    def loaded_task(self) -> str | None:
+        """The contract (task name) of the loaded model, or None: duplicate detection gives each model
+        the probe states in its own contract's form."""
+        return None if self._loaded is None else str(self._loaded["task"])
 
     def tensors(self, model: bytes, states: Any, *, size: int) -> list[Any]:
         """Every intermediate tensor of ``size`` elements that ``model`` computes on ``states``, in
@@ -547,6 +553,7 @@ class Engine:
         the preprocessed state inside a model that preprocesses its raw frames."""
         import numpy as np
 
+        self._ensure_ready()
         self._workers[0].send("tensors", {"model": model, "states": np.ascontiguousarray(states), "size": int(size),
                                           "cpu_s": self._budget("probe_s") + 5})
         out = self._gather([0], **self._probe_wait())[0]

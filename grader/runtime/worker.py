@@ -283,6 +283,8 @@ class WorkerServer:
 
     def cmd_actions(self, args: dict[str, Any]) -> None:
         states = np.asarray(args["states"], dtype=getattr(self.policy, "input_dtype", np.float32))
+        if args.get("index") is not None:  # frames, and each state's positions in them
+            states = np.take(states, np.asarray(args["index"], dtype=np.int64), axis=0)
         sizes = [int(b) for b in args.get("batch_sizes") or [len(states)]]
         self.channel.send("ok", actions_at_batch_sizes(self.loaded(), states, sizes))
 

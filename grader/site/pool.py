@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from grader.outputs.seedpolicy import SeedPolicy
 
 if TYPE_CHECKING:
+    from grader.classroom.duplicates import ProbeSet
     from grader.classroom.gradebook import Attempt
     from grader.classroom.slots import JobOutcome
     from grader.result import Late
@@ -75,7 +76,7 @@ class GradingPool:
         self._wake = threading.Condition()
         self._pending_wakes = 0
         self._threads: list[threading.Thread] = []
-        self._probe: tuple | None = None
+        self._probe: ProbeSet | None = None
         self._probe_lock = threading.Lock()
         self.busy: dict[int, int] = {}  # slot index -> attempt id being graded
         from grader.scoring.deadline import deadlines_of
@@ -123,7 +124,7 @@ class GradingPool:
                 self._wake.wait(self.poll_s)
             self._pending_wakes = max(0, self._pending_wakes - 1)
 
-    def probe(self):
+    def probe(self) -> ProbeSet:
         """The hidden probe set of the rubric (:func:`grader.classroom.duplicates.hidden_probe_set`, computed once)."""
         from grader.classroom.duplicates import hidden_probe_set
 
@@ -193,10 +194,10 @@ class _SiteGrader:
             shutil.rmtree(out_dir, ignore_errors=True)
         data = read_capped(Path(attempt.file), MAX_MODEL_BYTES)
         sub = submission_from_bytes("model.onnx", data, student=attempt.student, label=f"attempt {aid}")
-        states, probe_id = self.pool.probe()
+        probe = self.pool.probe()
         opts = JobOptions(rubric=self.pool.rubric, options=Options(video=self.pool.video, report=True, workers=1,
                                                                    video_names="label", late=self.pool.late_for(attempt)),
-                          probe_states=states, probe_id=probe_id)
+                          probe=probe)
         if self.engine is None:
             self.engine = Engine(1)
         try:

@@ -106,6 +106,9 @@ class Task:
     outcomes: tuple[Outcome, ...] = ()  # how an episode can end (diagnostics), in the order shown
     homework: str = ""  # the homework whose rubric grades this input contract; "" = ``name``
     input_dtype: str = "float32"  # the ONNX input's element type (numpy's name)
+    # said when a model under this contract plays at the random policy's level ("" = nothing to add): a likely
+    # cause that belongs to the contract (MsPacman's lesson states fed to a network trained on other states)
+    random_level_hint: str = ""
 
     @property
     def homework_name(self) -> str:
@@ -140,6 +143,22 @@ class Task:
     def stack_states(self, states: Any) -> np.ndarray:
         """One policy batch ``[n, *state_shape]`` of ``input_dtype`` from ``n`` :attr:`Turn.state` s."""
         return np.stack(states)
+
+    def frames_source(self) -> Task | None:
+        """The contract whose raw frames give every contract of this homework its states
+        (:meth:`states_from_frames`), so that duplicate detection compares models of different
+        contracts on the same frames; None when the homework has one form of states."""
+        return None
+
+    def frames_view(self, frames: np.ndarray) -> np.ndarray:
+        """Raw frames of :meth:`frames_source` as this contract stacks them (its preprocessing of each)."""
+        return frames
+
+    def states_from_frames(self, frames: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """This contract's states ``[n, *state_shape]`` from :meth:`frames_source`'s compact rollout:
+        each distinct frame once (``frames``) and each state as ``[n, K]`` indices into them, oldest
+        first; this contract stacks the last ``state_shape[0]`` of them, each in its :meth:`frames_view`."""
+        return np.take(self.frames_view(frames), index[:, index.shape[1] - self.state_shape[0]:], axis=0)
 
     def make_env(self, *, render: bool = False, first_seed: int | None = None) -> Any:
         """The task's environment with its contract arguments (``render`` enables ``env.render()``).

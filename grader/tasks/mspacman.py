@@ -108,6 +108,14 @@ class MsPacman(Task):
     def tracker(self, env: Any) -> Tracker:
         return PacTracker(env)
 
+    def frames_source(self) -> Task:
+        """The K = 8 raw contract: the lesson's states are its last 5 frames, preprocessed."""
+        return raw_contract(MAX_RAW_STACK)
+
+    def frames_view(self, frames: np.ndarray) -> np.ndarray:
+        """The lesson's preprocessing of each frame (stacked, the same values as preprocessing each stack's frames)."""
+        return preprocess_frames(frames)
+
     def refine(self, diag: Any) -> Any:
         """An agent that never moves (NOOP almost always, or its position never changes), and droughts."""
         names = diag.actions.names
@@ -232,6 +240,10 @@ class MsPacmanRaw(MsPacman):
     def probe_view(self, states: np.ndarray) -> np.ndarray:
         return states[:, states.shape[1] - self.state_shape[0]:]
 
+    def frames_view(self, frames: np.ndarray) -> np.ndarray:
+        """The raw frames as they are."""
+        return frames
+
     def stack_states(self, states: Any) -> np.ndarray:
         """``n`` states (tuples of K frames, or arrays ``[K, 210, 160, 3]``) -> ``[n, K, 210, 160, 3]``
         uint8, each frame copied once, into the batch."""
@@ -350,6 +362,9 @@ TASK = MsPacman(
     notebook="grader.notebook.mspacman",
     action_names=("NOOP", "UP", "RIGHT", "LEFT", "DOWN"),
     outcomes=OUTCOMES,
+    random_level_hint=("if you changed the preprocessing, your network was trained on other states than the grader "
+                       "feeds this model (the lesson's 5 stacked 44x40 frames, 0..255): put your preprocessing inside "
+                       "the model and export it taking the raw frames, uint8 [batch, K, 210, 160, 3] (docs/mspacman.md)"),
 )
 
 
@@ -363,6 +378,7 @@ def raw_contract(k: int) -> MsPacmanRaw:
         "homework": TASK.name,
         "state_shape": (k, *FRAME_SHAPE),
         "input_dtype": "uint8",
+        "random_level_hint": "",
         "description": f"DQN on ALE/MsPacman-v5, the preprocessing inside the model: the last {k} raw RGB frames",
         "input_hint": ("with the preprocessing inside the model, the input is the last K raw RGB frames, oldest first, "
                        f"uint8 [batch, K, 210, 160, 3] (K = 1..{MAX_RAW_STACK}); export the module whose forward "
