@@ -92,10 +92,10 @@ class _Run:
     rubric: Rubric | None
     progress: Progress
     out: OutputDir | None
+    result: GradeResult
     engine: Engine | None = None
     own_engine: bool = False
     task: Task | None = None
-    result: GradeResult = field(default=None)  # type: ignore[assignment]
     evidence: NotebookEvidence | None = None
     invalid: bool = False
     layout_problems: list[str] = field(default_factory=list)  # how the files were gathered (grader.submission.bundle)
@@ -175,10 +175,10 @@ def grade_submission(sub: Submission, *, rubric: Rubric | None = None, options: 
     from grader.outputs.fsutil import OutputDir
 
     out_dir = OutputDir(out) if out is not None else None
-    run = _Run(sub=sub, options=options, rubric=rubric, progress=progress, out=out_dir, engine=engine)
-    run.result = GradeResult(submission=sub.label or sub.student or "submission", task=None, status="graded",
-                             versions=package_versions(), command=options.command,
-                             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    result = GradeResult(submission=sub.label or sub.student or "submission", task=None, status="graded",
+                         versions=package_versions(), command=options.command,
+                         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    run = _Run(sub=sub, options=options, rubric=rubric, progress=progress, out=out_dir, result=result, engine=engine)
     run.layout_problems = list(warnings)
     run.result.warnings += [*warnings, *sub.notes]
     t0 = time.perf_counter()

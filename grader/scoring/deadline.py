@@ -31,7 +31,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from grader.errors import SetupError
+from grader.errors import GraderBug, SetupError
 from grader.result import Late  # the schema lives with the result's (result.json's "late")
 
 DAY_S = 86_400.0
@@ -74,7 +74,12 @@ class Deadline(BaseModel):
 
     def local_tz(self) -> _dt.tzinfo:
         """The zone in which times without an offset are read: ``timezone``, else the offset of ``due``."""
-        return _zone_info(self.timezone) if self.timezone else self.due_at().tzinfo  # type: ignore[return-value]
+        if self.timezone:
+            return _zone_info(self.timezone)
+        tz = self.due_at().tzinfo
+        if tz is None:  # the validator refuses a due time without an offset
+            raise GraderBug(f"deadline.due {self.due!r} has no offset")
+        return tz
 
 
 def _zone_info(name: str) -> _dt.tzinfo:
