@@ -121,7 +121,7 @@ def test_doctor_passes_on_the_locked_environment():
     assert re.search(r"(?m)^ok +lock +every locked package at its pin", proc.stdout), proc.stdout
     assert "providers:" in proc.stdout and "CPUExecutionProvider" in proc.stdout
     assert re.search(r"user namespaces: ", proc.stdout) and re.search(r"(?m)^(ok|WARN) +sandbox ", proc.stdout)
-    assert "the fallback: " in proc.stdout or "ran without bubblewrap" in proc.stdout  # what runs without bubblewrap
+    assert "fallback: " in proc.stdout or "ran without bubblewrap" in proc.stdout  # what runs without bubblewrap
     assert proc.stdout.count("was made with the installed versions (gymnasium ") == 3
 
 

@@ -55,7 +55,8 @@ def _passes_every_grader_check(path, spec, seed, out=None):
 
     result = grade(path, task=spec.name, seeds=[seed], workers=1, video=False, report=False,
                    out=out or path.parent / "grading")
-    failed = [c for c in result.checks if not c.passed and c.severity != "note"]
+    # a tiny run plays at random level: the random_level warning is about the play, not the model
+    failed = [c for c in result.checks if not c.passed and c.severity != "note" and c.name != "random_level"]
     assert result.status == "graded" and not failed, (result.error, failed)
     assert len(result.episodes) == 1
 
