@@ -69,6 +69,8 @@ def add_arguments(p) -> None:
     p.add_argument("--out", type=Path, help="write here instead of the rubric's baselines file")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--episodes", type=int, help="fewer episodes than the rubric's (for a quick look)")
+    p.add_argument("--final", action="store_true",
+                   help="on the [final] table's seeds, into its `baselines` file (for `grade final`)")
 
 
 def run(args) -> int:
@@ -82,6 +84,11 @@ def run(args) -> int:
         return 1
     try:
         rubric = load_rubric(args.rubric, materialize=False)
+        if args.final:
+            if rubric.final is None or not rubric.final.baselines and args.out is None:
+                raise RubricError(f"rubric {rubric.id!r}: --final needs a [final] table with a `baselines` file "
+                                  "(or pass --out)")
+            rubric = rubric.final_rubric()  # the final seeds; its `baselines` is the final phase's file
         out = args.out or (rubric.resolve(rubric.baselines) if rubric.baselines else None)
         if out is None:
             raise RubricError(f"rubric {rubric.id!r} sets no `baselines` file; pass --out")

@@ -390,6 +390,32 @@ def test_final_evaluation_of_the_best_submission(term_with_two_downloads, tmp_pa
     assert gb.best_by_student("ll-term.final")["s1"].sha256 == gb.best_by_student("ll-term")["s1"].sha256
 
 
+def test_final_thresholds_follow_the_final_seeds(term_with_two_downloads, tmp_path, capsys):
+    """A threshold naming a baseline (zero = "random"): the term's baselines were computed on the
+    term's seeds, so `grade final` refuses until `grade baselines --final` computes them on the final
+    seeds; then the final's zero is the random policy's mean on those seeds."""
+    root, _, out = term_with_two_downloads
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    rubric = final_rubric(tmp_path, "last")
+    text = rubric.read_text().replace("zero = -400.0", 'zero = "random"')
+    rubric.write_text(text.replace("[seeds]", 'baselines = "baselines/term.json"\n[seeds]', 1))
+    assert main(["baselines", "--rubric", str(rubric), "--workers", "1"]) == 0  # on the term's 3 seeds
+    capsys.readouterr()
+    assert final(copy, "--rubric", rubric, "--reference", root) == 1
+    assert "grade baselines --rubric term.toml --final" in " ".join(capsys.readouterr().err.split())
+    rubric.write_text(rubric.read_text() + 'baselines = "baselines/final.json"\n')  # in the [final] table
+    assert main(["baselines", "--rubric", str(rubric), "--final", "--workers", "1"]) == 0
+    final_file = json.loads((tmp_path / "baselines" / "final.json").read_text())
+    term_file = json.loads((tmp_path / "baselines" / "term.json").read_text())
+    assert final_file["seeds_sha256"] != term_file["seeds_sha256"]
+    assert final(copy, "--rubric", rubric, "--reference", root, "--force") == 0
+    latest = max(Gradebook(copy / "gradebook.sqlite").attempts("s2", rubric_id="ll-term.final"), key=lambda a: a.id)
+    r = latest.result()
+    assert r.rubric.zero_at == pytest.approx(final_file["entries"]["random"]["summary"]["mean"])
+    assert r.rubric.zero_at != pytest.approx(term_file["entries"]["random"]["summary"]["mean"])
+
+
 def test_final_seeds_must_be_fresh(tmp_path, capsys):
     path = g.lunarlander_rubric(tmp_path / "r.toml")
     path.write_text(path.read_text() + '\n[final]\nseeds = "1050-1060"\n')

@@ -154,8 +154,11 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         console.fail("--workers must be at least 1")
         return EXIT_ERROR
-    term_rubric = load_rubric(args.rubric)
-    final_rubric = term_rubric.final_rubric()  # fresh seeds, checked against the public and term seeds
+    loaded = load_rubric(args.rubric, materialize=False)
+    term_rubric = loaded.materialize()
+    # fresh seeds, checked against the public and term seeds; thresholds from baselines on those seeds
+    final_rubric = loaded.final_rubric().materialize()
+    final_rubric.check_baselines_follow_seeds(command="grade final")
     if args.overrides is not None:
         from grader.classroom.overrides import read_overrides
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grader import limits as L
-from grader.errors import SetupError
+from grader.errors import GraderBug, SetupError
 from grader.resources import default_rubric_path as _default_rubric_path
 from grader.scoring.deadline import Deadline
 
@@ -203,6 +203,9 @@ class FinalPhase(_Strict):
     seeds_file: str | None = Field(None, description="file of the final seeds, relative to the rubric")
     episodes: int | None = Field(None, gt=0, le=MAX_SEEDS, description="default: every final seed")
     choose: Choose = Field("last", description="which submission of each student: their last, or their best")
+    baselines: str | None = Field(
+        None, description="baselines JSON file computed on the final seeds (`grade baselines --final`), relative to the "
+                          "rubric; needed when a scoring threshold names a baseline")
 
     @field_validator("seeds")
     @classmethod
@@ -403,10 +406,13 @@ class Rubric(_Strict):
         plot are kept; the report says on which seeds they were computed.)"""
         if self.baselines_match is False:
             where = self.path.name if self.path else self.id
+            fix = (f"set `final.baselines` in {where} to a new file (e.g. \"baselines/{self.id}.json\") and run "
+                   f"`grade baselines --rubric {where} --final`" if command == "grade final" else
+                   f"set `seeds.grading_file` in {where} to the private seeds file and run "
+                   f"`grade baselines --rubric {where}`")
             raise RubricError(
                 f"`{command}`: the baselines of rubric {self.id!r} were computed on {self.baselines_on}, and its "
-                f"scoring thresholds name them. Compute them on its grading seeds: set "
-                f"`seeds.grading_file` in {where} to the private seeds file and run `grade baselines --rubric {where}`")
+                f"scoring thresholds name them. Compute them on its grading seeds: {fix}")
 
     def fingerprint(self) -> str:
         """sha256 of everything in the materialised rubric that decides a grade, and the grader's version.
@@ -473,13 +479,20 @@ class Rubric(_Strict):
         return seeds[:episodes]
 
     def final_rubric(self) -> Rubric:
-        """The rubric of the final evaluation: this one with the final seeds as its grading seeds and
-        the id ``<id>.final``, so that term and final grades live side by side in one gradebook."""
+        """The rubric of the final evaluation, not yet materialised: this one (as loaded, with
+        ``materialize=False``) with the final seeds as its grading seeds, the final phase's baselines
+        file (computed on those seeds by ``grade baselines --final``; else the term's, which
+        :meth:`check_baselines_follow_seeds` then refuses where a threshold names it) and the id
+        ``<id>.final``, so that term and final grades live side by side in one gradebook."""
         seeds = self.final_seeds()
+        final = self.final
+        if final is None:  # final_seeds() refused already
+            raise GraderBug("final_rubric() without a [final] table")
         out = self.model_copy(update={
-            "id": f"{self.id}.final"[:64], "episodes": len(seeds),
+            "id": f"{self.id}.final"[:64], "episodes": final.episodes or len(seeds),
             "title": f"{self.title or self.id}: final evaluation",
             "seeds": self.seeds.model_copy(update={"grading": seeds, "grading_file": None}),
+            "baselines": final.baselines or self.baselines,
         })
         out.path, out.sha256 = self.path, self.sha256
         return out
