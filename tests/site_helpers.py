@@ -143,3 +143,33 @@ def lunar_rubric_with_notebook(tmp_path: Path, *, use: str = "optional") -> Path
     path.write_text(text)
     return path
 
+
+
+def grade_on_the_site(rubric: Path, tmp: Path, name: str, data: bytes):
+    """Upload ``data`` as ``name`` for one student of a private site (an in-process TestClient) and
+    return the finished attempt's GradeResult, or ``(status code, text)`` when the upload is refused."""
+    import warnings
+
+    from grader.classroom.gradebook import Gradebook
+    from grader.scoring.rubric import load_rubric
+    from grader.site.app import SiteConfig, create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    db = tmp / "site.sqlite"
+    tokens, _ = make_tokens(db, [("alice", "Alice")])
+    config = SiteConfig(db=db, rubric=load_rubric(rubric), data_dir=tmp / "site", workers=1, video=False, poll_s=0.2)
+    with TestClient(create_app(config)) as client:
+        r = client.post("/upload", headers={"Authorization": f"Bearer {tokens['alice']}"},
+                        files={"file": (name, data, "application/octet-stream")})
+        if r.status_code not in (200, 202):
+            return r.status_code, r.text
+        gb = Gradebook(db)
+        try:
+            attempt = wait_for(lambda: next((a for a in gb.attempts(student="alice")
+                                             if a.status in ("graded", "invalid", "error")), None),
+                               timeout=120, what="the site's grading")
+        finally:
+            gb.close()
+    return attempt.result()

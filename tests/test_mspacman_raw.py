@@ -281,32 +281,11 @@ def _via_batch(model: Path, rubric: Path, tmp: Path):
 
 
 def _via_site(model: Path, rubric: Path, tmp: Path):
-    import warnings
-
     import site_helpers as S
 
-    from grader.classroom.gradebook import Gradebook
-    from grader.scoring.rubric import load_rubric
-    from grader.site.app import SiteConfig, create_app
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-    db = tmp / "site.sqlite"
-    tokens, _ = S.make_tokens(db, [("alice", "Alice")])
-    config = SiteConfig(db=db, rubric=load_rubric(rubric), data_dir=tmp / "site", workers=1, video=False, poll_s=0.2)
-    with TestClient(create_app(config)) as client:
-        r = client.post("/upload", headers={"Authorization": f"Bearer {tokens['alice']}"},
-                        files={"file": ("model.onnx", model.read_bytes(), "application/octet-stream")})
-        assert r.status_code in (200, 202), r.text
-        gb = Gradebook(db)
-        try:
-            attempt = S.wait_for(lambda: next((a for a in gb.attempts(student="alice")
-                                               if a.status in ("graded", "invalid", "error")), None),
-                                 timeout=120, what="the site's grading")
-        finally:
-            gb.close()
-    return attempt.result()
+    result = S.grade_on_the_site(rubric, tmp, "model.onnx", model.read_bytes())
+    assert not isinstance(result, tuple), result
+    return result
 
 
 @pytest.mark.parametrize("front_end", [_via_cli, _via_check, _via_batch, _via_site], ids=["cli", "check", "batch", "site"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
@@ -58,27 +57,9 @@ def _via_batch(folder: Path, rubric: Path, tmp: Path) -> GradeResult:
 
 
 def _via_site(folder: Path, rubric: Path, tmp: Path) -> GradeResult:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from fastapi.testclient import TestClient
-    from grader.classroom.gradebook import Gradebook
-    from grader.site.app import SiteConfig, create_app
-
-    db = tmp / "site.sqlite"
-    tokens, _ = S.make_tokens(db, [("alice", "Alice")])
-    config = SiteConfig(db=db, rubric=load_rubric(rubric), data_dir=tmp / "site", workers=1, video=False, poll_s=0.2)
-    with TestClient(create_app(config)) as client:
-        r = client.post("/upload", headers={"Authorization": f"Bearer {tokens['alice']}"},
-                        files={"file": ("model.onnx", (folder / "model.onnx").read_bytes(), "application/octet-stream")})
-        assert r.status_code in (200, 202), r.text
-        gb = Gradebook(db)
-        try:
-            attempt = S.wait_for(lambda: next((a for a in gb.attempts(student="alice")
-                                               if a.status in ("graded", "invalid", "error")), None),
-                                 timeout=120, what="the site's grading")
-        finally:
-            gb.close()
-    return attempt.result()
+    result = S.grade_on_the_site(rubric, tmp, "model.onnx", (folder / "model.onnx").read_bytes())
+    assert isinstance(result, GradeResult), result
+    return result
 
 
 FRONT_ENDS = {"grade": _via_grade, "check": _via_check, "cli": _via_cli, "batch": _via_batch, "site": _via_site}

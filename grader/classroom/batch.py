@@ -525,6 +525,13 @@ def run(args: argparse.Namespace) -> int:
                       behaviour_threshold=args.behaviour_threshold, show_progress=not args.no_progress,
                       roster_file=args.roster, overrides_file=args.overrides, lms_points=args.lms_points,
                       canvas_column=args.canvas_column)
+    return run_and_summarise(runner)
+
+
+def run_and_summarise(runner: BatchRun) -> int:
+    """Run a class grading (``grade batch``, ``grade final``); an interrupt keeps the finished rows."""
+    from grader.outputs import console
+
     try:
         code = runner.run()
     except KeyboardInterrupt:

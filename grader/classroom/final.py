@@ -23,7 +23,7 @@ from typing import Any
 
 from grader.classroom.archive import load_archived
 from grader.classroom.gradebook import Attempt, Gradebook
-from grader.errors import EXIT_ERROR, EXIT_INTERRUPTED, GraderBug, SetupError
+from grader.errors import EXIT_ERROR, GraderBug, SetupError
 from grader.limits import DEFAULT_BATCH_SLOTS, MAX_MODEL_BYTES
 from grader.resources import reference_models_dir
 from grader.submission.bundle import Bundle, Submission, read_capped, submission_from_bytes
@@ -146,8 +146,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from grader.classroom import lms
-    from grader.classroom.batch import _print_summary
-    from grader.errors import EXIT_GRADED
+    from grader.classroom.batch import run_and_summarise
     from grader.outputs import console
     from grader.scoring.rubric import load_rubric
 
@@ -179,11 +178,4 @@ def run(args: argparse.Namespace) -> int:
         roster_file=args.roster, overrides_file=args.overrides, final=True, term_out=args.out,
         lms_points=args.lms_points, canvas_column=args.canvas_column,
         gradebook_path=gradebook, term_rubric=term_rubric)
-    try:
-        code = runner.run()
-    except KeyboardInterrupt:
-        console.fail("interrupted: finished rows are saved; run the same command again to continue")
-        return EXIT_INTERRUPTED
-    if code == EXIT_GRADED:
-        _print_summary(runner)
-    return code
+    return run_and_summarise(runner)
