@@ -919,9 +919,9 @@ def _part_files(run: _Run) -> dict[str, str]:
 def _required_parts(run: _Run) -> None:
     """A hand-in without a part the rubric requires is invalid, saying which part and how to add it."""
     have = handed_in(run.sub)
-    files = _part_files(run)
     for part in ("notebook", "model"):
         if run.graded_by.part_use(part) == "required" and part not in have:
+            files = _part_files(run)  # imports the notebook module: only for the message
             _invalid(run, CheckResult(
                 name=f"{part}_handed_in", passed=False,
                 message=f"{files[part]} is not handed in, and the assignment {run.graded_by.id!r} requires it",

@@ -10,6 +10,8 @@ same way in both.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -62,3 +64,23 @@ def lock_dir() -> Path:
 
 def default_rubric_path(task_name: str) -> Path:
     return rubrics_dir() / f"{task_name}.toml"
+
+
+def user_cache_dir(name: str) -> Path | None:
+    """``$XDG_CACHE_HOME/rl-grader/<name>`` (default ``~/.cache/...``), made mode 0700; None when it
+    cannot be made, or is a link or another user's (e.g. planted by someone else). What the grader
+    caches there is its own work (compiled templates, the references' weight prints, a probe of
+    onnxruntime): a cache problem is a miss, never an error."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = root / "rl-grader" / name
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(folder)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            return None
+        if stat.S_IMODE(st.st_mode) != 0o700:  # ours, but open to others: close it
+            os.chmod(folder, 0o700)
+            st = os.lstat(folder)
+    except (OSError, RuntimeError):  # RuntimeError: no home folder to expand
+        return None
+    return folder if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 else None

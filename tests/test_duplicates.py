@@ -319,3 +319,24 @@ def test_batch_makes_a_reference_copy_invalid_when_the_rubric_says_so(tmp_path):
         [("identical", "reference:lunarlander_improved.onnx", "reference", "invalid")]  # once, not again as a class flag
     pairs = {(f["kind"], f["student_a"], f["student_b"]) for f in read_csv(tmp_path / "out" / "duplicates.csv")}
     assert ("identical", "lazy", "reference:lunarlander_improved.onnx") in pairs
+
+
+def test_reference_prints_are_cached_by_the_bytes_sha256(tmp_path, monkeypatch):
+    """A rubric's references are fingerprinted once per machine: the cache entry is keyed by the
+    bytes' sha256 (another file never gets it), and a damaged entry is a miss, computed again."""
+    import hashlib
+
+    from grader.submission import weights as W
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = REFERENCE.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    fresh = W.weight_prints(data)
+    assert fresh and W.cached_weight_prints(data, sha) == fresh
+    (entry,) = (tmp_path / "cache" / "rl-grader" / "weight-prints").glob(f"v{W.PRINTS_VERSION}-{sha}.json")
+    monkeypatch.setattr(W, "weight_prints", lambda data: pytest.fail("a cache hit parses nothing"))
+    assert W.cached_weight_prints(data, sha) == fresh
+    entry.write_text('[["not", "a print"]]')
+    monkeypatch.setattr(W, "weight_prints", lambda data: fresh)
+    assert W.cached_weight_prints(data, sha) == fresh  # malformed: recomputed and written again
+    assert json.loads(entry.read_text()) == fresh

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from grader.limits import CHANNEL_TO_WORKER_BYTES, PROBE_SET_SIZE
-from grader.submission.weights import compare_weights
+from grader.submission.weights import PRINTS_VERSION, compare_weights
 
 if TYPE_CHECKING:
     from grader.tasks.base import Task
@@ -59,7 +59,6 @@ Z_MIN = 5.0  # robust z-score of log10(1 - agreement) below the class median tha
 MIN_AGREEMENT = 0.9  # never flag a pair below this agreement, whatever the class
 MIN_SCALE = 0.05  # the least spread assumed of log10(1 - agreement) in a class (12 %: a MAD of 0 flags nothing alone)
 COPY_AGREEMENT = 0.99  # behaviour this close (5 of 512 states differ) joins a cluster of copies
-PRINTS_VERSION = 2  # the gradebook's stored prints: recomputed when older
 
 
 # --- hidden probe states -----------------------------------------------------------------------------

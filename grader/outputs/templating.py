@@ -15,28 +15,15 @@ written, templates are compiled as before: the cache can make a run faster, neve
 
 from __future__ import annotations
 
-import os
-import stat
 from functools import cache
 from pathlib import Path
 
+from grader.resources import user_cache_dir
+
 
 def cache_dir() -> Path | None:
-    """The grader's per-user cache folder, made 0700; None when it cannot be made, or is a link
-    or another user's (e.g. planted by someone else)."""
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = root / "rl-grader" / "templates"
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = os.lstat(folder)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-            return None
-        if stat.S_IMODE(st.st_mode) != 0o700:  # ours, but open to others: close it
-            os.chmod(folder, 0o700)
-            st = os.lstat(folder)
-    except (OSError, RuntimeError):  # RuntimeError: no home folder to expand
-        return None
-    return folder if stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 else None
+    """The compiled templates' folder (:func:`grader.resources.user_cache_dir`), or None."""
+    return user_cache_dir("templates")
 
 
 def bytecode_cache():

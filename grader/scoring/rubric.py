@@ -440,7 +440,7 @@ class Rubric(_Strict):
         out: ``grade baselines`` is where a bad reference is an error)."""
         import json
 
-        from grader.submission.weights import weight_prints
+        from grader.submission.weights import cached_weight_prints
 
         if self.duplicates.reference_prints:
             path = self.resolve(self.duplicates.reference_prints)
@@ -455,8 +455,8 @@ class Rubric(_Strict):
                 data = self.resolve(rel).read_bytes()
             except OSError:
                 continue
-            out[name] = ReferencePrint(file=Path(rel).name, sha256=hashlib.sha256(data).hexdigest(),
-                                       prints=weight_prints(data))
+            sha256 = hashlib.sha256(data).hexdigest()
+            out[name] = ReferencePrint(file=Path(rel).name, sha256=sha256, prints=cached_weight_prints(data, sha256))
         return out
 
     def final_seeds(self) -> list[int]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from grader.errors import TaskDetectionError
 from grader.limits import MAX_NODES, MAX_TENSOR_ELEMENTS
+from grader.resources import user_cache_dir
 from grader.result import CheckResult
 from grader.submission.onnx_model import (
     ParsedModel,
@@ -83,7 +84,10 @@ def supported_versions() -> tuple[int, int]:
         key = f"onnx-{metadata.version('onnx')}_ort-{metadata.version('onnxruntime')}"
     except metadata.PackageNotFoundError:
         return _probe_supported_versions()
-    path = _cache_dir() / f"supported-versions-{key}.json"
+    folder = user_cache_dir("probes")
+    if folder is None:
+        return _probe_supported_versions()
+    path = folder / f"supported-versions-{key}.json"
     try:
         ir, opset = json.loads(path.read_text())
         if type(ir) is int and type(opset) is int:
@@ -92,20 +96,12 @@ def supported_versions() -> tuple[int, int]:
         pass
     found = _probe_supported_versions()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(list(found)))
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only home: probe again next time
     return found
-
-
-def _cache_dir():
-    from pathlib import Path
-
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "rl-grader"
 
 
 def _probe_supported_versions() -> tuple[int, int]:
