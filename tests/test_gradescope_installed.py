@@ -53,7 +53,7 @@ def test_the_wheel_ships_only_the_listed_rubrics_and_models(tmp_path):
         import io
 
         wheel = zipfile.ZipFile(io.BytesIO(z.read(wheel_name)))
-    data = {n for n in wheel.namelist() if n.startswith(("grader/_data/rubrics/", "grader/_data/reference/"))}
+    data = {n for n in wheel.namelist() if n.startswith("grader/_data/")}
     assert not any("hw9_private" in n or "exam_answer" in n for n in wheel.namelist())
     assert data == shipped_data(REPO)
     assert "grader/_data/rubrics/lunarlander.toml" in data and "grader/_data/reference/models/mspacman_dqn.onnx" in data

@@ -233,7 +233,8 @@ def source_root(source: str | Path | None = None) -> Path:
 
 # Where an instructor keeps course files beside the shipped ones (a private rubric, seeds inline; an
 # exam's model): these packages ship only what pyproject.toml lists by name.
-LISTED_DATA = ("grader._data.rubrics", "grader._data.rubrics.baselines", "grader._data.reference.models")
+LISTED_DATA = ("grader._data.rubrics", "grader._data.rubrics.baselines", "grader._data.reference.models",
+               "grader._data.lock")
 
 
 def _wheel_folder(package: str) -> str:
