@@ -34,21 +34,8 @@ def class_models(n: int, copies: int) -> dict[str, bytes]:
             models[f"student{i:03d}"] = g.heuristic_model(i, 0.6 + (i % 20) / 19)
     for k in range(copies):
         i = 10 * k + 3
-        models[f"copy_of_{i:03d}"] = _perturbed(models[f"student{i:03d}"], seed=k)
+        models[f"copy_of_{i:03d}"] = g.perturbed(models[f"student{i:03d}"], seed=k)
     return models
-
-
-def _perturbed(data: bytes, *, seed: int, noise: float = 1e-3) -> bytes:
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load_from_string(data)
-    rng = np.random.default_rng(seed)
-    for t in model.graph.initializer:
-        a = numpy_helper.to_array(t)
-        if a.dtype == np.float32 and a.size >= 16:
-            t.CopyFrom(numpy_helper.from_array((a + noise * rng.standard_normal(a.shape)).astype(np.float32), t.name))
-    return model.SerializeToString()
 
 
 def actions(data: bytes, states: np.ndarray) -> np.ndarray:

@@ -208,3 +208,18 @@ def heuristic_model(seed: int = 0, noise: float = 0.0, hover: float = 0.0) -> by
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def perturbed(data: bytes, *, noise: float = 1e-3, seed: int = 0) -> bytes:
+    """``data`` with every float weight (16+ elements) moved by ``noise`` times a seeded normal draw:
+    other weight prints, nearly the same play (a planted copy duplicate detection must still find)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(data)
+    rng = np.random.default_rng(seed)
+    for t in model.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.dtype == np.float32 and a.size >= 16:
+            t.CopyFrom(numpy_helper.from_array((a + noise * rng.standard_normal(a.shape)).astype(np.float32), t.name))
+    return model.SerializeToString()

@@ -13,10 +13,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import numpy_helper
 
+from benchmarks.classgen import perturbed
 from grader.classroom import duplicates as D
 from grader.scoring.rubric import load_rubric
 from grader.tasks import get_task
@@ -26,17 +25,6 @@ from reference import frames as RF
 REPO = Path(__file__).resolve().parent.parent
 RUBRIC = REPO / "rubrics" / "mspacman.toml"
 STRONG = REPO / "reference" / "models" / "mspacman_strong.onnx"
-
-
-def perturbed(data: bytes, *, noise: float = 1e-3, seed: int = 0) -> bytes:
-    """``data`` with every float weight moved by a little noise: other weights' prints, the same play."""
-    model = onnx.load_from_string(data)
-    rng = np.random.default_rng(seed)
-    for t in model.graph.initializer:
-        a = numpy_helper.to_array(t)
-        if a.dtype == np.float32 and a.size >= 16:
-            t.CopyFrom(numpy_helper.from_array((a + noise * rng.standard_normal(a.shape)).astype(np.float32), t.name))
-    return model.SerializeToString()
 
 
 def states_of(batches) -> list[np.ndarray]:
