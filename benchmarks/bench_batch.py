@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     phases: dict[str, list[float]] = {}
     steps = 0
     videos = 0
-    for status, timings, result in rows:
+    for _status, timings, result in rows:
         for k, v in json.loads(timings or "{}").items():
             phases.setdefault(k, []).append(v)
         r = json.loads(result)

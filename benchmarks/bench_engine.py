@@ -24,8 +24,11 @@ times each, interleaved, medians:
   by torch; the network still through onnxruntime, so it is the faster of the two).
 
 It prints the times and the ratios engine/floor and per-step/engine both ways, and checks that
-every way gives identical per-episode returns. This is a benchmark, not a test: nothing asserts
-speed.
+every way gives identical per-episode returns. It also prints the model's own compute in the
+graded runs (the workers' time inside its calls, ``timings.inference`` of ``result.json``): work
+the floor does not do, which depends on the model (the course DQN's first dense layer reads 7 MB
+of weights per call), and ``grade`` without it against the floor: the grader's own overhead.
+This is a benchmark, not a test: nothing asserts speed.
 """
 
 from __future__ import annotations
@@ -48,8 +51,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.course_loop import per_step_loop  # noqa: E402
 from benchmarks.floor import replay_plan, save_actions  # noqa: E402
-from grader.tasks.contract import get_task  # noqa: E402
 from grader.runtime.engine import Engine  # noqa: E402
+from grader.tasks.contract import get_task  # noqa: E402
 
 DEFAULT_MODELS = {"lunarlander": ROOT / "reference/models/lunarlander_improved.onnx",
                   "mspacman": ROOT / "reference/models/mspacman_dqn.onnx"}
@@ -130,11 +133,15 @@ def whole_process(task: str, model: Path, seeds: list[int], workers: int, runs: 
         lesson = json.loads(subprocess.run(commands["lesson"] + ["--json"], cwd=ROOT, capture_output=True, check=True).stdout)
         same = same and {int(s): (r, n) for s, (r, n) in lesson.items()} == looped
     times: dict[str, list[float]] = {k: [] for k in commands}
+    inference: list[float] = []  # per grade run: the workers' time inside the model's calls, summed
     for _ in range(runs):
         for name, cmd in commands.items():
             t0 = time.perf_counter()
             subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             times[name].append(time.perf_counter() - t0)
+            if name == "grade":
+                timings = json.loads((tmp / "out" / "result.json").read_text())["timings"]
+                inference.append(float(timings.get("inference", 0.0)))
     med = {k: statistics.median(v) for k, v in times.items()}
     spread = {k: f"{min(v):.2f}-{max(v):.2f}" for k, v in times.items()}
     print(f"whole process (median of {runs}, interleaved; min-max):")
@@ -146,6 +153,12 @@ def whole_process(task: str, model: Path, seeds: list[int], workers: int, runs: 
     print(f"  grade / floor = {med['grade'] / med['floor']:.2f}x   course loop / grade = {med['loop'] / med['grade']:.2f}x   "
           + (f"   lesson's loop / grade = {med['lesson'] / med['grade']:.2f}x" if "lesson" in med else "")
           + f"   identical returns (grade, floor, loop{', lesson' if 'lesson' in med else ''}, in-process): {same}")
+    # The model's own compute is work the floor does not do and the grader cannot avoid: each grade
+    # run's workers spent `inference` seconds inside the model's calls (result.json's timings),
+    # which the workers share. Without it, what is left is the grader's own overhead.
+    own = statistics.median(t - i / workers for t, i in zip(times["grade"], inference))
+    print(f"  the model's own compute: {statistics.median(inference):.2f} s of worker time (median), "
+          f"{statistics.median(inference) / workers:.2f} s per worker; grade without it / floor = {own / med['floor']:.2f}x")
 
 
 def _fallback_model(task: str) -> Path:

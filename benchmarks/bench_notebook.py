@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import notebook_fixtures as F  # noqa: E402
+
 from grader.notebook import lunarlander, mspacman  # noqa: E402
 from grader.notebook.common import parse_notebook  # noqa: E402
 from grader.notebook.sandbox import Limits, bwrap_status  # noqa: E402

@@ -92,9 +92,9 @@ def save_actions(out: Path, task: str, seeds: list[int], results: dict, actions:
 
 
 def record(model: Path, task: str, seeds: list[int], out: Path) -> None:
-    from grader.tasks.contract import get_task
     from grader.runtime.episodes import EnvPool, run_episodes
     from grader.runtime.policy import OnnxPolicy
+    from grader.tasks.contract import get_task
 
     spec = get_task(task)
     inner = OnnxPolicy(model.read_bytes(), spec)

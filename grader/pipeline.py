@@ -98,6 +98,7 @@ class _Run:
     task: Task | None = None
     evidence: NotebookEvidence | None = None
     invalid: bool = False
+    prepared: bool = False  # the workers were told the episodes' task and seeds (_prepare_episodes)
     layout_problems: list[str] = field(default_factory=list)  # how the files were gathered (grader.submission.bundle)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -570,16 +571,18 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
                 "severity": "warning", "message": f"{label}: {check.message}"}))
 
     t0 = time.perf_counter()
+    if run.task is not None:  # the homework is known already (--task, --rubric): the workers start on it now
+        _prepare_episodes(run, run.task, early=True)
     parsed, task, problem = _parse(run, data)
     if problem is not None:
         return fail(problem)
     _set_task(run, task)
     run.result.checks.append(CheckResult(name="parses", passed=True,
                                          message=f"{label}: a {len(data) / 1024:.0f} kB ONNX model"))
+    seeds, seed_set = resolve_seeds(run.graded_by, run.options)
+    _prepare_episodes(run, task)
     if _reference_copy(run, parsed, label=label):
         return None
-    seeds, seed_set = resolve_seeds(run.graded_by, run.options)
-    _engine(run, len(seeds)).prepare(run.graded_task.name, seeds=seeds)  # meanwhile: envs, probe states
     static = [_say_sidecar(run, c, label) for c in C.static_checks(parsed, run.graded_task)]
     run.result.checks += [c for c in static if not c.blocking]
     blocking = next((c for c in static if c.blocking), None)
@@ -608,6 +611,31 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
     run.result.checks.append(reproducible)
     if reproducible.blocking:
         fail(run.result.checks.pop())
+
+
+def _prepare_episodes(run: _Run, task: Task, *, early: bool = False) -> None:
+    """Have the workers build the episodes' environments (each ready for its first seed) and the
+    probe states while this process reads and checks the model: sent once, as soon as the
+    homework is known, before the model is parsed when ``--task`` or a rubric names it (the
+    workers would otherwise wait for the parse and the reference comparison, about 0.15 s of a
+    MsPacman grading; ``docs/engine.md``). Every contract of a homework plays the same
+    environments, so the homework's task prepares for any of them. ``early``: seeds the rubric
+    cannot give are said later, where they are resolved."""
+    if run.prepared:
+        return
+    if early:
+        from grader.scoring.rubric import default_rubric_path, load_rubric
+
+        if run.rubric is None:
+            run.rubric = load_rubric(default_rubric_path(task.homework_name), selfcheck=run.options.selfcheck)
+        try:
+            seeds, _ = resolve_seeds(run.rubric, run.options)
+        except RubricError:
+            return
+    else:
+        seeds, _ = resolve_seeds(run.graded_by, run.options)
+    _engine(run, len(seeds)).prepare(task.name, seeds=seeds)
+    run.prepared = True
 
 
 def _say_sidecar(run: _Run, check: CheckResult, label: str) -> CheckResult:
@@ -691,12 +719,15 @@ def _episodes(run: _Run, seeds: list[int], seed_set: str, fail) -> bool:
         # Without videos, the first worker out of seeds computes one episode's decisions again
         # alone while the others finish: the reproducibility check costs little wall time.
         outcomes = run.started_engine.evaluate(seeds, on_episode=on_episode, recheck=not _videos_wanted(run),
-                                       on_idle=lambda: _preload_outputs(run))
+                                       on_idle=lambda: _preload_outputs(run, len(seeds)))
     except EngineFailure as exc:
         fail(CheckResult(name="episodes", passed=False, message=f"the model failed during the episodes: {exc}",
                          hint="it must give finite outputs for every state the game produces"))
         return False
     run.timings["episodes"] = time.perf_counter() - t0
+    engine_stats = getattr(run.engine, "stats", None) or {}
+    if "call_s" in engine_stats:  # the model's own compute: the workers' time inside its calls, summed
+        run.timings["inference"] = float(engine_stats["call_s"])
     result, rubric = run.result, run.graded_by
     result.episodes = [EpisodeResult(seed=s, return_=outcomes[s][0], length=outcomes[s][1]) for s in seeds]
     result.summary = summarize([e.return_ for e in result.episodes], success_threshold=run.graded_task.success_threshold)
@@ -734,7 +765,7 @@ def _random_level_check(run: _Run) -> None:
                     "as random play)"))
 
 
-def _preload_outputs(run: _Run) -> None:
+def _preload_outputs(run: _Run, episodes: int) -> None:
     """What the summary and the report need loaded, while a processor is free at the end of the
     episodes (``Engine.evaluate``'s ``on_idle``): the imports and template loading then are not on
     the way to the grade (20-40 ms at the end of every grading). A failure here is left to the
@@ -742,7 +773,7 @@ def _preload_outputs(run: _Run) -> None:
     from grader.scoring import stats
 
     try:
-        stats.preload()
+        stats.preload(episodes)
         if run.out is not None and run.options.report:
             from grader.outputs import report
 

@@ -248,6 +248,8 @@ class GradeResult(_Model):
     flags: list[DuplicateFlag] = []  # copies found (never scored; the rubric says whether they invalidate)
     error: str | None = None  # what went wrong, in words, when status is error or invalid
     command: str = ""  # reproduces this result
+    # seconds: static_checks, load_and_probe, episodes, videos, total (wall); inference: the workers'
+    # time inside the model's calls during the episodes, summed over the workers
     timings: dict[str, float] = {}
     created: str = ""
     @property

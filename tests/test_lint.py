@@ -1,4 +1,4 @@
-"""Lint and types: ``ruff check grader tests`` and ``mypy grader`` find nothing.
+"""Lint and types: ``ruff check grader tests benchmarks`` and ``mypy grader`` find nothing.
 
 Their configuration is in ``pyproject.toml`` (``[tool.ruff]``, ``[tool.mypy]``); both are in the
 ``test`` extra at the versions the lock file pins. A finding fails the suite with the tool's own
@@ -33,8 +33,8 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_ruff_finds_nothing():
-    proc = _run([*_tool("ruff"), "check", "--no-cache", "grader", "tests"])
-    assert proc.returncode == 0, f"ruff check grader tests:\n{proc.stdout}{proc.stderr}"
+    proc = _run([*_tool("ruff"), "check", "--no-cache", "grader", "tests", "benchmarks"])
+    assert proc.returncode == 0, f"ruff check grader tests benchmarks:\n{proc.stdout}{proc.stderr}"
 
 
 @pytest.mark.slow  # a cold run type-checks every dependency's stubs: about 25 s of CPU

@@ -356,3 +356,48 @@ def _network_source() -> str:
     from notebook_fixtures import NETWORK
 
     return NETWORK
+
+
+# --- the workers' head start ---------------------------------------------------------------------------
+def test_the_workers_start_on_the_homework_before_the_model_is_parsed(monkeypatch, tmp_path):
+    """With the homework known from the command line (``--task``, a rubric), the workers are told it
+    and the seeds before the model is read, and build the environments while this process parses
+    and checks it; without it, as soon as the model says which homework it is (before the reference
+    comparison). The episodes are the same either way, and the result says how much of the grading
+    was the model's own compute."""
+    import grader.pipeline as P
+    from grader.runtime.engine import Engine
+
+    events: list[tuple] = []
+    real_prepare, real_parse, real_copy = Engine.prepare, P._parse, P._reference_copy
+
+    def prepare(self, task, **kwargs):
+        events.append(("prepare", task, tuple(kwargs.get("seeds") or ())))
+        return real_prepare(self, task, **kwargs)
+
+    def parse(run, data):
+        events.append(("parse",))
+        return real_parse(run, data)
+
+    def copy(run, parsed, **kwargs):
+        events.append(("reference",))
+        return real_copy(run, parsed, **kwargs)
+
+    monkeypatch.setattr(Engine, "prepare", prepare)
+    monkeypatch.setattr(P, "_parse", parse)
+    monkeypatch.setattr(P, "_reference_copy", copy)
+    model = REPO / "reference" / "models" / "lunarlander_improved.onnx"
+    given = grade(model, task="lunarlander", seeds=[3, 4, 5], write=False)
+    assert events == [("prepare", "lunarlander", (3, 4, 5)), ("parse",), ("reference",)]
+    events.clear()
+    found = grade(model, seeds=[3, 4, 5], write=False)
+    assert events == [("parse",), ("prepare", "lunarlander", (3, 4, 5)), ("reference",)]
+    assert [(e.seed, e.return_) for e in given.episodes] == [(e.seed, e.return_) for e in found.episodes]
+    for result in (given, found):
+        assert 0 < result.timings["inference"] < 2 * result.timings["episodes"]  # two workers' calls, summed
+    written = grade(model, seeds=[3], out=tmp_path / "out", video=False)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert f"own compute</dt><dd>{written.timings['inference']:.2f} s, summed over the grading processes" in page
+    events.clear()
+    invalid = grade(model, task="mspacman", seeds=[3], write=False)  # prepared for MsPacman, then refused
+    assert invalid.status == "invalid" and events[:2] == [("prepare", "mspacman", (3,)), ("parse",)]

@@ -94,3 +94,19 @@ def test_the_median(returns, median):
 def test_no_returns_is_an_error_not_a_summary():
     with pytest.raises(ValueError, match="no episode returns"):
         summarize([], success_threshold=None)
+
+
+def test_the_resamples_drawn_ahead_give_the_same_interval():
+    """``grade`` draws the bootstrap's resamples while the last episodes run (they depend on the
+    number of returns and the fixed seed, not on the returns): the interval is the same either way,
+    and resamples drawn for another number of episodes are not used."""
+    from grader.scoring import stats
+
+    returns = np.random.default_rng(3).normal(200.0, 40.0, size=37)
+    fresh = bootstrap_ci(returns)
+    stats.preload(37)
+    assert stats._drawn and bootstrap_ci(returns) == fresh
+    assert not stats._drawn  # used once
+    stats.preload(12)
+    assert bootstrap_ci(returns) == fresh and 12 in stats._drawn
+    assert summarize(returns[:12], success_threshold=None) == summarize(returns[:12].copy(), success_threshold=None)

@@ -166,19 +166,18 @@ def run_episodes(
     return results
 
 
-def _decide(policy: Policy, spec: Task, slots: list[_Slot], track: bool) -> tuple[np.ndarray, list | None]:
+def _decide(policy: Policy, spec: Task, slots: list[_Slot], track: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """One policy call on the states of ``slots`` (batched by the task: a raw frame is copied once,
-    into the batch): their actions and, when diagnostics are tracked, the policy's output rows (as
-    lists: cheap to keep, one array at the end)."""
+    into the batch): their actions and, when diagnostics are tracked, the policy's output (each
+    episode keeps a view of its row: cheap to keep, one float64 array at the end)."""
     states = spec.stack_states([slot.turn.state for slot in slots])
     seeds_now, steps_now = np.array([slot.seed for slot in slots]), np.array([slot.decisions for slot in slots])
     if not track:
         return policy.act(states, seeds_now, steps_now), None
-    actions, out = _act_observed(policy, states, seeds_now, steps_now)
-    return actions, (out.tolist() if out is not None else None)
+    return _act_observed(policy, states, seeds_now, steps_now)
 
 
-def _advance(slot: _Slot, action: int, row: list | None, trace: tuple[list, list] | None, track: bool) -> None:
+def _advance(slot: _Slot, action: int, row: np.ndarray | None, trace: tuple[list, list] | None, track: bool) -> None:
     """Play ``action`` in ``slot``'s episode, keeping the trace (the state it was chosen on) and
     the diagnostics (the action's count, the output ``row``, the task's tracker)."""
     if trace is not None:
@@ -220,7 +219,7 @@ class _Diag:
         self.tracker = tracker
         self.per_step = bool(tracker.per_step)
         self.counts = [0] * n_actions
-        self.rows: list[list[float]] = []  # the policy's output row of each decision
+        self.rows: list[np.ndarray] = []  # the policy's output row of each decision (a view of its batch's output)
 
 
 def _act_observed(policy: Policy, states: np.ndarray, seeds: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, Any]:
