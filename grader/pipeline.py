@@ -99,6 +99,7 @@ class _Run:
     evidence: NotebookEvidence | None = None
     invalid: bool = False
     prepared: bool = False  # the workers were told the episodes' task and seeds (_prepare_episodes)
+    shipped_rubrics: dict[str, Rubric] = field(default_factory=dict)  # read by _shipped_rubric
     layout_problems: list[str] = field(default_factory=list)  # how the files were gathered (grader.submission.bundle)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -251,12 +252,20 @@ def _chosen_task(run: _Run):
 
 
 def _set_task(run: _Run, task) -> None:
-    from grader.scoring.rubric import default_rubric_path, load_rubric
-
     run.task = task  # the input contract the model is graded under (MsPacman: the lesson's, or raw frames)
     run.result.task = task.homework_name  # the homework: its rubric, baselines, every front end
     if run.rubric is None:
-        run.rubric = load_rubric(default_rubric_path(task.homework_name), selfcheck=run.options.selfcheck)
+        run.rubric = _shipped_rubric(run, task)
+
+
+def _shipped_rubric(run: _Run, task) -> Rubric:
+    """The homework's shipped rubric (``rubrics/<homework>.toml``), read once per grading."""
+    from grader.scoring.rubric import default_rubric_path, load_rubric
+
+    name = task.homework_name
+    if name not in run.shipped_rubrics:
+        run.shipped_rubrics[name] = load_rubric(default_rubric_path(name), selfcheck=run.options.selfcheck)
+    return run.shipped_rubrics[name]
 
 
 def _invalid(run: _Run, check: CheckResult) -> None:
@@ -571,8 +580,9 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
                 "severity": "warning", "message": f"{label}: {check.message}"}))
 
     t0 = time.perf_counter()
-    if run.task is not None:  # the homework is known already (--task, --rubric): the workers start on it now
-        _prepare_episodes(run, run.task, early=True)
+    known = run.task or _input_says(data)  # --task or a rubric, else the input's shape read from the bytes
+    if known is not None:  # the workers start on the homework now, while this process parses the model
+        _prepare_episodes(run, known, early=True)
     parsed, task, problem = _parse(run, data)
     if problem is not None:
         return fail(problem)
@@ -616,26 +626,36 @@ def _play_model(run: _Run, data: bytes, *, label: str, uploaded: bool) -> None:
 def _prepare_episodes(run: _Run, task: Task, *, early: bool = False) -> None:
     """Have the workers build the episodes' environments (each ready for its first seed) and the
     probe states while this process reads and checks the model: sent once, as soon as the
-    homework is known, before the model is parsed when ``--task`` or a rubric names it (the
-    workers would otherwise wait for the parse and the reference comparison, about 0.15 s of a
-    MsPacman grading; ``docs/engine.md``). Every contract of a homework plays the same
-    environments, so the homework's task prepares for any of them. ``early``: seeds the rubric
-    cannot give are said later, where they are resolved."""
+    homework is known (``--task``, a rubric, or the model's input shape read from its bytes),
+    before the model is parsed; the workers would otherwise wait for the parse and the reference
+    comparison, 0.1-0.15 s of a MsPacman grading (``docs/benchmarks.md``). Every contract of a
+    homework plays the same environments, so the homework's task prepares for any of them.
+    ``early``: a guess the parse may overrule, so it settles nothing (the task and the rubric are
+    settled by :func:`_set_task`), and seeds or a rubric that cannot be had are said later."""
     if run.prepared:
         return
-    if early:
-        from grader.scoring.rubric import default_rubric_path, load_rubric
-
-        if run.rubric is None:
-            run.rubric = load_rubric(default_rubric_path(task.homework_name), selfcheck=run.options.selfcheck)
-        try:
-            seeds, _ = resolve_seeds(run.rubric, run.options)
-        except RubricError:
+    try:
+        rubric = run.rubric or _shipped_rubric(run, task)
+        seeds, _ = resolve_seeds(rubric, run.options)
+    except RubricError:
+        if early:
             return
-    else:
-        seeds, _ = resolve_seeds(run.graded_by, run.options)
+        raise
     _engine(run, len(seeds)).prepare(task.name, seeds=seeds)
     run.prepared = True
+
+
+def _input_says(data: bytes) -> Task | None:
+    """The contract whose input shape the model's one input has, read from the protobuf bytes
+    without parsing the model (:func:`grader.submission.onnx_model.input_dims`); None when it is
+    not clear. A hint for :func:`_prepare_episodes` only: the parse recognises the task."""
+    from grader.submission.onnx_model import input_dims
+    from grader.tasks import task_for_input
+
+    dims = input_dims(data)
+    if not dims or any(d is None for d in dims[1:]):
+        return None
+    return task_for_input(tuple(int(d) for d in dims[1:] if d is not None))
 
 
 def _say_sidecar(run: _Run, check: CheckResult, label: str) -> CheckResult:

@@ -31,9 +31,11 @@ def mlp(
     keras_style: bool = False,
     seed: int = RNG_SEED,
     scale: float = 1.0,
+    initializers_as_inputs: bool = False,
 ) -> str:
     """A 2-layer MLP policy. ``keras_style`` mimics keras' torch-backend export: Cast nodes,
-    MatMul+Add instead of Gemm, odd tensor names."""
+    MatMul+Add instead of Gemm, odd tensor names. ``initializers_as_inputs`` also lists the
+    weights among the graph's inputs, as exporters for IR 3 did."""
     rng = np.random.default_rng(seed)
     w1 = (rng.standard_normal((n_in, hidden)) * scale).astype(np.float32)
     b1 = (rng.standard_normal(hidden) * 0.1).astype(np.float32)
@@ -72,6 +74,8 @@ def mlp(
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch, n_out])],
         inits,
     )
+    if initializers_as_inputs:
+        graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tests")
     model.ir_version = ir_version
     return _save(model, path)

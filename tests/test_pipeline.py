@@ -360,11 +360,11 @@ def _network_source() -> str:
 
 # --- the workers' head start ---------------------------------------------------------------------------
 def test_the_workers_start_on_the_homework_before_the_model_is_parsed(monkeypatch, tmp_path):
-    """With the homework known from the command line (``--task``, a rubric), the workers are told it
-    and the seeds before the model is read, and build the environments while this process parses
-    and checks it; without it, as soon as the model says which homework it is (before the reference
-    comparison). The episodes are the same either way, and the result says how much of the grading
-    was the model's own compute."""
+    """The workers are told the homework and the seeds before the model is parsed, and build the
+    environments while this process parses and checks it: from ``--task`` (or a rubric), else from
+    the input's shape read from the bytes; a model whose input says nothing clear is prepared for
+    once it is parsed. The episodes are the same either way, a wrong guess is overruled by the parse,
+    and the result says how much of the grading was the model's own compute."""
     import grader.pipeline as P
     from grader.runtime.engine import Engine
 
@@ -390,8 +390,8 @@ def test_the_workers_start_on_the_homework_before_the_model_is_parsed(monkeypatc
     given = grade(model, task="lunarlander", seeds=[3, 4, 5], write=False)
     assert events == [("prepare", "lunarlander", (3, 4, 5)), ("parse",), ("reference",)]
     events.clear()
-    found = grade(model, seeds=[3, 4, 5], write=False)
-    assert events == [("parse",), ("prepare", "lunarlander", (3, 4, 5)), ("reference",)]
+    found = grade(model, seeds=[3, 4, 5], write=False)  # the homework read from the input's shape in the bytes
+    assert events == [("prepare", "lunarlander", (3, 4, 5)), ("parse",), ("reference",)]
     assert [(e.seed, e.return_) for e in given.episodes] == [(e.seed, e.return_) for e in found.episodes]
     for result in (given, found):
         assert 0 < result.timings["inference"] < 2 * result.timings["episodes"]  # two workers' calls, summed
@@ -401,3 +401,40 @@ def test_the_workers_start_on_the_homework_before_the_model_is_parsed(monkeypatc
     events.clear()
     invalid = grade(model, task="mspacman", seeds=[3], write=False)  # prepared for MsPacman, then refused
     assert invalid.status == "invalid" and events[:2] == [("prepare", "mspacman", (3,)), ("parse",)]
+    import onnx_fixtures as F
+
+    events.clear()
+    symbolic = grade(_symbolic_features(F.mlp(tmp_path / "n.onnx")), seeds=[3], write=False)  # [batch, features]
+    assert symbolic.status == "invalid" and events == [("parse",)]
+    events.clear()
+    old_style = grade(F.mlp(tmp_path / "o.onnx", initializers_as_inputs=True), seeds=[3, 4, 5], write=False)
+    assert events[:2] == [("prepare", "lunarlander", (3, 4, 5)), ("parse",)] and old_style.status == "graded"
+
+
+def _symbolic_features(path: str) -> str:
+    """The model at ``path`` with its input's second dimension made symbolic: [batch, features]."""
+    import onnx
+
+    model = onnx.load(path)
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "features"
+    Path(path).write_bytes(model.SerializeToString())
+    return path
+
+
+def test_the_input_shape_is_read_from_the_bytes_as_onnx_reads_it(tmp_path):
+    """``input_dims`` (the early hint) agrees with the parsed model on every shipped model and on
+    the fixtures' shapes, and says nothing for what has no single clear input."""
+    import onnx_fixtures as F
+
+    from grader.submission.onnx_model import _value_info, graph_inputs, input_dims, parse_model
+
+    files = [*sorted((REPO / "reference" / "models").glob("*.onnx")), F.mlp(tmp_path / "a.onnx", batch=1),
+             F.mlp(tmp_path / "b.onnx", initializers_as_inputs=True), F.conv_policy(tmp_path / "c.onnx"),
+             _symbolic_features(F.mlp(tmp_path / "d.onnx"))]
+    for path in files:
+        data = Path(path).read_bytes()
+        (vi,) = graph_inputs(parse_model(data).proto)
+        parsed = tuple(d if isinstance(d, int) else None for d in _value_info(vi).shape)
+        assert input_dims(data) == parsed, path
+    assert input_dims(Path(F.two_inputs(tmp_path / "two.onnx")).read_bytes()) is None
+    assert input_dims(b"") is None and input_dims(b"\xff" * 64) is None and input_dims(b"PK\x03\x04 not onnx") is None

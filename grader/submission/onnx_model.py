@@ -166,6 +166,67 @@ def scan_structure(data: bytes) -> int:
     return counts.nodes
 
 
+# For input_dims: ValueInfoProto.name/type, TypeProto.tensor_type, TypeProto.Tensor.shape,
+# TensorShapeProto.dim, Dimension.dim_value; GraphProto.initializer/input, TensorProto.name.
+_GRAPH_INITIALIZER, _GRAPH_INPUT, _TENSOR_NAME = 5, 11, 8
+_VI_NAME, _VI_TYPE, _TYPE_TENSOR, _TENSOR_SHAPE, _SHAPE_DIM, _DIM_VALUE = 1, 2, 1, 2, 1, 1
+
+
+def _field(buf, bounds: tuple[int, int] | None, counts: _Counts, number: int) -> tuple[int, int] | None:
+    """The value bounds of the last length-delimited field ``number`` of the message at
+    ``bounds`` (None: no such message), or None."""
+    found = None
+    for n, wire, s, e in _fields(buf, bounds[0], bounds[1], counts) if bounds else ():
+        if n == number and wire == 2:
+            found = (s, e)
+    return found
+
+
+def _dims(buf, vi: tuple[int, int], counts: _Counts) -> tuple[int | None, ...] | None:
+    """The shape of one ValueInfoProto's tensor (None for a symbolic or unknown dimension)."""
+    tensor = _field(buf, _field(buf, vi, counts, _VI_TYPE), counts, _TYPE_TENSOR)
+    shape = _field(buf, tensor, counts, _TENSOR_SHAPE)
+    if shape is None:
+        return None
+    dims: list[int | None] = []
+    for n, wire, s, e in _fields(buf, shape[0], shape[1], counts):
+        if n == _SHAPE_DIM and wire == 2:
+            values = [_varint(buf, ds, de)[0] for dn, dw, ds, de in _fields(buf, s, e, counts)
+                      if dn == _DIM_VALUE and dw == 0]
+            dims.append(values[-1] if values else None)
+    return tuple(dims)
+
+
+def input_dims(data: bytes) -> tuple[int | None, ...] | None:
+    """The shape of the model's one real input (symbolic dimensions as None), read from the
+    protobuf wire format without importing onnx or building the model: what the pipeline needs to
+    know the homework early (the workers build its environments while the model is parsed and
+    checked). None when there is not exactly one real input with a tensor shape, or when the bytes
+    are not such a model (parsing then says what is wrong). A hint only: :func:`parse_model` and
+    the checks decide."""
+    buf = memoryview(data)
+    counts = _Counts()
+    try:
+        graph = _field(buf, (0, len(buf)), counts, _MODEL_GRAPH)
+        if graph is None:
+            return None
+        inputs: list[tuple[str, tuple[int, int]]] = []
+        initializers: set[str] = set()
+        for n, wire, s, e in _fields(buf, graph[0], graph[1], counts):
+            if wire != 2 or n not in (_GRAPH_INPUT, _GRAPH_INITIALIZER):
+                continue
+            name = _field(buf, (s, e), counts, _VI_NAME if n == _GRAPH_INPUT else _TENSOR_NAME)
+            text = bytes(buf[name[0]:name[1]]).decode("utf-8", "replace") if name else ""
+            if n == _GRAPH_INPUT:
+                inputs.append((text, (s, e)))
+            else:
+                initializers.add(text)
+        real = [vi for name, vi in inputs if name not in initializers]
+        return _dims(buf, real[0], counts) if len(real) == 1 else None
+    except (_Malformed, IndexError, ModelLoadError):
+        return None
+
+
 def iter_graphs(graph) -> Iterator:
     """The graph and every subgraph held in node attributes, depth first."""
     yield graph
