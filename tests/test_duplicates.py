@@ -340,3 +340,41 @@ def test_reference_prints_are_cached_by_the_bytes_sha256(tmp_path, monkeypatch):
     monkeypatch.setattr(W, "weight_prints", lambda data: fresh)
     assert W.cached_weight_prints(data, sha) == fresh  # malformed: recomputed and written again
     assert json.loads(entry.read_text()) == fresh
+
+
+def test_a_reference_file_is_read_again_only_when_it_changed(tmp_path, monkeypatch):
+    """A grading does not read and hash the rubric's reference models when they have not changed:
+    their sha256 and prints are kept under the file's identity (path, size, inode, times); a file
+    changed just before its entry was written (git's "racily clean") or rewritten in place, even
+    with the same size, is read again, and a damaged entry is a miss."""
+    import builtins
+    import hashlib
+
+    from grader.submission import weights as W
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ref = tmp_path / "ref.onnx"
+    ref.write_bytes(REFERENCE.read_bytes())
+    expected = (hashlib.sha256(ref.read_bytes()).hexdigest(), W.weight_prints(ref.read_bytes()))
+    real_open, reads = builtins.open, []
+
+    def counting(file, *args, **kwargs):
+        if str(file) == str(ref):
+            reads.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting)
+    assert W.file_prints(ref) == expected and W.file_prints(ref) == expected
+    assert len(reads) == 2  # written a moment ago: the entries are racy, the file is read each time
+    monkeypatch.setattr(W, "RACY_NS", -10**18)  # as if the file had been written long before its entry
+    assert W.file_prints(ref) == expected and W.file_prints(ref) == expected
+    assert len(reads) == 2  # a settled entry: the file is not read again
+    monkeypatch.setattr(builtins, "open", real_open)
+    other = bytearray(ref.read_bytes())
+    other[-1] ^= 1  # same size, other bytes
+    ref.write_bytes(bytes(other))
+    assert W.file_prints(ref)[0] == hashlib.sha256(bytes(other)).hexdigest()
+    for entry in (tmp_path / "cache" / "rl-grader" / "weight-prints").glob("*-file-*.json"):
+        entry.write_text('{"sha256": "short", "prints": null}')
+    assert W.file_prints(ref)[0] == hashlib.sha256(bytes(other)).hexdigest()  # damaged: read again
+    assert W.file_prints(tmp_path / "missing.onnx") is None

@@ -440,7 +440,7 @@ class Rubric(_Strict):
         out: ``grade baselines`` is where a bad reference is an error)."""
         import json
 
-        from grader.submission.weights import cached_weight_prints
+        from grader.submission.weights import file_prints
 
         if self.duplicates.reference_prints:
             path = self.resolve(self.duplicates.reference_prints)
@@ -451,12 +451,9 @@ class Rubric(_Strict):
                 raise RubricError(f"duplicates.reference_prints: cannot read {path}: {exc}") from None
         out = {}
         for name, rel in self.references.items():
-            try:
-                data = self.resolve(rel).read_bytes()
-            except OSError:
-                continue
-            sha256 = hashlib.sha256(data).hexdigest()
-            out[name] = ReferencePrint(file=Path(rel).name, sha256=sha256, prints=cached_weight_prints(data, sha256))
+            known = file_prints(self.resolve(rel))
+            if known is not None:
+                out[name] = ReferencePrint(file=Path(rel).name, sha256=known[0], prints=known[1])
         return out
 
     def final_seeds(self) -> list[int]:
