@@ -252,3 +252,32 @@ def test_plots_escape_their_labels_and_are_the_same_every_time():
     assert "&lt;script&gt;" in charts[0] and "&lt;script&gt;" in charts[2]
     assert charts == [f(d) for f in draw]
 
+
+
+def test_the_confidence_is_computed_from_the_exact_outputs():
+    """The rows an episode keeps are views of each batch's float32 output: the confidence is the
+    same as from the outputs converted value by value (what the facts were before), for
+    probabilities (entropy) and for Q-values (the gap between the two best)."""
+    from grader.runtime.episodes import _Diag, _facts
+    from grader.tasks.base import Tracker, Turn
+
+    class Plain(Tracker):
+        def finish(self, turn):
+            return {}
+
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(40, 5)).astype(np.float32)
+    p = np.exp(q) / np.exp(q).sum(axis=1, keepdims=True)
+    turn = Turn(state=np.zeros(2), reward=0.0, life_lost=False, done=True, episode_return=1.0, length=40)
+    for out, measure in ((q, "gap"), (p.astype(np.float32), "entropy")):
+        diag = _Diag(Plain(), 5)
+        for batch in np.array_split(out, 7):  # rows kept from several batches
+            diag.rows.extend(batch[k] for k in range(len(batch)))
+        rows = np.array(out.tolist(), dtype=np.float64)
+        if measure == "gap":
+            top = np.partition(rows, -2, axis=1)
+            expected = float((top[:, -1] - top[:, -2]).mean())
+        else:
+            expected = float(-(rows * np.log(np.clip(rows, 1e-12, 1.0))).sum(axis=1).mean())
+        facts = _facts(diag, turn)
+        assert facts["measure"] == measure and facts["confidence"] == round(expected, 6)

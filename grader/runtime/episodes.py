@@ -245,7 +245,7 @@ def _facts(diag: _Diag, turn: Turn) -> dict[str, Any]:
     facts: dict[str, Any] = {"actions": list(diag.counts), "decisions": sum(diag.counts), "measure": None,
                              "confidence": None, "task": diag.tracker.finish(turn)}
     if diag.rows:
-        rows = np.array(diag.rows, dtype=np.float64)
+        rows = np.stack(diag.rows).astype(np.float64)
         if rows.min() >= 0.0 and rows.max() <= 1.0 and np.abs(rows.sum(axis=1) - 1.0).max() < 1e-3:
             p = np.clip(rows, 1e-12, 1.0)
             facts["measure"], value = "entropy", float(-(rows * np.log(p)).sum(axis=1).mean())
