@@ -627,9 +627,9 @@ def _prepare_episodes(run: _Run, task: Task, *, early: bool = False) -> None:
     """Have the workers build the episodes' environments (each ready for its first seed) and the
     probe states while this process reads and checks the model: sent once, as soon as the
     homework is known (``--task``, a rubric, or the model's input shape read from its bytes),
-    before the model is parsed; the workers would otherwise wait for the parse and the reference
-    comparison, 0.1-0.15 s of a MsPacman grading (``docs/benchmarks.md``). Every contract of a
-    homework plays the same environments, so the homework's task prepares for any of them.
+    before the model is parsed; the workers would otherwise sit idle through the parse and the
+    reference comparison (up to 0.15 s of a MsPacman grading, ``docs/benchmarks.md``). Every
+    contract of a homework plays the same environments, so the homework's task prepares for any.
     ``early``: a guess the parse may overrule, so it settles nothing (the task and the rubric are
     settled by :func:`_set_task`), and seeds or a rubric that cannot be had are said later."""
     if run.prepared:
