@@ -362,6 +362,25 @@ def test_a_flood_of_two_million_nodes_is_refused_by_the_wire_scan_before_any_par
     assert out["parsed"] == 0, out  # refused by the wire scan: onnx's protobuf parser never ran
 
 
+def test_the_early_look_at_the_input_gives_up_on_a_flood_of_nodes(monkeypatch):
+    """Reading the input's shape from the bytes (to start the workers early) stops after the node
+    limit: the wire scan then refuses the file with its own message."""
+    from grader.limits import MAX_NODES
+    from grader.submission import onnx_model
+
+    seen: list[onnx_model._Counts] = []
+
+    class Counting(onnx_model._Counts):
+        def __init__(self) -> None:
+            super().__init__()
+            seen.append(self)
+
+    monkeypatch.setattr(onnx_model, "_Counts", Counting)
+    assert onnx_model.input_dims(node_flood_bytes(50_000)) is None
+    assert seen and seen[0].entries <= MAX_NODES + 10
+    assert onnx_model.input_dims(node_flood_bytes(10)) == (None, 8)
+
+
 def test_the_wire_scan_agrees_with_protobuf_on_real_models(tmp_path):
     from grader.submission.onnx_model import scan_structure
 

@@ -212,7 +212,11 @@ def input_dims(data: bytes) -> tuple[int | None, ...] | None:
             return None
         inputs: list[tuple[str, tuple[int, int]]] = []
         initializers: set[str] = set()
+        nodes = 0
         for n, wire, s, e in _fields(buf, graph[0], graph[1], counts):
+            nodes += n == _GRAPH_NODE
+            if nodes > L.MAX_NODES:  # a flood of nodes: the wire scan refuses it, with its message
+                return None
             if wire != 2 or n not in (_GRAPH_INPUT, _GRAPH_INITIALIZER):
                 continue
             name = _field(buf, (s, e), counts, _VI_NAME if n == _GRAPH_INPUT else _TENSOR_NAME)
