@@ -104,3 +104,58 @@ def test_a_notebook_filling_dev_shm_is_stopped_at_the_quota(tmp_path):
     out = ev.logs["notebook_stdout.txt"].decode()
     wrote = int(out.split("wrote ")[1].split()[0])
     assert "stopped No space left on device" in out and wrote <= 16 * MB, out
+
+
+def test_a_working_helper_is_remembered_and_a_failing_one_is_probed_again(tmp_path, monkeypatch):
+    """The helper's probe costs a process start before the first worker: a success is remembered
+    per machine state (kernel, user-namespace sysctls, interpreter, helper, user), a failure is
+    not (a machine that gains user namespaces gets the bounded tmpfs), and forgetting drops it."""
+    from grader.runtime import bwrap
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    probes: list[bool] = []
+    answer = [(False, "unshare: Operation not permitted")]
+
+    def probe() -> tuple[bool, str]:
+        probes.append(True)
+        return answer[0]
+
+    monkeypatch.setattr(bwrap, "_probe_scratch", probe)
+    bwrap.scratch_mounts_work.cache_clear()
+    try:
+        for _ in range(2):
+            bwrap.scratch_mounts_work.cache_clear()
+            assert bwrap.scratch_mounts_work() == answer[0]
+        assert len(probes) == 2 and not list((tmp_path / "cache").rglob("scratch-ok-*"))  # a failure: asked again
+        answer[0] = (True, "")
+        for _ in range(3):
+            bwrap.scratch_mounts_work.cache_clear()
+            assert bwrap.scratch_mounts_work() == (True, "")
+        assert len(probes) == 3  # remembered after the first success
+        bwrap.forget_scratch_probe()
+        assert bwrap.scratch_mounts_work() == (True, "") and len(probes) == 4
+    finally:
+        bwrap.scratch_mounts_work.cache_clear()
+
+
+def test_workers_start_when_the_helper_was_wrongly_remembered_to_work(tmp_path, monkeypatch):
+    """A remembered success that no longer holds (user namespaces turned off since): the first
+    workers fail to start, the engine forgets it, probes again and starts them with --size."""
+    from grader.runtime import bwrap
+    from grader.runtime.engine import Engine
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    failing = tmp_path / "failing_helper.py"
+    failing.write_text("import sys\nsys.stderr.write('scratchns: unshare: Operation not permitted\\n')\nsys.exit(125)\n")
+    monkeypatch.setattr(bwrap, "SCRATCH_HELPER", failing)
+    bwrap.scratch_mounts_work.cache_clear()
+    marker = bwrap._scratch_marker()
+    assert marker is not None
+    marker.touch()  # remembered from a time when it worked
+    try:
+        with Engine(1) as engine:
+            engine.load(None, task="lunarlander")  # waits for the workers: the random policy
+            assert engine.sandbox_mode == "bwrap" and engine.evaluate([3])[3][1] > 0
+        assert not marker.exists() and bwrap.scratch_mounts_work()[0] is False
+    finally:
+        bwrap.scratch_mounts_work.cache_clear()

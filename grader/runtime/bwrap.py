@@ -192,9 +192,70 @@ def _helper_prefix(path: str, size_bytes: int, files: int, dirs: list[str]) -> l
     return [sys.executable, "-I", "-S", str(SCRATCH_HELPER), path, str(size_bytes), str(files), ",".join(dirs), "--"]
 
 
+# What decides whether the helper can mount: the kernel, the sysctls that allow or restrict
+# unprivileged user namespaces, the interpreter, the helper itself and the user.
+_USERNS_SYSCTLS = ("/proc/sys/kernel/unprivileged_userns_clone", "/proc/sys/user/max_user_namespaces",
+                   "/proc/sys/kernel/apparmor_restrict_unprivileged_userns")
+
+
+def _scratch_marker() -> Path | None:
+    """The file that says a probe of the helper succeeded on this machine as it is now (a
+    positive result only, in the user's cache), or None when there is no cache folder."""
+    import zlib  # not hashlib: this runs before the first worker starts, and openssl's import is 10 ms
+
+    from grader.resources import user_cache_dir
+
+    folder = user_cache_dir("sandbox")
+    if folder is None:
+        return None
+    parts = [*os.uname(), sys.executable, str(os.geteuid())]
+    try:
+        st = os.stat(SCRATCH_HELPER)
+        parts += [str(st.st_size), str(st.st_mtime_ns)]
+    except OSError:
+        return None
+    for path in _USERNS_SYSCTLS:
+        try:
+            parts.append(Path(path).read_text().strip())
+        except OSError:
+            parts.append("-")
+    key = chr(0).join(parts).encode()
+    return folder / f"scratch-ok-{zlib.crc32(key):08x}{zlib.adler32(key):08x}"
+
+
 @lru_cache(maxsize=1)
 def scratch_mounts_work() -> tuple[bool, str]:
-    """(works, why not): the helper can mount a bounded tmpfs here (unprivileged user namespaces)."""
+    """(works, why not): the helper can mount a bounded tmpfs here (unprivileged user namespaces).
+
+    A success is remembered (:func:`_scratch_marker`: for this kernel, its user-namespace sysctls,
+    this interpreter, helper and user), so that a grading does not run the probe (a helper start,
+    ~14 ms before the first worker can start); a failure is probed again every time, so that a
+    machine that gains user namespaces gets the bounded tmpfs. When a worker then fails to start
+    anyway, :func:`forget_scratch_probe` drops the memory and the engine probes again."""
+    marker = _scratch_marker()
+    if marker is not None and marker.is_file():
+        return True, ""
+    ok, why = _probe_scratch()
+    if ok and marker is not None:
+        try:
+            marker.touch()
+        except OSError:
+            pass
+    return ok, why
+
+
+def forget_scratch_probe() -> None:
+    """Probe the helper again (a worker failed to start although it was remembered to work)."""
+    marker = _scratch_marker()
+    if marker is not None:
+        try:
+            marker.unlink()
+        except OSError:
+            pass
+    scratch_mounts_work.cache_clear()
+
+
+def _probe_scratch() -> tuple[bool, str]:
     with tempfile.TemporaryDirectory(prefix="grader-scratch-probe-") as mountpoint:
         cmd = _helper_prefix(mountpoint, 1 << 20, 16, ["t"])
         try:

@@ -289,6 +289,9 @@ class Engine:
         except EngineBug:
             if self.isolation.verified:
                 raise
+            from grader.runtime.bwrap import forget_scratch_probe
+
+            forget_scratch_probe()  # the bounded scratch's helper is probed again too
             self.isolation = isolation(self._sandbox)  # the real probe: SetupError if bwrap was required
             self.warnings[:] = list(self.isolation.warnings)
             for i in range(len(self._workers)):
