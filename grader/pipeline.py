@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as _dt
 import inspect
 import logging
+import os
 import platform
 import shlex
 import tempfile
@@ -132,11 +133,39 @@ class _Run:
         return self.out
 
 
+RECORDED_DISTRIBUTIONS = ("gymnasium", "box2d", "ale-py", "onnxruntime", "onnx", "numpy", "rl-grader")
+
+
 def package_versions() -> dict[str, str]:
+    """The Python and package versions every result records (those that decide the returns, and
+    the grader's). Read in one pass over the import path from the installed distributions'
+    ``NAME-VERSION.dist-info`` folders, which the wheel format names so (the first on the path
+    wins, as for importlib.metadata); importlib.metadata answers for any not found that way. Seven
+    ``metadata.version`` lookups were 12 ms of every grading's start."""
+    import re
+    import sys
     from importlib import metadata
 
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    wanted = {norm(d): d for d in RECORDED_DISTRIBUTIONS}
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            with os.scandir(entry or ".") as listing:
+                for item in listing:
+                    name, _, version = item.name.removesuffix(".dist-info").rpartition("-")
+                    dist = wanted.get(norm(name)) if item.name.endswith(".dist-info") else None
+                    if dist is not None and version and dist not in found:
+                        found[dist] = version
+        except OSError:  # a zip file or a missing folder on the path
+            continue
     versions = {"python": platform.python_version()}
-    for dist in ("gymnasium", "box2d", "ale-py", "onnxruntime", "onnx", "numpy", "rl-grader"):
+    for dist in RECORDED_DISTRIBUTIONS:
+        if dist in found:
+            versions[dist] = found[dist]
+            continue
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -438,3 +438,23 @@ def test_the_input_shape_is_read_from_the_bytes_as_onnx_reads_it(tmp_path):
         assert input_dims(data) == parsed, path
     assert input_dims(Path(F.two_inputs(tmp_path / "two.onnx")).read_bytes()) is None
     assert input_dims(b"") is None and input_dims(b"\xff" * 64) is None and input_dims(b"PK\x03\x04 not onnx") is None
+
+
+def test_the_recorded_versions_are_the_installed_ones(tmp_path, monkeypatch):
+    """Every result records the versions that decide its returns; they are read from the
+    distributions' folders in one pass, and must be what importlib.metadata says: also for a
+    distribution installed twice (the first on the import path wins) under another spelling."""
+    import sys
+    from importlib import metadata
+
+    from grader.pipeline import RECORDED_DISTRIBUTIONS, package_versions
+
+    versions = package_versions()
+    for dist in RECORDED_DISTRIBUTIONS:
+        assert versions[dist] == metadata.version(dist), dist
+    shadow = tmp_path / "Box2D-0.0.1.dist-info"
+    shadow.mkdir()
+    (shadow / "METADATA").write_text("Metadata-Version: 2.1\nName: Box2D\nVersion: 0.0.1\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    assert package_versions()["box2d"] == metadata.version("box2d") == "0.0.1"
+    assert package_versions()["numpy"] == metadata.version("numpy")
