@@ -666,7 +666,7 @@ def _prepare_episodes(run: _Run, task: Task, *, early: bool = False) -> None:
     try:
         rubric = run.rubric or _shipped_rubric(run, task)
         seeds, _ = resolve_seeds(rubric, run.options)
-    except RubricError:
+    except SetupError:  # a rubric or seeds that cannot be had: said where the homework is settled
         if early:
             return
         raise

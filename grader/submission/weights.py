@@ -143,9 +143,9 @@ RACY_NS = 2_000_000_000  # a file changed this close before its cache entry was 
 
 def file_prints(path: Any) -> tuple[str, list[list] | None] | None:
     """``(sha256, prints)`` of a model file the grader trusts (a rubric's reference), without
-    reading it when it has not changed: the user's cache keeps them under the file's identity
-    (its path, size, inode and modification and change times, as git's index does: a rewrite or
-    a replacement changes the change time, which no one can set), so a grading does not read and
+    reading it when it has not changed: the user's cache keeps them per path with the file's
+    identity (its size, inode and modification and change times, as git's index does: a rewrite
+    or a replacement changes the change time, which no one can set), so a grading does not read and
     hash the references every time (the two MsPacman models: 11 MB, ~20 ms of the parent's CPU
     before the workers can be told the seeds). As in git, an entry written within
     :data:`RACY_NS` of the file's last change is not trusted (file times are coarser than a
@@ -161,16 +161,18 @@ def file_prints(path: Any) -> tuple[str, list[list] | None] | None:
         st = os.stat(path)
     except OSError:
         return None
-    identity = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_ino}\0{st.st_dev}\0{st.st_mtime_ns}\0{st.st_ctime_ns}"
-    folder = user_cache_dir("weight-prints")
-    entry = (folder / f"v{PRINTS_VERSION}-file-{hashlib.sha256(identity.encode()).hexdigest()[:40]}.json"
+    where = os.path.abspath(path)
+    identity = [where, st.st_size, st.st_ino, st.st_dev, st.st_mtime_ns, st.st_ctime_ns]
+    folder = user_cache_dir("weight-prints")  # one entry per path, rewritten when the file changes
+    entry = (folder / f"v{PRINTS_VERSION}-file-{hashlib.sha256(where.encode()).hexdigest()[:40]}.json"
              if folder is not None else None)
     if entry is not None:
         try:
             cached = json.loads(entry.read_text(encoding="utf-8"))
             sha256, written = cached["sha256"], cached["written_ns"]
             settled = type(written) is int and max(st.st_mtime_ns, st.st_ctime_ns) + RACY_NS < written
-            if settled and isinstance(sha256, str) and len(sha256) == 64 and _valid_prints(cached["prints"]):
+            if (settled and cached["identity"] == identity and isinstance(sha256, str) and len(sha256) == 64
+                    and _valid_prints(cached["prints"])):
                 return sha256, cached["prints"]
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -182,7 +184,7 @@ def file_prints(path: Any) -> tuple[str, list[list] | None] | None:
     sha256 = hashlib.sha256(data).hexdigest()
     prints = cached_weight_prints(data, sha256)
     if entry is not None:
-        _write_entry(entry, {"sha256": sha256, "prints": prints, "written_ns": time.time_ns()})
+        _write_entry(entry, {"identity": identity, "sha256": sha256, "prints": prints, "written_ns": time.time_ns()})
     return sha256, prints
 
 
