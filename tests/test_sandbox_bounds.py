@@ -159,3 +159,34 @@ def test_workers_start_when_the_helper_was_wrongly_remembered_to_work(tmp_path, 
         assert not marker.exists() and bwrap.scratch_mounts_work()[0] is False
     finally:
         bwrap.scratch_mounts_work.cache_clear()
+
+
+def test_a_notebook_runs_when_the_helper_was_wrongly_remembered_to_work(tmp_path, monkeypatch):
+    """The notebook sandbox, like the engine: a remembered helper that fails (exit 125 before
+    anything of the notebook ran) is forgotten and the notebook runs once more, with --size."""
+    pytest.importorskip("torch")
+    import notebook_fixtures as F
+
+    from grader.notebook import mspacman
+    from grader.notebook.common import parse_notebook
+    from grader.notebook.sandbox import Limits
+    from grader.runtime import bwrap
+    from grader.scoring.rubric import default_rubric_path, load_rubric
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    failing = tmp_path / "failing_helper.py"
+    failing.write_text("import sys\nsys.stderr.write('scratchns: unshare: Operation not permitted\\n')\nsys.exit(125)\n")
+    monkeypatch.setattr(bwrap, "SCRATCH_HELPER", failing)
+    bwrap.scratch_mounts_work.cache_clear()
+    marker = bwrap._scratch_marker()
+    assert marker is not None
+    marker.touch()
+    try:
+        nb = parse_notebook(F.write_notebook(tmp_path / "student" / "homework.ipynb", F.mspacman_cells()))
+        limits = Limits.from_rubric(load_rubric(default_rubric_path("mspacman")).notebook)
+        checks = {c.name: c for c in mspacman.collect(nb, limits=limits, sandbox="bwrap", weights=[]).checks}
+        assert checks["sandbox"].passed and checks["network_forward"].passed, checks["sandbox"].message
+        assert "number of files is NOT bounded" in checks["sandbox_isolation"].message
+        assert not marker.exists()
+    finally:
+        bwrap.scratch_mounts_work.cache_clear()

@@ -41,6 +41,7 @@ from grader.runtime.bwrap import (  # noqa: F401 - re-exported: the sandbox's pr
     MODES,
     NOBODY,
     SANDBOX_ENV_VAR,
+    SCRATCH_HELPER_FAILED,
     SEAL,
     bwrap_has_size,
     bwrap_status,
@@ -337,7 +338,21 @@ def _preexec(limits: Limits, procs_file: str | None, nproc_limit: int, drop_uid:
 
 
 def run_in_sandbox(workdir: Path, limits: Limits, *, mode: str | None = None) -> SandboxRun:
-    """Run ``in/runner.py in/job.json FD BLOB_FD``; ``workdir/in/`` was prepared by the caller."""
+    """Run ``in/runner.py in/job.json FD BLOB_FD``; ``workdir/in/`` was prepared by the caller.
+
+    When the bounded scratch's helper was remembered to work but fails now (it exits 125 before
+    anything of the notebook ran, :mod:`grader.runtime.scratchns`), the memory is dropped and the
+    run starts once more, with the helper probed again (:func:`grader.runtime.bwrap.forget_scratch_probe`)."""
+    run = _run_once(workdir, limits, mode=mode)
+    if run.mode == "bwrap" and run.returncode == SCRATCH_HELPER_FAILED and run.stderr.startswith(b"scratchns:"):
+        from grader.runtime.bwrap import forget_scratch_probe
+
+        forget_scratch_probe()
+        run = _run_once(workdir, limits, mode=mode)
+    return run
+
+
+def _run_once(workdir: Path, limits: Limits, *, mode: str | None = None) -> SandboxRun:
     wanted = requested_mode(mode)
     ok, why = bwrap_status() if wanted in ("auto", "bwrap") else (False, "the weaker sandbox was requested")
     run = SandboxRun(mode="bwrap" if ok else "fallback", process_limit=limits.processes)

@@ -188,6 +188,9 @@ class Writable:
     note: str = ""
 
 
+SCRATCH_HELPER_FAILED = 125  # the helper's exit status when it cannot mount (before bubblewrap starts)
+
+
 def _helper_prefix(path: str, size_bytes: int, files: int, dirs: list[str]) -> list[str]:
     return [sys.executable, "-I", "-S", str(SCRATCH_HELPER), path, str(size_bytes), str(files), ",".join(dirs), "--"]
 
