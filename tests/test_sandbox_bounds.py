@@ -138,40 +138,11 @@ def test_a_working_helper_is_remembered_and_a_failing_one_is_probed_again(tmp_pa
         bwrap.scratch_mounts_work.cache_clear()
 
 
-def test_workers_start_when_the_helper_was_wrongly_remembered_to_work(tmp_path, monkeypatch):
-    """A remembered success that no longer holds (user namespaces turned off since): the first
-    workers fail to start, the engine forgets it, probes again and starts them with --size."""
+@pytest.fixture
+def stale_scratch_memory(tmp_path, monkeypatch):
+    """A helper that now fails (exit 125, as without user namespaces), remembered from a time when
+    it worked: yields the memory's marker file."""
     from grader.runtime import bwrap
-    from grader.runtime.engine import Engine
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    failing = tmp_path / "failing_helper.py"
-    failing.write_text("import sys\nsys.stderr.write('scratchns: unshare: Operation not permitted\\n')\nsys.exit(125)\n")
-    monkeypatch.setattr(bwrap, "SCRATCH_HELPER", failing)
-    bwrap.scratch_mounts_work.cache_clear()
-    marker = bwrap._scratch_marker()
-    assert marker is not None
-    marker.touch()  # remembered from a time when it worked
-    try:
-        with Engine(1) as engine:
-            engine.load(None, task="lunarlander")  # waits for the workers: the random policy
-            assert engine.sandbox_mode == "bwrap" and engine.evaluate([3])[3][1] > 0
-        assert not marker.exists() and bwrap.scratch_mounts_work()[0] is False
-    finally:
-        bwrap.scratch_mounts_work.cache_clear()
-
-
-def test_a_notebook_runs_when_the_helper_was_wrongly_remembered_to_work(tmp_path, monkeypatch):
-    """The notebook sandbox, like the engine: a remembered helper that fails (exit 125 before
-    anything of the notebook ran) is forgotten and the notebook runs once more, with --size."""
-    pytest.importorskip("torch")
-    import notebook_fixtures as F
-
-    from grader.notebook import mspacman
-    from grader.notebook.common import parse_notebook
-    from grader.notebook.sandbox import Limits
-    from grader.runtime import bwrap
-    from grader.scoring.rubric import default_rubric_path, load_rubric
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     failing = tmp_path / "failing_helper.py"
@@ -182,11 +153,37 @@ def test_a_notebook_runs_when_the_helper_was_wrongly_remembered_to_work(tmp_path
     assert marker is not None
     marker.touch()
     try:
-        nb = parse_notebook(F.write_notebook(tmp_path / "student" / "homework.ipynb", F.mspacman_cells()))
-        limits = Limits.from_rubric(load_rubric(default_rubric_path("mspacman")).notebook)
-        checks = {c.name: c for c in mspacman.collect(nb, limits=limits, sandbox="bwrap", weights=[]).checks}
-        assert checks["sandbox"].passed and checks["network_forward"].passed, checks["sandbox"].message
-        assert "number of files is NOT bounded" in checks["sandbox_isolation"].message
-        assert not marker.exists()
+        yield marker
     finally:
         bwrap.scratch_mounts_work.cache_clear()
+
+
+def test_workers_start_when_the_helper_was_wrongly_remembered_to_work(stale_scratch_memory):
+    """A remembered success that no longer holds (user namespaces turned off since): the first
+    workers fail to start, the engine forgets it, probes again and starts them with --size."""
+    from grader.runtime import bwrap
+    from grader.runtime.engine import Engine
+
+    with Engine(1) as engine:
+        engine.load(None, task="lunarlander")  # waits for the workers: the random policy
+        assert engine.sandbox_mode == "bwrap" and engine.evaluate([3])[3][1] > 0
+    assert not stale_scratch_memory.exists() and bwrap.scratch_mounts_work()[0] is False
+
+
+def test_a_notebook_runs_when_the_helper_was_wrongly_remembered_to_work(tmp_path, stale_scratch_memory):
+    """The notebook sandbox, like the engine: a remembered helper that fails (exit 125 before
+    anything of the notebook ran) is forgotten and the notebook runs once more, with --size."""
+    pytest.importorskip("torch")
+    import notebook_fixtures as F
+
+    from grader.notebook import mspacman
+    from grader.notebook.common import parse_notebook
+    from grader.notebook.sandbox import Limits
+    from grader.scoring.rubric import default_rubric_path, load_rubric
+
+    nb = parse_notebook(F.write_notebook(tmp_path / "student" / "homework.ipynb", F.mspacman_cells()))
+    limits = Limits.from_rubric(load_rubric(default_rubric_path("mspacman")).notebook)
+    checks = {c.name: c for c in mspacman.collect(nb, limits=limits, sandbox="bwrap", weights=[]).checks}
+    assert checks["sandbox"].passed and checks["network_forward"].passed, checks["sandbox"].message
+    assert "number of files is NOT bounded" in checks["sandbox_isolation"].message
+    assert not stale_scratch_memory.exists()
